@@ -1,0 +1,1 @@
+"""Everything that touches hardware, or emulates it byte for byte."""

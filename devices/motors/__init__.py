@@ -1,0 +1,1 @@
+"""Motor controller protocols over pyserial, their emulated twins, and safety."""

@@ -1,0 +1,1 @@
+"""spikeloop core: what happens to events between sensor and actuator."""

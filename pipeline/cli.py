@@ -1,0 +1,45 @@
+"""The ``spikeloop`` command.
+
+Each sub-command lives in its own module under ``pipeline.commands`` and provides
+``register(subparsers)``, which adds its parser and sets ``func`` (called with the parsed args; its
+return value is the exit status). Modules are imported lazily so ``spikeloop --help`` stays fast and a
+sub-command's heavy imports (numba, dv-processing) are paid only when it runs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Sub-command modules under pipeline.commands, in the order ``--help`` lists them.
+COMMANDS: tuple[str, ...] = (
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spikeloop",
+        description="Real-time neuromorphic robotics pipeline: event sensors -> spiking network -> motors.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"pipeline.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

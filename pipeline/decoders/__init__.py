@@ -1,0 +1,1 @@
+"""Output spikes -> commands, and the BCI decoders."""

@@ -1,0 +1,1 @@
+"""Spiking network description, backends (loihi, float), learning, core mapping."""

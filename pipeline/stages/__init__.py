@@ -1,0 +1,1 @@
+"""Event preprocessing stages: filters, pooling, time binning into SNN input indices."""
