@@ -9,6 +9,7 @@ from recordings.base import DEFAULT_CHUNK_EVENTS, RecordingError, RecordingReade
 #: Reader modules, in the order they are asked. Each module defines exactly one ``Reader`` class
 #: (a RecordingReader subclass). Headerless formats (N-MNIST) come last.
 FORMAT_MODULES: tuple[str, ...] = (
+    "aedat4",
 )
 
 HEAD_BYTES = 4096
