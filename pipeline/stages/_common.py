@@ -1,0 +1,133 @@
+"""Shared plumbing for the event stages: parameter checks and the zero-copy word view of DVS events.
+
+A DVS event (``pipeline.events.DVS_EVENT_DTYPE``, 16 bytes) is viewed as two little-endian int64 words:
+word 0 is the timestamp (µs), word 1 packs x (bits 0-15, int16), y (bits 16-31, int16) and polarity
+(bits 32-39, int8). Kernels read coordinates from word 1 and copy kept events as two words, which is
+the cheapest way to move 16-byte records in numba.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from numba import njit
+
+from pipeline.events import DVS_EVENT_DTYPE
+
+#: Kernel return code offset: a kernel that meets an event outside the sensor returns ``-(index + 1)``.
+OUT_OF_RANGE = -1
+
+
+def event_words(events: np.ndarray) -> np.ndarray:
+    """View DVS events (shape (n,), DVS_EVENT_DTYPE) as an (n, 2) int64 array without copying.
+
+    Non-contiguous inputs are copied once. Raises TypeError for any other dtype.
+    """
+    if not isinstance(events, np.ndarray) or events.dtype != DVS_EVENT_DTYPE:
+        got = events.dtype if isinstance(events, np.ndarray) else type(events).__name__
+        raise TypeError(f"expected a DVS_EVENT_DTYPE array (pipeline.events), got {got}")
+    if events.ndim != 1:
+        raise ValueError(f"expected a 1-D event array, got shape {events.shape}")
+    events = np.ascontiguousarray(events)
+    return events.view(np.int64).reshape(-1, 2)
+
+
+def words_to_events(words: np.ndarray, count: int) -> np.ndarray:
+    """The first ``count`` rows of an (n, 2) int64 word buffer as DVS events (a view)."""
+    return words[:count].reshape(-1).view(DVS_EVENT_DTYPE)
+
+
+def new_word_buffer(n: int) -> np.ndarray:
+    """An uninitialised (n, 2) int64 output buffer for ``n`` events."""
+    return np.empty((n, 2), dtype=np.int64)
+
+
+def raise_out_of_range(stage: str, events: np.ndarray, code: int, width: int, height: int) -> None:
+    """Turn a kernel's negative return code into a ValueError naming the offending event."""
+    index = -code - 1
+    event = np.ascontiguousarray(events)[index]
+    raise ValueError(
+        f"{stage}: event {index} at (x={int(event['x'])}, y={int(event['y'])}, t={int(event['timestamp'])} µs) "
+        f"is outside the {width}x{height} sensor (expected 0 <= x < {width}, 0 <= y < {height})"
+    )
+
+
+@njit(cache=True, inline="always")
+def word_x(word: np.int64) -> np.int64:
+    """x (px) from event word 1."""
+    return ((word & 0xFFFF) ^ 0x8000) - 0x8000
+
+
+@njit(cache=True, inline="always")
+def word_y(word: np.int64) -> np.int64:
+    """y (px) from event word 1."""
+    return (((word >> 16) & 0xFFFF) ^ 0x8000) - 0x8000
+
+
+@njit(cache=True, inline="always")
+def word_polarity(word: np.int64) -> np.int64:
+    """Polarity from event word 1: 1 for ON (any non-zero byte), 0 for OFF."""
+    return np.int64(((word >> 32) & 0xFF) != 0)
+
+
+@njit(cache=True, inline="always")
+def with_xy(word: np.int64, x: np.int64, y: np.int64) -> np.int64:
+    """Event word 1 with its x and y replaced (polarity and padding kept)."""
+    return (word & ~np.int64(0xFFFFFFFF)) | (x & 0xFFFF) | ((y & 0xFFFF) << 16)
+
+
+def check_int(stage: str, name: str, value, low: int | None = None, high: int | None = None) -> int:
+    """Validate an integer parameter ``low <= value <= high``; the error names stage, parameter and range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{stage}: parameter '{name}' must be an integer, got {value!r}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else str(low)
+        hi = "inf" if high is None else str(high)
+        raise ValueError(f"{stage}: parameter '{name}' = {value} is out of range (expected {lo} <= {name} <= {hi})")
+    return value
+
+
+def check_number(stage: str, name: str, value, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> float:
+    """Validate a real parameter in [low, high] (or (low, high] with ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{stage}: parameter '{name}' must be a number, got {value!r}")
+    value = float(value)
+    bad_low = low is not None and (value <= low if low_open else value < low)
+    bad_high = high is not None and value > high
+    if bad_low or bad_high or not np.isfinite(value):
+        lo = "-inf" if low is None else str(low)
+        hi = "inf" if high is None else str(high)
+        op = "<" if low_open else "<="
+        raise ValueError(f"{stage}: parameter '{name}' = {value} is out of range (expected {lo} {op} {name} <= {hi})")
+    return value
+
+
+def check_resolution(stage: str, width, height) -> tuple[int, int]:
+    """Validate a sensor resolution (px): 1..32767 each (int16 coordinates)."""
+    return check_int(stage, "width", width, 1, 32767), check_int(stage, "height", height, 1, 32767)
+
+
+class Stage:
+    """Base class: a stage is callable ``stage(events) -> events`` (DVS_EVENT_DTYPE, shape (n,)).
+
+    ``width``/``height`` are the input resolution (px); ``output_resolution`` is what the next stage sees.
+    State (time surfaces, masks) persists across calls; ``reset()`` clears it.
+    """
+
+    name = "stage"
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = check_resolution(self.name, width, height)
+
+    @property
+    def output_resolution(self) -> tuple[int, int]:
+        """(width, height) in px of the events this stage emits."""
+        return self.width, self.height
+
+    def reset(self) -> None:
+        """Forget all state (stateless stages: nothing to do)."""
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
