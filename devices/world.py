@@ -1,0 +1,265 @@
+"""A 2-D simulated robot world: a differential-drive robot among walls and obstacles, seen by a camera.
+
+The world is a square arena (walls on its four sides) with static round pillars and moving round
+obstacles that bounce off the walls, all placed at random from a seed. The robot is a TurtleBot3-Burger
+sized differential drive (wheel radius 33 mm, track 160 mm, body radius 105 mm, wheels up to 6.67 rad/s,
+i.e. 0.22 m/s). It carries a forward camera (horizontal field of view ``fov_rad``) rendered by ray casting
+one ray per image column in numba: walls and obstacles are drawn with height inversely proportional to
+their distance and with a striped texture fixed to their surface, so motion produces brightness edges that
+the frame-to-event emulator turns into DVS events (looming obstacles expand, passing walls stream).
+
+Units: metres, seconds, radians; wheel speeds in rad/s; image uint8 (height, width).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit
+
+
+#: A contact episode ends (and the next touch counts as a new collision) once the robot is this far clear (m).
+CONTACT_RELEASE_M = 0.02
+
+
+@dataclass(frozen=True)
+class RobotGeometry:
+    """Differential-drive geometry (TurtleBot3 Burger). Metres, rad/s."""
+
+    wheel_radius_m: float = 0.033
+    track_m: float = 0.160
+    body_radius_m: float = 0.105
+    max_wheel_radps: float = 6.67
+
+    @property
+    def top_speed_mps(self) -> float:
+        """Forward speed with both wheels at their limit (m/s)."""
+        return self.wheel_radius_m * self.max_wheel_radps
+
+
+@dataclass(frozen=True)
+class ArenaConfig:
+    """How random arenas are made. Sizes in metres, speeds in m/s."""
+
+    size_m: float = 4.0
+    pillars: int = 6
+    pillar_radius_m: tuple[float, float] = (0.12, 0.25)
+    movers: int = 2
+    mover_radius_m: float = 0.15
+    mover_speed_mps: float = 0.12
+    clearance_m: float = 0.5
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """Forward camera: image size (pixels), horizontal field of view (rad), wall height (m)."""
+
+    width: int = 64
+    height: int = 48
+    fov_rad: float = math.radians(100.0)
+    wall_height_m: float = 0.5
+    camera_height_m: float = 0.12
+
+    @property
+    def focal_px(self) -> float:
+        """Focal length in pixels for the horizontal field of view."""
+        return (self.width / 2) / math.tan(self.fov_rad / 2)
+
+
+@njit(cache=True)
+def _render(image, x, y, heading, focal, size, cx, cy, cr, wall_h, cam_h, depth):
+    """Ray-cast one column per pixel column; fill ``image`` (H, W) uint8 and ``depth`` (W,) metres."""
+    height, width = image.shape
+    horizon = height / 2.0
+    for col in range(width):
+        offset = (width / 2.0 - (col + 0.5)) / focal
+        angle = heading + math.atan(offset)
+        dx = math.cos(angle)
+        dy = math.sin(angle)
+        best = 1e9
+        shade = 0.0
+        # the four walls x=0, x=size, y=0, y=size
+        if dx > 1e-9:
+            t = (size - x) / dx
+            if t < best:
+                best = t
+                shade = 170.0 + 60.0 * ((int((y + t * dy) * 5.0) & 1))
+        elif dx < -1e-9:
+            t = -x / dx
+            if t < best:
+                best = t
+                shade = 170.0 + 60.0 * ((int((y + t * dy) * 5.0) & 1))
+        if dy > 1e-9:
+            t = (size - y) / dy
+            if t < best:
+                best = t
+                shade = 150.0 + 60.0 * ((int((x + t * dx) * 5.0) & 1))
+        elif dy < -1e-9:
+            t = -y / dy
+            if t < best:
+                best = t
+                shade = 150.0 + 60.0 * ((int((x + t * dx) * 5.0) & 1))
+        for k in range(cx.shape[0]):
+            ox = cx[k] - x
+            oy = cy[k] - y
+            along = ox * dx + oy * dy
+            if along <= 0.0:
+                continue
+            miss2 = ox * ox + oy * oy - along * along
+            r2 = cr[k] * cr[k]
+            if miss2 >= r2:
+                continue
+            t = along - math.sqrt(r2 - miss2)
+            if 0.0 < t < best:
+                best = t
+                hit_angle = math.atan2(y + t * dy - cy[k], x + t * dx - cx[k])
+                shade = 25.0 + 45.0 * ((int((hit_angle + math.pi) * 4.0) & 1))
+        depth[col] = best
+        dist = best * math.cos(math.atan(offset))
+        top = horizon - focal * (wall_h - cam_h) / max(dist, 1e-3)
+        bottom = horizon + focal * cam_h / max(dist, 1e-3)
+        fog = 1.0 / (1.0 + 0.08 * dist)
+        for row in range(height):
+            if row < top:
+                image[row, col] = 235
+            elif row > bottom:
+                image[row, col] = 95
+            else:
+                image[row, col] = np.uint8(shade * fog + 90.0 * (1.0 - fog))
+
+
+@dataclass
+class World:
+    """The arena, its obstacles and the robot; ``step(left, right, dt)`` integrates, ``render()`` draws.
+
+    State: robot pose (x_m, y_m, heading_rad), obstacles as circles (cx, cy, r) of which the last
+    ``arena.movers`` move with (vx, vy). ``collisions`` counts contact episodes (touching an obstacle or a
+    wall counts once until the robot is clear again); ``distance_m`` the path length driven forward.
+    """
+
+    seed: int = 0
+    arena: ArenaConfig = field(default_factory=ArenaConfig)
+    robot: RobotGeometry = field(default_factory=RobotGeometry)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+
+    def __post_init__(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        size = self.arena.size_m
+        self.x_m, self.y_m = size / 2, size / 2
+        self.heading_rad = float(rng.uniform(-math.pi, math.pi))
+        radii = list(rng.uniform(*self.arena.pillar_radius_m, self.arena.pillars))
+        radii += [self.arena.mover_radius_m] * self.arena.movers
+        centres: list[tuple[float, float]] = []
+        for r in radii:
+            for _ in range(1000):
+                c = rng.uniform(r + 0.05, size - r - 0.05, 2)
+                clear_of_robot = math.hypot(c[0] - self.x_m, c[1] - self.y_m) > r + self.robot.body_radius_m + self.arena.clearance_m
+                clear_of_others = all(math.hypot(c[0] - o[0], c[1] - o[1]) > r + radii[i] + 0.3 for i, o in enumerate(centres))
+                if clear_of_robot and clear_of_others:
+                    break
+            centres.append((float(c[0]), float(c[1])))
+        self.cx = np.array([c[0] for c in centres])
+        self.cy = np.array([c[1] for c in centres])
+        self.cr = np.array(radii)
+        angles = rng.uniform(-math.pi, math.pi, self.arena.movers)
+        self.vx = self.arena.mover_speed_mps * np.cos(angles)
+        self.vy = self.arena.mover_speed_mps * np.sin(angles)
+        self.time_s = 0.0
+        self.collisions = 0
+        self.distance_m = 0.0
+        self._in_contact = False
+        self.image = np.zeros((self.camera.height, self.camera.width), np.uint8)
+        self.depth_m = np.zeros(self.camera.width)
+
+    @property
+    def n_static(self) -> int:
+        """Number of static pillars (the first obstacles); the rest move."""
+        return len(self.cr) - self.arena.movers
+
+    def render(self) -> np.ndarray:
+        """Draw the robot's camera view into ``self.image`` (H, W) uint8 and return it."""
+        _render(self.image, self.x_m, self.y_m, self.heading_rad, self.camera.focal_px, self.arena.size_m,
+                self.cx, self.cy, self.cr, self.camera.wall_height_m, self.camera.camera_height_m, self.depth_m)
+        return self.image
+
+    def clearance_m(self) -> float:
+        """Distance from the robot's body to the nearest wall or obstacle surface (m; < 0 when overlapping)."""
+        size, r = self.arena.size_m, self.robot.body_radius_m
+        walls = min(self.x_m, self.y_m, size - self.x_m, size - self.y_m) - r
+        if len(self.cr) == 0:
+            return walls
+        gaps = np.hypot(self.cx - self.x_m, self.cy - self.y_m) - self.cr - r
+        return float(min(walls, gaps.min()))
+
+    def step(self, left_radps: float, right_radps: float, dt_s: float) -> None:
+        """Advance physics by ``dt_s`` with the given wheel speeds (rad/s, clipped to the motor limit).
+
+        A robot that would move into an obstacle or wall stays where it was (it is blocked, and the contact
+        counts as one collision until it is clear again).
+        """
+        limit = self.robot.max_wheel_radps
+        left = float(np.clip(left_radps, -limit, limit))
+        right = float(np.clip(right_radps, -limit, limit))
+        r, track = self.robot.wheel_radius_m, self.robot.track_m
+        v = r * (left + right) / 2
+        omega = r * (right - left) / track
+        self._move_obstacles(dt_s)
+        old = (self.x_m, self.y_m, self.heading_rad)
+        heading = self.heading_rad + omega * dt_s / 2
+        self.x_m += v * math.cos(heading) * dt_s
+        self.y_m += v * math.sin(heading) * dt_s
+        self.heading_rad = math.remainder(self.heading_rad + omega * dt_s, math.tau)
+        if self.clearance_m() < 0:
+            self.x_m, self.y_m = old[0], old[1]
+            if not self._in_contact:
+                self.collisions += 1
+                self._in_contact = True
+        else:
+            self.distance_m += max(v, 0.0) * dt_s
+            if self._in_contact and self.clearance_m() > CONTACT_RELEASE_M:
+                self._in_contact = False
+        self.time_s += dt_s
+
+    def _move_obstacles(self, dt_s: float) -> None:
+        first, size = self.n_static, self.arena.size_m
+        for k in range(self.arena.movers):
+            i = first + k
+            nx, ny = self.cx[i] + self.vx[k] * dt_s, self.cy[i] + self.vy[k] * dt_s
+            if not self.cr[i] < nx < size - self.cr[i]:
+                self.vx[k] = -self.vx[k]
+                nx = self.cx[i]
+            if not self.cr[i] < ny < size - self.cr[i]:
+                self.vy[k] = -self.vy[k]
+                ny = self.cy[i]
+            others = np.hypot(self.cx[:first] - nx, self.cy[:first] - ny) < self.cr[:first] + self.cr[i]
+            robot = math.hypot(self.x_m - nx, self.y_m - ny) < self.cr[i] + self.robot.body_radius_m
+            if others.any() or robot:
+                self.vx[k], self.vy[k] = -self.vx[k], -self.vy[k]
+                continue
+            self.cx[i], self.cy[i] = nx, ny
+
+    def top_down(self, scale_px_per_m: float = 100.0) -> np.ndarray:
+        """A map of the arena: (S, S, 3) uint8 BGR with obstacles, the robot and its field of view."""
+        import cv2
+
+        side = int(self.arena.size_m * scale_px_per_m)
+        canvas = np.full((side, side, 3), 245, np.uint8)
+
+        def px(x: float, y: float) -> tuple[int, int]:
+            return int(x * scale_px_per_m), int(side - 1 - y * scale_px_per_m)
+
+        for i in range(len(self.cr)):
+            colour = (90, 90, 90) if i < self.n_static else (40, 120, 230)
+            cv2.circle(canvas, px(self.cx[i], self.cy[i]), int(self.cr[i] * scale_px_per_m), colour, -1, cv2.LINE_AA)
+        for side_angle in (-self.camera.fov_rad / 2, self.camera.fov_rad / 2):
+            a = self.heading_rad + side_angle
+            cv2.line(canvas, px(self.x_m, self.y_m), px(self.x_m + 0.6 * math.cos(a), self.y_m + 0.6 * math.sin(a)),
+                     (200, 200, 120), 1, cv2.LINE_AA)
+        body = int(self.robot.body_radius_m * scale_px_per_m)
+        cv2.circle(canvas, px(self.x_m, self.y_m), body, (40, 160, 40), -1, cv2.LINE_AA)
+        nose = px(self.x_m + self.robot.body_radius_m * math.cos(self.heading_rad),
+                  self.y_m + self.robot.body_radius_m * math.sin(self.heading_rad))
+        cv2.line(canvas, px(self.x_m, self.y_m), nose, (255, 255, 255), 2, cv2.LINE_AA)
+        cv2.rectangle(canvas, (0, 0), (side - 1, side - 1), (0, 0, 0), 2)
+        return canvas

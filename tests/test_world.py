@@ -1,0 +1,91 @@
+"""The simulated robot world: arenas from seeds, differential-drive physics, collisions, the camera."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from devices.world import ArenaConfig, World
+
+EMPTY = ArenaConfig(pillars=0, movers=0)
+
+
+def test_same_seed_same_arena_different_seed_different_arena():
+    a, b, c = World(seed=5), World(seed=5), World(seed=6)
+    assert np.array_equal(a.cx, b.cx) and a.heading_rad == b.heading_rad
+    assert not np.array_equal(a.cx, c.cx)
+
+
+def test_arenas_start_with_the_robot_clear_of_everything():
+    for seed in range(20):
+        world = World(seed=seed)
+        assert world.clearance_m() > world.arena.clearance_m - 1e-9
+
+
+def test_straight_driving_speed_and_turn_rate_follow_the_wheel_speeds():
+    world = World(seed=0, arena=EMPTY)
+    world.heading_rad = 0.0
+    x0 = world.x_m
+    for _ in range(1000):
+        world.step(5.0, 5.0, 0.001)
+    assert world.x_m - x0 == pytest.approx(world.robot.wheel_radius_m * 5.0, rel=1e-6)
+    assert world.distance_m == pytest.approx(world.robot.wheel_radius_m * 5.0, rel=1e-6)
+    for _ in range(1000):
+        world.step(-2.0, 2.0, 0.001)
+    expected = world.robot.wheel_radius_m * 4.0 / world.robot.track_m
+    assert world.heading_rad == pytest.approx(expected, rel=1e-6)
+
+
+def test_wheel_speeds_are_clipped_to_the_motor_limit():
+    world = World(seed=0, arena=EMPTY)
+    world.heading_rad = 0.0
+    x0 = world.x_m
+    world.step(100.0, 100.0, 0.1)
+    assert world.x_m - x0 == pytest.approx(world.robot.top_speed_mps * 0.1)
+
+
+def test_driving_into_a_wall_is_one_collision_and_the_robot_is_blocked():
+    world = World(seed=0, arena=EMPTY)
+    world.heading_rad = 0.0
+    for _ in range(20000):
+        world.step(6.0, 6.0, 0.001)
+    assert world.collisions == 1
+    assert world.x_m <= world.arena.size_m - world.robot.body_radius_m
+    for _ in range(2000):
+        world.step(-6.0, -6.0, 0.001)
+    for _ in range(4000):
+        world.step(6.0, 6.0, 0.001)
+    assert world.collisions == 2
+
+
+def test_an_obstacle_ahead_fills_the_centre_of_the_view_and_looms():
+    arena = ArenaConfig(pillars=0, movers=0)
+    world = World(seed=0, arena=arena)
+    world.heading_rad = 0.0
+    world.cx, world.cy, world.cr = np.array([world.x_m + 1.0]), np.array([world.y_m]), np.array([0.2])
+    far = world.render().copy()
+    world.x_m += 0.5
+    near = world.render().copy()
+    centre = world.camera.width // 2
+    assert world.depth_m[centre] == pytest.approx(0.3, abs=1e-3)
+    dark_far = (far[:, centre] < 80).sum()
+    dark_near = (near[:, centre] < 80).sum()
+    assert dark_near > dark_far > 0
+    assert (near < 80).any(axis=0).sum() > (far < 80).any(axis=0).sum()
+
+
+def test_moving_obstacles_move_and_stay_inside():
+    world = World(seed=3)
+    start = (world.cx[-1], world.cy[-1])
+    for _ in range(20000):
+        world.step(0.0, 0.0, 0.005)
+    assert (world.cx[-1], world.cy[-1]) != start
+    movers = slice(world.n_static, None)
+    assert np.all(world.cx[movers] >= world.cr[movers]) and np.all(world.cx[movers] <= world.arena.size_m - world.cr[movers])
+
+
+def test_top_down_map_shape():
+    world = World(seed=1)
+    assert world.top_down(50.0).shape == (200, 200, 3)
+    assert math.isfinite(world.clearance_m())
