@@ -1,0 +1,97 @@
+"""DAD-layout binned neural data (KordingLab/DAD .mat files, MATLAB v5 via scipy.io.loadmat).
+
+Variables: ``Ytr``/``Yte`` spike counts or rates [time bins x units], ``Xtr``/``Xte`` 2-D hand velocity
+[time bins x 2], optionally ``Ttr``/``Tte`` target index per bin. Which block is the "training" one is
+documented inconsistently upstream, so blocks are addressed by their variable suffix ("tr", "te").
+The files do not record their bin width; ``bin_ms`` (default 50 ms, Glaser et al.'s M1 setting) only
+sets the time base of the replayed spike stream.
+
+``DadSource`` replays a block as AER spikes (SPIKE_DTYPE, channel = unit column) through the pipeline
+Source interface: the c spikes of a unit in a bin are spread evenly over the bin, so binning the stream at
+the same width gives back exactly the stored counts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.decoders.bci.data import BinnedData, counts_to_spikes
+from pipeline.decoders.bci.replay import SpikeArraySource
+from pipeline.source import StreamInfo
+from recordings.base import RecordingError
+
+#: Bin width assumed when the caller does not give one (ms).
+DEFAULT_BIN_MS = 50.0
+BLOCKS = ("tr", "te")
+
+
+def _variable(path: Path, mat: dict, name: str) -> np.ndarray:
+    if name not in mat:
+        present = sorted(k for k in mat if not k.startswith("__"))
+        raise RecordingError(path, f"missing variable '{name}' (DAD layout needs Y{{tr,te}} [time x units] "
+                                   f"and X{{tr,te}} [time x 2]; the file has {present})")
+    arr = np.asarray(mat[name])
+    if arr.dtype.kind not in "biuf":
+        raise RecordingError(path, f"variable '{name}' is not numeric (dtype {arr.dtype})")
+    return arr
+
+
+def _check_finite(path: Path, name: str, arr: np.ndarray) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise RecordingError(path, f"variable '{name}' has {int(bad.sum())} NaN/inf values (first at row {r}, column {c})")
+
+
+def load_dad(path: str | Path, block: str = "te", bin_ms: float = DEFAULT_BIN_MS) -> BinnedData:
+    """One block (``"tr"`` or ``"te"``) of a DAD .mat file as BinnedData (counts (T, n_units),
+    kinematics = hand velocity (T, 2), targets (T,) if the file has them)."""
+    from scipy.io import loadmat
+
+    path = Path(path)
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
+    if not path.is_file():
+        raise RecordingError(path, "no such file")
+    if not bin_ms > 0:
+        raise ValueError(f"bin width must be > 0 ms, got {bin_ms}")
+    try:
+        mat = loadmat(str(path))
+    except Exception as exc:  # scipy raises several types for non-MATLAB input
+        raise RecordingError(path, f"not a readable MATLAB .mat file ({exc})", 0) from None
+    y_name, x_name, t_name = f"Y{block}", f"X{block}", f"T{block}"
+    Y, X = _variable(path, mat, y_name), _variable(path, mat, x_name)
+    if Y.ndim != 2 or Y.shape[0] == 0 or Y.shape[1] == 0:
+        raise RecordingError(path, f"variable '{y_name}' must be a non-empty 2-D [time x units] array, got shape {Y.shape}")
+    if X.ndim != 2 or X.shape != (Y.shape[0], 2):
+        raise RecordingError(path, f"variable '{x_name}' must be [time x 2] hand velocity with {Y.shape[0]} rows "
+                                   f"like '{y_name}', got shape {X.shape}")
+    _check_finite(path, y_name, Y.astype(np.float64))
+    _check_finite(path, x_name, X.astype(np.float64))
+    if np.any(Y < 0):
+        raise RecordingError(path, f"variable '{y_name}' has negative spike counts")
+    targets = None
+    if t_name in mat:
+        T = np.asarray(mat[t_name]).ravel()
+        if T.shape != (Y.shape[0],):
+            raise RecordingError(path, f"variable '{t_name}' must have one target per bin ({Y.shape[0]}), got shape {np.shape(mat[t_name])}")
+        targets = T.astype(np.int64)
+    return BinnedData(Y.astype(np.float64), X.astype(np.float64), int(round(bin_ms * 1000)),
+                      f"{path}:{y_name}/{x_name}", ("vel_x", "vel_y"), targets)
+
+
+class DadSource(SpikeArraySource):
+    """Replays one DAD block as AER spikes. path, block ("tr"/"te"), bin_ms: see ``load_dad``;
+    speed/fast/loop/chunk_us: see SpikeArraySource. ``data`` holds the binned block."""
+
+    def __init__(self, path: str | Path, block: str = "te", bin_ms: float = DEFAULT_BIN_MS, *,
+                 speed: float = 1.0, fast: bool = False, loop: bool = False, chunk_us: int = 1000):
+        self.data = load_dad(path, block, bin_ms)
+        try:
+            events = counts_to_spikes(self.data.counts, self.data.bin_us)
+        except ValueError as exc:
+            raise RecordingError(path, f"variable 'Y{block}': {exc}") from None
+        info = StreamInfo(kind="spikes", channels=self.data.n_units, name=f"{Path(path).name}:Y{block}")
+        super().__init__(events, info, t_start_us=0, t_end_us=len(self.data) * self.data.bin_us,
+                         speed=speed, fast=fast, loop=loop, chunk_us=chunk_us)
