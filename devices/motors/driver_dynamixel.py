@@ -1,0 +1,128 @@
+"""Dynamixel X series in velocity mode over Protocol 2.0.
+
+Commands: one SYNC_WRITE Goal Velocity (104) per send (no status reply). Read-back: READ Present
+Velocity + Present Position (128, 8 bytes) per servo, round-robin, plus the Bus Watchdog register (98)
+every ``watchdog_check_every`` polls so a tripped watchdog (register = 0xFF) is noticed and re-armed.
+Units: 1 Goal/Present Velocity unit = 0.229 rpm = 0.0239691227 rad/s; 4096 position pulses per turn.
+"""
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+
+from . import dynamixel as dxl
+from .driver import Exchange, MotorDriver, MotorError
+
+
+class DynamixelDriver(MotorDriver):
+    protocol = "dynamixel"
+    default_baud = 57600
+    emulated_baud = 1_000_000
+    half_duplex = True
+    reply_timeout_s = 0.03
+
+    def __init__(self, ids: list[int], device_watchdog_ms: float = 100.0,
+                 watchdog_check_every: int = 10) -> None:
+        super().__init__(ids)
+        for dxl_id in ids:
+            if not 0 <= dxl_id <= 252:
+                raise ValueError(f"dynamixel: id {dxl_id} out of range 0..252")
+        units = math.ceil(device_watchdog_ms / dxl.BUS_WATCHDOG_UNIT_MS)
+        if not 1 <= units <= 127:
+            raise ValueError(f"dynamixel: device_watchdog_ms={device_watchdog_ms} outside 20..2540 ms")
+        self.watchdog_units = units
+        self.watchdog_check_every = watchdog_check_every
+        self._decoder = dxl.PacketDecoder()
+        self._index = {dxl_id: k for k, dxl_id in enumerate(ids)}
+        self._poll_count = 0
+        self._last_poll: tuple[int, int] | None = None
+        self.watchdog_tripped = False
+        self.status_errors = 0
+
+    # -- bytes ------------------------------------------------------------------------------------
+    def encode_velocity(self, omega_rad_s: np.ndarray) -> bytes:
+        raw = np.rint(np.asarray(omega_rad_s, dtype=float) / dxl.VELOCITY_UNIT_RAD_S).astype(np.int64)
+        return dxl.sync_write_goal_velocity(self.ids, raw.tolist())
+
+    def release_bytes(self) -> bytes:
+        return dxl.sync_write(dxl.TORQUE_ENABLE[0], 1, [(i, b"\x00") for i in self.ids])
+
+    def poll_bytes(self) -> bytes:
+        k = self._poll_count % len(self.ids)
+        check_watchdog = self._poll_count % (self.watchdog_check_every * len(self.ids)) < len(self.ids)
+        self._poll_count += 1
+        dxl_id = self.ids[k]
+        if check_watchdog:
+            self._last_poll = (dxl_id, dxl.BUS_WATCHDOG[0])
+            return dxl.read(dxl_id, *dxl.BUS_WATCHDOG)
+        self._last_poll = (dxl_id, dxl.PRESENT_VELOCITY[0])
+        return dxl.read(dxl_id, dxl.PRESENT_VELOCITY[0], 8)
+
+    def polls_expected_replies(self) -> int:
+        return 1
+
+    # -- replies ----------------------------------------------------------------------------------
+    def reset_decoder(self) -> None:
+        self._decoder.reset()
+
+    def decode(self, data: bytes) -> list[dxl.Packet]:
+        return [p for p in self._decoder.feed(data) if p.instruction == dxl.STATUS]
+
+    @property
+    def crc_errors(self) -> int:
+        return self._decoder.crc_errors
+
+    def apply(self, reply: dxl.Packet) -> None:
+        k = self._index.get(reply.dxl_id)
+        if k is None or self._last_poll is None or self._last_poll[0] != reply.dxl_id:
+            return
+        if reply.error:
+            self.status_errors += 1
+            return
+        if self._last_poll[1] == dxl.BUS_WATCHDOG[0] and len(reply.params) == 1:
+            if reply.params[0] == 0xFF:
+                self.watchdog_tripped = True
+        elif len(reply.params) == 8:
+            vel, pos = struct.unpack("<ii", reply.params)
+            self.feedback.update(k, vel * dxl.VELOCITY_UNIT_RAD_S, pos * dxl.POSITION_UNIT_RAD)
+
+    def needs_reinitialise(self) -> bool:
+        return self.watchdog_tripped
+
+    # -- bring-up ---------------------------------------------------------------------------------
+    def _ask(self, link: Exchange, dxl_id: int, request: bytes, what: str) -> dxl.Packet:
+        replies = [r for r in link.request(request, 1, self.reply_timeout_s * 4) if r.dxl_id == dxl_id]
+        if not replies:
+            raise MotorError(f"dynamixel on {link.port}: no reply from id {dxl_id} to {what} "
+                             f"(check id, baud rate, power and wiring)")
+        reply = replies[0]
+        if reply.error & 0x7F:
+            raise MotorError(f"dynamixel on {link.port}: id {dxl_id} answered {what} with error "
+                             f"{dxl.describe_error(reply.error)}")
+        return reply
+
+    def initialise(self, link: Exchange) -> None:
+        self.reset_decoder()
+        for k, dxl_id in enumerate(self.ids):
+            pong = self._ask(link, dxl_id, dxl.ping(dxl_id), "PING")
+            if len(pong.params) != 3:
+                raise MotorError(f"dynamixel on {link.port}: id {dxl_id} PING reply has "
+                                 f"{len(pong.params)} parameter bytes, expected 3")
+            limit = self._ask(link, dxl_id, dxl.read(dxl_id, *dxl.VELOCITY_LIMIT), "READ Velocity Limit (44)")
+            self.device_max_velocity[k] = struct.unpack("<i", limit.params[:4])[0] * dxl.VELOCITY_UNIT_RAD_S
+            steps = (
+                (dxl.TORQUE_ENABLE, 0, "Torque Enable = 0 (64)"),
+                (dxl.BUS_WATCHDOG, 0, "Bus Watchdog = 0 (98)"),
+                (dxl.OPERATING_MODE, dxl.OPERATING_MODE_VELOCITY, "Operating Mode = velocity (11)"),
+            )
+            for field, value, what in steps:
+                self._ask(link, dxl_id, dxl.write_u8(dxl_id, field, value), "WRITE " + what)
+            self._ask(link, dxl_id, dxl.write(dxl_id, dxl.GOAL_VELOCITY[0], struct.pack("<i", 0)),
+                      "WRITE Goal Velocity = 0 (104)")
+            self._ask(link, dxl_id, dxl.write_u8(dxl_id, dxl.BUS_WATCHDOG, self.watchdog_units),
+                      f"WRITE Bus Watchdog = {self.watchdog_units} (98)")
+            self._ask(link, dxl_id, dxl.write_u8(dxl_id, dxl.TORQUE_ENABLE, 1), "WRITE Torque Enable = 1 (64)")
+        self.watchdog_tripped = False
+        self._last_poll = None

@@ -1,0 +1,73 @@
+"""Protocol name -> driver class and emulated twin, and :func:`open_motors`."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .driver import MotorDriver
+from .link import SerialLink
+from .safety import SafeMotors
+from .twin import PtyTwin
+
+#: protocol -> (driver "module:Class", twin "module:factory(ids, **opts) -> device model")
+PROTOCOLS: dict[str, tuple[str, str]] = {
+    "dynamixel": ("driver_dynamixel:DynamixelDriver", "twin_dynamixel:DynamixelBus"),
+}
+
+EMULATED_PREFIX = "emulated:"
+
+
+def _load(spec: str) -> Any:
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+
+
+def driver_class(protocol: str) -> type[MotorDriver]:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown motor protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    return _load(PROTOCOLS[protocol][0])
+
+
+def start_twin(protocol: str, ids: list[int], **opts: Any) -> PtyTwin:
+    """An emulated ``protocol`` controller with motors ``ids``, served on a fresh pty."""
+    driver_class(protocol)
+    device = _load(PROTOCOLS[protocol][1])(ids, **opts)
+    return PtyTwin(device, name=protocol)
+
+
+def open_motors(protocol: str, port: str, ids: list[int], *, baud: int | None = None,
+                timeout_ms: float = 200.0, max_velocity=None, max_accel: float | None = None,
+                feedback_hz: float = 50.0, backoff_s: tuple[float, float] = (0.05, 1.0),
+                twin_opts: dict[str, Any] | None = None, **driver_opts: Any) -> SafeMotors:
+    """Open, initialise and safety-wrap a motor controller.
+
+    protocol: one of :data:`PROTOCOLS`. port: device path, or ``"emulated:<protocol>"`` to start an
+    emulated twin on a pty (closed with the controller). ids: motor ids / channels / axes / pins, in
+    the order of ``send()``'s velocity array. baud: defaults to the protocol's factory default (real
+    port) or its emulated rate. timeout_ms, max_velocity (rad/s), max_accel (rad/s^2): safety layer.
+    feedback_hz: read-back request rate (0 = none). driver_opts go to the protocol driver.
+    """
+    cls = driver_class(protocol)
+    driver = cls(list(ids), **driver_opts)
+    twin = None
+    if port.startswith(EMULATED_PREFIX):
+        emulated = port[len(EMULATED_PREFIX):]
+        if emulated != protocol:
+            raise ValueError(f"port {port!r} emulates {emulated!r} but protocol is {protocol!r}")
+        twin = start_twin(protocol, list(ids), **(twin_opts or {}))
+        path = twin.path
+        baud = baud or cls.emulated_baud
+    else:
+        path = port
+        baud = baud or cls.default_baud
+    link = SerialLink(driver, path, baud, feedback_hz=feedback_hz, backoff_s=backoff_s)
+    try:
+        link.start()
+    except BaseException:
+        if twin is not None:
+            twin.close()
+        raise
+    controller = SafeMotors(driver, link, timeout_ms=timeout_ms, max_velocity=max_velocity,
+                            max_accel=max_accel, on_close=twin.close if twin is not None else None)
+    controller.twin = twin
+    return controller
