@@ -1,0 +1,229 @@
+"""numba step kernels of both backends: one call advances the whole network by one step.
+
+Index space: input axons are ``[0, n_inputs)``, population neurons follow, in population order. A
+"group" is the input port (group 0) or a population (group p + 1); ``groups[g] = (start, size, count)``
+with ``active[start:start + count]`` the indices that spiked in group g this step (event lists).
+
+Projection table ``proj`` (int64, one row per projection, columns below). Dense weights are stored
+input-major (the row of pre axon ``i`` is contiguous, n_tgt long); CSR synapses of pre ``i`` are
+``indptr[IDX_OFF + i] .. indptr[IDX_OFF + i + 1]`` (local), with post index, weight and delay at
+``SYN_OFF``/``W_OFF`` plus that local position. Each projection owns a ring of RING_LEN slots of n_tgt
+accumulators: a spike at step t adds its weights to slot (t + 1 + delay) % RING_LEN, and slot
+t % RING_LEN is delivered to the target (and zeroed) at the start of step t.
+
+Step order (Lava's): clear last step's spikes; load input spikes; deliver ring slots into a_in; update
+every neuron (emit spikes); accumulate spiking sources' weight rows into the rings. Nothing allocates.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+KIND, SRC_GROUP, SRC_START, N_SRC, TGT_POP, TGT_START, N_TGT, W_OFF, IDX_OFF, SYN_OFF, RING_OFF, RING_LEN, \
+    SHIFT, DELAY = range(14)
+N_PROJ_COLUMNS = 14
+DENSE, CSR = 0, 1
+
+# neuron state rows (loihi int64; float backend float32 uses U, V, A_IN and a separate refractory counter)
+U, V, A_IN, REFRACTORY_LEFT = range(4)
+# loihi parameter rows: U_MULT = 4095 - du, V_MULT = 4096 - dv, THRESHOLD = vth << 6, BIAS = bias_mant << bias_exp
+U_MULT, V_MULT, THRESHOLD, BIAS, REFRACTORY = range(5)
+
+# counters columns (pipeline.snn.counters.FIELDS)
+C_SYN, C_ACTIVE, C_INACTIVE, C_SPIKES = range(4)
+
+UV_LIMIT = 1 << 23
+
+
+@njit(cache=True)
+def _begin_step(inputs, spikes, active, groups, counters):
+    """Clear last step's spikes, zero the last-step counters, load the input spikes (deduplicated).
+
+    Returns -1, or the position in ``inputs`` of an index outside [0, groups[0, 1]).
+    """
+    for g in range(groups.shape[0]):
+        start = groups[g, 0]
+        for k in range(groups[g, 2]):
+            spikes[active[start + k]] = 0
+        groups[g, 2] = 0
+    counters[0, :, :] = 0
+    n_inputs = groups[0, 1]
+    count = 0
+    for k in range(inputs.shape[0]):
+        index = inputs[k]
+        if index < 0 or index >= n_inputs:
+            return k
+        if spikes[index] == 0:
+            spikes[index] = 1
+            active[count] = index
+            count += 1
+    groups[0, 2] = count
+    return -1
+
+
+@njit(cache=True)
+def _accumulate(t, spikes, active, groups, proj, weights, indptr, post, delays, ring, counters):
+    """Add the weight rows of every source that spiked this step into the projections' rings."""
+    for p in range(proj.shape[0]):
+        g = proj[p, SRC_GROUP]
+        start = groups[g, 0]
+        count = groups[g, 2]
+        if count == 0:
+            continue
+        n_tgt = proj[p, N_TGT]
+        ring_len = proj[p, RING_LEN]
+        ring_off = proj[p, RING_OFF]
+        w_off = proj[p, W_OFF]
+        src_start = proj[p, SRC_START]
+        ops = 0
+        if proj[p, KIND] == DENSE:
+            slot = ring_off + ((t + 1 + proj[p, DELAY]) % ring_len) * n_tgt
+            acc = ring[slot:slot + n_tgt]
+            for k in range(count):
+                row = w_off + (active[start + k] - src_start) * n_tgt
+                w = weights[row:row + n_tgt]
+                for j in range(n_tgt):
+                    acc[j] += w[j]
+            ops = count * n_tgt
+        else:
+            idx_off = proj[p, IDX_OFF]
+            syn_off = proj[p, SYN_OFF]
+            for k in range(count):
+                row = active[start + k] - src_start
+                first = indptr[idx_off + row]
+                last = indptr[idx_off + row + 1]
+                for s in range(first, last):
+                    slot = (t + 1 + delays[syn_off + s]) % ring_len
+                    ring[ring_off + slot * n_tgt + post[syn_off + s]] += weights[w_off + s]
+                ops += last - first
+        counters[0, proj[p, TGT_POP], C_SYN] += ops
+        counters[1, proj[p, TGT_POP], C_SYN] += ops
+
+
+@njit(cache=True)
+def step_loihi(inputs, t, state, params, spikes, active, groups, proj, weights, indptr, post, delays, ring,
+               counters):
+    """One bit-accurate step. state int64 (4, n_neurons); params int64 (5, n_neurons); ring int32.
+
+    Returns -1, or the position of an out-of-range input index (nothing else was changed then).
+    """
+    bad = _begin_step(inputs, spikes, active, groups, counters)
+    if bad >= 0:
+        return bad
+    n_inputs = groups[0, 1]
+    for p in range(proj.shape[0]):
+        n_tgt = proj[p, N_TGT]
+        slot = proj[p, RING_OFF] + (t % proj[p, RING_LEN]) * n_tgt
+        tgt = proj[p, TGT_START]
+        shift = proj[p, SHIFT]
+        for j in range(n_tgt):
+            acc = np.int64(ring[slot + j])
+            if acc != 0:
+                ring[slot + j] = 0
+                if shift >= 0:
+                    state[A_IN, tgt + j] += acc << shift
+                else:
+                    state[A_IN, tgt + j] += acc >> -shift
+    for g in range(1, groups.shape[0]):
+        start = groups[g, 0]
+        size = groups[g, 1]
+        count = 0
+        n_active = 0
+        for i in range(start - n_inputs, start - n_inputs + size):
+            u = state[U, i]
+            v = state[V, i]
+            a_in = state[A_IN, i]
+            bias = params[BIAS, i]
+            if u != 0 or v != 0 or a_in != 0 or bias != 0:
+                n_active += 1
+            x = u * params[U_MULT, i]
+            u = (x >> 12) if x >= 0 else -((-x) >> 12)
+            u += a_in << 6
+            if u > UV_LIMIT:
+                u -= 2 * UV_LIMIT
+            elif u <= -UV_LIMIT:
+                u += 2 * UV_LIMIT
+            y = v * params[V_MULT, i]
+            v = ((y >> 12) if y >= 0 else -((-y) >> 12)) + u + bias
+            if v > UV_LIMIT - 1:
+                v = UV_LIMIT - 1
+            elif v < -(UV_LIMIT - 1):
+                v = -(UV_LIMIT - 1)
+            state[U, i] = u
+            state[A_IN, i] = 0
+            if state[REFRACTORY_LEFT, i] > 0:
+                state[REFRACTORY_LEFT, i] -= 1
+                v = 0
+            elif v > params[THRESHOLD, i]:
+                v = 0
+                state[REFRACTORY_LEFT, i] = params[REFRACTORY, i]
+                spikes[i + n_inputs] = 1
+                active[start + count] = i + n_inputs
+                count += 1
+            state[V, i] = v
+        groups[g, 2] = count
+        pop = g - 1
+        counters[0, pop, C_ACTIVE] = n_active
+        counters[0, pop, C_INACTIVE] = size - n_active
+        counters[0, pop, C_SPIKES] = count
+        counters[1, pop, C_ACTIVE] += n_active
+        counters[1, pop, C_INACTIVE] += size - n_active
+        counters[1, pop, C_SPIKES] += count
+    _accumulate(t, spikes, active, groups, proj, weights, indptr, post, delays, ring, counters)
+    return -1
+
+
+@njit(cache=True)
+def step_float(inputs, t, state, params, refractory_left, spikes, active, groups, proj, weights, indptr, post,
+               delays, ring, counters):
+    """One float32 step, same order as step_loihi. state float32 (3, n): u, v, a_in; params float32
+    (5, n): u decay factor, v decay factor, threshold, bias, refractory steps; refractory_left int32 (n,)."""
+    bad = _begin_step(inputs, spikes, active, groups, counters)
+    if bad >= 0:
+        return bad
+    n_inputs = groups[0, 1]
+    for p in range(proj.shape[0]):
+        n_tgt = proj[p, N_TGT]
+        slot = proj[p, RING_OFF] + (t % proj[p, RING_LEN]) * n_tgt
+        tgt = proj[p, TGT_START]
+        a_in = state[A_IN, tgt:tgt + n_tgt]
+        acc = ring[slot:slot + n_tgt]
+        for j in range(n_tgt):
+            a_in[j] += acc[j]
+            acc[j] = 0.0
+    for g in range(1, groups.shape[0]):
+        start = groups[g, 0]
+        size = groups[g, 1]
+        count = 0
+        n_active = 0
+        for i in range(start - n_inputs, start - n_inputs + size):
+            u = state[U, i]
+            v = state[V, i]
+            a_in = state[A_IN, i]
+            bias = params[BIAS, i]
+            if u != 0 or v != 0 or a_in != 0 or bias != 0:
+                n_active += 1
+            u = u * params[U_MULT, i] + a_in
+            v = v * params[V_MULT, i] + u + bias
+            state[U, i] = u
+            state[A_IN, i] = 0
+            if refractory_left[i] > 0:
+                refractory_left[i] -= 1
+                v = 0
+            elif v > params[THRESHOLD, i]:
+                v = 0
+                refractory_left[i] = np.int32(params[REFRACTORY, i])
+                spikes[i + n_inputs] = 1
+                active[start + count] = i + n_inputs
+                count += 1
+            state[V, i] = v
+        groups[g, 2] = count
+        pop = g - 1
+        counters[0, pop, C_ACTIVE] = n_active
+        counters[0, pop, C_INACTIVE] = size - n_active
+        counters[0, pop, C_SPIKES] = count
+        counters[1, pop, C_ACTIVE] += n_active
+        counters[1, pop, C_INACTIVE] += size - n_active
+        counters[1, pop, C_SPIKES] += count
+    _accumulate(t, spikes, active, groups, proj, weights, indptr, post, delays, ring, counters)
+    return -1
