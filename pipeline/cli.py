@@ -13,6 +13,9 @@ import sys
 
 #: Sub-command modules under pipeline.commands, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
+    "camera",
+    "conformance",
+    "motor",
 )
 
 

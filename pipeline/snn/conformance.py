@@ -128,7 +128,7 @@ def run_file(path: str | Path) -> list[Check]:
         arrays = _Arrays(data, path)
         one, two = scenario_names(data)
         if not one and not two:
-            raise ValueError(f"{path}: no scenario found (expected keys 'X_weights' or 'X_W1')")
+            raise ValueError(f"{path}: no scenario found (expected keys '<name>_weights' or '<name>_W1')")
         for name in one:
             try:
                 network = one_layer_network(arrays, name)

@@ -1,0 +1,44 @@
+"""``spikeloop conformance loihi FILE.npz [--json]``: check the loihi backend against Lava's outputs.
+
+Runs every scenario in a file laid out like ../shared/conformance/loihi/lava_reference.npz and compares
+every recorded integer. Exit status 0 only if everything matches, 1 on a mismatch, 2 on a bad file.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("conformance", help="bit-exactness of the loihi backend against Lava reference files",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("backend", choices=["loihi"], help="backend to check (loihi)")
+    parser.add_argument("file", help="reference .npz (lava_reference.npz layout)")
+    parser.add_argument("--json", action="store_true",
+                        help='print {"A": {"spikes": true, "v": true, "u": true}, ...} only')
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pipeline.snn.conformance import run_file, summary
+
+    try:
+        checks = run_file(args.file)
+    except (OSError, ValueError) as error:
+        print(f"spikeloop conformance: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary(checks)))
+    else:
+        print(f"{'scenario':<9}{'quantity':<9}{'shape (T, n)':<14}{'result':<7}first mismatch")
+        for check in checks:
+            detail = ""
+            if check.mismatch is not None:
+                m = check.mismatch
+                detail = (f"shape differs" if m.step < 0 else
+                          f"step {m.step}, neuron {m.neuron}: expected {m.expected}, got {m.got}")
+            shape = "x".join(str(s) for s in check.shape)
+            print(f"{check.scenario:<9}{check.quantity:<9}{shape:<14}{'ok' if check.ok else 'FAIL':<7}{detail}")
+        failed = sum(not c.ok for c in checks)
+        print(f"{len(checks) - failed} of {len(checks)} recorded arrays match exactly")
+    return 0 if all(c.ok for c in checks) else 1
