@@ -18,21 +18,22 @@ import cv2
 import numpy as np
 
 from devices.dvs_emulator import DvsEmulator, EmulatorConfig
+from devices.errors import CameraError
 from pipeline.source import Packet, StreamInfo
 
 
-class CameraError(RuntimeError):
-    """A camera or video file could not be opened or stopped delivering frames."""
-
-
 def open_capture(device: int | str) -> cv2.VideoCapture:
-    """Open a camera index or a video path; raise CameraError with what went wrong."""
-    if isinstance(device, str) and not device.isdigit():
-        if not Path(device).is_file():
-            raise CameraError(f"video file {device} does not exist")
-        capture = cv2.VideoCapture(device)
-    else:
-        capture = cv2.VideoCapture(int(device))
+    """Open a camera index or a video path; raise CameraError with what went wrong (OpenCV's own
+    backend chatter is silenced: the error says it once)."""
+    if isinstance(device, str) and not device.isdigit() and not Path(device).is_file():
+        raise CameraError(f"video file {device} does not exist")
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        is_path = isinstance(device, str) and not device.isdigit()
+        capture = cv2.VideoCapture(device if is_path else int(device))
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
     if not capture.isOpened():
         what = f"camera {device}" if not isinstance(device, str) or device.isdigit() else f"video file {device}"
         raise CameraError(f"{what} could not be opened by OpenCV (no such device, or no permission/codec)")

@@ -1,0 +1,111 @@
+"""``spikeloop camera``: list cameras, record any event source to AEDAT 4, serve or receive AEDAT 4 over TCP.
+
+  spikeloop camera list
+  spikeloop camera record OUT.aedat4 [--source camera|webcam|tcp://H:P|FILE] [--duration S]
+  spikeloop camera serve [--source ...] [--host H] [--port P]      (sensor host side)
+  spikeloop camera receive tcp://HOST:PORT [--out OUT.aedat4] [--duration S]   (compute host side)
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from pipeline.sources import SOURCE_KINDS
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("camera", help="DVS cameras and AEDAT 4 network streams",
+                                   description=__doc__.split("\n\n")[0])
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="list attached iniVation cameras")
+    record = actions.add_parser("record", help="record a source to an AEDAT 4 file")
+    record.add_argument("out", help="output .aedat4 file")
+    serve = actions.add_parser("serve", help="serve a source as an AEDAT 4 TCP stream")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=7777, help="TCP port (default 7777)")
+    receive = actions.add_parser("receive", help="receive an AEDAT 4 TCP stream")
+    receive.add_argument("url", help="tcp://HOST:PORT")
+    receive.add_argument("--out", help="also write the events to this .aedat4 file")
+    for sub in (record, serve):
+        sub.add_argument("--source", default="camera", help=f"what to read: {', '.join(SOURCE_KINDS)} (default camera)")
+    for sub in (record, serve, receive):
+        sub.add_argument("--duration", type=float, default=None, help="stop after this many seconds of sensor time")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from devices.dvs import list_cameras
+    from devices.errors import CameraError
+    from pipeline.sources import SourceSpecError, open_source
+    from recordings.base import RecordingError
+
+    try:
+        if args.action == "list":
+            cameras = list_cameras()
+            print("\n".join(cameras) if cameras else "no iniVation camera attached")
+            return 0
+        spec = args.url if args.action == "receive" else args.source
+        source = open_source(spec)
+    except (CameraError, SourceSpecError, RecordingError) as error:
+        print(f"spikeloop camera: {error}", file=sys.stderr)
+        return 1
+    try:
+        if args.action == "serve":
+            return _serve(source, args)
+        return _record(source, args.out, args.duration)
+    finally:
+        source.close()
+
+
+def _limited(source, duration_s: float | None):
+    """The source's packets up to ``duration_s`` of sensor time after the first packet."""
+    t_stop = None
+    for packet in source.packets():
+        if duration_s is not None:
+            if t_stop is None:
+                t_stop = packet.t_end_us + int(duration_s * 1e6)
+            if packet.t_end_us > t_stop:
+                return
+        yield packet
+
+
+def _record(source, out: str | None, duration_s: float | None) -> int:
+    from recordings.aedat4_writer import Aedat4Writer
+
+    writer = Aedat4Writer(out, source.info.width, source.info.height) if out else None
+    events, started, shown = 0, time.monotonic(), 0.0
+    try:
+        for packet in _limited(source, duration_s):
+            if writer:
+                writer.write(packet.events)
+            events += len(packet.events)
+            if time.monotonic() - shown > 0.25:
+                shown = time.monotonic()
+                print(f"\r{events:,} events  {shown - started:6.1f} s", end="", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if writer:
+            writer.close()
+    print(f"\n{events:,} events from {source.info.name}" + (f" written to {out}" if out else ""), file=sys.stderr)
+    return 0
+
+
+def _serve(source, args) -> int:
+    from devices.dvs import NetworkEventServer
+
+    server = NetworkEventServer(args.host, args.port, source.info.width, source.info.height, source.info.name)
+    print(f"serving {source.info.name} ({source.info.width}x{source.info.height}) on tcp://{args.host}:{args.port}; "
+          "waiting for a client", file=sys.stderr)
+    sent = 0
+    try:
+        while not server.wait_for_client(1.0):
+            pass
+        for packet in _limited(source, args.duration):
+            server.send(packet.events)
+            sent += len(packet.events)
+        server.drain()
+    except KeyboardInterrupt:
+        pass
+    print(f"sent {sent:,} events", file=sys.stderr)
+    return 0
