@@ -16,6 +16,9 @@ COMMANDS: tuple[str, ...] = (
     "camera",
     "conformance",
     "motor",
+    "info",
+    "replay",
+    "convert",
 )
 
 
