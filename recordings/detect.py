@@ -10,6 +10,13 @@ from recordings.base import DEFAULT_CHUNK_EVENTS, RecordingError, RecordingReade
 #: (a RecordingReader subclass). Headerless formats (N-MNIST) come last.
 FORMAT_MODULES: tuple[str, ...] = (
     "aedat4",
+    "aedat3",
+    "aedat2",
+    "eventstream",
+    "evt2",
+    "evt3",
+    "prophesee_dat",
+    "nmnist",
 )
 
 HEAD_BYTES = 4096

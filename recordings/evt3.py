@@ -1,0 +1,178 @@
+"""Prophesee RAW EVT 3.0 reader (Gen4 / IMX636 cameras).
+
+After the ``%`` header the data is 16-bit little-endian words, type in bits 15-12, decoded with state:
+
+* 0x0 EVT_ADDR_Y: y = bits 10-0 (kept); 0x2 EVT_ADDR_X: one event at x = bits 10-0, polarity bit 11;
+* 0x3 VECT_BASE_X: base x and polarity for 0x4 VECT_12 / 0x5 VECT_8 (bit k of the 12/8-bit mask ->
+  event at base x + k; base x then advances by 12/8);
+* 0x6 EVT_TIME_LOW / 0x8 EVT_TIME_HIGH: low / high 12 bits of a 24-bit µs time;
+* 0x7, 0xF CONTINUED, 0xA EXT_TRIGGER, 0xE OTHERS: skipped; other types are damage.
+
+t = (wraps << 24) | (TIME_HIGH << 12) | TIME_LOW. A wrap is counted only when a TIME_HIGH is lower than
+the previous one by more than half its range (2048); a smaller drop is damage. Wraps are never
+inferred from TIME_LOW, which can step back a few µs on its own: those glitches are kept as recorded.
+Events before the first TIME_HIGH or EVT_ADDR_Y have no time/row: they are dropped and a
+DroppedEventsWarning says how many, once. Origin upper-left, bit 11 = 1 is ON: no flip is applied.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from numba import njit
+
+from recordings._blocks import FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, pack_event
+from recordings._prophesee_raw import read_raw_header, sniff_encoding
+from recordings.base import RecordingHeader
+
+DAMAGE_TYPE = FIRST_DAMAGE
+DAMAGE_BACKWARD = FIRST_DAMAGE + 1
+DAMAGE_COORDINATE = FIRST_DAMAGE + 2
+
+# state slots
+(S_Y, S_BASE_X, S_POL, S_TIME_LOW, S_TIME_HIGH, S_WRAPS, S_DROPPED, S_DETAIL_A, S_DETAIL_B, S_WARNED,
+ S_MASK, S_MASK_X) = range(12)
+STATE_SIZE = 12
+
+
+@njit(cache=True, inline="always")
+def _time(state):
+    return (state[S_WRAPS] << 24) | (state[S_TIME_HIGH] << 12) | state[S_TIME_LOW]
+
+
+@njit(cache=True)
+def decode_evt3(buf, pos, out, n, state, width, height):
+    """Decode EVT 3.0 words from ``buf[pos:]`` (kernel contract: recordings._blocks).
+
+    state: [y (-1 = none yet), vector base x, vector polarity, TIME_LOW, TIME_HIGH (-1 = none yet),
+    wraps, events dropped for lack of time/row, detail, detail, notice given, pending vector mask,
+    x of the pending mask's bit 0]. width/height 0 = unknown (no bounds check).
+    """
+    end = buf.shape[0]
+    cap = out.shape[0]
+    while True:
+        mask = state[S_MASK]
+        if mask:
+            t = _time(state)
+            bx = state[S_MASK_X]
+            y = state[S_Y]
+            p = state[S_POL]
+            k = 0
+            while mask:
+                if mask & 1:
+                    if n >= cap:
+                        state[S_MASK] = mask
+                        state[S_MASK_X] = bx + k
+                        return pos, n, OUT_FULL
+                    pack_event(out, n, t, bx + k, y, p)
+                    n += 1
+                mask >>= 1
+                k += 1
+            state[S_MASK] = 0
+        if pos + 2 > end:
+            return pos, n, NEED_BYTES
+        w = np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8)
+        kind = w >> 12
+        if kind == 2:
+            if n >= cap:
+                return pos, n, OUT_FULL
+            x = w & 0x7FF
+            if width > 0 and x >= width:
+                state[S_DETAIL_A] = x
+                state[S_DETAIL_B] = state[S_Y]
+                return pos, n, DAMAGE_COORDINATE
+            if state[S_TIME_HIGH] < 0 or state[S_Y] < 0:
+                state[S_DROPPED] += 1
+            else:
+                pack_event(out, n, _time(state), x, state[S_Y], (w >> 11) & 1)
+                n += 1
+        elif kind == 0:
+            y = w & 0x7FF
+            if height > 0 and y >= height:
+                state[S_DETAIL_A] = -1
+                state[S_DETAIL_B] = y
+                return pos, n, DAMAGE_COORDINATE
+            state[S_Y] = y
+        elif kind == 6:
+            state[S_TIME_LOW] = w & 0xFFF
+        elif kind == 4 or kind == 5:
+            mask = w & (0xFFF if kind == 4 else 0xFF)
+            bx = state[S_BASE_X]
+            if mask:
+                top = 11
+                while not (mask >> top) & 1:
+                    top -= 1
+                if width > 0 and bx + top >= width:
+                    state[S_DETAIL_A] = bx + top
+                    state[S_DETAIL_B] = state[S_Y]
+                    return pos, n, DAMAGE_COORDINATE
+                if state[S_TIME_HIGH] < 0 or state[S_Y] < 0:
+                    count = 0
+                    while mask:
+                        count += mask & 1
+                        mask >>= 1
+                    state[S_DROPPED] += count
+                else:
+                    state[S_MASK] = mask
+                    state[S_MASK_X] = bx
+            state[S_BASE_X] = bx + (12 if kind == 4 else 8)
+        elif kind == 3:
+            state[S_BASE_X] = w & 0x7FF
+            state[S_POL] = (w >> 11) & 1
+        elif kind == 8:
+            th = w & 0xFFF
+            last = state[S_TIME_HIGH]
+            if th < last:
+                if last - th > 2048:
+                    state[S_WRAPS] += 1
+                else:
+                    state[S_DETAIL_A] = last
+                    state[S_DETAIL_B] = th
+                    return pos, n, DAMAGE_BACKWARD
+            state[S_TIME_HIGH] = th
+        elif kind != 7 and kind != 0xA and kind != 0xE and kind != 0xF:
+            state[S_DETAIL_A] = kind
+            return pos, n, DAMAGE_TYPE
+        pos += 2
+
+
+class Reader(BlockReader):
+    """Prophesee RAW file in EVT 3.0 encoding; CD events only."""
+
+    format_name = "evt3"
+    extensions = (".raw",)
+
+    @classmethod
+    def sniff(cls, head: bytes, path: Path) -> bool:
+        return sniff_encoding(head) == "evt3"
+
+    def _read_header(self) -> RecordingHeader:
+        header, self._data_offset = read_raw_header(self.path, self.format_name, "evt3")
+        return header
+
+    def _describe(self, status: int, state: np.ndarray) -> str:
+        if status == DAMAGE_TYPE:
+            return f"word type 0x{state[S_DETAIL_A]:x} is not an EVT 3.0 type (0, 2-8, A, E, F)"
+        if status == DAMAGE_BACKWARD:
+            return (f"TIME_HIGH went back from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} "
+                    f"(too small a drop to be a 24-bit wrap)")
+        return (f"event at x={state[S_DETAIL_A]}, y={state[S_DETAIL_B]} is outside the "
+                f"{self.header.width}x{self.header.height} sensor (-1: not the bad field)")
+
+    def _notice(self, state: np.ndarray) -> None:
+        if state[S_DROPPED] and not state[S_WARNED] and state[S_TIME_HIGH] >= 0 and state[S_Y] >= 0:
+            state[S_WARNED] = 1
+            self.warn_dropped(int(state[S_DROPPED]), "that came before the first TIME_HIGH / EVT_ADDR_Y")
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        state = np.zeros(STATE_SIZE, dtype=np.int64)
+        state[S_Y] = -1
+        state[S_TIME_HIGH] = -1
+        params = (self.header.width, self.header.height)
+        yield from self._decode(self._data_offset, decode_evt3, state, params, self._describe,
+                                "file ends inside a 2-byte EVT 3.0 word", max_events_per_byte=6.0,
+                                after_call=self._notice)
+        if state[S_DROPPED] and not state[S_WARNED]:
+            state[S_WARNED] = 1
+            self.warn_dropped(int(state[S_DROPPED]), "because the file lacks a TIME_HIGH or EVT_ADDR_Y word")
