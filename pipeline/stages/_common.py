@@ -21,13 +21,19 @@ OUT_OF_RANGE = -1
 def event_words(events: np.ndarray) -> np.ndarray:
     """View DVS events (shape (n,), DVS_EVENT_DTYPE) as an (n, 2) int64 array without copying.
 
-    Non-contiguous inputs are copied once. Raises TypeError for any other dtype.
+    Non-contiguous inputs are copied once, and so are arrays with the same fields but without the
+    3 padding bytes (numpy 2's ``np.concatenate`` of DVS arrays returns such a packed 13-byte dtype).
+    Raises TypeError for any other dtype.
     """
-    if not isinstance(events, np.ndarray) or events.dtype != DVS_EVENT_DTYPE:
+    if not isinstance(events, np.ndarray) or events.dtype.names != DVS_EVENT_DTYPE.names:
         got = events.dtype if isinstance(events, np.ndarray) else type(events).__name__
         raise TypeError(f"expected a DVS_EVENT_DTYPE array (pipeline.events), got {got}")
     if events.ndim != 1:
         raise ValueError(f"expected a 1-D event array, got shape {events.shape}")
+    if events.dtype != DVS_EVENT_DTYPE:
+        if any(events.dtype.fields[name][0] != DVS_EVENT_DTYPE.fields[name][0] for name in DVS_EVENT_DTYPE.names):
+            raise TypeError(f"expected a DVS_EVENT_DTYPE array (pipeline.events), got {events.dtype}")
+        events = events.astype(DVS_EVENT_DTYPE)
     events = np.ascontiguousarray(events)
     return events.view(np.int64).reshape(-1, 2)
 
