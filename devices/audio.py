@@ -86,8 +86,8 @@ def _filterbank(x, sos, state, out):
     """Run every channel's biquad cascade over the block ``x`` (n,) into ``out`` (n, C); transposed
     direct form II, ``state`` (C, S, 2) carries across blocks."""
     n_channels, n_sections = sos.shape[0], sos.shape[1]
-    for c in range(n_channels):
-        for i in range(x.shape[0]):
+    for i in range(x.shape[0]):
+        for c in range(n_channels):
             y = x[i]
             for s in range(n_sections):
                 b0 = sos[c, s, 0]
