@@ -5,7 +5,8 @@ and reconnection with backoff.
   the wire is still busy with the previous packet (estimated from the baud rate: 10 bits per byte), a
   reply is due on a half-duplex bus, or the kernel buffer is full, the command is *coalesced*: it
   replaces any older unsent command and the I/O thread writes it as soon as the wire is free
-  (``write_command`` then returns 0 instead of a timestamp).
+  (``write_command`` then returns 0 instead of a timestamp). A due feedback request goes first, so
+  read-back continues even when commands arrive faster than the wire can carry them.
 * The I/O thread reads and decodes replies into the driver's feedback, sends a feedback request every
   ``1 / feedback_hz`` s, re-initialises the device when its read-back says so (e.g. a tripped device
   watchdog), and after a serial error (``SerialException``, ``OSError`` such as EIO, ``termios.error``)
@@ -121,7 +122,9 @@ class SerialLink:
                 self.counters.dropped += 1
                 return 0
             now = time.perf_counter_ns()
-            if self._tail or now < self._wire_free_ns or (self._awaiting and now < self._awaiting_until_ns):
+            poll_due = self.feedback_period_ns and now >= self._next_poll_ns
+            if (self._tail or now < self._wire_free_ns or poll_due
+                    or (self._awaiting and now < self._awaiting_until_ns)):
                 self._latest = data
                 self.counters.coalesced += 1
                 return 0
@@ -282,12 +285,16 @@ class SerialLink:
 
     def _service(self) -> None:
         now = time.perf_counter_ns()
-        wake = [self._next_poll_ns if self.feedback_period_ns else now + int(_IDLE_WAIT_S * 1e9)]
-        if self._latest and not self._tail:
-            wake.append(max(self._wire_free_ns, self._awaiting_until_ns if self._awaiting else 0))
+        wake = [now + int(_IDLE_WAIT_S * 1e9)]
+        if not self._tail:
+            free_at = max(self._wire_free_ns, self._awaiting_until_ns if self._awaiting else 0)
+            if self.feedback_period_ns:
+                wake.append(max(self._next_poll_ns, free_at))
+            if self._latest:
+                wake.append(free_at)
         if self._awaiting:
             wake.append(self._awaiting_until_ns)
-        wait_s = min(max(0.0, (min(wake) - now) / 1e9), _IDLE_WAIT_S)
+        wait_s = max(0.0, (min(wake) - now) / 1e9)
         want_write = [self._fd] if self._tail else []
         ready, _, _ = select.select([self._fd], want_write, [], wait_s)
         if ready:
@@ -304,15 +311,15 @@ class SerialLink:
             if self._awaiting and now >= self._awaiting_until_ns:
                 self.counters.reply_timeouts += 1
                 self._awaiting = 0
+            if (self.feedback_period_ns and now >= self._next_poll_ns and not self._tail
+                    and not self._awaiting and now >= self._wire_free_ns):
+                self._poll(now)
             self._flush(now)
             reinitialise = self._reinit_requested or self.driver.needs_reinitialise()
             self._reinit_requested = False
             if reinitialise:
                 self._up = False
                 self._latest = b""
-            elif (self.feedback_period_ns and now >= self._next_poll_ns and not self._tail
-                    and not self._latest and not self._awaiting and now >= self._wire_free_ns):
-                self._poll(now)
         if reinitialise:
             self.counters.reinitialisations += 1
             try:

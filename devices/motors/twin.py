@@ -27,7 +27,11 @@ class DeviceModel(Protocol):
 
 
 class PtyTwin:
-    """Serve ``device`` on a pty until :meth:`close`. ``tick_s`` is the physics/watchdog period (s)."""
+    """Serve ``device`` on a pty until :meth:`close`. ``tick_s`` is the physics/watchdog period (s).
+
+    The device keeps running while unplugged (a servo stays powered when the USB adapter is pulled), so
+    its own watchdog can stop it; :meth:`replug` can power-cycle it or bring the same state back.
+    """
 
     RX_LOG_LIMIT = 1 << 20
 
@@ -40,47 +44,59 @@ class PtyTwin:
         self._rx_log = bytearray()
         self._master = -1
         self._slave = -1
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
         self.plugged = False
-        self.replug()
+        self._plug()
+        self._thread = threading.Thread(target=self._serve, name=f"twin:{name}", daemon=True)
+        self._thread.start()
 
     # -- plug state -------------------------------------------------------------------------------
-    def replug(self, power_cycle: bool = True) -> None:
-        """(Re)create the pty at :attr:`path`; with ``power_cycle`` the device restarts from defaults."""
-        if self.plugged:
-            return
-        if power_cycle:
-            self.device.power_cycle()
+    def _plug(self) -> None:
         master, slave = os.openpty()
         tty.setraw(master)
         tty.setraw(slave)
-        self._master, self._slave = master, slave
         tmp = self.path + ".new"
         os.symlink(os.ttyname(slave), tmp)
         os.replace(tmp, self.path)
-        self._stop.clear()
-        self.plugged = True
-        self._thread = threading.Thread(target=self._serve, name=f"twin:{self.path}", daemon=True)
-        self._thread.start()
+        with self._lock:
+            self._master, self._slave = master, slave
+            self.plugged = True
+
+    def replug(self, power_cycle: bool = False) -> None:
+        """Bring the port back at :attr:`path`; with ``power_cycle`` the device restarts from defaults."""
+        if self.plugged:
+            return
+        with self._lock:
+            if power_cycle:
+                self.device.power_cycle()
+        self._plug()
+        os.write(self._wake_w, b"x")
 
     def unplug(self) -> None:
         """Close the pty and remove :attr:`path`: the host sees EIO, then ENOENT on reopen."""
         if not self.plugged:
             return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.plugged = False
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-        os.close(self._master)
-        os.close(self._slave)
+        with self._lock:
+            self.plugged = False
+            master, slave, self._master, self._slave = self._master, self._slave, -1, -1
+        os.write(self._wake_w, b"x")
+        os.close(master)
+        os.close(slave)
 
     def close(self) -> None:
+        if self._closed:
+            return
         self.unplug()
+        self._closed = True
+        os.write(self._wake_w, b"x")
+        self._thread.join()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> "PtyTwin":
@@ -101,25 +117,29 @@ class PtyTwin:
 
     # -- serving thread ---------------------------------------------------------------------------
     def _serve(self) -> None:
-        master = self._master
         device = self.device
-        while not self._stop.is_set():
-            ready, _, _ = select.select([master], [], [], self.tick_s)
+        while not self._closed:
+            with self._lock:
+                master = self._master
+            fds = [self._wake_r] + ([master] if master >= 0 else [])
+            ready, _, _ = select.select(fds, [], [], self.tick_s)
             now = time.monotonic()
-            if ready:
-                try:
-                    data = os.read(master, 4096)
-                except OSError:
-                    data = b""
-                if data:
-                    with self._lock:
+            if self._wake_r in ready:
+                os.read(self._wake_r, 64)
+            with self._lock:
+                if master >= 0 and master in ready and master == self._master:
+                    try:
+                        data = os.read(master, 4096)
+                    except OSError:
+                        data = b""
+                    if data:
                         self._rx_log += data
                         if len(self._rx_log) > self.RX_LOG_LIMIT:
                             del self._rx_log[: len(self._rx_log) - self.RX_LOG_LIMIT]
-                    reply = device.feed(data, now)
-                    if reply:
-                        try:
-                            os.write(master, reply)
-                        except OSError:
-                            pass
-            device.tick(now)
+                        reply = device.feed(data, now)
+                        if reply:
+                            try:
+                                os.write(master, reply)
+                            except OSError:
+                                pass
+                device.tick(now)

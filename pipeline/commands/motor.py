@@ -1,0 +1,120 @@
+"""``spikeloop motor``: send one velocity command to a motor controller, print read-back, stop on exit.
+
+Example: ``spikeloop motor --protocol dynamixel --port /dev/ttyUSB0 --ids 1,2 --velocity 1.5,-1.5``
+(``--port emulated:dynamixel`` runs against an emulated twin). The command is re-sent at ``--rate`` Hz
+for ``--duration`` s (feeding the safety watchdog); on exit, error, Ctrl-C or SIGTERM the motors get
+zero velocity and torque off.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v, 0) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2, got {text!r}") from None
+    return values
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers (rad/s) like 1.5,-1.5, got {text!r}") from None
+    return values
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. counts_per_rev=2048), got {text!r}")
+    for convert in (lambda v: int(v, 0), float):
+        try:
+            return key, convert(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def register(subparsers) -> None:
+    from devices.motors import PROTOCOLS
+
+    p = subparsers.add_parser("motor", help="send a velocity command to motors and print read-back",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--protocol", required=True, choices=sorted(PROTOCOLS))
+    p.add_argument("--port", required=True, help="serial device path, or emulated:<protocol>")
+    p.add_argument("--ids", required=True, type=_int_list,
+                   help="motor ids / channels / axes / pins, comma-separated (e.g. 1,2)")
+    p.add_argument("--velocity", required=True, type=_float_list,
+                   help="velocity per id in rad/s, comma-separated (e.g. 1.5,-1.5)")
+    p.add_argument("--baud", type=int, default=None, help="baud rate (default: the protocol's factory default)")
+    p.add_argument("--duration", type=float, default=1.0, help="how long to hold the command, s (default 1)")
+    p.add_argument("--rate", type=float, default=50.0, help="command re-send rate, Hz (default 50)")
+    p.add_argument("--timeout-ms", type=float, default=200.0, help="safety watchdog timeout, ms (default 200)")
+    p.add_argument("--max-velocity", type=float, default=None, help="velocity limit, rad/s")
+    p.add_argument("--max-accel", type=float, default=None, help="acceleration limit, rad/s^2")
+    p.add_argument("--opt", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                   help="protocol driver option (repeatable), e.g. counts_per_rev=2048")
+    p.set_defaults(func=run)
+
+
+def _print_feedback(controller, t_s: float) -> None:
+    fb = controller.feedback()
+    for dxl_id, vel, pos, age in zip(controller.driver.ids, fb.velocity, fb.position, fb.age_s):
+        age_text = "never" if age == float("inf") else f"{age * 1e3:.0f} ms ago"
+        print(f"t={t_s:6.2f}s id={dxl_id} velocity={vel:+.3f} rad/s position={pos:+.3f} rad ({age_text})",
+              flush=True)
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from devices.motors import MotorError, StopOnSignal, open_motors
+
+    if len(args.velocity) != len(args.ids):
+        print(f"spikeloop motor: --velocity has {len(args.velocity)} values for {len(args.ids)} ids "
+              f"({args.ids})", file=sys.stderr)
+        return 2
+    if args.duration < 0 or args.rate <= 0:
+        print("spikeloop motor: --duration must be >= 0 and --rate > 0", file=sys.stderr)
+        return 2
+    try:
+        controller = open_motors(args.protocol, args.port, args.ids, baud=args.baud,
+                                 timeout_ms=args.timeout_ms, max_velocity=args.max_velocity,
+                                 max_accel=args.max_accel, **dict(args.opt))
+    except (MotorError, ValueError, TypeError) as exc:
+        print(f"spikeloop motor: {exc}", file=sys.stderr)
+        return 1
+    stopper = StopOnSignal([controller])
+    command = np.asarray(args.velocity, dtype=float)
+    period = 1.0 / args.rate
+    try:
+        start = time.monotonic()
+        next_print = start
+        while not stopper.event.is_set():
+            now = time.monotonic()
+            if now - start >= args.duration:
+                break
+            controller.send(command)
+            if now >= next_print:
+                _print_feedback(controller, now - start)
+                next_print += 0.25
+            stopper.event.wait(period)
+        _print_feedback(controller, time.monotonic() - start)
+        link_lost = not controller.connected
+    finally:
+        controller.close()
+        stopper.restore()
+    counters = controller.counters
+    print("counters: " + " ".join(f"{k}={v}" for k, v in counters.items() if v), flush=True)
+    if stopper.signum == signal.SIGINT:
+        return 130
+    if link_lost:
+        print(f"spikeloop motor: link lost: {controller.link.last_error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,219 @@
+"""Safety layer and fault handling, on the real driver path against the emulated Dynamixel bus.
+
+Timing limits here are functional deadlines with generous slack (the machine is shared), not benchmarks.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from devices.motors import MotorError, StopOnSignal, open_motors
+from devices.motors import dynamixel as dxl
+from devices.motors.registry import start_twin
+
+
+def wait_until(predicate, timeout_s: float, step_s: float = 0.002) -> float | None:
+    """Seconds until ``predicate()`` held, or None if it never did within ``timeout_s``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(step_s)
+    return None
+
+
+@pytest.fixture
+def twin():
+    twin = start_twin("dynamixel", [1, 2])
+    yield twin
+    twin.close()
+
+
+def goal_raw(twin, k: int) -> int:
+    return int.from_bytes(twin.device.tables[k][104:108], "little", signed=True)
+
+
+def commands_received(twin) -> list[dxl.Packet]:
+    return dxl.PacketDecoder().feed(twin.received())
+
+
+def test_send_moves_the_emulated_servos_and_feedback_follows(twin):
+    with open_motors("dynamixel", twin.path, [1, 2]) as m:
+        for _ in range(150):
+            m.send(np.array([1.5, -1.5]))
+            time.sleep(0.002)
+        fb = m.feedback()
+        assert np.allclose(fb.velocity, [1.5, -1.5], atol=0.05)
+        assert fb.position[0] > 0 > fb.position[1]
+        assert np.all(fb.age_s < 0.5)
+        assert m.counters["commands_sent"] > 0 and m.counters["errors"] == 0
+        assert twin.device.tables[0][dxl.BUS_WATCHDOG[0]] == 5  # armed: 5 x 20 ms
+    assert not twin.device.torque_on(0) and not twin.device.torque_on(1)
+    assert goal_raw(twin, 0) == 0
+
+
+def test_command_watchdog_zeroes_a_stale_command(twin):
+    with open_motors("dynamixel", twin.path, [1, 2], timeout_ms=100) as m:
+        m.send(np.array([2.0, 2.0]))
+        assert wait_until(lambda: goal_raw(twin, 0) != 0, 1.0) is not None
+        stale = wait_until(lambda: goal_raw(twin, 0) == 0, 1.0)
+        assert stale is not None and stale < 0.3
+        assert m.counters["watchdog_stops"] == 1
+        assert twin.device.torque_on(0)  # a watchdog stop keeps the drive enabled
+
+
+def test_velocity_acceleration_and_nonfinite_limits(twin):
+    with open_motors("dynamixel", twin.path, [1, 2], max_velocity=3.0, max_accel=10.0) as m:
+        device_limit = 265  # the twin's Velocity Limit (44), 0.229 rpm units
+        assert np.allclose(m.velocity_limit, [3.0, 3.0])
+        m.send(np.array([0.0, 0.0]))
+        time.sleep(0.05)
+        m.send(np.array([100.0, np.nan]))  # 50 ms later: at most 10 rad/s^2 * 0.05 s
+        time.sleep(0.01)
+        assert 0 < goal_raw(twin, 0) * dxl.VELOCITY_UNIT_RAD_S <= 0.6 + dxl.VELOCITY_UNIT_RAD_S
+        assert goal_raw(twin, 1) == 0
+        for _ in range(60):
+            m.send(np.array([100.0, -100.0]))
+            time.sleep(0.01)
+        assert goal_raw(twin, 0) == round(3.0 / dxl.VELOCITY_UNIT_RAD_S) < device_limit
+        assert m.counters["nonfinite"] == 1 and m.counters["limited"] > 0
+    with open_motors("dynamixel", twin.path, [1, 2]) as m:
+        assert np.allclose(m.velocity_limit, 265 * dxl.VELOCITY_UNIT_RAD_S)  # device Velocity Limit (44)
+        with pytest.raises(ValueError, match="expects 2 velocities"):
+            m.send(np.array([1.0]))
+
+
+def test_estop_is_latched_until_reset(twin):
+    with open_motors("dynamixel", twin.path, [1, 2]) as m:
+        m.send(np.array([1.0, 1.0]))
+        assert wait_until(lambda: goal_raw(twin, 0) != 0, 1.0) is not None
+        m.estop()
+        assert wait_until(lambda: not twin.device.torque_on(0) and not twin.device.torque_on(1), 0.5) is not None
+        assert goal_raw(twin, 0) == 0
+        assert m.send(np.array([1.0, 1.0])) == 0 and m.counters["refused"] == 1
+        m.reset_estop()
+        assert wait_until(lambda: twin.device.torque_on(0) and m.connected, 1.0) is not None
+        assert wait_until(lambda: m.send(np.array([0.5, 0.5])) > 0, 1.0) is not None
+        assert wait_until(lambda: goal_raw(twin, 0) == round(0.5 / dxl.VELOCITY_UNIT_RAD_S), 1.0) is not None
+
+
+def test_stop_on_signal_estops_then_flags(twin):
+    with open_motors("dynamixel", twin.path, [1, 2]) as m:
+        m.send(np.array([1.0, -1.0]))
+        stopper = StopOnSignal([m])
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stopper.event.wait(1.0) and stopper.signum == signal.SIGTERM
+        finally:
+            stopper.restore()
+        assert m.estopped
+        assert wait_until(lambda: not twin.device.torque_on(0), 0.5) is not None
+
+
+def test_unplug_stops_the_servo_and_the_driver_reconnects(twin):
+    with open_motors("dynamixel", twin.path, [1, 2], backoff_s=(0.02, 0.1)) as m:
+        for _ in range(50):
+            m.send(np.array([2.0, 2.0]))
+            time.sleep(0.002)
+        assert goal_raw(twin, 0) != 0
+        twin.unplug()
+        # The servo's Bus Watchdog (100 ms) stops it; the host sees the loss on its next read or write.
+        stopped = wait_until(lambda: twin.device.physics.target[0] == 0.0, 1.0)
+        assert stopped is not None and stopped < 0.35
+        assert twin.device.watchdog_tripped(0)
+        assert wait_until(lambda: not m.connected, 1.0) is not None
+        assert m.send(np.array([2.0, 2.0])) == 0
+        assert m.counters["errors"] >= 1 and m.counters["dropped"] >= 1
+        twin.replug()  # same device, watchdog still tripped: re-initialisation must clear and re-arm it
+        assert wait_until(lambda: m.connected, 2.0) is not None
+        assert m.counters["reconnects"] == 1
+        assert twin.device.tables[0][dxl.BUS_WATCHDOG[0]] == 5 and twin.device.torque_on(0)
+        assert goal_raw(twin, 0) == 0  # no motion until a fresh command
+        assert wait_until(lambda: m.send(np.array([1.0, 1.0])) > 0 and goal_raw(twin, 0) > 0, 1.0) is not None
+
+
+def test_watchdog_trip_seen_in_read_back_is_re_armed(twin):
+    with open_motors("dynamixel", twin.path, [1, 2]) as m:
+        twin.device.tables[1][dxl.BUS_WATCHDOG[0]] = 0xFF  # as if the host had stalled
+        assert wait_until(lambda: m.counters["reinitialisations"] >= 1, 2.0) is not None
+        assert wait_until(lambda: twin.device.tables[1][dxl.BUS_WATCHDOG[0]] == 5 and m.connected, 1.0) is not None
+
+
+def test_missing_servo_is_named(twin):
+    with pytest.raises(MotorError, match="no reply from id 3"):
+        open_motors("dynamixel", twin.path, [1, 3])
+
+
+def test_missing_port_is_named(tmp_path):
+    with pytest.raises(MotorError, match="cannot open serial port .*ttyNONE"):
+        open_motors("dynamixel", str(tmp_path / "ttyNONE"), [1])
+
+
+# -- the CLI in a subprocess -----------------------------------------------------------------------
+def spawn_motor_tool(port: str, duration: float = 10.0) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "motor", "--protocol", "dynamixel", "--port", port,
+         "--ids", "1,2", "--velocity", "1.5,-1.5", "--duration", str(duration)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_to_the_motor_tool_leaves_a_stop_as_the_last_bytes(twin):
+    proc = spawn_motor_tool(twin.path)
+    try:
+        assert wait_until(lambda: abs(twin.device.velocity_rad_s(1) - 1.5) < 0.05, 10.0) is not None
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    packets = [p for p in commands_received(twin) if p.instruction in (dxl.SYNC_WRITE, dxl.WRITE)]
+    last_velocity = [p for p in packets if p.params[:2] == b"\x68\x00"][-1]
+    assert last_velocity.params[4:] == bytes([1, 0, 0, 0, 0, 2, 0, 0, 0, 0])
+    assert packets[-1].instruction == dxl.SYNC_WRITE and packets[-1].params == bytes([64, 0, 1, 0, 1, 0, 2, 0])
+    assert not twin.device.torque_on(0) and not twin.device.torque_on(1)
+
+
+def test_stalled_host_is_stopped_by_the_device_watchdog(twin):
+    proc = spawn_motor_tool(twin.path)
+    try:
+        assert wait_until(lambda: abs(twin.device.velocity_rad_s(1) - 1.5) < 0.05, 10.0) is not None
+        proc.send_signal(signal.SIGSTOP)
+        stopped = wait_until(lambda: twin.device.physics.target[0] == 0.0, 2.0)
+        assert stopped is not None and stopped < 0.4
+        assert twin.device.watchdog_trips >= 1
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+
+
+def test_motor_tool_on_an_emulated_port_prints_read_back(capsys):
+    from pipeline.cli import main
+
+    assert main(["motor", "--protocol", "dynamixel", "--port", "emulated:dynamixel", "--ids", "1,2",
+                 "--velocity", "1.5,-1.5", "--duration", "0.4"]) == 0
+    out = capsys.readouterr().out
+    last = [line for line in out.splitlines() if line.startswith("t=")][-2:]
+    assert "id=1 velocity=+1.5" in last[0] and "id=2 velocity=-1.5" in last[1]
+
+
+def test_motor_tool_errors(capsys, twin):
+    from pipeline.cli import main
+
+    assert main(["motor", "--protocol", "dynamixel", "--port", twin.path, "--ids", "1,5",
+                 "--velocity", "1,1", "--duration", "0"]) == 1
+    assert "no reply from id 5" in capsys.readouterr().err
+    assert main(["motor", "--protocol", "dynamixel", "--port", twin.path, "--ids", "1,2",
+                 "--velocity", "1", "--duration", "0"]) == 2
+    assert "--velocity has 1 values for 2 ids" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["motor", "--protocol", "dynamixel", "--port", twin.path, "--ids", "1,,2", "--velocity", "1,1"])
+    assert "expected comma-separated integers" in capsys.readouterr().err
