@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "info",
     "replay",
     "convert",
+    "launch",
 )
 
 

@@ -1,0 +1,127 @@
+"""``spikeloop launch FILE``: run a launch file (live demo, replay, or the headless robot controller).
+
+Exit status: 0 finished or stopped by SIGTERM/SIGINT (motors stopped first); 2 invalid launch file or
+override (nothing was started); 3 a motor device was lost for good (motors stopped); 4 the source or the
+network failed while running (motors stopped).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+EXIT_INVALID = 2
+EXIT_DEVICE_LOST = 3
+EXIT_FAILED = 4
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "launch", help="run a launch file (source -> stages -> SNN -> decoder -> motors)",
+        description="Run a TOML launch file. Everything is validated before any port opens or motor moves.")
+    parser.add_argument("file", help="launch file (TOML), e.g. launch/replay.toml")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a value (TOML syntax; repeatable), e.g. --set loop.speed=4")
+    parser.add_argument("--source", metavar="PATH|webcam|camera",
+                        help="replace the file's source: a recording path, 'webcam' or 'camera' (live)")
+    parser.add_argument("--headless", action="store_true",
+                        help="no window; one structured log line per event (JSON unless [controller] log_format says text)")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of sensor time")
+    parser.add_argument("--json", action="store_true", help="print the final report as one JSON object on stdout")
+    parser.set_defaults(func=run)
+
+
+class EventLog:
+    """One line per event on stderr: ``{"t": unix_s, "event": ..., ...}`` (json) or ``event=... key=value``."""
+
+    def __init__(self, as_json: bool, stream=None) -> None:
+        self.as_json = as_json
+        self.stream = stream or sys.stderr
+
+    def __call__(self, event: str, **fields) -> None:
+        if self.as_json:
+            clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fields.items()}
+            line = json.dumps({"t": round(time.time(), 6), "event": event, **clean}, default=str)
+        else:
+            parts = [f"event={event}"]
+            for key, value in fields.items():
+                if isinstance(value, float):
+                    value = f"{value:.4g}"
+                elif isinstance(value, str) and (not value or " " in value):
+                    value = json.dumps(value)
+                parts.append(f"{key}={value}")
+            line = " ".join(parts)
+        print(line, file=self.stream, flush=True)
+
+
+def set_realtime(priority: int, log: EventLog) -> None:
+    """Ask for SCHED_FIFO at ``priority`` (1-99); log whether the system allowed it."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        log("realtime", policy="SCHED_FIFO", priority=priority)
+    except (PermissionError, OSError, AttributeError) as exc:
+        log("realtime_refused", policy="SCHED_FIFO", priority=priority, reason=str(exc))
+
+
+def run(args) -> int:
+    from pipeline.launch import LaunchError, build_graph, load_launch
+
+    try:
+        spec = load_launch(args.file, sets=args.sets, source=args.source, duration_s=args.duration)
+    except LaunchError as exc:
+        print(f"spikeloop launch: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    log_format = spec.controller["log_format"]
+    log = EventLog(log_format == "json" or (log_format == "auto" and args.headless))
+
+    def on_report(report) -> None:
+        log("final" if report.final else "stats", **{k: v for k, v in report.as_dict().items() if k != "final"})
+
+    try:
+        graph = build_graph(spec, on_report=on_report)
+    except LaunchError as exc:
+        print(f"spikeloop launch: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    loop = graph.loop
+    stop_signal: list[int] = []
+
+    def on_signal(signum, frame) -> None:
+        stop_signal.append(signum)
+        loop.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    status = 0
+    report = None
+    try:
+        if spec.controller["realtime_priority"]:
+            set_realtime(spec.controller["realtime_priority"], log)
+        loop.warmup()
+        log("start", file=spec.display, source=spec.source["type"], mode=spec.loop.mode, dt_us=spec.loop.dt_us,
+            inputs=graph.network.n_inputs, outputs=graph.network.n_outputs,
+            sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks))
+        if not stop_signal:
+            report = loop.run()
+        if stop_signal:
+            log("signal", signal=signal.Signals(stop_signal[0]).name)
+        if report is not None and report.fatal:
+            log("device_lost", reason=report.fatal)
+            status = EXIT_DEVICE_LOST
+    except Exception as exc:  # the source or the network failed: stop the motors, report, non-zero exit
+        log("error", kind=type(exc).__name__, message=str(exc))
+        status = EXIT_FAILED
+    finally:
+        try:
+            graph.close()
+            log("stopped", motors="zero velocity, torque off")
+        except Exception as exc:
+            log("error", kind=type(exc).__name__, message=f"while stopping: {exc}")
+            status = status or EXIT_FAILED
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if args.json and report is not None:
+        data = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in report.as_dict().items()}
+        print(json.dumps(data))
+    return status

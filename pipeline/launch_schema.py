@@ -1,0 +1,168 @@
+"""Typed keys for launch files: each value is checked against a :class:`Key` and every rejection names
+the file, the section, the key and what was expected, e.g.
+``launch/replay.toml: [stages.noise] duration_us: expected a positive integer, got -5``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+REQUIRED = object()
+
+
+class LaunchError(ValueError):
+    """A launch file (or an override) is invalid; the message names file, section and key."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One launch-file key.
+
+    kind: "int", "number", "str", "bool", "int_list", "number_list", "file" (a path to an existing file,
+        relative to the launch file) or "out_path" (a path to write, relative to the working directory).
+    default: the value when the key is absent (REQUIRED: the key must be given).
+    low, high: inclusive bounds for numbers and list items (``low_open``: low is exclusive).
+    choices: allowed string values.
+    length: exact list length (0 = any non-empty length).
+    help: one line with the unit.
+    """
+
+    kind: str
+    default: Any = REQUIRED
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple = ()
+    length: int = 0
+    help: str = ""
+
+    def expectation(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "str":
+            return "a string"
+        if self.kind == "file":
+            return "a path to an existing file"
+        if self.kind == "out_path":
+            return "a file path to write"
+        noun = "integer" if self.kind in ("int", "int_list") else "number"
+        if self.kind.endswith("_list"):
+            count = f"a list of {self.length} " if self.length else "a non-empty list of "
+            return f"{count}{noun}s{self._range_text()}"
+        if self.low == 0 and self.high is None:
+            if self.low_open:
+                return f"a positive {noun}"
+            return "an integer >= 0" if noun == "integer" else "a number >= 0"
+        if self.low == 1 and self.high is None and noun == "integer":
+            return "a positive integer"
+        article = "an" if noun == "integer" else "a"
+        return f"{article} {noun}{self._range_text()}"
+
+    def _range_text(self) -> str:
+        if self.low is None and self.high is None:
+            return ""
+        low = "-inf" if self.low is None else _num(self.low)
+        high = "inf" if self.high is None else _num(self.high)
+        left = "(" if self.low_open else "["
+        return f" in {left}{low}, {high}]"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+@dataclass
+class Context:
+    """Where a value came from: the launch file (for messages and relative paths) and the section name."""
+
+    file: Path
+    section: str
+    display: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def where(self, key: str | None = None) -> str:
+        name = self.display or str(self.file)
+        if key is None:
+            return f"{name}: [{self.section}]"
+        return f"{name}: [{self.section}] {key}"
+
+    def fail(self, key: str | None, message: str) -> LaunchError:
+        return LaunchError(f"{self.where(key)}: {message}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _in_range(spec: Key, value: float) -> bool:
+    if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
+        return False
+    return spec.high is None or value <= spec.high
+
+
+def check_value(ctx: Context, name: str, spec: Key, value: Any) -> Any:
+    """Return ``value`` converted to its kind, or raise LaunchError naming file, section, key and the
+    expectation."""
+    bad = ctx.fail(name, f"expected {spec.expectation()}, got {value!r}")
+    kind = spec.kind
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if kind in ("str", "file", "out_path"):
+        if not isinstance(value, str) or not value:
+            raise bad
+        if spec.choices and value not in spec.choices:
+            raise bad
+        if kind == "file":
+            path = Path(value).expanduser()
+            if not path.is_absolute():
+                path = (ctx.file.parent / path).resolve()
+            if not path.is_file():
+                raise ctx.fail(name, f"file not found: {path} (expected {spec.expectation()})")
+            return path
+        if kind == "out_path":
+            return Path(value).expanduser()
+        return value
+    if kind in ("int", "number"):
+        ok = _is_int(value) if kind == "int" else _is_number(value)
+        if not ok or not _in_range(spec, value):
+            raise bad
+        return int(value) if kind == "int" else float(value)
+    if kind in ("int_list", "number_list"):
+        item_ok = _is_int if kind == "int_list" else _is_number
+        if not isinstance(value, list) or not value or (spec.length and len(value) != spec.length):
+            raise bad
+        if not all(item_ok(v) and _in_range(spec, v) for v in value):
+            raise bad
+        return [int(v) if kind == "int_list" else float(v) for v in value]
+    raise AssertionError(f"unknown key kind {kind!r}")
+
+
+def check_table(ctx: Context, table: Any, schema: Mapping[str, Key], ignore: tuple[str, ...] = ()) -> dict:
+    """Check a whole table against ``schema``: unknown keys, missing required keys and every value.
+    Keys in ``ignore`` (e.g. a ``type`` selector checked elsewhere) pass through untouched."""
+    if not isinstance(table, dict):
+        raise LaunchError(f"{ctx.where()}: expected a table, got {table!r}")
+    unknown = [k for k in table if k not in schema and k not in ignore]
+    if unknown:
+        allowed = ", ".join(sorted(schema)) or "none"
+        raise ctx.fail(unknown[0], f"unknown key (expected one of: {allowed})")
+    out = {}
+    for name, spec in schema.items():
+        if name in table:
+            out[name] = check_value(ctx, name, spec, table[name])
+        elif spec.default is REQUIRED:
+            raise ctx.fail(name, f"missing (expected {spec.expectation()})")
+        else:
+            out[name] = spec.default
+    return out

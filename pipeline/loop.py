@@ -1,0 +1,574 @@
+"""The real-time loop: source packets -> stages -> time bins -> SNN steps -> decoder -> command sinks.
+
+One :class:`Loop` runs one graph. The source's I/O runs in a reader thread that feeds a bounded queue, so
+file reads, decompression and driver waits stay off the hot path. The loop applies the stages to each
+packet, bins the events into network steps of ``dt_us`` (default 1,000 µs), steps the network once per
+bin, decodes the output spikes into a command and writes it to every sink.
+
+Modes (:attr:`LoopConfig.mode`):
+
+* ``"live"``  — packets are processed as they arrive (the source sets ``arrival_ns``). When the backlog of
+  complete bins exceeds ``max_lag_ms`` the oldest bins are merged into one network step (union of their
+  active inputs) and counted in ``merged_steps``; a full source queue drops the packet and counts it.
+* ``"paced"`` — replay in real time (``speed`` = 1) or ×N. The reader runs ahead; the loop's clock ticks
+  every ``dt_us / speed`` (hybrid sleep/spin) and releases the packets whose sensor end time is due, like a
+  sensor delivering them, so a packet's arrival is its release tick. Late ticks are counted; a loop that
+  falls behind merges bins exactly as in live mode.
+* ``"fast"``  — replay as fast as possible, never merging; the reader blocks on a full queue
+  (backpressure, bounded memory). Latency counts from the moment the loop takes the packet.
+
+Binning uses sensor timestamps only, so a replay that never merges (fast, or paced/live while keeping
+up) produces the same command stream every time.
+
+Latency of a command = ``perf_counter_ns`` at which the sinks report its bytes written (the latest over
+the sinks) minus the arrival of the packet that completed its bin (the earliest one, for merged bins).
+"""
+from __future__ import annotations
+
+import math
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+
+from pipeline.events import dvs_events, empty_dvs
+from pipeline.source import Packet, Source
+
+MODES = ("live", "paced", "fast")
+
+#: Signature of the step that turns output spikes into a command: ``(spikes uint8 (n_out,), t_us) ->
+#: command float64 (n,)`` or ``None`` for "no command this step".
+Decode = Callable[[np.ndarray, int], "np.ndarray | None"]
+
+_END = object()
+
+
+class Stepper(Protocol):
+    """The network runtime as the loop sees it (``pipeline.snn.build(...)`` returns one)."""
+
+    def warmup(self) -> None: ...
+
+    def step(self, input_indices: np.ndarray) -> np.ndarray: ...
+
+
+class Sink(Protocol):
+    """Where commands go (``pipeline.sinks``): ``write`` returns ``perf_counter_ns`` when written."""
+
+    name: str
+
+    def write(self, command: np.ndarray, t_us: int) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class SinkFatalError(RuntimeError):
+    """A sink lost its device for good (e.g. a motor port that will not come back): the loop must stop."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """How the loop runs.
+
+    mode: "live", "paced" or "fast" (see the module docstring).
+    dt_us: network step length in sensor µs.
+    speed: paced mode only, sensor time per wall time (1.0 = real time, 10.0 = ten times faster).
+    max_lag_ms: live/paced, backlog of complete bins (sensor ms) above which the oldest are merged.
+    queue_packets: capacity of the reader -> loop queue, in packets.
+    report_period_s: wall seconds between periodic reports (0 = only the final report).
+    duration_s: stop after this much sensor time has been stepped (0 = run until the source ends).
+    command_every_steps: write a command to the sinks every N network steps.
+    spin_us: pacing, the last µs before a tick are spun (yielding the GIL) rather than slept.
+    switch_interval_us: while running, the interpreter's GIL switch interval (Python's default is 5,000 µs,
+        which lets the reader, motor I/O or twin threads hold the loop off for milliseconds).
+    """
+
+    mode: str = "fast"
+    dt_us: int = 1000
+    speed: float = 1.0
+    max_lag_ms: float = 10.0
+    queue_packets: int = 64
+    report_period_s: float = 1.0
+    duration_s: float = 0.0
+    command_every_steps: int = 1
+    spin_us: int = 800
+    switch_interval_us: int = 200
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.dt_us <= 0:
+            raise ValueError(f"dt_us: expected a positive integer, got {self.dt_us}")
+        if not self.speed > 0:
+            raise ValueError(f"speed: expected a positive number, got {self.speed}")
+        if self.max_lag_ms * 1000 < self.dt_us:
+            raise ValueError(f"max_lag_ms: expected at least one step ({self.dt_us / 1000} ms), got {self.max_lag_ms}")
+        if self.queue_packets < 1 or self.command_every_steps < 1 or self.spin_us < 0 or self.switch_interval_us < 1:
+            raise ValueError("queue_packets, command_every_steps, switch_interval_us must be >= 1 and spin_us >= 0")
+
+    @property
+    def max_lag_steps(self) -> int:
+        """The merge threshold in steps (at least 1)."""
+        return max(1, int(self.max_lag_ms * 1000 // self.dt_us))
+
+
+@dataclass(frozen=True)
+class LoopReport:
+    """Loop statistics. Periodic reports give rates and latency over the window since the previous report
+    and cumulative counters; the final report (``final=True``) covers the whole run.
+
+    Latencies in ms (nan when no command was written); ``real_time_factor`` = sensor time stepped / wall
+    time (1.0 = keeping pace with real time, > 1 faster); ``tick_late_p99_us``: paced-mode lateness of
+    tick starts (µs); a tick counts as missed when it starts more than half a period late.
+    ``commands_unwritten``: commands no sink reported as written (a motor controller that queued the
+    command behind a busy wire, or dropped it while its link was down).
+    """
+
+    final: bool
+    mode: str
+    wall_s: float
+    stream_s: float
+    steps: int
+    steps_per_s: float
+    real_time_factor: float
+    commands: int
+    commands_unwritten: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    merged_steps: int
+    dropped_packets: int
+    dropped_events: int
+    ticks: int
+    missed_ticks: int
+    tick_late_p99_us: float
+    sink_errors: int
+    events_in: int
+    events_used: int
+    fatal: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        """One ``key=value`` log line."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                value = f"{value:.4g}"
+            elif isinstance(value, str):
+                value = repr(value) if (not value or " " in value) else value
+            parts.append(f"{f.name}={value}")
+        return " ".join(parts)
+
+
+class LatencyHistogram:
+    """Latencies at 1 µs resolution up to ``max_us`` (longer ones land in the last bin; max is exact)."""
+
+    def __init__(self, max_us: int = 100_000) -> None:
+        self.counts = np.zeros(max_us + 1, dtype=np.int64)
+        self.n = 0
+        self.max_ns = 0
+        self._last = max_us
+
+    def add(self, latency_ns: int) -> None:
+        us = latency_ns // 1000
+        self.counts[us if us < self._last else self._last] += 1
+        self.n += 1
+        if latency_ns > self.max_ns:
+            self.max_ns = latency_ns
+
+    def clear(self) -> None:
+        self.counts[:] = 0
+        self.n = 0
+        self.max_ns = 0
+
+    def percentile_ms(self, q: float) -> float:
+        """The q-th percentile (0..100) in ms, at the centre of its 1 µs bin; nan when empty."""
+        if self.n == 0:
+            return math.nan
+        rank = max(1, math.ceil(q / 100.0 * self.n))
+        us = int(np.searchsorted(np.cumsum(self.counts), rank))
+        return min((us + 0.5) / 1000.0, self.max_ns / 1e6)
+
+    @property
+    def max_ms(self) -> float:
+        return self.max_ns / 1e6 if self.n else math.nan
+
+
+class Pacer:
+    """Waits for ``perf_counter_ns`` deadlines: sleeps while the deadline is far, then spins the last
+    ``spin_ns`` (with ``time.sleep(0)`` so other threads keep the GIL moving). Kernel sleeps overshoot by
+    ~0.1-0.6 ms here, which alone would miss many 1 ms ticks."""
+
+    def __init__(self, spin_ns: int = 800_000) -> None:
+        self.spin_ns = spin_ns
+
+    def wait_until(self, deadline_ns: int) -> None:
+        remaining = deadline_ns - time.perf_counter_ns()
+        if remaining > self.spin_ns:
+            time.sleep((remaining - self.spin_ns) / 1e9)
+        while time.perf_counter_ns() < deadline_ns:
+            time.sleep(0)
+
+
+def bins_of(binner, events: np.ndarray, t_end_us: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Feed one packet to a :class:`pipeline.stages.StepBinner`; yield ``(step_end_us, indices int32)`` for
+    every step the packet completes (views into the batch's own arrays, valid while bins wait to run)."""
+    return _steps(binner.push(events, t_end_us))
+
+
+def _steps(batch) -> Iterator[tuple[int, np.ndarray]]:
+    for i in range(len(batch)):
+        yield batch.step_start_us(i) + batch.dt_us, batch.step(i)
+
+
+class _Reader(threading.Thread):
+    """Iterates ``source.packets()`` into a bounded queue. ``drop_when_full`` (live): a full queue drops the
+    packet and counts it instead of stalling the driver; otherwise the reader waits (backpressure)."""
+
+    def __init__(self, source: Source, capacity: int, drop_when_full: bool, stop: threading.Event) -> None:
+        super().__init__(name="spikeloop-source", daemon=True)
+        self.source = source
+        self.queue: queue.Queue = queue.Queue(maxsize=capacity)
+        self.drop_when_full = drop_when_full
+        self.stop_event = stop
+        self.error: BaseException | None = None
+        self.dropped_packets = 0
+        self.dropped_events = 0
+
+    def run(self) -> None:
+        try:
+            for packet in self.source.packets():
+                if self.stop_event.is_set():
+                    break
+                if self.drop_when_full:
+                    try:
+                        self.queue.put_nowait(packet)
+                    except queue.Full:
+                        self.dropped_packets += 1
+                        self.dropped_events += len(packet.events)
+                    continue
+                while not self.stop_event.is_set():
+                    try:
+                        self.queue.put(packet, timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # handed to the loop thread, which re-raises it
+            self.error = exc
+        finally:
+            while True:
+                try:
+                    self.queue.put(_END, timeout=0.05)
+                    return
+                except queue.Full:
+                    if self.stop_event.is_set():
+                        return
+
+
+class Loop:
+    """Runs one graph: ``source -> stages -> binner -> runtime.step -> decode -> sinks``.
+
+    source: a :class:`pipeline.source.Source` (DVS events).
+    stages: callables ``stage(events) -> events`` applied in order to every packet.
+    binner: a StepBinner for ``config.dt_us`` (``push(events, t_end_us)`` yields complete steps).
+    runtime: the built network (``step(indices int32) -> spikes uint8 (n_out,)``).
+    decode: ``(spikes, t_us) -> command`` (float64 (n,), e.g. wheel rad/s) or None.
+    sinks: objects with ``write(command, t_us) -> ns`` and ``close()``.
+    on_report: called with every :class:`LoopReport` (periodic and final).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        stages: Sequence[Callable[[np.ndarray], np.ndarray]],
+        binner,
+        runtime: Stepper,
+        decode: Decode,
+        sinks: Sequence[Sink],
+        config: LoopConfig = LoopConfig(),
+        on_report: Callable[[LoopReport], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.stages = list(stages)
+        self.binner = binner
+        self.runtime = runtime
+        self.decode = decode
+        self.sinks = list(sinks)
+        self.config = config
+        self.on_report = on_report
+        self._stop = threading.Event()
+        self._pending: deque[tuple[int, np.ndarray, int]] = deque()
+        self._pacer = Pacer(config.spin_us * 1000)
+        self._total = LatencyHistogram()
+        self._window = LatencyHistogram()
+        self._tick_late = LatencyHistogram()
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        self.steps = 0
+        self.commands = 0
+        self.commands_unwritten = 0
+        self._flushed = False
+        self.merged_steps = 0
+        self.ticks = 0
+        self.missed_ticks = 0
+        self.sink_errors = 0
+        self.events_in = 0
+        self.events_used = 0
+        self.first_step_us: int | None = None
+        self.last_step_us: int | None = None
+        self.fatal = ""
+
+    def stop(self) -> None:
+        """Ask the loop to finish (thread- and signal-safe); ``run`` returns after the current step."""
+        self._stop.set()
+
+    def warmup(self) -> None:
+        """Compile (or load from cache) every numba kernel before the clock starts: the network, the stages
+        on an empty packet (which changes no state) and a throwaway copy of the binner on one event."""
+        self.runtime.warmup()
+        events = empty_dvs(0)
+        for stage in self.stages:
+            events = stage(events)
+        binner = self.binner
+        probe = type(binner)(binner.dt_us, binner.width, binner.height, binner.channels_by_polarity)
+        probe.push(dvs_events([0], [0], [0], [1]), 2 * binner.dt_us)
+        probe.flush()
+
+    # -- the hot path -------------------------------------------------------------------------------------
+
+    def _ingest(self, packet: Packet, arrival_ns: int) -> None:
+        events = packet.events
+        self.events_in += len(events)
+        for stage in self.stages:
+            events = stage(events)
+        self.events_used += len(events)
+        for t_us, indices in bins_of(self.binner, events, packet.t_end_us):
+            self._pending.append((t_us, indices, arrival_ns))
+
+    def _flush(self, item_arrival: int) -> None:
+        """End of stream: the binner's last (partial) step joins the pending steps."""
+        if not self._flushed:
+            self._flushed = True
+            for t_us, indices in _steps(self.binner.flush()):
+                self._pending.append((t_us, indices, item_arrival))
+
+    def _run_pending(self, merge: bool) -> None:
+        pending = self._pending
+        limit = self.config.max_lag_steps
+        if merge and len(pending) > limit:
+            group = [pending.popleft() for _ in range(len(pending) - limit + 1)]
+            indices = np.unique(np.concatenate([g[1] for g in group])).astype(np.int32)
+            pending.appendleft((group[-1][0], indices, min(g[2] for g in group)))
+            self.merged_steps += len(group) - 1
+        while pending and not self._stop.is_set():
+            t_us, indices, arrival_ns = pending.popleft()
+            self._step(t_us, indices, arrival_ns)
+            if self._duration_reached():
+                self._stop.set()
+
+    def _step(self, t_us: int, indices: np.ndarray, arrival_ns: int) -> None:
+        spikes = self.runtime.step(indices)
+        command = self.decode(spikes, t_us)
+        self.steps += 1
+        if self.first_step_us is None:
+            self.first_step_us = t_us - self.config.dt_us
+        self.last_step_us = t_us
+        if command is None or self.steps % self.config.command_every_steps:
+            return
+        written_ns = 0
+        for sink in self.sinks:
+            try:
+                written_ns = max(written_ns, sink.write(command, t_us))
+            except SinkFatalError as exc:
+                self.sink_errors += 1
+                self.fatal = f"{sink.name}: {exc}"
+                self._stop.set()
+            except Exception:  # counted and reported; the motor layer's own watchdog keeps the robot safe
+                self.sink_errors += 1
+        if not written_ns:
+            self.commands_unwritten += 1
+        else:
+            self.commands += 1
+            self._total.add(written_ns - arrival_ns)
+            self._window.add(written_ns - arrival_ns)
+
+    def _duration_reached(self) -> bool:
+        limit = self.config.duration_s
+        return limit > 0 and self.last_step_us - self.first_step_us >= limit * 1e6
+
+    # -- scheduling ---------------------------------------------------------------------------------------
+
+    def run(self) -> LoopReport:
+        """Run until the source ends, ``stop()`` is called, the duration is reached or a sink fails for
+        good. Returns the final report (also passed to ``on_report``). Call :meth:`warmup` first."""
+        self._reset_counters()
+        self._total.clear()
+        self._window.clear()
+        self._tick_late.clear()
+        self._stop.clear()
+        mode = self.config.mode
+        reader = _Reader(self.source, self.config.queue_packets, mode == "live", self._stop)
+        self._reader = reader
+        self._t_start_ns = time.perf_counter_ns()
+        self._window_start = (self._t_start_ns, 0, 0)
+        self._next_report_ns = self._t_start_ns + int(self.config.report_period_s * 1e9)
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(self.config.switch_interval_us / 1e6)
+        reader.start()
+        try:
+            if mode == "paced":
+                self._run_paced(reader)
+            else:
+                self._run_unpaced(reader, merge=(mode == "live"))
+        finally:
+            self._stop.set()
+            sys.setswitchinterval(switch_interval)
+            self.source.close()
+            reader.join(timeout=2.0)
+        if reader.error is not None and not self.fatal:
+            raise reader.error
+        report = self._report(final=True)
+        if self.on_report is not None:
+            self.on_report(report)
+        return report
+
+    def _run_unpaced(self, reader: _Reader, merge: bool) -> None:
+        live = self.config.mode == "live"
+        q = reader.queue
+        while not self._stop.is_set():
+            try:
+                item = q.get(timeout=0.05)
+            except queue.Empty:
+                self._maybe_report()
+                continue
+            ended = False
+            while True:
+                if item is _END:
+                    ended = True
+                    break
+                self._ingest(item, item.arrival_ns if live else time.perf_counter_ns())
+                if not merge:
+                    self._run_pending(merge=False)
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+            if ended:
+                self._flush(item_arrival=time.perf_counter_ns())
+            self._run_pending(merge)
+            self._maybe_report()
+            if ended:
+                return
+
+    def _run_paced(self, reader: _Reader) -> None:
+        q = reader.queue
+        held: deque[Packet] = deque()
+        first = None
+        while first is None and not self._stop.is_set():
+            try:
+                first = q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        if first is None or first is _END:
+            return
+        held.append(first)
+        origin_us = first.t_end_us
+        dt_us = self.config.dt_us
+        period_ns = dt_us * 1000 / self.config.speed
+        t0 = time.perf_counter_ns()
+        k = 0
+        ended = False
+        while not self._stop.is_set():
+            deadline = t0 + int(k * period_ns)
+            self._pacer.wait_until(deadline)
+            now = time.perf_counter_ns()
+            late = now - deadline
+            self.ticks += 1
+            self._tick_late.add(late)
+            if late > period_ns / 2:
+                self.missed_ticks += 1
+            if late >= period_ns:
+                skipped = int(late // period_ns)
+                k += skipped
+                self.missed_ticks += skipped
+            due_us = origin_us + k * dt_us
+            while not ended:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _END:
+                    ended = True
+                else:
+                    held.append(item)
+            while held and held[0].t_end_us <= due_us:
+                self._ingest(held.popleft(), now)
+            if ended and not held:
+                self._flush(now)
+            self._run_pending(merge=True)
+            self._maybe_report()
+            if ended and not held and not self._pending:
+                return
+            k += 1
+
+    # -- reports ------------------------------------------------------------------------------------------
+
+    def _maybe_report(self) -> None:
+        if self.config.report_period_s <= 0 or self.on_report is None:
+            return
+        now = time.perf_counter_ns()
+        if now < self._next_report_ns:
+            return
+        self.on_report(self._report(final=False))
+        self._window.clear()
+        self._window_start = (now, self.steps, self._stream_us())
+        self._next_report_ns = now + int(self.config.report_period_s * 1e9)
+
+    def _stream_us(self) -> int:
+        if self.first_step_us is None:
+            return 0
+        return self.last_step_us - self.first_step_us
+
+    def _report(self, final: bool) -> LoopReport:
+        now = time.perf_counter_ns()
+        if final:
+            since_ns, since_steps, since_stream = self._t_start_ns, 0, 0
+            hist = self._total
+        else:
+            since_ns, since_steps, since_stream = self._window_start
+            hist = self._window
+        wall_s = max(now - since_ns, 1) / 1e9
+        stream_s = (self._stream_us() - since_stream) / 1e6
+        reader = self._reader
+        return LoopReport(
+            final=final,
+            mode=self.config.mode,
+            wall_s=wall_s,
+            stream_s=stream_s,
+            steps=self.steps,
+            steps_per_s=(self.steps - since_steps) / wall_s,
+            real_time_factor=stream_s / wall_s,
+            commands=self.commands,
+            commands_unwritten=self.commands_unwritten,
+            latency_p50_ms=hist.percentile_ms(50),
+            latency_p99_ms=hist.percentile_ms(99),
+            latency_max_ms=hist.max_ms,
+            merged_steps=self.merged_steps,
+            dropped_packets=reader.dropped_packets,
+            dropped_events=reader.dropped_events,
+            ticks=self.ticks,
+            missed_ticks=self.missed_ticks,
+            tick_late_p99_us=self._tick_late.percentile_ms(99) * 1000,
+            sink_errors=self.sink_errors,
+            events_in=self.events_in,
+            events_used=self.events_used,
+            fatal=self.fatal,
+        )
