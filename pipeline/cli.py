@@ -14,6 +14,7 @@ import sys
 #: Sub-command modules under pipeline.commands, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "camera",
+    "audio",
     "conformance",
     "motor",
     "info",

@@ -18,7 +18,7 @@ import dv_processing as dv
 import numpy as np
 
 from pipeline.events import DVS_EVENT_DTYPE
-from recordings.aedat4_writer import stream_bytes
+from recordings.aedat4_writer import dvs_layout, stream_bytes
 
 #: Events per EVTS packet in the temporary stream (4 MiB); measured fastest between 64 k and 256 k.
 BRIDGE_PACKET_EVENTS = 1 << 18
@@ -47,8 +47,7 @@ def to_event_store(events: np.ndarray, width: int = 65535, height: int = 65535) 
     ``width``/``height`` only label the temporary stream; dv-processing does not clip events to them.
     Raises ValueError for unsorted timestamps (dv-processing's EventStore requires monotonic time).
     """
-    if events.dtype != DVS_EVENT_DTYPE:
-        raise TypeError(f"expected DVS_EVENT_DTYPE events, got dtype {events.dtype}")
+    events = dvs_layout(events)
     store = dv.EventStore()
     n = len(events)
     if n == 0:

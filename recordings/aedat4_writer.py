@@ -136,6 +136,16 @@ _FTAB_TABLE_DTYPE = np.dtype(
 )
 
 
+def dvs_layout(events: np.ndarray) -> np.ndarray:
+    """``events`` in the exact DVS_EVENT_DTYPE layout (16 B). Arrays with the same fields in another
+    layout (numpy >= 1.23 drops the padding when concatenating) are converted; others raise TypeError."""
+    if events.dtype == DVS_EVENT_DTYPE:
+        return events
+    if events.dtype.names == DVS_EVENT_DTYPE.names:
+        return events.astype(DVS_EVENT_DTYPE)
+    raise TypeError(f"expected DVS_EVENT_DTYPE events (timestamp, x, y, polarity), got dtype {events.dtype}")
+
+
 class Aedat4Writer:
     """Write DVS events (DVS_EVENT_DTYPE, sorted by timestamp in µs) to an uncompressed AEDAT 4 file.
 
@@ -174,8 +184,7 @@ class Aedat4Writer:
         """Append time-ordered events (DVS_EVENT_DTYPE, shape (n,)); an empty array is a no-op."""
         if self._file is None:
             raise ValueError(f"{self.path}: writer is closed")
-        if events.dtype != DVS_EVENT_DTYPE:
-            raise TypeError(f"expected DVS_EVENT_DTYPE events, got dtype {events.dtype}")
+        events = dvs_layout(events)
         if len(events) == 0:
             return
         t = events["timestamp"]
@@ -225,12 +234,12 @@ def stream_bytes(events: np.ndarray, width: int, height: int, packet_events: int
     line, the header, then for each packet its 40-byte head and a memoryview of the event bytes."""
     yield MAGIC
     yield ioheader(info_xml(width, height, "spikeloop"))
-    events = np.ascontiguousarray(events)
+    events = np.ascontiguousarray(dvs_layout(events))
     for start in range(0, len(events), packet_events):
         part = events[start:start + packet_events]
         yield evts_packet_head(len(part))
         yield memoryview(part).cast("B")
 
 
-__all__ = ["Aedat4Writer", "write_aedat4", "stream_bytes", "ioheader", "evts_packet_head", "info_xml",
+__all__ = ["Aedat4Writer", "dvs_layout", "write_aedat4", "stream_bytes", "ioheader", "evts_packet_head", "info_xml",
            "file_data_table", "FTAB_ENTRY_DTYPE"]

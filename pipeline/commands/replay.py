@@ -1,0 +1,110 @@
+"""``spikeloop replay FILE [--speed X | --fast] [--loop] [--start S] [--chunk-ms MS] [--strict]``.
+
+Streams a recording through :class:`recordings.replay.ReplaySource` (the pipeline's source interface),
+paced in real time, ×X, or as fast as possible, with a live progress line on stderr (events/s, sensor
+position, real-time factor) and a summary (events, packets, durations, packet release error vs schedule).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from pipeline.commands.info import guarded
+
+#: Seconds between progress updates (terminal) / progress lines (pipe or file).
+PROGRESS_TTY_S = 0.1
+PROGRESS_PIPE_S = 1.0
+#: Release errors kept for the summary percentiles (a bounded ring).
+ERROR_RING = 1 << 16
+
+
+def _progress(events: int, position_s: float, wall_s: float, rate: float) -> str:
+    factor = position_s / wall_s if wall_s > 0 else 0.0
+    return (f"t = {position_s:8.3f} s | {events:>12,} events | {rate / 1e6:7.3f} Mev/s | "
+            f"x{factor:6.2f} real time")
+
+
+def replay(args: argparse.Namespace) -> int:
+    from recordings.replay import ReplaySource
+
+    start_us = None if args.start is None else round(args.start * 1e6)
+    source = ReplaySource(args.file, speed=args.speed, fast=args.fast, loop=args.loop, start_us=start_us,
+                          chunk_us=round(args.chunk_ms * 1000), strict=args.strict)
+    tty = sys.stderr.isatty()
+    every_ns = int((PROGRESS_TTY_S if tty else PROGRESS_PIPE_S) * 1e9)
+    errors = np.zeros(ERROR_RING, dtype=np.int64)
+    events = packets = 0
+    window_events = 0
+    position_s = 0.0
+    wall0 = last_report = window_start = None
+    interrupted = False
+    info = source.info
+    print(f"{args.file}: {info.width}x{info.height}, "
+          f"{'fast' if args.fast else f'speed x{args.speed:g}'}{', looping' if args.loop else ''}",
+          file=sys.stderr)
+    try:
+        for packet in source.packets():
+            if wall0 is None:
+                wall0 = last_report = window_start = packet.arrival_ns
+            if not args.fast:
+                errors[packets % ERROR_RING] = packet.arrival_ns - source.scheduled_ns(packet.t_end_us)
+            packets += 1
+            events += len(packet)
+            window_events += len(packet)
+            position_s = (packet.t_end_us - source.t0_us) / 1e6
+            now = time.perf_counter_ns()
+            if now - last_report >= every_ns:
+                rate = window_events * 1e9 / (now - window_start)
+                line = _progress(events, position_s, (now - wall0) / 1e9, rate)
+                print(f"\r{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+                last_report = window_start = now
+                window_events = 0
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        source.close()
+    wall_s = (time.perf_counter_ns() - wall0) / 1e9 if wall0 is not None else 0.0
+    if tty:
+        print("\r" + " " * 90 + "\r", end="", file=sys.stderr)
+    factor = position_s / wall_s if wall_s > 0 else 0.0
+    loops = f", {source.loops_completed} loops" if args.loop else ""
+    print(f"replayed {events:,} events in {packets:,} packets: {position_s:.3f} s of sensor time in "
+          f"{wall_s:.3f} s (x{factor:.2f} real time, {events / wall_s / 1e6 if wall_s else 0:.3f} Mev/s){loops}",
+          file=sys.stderr)
+    if packets and not args.fast:
+        kept = errors[:min(packets, ERROR_RING)] / 1e3
+        p50, p99, worst = np.percentile(kept, [50, 99, 100])
+        print(f"packet release vs schedule: p50 {p50:.0f} µs, p99 {p99:.0f} µs, max {worst:.0f} µs",
+              file=sys.stderr)
+    return 130 if interrupted else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.speed <= 0:
+        print(f"error: --speed must be > 0, got {args.speed}", file=sys.stderr)
+        return 1
+    if args.chunk_ms <= 0:
+        print(f"error: --chunk-ms must be > 0, got {args.chunk_ms}", file=sys.stderr)
+        return 1
+    if args.start is not None and args.start < 0:
+        print(f"error: --start must be >= 0 s, got {args.start}", file=sys.stderr)
+        return 1
+    return guarded(lambda: replay(args))
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("replay", help="stream a recording in real time, xN or as fast as possible",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("file", help="event recording (any supported format)")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, help="sensor seconds per wall second (default 1)")
+    pace.add_argument("--fast", action="store_true", help="as fast as possible, no pacing")
+    parser.add_argument("--loop", action="store_true", help="start again at the end (Ctrl-C stops)")
+    parser.add_argument("--start", type=float, default=None, metavar="S",
+                        help="start S seconds after the first event")
+    parser.add_argument("--chunk-ms", type=float, default=1.0, help="sensor time per packet in ms (default 1)")
+    parser.add_argument("--strict", action="store_true", help="fail on damage instead of warning")
+    parser.set_defaults(func=run)
