@@ -74,3 +74,61 @@ def test_delta_channels_split_on_and_off():
 def test_impossible_parameters_are_named(config, message):
     with pytest.raises(ValueError, match=message):
         Cochlea(FS, config)
+
+
+def fsdd(data_dir, name):
+    return data_dir / "audio" / "fsdd" / name
+
+
+def test_spoken_digits_give_about_a_thousand_spikes_per_second(data_dir):
+    """The reference front end (cochlea_bci.md) reports a median of 1.1 k spikes/s (0.65-1.55 k) over
+    take 0 of every digit and speaker, with these defaults."""
+    from devices.audio import WavCochleaSource
+
+    rates = []
+    for path in sorted((data_dir / "audio" / "fsdd").glob("*_0.wav")):
+        source = WavCochleaSource(path, fast=True)
+        packets = list(source.packets())
+        seconds = packets[-1].t_end_us / 1e6
+        rates.append(sum(len(p.events) for p in packets) / seconds)
+    assert len(rates) == 50
+    assert 700 < np.median(rates) < 1600
+
+
+def test_wav_source_packets_cover_the_clip_in_order(data_dir):
+    from devices.audio import WavCochleaSource
+    from recordings.wav import read_wav
+
+    path = fsdd(data_dir, "7_lucas_3.wav")
+    samples, rate = read_wav(path)
+    source = WavCochleaSource(path, packet_ms=5.0, fast=True)
+    packets = list(source.packets())
+    assert packets[-1].t_end_us == int(len(samples) * 1e6 / rate)
+    spikes = np.concatenate([p.events for p in packets])
+    assert np.all(np.diff(spikes["timestamp"]) >= 0)
+    whole = Cochlea(float(rate), input_gain=rms_gain(samples.astype(np.float64), 0.3)).process(samples)
+    assert np.array_equal(spikes, whole)
+
+
+def test_microphone_without_sounddevice_says_how_to_install(monkeypatch):
+    import sys
+
+    from devices.audio import MicrophoneCochleaSource
+
+    monkeypatch.setitem(sys.modules, "sounddevice", None)
+    with pytest.raises(RuntimeError, match=r"spikeloop\[audio\]"):
+        MicrophoneCochleaSource()
+
+
+def test_audio_command_writes_spikes_and_a_raster(data_dir, tmp_path, capsys):
+    import json
+
+    from pipeline.cli import main
+
+    out, png = tmp_path / "spikes.npy", tmp_path / "raster.png"
+    assert main(["audio", str(fsdd(data_dir, "3_jackson_0.wav")), "--json", "--out", str(out), "--png", str(png)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["channels"] == 64 and summary["spikes"] == len(np.load(out)) > 100
+    assert png.stat().st_size > 1000
+    assert main(["audio", str(tmp_path / "missing.wav")]) == 1
+    assert "no such file" in capsys.readouterr().err
