@@ -265,10 +265,12 @@ class _Parser:
             else:
                 raise self._error("expected a literal or a trace/synaptic variable inside brackets")
             sign = 1
-            if self._peek() is not None and self._peek()[1] == ")":
+            if self._peek() is None:
+                raise self._error("missing ')'")
+            if self._peek()[1] == ")":
                 self.i += 1
                 break
-            if len(items) == 2 or self._peek() is None or self._peek()[1] not in "+-":
+            if len(items) == 2 or self._peek()[1] not in "+-":
                 raise self._error("brackets hold a literal, a variable, or variable +/- constant")
         if len(items) == 1:
             s, kind, value = items[0]
