@@ -101,6 +101,82 @@ def _accumulate(t, spikes, active, groups, proj, weights, indptr, post, delays, 
 
 
 @njit(cache=True)
+def _update_loihi(u, v, a_in, refractory_left, u_mult, v_mult, threshold, bias, refractory, spikes):
+    """Bit-accurate CUBA LIF update of one population (branch-free, so it vectorizes).
+
+    Writes u, v (after reset), refractory_left, spikes (0/1) in place, zeroes a_in; returns the number of
+    neurons whose u, v, input or bias was nonzero (active updates).
+    """
+    n_active = 0
+    for i in range(u.shape[0]):
+        u0 = u[i]
+        v0 = v[i]
+        a = a_in[i]
+        b = bias[i]
+        n_active += ((u0 | v0 | a | b) != 0)
+        x = u0 * u_mult[i]
+        q = np.abs(x) >> 12
+        u1 = (q if x >= 0 else -q) + (a << 6)
+        u1 = u1 - 2 * UV_LIMIT if u1 > UV_LIMIT else (u1 + 2 * UV_LIMIT if u1 <= -UV_LIMIT else u1)
+        y = v0 * v_mult[i]
+        r = np.abs(y) >> 12
+        v1 = (r if y >= 0 else -r) + u1 + b
+        v1 = min(max(v1, -(UV_LIMIT - 1)), UV_LIMIT - 1)
+        left = refractory_left[i]
+        resting = left > 0
+        spike = (not resting) & (v1 > threshold[i])
+        u[i] = u1
+        v[i] = 0 if (resting | spike) else v1
+        refractory_left[i] = refractory[i] if spike else left - resting
+        spikes[i] = spike
+        a_in[i] = 0
+    return n_active
+
+
+@njit(cache=True)
+def _update_float(u, v, a_in, refractory_left, u_mult, v_mult, threshold, bias, refractory, spikes):
+    """float32 CUBA LIF update of one population, same order as _update_loihi."""
+    n_active = 0
+    for i in range(u.shape[0]):
+        u0 = u[i]
+        v0 = v[i]
+        a = a_in[i]
+        b = bias[i]
+        n_active += ((u0 != 0) | (v0 != 0) | (a != 0) | (b != 0))
+        u1 = u0 * u_mult[i] + a
+        v1 = v0 * v_mult[i] + u1 + b
+        left = refractory_left[i]
+        resting = left > 0
+        spike = (not resting) & (v1 > threshold[i])
+        u[i] = u1
+        v[i] = np.float32(0.0) if (resting | spike) else v1
+        refractory_left[i] = np.int32(refractory[i]) if spike else left - resting
+        spikes[i] = spike
+        a_in[i] = 0
+    return n_active
+
+
+@njit(cache=True)
+def _collect(g, n_active, spikes, active, groups, counters):
+    """List group g's spiking neurons in ``active`` and count its neuron updates and spikes."""
+    start = groups[g, 0]
+    size = groups[g, 1]
+    count = 0
+    for i in range(start, start + size):
+        if spikes[i]:
+            active[start + count] = i
+            count += 1
+    groups[g, 2] = count
+    pop = g - 1
+    counters[0, pop, C_ACTIVE] = n_active
+    counters[0, pop, C_INACTIVE] = size - n_active
+    counters[0, pop, C_SPIKES] = count
+    counters[1, pop, C_ACTIVE] += n_active
+    counters[1, pop, C_INACTIVE] += size - n_active
+    counters[1, pop, C_SPIKES] += count
+
+
+@njit(cache=True)
 def step_loihi(inputs, t, state, params, spikes, active, groups, proj, weights, indptr, post, delays, ring,
                counters):
     """One bit-accurate step. state int64 (4, n_neurons); params int64 (5, n_neurons); ring int32.
@@ -115,60 +191,24 @@ def step_loihi(inputs, t, state, params, spikes, active, groups, proj, weights, 
         n_tgt = proj[p, N_TGT]
         slot = proj[p, RING_OFF] + (t % proj[p, RING_LEN]) * n_tgt
         tgt = proj[p, TGT_START]
+        a_in = state[A_IN, tgt:tgt + n_tgt]
+        acc = ring[slot:slot + n_tgt]
         shift = proj[p, SHIFT]
-        for j in range(n_tgt):
-            acc = np.int64(ring[slot + j])
-            if acc != 0:
-                ring[slot + j] = 0
-                if shift >= 0:
-                    state[A_IN, tgt + j] += acc << shift
-                else:
-                    state[A_IN, tgt + j] += acc >> -shift
+        if shift >= 0:
+            for j in range(n_tgt):
+                a_in[j] += np.int64(acc[j]) << shift
+                acc[j] = 0
+        else:
+            for j in range(n_tgt):
+                a_in[j] += np.int64(acc[j]) >> -shift
+                acc[j] = 0
     for g in range(1, groups.shape[0]):
-        start = groups[g, 0]
-        size = groups[g, 1]
-        count = 0
-        n_active = 0
-        for i in range(start - n_inputs, start - n_inputs + size):
-            u = state[U, i]
-            v = state[V, i]
-            a_in = state[A_IN, i]
-            bias = params[BIAS, i]
-            if u != 0 or v != 0 or a_in != 0 or bias != 0:
-                n_active += 1
-            x = u * params[U_MULT, i]
-            u = (x >> 12) if x >= 0 else -((-x) >> 12)
-            u += a_in << 6
-            if u > UV_LIMIT:
-                u -= 2 * UV_LIMIT
-            elif u <= -UV_LIMIT:
-                u += 2 * UV_LIMIT
-            y = v * params[V_MULT, i]
-            v = ((y >> 12) if y >= 0 else -((-y) >> 12)) + u + bias
-            if v > UV_LIMIT - 1:
-                v = UV_LIMIT - 1
-            elif v < -(UV_LIMIT - 1):
-                v = -(UV_LIMIT - 1)
-            state[U, i] = u
-            state[A_IN, i] = 0
-            if state[REFRACTORY_LEFT, i] > 0:
-                state[REFRACTORY_LEFT, i] -= 1
-                v = 0
-            elif v > params[THRESHOLD, i]:
-                v = 0
-                state[REFRACTORY_LEFT, i] = params[REFRACTORY, i]
-                spikes[i + n_inputs] = 1
-                active[start + count] = i + n_inputs
-                count += 1
-            state[V, i] = v
-        groups[g, 2] = count
-        pop = g - 1
-        counters[0, pop, C_ACTIVE] = n_active
-        counters[0, pop, C_INACTIVE] = size - n_active
-        counters[0, pop, C_SPIKES] = count
-        counters[1, pop, C_ACTIVE] += n_active
-        counters[1, pop, C_INACTIVE] += size - n_active
-        counters[1, pop, C_SPIKES] += count
+        lo = groups[g, 0] - n_inputs
+        hi = lo + groups[g, 1]
+        n_active = _update_loihi(state[U, lo:hi], state[V, lo:hi], state[A_IN, lo:hi], state[REFRACTORY_LEFT, lo:hi],
+                                 params[U_MULT, lo:hi], params[V_MULT, lo:hi], params[THRESHOLD, lo:hi],
+                                 params[BIAS, lo:hi], params[REFRACTORY, lo:hi], spikes[lo + n_inputs:hi + n_inputs])
+        _collect(g, n_active, spikes, active, groups, counters)
     _accumulate(t, spikes, active, groups, proj, weights, indptr, post, delays, ring, counters)
     return -1
 
@@ -192,38 +232,11 @@ def step_float(inputs, t, state, params, refractory_left, spikes, active, groups
             a_in[j] += acc[j]
             acc[j] = 0.0
     for g in range(1, groups.shape[0]):
-        start = groups[g, 0]
-        size = groups[g, 1]
-        count = 0
-        n_active = 0
-        for i in range(start - n_inputs, start - n_inputs + size):
-            u = state[U, i]
-            v = state[V, i]
-            a_in = state[A_IN, i]
-            bias = params[BIAS, i]
-            if u != 0 or v != 0 or a_in != 0 or bias != 0:
-                n_active += 1
-            u = u * params[U_MULT, i] + a_in
-            v = v * params[V_MULT, i] + u + bias
-            state[U, i] = u
-            state[A_IN, i] = 0
-            if refractory_left[i] > 0:
-                refractory_left[i] -= 1
-                v = 0
-            elif v > params[THRESHOLD, i]:
-                v = 0
-                refractory_left[i] = np.int32(params[REFRACTORY, i])
-                spikes[i + n_inputs] = 1
-                active[start + count] = i + n_inputs
-                count += 1
-            state[V, i] = v
-        groups[g, 2] = count
-        pop = g - 1
-        counters[0, pop, C_ACTIVE] = n_active
-        counters[0, pop, C_INACTIVE] = size - n_active
-        counters[0, pop, C_SPIKES] = count
-        counters[1, pop, C_ACTIVE] += n_active
-        counters[1, pop, C_INACTIVE] += size - n_active
-        counters[1, pop, C_SPIKES] += count
+        lo = groups[g, 0] - n_inputs
+        hi = lo + groups[g, 1]
+        n_active = _update_float(state[U, lo:hi], state[V, lo:hi], state[A_IN, lo:hi], refractory_left[lo:hi],
+                                 params[U_MULT, lo:hi], params[V_MULT, lo:hi], params[THRESHOLD, lo:hi],
+                                 params[BIAS, lo:hi], params[REFRACTORY, lo:hi], spikes[lo + n_inputs:hi + n_inputs])
+        _collect(g, n_active, spikes, active, groups, counters)
     _accumulate(t, spikes, active, groups, proj, weights, indptr, post, delays, ring, counters)
     return -1
