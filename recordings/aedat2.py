@@ -4,7 +4,8 @@ File: ``#`` header lines (``#!AER-DAT2.0``; absent -> 1.0), ``# AEChip: <java cl
 Records are big-endian: 2.0 ``int32 address, int32 timestamp_us`` (8 B); 1.0 ``int16 address, int32
 timestamp_us`` (6 B). Timestamps are a 32-bit µs counter: a backward jump of more than 2^31 is a wrap
 (+2^32 µs); a jump back to near zero (< RESET_WINDOW_US) is a timestamp reset (time continues from the
-last event); any other jump back of more than BACKWARD_TOLERANCE_US is damage.
+last event); any other jump back of more than BACKWARD_TOLERANCE_US, or a jump ahead of more than 2^31
+µs, is damage.
 
 Conventions applied (output: origin upper-left, polarity 1 = ON):
 
@@ -48,6 +49,7 @@ CHIPS: tuple[tuple[str, int, int, int], ...] = (
 DAMAGE_BACKWARD = FIRST_DAMAGE
 DAMAGE_ADDRESS = FIRST_DAMAGE + 1
 DAMAGE_COORDINATE = FIRST_DAMAGE + 2
+DAMAGE_FORWARD = FIRST_DAMAGE + 3
 
 # state slots
 S_LAST_RAW, S_OFFSET, S_DETAIL_A, S_DETAIL_B = range(4)
@@ -72,6 +74,10 @@ def decode_aedat2(buf, pos, out, n, state, record_size, layout, width, height):
         q = pos + addr_bytes
         raw = (np.int64(buf[q]) << 24) | (np.int64(buf[q + 1]) << 16) | (np.int64(buf[q + 2]) << 8) | np.int64(buf[q + 3])
         last = state[S_LAST_RAW]
+        if last >= 0 and raw - last > (np.int64(1) << 31):
+            state[S_DETAIL_A] = last
+            state[S_DETAIL_B] = raw
+            return pos, n, DAMAGE_FORWARD
         if last >= 0 and raw < last:
             back = last - raw
             if back > (np.int64(1) << 31):
@@ -150,6 +156,8 @@ class Reader(BlockReader):
         if status == DAMAGE_BACKWARD:
             return (f"timestamp went back from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} µs "
                     f"(neither a 32-bit wrap nor a reset)")
+        if status == DAMAGE_FORWARD:
+            return f"timestamp jumped from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} µs (more than 2^31 µs ahead)"
         if status == DAMAGE_ADDRESS:
             return f"DVS128 address 0x{state[S_DETAIL_A]:08x} has bits above bit 15 set"
         return (f"DVS event at raw x={state[S_DETAIL_A]}, y={state[S_DETAIL_B]} is outside the "

@@ -4,7 +4,7 @@ After the ``%`` header the data is 32-bit little-endian words; the type is bits 
 0x0 CD_OFF / 0x1 CD_ON (bits 27-22 = low 6 bits of t, 21-11 = x, 10-0 = y), 0x8 EVT_TIME_HIGH
 (bits 27-0 = bits 33-6 of t), 0xA EXT_TRIGGER, 0xE OTHERS, 0xF CONTINUED (skipped). Any other type is
 damage. t = (TIME_HIGH << 6) | low6 is a 34-bit µs time; a TIME_HIGH that drops by more than half its
-range is a wrap (+2^34 µs), a smaller drop is damage.
+range is a wrap (+2^34 µs); a smaller drop, or a rise of more than half the range, is damage.
 
 CD events before the first TIME_HIGH have no time base: they are dropped and a
 DroppedEventsWarning says how many, once. Conventions: the sensor's origin is upper-left and type 1
@@ -26,6 +26,7 @@ TIME_HIGH_BITS = 28
 DAMAGE_TYPE = FIRST_DAMAGE
 DAMAGE_BACKWARD = FIRST_DAMAGE + 1
 DAMAGE_COORDINATE = FIRST_DAMAGE + 2
+DAMAGE_FORWARD = FIRST_DAMAGE + 3
 
 # state slots
 S_TIME_HIGH, S_OFFSET, S_DROPPED, S_DETAIL_A, S_DETAIL_B, S_WARNED = range(6)
@@ -62,6 +63,10 @@ def decode_evt2(buf, pos, out, n, state, width, height):
         elif kind == 8:
             th = w & 0xFFFFFFF
             last = state[S_TIME_HIGH]
+            if last >= 0 and th - last > half:
+                state[S_DETAIL_A] = last
+                state[S_DETAIL_B] = th
+                return pos, n, DAMAGE_FORWARD
             if th < last:
                 if last - th > half:
                     state[S_OFFSET] += np.int64(1) << 34
@@ -94,6 +99,9 @@ class Reader(BlockReader):
     def _describe(self, status: int, state: np.ndarray) -> str:
         if status == DAMAGE_TYPE:
             return f"word type 0x{state[S_DETAIL_A]:x} is not an EVT 2.0 type (0, 1, 8, A, E, F)"
+        if status == DAMAGE_FORWARD:
+            return (f"TIME_HIGH jumped from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} "
+                    f"(more than half the 34-bit range ahead)")
         if status == DAMAGE_BACKWARD:
             return (f"TIME_HIGH went back from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} "
                     f"(too small a drop to be a 34-bit wrap)")

@@ -6,7 +6,7 @@ event size (8), then 8-byte little-endian events ``uint32 t_us; uint32 w`` with 
 y = (w >> 14) & 0x3FFF, p = w >> 28 (0 or 1; anything else is damage).
 
 Time: t wraps every 2^32 µs; a backward jump larger than 2^31 adds 2^32, any other backward jump of more
-than BACKWARD_TOLERANCE_US is damage. When the header does not give the resolution it is taken from the
+than BACKWARD_TOLERANCE_US, or a jump ahead of more than 2^31 µs, is damage. When the header does not give the resolution it is taken from the
 data (max x + 1, max y + 1; one pass at open). Origin upper-left, p = 1 ON: no flip is applied.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ EVENT_SIZE = 8
 DAMAGE_POLARITY = FIRST_DAMAGE
 DAMAGE_BACKWARD = FIRST_DAMAGE + 1
 DAMAGE_COORDINATE = FIRST_DAMAGE + 2
+DAMAGE_FORWARD = FIRST_DAMAGE + 3
 
 S_LAST_RAW, S_OFFSET, S_DETAIL_A, S_DETAIL_B = range(4)
 
@@ -57,6 +58,10 @@ def decode_dat(buf, pos, out, n, state, width, height):
             state[S_DETAIL_B] = y
             return pos, n, DAMAGE_COORDINATE
         last = state[S_LAST_RAW]
+        if last >= 0 and raw - last > (np.int64(1) << 31):
+            state[S_DETAIL_A] = last
+            state[S_DETAIL_B] = raw
+            return pos, n, DAMAGE_FORWARD
         if raw < last:
             if last - raw > (np.int64(1) << 31):
                 state[S_OFFSET] += np.int64(1) << 32
@@ -131,6 +136,8 @@ class Reader(BlockReader):
     def _describe(self, status: int, state: np.ndarray) -> str:
         if status == DAMAGE_POLARITY:
             return f"polarity field {state[S_DETAIL_A]} (bits 31-28) is not 0 or 1"
+        if status == DAMAGE_FORWARD:
+            return f"timestamp jumped from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} µs (more than 2^31 µs ahead)"
         if status == DAMAGE_BACKWARD:
             return f"timestamp went back from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} µs (not a 32-bit wrap)"
         return (f"event at x={state[S_DETAIL_A]}, y={state[S_DETAIL_B]} is outside the "

@@ -1,0 +1,238 @@
+"""Damaged recordings (property-based): cut, flipped bytes, garbage before/after, empty, header only.
+
+For every binary format a small clean file is made from a real recording (its header plus the first few
+hundred records; AEDAT 3.1 from the spec-built writer in test_formats.py). The readers must never crash
+or hang: they yield a prefix of the clean decode and warn (RecordingDamageWarning naming the file and the
+byte offset), or raise RecordingError in strict mode, or refuse a damaged header with RecordingError.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recordings import aedat2, aedat3, eventstream, evt2, evt3, nmnist, prophesee_dat
+from recordings._blocks import DroppedEventsWarning
+from recordings.base import RecordingDamageWarning, RecordingError
+from recordings.detect import detect_format
+from test_formats import decode, synthetic_events, write_aedat3
+
+SETTINGS = settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@dataclass
+class Sample:
+    """A clean small file of one format and what a reader must make of it."""
+
+    name: str
+    reader: type
+    raw: bytes
+    data_offset: int
+    clean: np.ndarray
+    unit: int | None  # fixed record size in bytes, None when records vary
+    boundaries: frozenset[int] | None  # byte offsets where a cut leaves no partial record (variable units)
+    suffix: str
+
+
+def _first_records(path: Path, data_offset: int, unit: int, count: int) -> bytes:
+    raw = path.read_bytes()
+    return raw[: data_offset + unit * count]
+
+
+@pytest.fixture(scope="module")
+def samples(data_dir, tmp_path_factory) -> dict[str, Sample]:
+    events_dir = data_dir / "events"
+    out: dict[str, Sample] = {}
+
+    def add(name, reader_cls, raw, data_offset, unit, boundaries, suffix):
+        path = tmp_path_factory.mktemp(name) / f"clean{suffix}"
+        path.write_bytes(raw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            clean = decode(reader_cls(path))
+        assert len(clean) > 50
+        out[name] = Sample(name, reader_cls, raw, data_offset, clean, unit, boundaries, suffix)
+
+    for name, file, cls, unit, count in (
+        ("aedat2_dvs128", "dvs128_walking_a.aedat", aedat2.Reader, 8, 300),
+        ("aedat2_davis", "davis240_boxes.aedat", aedat2.Reader, 8, 300),
+        ("evt2", "evt2_faery.raw", evt2.Reader, 4, 1500),
+        ("evt3", "evt3_expelliarmus.raw", evt3.Reader, 2, 1500),
+        ("prophesee_dat", "ncars_tonic.dat", prophesee_dat.Reader, 8, 300),
+        ("nmnist", "nmnist_tonic.bin", nmnist.Reader, 5, 300),
+    ):
+        path = events_dir / file
+        offset = cls(path).header.extra.get("data_offset", 0)
+        add(name, cls, _first_records(path, offset, unit, count), offset, unit, None, path.suffix)
+
+    raw = (events_dir / "dvs_faery.es").read_bytes()
+    pos, boundaries = 20, {20}
+    for _ in range(400):
+        pos += 1 if raw[pos] >= 0xFE else 5
+        boundaries.add(pos)
+    add("eventstream", eventstream.Reader, raw[:pos], 20, None, frozenset(boundaries), ".es")
+
+    path = tmp_path_factory.mktemp("aedat3_src") / "src.aedat"
+    _, starts = write_aedat3(path, synthetic_events(300, seed=3), per_packet=40)
+    raw = path.read_bytes()
+    add("aedat3", aedat3.Reader, raw, starts[0], None, frozenset(starts + [len(raw)]), ".aedat")
+    return out
+
+
+SAMPLE_NAMES = ["aedat2_dvs128", "aedat2_davis", "aedat3", "eventstream", "evt2", "evt3", "prophesee_dat", "nmnist"]
+
+
+def run(reader_cls, path: Path, strict: bool = False):
+    """(events or None if the header was refused, the RecordingError raised or None, damage warnings)."""
+    events, error = None, None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            reader = reader_cls(path, strict=strict)
+            events = decode(reader)
+        except RecordingError as exc:
+            error = exc
+    others = [w for w in caught if not issubclass(w.category, (RecordingDamageWarning, DroppedEventsWarning))]
+    assert not others, [str(w.message) for w in others]
+    return events, error, [w for w in caught if issubclass(w.category, RecordingDamageWarning)]
+
+
+def assert_inside(events: np.ndarray, reader_cls, path: Path) -> None:
+    header = reader_cls(path).header
+    if len(events) and header.width:
+        assert events["x"].min() >= 0 and events["x"].max() < header.width
+        assert events["y"].min() >= 0 and events["y"].max() < header.height
+    if len(events):
+        assert set(np.unique(events["polarity"])) <= {0, 1}
+
+
+def clean_cut(sample: Sample, cut: int) -> bool:
+    """True when a file cut at byte ``cut`` (in the data) ends on a record boundary."""
+    if sample.unit is not None:
+        return (cut - sample.data_offset) % sample.unit == 0
+    return cut in sample.boundaries
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+@SETTINGS
+@given(data=st.data())
+def test_cut_anywhere_gives_prefix_and_names_offset(samples, tmp_path, name, data):
+    sample = samples[name]
+    cut = data.draw(st.one_of(st.integers(sample.data_offset, len(sample.raw)), st.integers(0, len(sample.raw))))
+    path = tmp_path / f"cut{sample.suffix}"
+    path.write_bytes(sample.raw[:cut])
+    events, error, damage = run(sample.reader, path)
+    if cut < sample.data_offset:
+        assert error is not None or (events is not None and len(events) == 0)
+        return
+    assert error is None
+    np.testing.assert_array_equal(events, sample.clean[: len(events)])
+    if clean_cut(sample, cut):
+        assert not damage
+    else:
+        assert len(damage) == 1
+        message = str(damage[0].message)
+        assert str(path) in message and " at byte " in message
+        offset = int(message.split(" at byte ")[1].split(":")[0])
+        assert sample.data_offset <= offset <= cut
+        if sample.unit is not None:
+            assert (offset - sample.data_offset) % sample.unit == 0 and cut - offset < sample.unit
+    strict_events, strict_error, _ = run(sample.reader, path, strict=True)
+    assert (strict_error is not None) == bool(damage)
+    if strict_error is not None:
+        assert strict_error.path == str(path) and strict_error.offset is not None
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+@SETTINGS
+@given(data=st.data())
+def test_flipped_bytes_never_crash(samples, tmp_path, name, data):
+    sample = samples[name]
+    raw = bytearray(sample.raw)
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+    for position, value in flips:
+        raw[position] = value
+    path = tmp_path / f"flipped{sample.suffix}"
+    path.write_bytes(bytes(raw))
+    events, error, damage = run(sample.reader, path)
+    if events is not None:
+        assert_inside(events, sample.reader, path)
+        first = min(p for p, _ in flips)
+        if sample.unit is not None and first >= sample.data_offset:
+            intact = (first - sample.data_offset) // sample.unit
+            records_events = _events_in_first_records(sample, intact)
+            np.testing.assert_array_equal(events[:records_events], sample.clean[:records_events])
+    if damage:
+        _, strict_error, _ = run(sample.reader, path, strict=True)
+        assert isinstance(strict_error, RecordingError)
+
+
+def _events_in_first_records(sample: Sample, records: int) -> int:
+    """Events the clean file yields from its first ``records`` fixed-size records (decode of the cut)."""
+    tmp = Path(f"/tmp/spikeloop_formats_prefix_{sample.name}{sample.suffix}")
+    tmp.write_bytes(sample.raw[: sample.data_offset + records * sample.unit])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return len(decode(sample.reader(tmp)))
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+@SETTINGS
+@given(garbage=st.binary(min_size=1, max_size=64), where=st.sampled_from(["before", "after"]))
+def test_garbage_before_or_after(samples, tmp_path, name, garbage, where):
+    sample = samples[name]
+    path = tmp_path / f"garbage{sample.suffix}"
+    path.write_bytes(garbage + sample.raw if where == "before" else sample.raw + garbage)
+    if where == "after":
+        events, error, _ = run(sample.reader, path)
+        assert error is None
+        np.testing.assert_array_equal(events[: len(sample.clean)], sample.clean)
+        assert_inside(events, sample.reader, path)
+        return
+    try:
+        cls = detect_format(path)
+    except RecordingError:
+        return
+    events, _, _ = run(cls, path)
+    if events is not None:
+        assert_inside(events, cls, path)
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_empty_and_header_only(samples, tmp_path, name):
+    sample = samples[name]
+    empty = tmp_path / f"empty{sample.suffix}"
+    empty.write_bytes(b"")
+    with pytest.raises(RecordingError, match="empty"):
+        detect_format(empty)
+    events, error, damage = run(sample.reader, empty)
+    if sample.data_offset:
+        assert isinstance(error, RecordingError) and str(empty) in str(error)
+    else:
+        assert error is None and len(events) == 0 and not damage
+    if sample.data_offset:
+        header_only = tmp_path / f"header{sample.suffix}"
+        header_only.write_bytes(sample.raw[: sample.data_offset])
+        events, error, damage = run(sample.reader, header_only)
+        assert error is None and len(events) == 0 and not damage
+        assert detect_format(header_only) is sample.reader
+
+
+@pytest.mark.parametrize("name, ts_byte", [("aedat2_davis", 4), ("aedat2_dvs128", 4), ("prophesee_dat", 3)])
+def test_flipped_timestamp_high_byte_is_damage_at_that_record(samples, tmp_path, name, ts_byte):
+    """A flipped top timestamp byte is a jump of > 2^31 µs ahead or a far jump back, never a fake wrap."""
+    sample = samples[name]
+    record = 100
+    position = sample.data_offset + record * sample.unit + ts_byte
+    raw = bytearray(sample.raw)
+    raw[position] ^= 0xF0
+    path = tmp_path / f"hi{sample.suffix}"
+    path.write_bytes(bytes(raw))
+    events, error, damage = run(sample.reader, path)
+    assert len(damage) == 1 and f"at byte {position - ts_byte}" in str(damage[0].message)
+    np.testing.assert_array_equal(events, sample.clean[: len(events)])
