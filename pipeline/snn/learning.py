@@ -238,3 +238,44 @@ class LearningEngine:
         return k.apply_learning(self.weights, self.tag2, self.tag1, self._has_target, self.tx, self.ty,
                                 self._x_hist, self._y_hist, u_value, SIGN_MODES[self.sign_mode],
                                 rnd.conn.at(epoch), *self._products, FACTOR_WIDTHS, self._active_pre)
+
+
+class RuntimeLearner:
+    """What a runtime's learning hook returns: advances an engine from the runtime's spike views.
+
+    ``pre_spikes``/``post_spikes`` are uint8 views the runtime rewrites every step; ``step(t)`` is
+    called after the step's synaptic input was computed with the pre-learning weights (Lava's
+    order) and returns the number of synapses updated.
+    """
+
+    def __init__(self, engine: LearningEngine, pre_spikes: np.ndarray, post_spikes: np.ndarray) -> None:
+        if pre_spikes.shape != (engine.n_pre,) or post_spikes.shape != (engine.n_post,):
+            raise ValueError(f"spike views {pre_spikes.shape}/{post_spikes.shape} do not match weights "
+                             f"({engine.n_pre}, {engine.n_post})")
+        self.engine = engine
+        self.pre_spikes = pre_spikes
+        self.post_spikes = post_spikes
+
+    def step(self, t: int) -> int:
+        if t != self.engine.time_step:
+            raise RuntimeError(f"learner is at step {self.engine.time_step} but the runtime is at step {t}; "
+                               "reset both together")
+        return self.engine.step_masks(self.pre_spikes, self.post_spikes)
+
+    def reset(self) -> None:
+        self.engine.reset()
+
+
+def attach_rule(rule: LearningRule, weights: np.ndarray, pre_spikes: np.ndarray, post_spikes: np.ndarray,
+                backend: str) -> RuntimeLearner:
+    """Build the learner for a runtime projection (see LearningRule.attach).
+
+    loihi: ``weights`` holds the integer Loihi weights; in sign mode 'mixed' their lowest bit is
+    cleared first, as Lava's LearningDense truncates 8-bit weights in mixed mode whatever their
+    signs (a no-op for mixed-sign projections, which the runtime has already truncated so).
+    """
+    if backend == "loihi":
+        if rule.sign_mode == "mixed":
+            np.left_shift(np.right_shift(weights, 1), 1, out=weights)
+        return RuntimeLearner(LearningEngine(rule, weights, rule.sign_mode), pre_spikes, post_spikes)
+    raise ValueError(f"learning rules run on the loihi backend only (Lava's fixed-point model), not {backend!r}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -336,6 +336,11 @@ class LearningRule:
 
     ``t_epoch`` is the learning epoch in steps (1..63 on Loihi); ``rng_seed`` seeds the
     stochastic rounding exactly as Lava's bit-approximate model does (None: a random seed).
+    ``sign_mode`` bounds the learned weights: 'mixed' (-256..255, Lava LearningDense's default),
+    'excitatory' (0..255) or 'inhibitory' (-255..0).
+
+    A network projection with ``learning=rule`` is learned by the runtime through ``attach`` (see
+    pipeline.snn.learning); ``to_arrays``/``from_arrays`` store the rule in a network .npz.
     """
 
     dw: tuple[Product, ...] = ()
@@ -348,13 +353,15 @@ class LearningRule:
     y3: TraceConfig = TraceConfig()
     t_epoch: int = 1
     rng_seed: int | None = None
-    text: dict = field(default_factory=dict, compare=False)
+    sign_mode: str = "mixed"
 
     def __post_init__(self) -> None:
         if not (self.dw or self.dd or self.dt):
             raise ValueError("a learning rule needs at least one of dw, dd, dt")
         if not 1 <= int(self.t_epoch) <= 63:
             raise ValueError(f"t_epoch must be 1..63 steps (Loihi's epoch counter), got {self.t_epoch}")
+        if self.sign_mode not in ("mixed", "excitatory", "inhibitory"):
+            raise ValueError(f"sign_mode must be 'mixed', 'excitatory' or 'inhibitory', got {self.sign_mode!r}")
         decimates = {p.decimate for p in self.products() if p.decimate is not None}
         if len(decimates) > 1:
             raise ValueError(f"all uk dependencies must use the same k, got {sorted(decimates)}")
@@ -364,14 +371,15 @@ class LearningRule:
                      x1_impulse: float = 0.0, x1_tau: float = 0.0, x2_impulse: float = 0.0,
                      x2_tau: float = 0.0, y1_impulse: float = 0.0, y1_tau: float = 0.0,
                      y2_impulse: float = 0.0, y2_tau: float = 0.0, y3_impulse: float = 0.0,
-                     y3_tau: float = 0.0, t_epoch: int = 1, rng_seed: int | None = None) -> "LearningRule":
+                     y3_tau: float = 0.0, t_epoch: int = 1, rng_seed: int | None = None,
+                     sign_mode: str = "mixed") -> "LearningRule":
         """Build a rule from Lava-syntax strings (Lava's LoihiLearningRule arguments)."""
-        texts = {k: v for k, v in (("dw", dw), ("dd", dd), ("dt", dt)) if v is not None}
         return cls(dw=parse_rule(dw) if dw else (), dd=parse_rule(dd) if dd else (),
                    dt=parse_rule(dt) if dt else (),
                    x1=TraceConfig(x1_impulse, x1_tau), x2=TraceConfig(x2_impulse, x2_tau),
                    y1=TraceConfig(y1_impulse, y1_tau), y2=TraceConfig(y2_impulse, y2_tau),
-                   y3=TraceConfig(y3_impulse, y3_tau), t_epoch=t_epoch, rng_seed=rng_seed, text=texts)
+                   y3=TraceConfig(y3_impulse, y3_tau), t_epoch=t_epoch, rng_seed=rng_seed,
+                   sign_mode=sign_mode)
 
     def products(self) -> tuple[Product, ...]:
         return self.dw + self.dd + self.dt
@@ -395,6 +403,56 @@ class LearningRule:
         """True if the rule learns or reads the tags d / t (they then need per-synapse storage)."""
         return bool(self.dd or self.dt) or any(f.var in ("d", "t") for p in self.products() for f in p.factors)
 
+    # ------------------------------------------------------------------ network file storage
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays (no pickle) for Network.save: one row per product, one per factor."""
+        rows, factors = [], []
+        for target in TARGETS:
+            for p in getattr(self, target):
+                rows.append((TARGETS.index(target), DEPENDENCY_NAMES.index(p.dependency), p.mantissa, p.exponent,
+                             -1 if p.decimate is None else p.decimate, len(p.factors)))
+                factors.extend((f.code, f.const, int(f.sgn)) for f in p.factors)
+        traces = [(c.impulse, c.tau) for c in (self.x1, self.x2, self.y1, self.y2, self.y3)]
+        return {"products": np.array(rows, np.int64).reshape(-1, 6),
+                "factors": np.array(factors, np.int64).reshape(-1, 3),
+                "traces": np.array(traces, np.float64),
+                "t_epoch": np.array(int(self.t_epoch)),
+                "rng_seed": np.array(-1 if self.rng_seed is None else int(self.rng_seed), np.int64),
+                "sign_mode": np.array(self.sign_mode)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "LearningRule":
+        """Inverse of to_arrays; ValueError names the missing or malformed key."""
+        for key in ("products", "factors", "traces", "t_epoch", "rng_seed", "sign_mode"):
+            if key not in arrays:
+                raise ValueError(f"learning rule arrays: missing key {key!r}")
+        rows = np.asarray(arrays["products"]).reshape(-1, 6)
+        factors = np.asarray(arrays["factors"]).reshape(-1, 3)
+        traces = np.asarray(arrays["traces"], np.float64)
+        if traces.shape != (5, 2) or int(rows[:, 5].sum()) != len(factors):
+            raise ValueError("learning rule arrays: 'traces' must be (5, 2) and 'factors' match the products")
+        by_target: dict[str, list[Product]] = {t: [] for t in TARGETS}
+        f = 0
+        for target, dep, mantissa, exponent, decimate, n_factors in rows.tolist():
+            fs = tuple(Factor(FACTOR_CODES[c], int(k), bool(sg)) for c, k, sg in factors[f:f + n_factors].tolist())
+            f += n_factors
+            by_target[TARGETS[target]].append(Product(DEPENDENCY_NAMES[dep], mantissa, exponent, fs,
+                                                      None if decimate < 0 else decimate))
+        seed = int(arrays["rng_seed"])
+        return cls(dw=tuple(by_target["dw"]), dd=tuple(by_target["dd"]), dt=tuple(by_target["dt"]),
+                   x1=TraceConfig(*traces[0]), x2=TraceConfig(*traces[1]), y1=TraceConfig(*traces[2]),
+                   y2=TraceConfig(*traces[3]), y3=TraceConfig(*traces[4]), t_epoch=int(arrays["t_epoch"]),
+                   rng_seed=None if seed < 0 else seed, sign_mode=str(arrays["sign_mode"]))
+
+    def attach(self, weights: np.ndarray, pre_spikes: np.ndarray, post_spikes: np.ndarray, backend: str):
+        """The runtime's learning hook: a learner whose ``step(t)`` updates ``weights`` in place.
+
+        ``weights`` is the runtime's writable (n_pre, n_post) weight view, ``pre_spikes`` and
+        ``post_spikes`` the uint8 spike views of the current step (see pipeline.snn.runtime).
+        """
+        from pipeline.snn.learning import attach_rule
+        return attach_rule(self, weights, pre_spikes, post_spikes, backend)
+
 
 def stdp_loihi(learning_rate: float, A_plus: float, A_minus: float, tau_plus: float, tau_minus: float,
                t_epoch: int = 1, rng_seed: int | None = None, x1_impulse: float = 16,
@@ -412,6 +470,4 @@ def stdp_loihi(learning_rate: float, A_plus: float, A_minus: float, tau_plus: fl
         m, e = _normalize_scale(lr[0] * a_m, lr[1] + a_e, where)
         products.append(Product(dep, m, e, (Factor(trace),)))
     return LearningRule(dw=tuple(products), x1=TraceConfig(x1_impulse, tau_plus),
-                        y1=TraceConfig(y1_impulse, tau_minus), t_epoch=t_epoch, rng_seed=rng_seed,
-                        text={"dw": f"STDPLoihi(learning_rate={learning_rate}, A_plus={A_plus}, "
-                                    f"A_minus={A_minus}, tau_plus={tau_plus}, tau_minus={tau_minus})"})
+                        y1=TraceConfig(y1_impulse, tau_minus), t_epoch=t_epoch, rng_seed=rng_seed)
