@@ -104,6 +104,10 @@ class MotorDriver:
         """How many replies the last :meth:`poll_bytes` asked for (half-duplex bus turn-around)."""
         return 0
 
+    def on_command_written(self) -> None:
+        """Called by the link (under its lock) right before a velocity command goes to the wire, so a
+        driver whose device acknowledges writes can expect the acknowledgement in wire order."""
+
     # -- replies ----------------------------------------------------------------------------------
     def reset_decoder(self) -> None:
         raise NotImplementedError

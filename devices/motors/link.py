@@ -129,6 +129,7 @@ class SerialLink:
                 self.counters.coalesced += 1
                 return 0
             self._latest = b""
+            self.driver.on_command_written()
             n = self._raw_write(data, now)
             if n < 0:
                 return 0
@@ -339,6 +340,7 @@ class SerialLink:
         if (self._latest and not self._tail and now >= self._wire_free_ns
                 and not (self._awaiting and now < self._awaiting_until_ns)):
             data, self._latest = self._latest, b""
+            self.driver.on_command_written()
             n = self._raw_write(data, now)
             if 0 <= n < len(data):
                 self._tail = data[n:]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from .driver import MotorDriver
@@ -12,6 +13,10 @@ from .twin import PtyTwin
 #: protocol -> (driver "module:Class", twin "module:factory(ids, **opts) -> device model")
 PROTOCOLS: dict[str, tuple[str, str]] = {
     "dynamixel": ("driver_dynamixel:DynamixelDriver", "twin_dynamixel:DynamixelBus"),
+    "roboclaw": ("driver_roboclaw:RoboClawDriver", "twin_roboclaw:RoboClawDevice"),
+    "maestro": ("driver_maestro:MaestroDriver", "twin_maestro:MaestroDevice"),
+    "odrive": ("driver_odrive:ODriveDriver", "twin_odrive:ODriveDevice"),
+    "firmata": ("driver_firmata:FirmataDriver", "twin_firmata:FirmataBoard"),
 }
 
 EMULATED_PREFIX = "emulated:"
@@ -42,7 +47,8 @@ def open_motors(protocol: str, port: str, ids: list[int], *, baud: int | None = 
     """Open, initialise and safety-wrap a motor controller.
 
     protocol: one of :data:`PROTOCOLS`. port: device path, or ``"emulated:<protocol>"`` to start an
-    emulated twin on a pty (closed with the controller). ids: motor ids / channels / axes / pins, in
+    emulated twin on a pty (closed with the controller; driver options the twin also takes, such as
+    firmata's dir_pins, are passed to it, and twin_opts adds twin-only ones). ids: motor ids / channels / axes / pins, in
     the order of ``send()``'s velocity array. baud: defaults to the protocol's factory default (real
     port) or its emulated rate. timeout_ms, max_velocity (rad/s), max_accel (rad/s^2): safety layer.
     feedback_hz: read-back request rate (0 = none). driver_opts go to the protocol driver.
@@ -54,7 +60,9 @@ def open_motors(protocol: str, port: str, ids: list[int], *, baud: int | None = 
         emulated = port[len(EMULATED_PREFIX):]
         if emulated != protocol:
             raise ValueError(f"port {port!r} emulates {emulated!r} but protocol is {protocol!r}")
-        twin = start_twin(protocol, list(ids), **(twin_opts or {}))
+        factory = _load(PROTOCOLS[protocol][1])
+        shared = {k: v for k, v in driver_opts.items() if k in inspect.signature(factory).parameters}
+        twin = start_twin(protocol, list(ids), **{**shared, **(twin_opts or {})})
         path = twin.path
         baud = baud or cls.emulated_baud
     else:

@@ -122,7 +122,10 @@ class PtyTwin:
             with self._lock:
                 master = self._master
             fds = [self._wake_r] + ([master] if master >= 0 else [])
-            ready, _, _ = select.select(fds, [], [], self.tick_s)
+            try:
+                ready, _, _ = select.select(fds, [], [], self.tick_s)
+            except OSError:  # the pty was closed by unplug() while we waited on it
+                ready = []
             now = time.monotonic()
             if self._wake_r in ready:
                 os.read(self._wake_r, 64)
