@@ -119,7 +119,7 @@ def check_value(ctx: Context, name: str, spec: Key, value: Any) -> Any:
             raise bad
         return value
     if kind in ("str", "file", "out_path"):
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or (kind != "str" and not value):
             raise bad
         if spec.choices and value not in spec.choices:
             raise bad

@@ -123,7 +123,8 @@ class LoopReport:
 
     Latencies in ms (nan when no command was written); ``real_time_factor`` = sensor time stepped / wall
     time (1.0 = keeping pace with real time, > 1 faster); ``tick_late_p99_us``: paced-mode lateness of
-    tick starts (µs); a tick counts as missed when it starts more than half a period late.
+    tick starts (µs); a tick counts as missed when it starts more than half a period late, and ticks the
+    clock skipped because the loop was a whole period or more late count as ticks and as missed.
     ``commands_unwritten``: commands no sink reported as written (a motor controller that queued the
     command behind a busy wire, or dropped it while its link was down).
     """
@@ -498,6 +499,7 @@ class Loop:
             if late >= period_ns:
                 skipped = int(late // period_ns)
                 k += skipped
+                self.ticks += skipped
                 self.missed_ticks += skipped
             due_us = origin_us + k * dt_us
             while not ended:

@@ -58,7 +58,9 @@ class EventLog:
 
 
 def set_realtime(priority: int, log: EventLog) -> None:
-    """Ask for SCHED_FIFO at ``priority`` (1-99); log whether the system allowed it."""
+    """Ask for SCHED_FIFO at ``priority`` (1-99) before any thread starts, so the source reader, motor I/O
+    and watchdog threads inherit it (a GIL held by a starved normal-priority thread would stall the loop);
+    log whether the system allowed it."""
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
         log("realtime", policy="SCHED_FIFO", priority=priority)
@@ -80,6 +82,8 @@ def run(args) -> int:
     def on_report(report) -> None:
         log("final" if report.final else "stats", **{k: v for k, v in report.as_dict().items() if k != "final"})
 
+    if spec.controller["realtime_priority"]:
+        set_realtime(spec.controller["realtime_priority"], log)
     try:
         graph = build_graph(spec, on_report=on_report)
     except LaunchError as exc:
@@ -96,8 +100,6 @@ def run(args) -> int:
     status = 0
     report = None
     try:
-        if spec.controller["realtime_priority"]:
-            set_realtime(spec.controller["realtime_priority"], log)
         loop.warmup()
         log("start", file=spec.display, source=spec.source["type"], mode=spec.loop.mode, dt_us=spec.loop.dt_us,
             inputs=graph.network.n_inputs, outputs=graph.network.n_outputs,

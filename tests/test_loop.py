@@ -1,0 +1,258 @@
+"""The real-time loop: determinism on a real recording, merge counting when behind, drops, fatal sinks,
+latency statistics. Timing here is functional (generous slack on a shared machine), never a benchmark."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.events import dvs_events
+from pipeline.loop import LatencyHistogram, Loop, LoopConfig, SinkFatalError
+from pipeline.networks import dvs_steering
+from pipeline.sinks import CommandLogSink, read_command_log
+from pipeline.snn import build
+from pipeline.source import Packet, StreamInfo
+from pipeline.stages import SpatialPooling, StepBinner
+from recordings.replay import ReplaySource
+
+RECORDING = "events/dvxplorer_tonic.aedat4"  # DVXplorer 320x240, 111,954 events, 0.59 s
+
+
+class ListSource:
+    """Test double: pre-made packets, optionally released every ``period_s`` of wall time (a live sensor)."""
+
+    def __init__(self, packets, width=16, height=12, period_s=0.0):
+        self._packets = packets
+        self.info = StreamInfo("dvs", width, height)
+        self.period_s = period_s
+        self.closed = False
+
+    def packets(self):
+        for packet in self._packets:
+            if self.period_s:
+                time.sleep(self.period_s)
+            yield Packet(packet.events, packet.t_end_us)
+
+    def close(self):
+        self.closed = True
+
+
+class SlowRuntime:
+    """Test double around a real runtime: every step takes at least ``delay_s`` (a network too slow)."""
+
+    def __init__(self, runtime, delay_s):
+        self.runtime = runtime
+        self.delay_s = delay_s
+        self.steps = []
+
+    def warmup(self):
+        self.runtime.warmup()
+
+    def step(self, indices):
+        self.steps.append(np.array(indices))
+        end = time.perf_counter() + self.delay_s
+        while time.perf_counter() < end:
+            pass
+        return self.runtime.step(indices)
+
+
+class RecordingSink:
+    name = "record"
+
+    def __init__(self, fail_after=None, fatal=False):
+        self.commands = []
+        self.fail_after = fail_after
+        self.fatal = fatal
+
+    def write(self, command, t_us):
+        if self.fail_after is not None and len(self.commands) >= self.fail_after:
+            if self.fatal:
+                raise SinkFatalError("port gone")
+            raise OSError("write failed")
+        self.commands.append((t_us, command.copy()))
+        return time.perf_counter_ns()
+
+    def close(self):
+        pass
+
+
+def steering_graph(width, height):
+    network = dvs_steering(16, 12, 2)
+    runtime = build(network, backend="loihi")
+    stages = [SpatialPooling(width, height, target=(16, 12))]
+    binner = StepBinner(1000, 16, 12, channels_by_polarity=True)
+    return stages, binner, runtime
+
+
+def rate_decode(spikes, t_us):
+    return spikes.astype(np.float64)
+
+
+def synthetic_packets(n_packets, per_packet=40, seed=1, dt_us=1000):
+    rng = np.random.default_rng(seed)
+    packets = []
+    for k in range(n_packets):
+        t = np.sort(rng.integers(k * dt_us, (k + 1) * dt_us, per_packet))
+        events = dvs_events(t, rng.integers(0, 16, per_packet), rng.integers(0, 12, per_packet),
+                            rng.integers(0, 2, per_packet))
+        packets.append(Packet(events, (k + 1) * dt_us))
+    return packets
+
+
+def run_replay(data_dir, tmp_path, name, mode="fast", speed=1.0, max_lag_ms=10.0):
+    path = data_dir / RECORDING
+    source = ReplaySource(path, fast=True, chunk_us=1000)
+    stages, binner, runtime = steering_graph(source.info.width, source.info.height)
+    log = tmp_path / name
+    sink = CommandLogSink(log)
+    loop = Loop(source, stages, binner, runtime, rate_decode, [sink], LoopConfig(mode=mode, speed=speed, max_lag_ms=max_lag_ms))
+    loop.warmup()
+    report = loop.run()
+    sink.close()
+    return report, log
+
+
+def test_replaying_a_recording_twice_gives_identical_command_streams(data_dir, tmp_path):
+    first, log_a = run_replay(data_dir, tmp_path, "a.csv")
+    second, log_b = run_replay(data_dir, tmp_path, "b.csv")
+    assert log_a.read_bytes() == log_b.read_bytes()
+    t, commands = read_command_log(log_a)
+    # 0.59 s of recording at 1 ms steps; the last partial step is flushed at the end.
+    assert first.steps == second.steps == len(t) and 585 <= len(t) <= 592
+    assert np.all(np.diff(t) == 1000)
+    assert commands.shape[1] == 2 and commands.sum() > 0  # the network does spike on real events
+    assert first.events_in == second.events_in == 111_954
+    assert first.merged_steps == 0 and first.sink_errors == 0
+
+
+def test_paced_replay_without_falling_behind_matches_fast_replay(data_dir, tmp_path):
+    fast, log_fast = run_replay(data_dir, tmp_path, "fast.csv")
+    # max_lag_ms = 2 s: a loaded machine may run late, but never so late that bins merge.
+    paced, log_paced = run_replay(data_dir, tmp_path, "paced.csv", mode="paced", speed=2.0, max_lag_ms=2000)
+    assert paced.ticks > 0 and paced.wall_s > 0.25  # the clock really paced the 0.59 s recording at x2
+    assert paced.merged_steps == 0
+    assert log_fast.read_bytes() == log_paced.read_bytes()
+
+
+def test_live_loop_behind_merges_bins_and_counts_them():
+    packets = synthetic_packets(120)
+    stages, binner, runtime = [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2))
+    slow = SlowRuntime(runtime, delay_s=0.004)  # 4 ms per step against 1 ms of sensor time per step
+    sink = RecordingSink()
+    config = LoopConfig(mode="live", max_lag_ms=5, report_period_s=0)
+    loop = Loop(ListSource(packets, period_s=0.001), stages, binner, slow, rate_decode, [sink], config)
+    loop.warmup()
+    report = loop.run()
+    assert report.merged_steps > 0
+    # Every complete bin was either stepped or merged into a step, never lost silently.
+    assert report.steps + report.merged_steps == binner.next_step
+    assert report.steps == len(slow.steps) == len(sink.commands)
+    # Each network step got exactly the union of the inputs of the consecutive bins it stands for.
+    reference = StepBinner(1000, 16, 12)
+    bins = []
+    for batch in [reference.push(p.events, p.t_end_us) for p in packets] + [reference.flush()]:
+        bins += [set(batch.step(i).tolist()) for i in range(len(batch))]
+    used = 0
+    for step in slow.steps:
+        union = set()
+        while union != set(step.tolist()):
+            union |= bins[used]
+            used += 1
+            assert union <= set(step.tolist())
+    assert used == len(bins)
+
+
+def test_fast_mode_never_merges_even_when_slow():
+    packets = synthetic_packets(30)
+    slow = SlowRuntime(build(dvs_steering(16, 12, 2)), delay_s=0.002)
+    loop = Loop(ListSource(packets), [], StepBinner(1000, 16, 12), slow, rate_decode, [RecordingSink()],
+                LoopConfig(mode="fast", max_lag_ms=1, report_period_s=0))
+    loop.warmup()
+    report = loop.run()
+    assert report.merged_steps == 0 and report.steps == 30
+
+
+def test_full_queue_in_live_mode_drops_packets_and_counts_them():
+    packets = synthetic_packets(200, per_packet=5)
+    slow = SlowRuntime(build(dvs_steering(16, 12, 2)), delay_s=0.01)
+    loop = Loop(ListSource(packets), [], StepBinner(1000, 16, 12), slow, rate_decode, [RecordingSink()],
+                LoopConfig(mode="live", queue_packets=2, max_lag_ms=1000, report_period_s=0))
+    loop.warmup()
+    report = loop.run()
+    assert report.dropped_packets > 0 and report.dropped_events == 5 * report.dropped_packets
+
+
+def test_sink_errors_are_counted_and_a_fatal_sink_stops_the_loop():
+    packets = synthetic_packets(50)
+    runtime = build(dvs_steering(16, 12, 2))
+    flaky = RecordingSink(fail_after=10)
+    loop = Loop(ListSource(packets), [], StepBinner(1000, 16, 12), runtime, rate_decode, [flaky],
+                LoopConfig(report_period_s=0))
+    loop.warmup()
+    report = loop.run()
+    assert report.sink_errors == 40 and report.steps == 50 and report.fatal == ""
+
+    fatal = RecordingSink(fail_after=10, fatal=True)
+    source = ListSource(packets)
+    loop = Loop(source, [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)), rate_decode, [fatal],
+                LoopConfig(report_period_s=0))
+    report = loop.run()
+    assert report.fatal == "record: port gone" and report.steps == 11 and source.closed
+
+
+def test_duration_limits_sensor_time_and_periodic_reports_arrive():
+    packets = synthetic_packets(400)
+    reports = []
+    loop = Loop(ListSource(packets, period_s=0.0005), [], StepBinner(1000, 16, 12),
+                build(dvs_steering(16, 12, 2)), rate_decode, [RecordingSink()],
+                LoopConfig(mode="live", duration_s=0.15, report_period_s=0.02), on_report=reports.append)
+    loop.warmup()
+    final = loop.run()
+    assert final.final and reports[-1] is final
+    assert 150 <= final.steps <= 152 and abs(final.stream_s - 0.15) < 0.0015
+    assert any(not r.final for r in reports)
+    assert all(r.latency_p50_ms <= r.latency_p99_ms <= r.latency_max_ms for r in reports if r.commands)
+
+
+def test_source_failure_is_raised_after_cleanup():
+    class Broken(ListSource):
+        def packets(self):
+            yield from synthetic_packets(3)
+            raise OSError("camera unplugged")
+
+    source = Broken([])
+    loop = Loop(source, [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)), rate_decode,
+                [RecordingSink()], LoopConfig(report_period_s=0))
+    with pytest.raises(OSError, match="camera unplugged"):
+        loop.run()
+    assert source.closed
+
+
+def test_latency_histogram_percentiles_match_numpy():
+    rng = np.random.default_rng(3)
+    latencies_ns = rng.integers(50_000, 5_000_000, 5000)
+    hist = LatencyHistogram()
+    for value in latencies_ns:
+        hist.add(int(value))
+    for q in (50, 99):
+        assert abs(hist.percentile_ms(q) - np.percentile(latencies_ns, q, method="inverted_cdf") / 1e6) <= 0.001
+    assert hist.max_ms == latencies_ns.max() / 1e6
+    assert np.isnan(LatencyHistogram().percentile_ms(50))
+
+
+def test_config_rejects_impossible_values():
+    with pytest.raises(ValueError, match="mode"):
+        LoopConfig(mode="realtime")
+    with pytest.raises(ValueError, match="max_lag_ms"):
+        LoopConfig(dt_us=1000, max_lag_ms=0.5)
+
+
+def test_command_log_round_trip_csv_and_jsonl(tmp_path):
+    for name in ("c.csv", "c.jsonl"):
+        sink = CommandLogSink(tmp_path / name, "jsonl" if name.endswith("jsonl") else "csv")
+        sink.write(np.array([0.1, -2.5]), 1000)
+        sink.write(np.array([1 / 3, 0.0]), 2000)
+        sink.close()
+        t, c = read_command_log(tmp_path / name)
+        assert t.tolist() == [1000, 2000] and c.tolist() == [[0.1, -2.5], [1 / 3, 0.0]]
