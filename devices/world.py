@@ -25,12 +25,13 @@ CONTACT_RELEASE_M = 0.02
 
 @dataclass(frozen=True)
 class RobotGeometry:
-    """Differential-drive geometry (TurtleBot3 Burger). Metres, rad/s."""
+    """Differential-drive geometry (TurtleBot3 Burger; metres, rad/s) and the wheel motors' time constant (s)."""
 
     wheel_radius_m: float = 0.033
     track_m: float = 0.160
     body_radius_m: float = 0.105
     max_wheel_radps: float = 6.67
+    motor_tau_s: float = 0.05
 
     @property
     def top_speed_mps(self) -> float:
@@ -53,13 +54,22 @@ class ArenaConfig:
 
 @dataclass(frozen=True)
 class CameraConfig:
-    """Forward camera: image size (pixels), horizontal field of view (rad), wall height (m)."""
+    """Forward camera: image size (pixels), horizontal field of view (rad), wall and camera height (m).
+
+    The arena is dark but for ``ambient`` grey levels, and the robot carries a headlight: a surface of
+    albedo ``shade`` at distance d shows ``ambient + shade min(1, headlight_m / d)``. Driving towards a
+    surface at speed v then raises its log brightness at about ``v / d`` per second, so the DVS event rate
+    of what lies ahead grows as the time to contact shrinks (and its image grows as 1/d^2): the looming
+    cue the obstacle network reads. Surfaces carry faint stripes so turning shows them too.
+    """
 
     width: int = 64
     height: int = 48
     fov_rad: float = math.radians(100.0)
     wall_height_m: float = 0.5
     camera_height_m: float = 0.12
+    ambient: float = 6.0
+    headlight_m: float = 0.12
 
     @property
     def focal_px(self) -> float:
@@ -68,7 +78,7 @@ class CameraConfig:
 
 
 @njit(cache=True)
-def _render(image, x, y, heading, focal, size, cx, cy, cr, wall_h, cam_h, depth):
+def _render(image, x, y, heading, focal, size, cx, cy, cr, wall_h, cam_h, ambient, headlight_m, depth):
     """Ray-cast one column per pixel column; fill ``image`` (H, W) uint8 and ``depth`` (W,) metres."""
     height, width = image.shape
     horizon = height / 2.0
@@ -84,22 +94,22 @@ def _render(image, x, y, heading, focal, size, cx, cy, cr, wall_h, cam_h, depth)
             t = (size - x) / dx
             if t < best:
                 best = t
-                shade = 170.0 + 60.0 * ((int((y + t * dy) * 5.0) & 1))
+                shade = 185.0 + 25.0 * ((int((y + t * dy) * 5.0) & 1))
         elif dx < -1e-9:
             t = -x / dx
             if t < best:
                 best = t
-                shade = 170.0 + 60.0 * ((int((y + t * dy) * 5.0) & 1))
+                shade = 185.0 + 25.0 * ((int((y + t * dy) * 5.0) & 1))
         if dy > 1e-9:
             t = (size - y) / dy
             if t < best:
                 best = t
-                shade = 150.0 + 60.0 * ((int((x + t * dx) * 5.0) & 1))
+                shade = 165.0 + 25.0 * ((int((x + t * dx) * 5.0) & 1))
         elif dy < -1e-9:
             t = -y / dy
             if t < best:
                 best = t
-                shade = 150.0 + 60.0 * ((int((x + t * dx) * 5.0) & 1))
+                shade = 165.0 + 25.0 * ((int((x + t * dx) * 5.0) & 1))
         for k in range(cx.shape[0]):
             ox = cx[k] - x
             oy = cy[k] - y
@@ -114,19 +124,19 @@ def _render(image, x, y, heading, focal, size, cx, cy, cr, wall_h, cam_h, depth)
             if 0.0 < t < best:
                 best = t
                 hit_angle = math.atan2(y + t * dy - cy[k], x + t * dx - cx[k])
-                shade = 25.0 + 45.0 * ((int((hit_angle + math.pi) * 4.0) & 1))
+                shade = 200.0 + 30.0 * ((int((hit_angle + math.pi) * 4.0) & 1))
         depth[col] = best
         dist = best * math.cos(math.atan(offset))
         top = horizon - focal * (wall_h - cam_h) / max(dist, 1e-3)
         bottom = horizon + focal * cam_h / max(dist, 1e-3)
-        fog = 1.0 / (1.0 + 0.08 * dist)
+        lit = ambient + shade * min(1.0, headlight_m / max(best, 1e-3))
         for row in range(height):
             if row < top:
-                image[row, col] = 235
+                image[row, col] = 30
             elif row > bottom:
-                image[row, col] = 95
+                image[row, col] = 60
             else:
-                image[row, col] = np.uint8(shade * fog + 90.0 * (1.0 - fog))
+                image[row, col] = np.uint8(min(255.0, lit))
 
 
 @dataclass
@@ -165,6 +175,7 @@ class World:
         angles = rng.uniform(-math.pi, math.pi, self.arena.movers)
         self.vx = self.arena.mover_speed_mps * np.cos(angles)
         self.vy = self.arena.mover_speed_mps * np.sin(angles)
+        self.wheel_radps = np.zeros(2)
         self.time_s = 0.0
         self.collisions = 0
         self.distance_m = 0.0
@@ -180,7 +191,8 @@ class World:
     def render(self) -> np.ndarray:
         """Draw the robot's camera view into ``self.image`` (H, W) uint8 and return it."""
         _render(self.image, self.x_m, self.y_m, self.heading_rad, self.camera.focal_px, self.arena.size_m,
-                self.cx, self.cy, self.cr, self.camera.wall_height_m, self.camera.camera_height_m, self.depth_m)
+                self.cx, self.cy, self.cr, self.camera.wall_height_m, self.camera.camera_height_m,
+                self.camera.ambient, self.camera.headlight_m, self.depth_m)
         return self.image
 
     def clearance_m(self) -> float:
@@ -193,14 +205,17 @@ class World:
         return float(min(walls, gaps.min()))
 
     def step(self, left_radps: float, right_radps: float, dt_s: float) -> None:
-        """Advance physics by ``dt_s`` with the given wheel speeds (rad/s, clipped to the motor limit).
+        """Advance physics by ``dt_s`` with the given wheel speed commands (rad/s, clipped to the motor limit).
 
-        A robot that would move into an obstacle or wall stays where it was (it is blocked, and the contact
-        counts as one collision until it is clear again).
+        The wheels follow their commands with the motors' first-order lag (``robot.motor_tau_s``; 0 = at
+        once); ``wheel_radps`` holds their speeds. A robot that would move into an obstacle or wall stays
+        where it was (it is blocked, and the contact counts as one collision until it is clear again).
         """
         limit = self.robot.max_wheel_radps
-        left = float(np.clip(left_radps, -limit, limit))
-        right = float(np.clip(right_radps, -limit, limit))
+        command = np.clip([left_radps, right_radps], -limit, limit)
+        tau = self.robot.motor_tau_s
+        self.wheel_radps += (command - self.wheel_radps) * (1.0 - math.exp(-dt_s / tau) if tau > 0 else 1.0)
+        left, right = float(self.wheel_radps[0]), float(self.wheel_radps[1])
         r, track = self.robot.wheel_radius_m, self.robot.track_m
         v = r * (left + right) / 2
         omega = r * (right - left) / track

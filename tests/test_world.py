@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from devices.world import ArenaConfig, World
+from devices.world import ArenaConfig, RobotGeometry, World
 
 EMPTY = ArenaConfig(pillars=0, movers=0)
+IDEAL_MOTORS = RobotGeometry(motor_tau_s=0.0)
 
 
 def test_same_seed_same_arena_different_seed_different_arena():
@@ -24,7 +25,7 @@ def test_arenas_start_with_the_robot_clear_of_everything():
 
 
 def test_straight_driving_speed_and_turn_rate_follow_the_wheel_speeds():
-    world = World(seed=0, arena=EMPTY)
+    world = World(seed=0, arena=EMPTY, robot=IDEAL_MOTORS)
     world.heading_rad = 0.0
     x0 = world.x_m
     for _ in range(1000):
@@ -38,11 +39,17 @@ def test_straight_driving_speed_and_turn_rate_follow_the_wheel_speeds():
 
 
 def test_wheel_speeds_are_clipped_to_the_motor_limit():
-    world = World(seed=0, arena=EMPTY)
+    world = World(seed=0, arena=EMPTY, robot=IDEAL_MOTORS)
     world.heading_rad = 0.0
     x0 = world.x_m
     world.step(100.0, 100.0, 0.1)
     assert world.x_m - x0 == pytest.approx(world.robot.top_speed_mps * 0.1)
+
+
+def test_wheels_follow_commands_with_the_motor_time_constant():
+    world = World(seed=0, arena=EMPTY)
+    world.step(4.0, -4.0, world.robot.motor_tau_s)
+    assert world.wheel_radps == pytest.approx([4.0 * (1 - math.exp(-1)), -4.0 * (1 - math.exp(-1))])
 
 
 def test_driving_into_a_wall_is_one_collision_and_the_robot_is_blocked():
@@ -60,19 +67,21 @@ def test_driving_into_a_wall_is_one_collision_and_the_robot_is_blocked():
 
 
 def test_an_obstacle_ahead_fills_the_centre_of_the_view_and_looms():
-    arena = ArenaConfig(pillars=0, movers=0)
-    world = World(seed=0, arena=arena)
+    """The headlight makes a nearer surface brighter and its image larger."""
+    world = World(seed=0, arena=EMPTY)
     world.heading_rad = 0.0
     world.cx, world.cy, world.cr = np.array([world.x_m + 1.0]), np.array([world.y_m]), np.array([0.2])
     far = world.render().copy()
+    far_columns = int((world.depth_m < 1.2).sum())
     world.x_m += 0.5
     near = world.render().copy()
+    near_columns = int((world.depth_m < 1.2).sum())
     centre = world.camera.width // 2
     assert world.depth_m[centre] == pytest.approx(0.3, abs=1e-3)
-    dark_far = (far[:, centre] < 80).sum()
-    dark_near = (near[:, centre] < 80).sum()
-    assert dark_near > dark_far > 0
-    assert (near < 80).any(axis=0).sum() > (far < 80).any(axis=0).sum()
+    assert near_columns > 2 * far_columns > 0
+    row = world.camera.height // 2
+    assert near[row, centre] > 2 * far[row, centre]
+    assert (near[:, centre] > far[:, centre] + 10).sum() > (world.camera.height // 3)
 
 
 def test_moving_obstacles_move_and_stay_inside():
