@@ -112,7 +112,10 @@ class FirmataBoard:
         if command == fm.EXTENDED_ANALOG and payload:
             self._set(payload[0], fm.from_seven_bit(payload[1:]))
         elif command == fm.SERVO_CONFIG and len(payload) == 5:
+            # StandardFirmata attaches the servo and switches the pin to SERVO mode here.
             self.servo_range[payload[0]] = (fm.from_seven_bit(payload[1:3]), fm.from_seven_bit(payload[3:5]))
+            if payload[0] < N_PINS:
+                self.modes[payload[0]] = fm.SERVO
         elif command == fm.REPORT_FIRMWARE:
             name = b"".join(fm.seven_bit(c) for c in FIRMWARE_NAME.encode("ascii"))
             return fm.sysex(fm.REPORT_FIRMWARE, bytes(FIRMWARE_VERSION) + name)
