@@ -41,18 +41,19 @@ def _begin_step(inputs, spikes, active, groups, counters):
 
     Returns -1, or the position in ``inputs`` of an index outside [0, groups[0, 1]).
     """
+    n_inputs = groups[0, 1]
+    for k in range(inputs.shape[0]):
+        if inputs[k] < 0 or inputs[k] >= n_inputs:
+            return k
     for g in range(groups.shape[0]):
         start = groups[g, 0]
         for k in range(groups[g, 2]):
             spikes[active[start + k]] = 0
         groups[g, 2] = 0
     counters[0, :, :] = 0
-    n_inputs = groups[0, 1]
     count = 0
     for k in range(inputs.shape[0]):
         index = inputs[k]
-        if index < 0 or index >= n_inputs:
-            return k
         if spikes[index] == 0:
             spikes[index] = 1
             active[count] = index

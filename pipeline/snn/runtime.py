@@ -13,13 +13,13 @@ runs on ``float`` as the same dynamics without integer rounding: u in Loihi stat
 adds W * 2**(weight_exp + 6), decays (4095 - du) / 4096 and (4096 - dv) / 4096, threshold vth * 64,
 bias bias_mant * 2**bias_exp. A FloatLIF network runs on ``float`` only.
 
-Learning hook: for a projection with ``learning`` set, build calls
-``projection.learning.attach(weights, pre_spikes, post_spikes, backend)`` once, where ``weights`` is a
-writable view (n_pre, n_post) of the Loihi weight values the kernel uses (int16, input-major; float32 on
-the float backend), and ``pre_spikes``/``post_spikes`` are uint8 views of this step's spikes. The
-returned object's ``step(t) -> int`` is called after every step with the step number; it may change the
-weights in place and returns how many synapses it updated (counted as learning_updates). Learning
-projections are stored dense and unshifted so the view shows real weights.
+Learning: a Dense projection whose ``learning`` is a pipeline.snn.learning.LearningRule gets a
+LearningEngine (loihi backend) on a writable int16 view (n_pre, n_post) of the weights the kernel uses
+(stored unshifted, initial weights truncated as Lava's LearningDense does, sign mode mixed); after every
+step the engine sees this step's pre and post spikes and may change the weights in place, which the
+next step's synaptic input uses; its updates are counted as learning_updates. Any other rule object can
+hook in through ``rule.attach(weights, pre_spikes, post_spikes, backend)`` returning an object with
+``step(t) -> int`` (called after every step) and optionally ``reset()``.
 """
 from __future__ import annotations
 
@@ -147,9 +147,11 @@ class Runtime:
                 return values.astype(np.float32), 0
             effective, _ = truncate_weights(values, projection.num_weight_bits)
             return (effective * 2.0 ** (projection.weight_exp + 6)).astype(np.float32), 0
-        effective, n = truncate_weights(values, projection.num_weight_bits)
         if learning:
-            return effective, int(projection.weight_exp)
+            from pipeline.snn.learning import learning_dense_weights
+
+            return learning_dense_weights(values, "mixed", projection.num_weight_bits), int(projection.weight_exp)
+        effective, n = truncate_weights(values, projection.num_weight_bits)
         return effective >> n, int(projection.weight_exp) + n
 
     def _compile_projections(self) -> None:
@@ -214,8 +216,19 @@ class Runtime:
         weights = self.weights[row[K.W_OFF]:row[K.W_OFF] + n_pre * n_post].reshape(n_pre, n_post)
         pre_start = int(row[K.SRC_START])
         post_start = self._layout.starts[projection.target]
-        return projection.learning.attach(weights, self.spikes[pre_start:pre_start + n_pre],
-                                          self.spikes[post_start:post_start + n_post], self.backend)
+        pre = self.spikes[pre_start:pre_start + n_pre]
+        post = self.spikes[post_start:post_start + n_post]
+        rule = projection.learning
+        if hasattr(rule, "attach"):
+            return rule.attach(weights, pre, post, self.backend)
+        from pipeline.snn.learning import LearningEngine, LearningRule
+
+        if not isinstance(rule, LearningRule):
+            raise ValueError(f"{projection.owner()}: learning must be a pipeline.snn.learning.LearningRule or "
+                             f"provide attach(), got {type(rule).__name__}")
+        if self.backend != "loihi":
+            raise ValueError(f"{projection.owner()}: the Loihi learning engine runs on the loihi backend only")
+        return _EngineAdapter(LearningEngine(rule, weights, "mixed"), pre, post)
 
     # ------------------------------------------------------------------ running
     def step(self, input_indices: np.ndarray) -> np.ndarray:
@@ -289,6 +302,20 @@ class Runtime:
     def weight_row_bytes(self) -> int:
         """Bytes of one weight of this runtime's storage (1 int8, 2 int16, 4 float32)."""
         return self.weights.itemsize
+
+
+class _EngineAdapter:
+    """Drives a pipeline.snn.learning.LearningEngine from the runtime's spike views."""
+
+    def __init__(self, engine, pre_spikes: np.ndarray, post_spikes: np.ndarray):
+        self.engine, self.pre, self.post = engine, pre_spikes, post_spikes
+        engine.warmup()
+
+    def step(self, t: int) -> int:
+        return self.engine.step_masks(self.pre, self.post)
+
+    def reset(self) -> None:
+        self.engine.reset()
 
 
 def _narrowest_int(parts: list[np.ndarray], needs_int16: bool):

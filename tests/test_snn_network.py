@@ -1,0 +1,143 @@
+"""Network description: save/load round trip (no pickle), parameter validation, runtime API."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.snn import INPUT, Conv2D, Dense, FloatLIF, LoihiLIF, Network, Population, Sparse, build
+
+
+def mixed_network() -> Network:
+    rng = np.random.default_rng(11)
+    conv = Conv2D(name="conv", source=INPUT, target="c", kernel=rng.integers(-80, 120, (2, 2, 3, 3)),
+                  in_shape=(2, 6, 6), stride=(1, 1), padding=(1, 1), delay=2, weight_exp=1)
+    hidden = Sparse.from_dense(rng.integers(-50, 90, (20, 72)) * (rng.random((20, 72)) < 0.3),
+                               name="sparse", source="c", target="h", num_weight_bits=6)
+    out = Dense(name="out", source="h", target="o", weights=rng.integers(-100, 150, (4, 20)),
+                delay=rng.integers(0, 4, (4, 20)))
+    recurrent = Dense(name="rec", source="h", target="h", weights=-np.eye(20, dtype=np.int64) * 40)
+    return Network(
+        n_inputs=72, input_shape=(2, 6, 6), output="o",
+        populations=[Population("c", 72, LoihiLIF(du=500, dv=300, vth=60, bias_mant=3, bias_exp=2)),
+                     Population("h", 20, LoihiLIF(du=900, dv=100, vth=40, refractory=2), probe_v=True),
+                     Population("o", 4, LoihiLIF(du=200, dv=400, vth=np.arange(20, 24)), probe_u=True)],
+        projections=[conv, hidden, out, recurrent])
+
+
+def spike_record(network: Network, backend: str, steps: int = 80) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    runtime = build(network, backend)
+    return np.array([runtime.step(np.flatnonzero(rng.random(network.n_inputs) < 0.2).astype(np.int32)).copy()
+                     for _ in range(steps)])
+
+
+def test_save_load_round_trip_gives_identical_runs(tmp_path):
+    network = mixed_network()
+    path = tmp_path / "net.npz"
+    network.save(path)
+    with np.load(path, allow_pickle=False) as data:  # loads without pickle
+        assert all(data[k].dtype != object for k in data.files)
+    loaded = Network.load(path)
+    assert [p.name for p in loaded.populations] == ["c", "h", "o"]
+    assert loaded.input_shape == (2, 6, 6) and loaded.output == "o" and loaded.n_outputs == 4
+    assert isinstance(loaded.projections[0], Conv2D) and loaded.projections[0].delay == 2
+    np.testing.assert_array_equal(loaded.projections[2].delay, network.projections[2].delay)
+    assert loaded.populations[1].probe_v and not loaded.populations[1].probe_u
+    for backend in ("loihi", "float"):
+        before, after = spike_record(network, backend), spike_record(loaded, backend)
+        assert before.sum() > 0
+        np.testing.assert_array_equal(before, after)
+
+
+def test_float_network_round_trip(tmp_path):
+    network = Network(n_inputs=3, populations=[Population("p", 2, FloatLIF(tau_syn_ms=np.inf, tau_mem_ms=7.5,
+                                                                           threshold=[1.0, 2.0], bias=0.25))],
+                      projections=[Dense(name="d", source=INPUT, target="p", weights=np.full((2, 3), 0.3))], dt_ms=0.5)
+    network.save(tmp_path / "f.npz")
+    loaded = Network.load(tmp_path / "f.npz")
+    assert loaded.dt_ms == 0.5 and loaded.is_float
+    assert loaded.populations[0].neuron.threshold.tolist() == [1.0, 2.0]
+    assert np.isinf(loaded.populations[0].neuron.tau_syn_ms).all()
+    np.testing.assert_array_equal(spike_record(loaded, "float", 30), spike_record(network, "float", 30))
+
+
+def test_load_errors_name_the_file_and_key(tmp_path):
+    path = tmp_path / "net.npz"
+    mixed_network().save(path)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files if k != "pop1_du"}
+    np.savez(tmp_path / "cut.npz", **arrays)
+    with pytest.raises(ValueError, match=r"cut\.npz: missing key 'pop1_du'"):
+        Network.load(tmp_path / "cut.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"junk\.npz"):
+        Network.load(tmp_path / "junk.npz")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda n: setattr(n.populations[1].neuron, "du", 4096), r"population 'h': parameter 'du' must be in \[0, 4095\], got 4096"),
+    (lambda n: setattr(n.populations[2].neuron, "vth", np.array([1, 2, -3, 4])), r"population 'o': parameter 'vth' .* got -3"),
+    (lambda n: setattr(n.populations[0].neuron, "bias_exp", 9), r"population 'c': parameter 'bias_exp'"),
+    (lambda n: setattr(n.populations[0].neuron, "dv", np.zeros(5, int)), r"population 'c': parameter 'dv' must be a scalar or have shape \(72,\)"),
+    (lambda n: setattr(n.populations[1].neuron, "refractory", 0.5), r"population 'h': parameter 'refractory' must be an integer"),
+    (lambda n: setattr(n.populations[1], "size", 0), r"population 'h': parameter 'size'"),
+    (lambda n: setattr(n.projections[2], "delay", 63), r"projection 'out': parameter 'delay' must be in \[0, 62\]"),
+    (lambda n: setattr(n.projections[2], "weights", np.zeros((4, 19), int)), r"projection 'out': parameter 'weights' must have shape \(4, 20\)"),
+    (lambda n: setattr(n.projections[2], "target", "nowhere"), r"projection 'out': parameter 'target'"),
+    (lambda n: setattr(n.projections[0], "weight_exp", 8), r"projection 'conv': parameter 'weight_exp'"),
+    (lambda n: setattr(n.projections[1], "num_weight_bits", 9), r"projection 'sparse': parameter 'num_weight_bits'"),
+    (lambda n: setattr(n.projections[0], "in_shape", (2, 6, 5)), r"projection 'conv': parameter 'in_shape'"),
+    (lambda n: setattr(n.projections[1], "indices", n.projections[1].indices + 100), r"projection 'sparse': parameter 'indices'"),
+    (lambda n: setattr(n.projections[3], "weights", np.full((20, 20), 0.5)), r"projection 'rec': parameter 'weights' must be integers"),
+])
+def test_bad_parameters_raise_value_errors_naming_owner_and_parameter(change, message):
+    network = mixed_network()
+    change(network)
+    with pytest.raises(ValueError, match=message):
+        build(network, "loihi")
+
+
+def test_float_population_needs_conversion_for_loihi():
+    network = Network(n_inputs=1, populations=[Population("p", 1, FloatLIF())])
+    with pytest.raises(ValueError, match="to_loihi"):
+        build(network, "loihi")
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        build(network, "gpu")
+    with pytest.raises(ValueError, match=r"population 'p': parameter 'tau_mem_ms'"):
+        build(Network(n_inputs=1, populations=[Population("p", 1, FloatLIF(tau_mem_ms=-1.0))]), "float")
+
+
+def test_step_contract_counters_probes_and_reset():
+    network = mixed_network()
+    runtime = build(network, "loihi")
+    runtime.warmup()
+    assert runtime.counters.total()["steps"] == 0
+    with pytest.raises(ValueError, match=r"input index 72 at position 1 is outside \[0, 72\)"):
+        runtime.step(np.array([3, 72], dtype=np.int32))
+    out = runtime.step(np.arange(0, 72, 3, dtype=np.int32))
+    assert out.dtype == np.uint8 and out.shape == (network.n_outputs,)
+    conv_synapses = network.projections[0].synapses(72, 72)[0]
+    expected_ops = sum(int(conv_synapses[i + 1] - conv_synapses[i]) for i in range(0, 72, 3))
+    last = runtime.counters.by_population(0)
+    assert last["c"]["synaptic_ops"] == expected_ops  # synapses counted at the target population
+    assert last["c"]["active_updates"] == 72  # bias 3 << 2 makes every neuron of "c" active
+    assert last["h"]["inactive_updates"] == 20 and last["o"]["inactive_updates"] == 4
+    assert runtime.counters.synaptic_ops == expected_ops
+    with pytest.raises(ValueError, match="not probed"):
+        runtime.u("h")
+    assert runtime.v("h").shape == (20,) and runtime.u("o").shape == (4,)
+    total_spikes = int(runtime.counters.last()["spikes"])
+    for _ in range(50):
+        runtime.step(np.arange(0, 72, 2, dtype=np.int32))
+        total_spikes += int(runtime.spikes_of("c").sum() + runtime.spikes_of("h").sum() + runtime.spikes_of("o").sum())
+    assert runtime.counters.total()["spikes"] == total_spikes > 0
+    assert runtime.counters.total()["steps"] == 51
+    first = [runtime.step(np.arange(5, dtype=np.int32)).copy() for _ in range(20)]
+    runtime.reset()
+    assert runtime.counters.total()["steps"] == 0 and not runtime.state.any()
+    runtime.step(np.arange(0, 72, 3, dtype=np.int32))
+    for _ in range(50):
+        runtime.step(np.arange(0, 72, 2, dtype=np.int32))
+    assert runtime.counters.total()["spikes"] == total_spikes
+    again = [runtime.step(np.arange(5, dtype=np.int32)).copy() for _ in range(20)]
+    np.testing.assert_array_equal(first, again)  # reset returns to the initial state exactly
