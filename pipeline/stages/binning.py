@@ -57,33 +57,24 @@ class StepBatch:
         return self.t0_us + (self.first_step + len(self)) * self.dt_us
 
 
-@njit(cache=True, inline="always")
-def _place(index, k, next_step, done_step, stamp, out_indices, counts, nnz, pend_index, pend_step, n_pend):
-    """Route one (input index, step) pair: into its complete step (once per step) or to pending."""
-    if k < done_step:
-        if stamp[index] != k:
-            stamp[index] = k
-            out_indices[nnz] = index
-            counts[k - next_step + 1] += 1
-            nnz += 1
-    else:
-        pend_index[n_pend] = index
-        pend_step[n_pend] = k
-        n_pend += 1
-    return nnz, n_pend
-
-
 @njit(cache=True)
 def check_kernel(words, width, height, t0, dt, next_step, last_step):
     """Validate a packet before any state changes: 0 if fine, -(i+1) for an event outside the grid,
     i+1 for an event whose step precedes an earlier (not late) event's step (not time-ordered)."""
+    k = np.int64(0)
+    step_start = np.int64(1)
+    step_end = np.int64(0)
     for i in range(words.shape[0]):
         w = words[i, 1]
         x = word_x(w)
         y = word_y(w)
         if x < 0 or x >= width or y < 0 or y >= height:
             return -(i + 1)
-        k = (words[i, 0] - t0) // dt
+        t = words[i, 0]
+        if t < step_start or t >= step_end:  # divide only when the step changes
+            k = (t - t0) // dt
+            step_start = t0 + k * dt
+            step_end = step_start + dt
         if k >= next_step:
             if k < last_step:
                 return i + 1
@@ -96,27 +87,46 @@ def bin_kernel(words, width, by_polarity, plane, t0, dt, next_step, done_step, l
                old_index, old_step, stamp, out_indices, counts, pend_index, pend_step):
     """Bin carried-over (old_index, old_step) pairs, then new (checked) events, into [next_step, done_step).
 
-    counts: (done_step - next_step + 1,) int64 zeros, becomes per-step counts at [1:].
-    Returns (nnz, n_pending, n_late, last_step).
+    Each (index, step) pair with step < done_step goes into its step once (``stamp`` holds the last step
+    an input was listed in); later ones go to (pend_index, pend_step). counts: (done_step - next_step + 1,)
+    int64 zeros, becomes per-step counts at [1:]. Returns (nnz, n_pending, n_late, last_step).
     """
     nnz = 0
     n_pend = 0
-    for j in range(old_index.shape[0]):
-        nnz, n_pend = _place(old_index[j], old_step[j], next_step, done_step, stamp, out_indices, counts, nnz,
-                             pend_index, pend_step, n_pend)
     late = 0
-    for i in range(words.shape[0]):
-        w = words[i, 1]
-        k = (words[i, 0] - t0) // dt
-        if k < next_step:
-            late += 1
-            continue
-        last_step = k
-        index = word_y(w) * width + word_x(w)
-        if by_polarity:
-            index += word_polarity(w) * plane
-        nnz, n_pend = _place(index, k, next_step, done_step, stamp, out_indices, counts, nnz,
-                             pend_index, pend_step, n_pend)
+    n_old = old_index.shape[0]
+    step = np.int64(0)
+    step_start = np.int64(1)
+    step_end = np.int64(0)
+    for j in range(n_old + words.shape[0]):
+        if j < n_old:
+            index = np.int64(old_index[j])
+            k = old_step[j]
+        else:
+            w = words[j - n_old, 1]
+            t = words[j - n_old, 0]
+            if t < step_start or t >= step_end:  # divide only when the step changes
+                step = (t - t0) // dt
+                step_start = t0 + step * dt
+                step_end = step_start + dt
+            k = step
+            if k < next_step:
+                late += 1
+                continue
+            last_step = k
+            index = word_y(w) * width + word_x(w)
+            if by_polarity:
+                index += word_polarity(w) * plane
+        if k < done_step:
+            if stamp[index] != k:
+                stamp[index] = k
+                out_indices[nnz] = index
+                counts[k - next_step + 1] += 1
+                nnz += 1
+        else:
+            pend_index[n_pend] = index
+            pend_step[n_pend] = k
+            n_pend += 1
     return nnz, n_pend, late, last_step
 
 

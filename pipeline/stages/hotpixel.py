@@ -18,14 +18,18 @@ from pipeline.stages._common import (
 
 
 @njit(cache=True)
-def hot_pixel_kernel(words, width, height, mask, auto, limit, window_us, origin, window_of, counts, out):
+def hot_pixel_kernel(words, width, height, mask, auto, limit, window_us, origin, counts, out):
     """Drop events of masked pixels, masking pixels whose per-window count exceeds ``limit``.
 
-    mask: (height, width) uint8, 1 = hot. window_of: (height, width) int64 window index of ``counts``.
-    origin: (1,) int64 window origin (µs), set from the first event when it is still the sentinel.
+    mask: (height, width) uint8, 1 = hot. counts: (height, width, 2) int64 [window index, event count]
+    (side by side: one cache line per event). origin: (1,) int64 window origin (µs), set from the first
+    event when it is still the sentinel.
     Returns the kept count, or -(i+1) for an event outside the sensor.
     """
     kept = 0
+    k = np.int64(0)
+    window_start = np.int64(1)
+    window_end = np.int64(0)
     for i in range(words.shape[0]):
         t = words[i, 0]
         w = words[i, 1]
@@ -38,12 +42,15 @@ def hot_pixel_kernel(words, width, height, mask, auto, limit, window_us, origin,
         if auto:
             if origin[0] == np.iinfo(np.int64).min:
                 origin[0] = t
-            k = (t - origin[0]) // window_us
-            if window_of[y, x] != k:
-                window_of[y, x] = k
-                counts[y, x] = 0
-            counts[y, x] += 1
-            if counts[y, x] > limit:
+            if t < window_start or t >= window_end:  # divide only when the window changes
+                k = (t - origin[0]) // window_us
+                window_start = origin[0] + k * window_us
+                window_end = window_start + window_us
+            if counts[y, x, 0] != k:
+                counts[y, x, 0] = k
+                counts[y, x, 1] = 0
+            counts[y, x, 1] += 1
+            if counts[y, x, 1] > limit:
                 mask[y, x] = 1
                 continue
         out[kept, 0] = t
@@ -73,8 +80,7 @@ class HotPixelMask(Stage):
             raise ValueError(f"{self.name}: rate_hz * window_us / 1e6 = {self.rate_hz * self.window_us / 1e6:g} "
                              "events per window; automatic detection needs >= 1 (raise 'rate_hz' or 'window_us')")
         self._mask = np.zeros((self.height, self.width), dtype=np.uint8)
-        self._window_of = np.empty((self.height, self.width), dtype=np.int64)
-        self._counts = np.zeros((self.height, self.width), dtype=np.int64)
+        self._counts = np.zeros((self.height, self.width, 2), dtype=np.int64)
         self._origin = np.empty(1, dtype=np.int64)
         self.reset()
 
@@ -93,8 +99,8 @@ class HotPixelMask(Stage):
         """Only the explicit pixels masked; automatic counts and window origin forgotten."""
         self._mask.fill(0)
         self._mask[self.pixels[:, 1], self.pixels[:, 0]] = 1
-        self._window_of.fill(np.iinfo(np.int64).min)
-        self._counts.fill(0)
+        self._counts[:, :, 0] = np.iinfo(np.int64).min
+        self._counts[:, :, 1] = 0
         self._origin[0] = np.iinfo(np.int64).min
 
     @property
@@ -107,7 +113,7 @@ class HotPixelMask(Stage):
         words = event_words(events)
         out = new_word_buffer(len(words))
         kept = hot_pixel_kernel(words, self.width, self.height, self._mask, self.rate_hz > 0, self._limit,
-                                self.window_us, self._origin, self._window_of, self._counts, out)
+                                self.window_us, self._origin, self._counts, out)
         if kept < 0:
             raise_out_of_range(self.name, events, kept, self.width, self.height)
         return words_to_events(out, kept)

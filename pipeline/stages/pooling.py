@@ -7,6 +7,7 @@ several sensor events may land on one output pixel (follow with a refractory fil
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from pipeline.stages._common import (
@@ -16,9 +17,11 @@ from pipeline.stages._common import (
 
 
 @njit(cache=True)
-def pooling_kernel(words, width, height, mul_x, div_x, mul_y, div_y, out):
-    """out = events with x' = x*mul_x // div_x, y' = y*mul_y // div_y; returns n or -(i+1) on a bad event."""
+def pooling_kernel(words, x_map, y_map, out):
+    """out = events with x' = x_map[x], y' = y_map[y]; returns n, or -(i+1) for an event outside the maps."""
     n = words.shape[0]
+    width = x_map.shape[0]
+    height = y_map.shape[0]
     for i in range(n):
         w = words[i, 1]
         x = word_x(w)
@@ -26,7 +29,7 @@ def pooling_kernel(words, width, height, mul_x, div_x, mul_y, div_y, out):
         if x < 0 or x >= width or y < 0 or y >= height:
             return -(i + 1)
         out[i, 0] = words[i, 0]
-        out[i, 1] = with_xy(w, x * mul_x // div_x, y * mul_y // div_y)
+        out[i, 1] = with_xy(w, x_map[x], y_map[y])
     return n
 
 
@@ -55,14 +58,16 @@ class SpatialPooling(Stage):
             fx, fy = _pair(self.name, "factor", factor)
             fx = check_int(self.name, "factor[0]", fx, 1, self.width)
             fy = check_int(self.name, "factor[1]", fy, 1, self.height)
-            self._map = (1, fx, 1, fy)
+            self._x_map = np.arange(self.width) // fx
+            self._y_map = np.arange(self.height) // fy
             self._out = (-(-self.width // fx), -(-self.height // fy))
         else:
             if not isinstance(target, (list, tuple)) or len(target) != 2:
                 raise ValueError(f"{self.name}: parameter 'target' must be [width, height], got {target!r}")
             tw = check_int(self.name, "target[0]", target[0], 1, self.width)
             th = check_int(self.name, "target[1]", target[1], 1, self.height)
-            self._map = (tw, self.width, th, self.height)
+            self._x_map = np.arange(self.width) * tw // self.width
+            self._y_map = np.arange(self.height) * th // self.height
             self._out = (tw, th)
 
     @property
@@ -72,7 +77,7 @@ class SpatialPooling(Stage):
     def __call__(self, events):
         words = event_words(events)
         out = new_word_buffer(len(words))
-        count = pooling_kernel(words, self.width, self.height, *self._map, out)
+        count = pooling_kernel(words, self._x_map, self._y_map, out)
         if count < 0:
             raise_out_of_range(self.name, events, count, self.width, self.height)
         return words_to_events(out, count)

@@ -16,10 +16,9 @@ def roi_kernel(words, x0, y0, roi_width, roi_height, out):
         w = words[i, 1]
         x = word_x(w) - x0
         y = word_y(w) - y0
-        if 0 <= x < roi_width and 0 <= y < roi_height:
-            out[kept, 0] = words[i, 0]
-            out[kept, 1] = with_xy(w, x, y)
-            kept += 1
+        out[kept, 0] = words[i, 0]
+        out[kept, 1] = with_xy(w, x, y)
+        kept += (0 <= x) & (x < roi_width) & (0 <= y) & (y < roi_height)
     return kept
 
 
