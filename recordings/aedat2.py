@@ -64,59 +64,68 @@ def decode_aedat2(buf, pos, out, n, state, record_size, layout, width, height):
     end = buf.shape[0]
     cap = out.shape[0]
     addr_bytes = record_size - 4
+    last = state[S_LAST_RAW]
+    offset = state[S_OFFSET]
+    status = NEED_BYTES
     while pos + record_size <= end:
         if n >= cap:
-            return pos, n, OUT_FULL
+            status = OUT_FULL
+            break
         if addr_bytes == 4:
             addr = (np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16) | (np.int64(buf[pos + 2]) << 8) | np.int64(buf[pos + 3])
         else:
             addr = (np.int64(buf[pos]) << 8) | np.int64(buf[pos + 1])
         q = pos + addr_bytes
         raw = (np.int64(buf[q]) << 24) | (np.int64(buf[q + 1]) << 16) | (np.int64(buf[q + 2]) << 8) | np.int64(buf[q + 3])
-        last = state[S_LAST_RAW]
-        if last >= 0 and raw - last > (np.int64(1) << 31):
-            state[S_DETAIL_A] = last
-            state[S_DETAIL_B] = raw
-            return pos, n, DAMAGE_FORWARD
-        if last >= 0 and raw < last:
+        if raw < last:
             back = last - raw
             if back > (np.int64(1) << 31):
-                state[S_OFFSET] += np.int64(1) << 32
+                offset += np.int64(1) << 32
             elif raw < RESET_WINDOW_US and back > BACKWARD_TOLERANCE_US:
-                state[S_OFFSET] += back
+                offset += back
             elif back > BACKWARD_TOLERANCE_US:
                 state[S_DETAIL_A] = last
                 state[S_DETAIL_B] = raw
-                return pos, n, DAMAGE_BACKWARD
+                status = DAMAGE_BACKWARD
+                break
+        elif last >= 0 and raw - last > (np.int64(1) << 31):
+            state[S_DETAIL_A] = last
+            state[S_DETAIL_B] = raw
+            status = DAMAGE_FORWARD
+            break
         if layout == LAYOUT_DVS128:
             if addr_bytes == 4 and (addr >> 16) != 0:
                 state[S_DETAIL_A] = addr
-                return pos, n, DAMAGE_ADDRESS
-            state[S_LAST_RAW] = raw
+                status = DAMAGE_ADDRESS
+                break
+            last = raw
+            pos += record_size
             if addr & 0x8000:
-                pos += record_size
                 continue
             x = 127 - ((addr >> 1) & 0x7F)
             y = 127 - ((addr >> 8) & 0x7F)
             p = 1 - (addr & 1)
         else:
-            state[S_LAST_RAW] = raw
+            if ((addr >> 31) & 1) == 0 and ((addr >> 10) & 1) == 0:
+                rx = (addr >> 12) & 0x3FF
+                ry = (addr >> 22) & 0x1FF
+                if rx >= width or ry >= height:
+                    state[S_DETAIL_A] = rx
+                    state[S_DETAIL_B] = ry
+                    status = DAMAGE_COORDINATE
+                    break
+            last = raw
+            pos += record_size
             if (addr >> 31) & 1 or (addr >> 10) & 1:
-                pos += record_size
                 continue
-            rx = (addr >> 12) & 0x3FF
-            ry = (addr >> 22) & 0x1FF
-            if rx >= width or ry >= height:
-                state[S_DETAIL_A] = rx
-                state[S_DETAIL_B] = ry
-                return pos, n, DAMAGE_COORDINATE
-            x = width - 1 - rx
-            y = height - 1 - ry
+            x = width - 1 - ((addr >> 12) & 0x3FF)
+            y = height - 1 - ((addr >> 22) & 0x1FF)
             p = (addr >> 11) & 1
-        pack_event(out, n, raw + state[S_OFFSET], x, y, p)
+        pack_event(out, n, raw + offset, x, y, p)
         n += 1
-        pos += record_size
-    return pos, n, NEED_BYTES
+    state[S_LAST_RAW] = last
+    state[S_OFFSET] = offset
+    return pos, n, status
 
 
 class Reader(BlockReader):

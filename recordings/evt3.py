@@ -36,11 +36,6 @@ DAMAGE_COORDINATE = FIRST_DAMAGE + 2
 STATE_SIZE = 12
 
 
-@njit(cache=True, inline="always")
-def _time(state):
-    return (state[S_WRAPS] << 24) | (state[S_TIME_HIGH] << 12) | state[S_TIME_LOW]
-
-
 @njit(cache=True)
 def decode_evt3(buf, pos, out, n, state, width, height):
     """Decode EVT 3.0 words from ``buf[pos:]`` (kernel contract: recordings._blocks).
@@ -51,90 +46,111 @@ def decode_evt3(buf, pos, out, n, state, width, height):
     """
     end = buf.shape[0]
     cap = out.shape[0]
+    y = state[S_Y]
+    bx = state[S_BASE_X]
+    pol = state[S_POL]
+    time_low = state[S_TIME_LOW]
+    time_high = state[S_TIME_HIGH]
+    wraps = state[S_WRAPS]
+    dropped = state[S_DROPPED]
+    mask = state[S_MASK]
+    mask_x = state[S_MASK_X]
+    t = (wraps << 24) | (time_high << 12) | time_low
+    ready = time_high >= 0 and y >= 0
+    status = NEED_BYTES
     while True:
-        mask = state[S_MASK]
+        while mask:
+            if n >= cap:
+                break
+            if mask & 1:
+                pack_event(out, n, t, mask_x, y, pol)
+                n += 1
+            mask >>= 1
+            mask_x += 1
         if mask:
-            t = _time(state)
-            bx = state[S_MASK_X]
-            y = state[S_Y]
-            p = state[S_POL]
-            k = 0
-            while mask:
-                if mask & 1:
-                    if n >= cap:
-                        state[S_MASK] = mask
-                        state[S_MASK_X] = bx + k
-                        return pos, n, OUT_FULL
-                    pack_event(out, n, t, bx + k, y, p)
-                    n += 1
-                mask >>= 1
-                k += 1
-            state[S_MASK] = 0
+            status = OUT_FULL
+            break
         if pos + 2 > end:
-            return pos, n, NEED_BYTES
+            break
         w = np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8)
         kind = w >> 12
         if kind == 2:
             if n >= cap:
-                return pos, n, OUT_FULL
+                status = OUT_FULL
+                break
             x = w & 0x7FF
             if width > 0 and x >= width:
                 state[S_DETAIL_A] = x
-                state[S_DETAIL_B] = state[S_Y]
-                return pos, n, DAMAGE_COORDINATE
-            if state[S_TIME_HIGH] < 0 or state[S_Y] < 0:
-                state[S_DROPPED] += 1
-            else:
-                pack_event(out, n, _time(state), x, state[S_Y], (w >> 11) & 1)
-                n += 1
-        elif kind == 0:
-            y = w & 0x7FF
-            if height > 0 and y >= height:
-                state[S_DETAIL_A] = -1
                 state[S_DETAIL_B] = y
-                return pos, n, DAMAGE_COORDINATE
-            state[S_Y] = y
+                status = DAMAGE_COORDINATE
+                break
+            if ready:
+                pack_event(out, n, t, x, y, (w >> 11) & 1)
+                n += 1
+            else:
+                dropped += 1
+        elif kind == 0:
+            row = w & 0x7FF
+            if height > 0 and row >= height:
+                state[S_DETAIL_A] = -1
+                state[S_DETAIL_B] = row
+                status = DAMAGE_COORDINATE
+                break
+            y = row
+            ready = time_high >= 0
         elif kind == 6:
-            state[S_TIME_LOW] = w & 0xFFF
+            time_low = w & 0xFFF
+            t = (wraps << 24) | (time_high << 12) | time_low
         elif kind == 4 or kind == 5:
-            mask = w & (0xFFF if kind == 4 else 0xFF)
-            bx = state[S_BASE_X]
-            if mask:
+            bits = w & (0xFFF if kind == 4 else 0xFF)
+            if bits:
                 top = 11
-                while not (mask >> top) & 1:
+                while not (bits >> top) & 1:
                     top -= 1
                 if width > 0 and bx + top >= width:
                     state[S_DETAIL_A] = bx + top
-                    state[S_DETAIL_B] = state[S_Y]
-                    return pos, n, DAMAGE_COORDINATE
-                if state[S_TIME_HIGH] < 0 or state[S_Y] < 0:
-                    count = 0
-                    while mask:
-                        count += mask & 1
-                        mask >>= 1
-                    state[S_DROPPED] += count
+                    state[S_DETAIL_B] = y
+                    status = DAMAGE_COORDINATE
+                    break
+                if ready:
+                    mask = bits
+                    mask_x = bx
                 else:
-                    state[S_MASK] = mask
-                    state[S_MASK_X] = bx
-            state[S_BASE_X] = bx + (12 if kind == 4 else 8)
+                    while bits:
+                        dropped += bits & 1
+                        bits >>= 1
+            bx += 12 if kind == 4 else 8
         elif kind == 3:
-            state[S_BASE_X] = w & 0x7FF
-            state[S_POL] = (w >> 11) & 1
+            bx = w & 0x7FF
+            pol = (w >> 11) & 1
         elif kind == 8:
-            th = w & 0xFFF
-            last = state[S_TIME_HIGH]
-            if th < last:
-                if last - th > 2048:
-                    state[S_WRAPS] += 1
+            high = w & 0xFFF
+            if high < time_high:
+                if time_high - high > 2048:
+                    wraps += 1
                 else:
-                    state[S_DETAIL_A] = last
-                    state[S_DETAIL_B] = th
-                    return pos, n, DAMAGE_BACKWARD
-            state[S_TIME_HIGH] = th
+                    state[S_DETAIL_A] = time_high
+                    state[S_DETAIL_B] = high
+                    status = DAMAGE_BACKWARD
+                    break
+            time_high = high
+            t = (wraps << 24) | (time_high << 12) | time_low
+            ready = y >= 0
         elif kind != 7 and kind != 0xA and kind != 0xE and kind != 0xF:
             state[S_DETAIL_A] = kind
-            return pos, n, DAMAGE_TYPE
+            status = DAMAGE_TYPE
+            break
         pos += 2
+    state[S_Y] = y
+    state[S_BASE_X] = bx
+    state[S_POL] = pol
+    state[S_TIME_LOW] = time_low
+    state[S_TIME_HIGH] = time_high
+    state[S_WRAPS] = wraps
+    state[S_DROPPED] = dropped
+    state[S_MASK] = mask
+    state[S_MASK_X] = mask_x
+    return pos, n, status
 
 
 class Reader(BlockReader):
