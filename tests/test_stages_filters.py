@@ -67,7 +67,7 @@ def refractory_reference(events, period, per_polarity):
     return events[np.array(keep, dtype=bool)]
 
 
-@settings(deadline=None, max_examples=50)
+@settings(deadline=None, max_examples=40)
 @given(small_streams(), st.integers(1, 60), st.booleans(), st.integers(0, 2**31))
 def test_refractory_matches_reference_in_any_packet_split(events, period, per_polarity, seed):
     stage = RefractoryFilter(6, 5, refractory_us=period, per_polarity=per_polarity)
@@ -169,7 +169,7 @@ def hot_reference(events, explicit, rate_hz, window_us):
     return events[np.array(keep, dtype=bool)], masked
 
 
-@settings(deadline=None, max_examples=50)
+@settings(deadline=None, max_examples=40)
 @given(small_streams(max_events=150, width=3, height=3), st.integers(0, 2**31),
        st.sampled_from([(None, 100), (2000.0, 1000), (3000.0, 1000), (500.0, 20_000)]),
        st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), max_size=2, unique=True))
