@@ -42,6 +42,7 @@ class LTIDecoder(BinDecoder):
 
     def warmup(self) -> None:
         """Compile the step kernel and leave the decoder reset (call before a real-time clock starts)."""
+        self.predict(np.zeros((2, self.n_units)), np.zeros(self.n_out))
         self.reset()
         self.step(np.zeros(self.n_units))
         self.reset()
