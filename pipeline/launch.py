@@ -394,17 +394,14 @@ def open_source(spec: LaunchSpec):
         except Exception as exc:
             raise ctx.fail("device", f"cannot open webcam {values['device']!r}: {exc}") from None
     try:
-        import devices.dvs as dvs
+        from devices.dvs import DvsCameraSource
     except ImportError as exc:
         raise ctx.fail("type", f"the DVS camera driver (devices.dvs) is not available ({exc}); "
                                "use --source webcam or a recording") from None
-    opener = getattr(dvs, "open_camera", None) or getattr(dvs, "CameraSource", None)
-    if opener is None:
-        raise ctx.fail("type", "devices.dvs has no camera source yet; use --source webcam or a recording")
     try:
-        return opener(values["serial"] or None)
+        return DvsCameraSource(values["serial"] or None)
     except Exception as exc:
-        raise ctx.fail("type", f"no DVS camera could be opened: {exc}") from None
+        raise ctx.fail("serial" if values["serial"] else "type", f"no DVS camera could be opened: {exc}") from None
 
 
 def build_stages(spec: LaunchSpec, width: int, height: int) -> tuple[list, int, int]:

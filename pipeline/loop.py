@@ -26,6 +26,7 @@ the sinks) minus the arrival of the packet that completed its bin (the earliest 
 from __future__ import annotations
 
 import math
+import os
 import queue
 import sys
 import threading
@@ -229,6 +230,22 @@ def _steps(batch) -> Iterator[tuple[int, np.ndarray]]:
         yield batch.step_start_us(i) + batch.dt_us, batch.step(i)
 
 
+def _raise_realtime_priority() -> Callable[[], None]:
+    """If this thread runs under SCHED_FIFO/SCHED_RR (the controller's ``realtime_priority``), lift it one
+    priority above the threads it shares the process with (source reader, motor I/O, twins: they inherit
+    the base priority). A same-priority FIFO thread that gets the CPU keeps it until it blocks, which
+    would make the loop miss ticks. Returns a function that restores the previous setting."""
+    try:
+        policy = os.sched_getscheduler(0)
+        if policy not in (os.SCHED_FIFO, os.SCHED_RR):
+            return lambda: None
+        base = os.sched_getparam(0).sched_priority
+        os.sched_setscheduler(0, policy, os.sched_param(min(base + 1, os.sched_get_priority_max(policy))))
+    except (AttributeError, OSError):
+        return lambda: None
+    return lambda: os.sched_setscheduler(0, policy, os.sched_param(base))
+
+
 class _Reader(threading.Thread):
     """Iterates ``source.packets()`` into a bounded queue. ``drop_when_full`` (live): a full queue drops the
     packet and counts it instead of stalling the driver; otherwise the reader waits (backpressure)."""
@@ -305,6 +322,9 @@ class Loop:
         self.config = config
         self.on_report = on_report
         self._stop = threading.Event()
+        #: Paced mode: (perf_counter_ns, sensor µs) of the clock's origin, so sensor time t is due at
+        #: ``clock[0] + (t - clock[1]) * 1000 / speed`` ns (None until a paced run starts).
+        self.clock: tuple[int, int] | None = None
         self._pending: deque[tuple[int, np.ndarray, int]] = deque()
         self._pacer = Pacer(config.spin_us * 1000)
         self._total = LatencyHistogram()
@@ -424,6 +444,7 @@ class Loop:
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(self.config.switch_interval_us / 1e6)
         reader.start()
+        restore_priority = _raise_realtime_priority()
         try:
             if mode == "paced":
                 self._run_paced(reader)
@@ -431,6 +452,7 @@ class Loop:
                 self._run_unpaced(reader, merge=(mode == "live"))
         finally:
             self._stop.set()
+            restore_priority()
             sys.setswitchinterval(switch_interval)
             self.source.close()
             reader.join(timeout=2.0)
@@ -485,6 +507,7 @@ class Loop:
         dt_us = self.config.dt_us
         period_ns = dt_us * 1000 / self.config.speed
         t0 = time.perf_counter_ns()
+        self.clock = (t0, origin_us)
         k = 0
         ended = False
         while not self._stop.is_set():

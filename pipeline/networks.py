@@ -61,19 +61,20 @@ def dvs_steering(width: int, height: int, channels: int, weight: int = 8, vth: i
 
 
 def random_lif(width: int, height: int, channels: int, hidden: int = 1024, outputs: int = 10,
-               density: float = 1.0, weight: int = 4, vth: int = 400, du: int = 2048, dv: int = 256,
+               density: float = 1.0, weight: int = 4, vth: int = 200, du: int = 2048, dv: int = 256,
                seed: int = 0):
     """A seeded random two-layer network of the SNN benchmark's shape (inputs -> ``hidden`` LIF (dense
-    when ``density`` = 1) -> ``outputs`` LIF); weights uniform in [-weight, 2*weight] (mixed sign, 8-bit).
+    when ``density`` = 1) -> ``outputs`` LIF); weights are even integers uniform in [-2*weight, 2*weight] (mixed sign; Loihi's 8-bit mixed-sign
+    quantisation keeps even weights exact, so the input stays zero-mean).
     A load generator for the loop and its benchmark, not a trained model."""
     from pipeline.snn.network import INPUT, Dense, Network, Population
 
     rng = np.random.default_rng(seed)
     n_inputs = channels * height * width
-    w1 = rng.integers(-weight, 2 * weight + 1, size=(hidden, n_inputs))
+    w1 = 2 * rng.integers(-weight, weight + 1, size=(hidden, n_inputs))
     if density < 1.0:
         w1[rng.random(w1.shape) >= density] = 0
-    w2 = rng.integers(-weight, 2 * weight + 1, size=(outputs, hidden))
+    w2 = 2 * rng.integers(-weight, weight + 1, size=(outputs, hidden))
     return Network(
         n_inputs=n_inputs,
         populations=[Population("hidden", hidden, _loihi_lif(du, dv, vth)),
@@ -103,9 +104,9 @@ BUILDERS: dict[str, Builder] = {
         {"hidden": Key("int", 1024, low=1, high=1_000_000, help="hidden LIF neurons"),
          "outputs": Key("int", 10, low=1, high=1_000_000, help="output LIF neurons"),
          "density": Key("number", 1.0, low=0.0, high=1.0, low_open=True, help="fraction of input synapses kept"),
-         "weight": Key("int", 4, low=1, high=85, help="weights uniform in [-weight, 2*weight]"),
+         "weight": Key("int", 4, low=1, high=63, help="weights uniform over the even integers in [-2*weight, 2*weight]"),
          "seed": Key("int", 0, low=0, help="random seed"),
-         **{k: Key(v.kind, d, v.low, v.high, help=v.help) for (k, v), d in zip(_LIF_KEYS.items(), (400, 2048, 256))}},
+         **{k: Key(v.kind, d, v.low, v.high, help=v.help) for (k, v), d in zip(_LIF_KEYS.items(), (200, 2048, 256))}},
         "seeded random inputs -> hidden LIF -> output LIF load generator (benchmarks)",
     ),
 }
