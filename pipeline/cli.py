@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "replay",
     "convert",
     "launch",
+    "bci",
 )
 
 
