@@ -8,10 +8,12 @@ handling). A timestamp that goes back by more than BACKWARD_TOLERANCE_US is dama
 Origin upper-left (ATIS), so no flip. With no header, the resolution is 34x34 (N-MNIST) unless the data
 holds larger coordinates (then max x + 1, max y + 1; one pass at open). Detection: the ``.bin``/``.bs2``
 extension, or a size that is a multiple of 5 with N-MNIST-sized coordinates; in both cases the first
-records must be plausible (time non-decreasing). This format is asked last.
+records must be plausible (time non-decreasing) and the head must not be another format's header.
+This format is asked last.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -28,6 +30,10 @@ OVERFLOW_US = 1 << 13
 BACKWARD_TOLERANCE_US = 1000
 #: Records examined by ``sniff`` (at most the 4 KiB head).
 SNIFF_RECORDS = 800
+
+#: Two leading '#'/'%' text lines: a headered format, never N-MNIST (asked last, but its extension
+#: would otherwise win the tie-break for a ``.bin`` file).
+TEXT_HEADER = re.compile(rb"[#%][^\n]{0,300}\n[#%]")
 
 DAMAGE_BACKWARD = FIRST_DAMAGE
 S_LAST, S_OFFSET, S_DETAIL_A, S_DETAIL_B = range(4)
@@ -80,6 +86,8 @@ class Reader(BlockReader):
 
     @classmethod
     def sniff(cls, head: bytes, path: Path) -> bool:
+        if head.startswith((b"#!AER-DAT", b"Event Stream")) or TEXT_HEADER.match(head):
+            return False
         records = _records(head[: SNIFF_RECORDS * EVENT_BYTES])
         records = records[records[:, 1] != OVERFLOW_Y]
         if len(records) == 0 or np.any(np.diff(_times(records)) < 0):

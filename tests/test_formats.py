@@ -18,7 +18,7 @@ import pytest
 from pipeline.events import DVS_EVENT_DTYPE, dvs_events
 from recordings import aedat2, aedat3, eventstream, evt2, evt3, nmnist, prophesee_dat
 from recordings._blocks import DroppedEventsWarning
-from recordings.base import RecordingDamageWarning
+from recordings.base import RecordingDamageWarning, RecordingError
 from recordings.detect import detect_format, open_recording
 
 #: file -> (format, width, height, events, duration s, duration tolerance s), from data/README.md.
@@ -228,9 +228,10 @@ def test_tiny_chunks_and_blocks_give_identical_arrays(data_dir, name):
     np.testing.assert_array_equal(np.concatenate(chunks), whole)
 
 
+@pytest.mark.parametrize("suffix", [".xyz", ".bin"])
 @pytest.mark.parametrize("name", [n for n in FACTS if FACTS[n][0] != "nmnist"] + ["header_only.aedat"])
-def test_detected_by_header_with_wrong_extension(data_dir, tmp_path, name):
-    copy = tmp_path / "recording.xyz"
+def test_detected_by_header_with_wrong_extension(data_dir, tmp_path, name, suffix):
+    copy = tmp_path / f"recording{suffix}"
     shutil.copyfile(data_dir / "events" / name, copy)
     expected = FACTS[name][0] if name in FACTS else "aedat2"
     assert detect_format(copy).format_name == expected
@@ -388,3 +389,37 @@ def test_aedat2_wrap_and_reset(tmp_path):
     assert events["timestamp"].tolist() == [(1 << 32) - 10, (1 << 32) + 5, (1 << 32) + 50_000_000,
                                             (1 << 32) + 50_000_000]
     assert tuple(events[0])[1:] == (127 - 1, 127 - 1, 1)
+
+
+def test_aedat1_six_byte_records_decode_like_aedat2(data_dir, tmp_path):
+    """AEDAT 1.0 (no version line; int16 address, int32 t) of the same DVS128 events as the 2.0 file."""
+    source = data_dir / "events" / "dvs128_walking_a.aedat"
+    reader = aedat2.Reader(source)
+    words = data_bytes(source, reader.header.extra["data_offset"]).view(">u4").reshape(-1, 2)
+    records = np.zeros(len(words), dtype=[("address", ">u2"), ("t", ">u4")])
+    records["address"] = words[:, 0]
+    records["t"] = words[:, 1]
+    path = tmp_path / "old.dat"
+    path.write_bytes(b"# This is a raw AE data file - do not edit\r\n"
+                     b"# AEChip: ch.unizh.ini.jaer.chip.retina.DVS128\r\n" + records.tobytes())
+    old = open_recording(path)
+    assert isinstance(old, aedat2.Reader) and old.header.extra["version"] == "1.0"
+    np.testing.assert_array_equal(decode(old), decode(reader))
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"#!AER-DAT2.0\r\n# AEChip: org.example.UnknownChip\r\n", "AEChip 'org.example.UnknownChip' is not supported"),
+    (b"Event Stream\x02\x00\x00\x02\x40\x01\xf0\x00", "type ATIS: only DVS"),
+    (b"Event Stream\x01\x00\x00\x01\x40\x01\xf0\x00", "version 1.0.0: only 2.x"),
+    (b"% Data file containing Event2D events\n% Version 2\n\x00\x10", "event size 16 bytes, expected 8"),
+    (b"% Data file containing Event2D events\n% Version 2\n\x05\x08", "event type 5 is not a CD event type"),
+    (b"#!AER-DAT3.1\r\n#Format: SerializedTS\r\n#!END-HEADER\r\n", "SerializedTS .compressed. is not supported"),
+    (b"#!AER-DAT3.1\r\n#Format: RAW\r\n", "no '#!END-HEADER' line"),
+])
+def test_unsupported_headers_are_refused_with_a_reason(tmp_path, content, match):
+    path = tmp_path / "bad.bin"
+    path.write_bytes(content)
+    assert not nmnist.Reader.sniff(content, path)
+    with pytest.raises(RecordingError, match=match) as info:
+        open_recording(path)
+    assert str(path) in str(info.value)
