@@ -83,5 +83,19 @@ def test_missing_key_names_file_and_key(reference, tmp_path, capsys):
 
 def test_summary_layout():
     from pipeline.snn.conformance import Check, Mismatch
-    checks = [Check("A", "spikes", (2, 1), None), Check("A", "v", (2, 1), Mismatch(1, 0, 5, 4))]
+    checks = [Check("A", "spikes", (2, 1), None), Check("A", "v", (2, 1), Mismatch(1, (0,), 5, 4))]
     assert summary(checks) == {"A": {"spikes": True, "v": False}}
+
+
+def test_learning_reference_file_is_checked_weight_by_weight(conformance_dir, tmp_path, capsys):
+    path = conformance_dir / "loihi" / "lava_learning_reference.npz"
+    assert main(["conformance", "loihi", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"learning": {"weights": True, "x1": True, "y1": True, "a_out": True}}
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["weights"] = arrays["weights"].copy()
+    arrays["weights"][100, 2, 4] += 2
+    bad = tmp_path / "learning_bad.npz"
+    np.savez(bad, **arrays)
+    assert main(["conformance", "loihi", str(bad)]) == 1
+    assert "step 100, synapse (post, pre) (2, 4)" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """``spikeloop conformance loihi FILE.npz [--json]``: check the loihi backend against Lava's outputs.
 
-Runs every scenario in a file laid out like ../shared/conformance/loihi/lava_reference.npz and compares
-every recorded integer. Exit status 0 only if everything matches, 1 on a mismatch, 2 on a bad file.
+Runs every scenario in a file laid out like ../shared/conformance/loihi/lava_reference.npz (or
+lava_learning_reference.npz) and compares every recorded integer. Exit status 0 only if everything matches, 1 on a mismatch, 2 on a bad file.
 """
 from __future__ import annotations
 
@@ -32,11 +32,7 @@ def run(args) -> int:
     else:
         print(f"{'scenario':<9}{'quantity':<9}{'shape (T, n)':<14}{'result':<7}first mismatch")
         for check in checks:
-            detail = ""
-            if check.mismatch is not None:
-                m = check.mismatch
-                detail = (f"shape differs" if m.step < 0 else
-                          f"step {m.step}, neuron {m.neuron}: expected {m.expected}, got {m.got}")
+            detail = "" if check.mismatch is None else check.mismatch.describe()
             shape = "x".join(str(s) for s in check.shape)
             print(f"{check.scenario:<9}{check.quantity:<9}{shape:<14}{'ok' if check.ok else 'FAIL':<7}{detail}")
         failed = sum(not c.ok for c in checks)

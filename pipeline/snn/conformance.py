@@ -5,9 +5,14 @@ Dense(``X_weights`` (n_out, n_in), optional ``X_param_dense_weight_exp``, ``X_pa
 -> LIF(``X_param_du``, ``_dv``, ``_vth``, ``_bias_mant``, ``_bias_exp``), recorded ``X_spikes``, ``X_v``,
 ``X_u`` (T, n_out). Two-layer scenario ``D`` (found by ``D_W1``): ``D_W1``, ``D_W2``, ``D_spikes_in``,
 per-layer ``D_l1_*``/``D_l2_*``, recorded ``D_s1``, ``D_s2``, ``D_v2``. Sizes and T come from the arrays.
+
+A file laid out like lava_learning_reference.npz (``pre``, ``post``, ``W0``, ``weights``, ``x1``, ``y1``,
+``a_out``, ``params`` naming the STDPLoihi rule) is checked as scenario ``learning``: Dense + the Loihi
+learning engine (pipeline.snn.learning) with the spikes injected, every weight and trace every step.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +24,19 @@ from pipeline.snn.runtime import build
 
 @dataclass
 class Mismatch:
-    """First differing value of one recorded array: step, neuron, Lava's value and ours."""
+    """First differing value of one recorded array: step, position within the step (neuron, or
+    (post, pre) for weights), Lava's value and ours. step = -1 when the shapes differ."""
 
     step: int
-    neuron: int
+    where: tuple[int, ...]
     expected: int
     got: int
+
+    def describe(self) -> str:
+        if self.step < 0:
+            return f"shape differs: expected {self.expected} values, got {self.got}"
+        place = f"neuron {self.where[0]}" if len(self.where) == 1 else f"synapse (post, pre) {self.where}"
+        return f"step {self.step}, {place}: expected {self.expected}, got {self.got}"
 
 
 @dataclass
@@ -64,12 +76,12 @@ def _spike_lists(spikes_in: np.ndarray) -> list[np.ndarray]:
 
 def _first_mismatch(expected: np.ndarray, got: np.ndarray) -> Mismatch | None:
     if expected.shape != got.shape:
-        return Mismatch(-1, -1, int(np.prod(expected.shape)), int(np.prod(got.shape)))
+        return Mismatch(-1, (), int(np.prod(expected.shape)), int(np.prod(got.shape)))
     diff = np.argwhere(expected.astype(np.int64) != got.astype(np.int64))
     if diff.size == 0:
         return None
-    step, neuron = (int(x) for x in diff[0])
-    return Mismatch(step, neuron, int(expected[step, neuron]), int(got[step, neuron]))
+    index = tuple(int(x) for x in diff[0])
+    return Mismatch(index[0], index[1:], int(expected[index]), int(got[index]))
 
 
 def one_layer_network(arrays: _Arrays, name: str) -> Network:
@@ -113,6 +125,46 @@ def _run(network: Network, spikes_in: np.ndarray, record: dict[str, tuple[str, s
     return out
 
 
+LEARNING_KEYS = ("pre", "post", "W0", "weights", "x1", "y1", "a_out", "params")
+
+
+def stdp_from_params(text: str, path: Path):
+    """The STDPLoihi rule named by a learning file's ``params`` string."""
+    from pipeline.snn.learning import stdp_loihi
+
+    values = dict(re.findall(r"(\w+)=(-?[\d.]+)", text))
+    needed = ("learning_rate", "A_plus", "A_minus", "tau_plus", "tau_minus", "t_epoch", "rng_seed")
+    if not text.startswith("STDPLoihi(") or any(k not in values for k in needed):
+        raise ValueError(f"{path}: key 'params' must name STDPLoihi({', '.join(k + '=...' for k in needed)}), got {text!r}")
+    if "MIXED" not in text.upper():
+        raise ValueError(f"{path}: key 'params' must state sign_mode=MIXED (the only mode these files use), got {text!r}")
+    impulses = {k: float(values.get(k, 16)) for k in ("x1_impulse", "y1_impulse")}
+    return stdp_loihi(float(values["learning_rate"]), float(values["A_plus"]), float(values["A_minus"]),
+                      float(values["tau_plus"]), float(values["tau_minus"]), t_epoch=int(float(values["t_epoch"])),
+                      rng_seed=int(float(values["rng_seed"])), **impulses)
+
+
+def run_learning(arrays: _Arrays) -> list[Check]:
+    """Dense with spikes ``pre`` (n_pre, T) and the learning engine with post spikes ``post`` (n_post, T)."""
+    from pipeline.snn.learning import LearningEngine, learning_dense_weights
+
+    rule = stdp_from_params(str(arrays("params").ravel()[0]), arrays.path)
+    weights = learning_dense_weights(arrays("W0"), "mixed").astype(np.int32)  # [post, pre]
+    engine = LearningEngine(rule, weights.T, "mixed")
+    pre, post = arrays("pre").astype(np.uint8), arrays("post").astype(np.uint8)
+    steps = pre.shape[1]
+    got = {"weights": np.zeros((steps,) + weights.shape, np.int64), "x1": np.zeros((steps, pre.shape[0]), np.int64),
+           "y1": np.zeros((steps, post.shape[0]), np.int64), "a_out": np.zeros((steps, weights.shape[0]), np.int64)}
+    a_next = np.zeros(weights.shape[0], np.int64)
+    for t in range(steps):
+        got["a_out"][t] = a_next  # Dense sends the previous step's sum
+        a_next = weights[:, pre[:, t].astype(bool)].sum(axis=1)
+        engine.step_masks(pre[:, t], post[:, t])
+        got["weights"][t], got["x1"][t], got["y1"][t] = weights, engine.x1, engine.y1
+    return [Check("learning", quantity, arrays(quantity).shape, _first_mismatch(arrays(quantity), values))
+            for quantity, values in got.items()]
+
+
 def scenario_names(data) -> tuple[list[str], list[str]]:
     """(one-layer names, two-layer names) present in an opened npz."""
     one = sorted(k[: -len("_weights")] for k in data.files if k.endswith("_weights"))
@@ -127,8 +179,10 @@ def run_file(path: str | Path) -> list[Check]:
     with np.load(path, allow_pickle=False) as data:
         arrays = _Arrays(data, path)
         one, two = scenario_names(data)
-        if not one and not two:
-            raise ValueError(f"{path}: no scenario found (expected keys '<name>_weights' or '<name>_W1')")
+        learning = all(k in data.files for k in LEARNING_KEYS)
+        if not one and not two and not learning:
+            raise ValueError(f"{path}: no scenario found (expected keys '<name>_weights', '<name>_W1' or "
+                             f"{', '.join(LEARNING_KEYS)})")
         for name in one:
             try:
                 network = one_layer_network(arrays, name)
@@ -149,6 +203,8 @@ def run_file(path: str | Path) -> list[Check]:
             for quantity in ("s1", "s2", "v2"):
                 expected = arrays(f"{name}_{quantity}")
                 checks.append(Check(name, quantity, expected.shape, _first_mismatch(expected, got[quantity])))
+        if learning:
+            checks.extend(run_learning(arrays))
     return checks
 
 
