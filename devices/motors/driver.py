@@ -71,8 +71,11 @@ class MotorDriver:
     emulated_baud = 1_000_000
     #: One wire for both directions (no command may be written while a reply is due).
     half_duplex = False
-    #: Time the device takes to start answering a request (s), used for reply timeouts.
+    #: How long to wait for a reply before counting it missing (s).
     reply_timeout_s = 0.05
+    #: Half-duplex only: the device's delay before it answers (s); with the reply length it sets how long
+    #: the bus stays busy after a feedback request.
+    return_delay_s = 0.0
 
     def __init__(self, ids: list[int]) -> None:
         if not ids:
@@ -101,7 +104,11 @@ class MotorDriver:
         return b""
 
     def polls_expected_replies(self) -> int:
-        """How many replies the last :meth:`poll_bytes` asked for (half-duplex bus turn-around)."""
+        """How many replies the last :meth:`poll_bytes` asked for."""
+        return 0
+
+    def poll_reply_bytes(self) -> int:
+        """Total length of the replies to the last :meth:`poll_bytes` (bytes on the wire)."""
         return 0
 
     def on_command_written(self) -> None:

@@ -22,6 +22,8 @@ class DynamixelDriver(MotorDriver):
     emulated_baud = 1_000_000
     half_duplex = True
     reply_timeout_s = 0.03
+    #: Return Delay Time (9) factory default: 250 x 2 us.
+    return_delay_s = 0.0005
 
     def __init__(self, ids: list[int], device_watchdog_ms: float = 100.0,
                  watchdog_check_every: int = 10) -> None:
@@ -62,6 +64,12 @@ class DynamixelDriver(MotorDriver):
 
     def polls_expected_replies(self) -> int:
         return 1
+
+    def poll_reply_bytes(self) -> int:
+        # Status packet: 11 bytes + the data read (stuffing can add a byte or two; covered by the guard).
+        if self._last_poll is None:
+            return 0
+        return 11 + (1 if self._last_poll[1] == dxl.BUS_WATCHDOG[0] else 8)
 
     # -- replies ----------------------------------------------------------------------------------
     def reset_decoder(self) -> None:

@@ -3,13 +3,13 @@ and reconnection with backoff.
 
 * ``write_command(bytes)`` (hot path) never waits: one ``os.write`` on the port's non-blocking fd. When
   the wire is still busy with the previous packet (estimated from the baud rate: 10 bits per byte), a
-  reply is due on a half-duplex bus, or the kernel buffer is full, the command is *coalesced*: it
-  replaces any older unsent command and the I/O thread writes it as soon as the wire is free
-  (``write_command`` then returns 0 instead of a timestamp). A due feedback request goes first, so
-  read-back continues even when commands arrive faster than the wire can carry them.
-* The I/O thread reads and decodes replies into the driver's feedback, sends a feedback request every
-  ``1 / feedback_hz`` s, re-initialises the device when its read-back says so (e.g. a tripped device
-  watchdog), and after a serial error (``SerialException``, ``OSError`` such as EIO, ``termios.error``)
+  half-duplex bus is still carrying a reply (request + return delay + reply length, computed, not
+  waited for), or the kernel buffer is full, the command is *coalesced*: it replaces any older unsent
+  command and the I/O thread writes it as soon as the wire is free (``write_command`` then returns 0
+  instead of a timestamp). A due feedback request rides in the same write as the command.
+* The I/O thread reads and decodes replies into the driver's feedback, sends feedback requests itself
+  when no commands flow (every ``1 / feedback_hz`` s), re-initialises the device when its read-back
+  says so (e.g. a tripped device watchdog), and after a serial error (``SerialException``, ``OSError`` such as EIO, ``termios.error``)
   closes the port, reopens it with exponential backoff and re-runs the driver's ``initialise`` (which
   re-arms the device watchdog). pyserial opens and configures the port (exclusive lock, raw mode, baud);
   the reads and writes go straight to its file descriptor because pyserial's ``write`` with
@@ -34,6 +34,10 @@ from .driver import MotorDriver, MotorError
 SERIAL_ERRORS = (serial.SerialException, OSError, termios.error)
 
 _IDLE_WAIT_S = 0.005
+#: the I/O thread sends a feedback request on its own only after this long without a command
+_POLL_IDLE_NS = 2_000_000
+#: margin after the expected end of a half-duplex reply before the host may transmit again
+_BUS_GUARD_NS = 200_000
 
 
 @dataclass
@@ -74,10 +78,13 @@ class SerialLink:
         self._up = False
         self._fault = False
         self._tail = b""
+        self._tail_is_command = False
         self._latest = b""
         self._wire_free_ns = 0
-        self._awaiting = 0
-        self._awaiting_until_ns = 0
+        self._bus_free_ns = 0
+        self._replies_due = 0
+        self._reply_deadline_ns = 0
+        self._last_command_ns = 0
         self._next_poll_ns = 0
         self._reinit_requested = False
         self._stop = threading.Event()
@@ -122,22 +129,14 @@ class SerialLink:
                 self.counters.dropped += 1
                 return 0
             now = time.perf_counter_ns()
-            poll_due = self.feedback_period_ns and now >= self._next_poll_ns
-            if (self._tail or now < self._wire_free_ns or poll_due
-                    or (self._awaiting and now < self._awaiting_until_ns)):
+            if self._tail or now < self._wire_free_ns or now < self._bus_free_ns:
                 self._latest = data
                 self.counters.coalesced += 1
                 return 0
             self._latest = b""
-            self.driver.on_command_written()
-            n = self._raw_write(data, now)
-            if n < 0:
-                return 0
-            if n < len(data):
-                self._tail = data[n:]
-                return 0
-            self.counters.commands_sent += 1
-            return time.perf_counter_ns()
+            if self._send(data, now, with_poll=self._poll_due(now, idle_only=False)):
+                return time.perf_counter_ns()
+            return 0
 
     def write_urgent(self, data: bytes) -> None:
         """Write ``data`` now, ahead of anything queued (e-stop); waits at most 50 ms for buffer space."""
@@ -186,7 +185,8 @@ class SerialLink:
         self._serial, self._fd = ser, ser.fd
         self._fault = False
         self._tail = self._latest = b""
-        self._awaiting = 0
+        self._replies_due = 0
+        self._bus_free_ns = 0
 
     def _close_port(self) -> None:
         self._up = False
@@ -269,6 +269,9 @@ class SerialLink:
             except SERIAL_ERRORS as exc:
                 with self._lock:
                     self._fail(exc)
+            except Exception as exc:  # a malformed reply must not kill the thread: resync via reconnect
+                with self._lock:
+                    self._fail(exc)
 
     def _reconnect(self) -> bool:
         """Reopen and re-initialise; the lock is not held while waiting for the device's replies
@@ -284,17 +287,59 @@ class SerialLink:
                 self._close_port()
             return False
 
+    def _poll_due(self, now: int, idle_only: bool) -> bool:
+        """A feedback request is due. The hot path piggybacks it on a command; the I/O thread sends it
+        alone only when no command went out for 2 ms (or the request is half a period overdue)."""
+        if not self.feedback_period_ns or now < self._next_poll_ns:
+            return False
+        if not idle_only:
+            return True
+        return (now - self._last_command_ns > _POLL_IDLE_NS
+                or now >= self._next_poll_ns + self.feedback_period_ns // 2)
+
+    def _send(self, command: bytes, now: int, with_poll: bool) -> bool:
+        """Write ``command`` (may be b"") plus, if asked, a feedback request in one write. True when the
+        command went out completely; a remainder is kept in the tail for the I/O thread."""
+        if command:
+            self.driver.on_command_written()
+        poll = self.driver.poll_bytes() if with_poll else b""
+        if with_poll:
+            self._next_poll_ns = now + self.feedback_period_ns
+        data = command + poll
+        if not data:
+            return False
+        n = self._raw_write(data, now)
+        if n < 0:
+            return False
+        if poll:
+            self.counters.polls += 1
+            if self.driver.half_duplex:
+                reply_ns = (self.driver.return_delay_s * 1e9 + self.driver.poll_reply_bytes() * self._ns_per_byte
+                            + _BUS_GUARD_NS)
+                self._bus_free_ns = self._wire_free_ns + int(reply_ns)
+            self._replies_due = self.driver.polls_expected_replies()
+            self._reply_deadline_ns = max(self._wire_free_ns, self._bus_free_ns) + int(self.driver.reply_timeout_s * 1e9)
+        if n < len(data):
+            self._tail, self._tail_is_command = data[n:], n < len(command)
+        if command:
+            self._last_command_ns = now
+            if n >= len(command):
+                self.counters.commands_sent += 1
+                return True
+        return False
+
     def _service(self) -> None:
         now = time.perf_counter_ns()
         wake = [now + int(_IDLE_WAIT_S * 1e9)]
         if not self._tail:
-            free_at = max(self._wire_free_ns, self._awaiting_until_ns if self._awaiting else 0)
-            if self.feedback_period_ns:
-                wake.append(max(self._next_poll_ns, free_at))
+            free_at = max(self._wire_free_ns, self._bus_free_ns)
             if self._latest:
                 wake.append(free_at)
-        if self._awaiting:
-            wake.append(self._awaiting_until_ns)
+            if self.feedback_period_ns:
+                wake.append(max(self._next_poll_ns, min(self._last_command_ns + _POLL_IDLE_NS,
+                                                        self._next_poll_ns + self.feedback_period_ns // 2), free_at))
+        if self._replies_due:
+            wake.append(self._reply_deadline_ns)
         wait_s = max(0.0, (min(wake) - now) / 1e9)
         want_write = [self._fd] if self._tail else []
         ready, _, _ = select.select([self._fd], want_write, [], wait_s)
@@ -305,16 +350,13 @@ class SerialLink:
             for reply in self.driver.decode(chunk):
                 self.counters.replies += 1
                 self.driver.apply(reply)
-                if self._awaiting:
-                    self._awaiting -= 1
+                if self._replies_due:
+                    self._replies_due -= 1
         with self._lock:
             now = time.perf_counter_ns()
-            if self._awaiting and now >= self._awaiting_until_ns:
+            if self._replies_due and now >= self._reply_deadline_ns:
                 self.counters.reply_timeouts += 1
-                self._awaiting = 0
-            if (self.feedback_period_ns and now >= self._next_poll_ns and not self._tail
-                    and not self._awaiting and now >= self._wire_free_ns):
-                self._poll(now)
+                self._replies_due = 0
             self._flush(now)
             reinitialise = self._reinit_requested or self.driver.needs_reinitialise()
             self._reinit_requested = False
@@ -330,34 +372,20 @@ class SerialLink:
                     self._fail(exc)
 
     def _flush(self, now: int) -> None:
+        """Finish a partial write, then send the newest coalesced command and/or a due feedback request."""
         if self._tail:
             n = self._raw_write(self._tail, now)
             if n < 0:
                 return
+            if n >= len(self._tail) and self._tail_is_command:
+                self.counters.commands_sent += 1
             self._tail = self._tail[n:]
-            if not self._tail:
-                self.counters.commands_sent += 1
-        if (self._latest and not self._tail and now >= self._wire_free_ns
-                and not (self._awaiting and now < self._awaiting_until_ns)):
+            if self._tail:
+                return
+        if now < self._wire_free_ns or now < self._bus_free_ns:
+            return
+        if self._latest:
             data, self._latest = self._latest, b""
-            self.driver.on_command_written()
-            n = self._raw_write(data, now)
-            if 0 <= n < len(data):
-                self._tail = data[n:]
-            elif n == len(data):
-                self.counters.commands_sent += 1
-
-    def _poll(self, now: int) -> None:
-        request = self.driver.poll_bytes()
-        self._next_poll_ns = now + self.feedback_period_ns
-        if not request:
-            return
-        n = self._raw_write(request, now)
-        if n < 0:
-            return
-        if n < len(request):
-            self._tail = request[n:]
-        self.counters.polls += 1
-        if self.driver.half_duplex:
-            self._awaiting = self.driver.polls_expected_replies()
-            self._awaiting_until_ns = self._wire_free_ns + int(self.driver.reply_timeout_s * 1e9)
+            self._send(data, now, with_poll=self._poll_due(now, idle_only=False))
+        elif self._poll_due(now, idle_only=True):
+            self._send(b"", now, with_poll=True)

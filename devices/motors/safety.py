@@ -176,6 +176,14 @@ class SafeMotors:
             self.link.write_urgent(self.driver.stop_bytes() + self.driver.release_bytes())
 
     def _watchdog(self) -> None:
+        try:
+            self._watch()
+        finally:
+            if not self._closed:
+                # The watchdog must not die silently: stop the motors if it does.
+                self.estop()
+
+    def _watch(self) -> None:
         stale_since = False
         while not self._stop.wait(self._period_s):
             with self._lock:
