@@ -17,13 +17,32 @@ from pipeline.stages._common import (
 )
 
 
-@njit(cache=True)
-def hot_pixel_kernel(words, width, height, mask, auto, limit, window_us, origin, counts, out):
-    """Drop events of masked pixels, masking pixels whose per-window count exceeds ``limit``.
+#: Count value marking a hot pixel in the automatic-detection state.
+HOT = np.iinfo(np.int64).max
 
-    mask: (height, width) uint8, 1 = hot. counts: (height, width, 2) int64 [window index, event count]
-    (side by side: one cache line per event). origin: (1,) int64 window origin (µs), set from the first
-    event when it is still the sentinel.
+
+@njit(cache=True)
+def mask_kernel(words, width, height, mask, out):
+    """Drop events of pixels with mask[y, x] != 0 ((height, width) uint8); returns kept or -(i+1) on a bad event."""
+    kept = 0
+    for i in range(words.shape[0]):
+        w = words[i, 1]
+        x = word_x(w)
+        y = word_y(w)
+        if x < 0 or x >= width or y < 0 or y >= height:
+            return -(i + 1)
+        out[kept, 0] = words[i, 0]
+        out[kept, 1] = w
+        kept += mask[y, x] == 0
+    return kept
+
+
+@njit(cache=True)
+def detect_kernel(words, width, height, limit, window_us, origin, state, out):
+    """Drop events of hot pixels, marking pixels whose per-window count exceeds ``limit`` as hot.
+
+    state: (height, width, 2) int64 [window index, event count], count == HOT for a hot pixel (one cache
+    line per event). origin: (1,) int64 window origin (µs), set from the first event while it is the sentinel.
     Returns the kept count, or -(i+1) for an event outside the sensor.
     """
     kept = 0
@@ -37,25 +56,22 @@ def hot_pixel_kernel(words, width, height, mask, auto, limit, window_us, origin,
         y = word_y(w)
         if x < 0 or x >= width or y < 0 or y >= height:
             return -(i + 1)
-        if mask[y, x]:
+        count = state[y, x, 1]
+        if count == HOT:
             continue
-        if auto:
+        if t < window_start or t >= window_end:  # divide only when the window changes
             if origin[0] == np.iinfo(np.int64).min:
                 origin[0] = t
-            if t < window_start or t >= window_end:  # divide only when the window changes
-                k = (t - origin[0]) // window_us
-                window_start = origin[0] + k * window_us
-                window_end = window_start + window_us
-            if counts[y, x, 0] != k:
-                counts[y, x, 0] = k
-                counts[y, x, 1] = 0
-            counts[y, x, 1] += 1
-            if counts[y, x, 1] > limit:
-                mask[y, x] = 1
-                continue
+            k = (t - origin[0]) // window_us
+            window_start = origin[0] + k * window_us
+            window_end = window_start + window_us
+        count = count * (state[y, x, 0] == k) + 1  # restart the count in a new window, branch-free
+        count = HOT if count > limit else count
+        state[y, x, 0] = k
+        state[y, x, 1] = count
         out[kept, 0] = t
         out[kept, 1] = w
-        kept += 1
+        kept += count != HOT
     return kept
 
 
@@ -80,7 +96,7 @@ class HotPixelMask(Stage):
             raise ValueError(f"{self.name}: rate_hz * window_us / 1e6 = {self.rate_hz * self.window_us / 1e6:g} "
                              "events per window; automatic detection needs >= 1 (raise 'rate_hz' or 'window_us')")
         self._mask = np.zeros((self.height, self.width), dtype=np.uint8)
-        self._counts = np.zeros((self.height, self.width, 2), dtype=np.int64)
+        self._state = np.zeros((self.height, self.width, 2), dtype=np.int64)
         self._origin = np.empty(1, dtype=np.int64)
         self.reset()
 
@@ -99,21 +115,26 @@ class HotPixelMask(Stage):
         """Only the explicit pixels masked; automatic counts and window origin forgotten."""
         self._mask.fill(0)
         self._mask[self.pixels[:, 1], self.pixels[:, 0]] = 1
-        self._counts[:, :, 0] = np.iinfo(np.int64).min
-        self._counts[:, :, 1] = 0
+        self._state[:, :, 0] = np.iinfo(np.int64).min
+        self._state[:, :, 1] = 0
+        self._state[self.pixels[:, 1], self.pixels[:, 0], 1] = HOT
         self._origin[0] = np.iinfo(np.int64).min
 
     @property
     def hot_pixels(self) -> np.ndarray:
         """All masked pixels (explicit and detected) as an (k, 2) int64 array of (x, y), row-major order."""
-        ys, xs = np.nonzero(self._mask)
+        hot = self._state[:, :, 1] == HOT if self.rate_hz > 0 else self._mask != 0
+        ys, xs = np.nonzero(hot)
         return np.stack([xs, ys], axis=1).astype(np.int64)
 
     def __call__(self, events):
         words = event_words(events)
         out = new_word_buffer(len(words))
-        kept = hot_pixel_kernel(words, self.width, self.height, self._mask, self.rate_hz > 0, self._limit,
-                                self.window_us, self._origin, self._counts, out)
+        if self.rate_hz > 0:
+            kept = detect_kernel(words, self.width, self.height, self._limit, self.window_us, self._origin,
+                                 self._state, out)
+        else:
+            kept = mask_kernel(words, self.width, self.height, self._mask, out)
         if kept < 0:
             raise_out_of_range(self.name, events, kept, self.width, self.height)
         return words_to_events(out, kept)
