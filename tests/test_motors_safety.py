@@ -217,3 +217,54 @@ def test_motor_tool_errors(capsys, twin):
     with pytest.raises(SystemExit):
         main(["motor", "--protocol", "dynamixel", "--port", twin.path, "--ids", "1,,2", "--velocity", "1,1"])
     assert "expected comma-separated integers" in capsys.readouterr().err
+
+
+# -- the limiter on its own (a recording stand-in for the serial link) -------------------------------
+class RecordingLink:
+    up = True
+    on_up = None
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+
+    def write_command(self, data: bytes) -> int:
+        self.commands.append(data)
+        return 1
+
+    def write_urgent(self, data: bytes) -> None:
+        self.commands.append(data)
+
+    def close(self, final: bytes = b"") -> None:
+        self.commands.append(final)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from devices.motors.driver_dynamixel import DynamixelDriver  # noqa: E402
+from devices.motors.safety import SafeMotors  # noqa: E402
+
+velocities = st.floats(allow_nan=True, allow_infinity=True, width=32)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(st.tuples(velocities, velocities), min_size=1, max_size=30),
+       st.floats(0.5, 10.0), st.floats(1.0, 100.0))
+def test_limiter_keeps_velocity_and_slew_within_limits(targets, vmax, amax):
+    link = RecordingLink()
+    m = SafeMotors(DynamixelDriver([1, 2]), link, max_velocity=vmax, max_accel=amax, timeout_ms=200)
+    try:
+        previous, previous_ns = np.zeros(2), m._command_ns
+        for target in targets:
+            m.send(np.array(target))
+            now_ns = m._command_ns
+            (pkt,) = dxl.PacketDecoder().feed(link.commands[-1])
+            # SYNC_WRITE params: address(2) length(2) {id(1) goal velocity int32}...
+            raw = np.array([int.from_bytes(pkt.params[5:9], "little", signed=True),
+                            int.from_bytes(pkt.params[10:14], "little", signed=True)])
+            sent = raw * dxl.VELOCITY_UNIT_RAD_S
+            assert np.all(np.abs(sent) <= vmax + dxl.VELOCITY_UNIT_RAD_S / 2 + 1e-9)
+            step = amax * min(now_ns - previous_ns, 200_000_000) / 1e9  # dt capped at timeout_ms
+            assert np.all(np.abs(sent - previous) <= step + dxl.VELOCITY_UNIT_RAD_S + 1e-9)
+            previous, previous_ns = sent, now_ns
+    finally:
+        m.close()

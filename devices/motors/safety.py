@@ -5,7 +5,8 @@
   ``timeout_ms / 4`` (at most 20 ms) while stale; that also keeps device watchdogs fed with a *stop*.
 * Limits: non-finite velocities become 0; each motor is clamped to ``max_velocity`` (rad/s) and to
   the device's own limit; with ``max_accel`` (rad/s^2) the change per call is at most
-  ``max_accel * dt`` (dt since the previous command).
+  ``max_accel * dt`` (dt since the previous command, or since the link came up, capped at
+  ``timeout_ms``: a motor at rest for minutes still ramps up).
 * E-stop (``estop()``, or :class:`StopOnSignal` for SIGINT/SIGTERM): latched; writes zero velocity
   and torque-off immediately, refuses motion until :meth:`SafeMotors.reset_estop`.
 * ``close()`` (also on ``with`` exit, on interpreter exit, and via the signal helper) writes zero
@@ -62,7 +63,7 @@ class SafeMotors:
         self._on_close = on_close
         self._lock = threading.Lock()
         self._command = np.zeros(self.n)
-        self._command_ns = 0
+        self._command_ns = time.perf_counter_ns()
         self._fresh_ns = 0
         self._estopped = False
         self._closed = False
@@ -157,8 +158,8 @@ class SafeMotors:
             target = np.where(finite, target, 0.0)
         limit = self.velocity_limit
         command = np.clip(target, -limit, limit)
-        if self.max_accel is not None and self._command_ns:
-            step = self.max_accel * (now - self._command_ns) / 1e9
+        if self.max_accel is not None:
+            step = self.max_accel * min(now - self._command_ns, self.timeout_ns) / 1e9
             command = self._command + np.clip(command - self._command, -step, step)
         if not np.array_equal(command, target):
             self.safety_counters.limited += 1
@@ -170,7 +171,7 @@ class SafeMotors:
         """After (re)initialisation the device is at zero; restart from there, stay stopped if e-stopped."""
         with self._lock:
             self._command = np.zeros(self.n)
-            self._command_ns = 0
+            self._command_ns = time.perf_counter_ns()
             self._fresh_ns = 0
         if self._estopped:
             self.link.write_urgent(self.driver.stop_bytes() + self.driver.release_bytes())

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
-
 from . import dynamixel as dxl
 from .physics import MotorPhysics
 

@@ -67,7 +67,8 @@ def _print_feedback(controller, t_s: float) -> None:
     fb = controller.feedback()
     for dxl_id, vel, pos, age in zip(controller.driver.ids, fb.velocity, fb.position, fb.age_s):
         age_text = "never" if age == float("inf") else f"{age * 1e3:.0f} ms ago"
-        print(f"t={t_s:6.2f}s id={dxl_id} velocity={vel:+.3f} rad/s position={pos:+.3f} rad ({age_text})",
+        pos_text = "n/a (no sensor)" if pos != pos else f"{pos:+.3f} rad"
+        print(f"t={t_s:6.2f}s id={dxl_id} velocity={vel:+.3f} rad/s position={pos_text} ({age_text})",
               flush=True)
 
 
