@@ -114,7 +114,12 @@ def test_step_contract_counters_probes_and_reset():
     assert runtime.counters.total()["steps"] == 0
     with pytest.raises(ValueError, match=r"input index 72 at position 1 is outside \[0, 72\)"):
         runtime.step(np.array([3, 72], dtype=np.int32))
-    out = runtime.step(np.arange(0, 72, 3, dtype=np.int32))
+    with pytest.raises(ValueError, match="1-D integer array"):
+        runtime.step(np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"input index -1 is outside"):
+        runtime.step(np.array([-1, 4], dtype=np.int64))
+    assert runtime.counters.total()["steps"] == 0  # rejected steps change nothing
+    out = runtime.step(list(range(0, 72, 3)))  # any integer sequence is accepted
     assert out.dtype == np.uint8 and out.shape == (network.n_outputs,)
     conv_synapses = network.projections[0].synapses(72, 72)[0]
     expected_ops = sum(int(conv_synapses[i + 1] - conv_synapses[i]) for i in range(0, 72, 3))

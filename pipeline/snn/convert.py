@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.snn.network import Conv2D, Dense, FloatLIF, LoihiLIF, Network, Population, Sparse
+from pipeline.snn.network import Conv2D, Dense, LoihiLIF, Network, Population, Sparse
 
 DEFAULT_VTH = 2**14  # threshold 2**20 state units: 8x headroom below the 24-bit v/u limits
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from pipeline.snn import kernels as K
 from pipeline.snn.counters import Counters
-from pipeline.snn.network import INPUT, Dense, FloatLIF, LoihiLIF, Network
+from pipeline.snn.network import INPUT, Dense, LoihiLIF, Network
 from pipeline.snn.weights import truncate_weights
 
 BACKENDS = ("loihi", "float")
@@ -93,6 +93,14 @@ class Runtime:
         out = network.population(network.output_name)
         out_start = starts[out.name]
         self._output = self.spikes[out_start:out_start + out.size]
+        if backend == "loihi":
+            self._kernel = K.step_loihi
+            self._args = (self.state, self.params, self.spikes, self.active, self.groups, self.proj, self.weights,
+                          self.indptr, self.post, self.delays, self.ring, self.counters.array)
+        else:
+            self._kernel = K.step_float
+            self._args = (self.state, self.params, self._refractory_left, self.spikes, self.active, self.groups,
+                          self.proj, self.weights, self.indptr, self.post, self.delays, self.ring, self.counters.array)
         self.t = 0
         self._learners = []
         for p, projection in enumerate(network.projections):
@@ -236,16 +244,9 @@ class Runtime:
 
         Returns the output population's spikes, uint8 (n_outputs,), a view valid until the next step.
         """
-        if input_indices.dtype != np.int32:
-            input_indices = np.asarray(input_indices).astype(np.int32)
-        if self.backend == "loihi":
-            bad = K.step_loihi(input_indices, self.t, self.state, self.params, self.spikes, self.active, self.groups,
-                               self.proj, self.weights, self.indptr, self.post, self.delays, self.ring,
-                               self.counters.array)
-        else:
-            bad = K.step_float(input_indices, self.t, self.state, self.params, self._refractory_left, self.spikes,
-                               self.active, self.groups, self.proj, self.weights, self.indptr, self.post, self.delays,
-                               self.ring, self.counters.array)
+        if type(input_indices) is not np.ndarray or input_indices.dtype != np.int32 or input_indices.ndim != 1:
+            input_indices = _as_indices(input_indices)
+        bad = self._kernel(input_indices, self.t, *self._args)
         if bad >= 0:
             raise ValueError(f"input index {int(input_indices[bad])} at position {bad} is outside "
                              f"[0, {self._layout.n_inputs}) (network.n_inputs)")
@@ -316,6 +317,19 @@ class _EngineAdapter:
 
     def reset(self) -> None:
         self.engine.reset()
+
+
+def _as_indices(values) -> np.ndarray:
+    """Input indices as a 1-D int32 array (the kernel's signature); ValueError for anything else."""
+    array = np.asarray(values)
+    if array.size == 0:
+        return np.zeros(0, dtype=np.int32)
+    if array.dtype.kind not in "iu" or array.ndim != 1:
+        raise ValueError(f"input indices must be a 1-D integer array, got {array.dtype} with shape {array.shape}")
+    if array.min() < 0 or array.max() >= 2**31:
+        bad = int(array[(array < 0) | (array >= 2**31)][0])
+        raise ValueError(f"input index {bad} is outside [0, n_inputs)")
+    return array.astype(np.int32)
 
 
 def _narrowest_int(parts: list[np.ndarray], needs_int16: bool):
