@@ -7,13 +7,15 @@ bin, decodes the output spikes into a command and writes it to every sink.
 
 Modes (:attr:`LoopConfig.mode`):
 
-* ``"live"``  — packets are processed as they arrive (the source sets ``arrival_ns``). When the backlog of
-  complete bins exceeds ``max_lag_ms`` the oldest bins are merged into one network step (union of their
-  active inputs) and counted in ``merged_steps``; a full source queue drops the packet and counts it.
+* ``"live"``  — packets are processed as they arrive (the source sets ``arrival_ns``). A complete bin that
+  has waited more than ``max_lag_ms`` since its packet arrived means the loop is behind: all such overdue
+  bins are merged into one network step (union of their active inputs) and counted in ``merged_steps``.
+  A full source queue drops the packet and counts it. Bins that arrive together in one big packet are not
+  late by themselves; they run one by one as long as the loop keeps up.
 * ``"paced"`` — replay in real time (``speed`` = 1) or ×N. The reader runs ahead; the loop's clock ticks
   every ``dt_us / speed`` (hybrid sleep/spin) and releases the packets whose sensor end time is due, like a
-  sensor delivering them, so a packet's arrival is its release tick. Late ticks are counted; a loop that
-  falls behind merges bins exactly as in live mode.
+  sensor delivering them; a packet's arrival is the moment it was due on that clock (so a late tick shows
+  in the latency). Late ticks are counted; a loop that falls behind merges bins exactly as in live mode.
 * ``"fast"``  — replay as fast as possible, never merging; the reader blocks on a full queue
   (backpressure, bounded memory). Latency counts from the moment the loop takes the packet.
 
@@ -78,7 +80,8 @@ class LoopConfig:
     mode: "live", "paced" or "fast" (see the module docstring).
     dt_us: network step length in sensor µs.
     speed: paced mode only, sensor time per wall time (1.0 = real time, 10.0 = ten times faster).
-    max_lag_ms: live/paced, backlog of complete bins (sensor ms) above which the oldest are merged.
+    max_lag_ms: live/paced, a complete bin that waited longer than this (ms of wall time since its packet
+        arrived) is merged with the other overdue bins into one step.
     queue_packets: capacity of the reader -> loop queue, in packets.
     report_period_s: wall seconds between periodic reports (0 = only the final report).
     duration_s: stop after this much sensor time has been stepped (0 = run until the source ends).
@@ -106,15 +109,10 @@ class LoopConfig:
             raise ValueError(f"dt_us: expected a positive integer, got {self.dt_us}")
         if not self.speed > 0:
             raise ValueError(f"speed: expected a positive number, got {self.speed}")
-        if self.max_lag_ms * 1000 < self.dt_us:
-            raise ValueError(f"max_lag_ms: expected at least one step ({self.dt_us / 1000} ms), got {self.max_lag_ms}")
+        if not self.max_lag_ms > 0:
+            raise ValueError(f"max_lag_ms: expected a positive number, got {self.max_lag_ms}")
         if self.queue_packets < 1 or self.command_every_steps < 1 or self.spin_us < 0 or self.switch_interval_us < 1:
             raise ValueError("queue_packets, command_every_steps, switch_interval_us must be >= 1 and spin_us >= 0")
-
-    @property
-    def max_lag_steps(self) -> int:
-        """The merge threshold in steps (at least 1)."""
-        return max(1, int(self.max_lag_ms * 1000 // self.dt_us))
 
 
 @dataclass(frozen=True)
@@ -383,13 +381,20 @@ class Loop:
 
     def _run_pending(self, merge: bool) -> None:
         pending = self._pending
-        limit = self.config.max_lag_steps
-        if merge and len(pending) > limit:
-            group = [pending.popleft() for _ in range(len(pending) - limit + 1)]
-            indices = np.unique(np.concatenate([g[1] for g in group])).astype(np.int32)
-            pending.appendleft((group[-1][0], indices, min(g[2] for g in group)))
-            self.merged_steps += len(group) - 1
+        max_lag_ns = int(self.config.max_lag_ms * 1e6)
         while pending and not self._stop.is_set():
+            if merge and len(pending) > 1:
+                overdue_before = time.perf_counter_ns() - max_lag_ns
+                overdue = 0
+                for _, _, arrival_ns in pending:
+                    if arrival_ns >= overdue_before:
+                        break
+                    overdue += 1
+                if overdue > 1:
+                    group = [pending.popleft() for _ in range(overdue)]
+                    indices = np.unique(np.concatenate([g[1] for g in group])).astype(np.int32)
+                    pending.appendleft((group[-1][0], indices, group[0][2]))
+                    self.merged_steps += overdue - 1
             t_us, indices, arrival_ns = pending.popleft()
             self._step(t_us, indices, arrival_ns)
             if self._duration_reached():
@@ -535,7 +540,8 @@ class Loop:
                 else:
                     held.append(item)
             while held and held[0].t_end_us <= due_us:
-                self._ingest(held.popleft(), now)
+                packet = held.popleft()
+                self._ingest(packet, t0 + int((packet.t_end_us - origin_us) * 1000 / self.config.speed))
             if ended and not held:
                 self._flush(now)
             self._run_pending(merge=True)

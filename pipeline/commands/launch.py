@@ -25,8 +25,8 @@ def register(subparsers) -> None:
     parser.add_argument("file", help="launch file (TOML), e.g. launch/replay.toml")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a value (TOML syntax; repeatable), e.g. --set loop.speed=4")
-    parser.add_argument("--source", metavar="PATH|webcam|camera",
-                        help="replace the file's source: a recording path, 'webcam' or 'camera' (live)")
+    parser.add_argument("--source", metavar="PATH|webcam[:N]|video:PATH|camera[:SERIAL]|tcp://HOST:PORT",
+                        help="replace the file's source: a recording to replay, or a live source (loop runs live)")
     parser.add_argument("--headless", action="store_true",
                         help="no window; one structured log line per event (JSON unless [controller] log_format says text)")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of sensor time")
