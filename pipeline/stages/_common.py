@@ -14,10 +14,6 @@ from numba import njit
 
 from pipeline.events import DVS_EVENT_DTYPE
 
-#: Kernel return code offset: a kernel that meets an event outside the sensor returns ``-(index + 1)``.
-OUT_OF_RANGE = -1
-
-
 def event_words(events: np.ndarray) -> np.ndarray:
     """View DVS events (shape (n,), DVS_EVENT_DTYPE) as an (n, 2) int64 array without copying.
 
