@@ -23,6 +23,8 @@ from recordings.base import RecordingError, RecordingHeader
 MAGIC = b"Event Stream"
 TYPE_NAMES = {0: "generic", 1: "DVS", 2: "ATIS", 4: "color"}
 DVS_HEADER_BYTES = 20
+#: Largest width/height: event coordinates are int16.
+MAX_SIDE = 32767
 
 DAMAGE_COORDINATE = FIRST_DAMAGE
 S_T, S_DETAIL_A, S_DETAIL_B = range(3)
@@ -93,8 +95,8 @@ class Reader(BlockReader):
             raise RecordingError(self.path, "file ends inside the width/height fields", len(head))
         width = int.from_bytes(head[16:18], "little")
         height = int.from_bytes(head[18:20], "little")
-        if not (width and height):
-            raise RecordingError(self.path, f"header resolution {width}x{height} is empty", 16)
+        if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+            raise RecordingError(self.path, f"header resolution {width}x{height} is outside 1..{MAX_SIDE}", 16)
         return RecordingHeader(self.format_name, width, height, {"version": f"{major}.{minor}.{patch}", "type": "DVS"})
 
     def _describe(self, status: int, state: np.ndarray) -> str:

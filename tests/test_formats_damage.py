@@ -7,6 +7,7 @@ byte offset), or raise RecordingError in strict mode, or refuse a damaged header
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ from recordings.base import RecordingDamageWarning, RecordingError
 from recordings.detect import detect_format
 from test_formats import decode, synthetic_events, write_aedat3
 
-SETTINGS = settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+#: Examples per property; raise SPIKELOOP_DAMAGE_EXAMPLES for a longer hunt than CI's.
+EXAMPLES = int(os.environ.get("SPIKELOOP_DAMAGE_EXAMPLES", "25"))
+SETTINGS = settings(deadline=None, max_examples=EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @dataclass
