@@ -262,3 +262,15 @@ def test_lost_motor_port_stops_the_controller_with_exit_3(recording):
     lost = [line for line in lines if line["event"] == "device_lost"]
     assert lost and "link down for more than 300 ms" in lost[0]["reason"]
     assert lines[-1]["event"] == "stopped"
+
+
+def test_controller_logs_whether_sched_fifo_was_granted(recording):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "launch", str(LAUNCH / "robot_controller.toml"), "--headless",
+         "--source", str(recording), "--duration", "0.2", "--set", "controller.realtime_priority=1"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert lines[0]["event"] in ("realtime", "realtime_refused") and lines[0]["priority"] == 1
+    final = next(line for line in lines if line["event"] == "final")
+    assert 199 <= final["steps"] + final["merged_steps"] <= 201
