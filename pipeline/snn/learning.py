@@ -57,13 +57,14 @@ def learning_dense_weights(weights: np.ndarray, sign_mode: str = "mixed", num_we
 
 
 def _compile_products(rule: LearningRule):
-    """Flatten the rule's products into the kernels' arrays."""
+    """Flatten the rule's products into the kernels' arrays (see learning_kernels.apply_learning)."""
     entries = [(TARGETS.index(target), p) for target in TARGETS for p in getattr(rule, target)]
     n = len(entries)
     p_target = np.empty(n, np.int32)
     p_dep = np.empty(n, np.int32)
     p_mant = np.empty(n, np.int64)
     p_exp = np.empty(n, np.int64)
+    p_shift = np.empty(n, np.int64)
     f_start = np.zeros(n + 1, np.int32)
     codes, consts, sgns = [], [], []
     for q, (target, product) in enumerate(entries):
@@ -71,13 +72,16 @@ def _compile_products(rule: LearningRule):
         p_dep[q] = ("x0", "y0", "u").index(product.dependency)
         p_mant[q] = product.mantissa
         p_exp[q] = product.exponent + k.EXP_OFFSET
+        widths = sum(int(FACTOR_WIDTHS[f.code]) for f in product.factors) + k.S_MANT_BITS
+        p_shift[q] = max(0, widths - k.ACC_U_BITS)
         for factor in product.factors:
             codes.append(factor.code)
             consts.append(factor.const)
             sgns.append(factor.sgn)
         f_start[q + 1] = len(codes)
-    return (p_target, p_dep, p_mant, p_exp, f_start, np.array(codes, np.int32),
-            np.array(consts, np.int64), np.array(sgns, np.bool_))
+    width = FACTOR_WIDTHS[np.array(codes, np.int64)] if codes else np.zeros(0, np.int64)
+    return (p_target, p_dep, p_mant, p_exp, p_shift, f_start, np.array(codes, np.int32),
+            np.array(consts, np.int64), np.array(sgns, np.bool_), -(1 << width), (1 << width) - 1)
 
 
 def _trace_arrays(configs: tuple[TraceConfig, ...]):
@@ -134,7 +138,11 @@ class LearningEngine:
         self.ty = np.zeros(self.n_post, np.int32)
         self._x_hist = np.zeros((self.t_epoch + 1, 2, self.n_pre), np.int32)
         self._y_hist = np.zeros((self.t_epoch + 1, 3, self.n_post), np.int32)
-        self._active_pre = np.zeros(self.n_pre, np.int32)
+        self._all_post = np.arange(self.n_post, dtype=np.int32)
+        self._active_post = np.zeros(self.n_post, np.int32)
+        self._acc = np.zeros(self.n_post, np.int64)
+        self._mac = np.zeros(self.n_post, np.int64)
+        self._new_values = np.zeros((3, self.n_post), np.int64)
         self.time_step = 0
         self.updates_last_step = 0
         self.updates_total = 0
@@ -237,7 +245,8 @@ class LearningEngine:
         u_value = 1 if decimate is not None and epoch % (2 ** decimate) == 0 else 0
         return k.apply_learning(self.weights, self.tag2, self.tag1, self._has_target, self.tx, self.ty,
                                 self._x_hist, self._y_hist, u_value, SIGN_MODES[self.sign_mode],
-                                rnd.conn.at(epoch), *self._products, FACTOR_WIDTHS, self._active_pre)
+                                rnd.conn.at(epoch), *self._products, self._all_post, self._active_post,
+                                self._acc, self._mac, self._new_values)
 
 
 class RuntimeLearner:
@@ -268,14 +277,13 @@ class RuntimeLearner:
 
 def attach_rule(rule: LearningRule, weights: np.ndarray, pre_spikes: np.ndarray, post_spikes: np.ndarray,
                 backend: str) -> RuntimeLearner:
-    """Build the learner for a runtime projection (see LearningRule.attach).
+    """Build (and compile) the learner for a runtime projection (see LearningRule.attach).
 
-    loihi: ``weights`` holds the integer Loihi weights; in sign mode 'mixed' their lowest bit is
-    cleared first, as Lava's LearningDense truncates 8-bit weights in mixed mode whatever their
-    signs (a no-op for mixed-sign projections, which the runtime has already truncated so).
+    loihi: ``weights`` holds the integer Loihi weights, prepared as Lava's LearningDense does
+    (``learning_dense_weights``); they must lie in the rule's sign-mode range.
     """
-    if backend == "loihi":
-        if rule.sign_mode == "mixed":
-            np.left_shift(np.right_shift(weights, 1), 1, out=weights)
-        return RuntimeLearner(LearningEngine(rule, weights, rule.sign_mode), pre_spikes, post_spikes)
-    raise ValueError(f"learning rules run on the loihi backend only (Lava's fixed-point model), not {backend!r}")
+    if backend != "loihi":
+        raise ValueError(f"learning rules run on the loihi backend only (Lava's fixed-point model), not {backend!r}")
+    engine = LearningEngine(rule, weights, rule.sign_mode)
+    engine.warmup()
+    return RuntimeLearner(engine, pre_spikes, post_spikes)

@@ -34,7 +34,8 @@ DEP_U = 2
 
 @njit(cache=True, inline="always")
 def _wrap32(v):
-    return np.int64(np.int32(v))
+    """int64 -> the value numpy's int32 arithmetic would hold (two's complement wrap)."""
+    return ((v + 0x80000000) & 0xFFFFFFFF) - 0x80000000
 
 
 @njit(cache=True, inline="always")
@@ -123,65 +124,6 @@ def trace_history(trace, t_spike, decay, decays, imp_int, imp_frac, random_decay
 
 
 @njit(cache=True, inline="always")
-def _factor_value(code, tidx, i, j, x_hist, y_hist, tx, ty, w_old, d_old, t_old):
-    if code < 2:
-        return np.int64(x_hist[tidx, code, j])
-    if code < 5:
-        return np.int64(y_hist[tidx, code - 2, i])
-    if code == 5:
-        return w_old
-    if code == 6:
-        return d_old
-    if code == 7:
-        return t_old
-    if code == 8:
-        return np.int64(1 if tx[j] > 0 else 0)
-    return np.int64(1 if ty[i] > 0 else 0)
-
-
-@njit(cache=True, inline="always")
-def _accumulate(target, acc, i, j, tx, ty, x_hist, y_hist, u_value, w_old, d_old, t_old,
-                p_target, p_dep, p_mant, p_exp, f_start, f_code, f_const, f_sgn, widths):
-    t_epoch = x_hist.shape[0] - 1
-    for p in range(p_target.shape[0]):
-        if p_target[p] != target:
-            continue
-        dep = p_dep[p]
-        if dep == DEP_X0:
-            if tx[j] == 0:
-                continue
-            tidx = tx[j]
-        elif dep == DEP_Y0:
-            if ty[i] == 0:
-                continue
-            tidx = ty[i]
-        else:
-            if u_value == 0:
-                continue
-            tidx = t_epoch
-        mac = np.int64(1)
-        width_sum = 0
-        for f in range(f_start[p], f_start[p + 1]):
-            code = f_code[f]
-            width = widths[code]
-            width_sum += width
-            val = _factor_value(code, tidx, i, j, x_hist, y_hist, tx, ty, w_old, d_old, t_old) + f_const[f]
-            if f_sgn[f]:
-                val = np.int64(1 if val > 0 else (-1 if val < 0 else 0))
-            val = _clip(val, -(np.int64(1) << width), (np.int64(1) << width) - 1)
-            mac = _wrap32(mac * val)
-        width_sum += S_MANT_BITS
-        mac = _wrap32(mac * p_mant[p])
-        shift = width_sum - ACC_U_BITS
-        if shift > 0:
-            mac = mac >> shift
-        mac = _wrap32(mac << p_exp[p])
-        mac = _clip(mac, ACC_MIN, ACC_MAX)
-        acc = _clip(acc + mac, ACC_MIN, ACC_MAX)
-    return acc
-
-
-@njit(cache=True, inline="always")
 def _round_and_saturate(target, acc, sign_mode, random_conn):
     if target == TARGET_W:
         if sign_mode == SIGN_EXCITATORY and acc < 0:
@@ -191,7 +133,7 @@ def _round_and_saturate(target, acc, sign_mode, random_conn):
     elif target == TARGET_D and acc < 0:
         acc = 0
     value = acc >> SYN_SHIFT
-    if random_conn < (acc & ((1 << SYN_SHIFT) - 1)) / (1 << SYN_SHIFT):
+    if random_conn < (acc & ((1 << SYN_SHIFT) - 1)) * (1.0 / (1 << SYN_SHIFT)):
         value += 1
     if target == TARGET_W:
         if sign_mode == SIGN_MIXED:
@@ -205,68 +147,132 @@ def _round_and_saturate(target, acc, sign_mode, random_conn):
 
 
 @njit(cache=True)
+def _product_into(acc, mac, cols, count, j, p, tx, ty, x_hist, y_hist, u_value, weights, tag2, tag1, use_tags,
+                  p_dep, p_mant, p_exp, p_shift, f_start, f_code, f_const, f_sgn, f_lo, f_hi):
+    """Add product ``p`` for synapses (j, cols[:count]) to ``acc`` (Lava's fixed-point MAC)."""
+    t_epoch = x_hist.shape[0] - 1
+    dep = p_dep[p]
+    if dep == DEP_X0 and tx[j] == 0:
+        return
+    if dep == DEP_U and u_value == 0:
+        return
+    for q in range(count):
+        i = cols[q]
+        mac[q] = 0 if (dep == DEP_Y0 and ty[i] == 0) else 1
+    for f in range(f_start[p], f_start[p + 1]):
+        code = f_code[f]
+        const = f_const[f]
+        lo = f_lo[f]
+        hi = f_hi[f]
+        sgn = f_sgn[f]
+        for q in range(count):
+            if mac[q] == 0:
+                continue
+            i = cols[q]
+            tidx = tx[j] if dep == DEP_X0 else (ty[i] if dep == DEP_Y0 else t_epoch)
+            if code < 2:
+                val = np.int64(x_hist[tidx, code, j])
+            elif code < 5:
+                val = np.int64(y_hist[tidx, code - 2, i])
+            elif code == 5:
+                val = np.int64(weights[j, i])
+            elif code == 6:
+                val = np.int64(tag2[j, i]) if use_tags else np.int64(0)
+            elif code == 7:
+                val = np.int64(tag1[j, i]) if use_tags else np.int64(0)
+            elif code == 8:
+                val = np.int64(1 if tx[j] > 0 else 0)
+            else:
+                val = np.int64(1 if ty[i] > 0 else 0)
+            val += const
+            if sgn:
+                val = np.int64(1 if val > 0 else (-1 if val < 0 else 0))
+            mac[q] = _wrap32(mac[q] * _clip(val, lo, hi))
+    mant = p_mant[p]
+    shift = p_shift[p]
+    exp = p_exp[p]
+    for q in range(count):
+        if mac[q] == 0:
+            continue
+        m = _wrap32(mac[q] * mant) >> shift
+        m = _clip(_wrap32(m << exp), ACC_MIN, ACC_MAX)
+        acc[q] = _clip(acc[q] + m, ACC_MIN, ACC_MAX)
+
+
+@njit(cache=True)
 def apply_learning(weights, tag2, tag1, has_target, tx, ty, x_hist, y_hist, u_value, sign_mode,
-                   random_conn, p_target, p_dep, p_mant, p_exp, f_start, f_code, f_const, f_sgn,
-                   widths, active_pre):
+                   random_conn, p_target, p_dep, p_mant, p_exp, p_shift, f_start, f_code, f_const, f_sgn,
+                   f_lo, f_hi, all_post, active_post, acc, mac, new_values):
     """Apply the product series of one epoch to every synapse with an active dependency.
 
     Synapses whose pre neuron (x0 products) or post neuron (y0 products) spiked in the epoch, or
     all synapses in an active u epoch, are updated; the rest would be left unchanged by Lava's
     arithmetic and are skipped. For each updated synapse and learned variable: accumulator =
-    old value << 7, plus each product (factors clipped to their width, multiplied in int32,
-    scaled by the mantissa, shifted back to 15 bits, shifted up by the exponent + 7, saturated),
-    then sign-mode saturation, stochastic rounding to the variable's 8-bit grid with
-    ``random_conn``, and clipping to the variable's range. All factors read the pre-epoch values.
-    Returns the number of synapses updated. ``active_pre`` is (n_pre,) int32 scratch.
+    old value << 7, plus each product (factors + constants clipped to [f_lo, f_hi], multiplied in
+    int32, times the mantissa, shifted right by ``p_shift`` = max(0, factor widths + 4 - 15),
+    shifted up by the exponent + 7, saturated to 16 bits), then sign-mode saturation, stochastic
+    rounding to the variable's 8-bit grid with ``random_conn``, and clipping to the variable's
+    range. Every factor reads the pre-epoch values.
+
+    Work goes row by row (one pre neuron, its post neurons) so [pre, post] arrays are read
+    contiguously. Tag arrays are (n_pre, n_post), or (1, 1) placeholders when the rule neither
+    learns nor reads tags. Scratch: ``all_post`` = arange(n_post) int32, ``active_post`` (n_post,)
+    int32, ``acc``/``mac`` (n_post,) int64, ``new_values`` (3, n_post) int64.
+    Returns the number of synapses updated.
     """
     n_pre = tx.shape[0]
     n_post = ty.shape[0]
     n_active = 0
-    for j in range(n_pre):
-        if tx[j] > 0:
-            active_pre[n_active] = j
+    for i in range(n_post):
+        if ty[i] > 0:
+            active_post[n_active] = i
             n_active += 1
     any_x0 = False
     any_y0 = False
+    every = False
     for p in range(p_dep.shape[0]):
         if p_dep[p] == DEP_X0:
             any_x0 = True
         elif p_dep[p] == DEP_Y0:
             any_y0 = True
-    every = False
-    if u_value != 0:
-        for p in range(p_dep.shape[0]):
-            if p_dep[p] == DEP_U:
-                every = True
+        elif u_value != 0:
+            every = True
     use_tags = tag2.shape[0] == n_pre and tag2.shape[1] == n_post
     updated = 0
-    for i in range(n_post):
-        full_row = every or (any_y0 and ty[i] > 0)
-        count = n_pre if full_row else (n_active if any_x0 else 0)
+    for j in range(n_pre):
+        full_row = every or (any_x0 and tx[j] > 0)
+        count = n_post if full_row else (n_active if any_y0 else 0)
+        if count == 0:
+            continue
+        cols = all_post if full_row else active_post
+        for target in range(3):
+            if not has_target[target]:
+                continue
+            for q in range(count):
+                i = cols[q]
+                if target == TARGET_W:
+                    old = np.int64(weights[j, i])
+                elif target == TARGET_D:
+                    old = np.int64(tag2[j, i])
+                else:
+                    old = np.int64(tag1[j, i])
+                acc[q] = old << SYN_SHIFT
+            for p in range(p_target.shape[0]):
+                if p_target[p] == target:
+                    _product_into(acc, mac, cols, count, j, p, tx, ty, x_hist, y_hist, u_value, weights, tag2,
+                                  tag1, use_tags, p_dep, p_mant, p_exp, p_shift, f_start, f_code, f_const, f_sgn,
+                                  f_lo, f_hi)
+            for q in range(count):
+                new_values[target, q] = _round_and_saturate(target, acc[q], sign_mode, random_conn)
         for q in range(count):
-            j = q if full_row else active_pre[q]
-            w_old = np.int64(weights[j, i])
-            d_old = np.int64(0)
-            t_old = np.int64(0)
-            if use_tags:
-                d_old = np.int64(tag2[j, i])
-                t_old = np.int64(tag1[j, i])
+            i = cols[q]
             if has_target[TARGET_W]:
-                acc = _accumulate(TARGET_W, w_old << SYN_SHIFT, i, j, tx, ty, x_hist, y_hist, u_value,
-                                  w_old, d_old, t_old, p_target, p_dep, p_mant, p_exp, f_start, f_code,
-                                  f_const, f_sgn, widths)
-                weights[j, i] = _round_and_saturate(TARGET_W, acc, sign_mode, random_conn)
+                weights[j, i] = new_values[TARGET_W, q]
             if has_target[TARGET_D]:
-                acc = _accumulate(TARGET_D, d_old << SYN_SHIFT, i, j, tx, ty, x_hist, y_hist, u_value,
-                                  w_old, d_old, t_old, p_target, p_dep, p_mant, p_exp, f_start, f_code,
-                                  f_const, f_sgn, widths)
-                tag2[j, i] = _round_and_saturate(TARGET_D, acc, sign_mode, random_conn)
+                tag2[j, i] = new_values[TARGET_D, q]
             if has_target[TARGET_T]:
-                acc = _accumulate(TARGET_T, t_old << SYN_SHIFT, i, j, tx, ty, x_hist, y_hist, u_value,
-                                  w_old, d_old, t_old, p_target, p_dep, p_mant, p_exp, f_start, f_code,
-                                  f_const, f_sgn, widths)
-                tag1[j, i] = _round_and_saturate(TARGET_T, acc, sign_mode, random_conn)
-            updated += 1
+                tag1[j, i] = new_values[TARGET_T, q]
+        updated += count
     for j in range(n_pre):
         tx[j] = 0
     for i in range(n_post):
