@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+try:  # optional: OpenBLAS threads fight each other on a loaded 2-core machine (eigh 10x slower)
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover - only without scikit-learn's dependency installed
+    threadpool_limits = None
+
 from pipeline.decoders.bci.features import (
     BCIInputError, UnitScaler, check_counts, check_kinematics, lagged,
 )
@@ -78,7 +83,11 @@ class WienerDecoder(LTIDecoder):
         self.scaler = UnitScaler.fit(counts, zscore=True)
         F = lagged(self.scaler.transform(counts), self.history, self.lag, segments)
         if self.auto_ridge:
-            self.ridge, _ = choose_ridge(F, y, RIDGE_GRID)
+            if threadpool_limits is None:
+                self.ridge, _ = choose_ridge(F, y, RIDGE_GRID)
+            else:
+                with threadpool_limits(1, user_api="blas"):
+                    self.ridge, _ = choose_ridge(F, y, RIDGE_GRID)
         coef, intercept = fit_linear(F, y, self.ridge)
         d = y.shape[1]
         G = coef.T.reshape(d, self.history, len(self.scaler.keep))
