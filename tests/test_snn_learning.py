@@ -369,3 +369,54 @@ def test_reset_replays_identically(lava_learning):
             engine.step_masks(d["pre"][:, t].astype(np.uint8), d["post"][:, t].astype(np.uint8))
         runs.append((weights.copy(), engine.x.copy(), engine.y.copy()))
     assert all(np.array_equal(a, b) for a, b in zip(*runs))
+
+
+def test_rule_survives_network_save_and_load(tmp_path):
+    from pipeline.snn import Dense, LoihiLIF, Network, Population, build
+
+    rule = LearningRule.from_strings(dw="2^-2*x1*y0 - 3*2^-3*y1*x0 + u1*sgn(w)*(-1)", dt="y0*(x2 - 3)",
+                                     x1_impulse=20.5, x1_tau=6, x2_impulse=4, x2_tau=3, y1_impulse=9.25,
+                                     y1_tau=5, t_epoch=3, rng_seed=11, sign_mode="mixed")
+    assert LearningRule.from_arrays(rule.to_arrays()) == rule
+    rng = np.random.default_rng(4)
+    network = Network(n_inputs=30, populations=[Population("p", 8, LoihiLIF(du=300, dv=300, vth=30))],
+                      projections=[Dense(name="d", source="input", target="p",
+                                         weights=rng.integers(-80, 120, size=(8, 30)), learning=rule)])
+    network.save(tmp_path / "net.npz")
+    loaded = Network.load(tmp_path / "net.npz")
+    assert loaded.projections[0].learning == rule
+    inputs = [np.flatnonzero(rng.random(30) < 0.3).astype(np.int32) for _ in range(60)]
+    runs = []
+    for net in (network, loaded):
+        runtime = build(net, "loihi")
+        runtime.warmup()
+        for x in inputs:
+            runtime.step(x)
+        runs.append(runtime.weights.copy())
+        assert runtime.counters.total()["learning_updates"] > 0
+    assert np.array_equal(*runs)
+
+
+def test_runtime_hook_matches_a_standalone_engine():
+    """The runtime feeds the engine this step's pre (input) and post spikes after the synaptic input
+    was computed with the pre-learning weights; a standalone engine fed the recorded spikes agrees."""
+    from pipeline.snn import Dense, LoihiLIF, Network, Population, build
+
+    rng = np.random.default_rng(0)
+    n_in, n_out = 20, 6
+    weights = rng.integers(-60, 120, size=(n_out, n_in))
+    rule = stdp_loihi(1, 2, -2, 10, 8, t_epoch=2, rng_seed=42)
+    network = Network(n_inputs=n_in, populations=[Population("out", n_out, LoihiLIF(du=100, dv=200, vth=60))],
+                      projections=[Dense(name="d", source="input", target="out", weights=weights, learning=rule)])
+    runtime = build(network, "loihi")
+    runtime.warmup()
+    standalone = learning_dense_weights(weights).T.astype(np.int16)
+    engine = LearningEngine(rule, standalone)
+    for _ in range(200):
+        inputs = np.flatnonzero(rng.random(n_in) < 0.2).astype(np.int32)
+        post = runtime.step(inputs).copy()
+        engine.step(inputs, post)
+    assert engine.updates_total > 0
+    assert np.array_equal(runtime.weights.reshape(n_in, n_out), standalone)
+    with pytest.raises(ValueError, match="loihi backend only"):
+        build(network, "float")

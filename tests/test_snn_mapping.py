@@ -183,3 +183,19 @@ def test_runtime_counters_feed_the_estimate():
     busy_ns = 3.5 * a[0] + 8.4 * a[1] + 5.3 * a[2] + 6.1 * a[4]
     assert total.busiest_population == "A"
     assert total.chip_time_us == pytest.approx(5.8 + (busy_ns + 2.1) / 1000)
+
+
+def test_command_line_prints_table_json_and_errors(tmp_path, capsys):
+    import json
+
+    from pipeline.snn.mapping import _main
+
+    path = tmp_path / "net.npz"
+    _two_layer().save(path)
+    assert _main([str(path)]) == 0
+    assert "2 cores on 1 chip(s)" in capsys.readouterr().out
+    assert _main([str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cores"] == 2 and [p["cores"] for p in report["populations"]] == [1, 1]
+    assert _main([str(path), "--chips", "0"]) == 1
+    assert "population 'A'" in capsys.readouterr().err

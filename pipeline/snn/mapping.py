@@ -463,3 +463,35 @@ def estimate_runtime(runtime, mapping: Mapping, total: bool = False) -> EnergyEs
     if total:
         return mapping.estimate(runtime.counters, TOTAL)
     return mapping.estimate(runtime.counters, LAST, input_spikes=int(runtime.groups[0, 2]))
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.snn.mapping NETWORK.npz [--chips N] [--json]``: print the placement."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.snn.mapping",
+                                     description="Place a saved spikeloop network on Loihi 1 cores and chips.")
+    parser.add_argument("network", help="network .npz written by Network.save")
+    parser.add_argument("--chips", type=int, default=LoihiSpec.max_chips, help="chips available (default %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the placement as JSON")
+    args = parser.parse_args(argv)
+    try:
+        mapping = map_network(Network.load(args.network), LoihiSpec(max_chips=args.chips))
+    except (OSError, ValueError) as error:
+        print(f"{args.network}: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"cores": mapping.n_cores, "chips": mapping.n_chips, "populations": [
+            {"name": p.name, "neurons": p.size, "cores": len(p.cores), "chips": p.chips,
+             "max_compartments_per_core": p.max_compartments, "max_input_axons_per_core": p.max_input_axons,
+             "max_output_axons_per_core": p.max_output_axons, "max_synaptic_bytes_per_core": p.max_synaptic_bytes,
+             "synapses": p.synapses, "spike_message_pj": p.spike_message_pj} for p in mapping.populations]}))
+    else:
+        print(mapping.report())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
