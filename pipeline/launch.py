@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,6 @@ class LaunchSpec:
     decoder: tuple[str, dict]
     sinks: list[tuple[str, str, dict, dict]]
     controller: dict
-    raw: dict = field(repr=False, default_factory=dict)
 
 
 # -- overrides ---------------------------------------------------------------------------------------
@@ -216,7 +215,7 @@ def load_launch(path: str | Path, sets: list[str] = (), source: str | None = Non
     sinks = _check_sinks(path, display, raw["sinks"])
     controller = check_table(ctx("controller"), raw.get("controller", {}), CONTROLLER_KEYS)
     return LaunchSpec(path, display, source_spec, loop, stages, network, network_params, decoder, sinks,
-                      controller, raw)
+                      controller)
 
 
 def _typed_table(ctx: Context, table: Any, types: tuple[str, ...], schemas: dict[str, dict[str, Key]],
@@ -253,8 +252,8 @@ def _rephrase(ctx: Context, error: Exception) -> LaunchError:
 
 def _accepted_parameters(cls, skip: tuple[str, ...]) -> dict[str, inspect.Parameter]:
     params = inspect.signature(cls.__init__).parameters
-    return {n: p for n, p in params.items() if n not in ("self", *skip) and p.kind is p.POSITIONAL_OR_KEYWORD
-            or n not in ("self", *skip) and p.kind is p.KEYWORD_ONLY}
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {n: p for n, p in params.items() if n not in ("self", *skip) and p.kind in named}
 
 
 def _check_free_params(ctx: Context, table: dict, cls, skip: tuple[str, ...]) -> dict:

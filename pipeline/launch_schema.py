@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -83,7 +83,6 @@ class Context:
     file: Path
     section: str
     display: str = ""
-    extra: dict = field(default_factory=dict)
 
     def where(self, key: str | None = None) -> str:
         name = self.display or str(self.file)

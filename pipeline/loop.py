@@ -217,13 +217,9 @@ class Pacer:
             time.sleep(0)
 
 
-def bins_of(binner, events: np.ndarray, t_end_us: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Feed one packet to a :class:`pipeline.stages.StepBinner`; yield ``(step_end_us, indices int32)`` for
-    every step the packet completes (views into the batch's own arrays, valid while bins wait to run)."""
-    return _steps(binner.push(events, t_end_us))
-
-
-def _steps(batch) -> Iterator[tuple[int, np.ndarray]]:
+def steps_of(batch) -> Iterator[tuple[int, np.ndarray]]:
+    """``(step_end_us, indices int32)`` for every step of a :class:`pipeline.stages.StepBatch` (the indices
+    are views into the batch's own arrays, so they stay valid while the bins wait to run)."""
     for i in range(len(batch)):
         yield batch.step_start_us(i) + batch.dt_us, batch.step(i)
 
@@ -293,7 +289,7 @@ class Loop:
 
     source: a :class:`pipeline.source.Source` (DVS events).
     stages: callables ``stage(events) -> events`` applied in order to every packet.
-    binner: a StepBinner for ``config.dt_us`` (``push(events, t_end_us)`` yields complete steps).
+    binner: a :class:`pipeline.stages.StepBinner` for ``config.dt_us`` (``push`` returns the complete steps).
     runtime: the built network (``step(indices int32) -> spikes uint8 (n_out,)``).
     decode: ``(spikes, t_us) -> command`` (float64 (n,), e.g. wheel rad/s) or None.
     sinks: objects with ``write(command, t_us) -> ns`` and ``close()``.
@@ -369,15 +365,15 @@ class Loop:
         for stage in self.stages:
             events = stage(events)
         self.events_used += len(events)
-        for t_us, indices in bins_of(self.binner, events, packet.t_end_us):
+        for t_us, indices in steps_of(self.binner.push(events, packet.t_end_us)):
             self._pending.append((t_us, indices, arrival_ns))
 
-    def _flush(self, item_arrival: int) -> None:
+    def _flush(self, arrival_ns: int) -> None:
         """End of stream: the binner's last (partial) step joins the pending steps."""
         if not self._flushed:
             self._flushed = True
-            for t_us, indices in _steps(self.binner.flush()):
-                self._pending.append((t_us, indices, item_arrival))
+            for t_us, indices in steps_of(self.binner.flush()):
+                self._pending.append((t_us, indices, arrival_ns))
 
     def _run_pending(self, merge: bool) -> None:
         pending = self._pending
@@ -490,7 +486,7 @@ class Loop:
                 except queue.Empty:
                     break
             if ended:
-                self._flush(item_arrival=time.perf_counter_ns())
+                self._flush(time.perf_counter_ns())
             self._run_pending(merge)
             self._maybe_report()
             if ended:
