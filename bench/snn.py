@@ -9,7 +9,7 @@ given as a fraction of the bandwidth bound: bytes of weight rows touched per ste
 the weight matrices (4-16 MB) fit this machine's last-level cache, the fraction against the read
 bandwidth of a cache-resident array of the weights' size is printed as well.
 
-    python bench/snn.py [--json] [--steps N] [--repeats R] [--paced-steps N]
+    python bench/snn.py [--json] [--steps N] [--repeats R] [--paced-steps N] [--realtime]
 """
 from __future__ import annotations
 
@@ -165,6 +165,7 @@ def run(steps: int, repeats: int, paced_steps: int) -> dict:
         "p99_us <= 150 (both)": all(x["p99_us"] <= GOALS["p99_us"] for x in b.values()),
         "missed < 0.1 % (both)": all(x["paced_1kHz"]["missed_fraction"] < GOALS["missed_fraction"] for x in b.values()),
     }
+    results["scheduler"] = "SCHED_FIFO" if os.sched_getscheduler(0) == os.SCHED_FIFO else "normal"
     results["load_average_1min"] = os.getloadavg()[0]
     results["cpus"] = os.cpu_count()
     results["anchors_not_measured_here"] = ANCHORS
@@ -190,7 +191,8 @@ def print_table(results: dict) -> None:
     print(f"activity: {b['active_inputs_per_step']:.1f} active inputs/step, {b['hidden_spikes_per_step']:.1f} hidden spikes/step")
     print(f"loihi / float steps/s (measured side by side): {results['loihi_over_float']:.2f}")
     print(f"machine load during the run: 1-min load average {results['load_average_1min']:.1f} on "
-          f"{results['cpus']} CPUs (other processes compete for the cores; pacing suffers first)")
+          f"{results['cpus']} CPUs (other processes compete for the cores; pacing suffers first); "
+          f"scheduler: {results['scheduler']}")
     for goal, ok in results["goals"].items():
         print(f"goal {goal}: {'met' if ok else 'NOT met'}")
     print(results["anchors_not_measured_here"])
@@ -202,7 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10_000, help="steps per back-to-back run (default 10000)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved back-to-back repeats (default 3)")
     parser.add_argument("--paced-steps", type=int, default=10_000, help="ticks of the 1 kHz paced run (default 10000)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="run under SCHED_FIFO (needs root/CAP_SYS_NICE), as a real-time controller would")
     args = parser.parse_args(argv)
+    if args.realtime:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+        except (AttributeError, PermissionError, OSError) as error:
+            print(f"--realtime: SCHED_FIFO refused ({error}); running with the normal scheduler", file=sys.stderr)
     results = run(args.steps, args.repeats, args.paced_steps)
     if args.json:
         print(json.dumps(results, indent=2))
