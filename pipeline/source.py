@@ -64,4 +64,4 @@ def concat_events(arrays: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
     """Concatenate event arrays of one dtype; an empty list gives an empty array of ``dtype``."""
     if not arrays:
         return np.zeros(0, dtype=dtype)
-    return np.concatenate(arrays)
+    return np.concatenate(arrays, dtype=dtype)
