@@ -11,7 +11,10 @@ Per bin of ``steps`` SNN steps (dt = 1 ms network time each):
   beta + y_i and the neg ones beta - y_i, where y = b + w c is the linear decoder's output.
   Neuron k of a population has threshold q * (1 + k / neurons) (heterogeneous thresholds spread the
   spike phases), so its spike count over a bin is about (beta ± y_i) / q_k;
-* readout: y_i ~= (n_pos - n_neg) / (2 * sum_k 1 / q_k), the filtered (bin-summed) spike counts.
+* readout: the bin-summed spike counts, y_i ~= (n_pos - n_neg) / (2 * sum_k 1 / q_k) in theory; since a
+  Loihi neuron resets to 0 and drops the overshoot above threshold (and fires at most once per step), the
+  realised gain is lower, so the readout y_i = a_i n_pos + c_i n_neg + e_i is fitted by least squares on
+  the training bins run through the network (a trained readout, 3 numbers per axis).
 
 Weights are quantised to Loihi's 8-bit mantissa and shared exponent, biases to 13-bit mantissas
 (pipeline.snn.convert.quantize_weights). The same network runs on the ``loihi`` backend (integer,
@@ -23,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from pipeline.decoders.bci.base import BinDecoder, weights_shape_check
-from pipeline.decoders.bci.features import BCIInputError, UnitScaler, check_counts
+from pipeline.decoders.bci.features import BCIInputError, UnitScaler, check_counts, check_segments
 from pipeline.decoders.bci.wiener import WienerDecoder
 
 #: Threshold mantissa of the largest-threshold output neuron (state threshold = VTH << 6).
@@ -95,19 +98,40 @@ class SNNDecoder(BinDecoder):
         y_max = float(np.max(np.abs(wiener.predict(counts))))
         self.scaler = UnitScaler(s.n_units, s.keep, np.zeros(len(s.keep)), np.ones(len(s.keep)))
         self.n_out = d
-        self._configure(w, b, self.headroom * max(y_max, 1e-9))
+        self._configure(w, b, self.headroom * max(y_max, 1e-9), np.zeros((d, 3)))
+        y = np.asarray(kinematics, dtype=np.float64)
+        pos_neg = np.concatenate([self._run_counts(counts[a:b]) for a, b in check_segments(segments, len(counts))])
+        for i in range(d):
+            design = np.column_stack([pos_neg[:, i, 0], pos_neg[:, i, 1], np.ones(len(y))])
+            self.readout[i] = np.linalg.lstsq(design, y[:, i], rcond=None)[0]
         return self
 
-    def _configure(self, w: np.ndarray, b: np.ndarray, beta: float) -> None:
+    def _run_counts(self, counts: np.ndarray) -> np.ndarray:
+        """Spike counts per bin of the pos and neg populations, (T, d, 2), from a reset network."""
+        self.reset()
+        out = np.zeros((len(counts), self.n_out, 2))
+        for t, row in enumerate(counts):
+            self._run_bin(row)
+            out[t] = self._acc.reshape(self.n_out, 2, self.neurons).sum(axis=2)
+        return out
+
+    def _run_bin(self, counts: np.ndarray) -> None:
+        """Drive the network through one bin; self._acc holds each output neuron's spike count."""
+        self.dropped_spikes += schedule(counts, self.steps, self._units, self._ptr)
+        acc, units, ptr, run = self._acc, self._units, self._ptr, self.runtime.step
+        acc[:] = 0
+        for s in range(self.steps):
+            acc += run(units[ptr[s]:ptr[s + 1]])
+
+    def _configure(self, w: np.ndarray, b: np.ndarray, beta: float, readout: np.ndarray) -> None:
         from pipeline.snn import Dense, LoihiLIF, Network, Population, build
         from pipeline.snn.convert import quantize_weights
 
-        self.w, self.b, self.beta = w, b, float(beta)
+        self.w, self.b, self.beta, self.readout = w, b, float(beta), readout
         d, n_units, N = w.shape[0], w.shape[1], self.neurons
         # the fastest neuron (k = 0, threshold q) at |y| = beta fires duty * steps times per bin
         self.q = 2.0 * self.beta / (self.duty * self.steps)
         q_k = self.q * (1.0 + np.arange(N) / N)
-        self.gain = 1.0 / (2.0 * np.sum(1.0 / q_k))
         scale = (VTH << 6) / q_k.max()
         sign = np.repeat([1.0, -1.0], N)                                   # pos block, then neg block
         out_w = np.concatenate([np.outer(sign, w[i]) for i in range(d)])     # (d * 2N, n_units)
@@ -129,7 +153,6 @@ class SNNDecoder(BinDecoder):
         self._units = np.zeros(n_units * self.steps, dtype=np.int32)
         self._ptr = np.zeros(self.steps + 1, dtype=np.int64)
         self._acc = np.zeros(2 * N * d, dtype=np.int64)
-        self._signs = np.tile(sign, d)
         self._out = np.zeros(d)
 
     def _require_fit(self) -> None:
@@ -154,13 +177,10 @@ class SNNDecoder(BinDecoder):
         counts = self._check_bin(counts)
         if not np.all(np.isfinite(counts)):
             raise BCIInputError("bin: non-finite count (NaN/inf)")
-        self.dropped_spikes += schedule(counts, self.steps, self._units, self._ptr)
-        acc, units, ptr, run = self._acc, self._units, self._ptr, self.runtime.step
-        acc[:] = 0
-        for s in range(self.steps):
-            acc += run(units[ptr[s]:ptr[s + 1]])
-        spikes = (acc * self._signs).reshape(self.n_out, -1).sum(axis=1)
-        np.multiply(spikes, self.gain, out=self._out)
+        self._run_bin(counts)
+        pos_neg = self._acc.reshape(self.n_out, 2, self.neurons).sum(axis=2)
+        r = self.readout
+        self._out[:] = r[:, 0] * pos_neg[:, 0] + r[:, 1] * pos_neg[:, 1] + r[:, 2]
         return self._out
 
     def predict(self, counts, x0=None) -> np.ndarray:
@@ -184,7 +204,7 @@ class SNNDecoder(BinDecoder):
         arrays = super().to_arrays()
         arrays.update(w=self.w, b=self.b, beta=np.float64(self.beta), steps=np.int64(self.steps),
                       neurons=np.int64(self.neurons), backend=np.array(self.backend),
-                      headroom=np.float64(self.headroom), duty=np.float64(self.duty))
+                      headroom=np.float64(self.headroom), duty=np.float64(self.duty), readout=self.readout)
         return arrays
 
     @classmethod
@@ -193,5 +213,6 @@ class SNNDecoder(BinDecoder):
                   headroom=float(arrays["headroom"]), duty=float(arrays["duty"]))
         dec._load_base(arrays)
         w = weights_shape_check("w", arrays["w"], (dec.n_out, dec.scaler.n_units))
-        dec._configure(w, weights_shape_check("b", arrays["b"], (dec.n_out,)), float(arrays["beta"]))
+        dec._configure(w, weights_shape_check("b", arrays["b"], (dec.n_out,)), float(arrays["beta"]),
+                       weights_shape_check("readout", arrays["readout"], (dec.n_out, 3)))
         return dec
