@@ -274,3 +274,23 @@ def test_controller_logs_whether_sched_fifo_was_granted(recording):
     assert lines[0]["event"] in ("realtime", "realtime_refused") and lines[0]["priority"] == 1
     final = next(line for line in lines if line["event"] == "final")
     assert 199 <= final["steps"] + final["merged_steps"] <= 201
+
+
+def test_falling_behind_is_logged_when_it_happens():
+    import io
+    from types import SimpleNamespace
+
+    from pipeline.commands.launch import Degradation, EventLog
+
+    stream = io.StringIO()
+    degradation = Degradation(EventLog(as_json=False, stream=stream))
+    counts = dict(merged_steps=0, dropped_packets=0, missed_ticks=0, sink_errors=0)
+    degradation(SimpleNamespace(**counts))
+    degradation(SimpleNamespace(**{**counts, "merged_steps": 7, "missed_ticks": 3}))
+    degradation(SimpleNamespace(**{**counts, "merged_steps": 7, "missed_ticks": 3, "sink_errors": 2}))
+    assert stream.getvalue().splitlines() == [
+        "event=behind new_merged_steps=7 new_missed_ticks=3",
+        "event=sink_errors new=2 total=2",
+    ]
+    EventLog(as_json=False, stream=stream)("stopped", counters={"motors": {"errors": 0}})
+    assert stream.getvalue().splitlines()[-1] == "event=stopped counters.motors.errors=0"

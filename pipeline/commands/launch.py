@@ -47,7 +47,7 @@ class EventLog:
             line = json.dumps({"t": round(time.time(), 6), "event": event, **clean}, default=str)
         else:
             parts = [f"event={event}"]
-            for key, value in fields.items():
+            for key, value in _flatten(fields).items():
                 if isinstance(value, float):
                     value = f"{value:.4g}"
                 elif isinstance(value, str) and (not value or " " in value):
@@ -55,6 +55,17 @@ class EventLog:
                 parts.append(f"{key}={value}")
             line = " ".join(parts)
         print(line, file=self.stream, flush=True)
+
+
+def _flatten(fields: dict, prefix: str = "") -> dict:
+    """Nested dicts as dotted keys: {"motors": {"errors": 0}} -> {"motors.errors": 0}."""
+    flat = {}
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def set_realtime(priority: int, log: EventLog) -> None:
@@ -68,6 +79,29 @@ def set_realtime(priority: int, log: EventLog) -> None:
         log("realtime_refused", policy="SCHED_FIFO", priority=priority, reason=str(exc))
 
 
+class Degradation:
+    """Turns report counters into log events when they grow: ``behind`` (bins merged, packets dropped,
+    ticks missed) and ``sink_errors``, so falling behind is logged as it happens, not only counted."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.seen = {"merged_steps": 0, "dropped_packets": 0, "missed_ticks": 0, "sink_errors": 0}
+
+    def __call__(self, report) -> None:
+        grown = {k: getattr(report, k) - v for k, v in self.seen.items() if getattr(report, k) > v}
+        self.seen.update({k: getattr(report, k) for k in grown})
+        behind = {k: v for k, v in grown.items() if k != "sink_errors"}
+        if behind:
+            self.log("behind", **{f"new_{k}": v for k, v in behind.items()})
+        if "sink_errors" in grown:
+            self.log("sink_errors", new=grown["sink_errors"], total=report.sink_errors)
+
+
+def motor_counters(sinks) -> dict:
+    """Link and safety counters of every motor sink (watchdog stops, reconnects, coalesced commands ...)."""
+    return {sink.name: sink.controller.counters for sink in sinks if hasattr(sink, "controller")}
+
+
 def run(args) -> int:
     from pipeline.launch import LaunchError, build_graph, load_launch
 
@@ -78,49 +112,57 @@ def run(args) -> int:
         return EXIT_INVALID
     log_format = spec.controller["log_format"]
     log = EventLog(log_format == "json" or (log_format == "auto" and args.headless))
+    degradation = Degradation(log)
 
     def on_report(report) -> None:
         log("final" if report.final else "stats", **{k: v for k, v in report.as_dict().items() if k != "final"})
+        if not report.final:
+            degradation(report)
 
-    if spec.controller["realtime_priority"]:
-        set_realtime(spec.controller["realtime_priority"], log)
-    try:
-        graph = build_graph(spec, on_report=on_report)
-    except LaunchError as exc:
-        print(f"spikeloop launch: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    loop = graph.loop
     stop_signal: list[int] = []
+    graph = None
 
     def on_signal(signum, frame) -> None:
         stop_signal.append(signum)
-        loop.stop()
+        if graph is not None:
+            graph.loop.stop()
 
+    # Installed before anything opens: a signal while ports open or kernels compile still ends cleanly.
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     status = 0
     report = None
     try:
-        loop.warmup()
-        log("start", file=spec.display, source=spec.source["type"], mode=spec.loop.mode, dt_us=spec.loop.dt_us,
-            inputs=graph.network.n_inputs, outputs=graph.network.n_outputs,
-            sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks))
-        if not stop_signal:
-            report = loop.run()
-        if stop_signal:
-            log("signal", signal=signal.Signals(stop_signal[0]).name)
-        if report is not None and report.fatal:
-            log("device_lost", reason=report.fatal)
-            status = EXIT_DEVICE_LOST
-    except Exception as exc:  # the source or the network failed: stop the motors, report, non-zero exit
-        log("error", kind=type(exc).__name__, message=str(exc))
-        status = EXIT_FAILED
-    finally:
+        if spec.controller["realtime_priority"]:
+            set_realtime(spec.controller["realtime_priority"], log)
         try:
-            graph.close()
-            log("stopped", motors="zero velocity, torque off")
-        except Exception as exc:
-            log("error", kind=type(exc).__name__, message=f"while stopping: {exc}")
-            status = status or EXIT_FAILED
+            graph = build_graph(spec, on_report=on_report)
+        except LaunchError as exc:
+            print(f"spikeloop launch: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        try:
+            graph.loop.warmup()
+            log("start", file=spec.display, source=spec.source["type"], mode=spec.loop.mode,
+                dt_us=spec.loop.dt_us, inputs=graph.network.n_inputs, outputs=graph.network.n_outputs,
+                sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks))
+            if not stop_signal:
+                report = graph.loop.run()
+            if stop_signal:
+                log("signal", signal=signal.Signals(stop_signal[0]).name)
+            if report is not None and report.fatal:
+                log("device_lost", reason=report.fatal)
+                status = EXIT_DEVICE_LOST
+        except Exception as exc:  # the source or the network failed: stop the motors, report, non-zero exit
+            log("error", kind=type(exc).__name__, message=str(exc))
+            status = EXIT_FAILED
+        finally:
+            counters = motor_counters(graph.sinks)
+            try:
+                graph.close()
+                log("stopped", motors="zero velocity, torque off", counters=counters)
+            except Exception as exc:
+                log("error", kind=type(exc).__name__, message=f"while stopping: {exc}")
+                status = status or EXIT_FAILED
+    finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if args.json and report is not None:
