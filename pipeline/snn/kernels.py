@@ -83,11 +83,28 @@ def _accumulate(t, spikes, active, groups, proj, weights, indptr, post, delays, 
         if proj[p, KIND] == DENSE:
             slot = ring_off + ((t + 1 + proj[p, DELAY]) % ring_len) * n_tgt
             acc = ring[slot:slot + n_tgt]
-            for k in range(count):
-                row = w_off + (active[start + k] - src_start) * n_tgt
-                w = weights[row:row + n_tgt]
+            rows = active[start:start + count]
+            k = 0
+            # Four rows per pass: one accumulator load/store per four rows and four read streams in
+            # flight; the additions keep the one-row-at-a-time order, so float sums round the same.
+            while k + 4 <= count:
+                r0 = w_off + (rows[k] - src_start) * n_tgt
+                r1 = w_off + (rows[k + 1] - src_start) * n_tgt
+                r2 = w_off + (rows[k + 2] - src_start) * n_tgt
+                r3 = w_off + (rows[k + 3] - src_start) * n_tgt
+                w0 = weights[r0:r0 + n_tgt]
+                w1 = weights[r1:r1 + n_tgt]
+                w2 = weights[r2:r2 + n_tgt]
+                w3 = weights[r3:r3 + n_tgt]
                 for j in range(n_tgt):
-                    acc[j] += w[j]
+                    acc[j] = acc[j] + w0[j] + w1[j] + w2[j] + w3[j]
+                k += 4
+            while k < count:
+                r0 = w_off + (rows[k] - src_start) * n_tgt
+                w0 = weights[r0:r0 + n_tgt]
+                for j in range(n_tgt):
+                    acc[j] += w0[j]
+                k += 1
             ops = count * n_tgt
         else:
             idx_off = proj[p, IDX_OFF]
