@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     parser.add_argument("--source", metavar="PATH|webcam[:N]|video:PATH|camera[:SERIAL]|tcp://HOST:PORT",
                         help="replace the file's source: a recording to replay, or a live source (loop runs live)")
     parser.add_argument("--headless", action="store_true",
-                        help="no window; one structured log line per event (JSON unless [controller] log_format says text)")
+                        help="controller process: JSON log lines on stderr (unless [controller] log_format says "
+                             "text); without it, key=value lines for people (no live view window here)")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of sensor time")
     parser.add_argument("--json", action="store_true", help="print the final report as one JSON object on stdout")
     parser.set_defaults(func=run)
