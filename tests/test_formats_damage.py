@@ -239,3 +239,16 @@ def test_flipped_timestamp_high_byte_is_damage_at_that_record(samples, tmp_path,
     events, error, damage = run(sample.reader, path)
     assert len(damage) == 1 and f"at byte {position - ts_byte}" in str(damage[0].message)
     np.testing.assert_array_equal(events, sample.clean[: len(events)])
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+@SETTINGS
+@given(chunk_events=st.integers(1, 3000), block_bytes=st.integers(1, 4000))
+def test_any_chunk_and_block_size_gives_the_clean_events(samples, tmp_path, name, chunk_events, block_bytes):
+    """Decoder state carries across every block and chunk boundary (vectors, packets, time bases)."""
+    sample = samples[name]
+    path = tmp_path / f"clean{sample.suffix}"
+    path.write_bytes(sample.raw)
+    reader = sample.reader(path, chunk_events=chunk_events)
+    reader.block_bytes = block_bytes
+    np.testing.assert_array_equal(decode(reader), sample.clean)
