@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.snn import learning_kernels as k
-from pipeline.snn.learning import LearningEngine, learning_dense_weights
+from pipeline.snn.learning import FloatLearningEngine, LearningEngine, learning_dense_weights
 from pipeline.snn.learning_random import BlockDraws
 from pipeline.snn.learning_rule import (Factor, LearningRule, Product, RuleSyntaxError, TraceConfig,
                                         literal_from_float, parse_rule, stdp_loihi)
@@ -418,5 +418,91 @@ def test_runtime_hook_matches_a_standalone_engine():
         engine.step(inputs, post)
     assert engine.updates_total > 0
     assert np.array_equal(runtime.weights.reshape(n_in, n_out), standalone)
-    with pytest.raises(ValueError, match="loihi backend only"):
-        build(network, "float")
+
+
+def _lava_float_model(rule, w_post_pre, pre, post, sign_mode):
+    """Lava's LearningConnectionModelFloat as numpy array operations (tau 0 traces taken as 0)."""
+    n_post, n_pre = w_post_pre.shape
+    te = rule.t_epoch
+    xi = np.array([c.impulse for c in rule.x_traces])
+    yi = np.array([c.impulse for c in rule.y_traces])
+    xtau = np.array([c.tau for c in rule.x_traces], float)
+    ytau = np.array([c.tau for c in rule.y_traces], float)
+    w = w_post_pre.astype(float)
+    x, y = np.zeros((2, n_pre)), np.zeros((3, n_post))
+    tx, ty = np.zeros(n_pre, int), np.zeros(n_post, int)
+    out = []
+    for t in range(1, pre.shape[1] + 1):
+        within = t % te or te
+        s, b = pre[:, t - 1].astype(bool), post[:, t - 1].astype(bool)
+        x[:, (tx > 0) & s] += xi[:, None]
+        tx[s] = within
+        y[:, (ty > 0) & b] += yi[:, None]
+        ty[b] = within
+        if t % te == 0:
+            xh, yh = np.zeros((te + 1, 2, n_pre)), np.zeros((te + 1, 3, n_post))
+            xh[0], yh[0] = x, y
+            for h in range(1, te + 1):
+                for r in range(2):
+                    xh[h, r] = np.exp(-1 / xtau[r]) * xh[h - 1, r] if xtau[r] else 0
+                for r in range(3):
+                    yh[h, r] = np.exp(-1 / ytau[r]) * yh[h - 1, r] if ytau[r] else 0
+                xh[h][:, tx == h] += xi[:, None]
+                yh[h][:, ty == h] += yi[:, None]
+            x, y = xh[-1].copy(), yh[-1].copy()
+            dep = {"x0": (tx > 0)[None, :] * 1.0, "y0": (ty > 0)[:, None] * 1.0}
+            traces = {}
+            for r, name in enumerate(("x1", "x2")):
+                traces[name, "x0"], traces[name, "y0"] = xh[tx, r].diagonal()[None, :], xh[ty, r]
+            for r, name in enumerate(("y1", "y2", "y3")):
+                traces[name, "x0"], traces[name, "y0"] = yh[tx, r].T, yh[ty, r].diagonal()[:, None]
+            dw = 0.0
+            for p in rule.dw:
+                term = p.mantissa * 2.0 ** p.exponent * dep[p.dependency]
+                for f in p.factors:
+                    term = term * ((w if f.var == "w" else dep[f.var] if f.var in dep
+                                    else traces[f.var, p.dependency]) + f.const)
+                dw = dw + term
+            w = w + dw
+            if sign_mode == "excitatory":
+                w = np.maximum(w, 0)
+            tx[:], ty[:] = 0, 0
+        out.append((w.copy(), x.copy(), y.copy()))
+    return out
+
+
+@pytest.mark.parametrize("sign_mode", ["mixed", "excitatory"])
+def test_float_model_matches_lavas_float_formulation(sign_mode):
+    rng = np.random.default_rng(9)
+    n_pre, n_post, n_steps, scale = 6, 4, 50, 2.0 ** 7
+    rule = LearningRule.from_strings(dw="2^-2*x1*y0 - 3*2^-3*y1*x0 + 2^-4*y0*(x2 + 1)*w", x1_impulse=20.5,
+                                     x1_tau=6, x2_impulse=3, x2_tau=4, y1_impulse=9.25, y1_tau=5, t_epoch=3,
+                                     sign_mode=sign_mode)
+    w0 = rng.uniform(0 if sign_mode == "excitatory" else -50, 50, size=(n_post, n_pre))
+    pre = (rng.random((n_pre, n_steps)) < 0.35).astype(np.uint8)
+    post = (rng.random((n_post, n_steps)) < 0.3).astype(np.uint8)
+    expected = _lava_float_model(rule, w0, pre, post, sign_mode)
+    weights = w0.T * scale                     # the float backend stores W * 2**(weight_exp + 6)
+    engine = FloatLearningEngine(rule, weights, weight_scale=scale)
+    for t in range(n_steps):
+        engine.step_masks(pre[:, t], post[:, t])
+        w, x, y = expected[t]
+        np.testing.assert_allclose(weights.T / scale, w, rtol=1e-12, atol=1e-9, err_msg=f"step {t}")
+        np.testing.assert_allclose(engine.x, x, rtol=1e-12), np.testing.assert_allclose(engine.y, y, rtol=1e-12)
+    assert engine.updates_total > 0 and not np.allclose(weights.T / scale, w0)
+
+
+def test_float_backend_runs_learning_rules():
+    from pipeline.snn import Dense, FloatLIF, Network, Population, build
+
+    rng = np.random.default_rng(1)
+    network = Network(n_inputs=20, populations=[Population("out", 6, FloatLIF(threshold=1.0))],
+                      projections=[Dense(name="d", source="input", target="out", weights=rng.random((6, 20)) * 0.5,
+                                         learning=stdp_loihi(0.25, 1, -1, 10, 8, t_epoch=2, rng_seed=1))])
+    runtime = build(network, "float")
+    runtime.warmup()
+    before = runtime.weights.copy()
+    for _ in range(100):
+        runtime.step(np.flatnonzero(rng.random(20) < 0.3).astype(np.int32))
+    assert runtime.counters.total()["learning_updates"] > 0
+    assert not np.array_equal(before, runtime.weights)

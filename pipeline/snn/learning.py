@@ -31,7 +31,7 @@ from pipeline.snn.learning_random import LavaLearningRandom
 from pipeline.snn.learning_rule import (FACTOR_WIDTHS, TARGETS, Factor, LearningRule, Product, RuleSyntaxError,
                                         TraceConfig, literal_from_float, parse_rule, stdp_loihi)
 
-__all__ = ["LearningEngine", "LearningRule", "Product", "Factor", "TraceConfig", "RuleSyntaxError",
+__all__ = ["LearningEngine", "FloatLearningEngine", "RuntimeLearner", "LearningRule", "Product", "Factor", "TraceConfig", "RuleSyntaxError",
            "parse_rule", "stdp_loihi", "literal_from_float", "learning_dense_weights", "SIGN_MODES"]
 
 SIGN_MODES = {"mixed": k.SIGN_MIXED, "excitatory": k.SIGN_EXCITATORY, "inhibitory": k.SIGN_INHIBITORY}
@@ -249,6 +249,103 @@ class LearningEngine:
                                 self._acc, self._mac, self._new_values)
 
 
+class FloatLearningEngine:
+    """Lava's floating-point learning model (``LearningConnectionModelFloat``) for the float backend.
+
+    Same rule, epochs and step order as LearningEngine, in float64 without rounding: traces add
+    their impulses and decay by exp(-1/tau) per step, and each epoch a variable grows by
+    ``sum(mantissa * 2**exponent * dependency * product of factors)``; weights saturate only by
+    sign mode. ``weights`` (n_pre, n_post) float hold weight * ``weight_scale`` (the float
+    backend stores a Loihi weight W as W * 2**(weight_exp + 6)); rules see Loihi weight units.
+    """
+
+    def __init__(self, rule: LearningRule, weights: np.ndarray, weight_scale: float = 1.0,
+                 sign_mode: str | None = None) -> None:
+        if weights.ndim != 2 or weights.dtype.kind != "f" or not weights.flags.writeable:
+            raise ValueError(f"weights must be a writable 2-D float array [pre, post], got {weights.dtype} "
+                             f"{weights.shape}")
+        if not weight_scale > 0:
+            raise ValueError(f"weight_scale must be > 0, got {weight_scale}")
+        self.rule = rule
+        self.weights = weights
+        self.weight_scale = float(weight_scale)
+        self.sign_mode = rule.sign_mode if sign_mode is None else sign_mode
+        if self.sign_mode not in SIGN_MODES:
+            raise ValueError(f"sign_mode must be one of {sorted(SIGN_MODES)}, got {self.sign_mode!r}")
+        self.n_pre, self.n_post = weights.shape
+        self.t_epoch = int(rule.t_epoch)
+        products = [(TARGETS.index(t), p) for t in TARGETS for p in getattr(rule, t)]
+        self._p_target = np.array([t for t, _ in products], np.int32)
+        self._p_dep = np.array([("x0", "y0", "u").index(p.dependency) for _, p in products], np.int32)
+        self._p_scale = np.array([p.scale for _, p in products], np.float64)
+        factors = [f for _, p in products for f in p.factors]
+        self._f_start = np.cumsum([0] + [len(p.factors) for _, p in products]).astype(np.int32)
+        self._f_code = np.array([f.code for f in factors], np.int32)
+        self._f_const = np.array([f.const for f in factors], np.float64)
+        self._f_sgn = np.array([f.sgn for f in factors], np.bool_)
+        self._has_target = np.array([bool(getattr(rule, t)) for t in TARGETS], np.bool_)
+        self._x_imp = np.array([c.impulse for c in rule.x_traces], np.float64)
+        self._y_imp = np.array([c.impulse for c in rule.y_traces], np.float64)
+        _, _, self._x_decays, self._x_decay = _trace_arrays(rule.x_traces)
+        _, _, self._y_decays, self._y_decay = _trace_arrays(rule.y_traces)
+        tag_shape = weights.shape if rule.uses_tags() else (1, 1)
+        self.tag2 = np.zeros(tag_shape, np.float64)
+        self.tag1 = np.zeros(tag_shape, np.float64)
+        self.x = np.zeros((2, self.n_pre), np.float64)
+        self.y = np.zeros((3, self.n_post), np.float64)
+        self.tx = np.zeros(self.n_pre, np.int32)
+        self.ty = np.zeros(self.n_post, np.int32)
+        self._x_hist = np.zeros((self.t_epoch + 1, 2, self.n_pre), np.float64)
+        self._y_hist = np.zeros((self.t_epoch + 1, 3, self.n_post), np.float64)
+        self._all_post = np.arange(self.n_post, dtype=np.int32)
+        self._active_post = np.zeros(self.n_post, np.int32)
+        self._new_values = np.zeros(3, np.float64)
+        self.time_step = 0
+        self.updates_last_step = 0
+        self.updates_total = 0
+
+    def reset(self) -> None:
+        """Traces, spike times and step counter back to the start (weights untouched)."""
+        for a in (self.x, self.y, self.tx, self.ty, self.tag2, self.tag1):
+            a[...] = 0
+        self.time_step = 0
+        self.updates_last_step = 0
+        self.updates_total = 0
+
+    def warmup(self) -> None:
+        """Compile every kernel on throw-away copies (no state changes)."""
+        scratch = FloatLearningEngine(self.rule, self.weights.copy(order="K"), self.weight_scale, self.sign_mode)
+        ones = np.ones(self.n_pre, np.uint8)
+        for _ in range(self.t_epoch):
+            scratch.step_masks(ones, np.ones(self.n_post, np.uint8))
+
+    def step_masks(self, pre_spikes: np.ndarray, post_spikes: np.ndarray) -> int:
+        """Advance one step with (n_pre,) and (n_post,) 0/1 spikes; returns synapses updated."""
+        if pre_spikes.shape != (self.n_pre,) or post_spikes.shape != (self.n_post,):
+            raise ValueError(f"spikes must have shapes ({self.n_pre},) and ({self.n_post},), got "
+                             f"{pre_spikes.shape} and {post_spikes.shape}")
+        self.time_step += 1
+        within = self.time_step % self.t_epoch or self.t_epoch
+        k.record_mask_float(pre_spikes, within, self.tx, self.x, self._x_imp)
+        k.record_mask_float(post_spikes, within, self.ty, self.y, self._y_imp)
+        if self.time_step % self.t_epoch:
+            self.updates_last_step = 0
+            return 0
+        k.trace_history_float(self.x, self.tx, self._x_decay, self._x_decays, self._x_imp, self._x_hist)
+        k.trace_history_float(self.y, self.ty, self._y_decay, self._y_decays, self._y_imp, self._y_hist)
+        decimate = self.rule.decimate
+        epoch = self.time_step // self.t_epoch
+        u_value = 1 if decimate is not None and epoch % (2 ** decimate) == 0 else 0
+        updated = k.apply_learning_float(self.weights, self.weight_scale, self.tag2, self.tag1, self._has_target,
+                                         self.tx, self.ty, self._x_hist, self._y_hist, u_value,
+                                         SIGN_MODES[self.sign_mode], self._p_target, self._p_dep, self._p_scale,
+                                         self._f_start, self._f_code, self._f_const, self._f_sgn, self._all_post,
+                                         self._active_post, self._new_values)
+        self.updates_last_step = updated
+        self.updates_total += updated
+        return updated
+
+
 class RuntimeLearner:
     """What a runtime's learning hook returns: advances an engine from the runtime's spike views.
 
@@ -257,7 +354,8 @@ class RuntimeLearner:
     order) and returns the number of synapses updated.
     """
 
-    def __init__(self, engine: LearningEngine, pre_spikes: np.ndarray, post_spikes: np.ndarray) -> None:
+    def __init__(self, engine: LearningEngine | FloatLearningEngine, pre_spikes: np.ndarray,
+                 post_spikes: np.ndarray) -> None:
         if pre_spikes.shape != (engine.n_pre,) or post_spikes.shape != (engine.n_post,):
             raise ValueError(f"spike views {pre_spikes.shape}/{post_spikes.shape} do not match weights "
                              f"({engine.n_pre}, {engine.n_post})")
@@ -276,14 +374,19 @@ class RuntimeLearner:
 
 
 def attach_rule(rule: LearningRule, weights: np.ndarray, pre_spikes: np.ndarray, post_spikes: np.ndarray,
-                backend: str) -> RuntimeLearner:
+                backend: str, weight_scale: float | None = None) -> RuntimeLearner:
     """Build (and compile) the learner for a runtime projection (see LearningRule.attach).
 
     loihi: ``weights`` holds the integer Loihi weights, prepared as Lava's LearningDense does
-    (``learning_dense_weights``); they must lie in the rule's sign-mode range.
+    (``learning_dense_weights``); they must lie in the rule's sign-mode range. float: Lava's
+    float model on float weights that hold weight * ``weight_scale`` (default 1: a FloatLIF
+    network's weights; a LoihiLIF network on the float backend stores W * 2**(weight_exp + 6)).
     """
-    if backend != "loihi":
-        raise ValueError(f"learning rules run on the loihi backend only (Lava's fixed-point model), not {backend!r}")
-    engine = LearningEngine(rule, weights, rule.sign_mode)
+    if backend == "loihi":
+        engine = LearningEngine(rule, weights, rule.sign_mode)
+    elif backend == "float":
+        engine = FloatLearningEngine(rule, weights, 1.0 if weight_scale is None else weight_scale)
+    else:
+        raise ValueError(f"unknown backend {backend!r} for a learning rule; expected 'loihi' or 'float'")
     engine.warmup()
     return RuntimeLearner(engine, pre_spikes, post_spikes)

@@ -278,3 +278,137 @@ def apply_learning(weights, tag2, tag1, has_target, tx, ty, x_hist, y_hist, u_va
     for i in range(n_post):
         ty[i] = 0
     return updated
+
+
+# ---------------------------------------------------------------------- float model (Lava's LearningConnectionModelFloat)
+
+@njit(cache=True)
+def record_mask_float(mask, within, t_spike, trace, impulse):
+    """Float traces: a repeat spiker in the epoch adds its impulse right away; records the spike time."""
+    for j in range(mask.shape[0]):
+        if mask[j] == 0:
+            continue
+        if t_spike[j] > 0:
+            for r in range(trace.shape[0]):
+                trace[r, j] += impulse[r]
+        t_spike[j] = within
+
+
+@njit(cache=True)
+def trace_history_float(trace, t_spike, decay, decays, impulse, hist):
+    """Float trace histories: exact exponential decay per step, impulse at the spike time, no
+    rounding or saturation; a trace without decay (tau = 0) is 0 outside its spike step."""
+    t_epoch = hist.shape[0] - 1
+    n_traces, n = trace.shape
+    for r in range(n_traces):
+        for j in range(n):
+            hist[0, r, j] = trace[r, j]
+    for t in range(1, t_epoch + 1):
+        for r in range(n_traces):
+            for j in range(n):
+                hist[t, r, j] = decay[r] * hist[t - 1, r, j] if decays[r] else 0.0
+        for j in range(n):
+            if t_spike[j] == t:
+                for r in range(n_traces):
+                    hist[t, r, j] += impulse[r]
+    for r in range(n_traces):
+        for j in range(n):
+            trace[r, j] = hist[t_epoch, r, j]
+
+
+@njit(cache=True)
+def apply_learning_float(weights, weight_scale, tag2, tag1, has_target, tx, ty, x_hist, y_hist, u_value,
+                         sign_mode, p_target, p_dep, p_scale, f_start, f_code, f_const, f_sgn, all_post,
+                         active_post, new_values):
+    """Float learning epoch: var += sum of scale * dependency * product of (factor + const).
+
+    ``weights`` hold weight * ``weight_scale`` (the float backend's units); factors read and
+    updates write Loihi weight units. Weights saturate only by sign mode (excitatory >= 0,
+    inhibitory <= 0), tag_2 at >= 0, as Lava's float model. Same synapse selection as
+    apply_learning. Returns the number of synapses updated.
+    """
+    n_pre = tx.shape[0]
+    n_post = ty.shape[0]
+    t_epoch = x_hist.shape[0] - 1
+    n_active = 0
+    for i in range(n_post):
+        if ty[i] > 0:
+            active_post[n_active] = i
+            n_active += 1
+    any_x0 = False
+    any_y0 = False
+    every = False
+    for p in range(p_dep.shape[0]):
+        if p_dep[p] == DEP_X0:
+            any_x0 = True
+        elif p_dep[p] == DEP_Y0:
+            any_y0 = True
+        elif u_value != 0:
+            every = True
+    use_tags = tag2.shape[0] == n_pre and tag2.shape[1] == n_post
+    updated = 0
+    for j in range(n_pre):
+        full_row = every or (any_x0 and tx[j] > 0)
+        count = n_post if full_row else (n_active if any_y0 else 0)
+        cols = all_post if full_row else active_post
+        for q in range(count):
+            i = cols[q]
+            w_old = weights[j, i] / weight_scale
+            d_old = tag2[j, i] if use_tags else 0.0
+            t_old = tag1[j, i] if use_tags else 0.0
+            new_values[0] = w_old
+            new_values[1] = d_old
+            new_values[2] = t_old
+            for p in range(p_target.shape[0]):
+                dep = p_dep[p]
+                if dep == DEP_X0:
+                    if tx[j] == 0:
+                        continue
+                    tidx = tx[j]
+                elif dep == DEP_Y0:
+                    if ty[i] == 0:
+                        continue
+                    tidx = ty[i]
+                else:
+                    if u_value == 0:
+                        continue
+                    tidx = t_epoch
+                term = p_scale[p]
+                for f in range(f_start[p], f_start[p + 1]):
+                    code = f_code[f]
+                    if code < 2:
+                        val = x_hist[tidx, code, j]
+                    elif code < 5:
+                        val = y_hist[tidx, code - 2, i]
+                    elif code == 5:
+                        val = w_old
+                    elif code == 6:
+                        val = d_old
+                    elif code == 7:
+                        val = t_old
+                    elif code == 8:
+                        val = 1.0 if tx[j] > 0 else 0.0
+                    else:
+                        val = 1.0 if ty[i] > 0 else 0.0
+                    val += f_const[f]
+                    if f_sgn[f]:
+                        val = 1.0 if val > 0 else (-1.0 if val < 0 else 0.0)
+                    term *= val
+                new_values[p_target[p]] += term
+            if has_target[TARGET_W]:
+                w = new_values[TARGET_W]
+                if sign_mode == SIGN_EXCITATORY and w < 0:
+                    w = 0.0
+                elif sign_mode == SIGN_INHIBITORY and w > 0:
+                    w = 0.0
+                weights[j, i] = w * weight_scale
+            if has_target[TARGET_D]:
+                tag2[j, i] = max(new_values[TARGET_D], 0.0)
+            if has_target[TARGET_T]:
+                tag1[j, i] = new_values[TARGET_T]
+        updated += count
+    for j in range(n_pre):
+        tx[j] = 0
+    for i in range(n_post):
+        ty[i] = 0
+    return updated
