@@ -1,0 +1,114 @@
+"""Decode time per bin of the BCI decoders for 200 units (synthetic, cosine-tuned Poisson counts).
+
+Measured in the same run, one bin at a time through the online API (``decoder.step(counts)``):
+steady-state Kalman (the real-time fast path; goal p99 <= 50 µs), the full Kalman filter (covariance
+recursion per bin), Wiener (current bin), ridge Wiener over 10 bins, the SNN decoder (50 SNN steps per
+bin, loihi backend), and Neural_Decoding's KalmanFilterRegression.predict per bin (when installed).
+
+    python bench/bci.py [--json] [--bins N]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import time
+import warnings
+
+import numpy as np
+
+from pipeline.decoders.bci.kalman import KalmanDecoder
+from pipeline.decoders.bci.snn import SNNDecoder
+from pipeline.decoders.bci.wiener import WienerDecoder
+
+N_UNITS = 200
+
+
+def synthetic(n_bins: int, seed: int = 0):
+    """Counts (n_bins, 200) from cosine-tuned Poisson units driven by a smooth 2-D velocity (n_bins, 2)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_bins) * 0.05
+    vel = np.column_stack([np.sin(0.7 * t) + 0.3 * np.sin(2.3 * t), np.cos(0.5 * t) + 0.3 * np.cos(1.9 * t)])
+    pref = rng.uniform(0, 2 * np.pi, N_UNITS)
+    base = rng.uniform(0.5, 3.0, N_UNITS)
+    rate = base * np.exp(0.6 * (vel[:, :1] * np.cos(pref) + vel[:, 1:] * np.sin(pref)))
+    return rng.poisson(rate).astype(np.float64), vel
+
+
+def time_steps(decoder, counts: np.ndarray) -> np.ndarray:
+    """Per-bin wall time (µs) of decoder.step over counts, after a warm-up."""
+    decoder.warmup()
+    decoder.reset()
+    out = np.zeros(len(counts))
+    clock = time.perf_counter_ns
+    step = decoder.step
+    for i in range(len(counts)):
+        t0 = clock()
+        step(counts[i])
+        out[i] = clock() - t0
+    return out / 1e3
+
+
+def time_neural_decoding(train_counts, train_vel, counts, vel) -> np.ndarray | None:
+    """Neural_Decoding's Kalman predict over the block, as wall time per bin (µs), or None."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):    # it prints warnings about optional packages
+            from Neural_Decoding.decoders import KalmanFilterRegression
+    except ImportError:
+        return None
+    ref = KalmanFilterRegression(C=1)
+    ref.fit(train_counts, train_vel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter_ns()
+        ref.predict(counts, vel)
+    return np.array([(time.perf_counter_ns() - t0) / 1e3 / len(counts)])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--bins", type=int, default=3000, help="bins timed per decoder (SNN and Neural_Decoding: 1/10)")
+    args = parser.parse_args()
+    counts, vel = synthetic(4000 + args.bins)
+    train_c, train_v, test_c, test_v = counts[:4000], vel[:4000], counts[4000:], vel[4000:]
+    decoders = {
+        "kalman_steady_state": KalmanDecoder(steady_state=True),
+        "kalman_full": KalmanDecoder(steady_state=False),
+        "wiener": WienerDecoder(),
+        "ridge_history10": WienerDecoder(history=10, ridge=1000.0),
+        "snn_loihi_50steps": SNNDecoder(steps=50),
+    }
+    results = {}
+    for name, dec in decoders.items():
+        dec.fit(train_c, train_v)
+        block = test_c[: max(50, args.bins // 10)] if name.startswith("snn") else test_c
+        us = time_steps(dec, block)
+        results[name] = {"bins": len(us), "p50_us": float(np.percentile(us, 50)),
+                         "p99_us": float(np.percentile(us, 99)), "max_us": float(us.max())}
+    nd_bins = max(50, args.bins // 10)
+    nd = time_neural_decoding(train_c, train_v, test_c[:nd_bins], test_v[:nd_bins])
+    if nd is not None:
+        results["neural_decoding_kalman_predict"] = {"bins": nd_bins, "mean_us": float(nd[0])}
+    record = {"units": N_UNITS, "goal_p99_us": 50.0, "results": results,
+              "steady_state_meets_goal": results["kalman_steady_state"]["p99_us"] <= 50.0}
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    print(f"decode time per bin, {N_UNITS} units, one bin per step() call (µs)")
+    print(f"{'decoder':<32}{'bins':>7}{'p50':>10}{'p99':>10}{'max':>10}")
+    for name, r in results.items():
+        if "p50_us" in r:
+            print(f"{name:<32}{r['bins']:>7}{r['p50_us']:>10.2f}{r['p99_us']:>10.2f}{r['max_us']:>10.1f}")
+        else:
+            print(f"{name:<32}{r['bins']:>7}{r['mean_us']:>10.1f}   (mean per bin over a block predict)")
+    ss = results["kalman_steady_state"]
+    print(f"steady-state Kalman p99 {ss['p99_us']:.2f} µs vs goal 50 µs: {'met' if ss['p99_us'] <= 50 else 'NOT met'}")
+    if nd is not None:
+        print(f"speed-up vs Neural_Decoding's Kalman predict: x{nd[0] / ss['p50_us']:.0f} (p50)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
