@@ -6,10 +6,12 @@ bad header is reported with its byte offset before dv-processing is involved. Ev
 dv-processing (LZ4/ZSTD packets in C++).
 
 Damage: dv-processing refuses a whole file whose data table is missing or cut (every truncated copy of a
-DV recording). The reader then walks the packet headers itself to find the first incomplete or
-implausible packet (the damage offset), opens a repaired temporary copy without the data table (dv
-then reads the complete packets and ignores a partial tail) and yields the events before the damage,
-with a RecordingDamageWarning naming the file and offset (RecordingError in strict mode).
+DV recording), and it loops forever on some corrupted LZ4 packets. So the reader indexes the packet
+headers itself at open (finding the first incomplete or implausible packet) and vets every packet
+(bounds-checked LZ4 decode, flatbuffer size and identifier; ``recordings.aedat4_lz4``) before
+dv-processing decodes it. On damage it yields the events before it, with a RecordingDamageWarning naming
+the file and byte offset (RecordingError in strict mode); a file dv-processing refuses is read from a
+repaired temporary copy (cut at the damage, without the data table). ZSTD packets cannot be vetted.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import dv_processing as dv
 import numpy as np
 
 from pipeline.dv_bridge import to_numpy
+from recordings.aedat4_lz4 import lz4_decode
 from recordings.base import RecordingError, RecordingHeader, RecordingReader
 
 MAGIC = b"#!AER-DAT4.0\r\n"
@@ -165,43 +168,93 @@ def read_ioheader(path: Path) -> IOHeader:
     return IOHeader(COMPRESSIONS[compression], position, streams, IOHEADER_START + size)
 
 
-def find_damage(path: Path, header: IOHeader) -> tuple[int | None, str]:
-    """Walk the ``int32 streamId, int32 size`` packet headers; return (byte offset, reason) of the
-    first packet that is incomplete or implausible, or (None, "") when all packets are whole."""
+#: One packet of the file: byte offset of its ``int32 streamId, int32 size`` header, stream id, size.
+PACKET_DTYPE = np.dtype([("offset", "<i8"), ("stream_id", "<i4"), ("size", "<i4")])
+
+
+def index_packets(path: Path, header: IOHeader) -> tuple[np.ndarray, int | None, str]:
+    """Walk the packet headers (no payload reads). Returns (PACKET_DTYPE array of the whole packets,
+    byte offset of the first incomplete or implausible packet or None, reason)."""
     end = os.path.getsize(path)
-    limit = end
-    if header.data_table_position >= 0:
-        if header.data_table_position > end:
-            limit = end
-        else:
-            limit = header.data_table_position
+    table = header.data_table_position
+    limit = table if 0 <= table <= end else end
     ids = {s.stream_id for s in header.streams}
+    rows = []
     pos = header.data_start
+    damage: tuple[int | None, str] = (None, "")
     with open(path, "rb", buffering=1 << 16) as f:
         f.seek(pos)
         while pos < limit:
             raw = f.read(8)
             if len(raw) < 8:
-                return pos, "file ends inside a packet header"
+                damage = (pos, "file ends inside a packet header")
+                break
             stream_id, size = struct.unpack("<ii", raw)
             if stream_id not in ids:
-                return pos, f"packet names unknown stream id {stream_id}"
+                damage = (pos, f"packet names unknown stream id {stream_id}")
+                break
             if size <= 0 or pos + 8 + size > limit:
-                if pos + 8 + size > end:
-                    return pos, f"file ends inside a {size}-byte packet"
-                return pos, f"implausible packet size {size}"
+                reason = "file ends inside" if pos + 8 + size > end else "implausible size of"
+                damage = (pos, f"{reason} a {size}-byte packet")
+                break
+            rows.append((pos, stream_id, size))
             pos += 8 + size
             f.seek(pos)
-    if header.data_table_position > end or (header.data_table_position < 0 and pos != end):
-        return limit, "data table missing (file cut)"
-    if header.data_table_position >= 0:
-        return header.data_table_position, "file data table damaged or cut"
-    return None, ""
+    if damage[0] is None and table > end:
+        damage = (end, "file cut before its data table")
+    return np.array(rows, dtype=PACKET_DTYPE), damage[0], damage[1]
+
+
+def _vector_length(flatbuffer: np.ndarray) -> int:
+    """Length of field 0 (the ``elements`` vector) of a size-prefixed packet flatbuffer (0 if absent)."""
+    body = flatbuffer[4:]
+    table, fields = _table_fields(body, struct.unpack_from("<I", body, 0)[0])
+    if not fields or not fields[0]:
+        return 0
+    at = table + fields[0]
+    if at + 4 > len(body):
+        raise ValueError("elements field outside the packet")
+    vector = at + struct.unpack_from("<I", body, at)[0]
+    if vector + 4 > len(body):
+        raise ValueError("elements vector outside the packet")
+    return struct.unpack_from("<I", body, vector)[0]
+
+
+def check_payload(payload: bytes, compression: str, identifier: bytes) -> tuple[str, int]:
+    """Vet one packet payload before dv-processing decodes it: decompress LZ4 with bounds checks and
+    compare the flatbuffer's size prefix and file identifier. Returns ("", element count) or
+    (reason, -1). ZSTD payloads cannot be checked here and pass with count -1."""
+    if compression.startswith("ZSTD"):
+        return "", -1
+    if compression.startswith("LZ4"):
+        data, reason = lz4_decode(payload)
+        if data is None:
+            return reason, -1
+    else:
+        data = np.frombuffer(payload, dtype=np.uint8)
+    if len(data) < 12 or int(data[:4].view("<u4")[0]) + 4 != len(data):
+        return "packet flatbuffer size prefix does not match its length", -1
+    if bytes(data[8:12]) != identifier:
+        return f"packet flatbuffer is {bytes(data[8:12])!r}, expected {identifier!r}", -1
+    if identifier == b"FRME":
+        return "", 1
+    try:
+        return "", _vector_length(data)
+    except (ValueError, struct.error) as exc:
+        return f"unreadable packet flatbuffer ({exc})", -1
+
+
+#: Flatbuffer file identifier of each stream type.
+IDENTIFIERS = {"EVTS": b"EVTS", "FRME": b"FRME", "IMUS": b"IMUS", "TRIG": b"TRIG"}
 
 
 class Reader(RecordingReader):
     """AEDAT 4 via dv-processing. ``chunks()`` yields DVS events; ``frames()``, ``imu()`` and
-    ``triggers()`` stream the other recorded data; ``streams`` lists what the file holds."""
+    ``triggers()`` stream the other recorded data; ``streams`` lists what the file holds.
+
+    Every packet is vetted (``check_payload``) before dv-processing decodes it: lazily, just ahead of
+    each read, on an intact file; all at open on a damaged one (whose repaired copy dv-processing scans).
+    """
 
     format_name = "aedat4"
     extensions = (".aedat4",)
@@ -212,20 +265,50 @@ class Reader(RecordingReader):
 
     def _read_header(self) -> RecordingHeader:
         self._scratch: tempfile.TemporaryDirectory | None = None
-        self._damage_at: tuple[int | None, str] = (None, "")
         self.ioheader = read_ioheader(self.path)
         self.streams = self.ioheader.streams
+        self.packets, offset, reason = index_packets(self.path, self.ioheader)
+        #: Per stream id: how many of its packets (in file order) passed check_payload.
+        self._vetted = {s.stream_id: 0 for s in self.streams}
+        #: Damage found at open: (byte offset, reason) or (None, "").
+        self.open_damage: tuple[int | None, str] = (offset, reason)
+        if offset is None:
+            table_reason = self._check_data_table()
+            if table_reason:
+                self.open_damage = (self.ioheader.data_table_position, table_reason)
         self._dv_path = self._openable_path()
+        recording = None
+        if self.open_damage[0] is None:
+            try:
+                recording = dv.io.MonoCameraRecording(self._dv_path)
+            except RuntimeError as exc:
+                self.open_damage = (self.ioheader.data_start,
+                                    f"dv-processing refused the file ({_first_line(exc)})")
+        if self.open_damage[0] is not None:
+            if self.strict:
+                raise RecordingError(self.path, self.open_damage[1], self.open_damage[0])
+            recording = self._open_repaired()
         events = [s for s in self.streams if s.type_identifier == "EVTS"]
         width, height = (events[0].width, events[0].height) if events else (0, 0)
-        recording = self._open_dv()
-        camera = recording.getCameraName() if recording is not None else ""
         extra = {
-            "camera": camera,
+            "camera": recording.getCameraName() if recording is not None else "",
             "compression": self.ioheader.compression,
             "streams": [f"{s.name}:{s.type_identifier}" for s in self.streams],
         }
         return RecordingHeader(self.format_name, width, height, extra)
+
+    def _check_data_table(self) -> str:
+        """Reason the FileDataTable is unusable ("" when fine or absent); dv-processing decodes it at open."""
+        position = self.ioheader.data_table_position
+        if position < 0:
+            return ""
+        with open(self.path, "rb") as f:
+            f.seek(position)
+            payload = f.read()
+        if not payload:
+            return "file data table missing"
+        reason, _ = check_payload(payload, self.ioheader.compression, b"FTAB")
+        return f"file data table damaged ({reason})" if reason else ""
 
     def _scratch_dir(self) -> Path:
         if self._scratch is None:
@@ -240,110 +323,129 @@ class Reader(RecordingReader):
         link.symlink_to(self.path.resolve())
         return str(link)
 
-    def _repaired_copy(self, offset: int | None) -> str:
-        """A copy without the data table (dataTablePosition = -1), cut at ``offset`` when given."""
+    def _check(self, f, row) -> tuple[str, int]:
+        """check_payload for one PACKET_DTYPE row, reading its payload from the open file ``f``."""
+        f.seek(int(row["offset"]) + 8)
+        stream = next(s for s in self.streams if s.stream_id == int(row["stream_id"]))
+        identifier = IDENTIFIERS.get(stream.type_identifier, stream.type_identifier.encode()[:4])
+        return check_payload(f.read(int(row["size"])), self.ioheader.compression, identifier)
+
+    def _open_repaired(self) -> dv.io.MonoCameraRecording | None:
+        """Vet every packet before the damage, cut at the first bad one, drop the data table, reopen."""
+        cut = self.open_damage[0]
+        with open(self.path, "rb") as f:
+            for row in self.packets:
+                reason, _ = self._check(f, row)
+                if reason:
+                    cut = int(row["offset"])
+                    self.open_damage = (cut, reason)
+                    break
+                self._vetted[int(row["stream_id"])] += 1
         copy = self._scratch_dir() / "repaired.aedat4"
         with open(self.path, "rb") as src, open(copy, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-        size = os.path.getsize(copy)
         with open(copy, "r+b") as f:
-            if offset is not None and offset < size:
-                f.truncate(offset)
+            f.truncate(min(cut, os.path.getsize(copy)) if cut is not None else os.path.getsize(copy))
             f.seek(IOHEADER_START)
             buf = f.read(self.ioheader.data_start - IOHEADER_START)
             table, fields = _table_fields(buf, struct.unpack_from("<I", buf, 0)[0])
             if len(fields) > 1 and fields[1]:
                 f.seek(IOHEADER_START + table + fields[1])
                 f.write(struct.pack("<q", -1))
-        return str(copy)
-
-    def _open_dv(self) -> dv.io.MonoCameraRecording | None:
-        """Open with dv-processing; on refusal locate the damage, warn/raise, and open a repaired copy."""
-        try:
-            return dv.io.MonoCameraRecording(self._dv_path)
-        except RuntimeError as exc:
-            first_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        offset, reason = find_damage(self.path, self.ioheader)
-        self._damage_at = (offset if offset is not None else self.ioheader.data_start,
-                           reason or f"dv-processing refused the file ({first_error})")
-        if self.strict:
-            raise RecordingError(self.path, self._damage_at[1], self._damage_at[0])
-        self._dv_path = self._repaired_copy(offset)
+        self._dv_path = str(copy)
         try:
             return dv.io.MonoCameraRecording(self._dv_path)
         except RuntimeError:
             return None
 
-    def _recording(self) -> dv.io.MonoCameraRecording | None:
-        try:
-            return dv.io.MonoCameraRecording(self._dv_path)
-        except RuntimeError as exc:
-            self._damage_at = (self.ioheader.data_start, f"dv-processing cannot read the packets ({exc})")
-            return None
+    def _stream_batches(self, type_identifier: str, getter: str, damage: list) -> Iterator:
+        """Batches of the first stream of a type, each vetted before dv-processing decodes it.
 
-    def _batches(self, getter: str) -> Iterator:
-        """Yield non-empty batches from one dv reader method; damage while reading is reported once."""
-        recording = self._recording()
-        if recording is None:
+        Before each read, the next packets of the stream are checked up to and including the next one
+        holding elements (dv may skip empty packets). A damaged packet ends the stream; its
+        (byte offset, reason) is appended to ``damage``.
+        """
+        stream = next((s for s in self.streams if s.type_identifier == type_identifier), None)
+        if stream is None:
             return
+        rows = self.packets[self.packets["stream_id"] == stream.stream_id]
+        try:
+            recording = dv.io.MonoCameraRecording(self._dv_path)
+        except RuntimeError as exc:
+            damage.append((self.ioheader.data_start, f"dv-processing cannot open the file ({_first_line(exc)})"))
+            return
+        vetted = self._vetted[stream.stream_id]
         index = 0
-        while True:
-            try:
-                batch = getattr(recording, getter)()
-            except RuntimeError as exc:
-                offset, _ = find_damage(self.path, self.ioheader)
-                self._damage_at = (offset, f"dv-processing failed reading packet {index} of the stream: "
-                                   f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}")
-                return
-            if batch is None:
-                return
-            index += 1
-            yield batch
+        with open(self.path, "rb") as f:
+            while True:
+                while index < len(rows):
+                    if index >= vetted:
+                        reason, count = self._check(f, rows[index])
+                        if reason:
+                            damage.append((int(rows[index]["offset"]), reason))
+                            return
+                        vetted = index + 1
+                        self._vetted[stream.stream_id] = vetted
+                    else:
+                        count = -1
+                    index += 1
+                    if count != 0:
+                        break
+                try:
+                    batch = getattr(recording, getter)()
+                except RuntimeError as exc:
+                    damage.append((int(rows[max(index - 1, 0)]["offset"]) if len(rows) else None,
+                                   f"dv-processing failed to decode a packet ({_first_line(exc)})"))
+                    return
+                if batch is None:
+                    return
+                yield batch
 
     def _chunks(self) -> Iterator[np.ndarray]:
-        refused = self._damage_at
-        if any(s.type_identifier == "EVTS" for s in self.streams):
-            for batch in self._batches("getNextEventBatch"):
-                events = to_numpy(batch)
-                for start in range(0, len(events), self.chunk_events):
-                    yield events[start:start + self.chunk_events]
-        if self._damage_at[0] is not None or self._damage_at[1]:
-            self.report_damage(*self._damage_at)
-        self._damage_at = refused
+        damage: list = []
+        for batch in self._stream_batches("EVTS", "getNextEventBatch", damage):
+            events = to_numpy(batch)
+            for start in range(0, len(events), self.chunk_events):
+                yield events[start:start + self.chunk_events]
+        self._report(damage)
+
+    def _report(self, damage: list) -> None:
+        """Report the first damage met while streaming, else the damage found at open (if any)."""
+        where = damage[0] if damage else self.open_damage
+        if where[1]:
+            self.report_damage(*where)
 
     def frames(self) -> Iterator[Frame]:
         """Yield the APS frames in time order (none when the file has no frame stream)."""
-        if not any(s.type_identifier == "FRME" for s in self.streams):
-            return
-        recording = self._recording()
-        while recording is not None:
-            try:
-                frame = recording.getNextFrame()
-            except RuntimeError:
-                return
-            if frame is None:
-                return
+        damage: list = []
+        for frame in self._stream_batches("FRME", "getNextFrame", damage):
             yield Frame(int(frame.timestamp), int(frame.exposure.total_seconds() * 1e6 + 0.5),
                         np.array(frame.image, copy=True))
+        self._report(damage)
 
     def imu(self) -> Iterator[np.ndarray]:
         """Yield IMU samples as IMU_DTYPE arrays (one per stored packet)."""
-        if not any(s.type_identifier == "IMUS" for s in self.streams):
-            return
-        for batch in self._batches("getNextImuBatch"):
+        damage: list = []
+        for batch in self._stream_batches("IMUS", "getNextImuBatch", damage):
             rows = [(s.timestamp, s.temperature, s.accelerometerX, s.accelerometerY, s.accelerometerZ,
                      s.gyroscopeX, s.gyroscopeY, s.gyroscopeZ, s.magnetometerX, s.magnetometerY,
                      s.magnetometerZ) for s in batch]
             yield np.array(rows, dtype=IMU_DTYPE)
+        self._report(damage)
 
     def triggers(self) -> Iterator[np.ndarray]:
         """Yield triggers as TRIGGER_DTYPE arrays (one per stored packet)."""
-        if not any(s.type_identifier == "TRIG" for s in self.streams):
-            return
-        for batch in self._batches("getNextTriggerBatch"):
+        damage: list = []
+        for batch in self._stream_batches("TRIG", "getNextTriggerBatch", damage):
             yield np.array([(t.timestamp, int(t.type.value)) for t in batch], dtype=TRIGGER_DTYPE)
+        self._report(damage)
 
     def close(self) -> None:
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
