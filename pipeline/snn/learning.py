@@ -15,12 +15,19 @@ per step t (1-based), after the projection has used the current weights:
 The random numbers are Lava's (see ``learning_random``), so with the same rng_seed the weights and
 traces match Lava's every step (tests/test_snn_learning.py against lava_learning_reference.npz).
 
-Typical use inside a runtime step, after the projection's synaptic input has been computed::
+``FloatLearningEngine`` is Lava's floating-point learning model for the float backend.
+
+In a network, set ``learning=rule`` on a Dense projection; the runtime calls ``rule.attach`` and
+steps the engine after every step. Standalone, after the projection's synaptic input has been
+computed with the current weights::
 
     engine = LearningEngine(stdp_loihi(1, 2, -2, 10, 8, t_epoch=2, rng_seed=42), weights_pre_post)
     engine.warmup()
     ...
     updates = engine.step(pre_indices, post_spikes)   # number of synapses updated this step
+
+Cost: one learning epoch touches every synapse of a pre or post neuron that spiked in it
+(~20-30 ns per synapse here); steps between epochs only record spike times.
 """
 from __future__ import annotations
 
@@ -31,8 +38,9 @@ from pipeline.snn.learning_random import LavaLearningRandom
 from pipeline.snn.learning_rule import (FACTOR_WIDTHS, TARGETS, Factor, LearningRule, Product, RuleSyntaxError,
                                         TraceConfig, literal_from_float, parse_rule, stdp_loihi)
 
-__all__ = ["LearningEngine", "FloatLearningEngine", "RuntimeLearner", "LearningRule", "Product", "Factor", "TraceConfig", "RuleSyntaxError",
-           "parse_rule", "stdp_loihi", "literal_from_float", "learning_dense_weights", "SIGN_MODES"]
+__all__ = ["LearningEngine", "FloatLearningEngine", "RuntimeLearner", "LearningRule", "Product", "Factor",
+           "TraceConfig", "RuleSyntaxError", "parse_rule", "stdp_loihi", "literal_from_float",
+           "learning_dense_weights", "SIGN_MODES"]
 
 SIGN_MODES = {"mixed": k.SIGN_MIXED, "excitatory": k.SIGN_EXCITATORY, "inhibitory": k.SIGN_INHIBITORY}
 WEIGHT_RANGES = {"mixed": (-256, 255), "excitatory": (0, 255), "inhibitory": (-255, 0)}

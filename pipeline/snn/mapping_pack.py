@@ -1,7 +1,6 @@
 """numba kernel of the core mapper: greedy packing of one population's compartments onto cores."""
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 #: Reasons a single compartment cannot be placed (returned as negative codes by pack_population).
