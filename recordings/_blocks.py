@@ -47,6 +47,18 @@ def pack_event(out, n, t, x, y, p):
     out[n, 1] = (x & 0xFFFF) | ((y & 0xFFFF) << 16) | ((p & 0xFF) << 32)
 
 
+@njit(cache=True, inline="always")
+def be_u32(buf, i):
+    """The big-endian uint32 at ``buf[i:i + 4]`` as int64."""
+    return (np.int64(buf[i]) << 24) | (np.int64(buf[i + 1]) << 16) | (np.int64(buf[i + 2]) << 8) | np.int64(buf[i + 3])
+
+
+@njit(cache=True, inline="always")
+def le_u32(buf, i):
+    """The little-endian uint32 at ``buf[i:i + 4]`` as int64."""
+    return np.int64(buf[i]) | (np.int64(buf[i + 1]) << 8) | (np.int64(buf[i + 2]) << 16) | (np.int64(buf[i + 3]) << 24)
+
+
 def read_text_header(path, marker: bytes, end_line: bytes | None = None) -> tuple[list[str], int]:
     """Read the leading run of lines that start with ``marker`` (b"#" or b"%").
 

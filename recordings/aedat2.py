@@ -24,7 +24,8 @@ from typing import Iterator
 import numpy as np
 from numba import njit
 
-from recordings._blocks import FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, pack_event, read_text_header
+from recordings._blocks import (FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, be_u32, pack_event,
+                                read_text_header)
 from recordings.base import RecordingError, RecordingHeader
 
 #: A backward timestamp step larger than this (µs) that is neither a wrap nor a reset is damage.
@@ -72,11 +73,10 @@ def decode_aedat2(buf, pos, out, n, state, record_size, layout, width, height):
             status = OUT_FULL
             break
         if addr_bytes == 4:
-            addr = (np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16) | (np.int64(buf[pos + 2]) << 8) | np.int64(buf[pos + 3])
+            addr = be_u32(buf, pos)
         else:
             addr = (np.int64(buf[pos]) << 8) | np.int64(buf[pos + 1])
-        q = pos + addr_bytes
-        raw = (np.int64(buf[q]) << 24) | (np.int64(buf[q + 1]) << 16) | (np.int64(buf[q + 2]) << 8) | np.int64(buf[q + 3])
+        raw = be_u32(buf, pos + addr_bytes)
         if raw < last:
             back = last - raw
             if back > (np.int64(1) << 31):

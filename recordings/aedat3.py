@@ -20,7 +20,8 @@ from typing import Iterator
 import numpy as np
 from numba import njit
 
-from recordings._blocks import FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, pack_event, read_text_header
+from recordings._blocks import (FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, le_u32, pack_event,
+                                read_text_header)
 from recordings.base import RecordingError, RecordingHeader
 
 PACKET_HEADER_BYTES = 28
@@ -50,7 +51,8 @@ S_REMAINING, S_TYPE, S_SIZE, S_OVERFLOW, S_LAST, S_DETAIL_A, S_DETAIL_B = range(
 
 @njit(cache=True, inline="always")
 def _le32(buf, i):
-    v = np.int64(buf[i]) | (np.int64(buf[i + 1]) << 8) | (np.int64(buf[i + 2]) << 16) | (np.int64(buf[i + 3]) << 24)
+    """The little-endian int32 at ``buf[i:i + 4]`` as int64."""
+    v = le_u32(buf, i)
     return v - (np.int64(1) << 32) if v >= (np.int64(1) << 31) else v
 
 
@@ -99,7 +101,7 @@ def decode_aedat3(buf, pos, out, n, state, width, height):
             continue
         base = state[S_OVERFLOW] << 31
         while remaining > 0 and pos + 8 <= end:
-            data = _le32(buf, pos) & 0xFFFFFFFF
+            data = le_u32(buf, pos)
             if data & 1:
                 if n >= cap:
                     state[S_REMAINING] = remaining

@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 from numba import njit
 
-from recordings._blocks import FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, pack_event
+from recordings._blocks import FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, le_u32, pack_event
 from recordings._prophesee_raw import read_raw_header, sniff_encoding
 from recordings.base import RecordingHeader
 
@@ -43,7 +43,7 @@ def decode_evt2(buf, pos, out, n, state, width, height):
     cap = out.shape[0]
     half = np.int64(1) << (TIME_HIGH_BITS - 1)
     while pos + 4 <= end:
-        w = np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8) | (np.int64(buf[pos + 2]) << 16) | (np.int64(buf[pos + 3]) << 24)
+        w = le_u32(buf, pos)
         kind = w >> 28
         if kind <= 1:
             if n >= cap:

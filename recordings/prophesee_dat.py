@@ -6,8 +6,9 @@ event size (8), then 8-byte little-endian events ``uint32 t_us; uint32 w`` with 
 y = (w >> 14) & 0x3FFF, p = w >> 28 (0 or 1; anything else is damage).
 
 Time: t wraps every 2^32 µs; a backward jump larger than 2^31 adds 2^32, any other backward jump of more
-than BACKWARD_TOLERANCE_US, or a jump ahead of more than 2^31 µs, is damage. When the header does not give the resolution it is taken from the
-data (max x + 1, max y + 1; one pass at open). Origin upper-left, p = 1 ON: no flip is applied.
+than BACKWARD_TOLERANCE_US, or a jump ahead of more than 2^31 µs, is damage. When the header does not
+give the resolution it is taken from the data (max x + 1, max y + 1; one pass at open).
+Origin upper-left, p = 1 ON: no flip is applied.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from typing import Iterator
 import numpy as np
 from numba import njit
 
-from recordings._blocks import (FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, file_size, pack_event,
-                                read_text_header)
+from recordings._blocks import (FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, file_size, le_u32,
+                                pack_event, read_text_header)
 from recordings.base import RecordingError, RecordingHeader
 
 BACKWARD_TOLERANCE_US = 1000
@@ -45,8 +46,8 @@ def decode_dat(buf, pos, out, n, state, width, height):
     while pos + 8 <= end:
         if n >= cap:
             return pos, n, OUT_FULL
-        raw = np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8) | (np.int64(buf[pos + 2]) << 16) | (np.int64(buf[pos + 3]) << 24)
-        w = np.int64(buf[pos + 4]) | (np.int64(buf[pos + 5]) << 8) | (np.int64(buf[pos + 6]) << 16) | (np.int64(buf[pos + 7]) << 24)
+        raw = le_u32(buf, pos)
+        w = le_u32(buf, pos + 4)
         p = w >> 28
         if p > 1:
             state[S_DETAIL_A] = p
