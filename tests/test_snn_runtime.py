@@ -34,11 +34,31 @@ def test_learning_projection_matches_a_standalone_engine_fed_the_same_spikes():
     assert not np.array_equal(weights, learning_dense_weights(w0.T, "mixed"))  # the weights did learn
 
 
-def test_learning_needs_the_loihi_backend_and_a_rule():
-    w0 = np.ones((2, 3), dtype=np.int64)
-    with pytest.raises(ValueError, match="loihi backend only"):
-        build(plastic_network(w0), "float")
+def test_learning_runs_on_the_float_backend_and_needs_a_rule():
+    rng = np.random.default_rng(4)
+    w0 = rng.integers(-60, 120, (6, 12))
+    runtime = build(plastic_network(w0), "float")
+    before = runtime.weights.copy()
+    for _ in range(120):
+        runtime.step(np.flatnonzero(rng.random(12) < 0.2).astype(np.int32))
+    assert runtime.counters.total()["learning_updates"] > 0 and not np.array_equal(runtime.weights, before)
     network = plastic_network(w0)
     network.projections[0].learning = "stdp"
     with pytest.raises(ValueError, match=r"projection 'plastic': learning must be"):
         build(network, "loihi")
+
+
+def test_learning_rule_survives_save_and_load(tmp_path):
+    rng = np.random.default_rng(9)
+    network = plastic_network(rng.integers(-60, 120, (6, 12)))
+    network.save(tmp_path / "plastic.npz")
+    loaded = Network.load(tmp_path / "plastic.npz")
+    assert type(loaded.projections[0].learning) is type(network.projections[0].learning)
+    runs = []
+    for net in (network, loaded):
+        runtime = build(net, "loihi")
+        inputs = np.random.default_rng(1)
+        for _ in range(60):
+            runtime.step(np.flatnonzero(inputs.random(12) < 0.3).astype(np.int32))
+        runs.append(runtime.weights.copy())
+    np.testing.assert_array_equal(*runs)

@@ -13,13 +13,13 @@ runs on ``float`` as the same dynamics without integer rounding: u in Loihi stat
 adds W * 2**(weight_exp + 6), decays (4095 - du) / 4096 and (4096 - dv) / 4096, threshold vth * 64,
 bias bias_mant * 2**bias_exp. A FloatLIF network runs on ``float`` only.
 
-Learning: a Dense projection whose ``learning`` is a pipeline.snn.learning.LearningRule gets a
-LearningEngine (loihi backend) on a writable int16 view (n_pre, n_post) of the weights the kernel uses
-(stored unshifted, initial weights truncated as Lava's LearningDense does, sign mode mixed); after every
-step the engine sees this step's pre and post spikes and may change the weights in place, which the
-next step's synaptic input uses; its updates are counted as learning_updates. Any other rule object can
-hook in through ``rule.attach(weights, pre_spikes, post_spikes, backend)`` returning an object with
-``step(t) -> int`` (called after every step) and optionally ``reset()``.
+Learning: for a Dense projection whose ``learning`` is set (a pipeline.snn.learning.LearningRule),
+build calls ``rule.attach(weights, pre_spikes, post_spikes, backend[, weight_scale])`` once: ``weights``
+is a writable (n_pre, n_post) view of the weights the kernel uses (loihi: int16, unshifted, initial
+values truncated as Lava's LearningDense does in the rule's sign mode; float: float32 holding
+W * weight_scale), the spike arguments are uint8 views of the current step's spikes. The returned
+learner's ``step(t) -> int`` runs after every step (its weight changes feed the next step's synaptic
+input) and returns the synapses updated, counted as learning_updates; ``reset()`` runs on reset.
 """
 from __future__ import annotations
 
@@ -158,7 +158,8 @@ class Runtime:
         if learning:
             from pipeline.snn.learning import learning_dense_weights
 
-            return learning_dense_weights(values, "mixed", projection.num_weight_bits), int(projection.weight_exp)
+            sign_mode = getattr(projection.learning, "sign_mode", "mixed")
+            return learning_dense_weights(values, sign_mode, projection.num_weight_bits), int(projection.weight_exp)
         effective, n = truncate_weights(values, projection.num_weight_bits)
         return effective >> n, int(projection.weight_exp) + n
 
@@ -227,16 +228,13 @@ class Runtime:
         pre = self.spikes[pre_start:pre_start + n_pre]
         post = self.spikes[post_start:post_start + n_post]
         rule = projection.learning
-        if hasattr(rule, "attach"):
-            return rule.attach(weights, pre, post, self.backend)
-        from pipeline.snn.learning import LearningEngine, LearningRule
-
-        if not isinstance(rule, LearningRule):
-            raise ValueError(f"{projection.owner()}: learning must be a pipeline.snn.learning.LearningRule or "
-                             f"provide attach(), got {type(rule).__name__}")
-        if self.backend != "loihi":
-            raise ValueError(f"{projection.owner()}: the Loihi learning engine runs on the loihi backend only")
-        return _EngineAdapter(LearningEngine(rule, weights, "mixed"), pre, post)
+        if not hasattr(rule, "attach"):
+            raise ValueError(f"{projection.owner()}: learning must be a pipeline.snn.learning.LearningRule (or an "
+                             f"object with attach()), got {type(rule).__name__}")
+        if self.backend == "float":
+            scale = 1.0 if self.network.is_float else 2.0 ** (projection.weight_exp + 6)
+            return rule.attach(weights, pre, post, "float", weight_scale=scale)
+        return rule.attach(weights, pre, post, "loihi")
 
     # ------------------------------------------------------------------ running
     def step(self, input_indices: np.ndarray) -> np.ndarray:
@@ -303,20 +301,6 @@ class Runtime:
     def weight_row_bytes(self) -> int:
         """Bytes of one weight of this runtime's storage (1 int8, 2 int16, 4 float32)."""
         return self.weights.itemsize
-
-
-class _EngineAdapter:
-    """Drives a pipeline.snn.learning.LearningEngine from the runtime's spike views."""
-
-    def __init__(self, engine, pre_spikes: np.ndarray, post_spikes: np.ndarray):
-        self.engine, self.pre, self.post = engine, pre_spikes, post_spikes
-        engine.warmup()
-
-    def step(self, t: int) -> int:
-        return self.engine.step_masks(self.pre, self.post)
-
-    def reset(self) -> None:
-        self.engine.reset()
 
 
 def _as_indices(values) -> np.ndarray:
