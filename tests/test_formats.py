@@ -423,3 +423,20 @@ def test_unsupported_headers_are_refused_with_a_reason(tmp_path, content, match)
     with pytest.raises(RecordingError, match=match) as info:
         open_recording(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("header, fmt, size", [
+    (b"% camera_integrator_name Prophesee\n% format EVT3;height=480;width=640\n% end\n", "evt3", (640, 480)),
+    (b"% evt 3.0\n% geometry 320x320\n% end\n", "evt3", (320, 320)),
+    (b"% format EVT2;height=720;width=1280\n% end\n", "evt2", (1280, 720)),
+    (b"% evt 2.0\n% plugin_name hal_plugin_gen31_fx3\n", "evt2", (640, 480)),
+    (b"% evt 3.0\n% plugin_name unknown_plugin\n% end\n", "evt3", (0, 0)),
+])
+def test_raw_geometry_from_header_lines(tmp_path, header, fmt, size):
+    """Resolution from `% geometry`, `% format ...;width=;height=`, else the sensor named by the plugin."""
+    path = tmp_path / "cam.raw"
+    first = 0x25 if header.endswith(b"% end\n") else 0x00  # after `% end` a data byte may even be '%'
+    path.write_bytes(header + bytes([first, 0x80, 0x00, 0x80]))
+    reader = open_recording(path)
+    assert reader.header.format == fmt and (reader.header.width, reader.header.height) == size
+    assert reader.header.extra["data_offset"] == len(header)
