@@ -3,8 +3,9 @@
 Workload: a 1 M events/s recording (64 x 64 sensor, moving bars + uniform noise, written to AEDAT 4 and
 replayed by recordings.replay.ReplaySource) feeding the SNN benchmark's network shape (4,096 inputs ->
 1,024 LIF dense -> 10 LIF, loihi backend, pipeline.networks.random_lif), a drive decoder (10 outputs ->
-two wheel speeds) and the real Dynamixel driver + safety layer on an emulated bus, with the loop paced at
-1 kHz (dt = 1 ms, real time). Each configuration runs in its own process (scheduling policy is per
+two wheel speeds) and the real Dynamixel driver + safety layer on an emulated bus (``emulated:dynamixel``:
+the twin serves a pty from a thread of this process, exactly as in the launch files), with the loop paced
+at 1 kHz (dt = 1 ms, real time). Each configuration runs in its own process (scheduling policy is per
 thread and inherited, so it must be chosen before any thread starts):
 
 * ``1 ms packets``, normal scheduling and SCHED_FIFO (when permitted): the goal rows.
