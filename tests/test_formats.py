@@ -210,13 +210,25 @@ def test_nmnist_against_numpy_decode(data_dir):
     np.testing.assert_array_equal(decode(nmnist.Reader(path)), expected)
 
 
-def test_eventstream_first_events_and_y_flip(data_dir):
-    """Header 320x240; the first bytes 01 0000 ef00 are an ON event at file (0, 239) -> (0, 0)."""
+def test_eventstream_against_python_decode_and_y_flip(data_dir):
+    """formats.md §8, byte by byte over the first 100 kB: 0xFF = +127 µs, 0xFE = reset marker, else
+    Δt = b >> 1, p = b & 1, x, y uint16 LE with y flipped (file origin bottom-left). The first bytes
+    01 0000 ef00 are an ON event at file (0, 239) = upper-left (0, 0)."""
     path = data_dir / "events" / "dvs_faery.es"
+    raw = np.fromfile(path, np.uint8)[20:100_020].tolist()
+    expected, t, i = [], 0, 0
+    while i + 5 <= len(raw):
+        b = raw[i]
+        if b >= 0xFE:
+            t += 127 if b == 0xFF else 0
+            i += 1
+            continue
+        t += b >> 1
+        expected.append((t, raw[i + 1] | raw[i + 2] << 8, 239 - (raw[i + 3] | raw[i + 4] << 8), b & 1))
+        i += 5
     events = decode(eventstream.Reader(path))
-    assert tuple(events[0]) == (0, 0, 0, 1)
-    raw = np.fromfile(path, np.uint8)[20:25]
-    assert raw.tolist() == [1, 0, 0, 0xEF, 0]
+    assert events[: len(expected)].tolist() == expected
+    assert expected[0] == (0, 0, 0, 1)
 
 
 def test_nmnist_small_set(data_dir):
