@@ -7,6 +7,7 @@ protocol: the e-Manual example and the value returned by the SDK's own addStuffi
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import select
@@ -34,7 +35,8 @@ WORKED = [
     (lambda: dxl.packet(1, 0x04, H("68 00 C8 00 00 00")), "FF FF FD 00 01 09 00 04 68 00 C8 00 00 00 AE 8E"),
     (lambda: dxl.sync_write(116, 4, [(1, struct.pack("<i", 150)), (2, struct.pack("<i", 170))]),
      "FF FF FD 00 FE 11 00 83 74 00 04 00 01 96 00 00 00 02 AA 00 00 00 82 87"),
-    (lambda: dxl.packet(0xFE, dxl.SYNC_READ, H("84 00 04 00 01 02")), "FF FF FD 00 FE 09 00 82 84 00 04 00 01 02 CE FA"),
+    (lambda: dxl.sync_read(132, 4, [1, 2]), "FF FF FD 00 FE 09 00 82 84 00 04 00 01 02 CE FA"),
+    (lambda: dxl.sync_read(128, 4, [1, 2]), "FF FF FD 00 FE 09 00 82 80 00 04 00 01 02 C8 1A"),
     (lambda: dxl.write_u8(1, dxl.OPERATING_MODE, 1), "FF FF FD 00 01 06 00 03 0B 00 01 47 63"),
     (lambda: dxl.write_u8(1, dxl.TORQUE_ENABLE, 1), "FF FF FD 00 01 06 00 03 40 00 01 DB 66"),
     (lambda: dxl.write_u8(1, dxl.BUS_WATCHDOG, 5), "FF FF FD 00 01 06 00 03 62 00 05 68 E4"),
@@ -189,9 +191,28 @@ def test_3000_random_commands_byte_identical_to_dynamixel_sdk(sdk_on_pty):
     assert stuffed_cases > 10
 
 
-def test_sdk_as_host_parses_our_emulated_servo():
+def _serve_twin(conn) -> None:
     twin = start_twin("dynamixel", [1, 2])
-    port = dynamixel_sdk.PortHandler(twin.path)
+    conn.send(twin.path)
+    conn.recv()
+    twin.close()
+
+
+@pytest.fixture
+def twin_in_child_process():
+    """The emulated bus in its own process: the SDK busy-polls while it waits for a reply, and would
+    starve a twin thread sharing its GIL (a real servo does not share the host's CPU either)."""
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve_twin, args=(child,), daemon=True)
+    proc.start()
+    yield parent.recv()
+    parent.send("stop")
+    proc.join(timeout=5)
+
+
+def test_sdk_as_host_parses_our_emulated_servo(twin_in_child_process):
+    port = dynamixel_sdk.PortHandler(twin_in_child_process)
     try:
         assert port.openPort()
         ph = dynamixel_sdk.PacketHandler(2.0)
@@ -216,4 +237,3 @@ def test_sdk_as_host_parses_our_emulated_servo():
         assert group.isAvailable(2, 132, 4)
     finally:
         port.closePort()
-        twin.close()

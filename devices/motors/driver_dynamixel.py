@@ -1,8 +1,9 @@
 """Dynamixel X series in velocity mode over Protocol 2.0.
 
-Commands: one SYNC_WRITE Goal Velocity (104) per send (no status reply). Read-back: READ Present
-Velocity + Present Position (128, 8 bytes) per servo, round-robin, plus the Bus Watchdog register (98)
-every ``watchdog_check_every`` polls so a tripped watchdog (register = 0xFF) is noticed and re-armed.
+Commands: one SYNC_WRITE Goal Velocity (104) per send (no status reply). Read-back: SYNC_READ Present
+Velocity + Present Position (128, 8 bytes) from all servos (one status packet each, in id order), and
+every ``watchdog_check_every``-th poll SYNC_READ of the Bus Watchdog register (98), so a tripped
+watchdog (register = 0xFF) is noticed and the servo re-initialised (which re-arms it).
 Units: 1 Goal/Present Velocity unit = 0.229 rpm = 0.0239691227 rad/s; 4096 position pulses per turn.
 """
 from __future__ import annotations
@@ -14,6 +15,8 @@ import numpy as np
 
 from . import dynamixel as dxl
 from .driver import Exchange, MotorDriver, MotorError
+
+STATUS_RETURN_LEVEL = (68, 1)
 
 
 class DynamixelDriver(MotorDriver):
@@ -39,7 +42,7 @@ class DynamixelDriver(MotorDriver):
         self._decoder = dxl.PacketDecoder()
         self._index = {dxl_id: k for k, dxl_id in enumerate(ids)}
         self._poll_count = 0
-        self._last_poll: tuple[int, int] | None = None
+        self._last_poll: tuple[int, int] | None = None  # (address, length) of the last SYNC_READ
         self.watchdog_tripped = False
         self.status_errors = 0
 
@@ -52,24 +55,19 @@ class DynamixelDriver(MotorDriver):
         return dxl.sync_write(dxl.TORQUE_ENABLE[0], 1, [(i, b"\x00") for i in self.ids])
 
     def poll_bytes(self) -> bytes:
-        k = self._poll_count % len(self.ids)
-        check_watchdog = self._poll_count % (self.watchdog_check_every * len(self.ids)) < len(self.ids)
+        """SYNC_READ of Present Velocity + Present Position (128, 8 bytes) from every servo; every
+        ``watchdog_check_every``-th poll reads the Bus Watchdog register (98) instead."""
+        check_watchdog = self._poll_count % self.watchdog_check_every == 0
         self._poll_count += 1
-        dxl_id = self.ids[k]
-        if check_watchdog:
-            self._last_poll = (dxl_id, dxl.BUS_WATCHDOG[0])
-            return dxl.read(dxl_id, *dxl.BUS_WATCHDOG)
-        self._last_poll = (dxl_id, dxl.PRESENT_VELOCITY[0])
-        return dxl.read(dxl_id, dxl.PRESENT_VELOCITY[0], 8)
+        self._last_poll = dxl.BUS_WATCHDOG if check_watchdog else (dxl.PRESENT_VELOCITY[0], 8)
+        return dxl.sync_read(*self._last_poll, self.ids)
 
     def polls_expected_replies(self) -> int:
-        return 1
+        return len(self.ids)
 
     def poll_reply_bytes(self) -> int:
-        # Status packet: 11 bytes + the data read (stuffing can add a byte or two; covered by the guard).
-        if self._last_poll is None:
-            return 0
-        return 11 + (1 if self._last_poll[1] == dxl.BUS_WATCHDOG[0] else 8)
+        # One status packet per servo: 11 bytes + the data (stuffing may add a byte; within the guard).
+        return 0 if self._last_poll is None else len(self.ids) * (11 + self._last_poll[1])
 
     # -- replies ----------------------------------------------------------------------------------
     def reset_decoder(self) -> None:
@@ -84,12 +82,12 @@ class DynamixelDriver(MotorDriver):
 
     def apply(self, reply: dxl.Packet) -> None:
         k = self._index.get(reply.dxl_id)
-        if k is None or self._last_poll is None or self._last_poll[0] != reply.dxl_id:
+        if k is None:
             return
         if reply.error:
             self.status_errors += 1
             return
-        if self._last_poll[1] == dxl.BUS_WATCHDOG[0] and len(reply.params) == 1:
+        if len(reply.params) == 1:
             if reply.params[0] == 0xFF:
                 self.watchdog_tripped = True
         elif len(reply.params) == 8:
@@ -112,25 +110,36 @@ class DynamixelDriver(MotorDriver):
         return reply
 
     def initialise(self, link: Exchange) -> None:
+        """Per servo: PING, read Status Return Level (68) and Velocity Limit (44), torque off, clear the
+        Bus Watchdog, velocity mode, Goal Velocity 0, arm the Bus Watchdog, torque on. WRITEs are
+        checked through their status packets when Status Return Level is 2 (the default)."""
         self.reset_decoder()
         for k, dxl_id in enumerate(self.ids):
             pong = self._ask(link, dxl_id, dxl.ping(dxl_id), "PING")
             if len(pong.params) != 3:
                 raise MotorError(f"dynamixel on {link.port}: id {dxl_id} PING reply has "
                                  f"{len(pong.params)} parameter bytes, expected 3")
+            try:
+                level = self._ask(link, dxl_id, dxl.read(dxl_id, *STATUS_RETURN_LEVEL), "READ").params[0]
+            except MotorError:
+                raise MotorError(f"dynamixel on {link.port}: id {dxl_id} answers PING but not READ: its "
+                                 f"Status Return Level (68) is 0; set it to 2 for read-back") from None
             limit = self._ask(link, dxl_id, dxl.read(dxl_id, *dxl.VELOCITY_LIMIT), "READ Velocity Limit (44)")
             self.device_max_velocity[k] = struct.unpack("<i", limit.params[:4])[0] * dxl.VELOCITY_UNIT_RAD_S
             steps = (
-                (dxl.TORQUE_ENABLE, 0, "Torque Enable = 0 (64)"),
-                (dxl.BUS_WATCHDOG, 0, "Bus Watchdog = 0 (98)"),
-                (dxl.OPERATING_MODE, dxl.OPERATING_MODE_VELOCITY, "Operating Mode = velocity (11)"),
+                (dxl.write_u8(dxl_id, dxl.TORQUE_ENABLE, 0), "Torque Enable = 0 (64)"),
+                (dxl.write_u8(dxl_id, dxl.BUS_WATCHDOG, 0), "Bus Watchdog = 0 (98)"),
+                (dxl.write_u8(dxl_id, dxl.OPERATING_MODE, dxl.OPERATING_MODE_VELOCITY),
+                 "Operating Mode = velocity (11)"),
+                (dxl.write(dxl_id, dxl.GOAL_VELOCITY[0], struct.pack("<i", 0)), "Goal Velocity = 0 (104)"),
+                (dxl.write_u8(dxl_id, dxl.BUS_WATCHDOG, self.watchdog_units),
+                 f"Bus Watchdog = {self.watchdog_units} (98)"),
+                (dxl.write_u8(dxl_id, dxl.TORQUE_ENABLE, 1), "Torque Enable = 1 (64)"),
             )
-            for field, value, what in steps:
-                self._ask(link, dxl_id, dxl.write_u8(dxl_id, field, value), "WRITE " + what)
-            self._ask(link, dxl_id, dxl.write(dxl_id, dxl.GOAL_VELOCITY[0], struct.pack("<i", 0)),
-                      "WRITE Goal Velocity = 0 (104)")
-            self._ask(link, dxl_id, dxl.write_u8(dxl_id, dxl.BUS_WATCHDOG, self.watchdog_units),
-                      f"WRITE Bus Watchdog = {self.watchdog_units} (98)")
-            self._ask(link, dxl_id, dxl.write_u8(dxl_id, dxl.TORQUE_ENABLE, 1), "WRITE Torque Enable = 1 (64)")
+            for request, what in steps:
+                if level >= 2:
+                    self._ask(link, dxl_id, request, "WRITE " + what)
+                else:
+                    link.write(request)
         self.watchdog_tripped = False
         self._last_poll = None

@@ -120,6 +120,11 @@ def write_u8(dxl_id: int, field: tuple[int, int], value: int) -> bytes:
     return write(dxl_id, field[0], bytes((value & 0xFF,)))
 
 
+def sync_read(address: int, length: int, ids: list[int]) -> bytes:
+    """SYNC_READ (broadcast): each listed servo answers with a status packet, in list order."""
+    return packet(BROADCAST_ID, SYNC_READ, struct.pack("<HH", address, length) + bytes(ids))
+
+
 def sync_write(address: int, length: int, data_by_id: list[tuple[int, bytes]]) -> bytes:
     """SYNC_WRITE (broadcast, no status reply) of ``length`` bytes at ``address`` to each id."""
     params = bytearray(struct.pack("<HH", address, length))

@@ -80,6 +80,7 @@ class SerialLink:
         self._tail = b""
         self._tail_is_command = False
         self._latest = b""
+        self._urgent = b""
         self._wire_free_ns = 0
         self._bus_free_ns = 0
         self._replies_due = 0
@@ -107,7 +108,13 @@ class SerialLink:
 
     @property
     def up(self) -> bool:
+        """Initialised and accepting commands (False while reconnecting or re-initialising)."""
         return self._up
+
+    @property
+    def lost(self) -> bool:
+        """The port itself failed and is not (yet) back; a re-initialisation alone is not a loss."""
+        return self._fault or self._serial is None
 
     def close(self, final: bytes = b"") -> None:
         """Stop the I/O thread, write ``final`` (stop + release) if the port still works, close the port."""
@@ -115,6 +122,8 @@ class SerialLink:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
         with self._lock:
+            if self._urgent:
+                self._write_urgent_locked(self._urgent)
             if final and self._serial is not None and not self._fault:
                 self._write_all(final, timeout_s=0.2)
                 time.sleep(min(0.05, len(final) * self._ns_per_byte / 1e9 + 0.002))
@@ -134,20 +143,33 @@ class SerialLink:
                 self.counters.coalesced += 1
                 return 0
             self._latest = b""
-            if self._send(data, now, with_poll=self._poll_due(now, idle_only=False)):
-                return time.perf_counter_ns()
-            return 0
+            written = self._send(data, now, with_poll=self._poll_due(now, idle_only=False))
+            if self._urgent:
+                self._write_urgent_locked(self._urgent)
+                return 0
+            return time.perf_counter_ns() if written else 0
 
     def write_urgent(self, data: bytes) -> None:
-        """Write ``data`` now, ahead of anything queued (e-stop); waits at most 50 ms for buffer space."""
+        """Write ``data`` now, ahead of anything queued (e-stop); waits at most 50 ms for buffer space.
+
+        Safe from a signal handler: when the handler interrupted this same thread inside the link (in
+        the middle of a command write), the bytes are written as soon as that write is complete, so an
+        interrupted command can never reach the wire after the stop."""
+        if self._lock._is_owned():
+            self._urgent = data
+            return
         with self._lock:
-            self._latest = b""
-            if self._serial is None or self._fault:
-                return
-            if self._tail:
-                self._write_all(self._tail, 0.05)
-                self._tail = b""
-            self._write_all(data, 0.05)
+            self._write_urgent_locked(data)
+
+    def _write_urgent_locked(self, data: bytes) -> None:
+        self._urgent = b""
+        self._latest = b""
+        if self._serial is None or self._fault:
+            return
+        if self._tail:
+            self._write_all(self._tail, 0.05)
+            self._tail = b""
+        self._write_all(data, 0.05)
 
     def request_reinitialise(self) -> None:
         """Ask the I/O thread to run the driver's initialise again (e.g. after an e-stop reset)."""
@@ -353,6 +375,8 @@ class SerialLink:
                 if self._replies_due:
                     self._replies_due -= 1
         with self._lock:
+            if self._urgent:
+                self._write_urgent_locked(self._urgent)
             now = time.perf_counter_ns()
             if self._replies_due and now >= self._reply_deadline_ns:
                 self.counters.reply_timeouts += 1

@@ -75,7 +75,13 @@ def open_motors(protocol: str, port: str, ids: list[int], *, baud: int | None = 
         if twin is not None:
             twin.close()
         raise
-    controller = SafeMotors(driver, link, timeout_ms=timeout_ms, max_velocity=max_velocity,
-                            max_accel=max_accel, on_close=twin.close if twin is not None else None)
+    try:
+        controller = SafeMotors(driver, link, timeout_ms=timeout_ms, max_velocity=max_velocity,
+                                max_accel=max_accel, on_close=twin.close if twin is not None else None)
+    except BaseException:
+        link.close(final=driver.stop_bytes() + driver.release_bytes())
+        if twin is not None:
+            twin.close()
+        raise
     controller.twin = twin
     return controller

@@ -60,6 +60,7 @@ class SafeMotors:
         if np.any(self._user_limit <= 0):
             raise ValueError(f"max_velocity must be > 0 rad/s, got {max_velocity}")
         self.safety_counters = SafetyCounters()
+        self._limit_rad_s = self.velocity_limit
         self._on_close = on_close
         self._lock = threading.Lock()
         self._command = np.zeros(self.n)
@@ -156,12 +157,12 @@ class SafeMotors:
         if not finite.all():
             self.safety_counters.nonfinite += int((~finite).sum())
             target = np.where(finite, target, 0.0)
-        limit = self.velocity_limit
-        command = np.clip(target, -limit, limit)
+        limit = self._limit_rad_s
+        command = np.minimum(np.maximum(target, -limit), limit)
         if self.max_accel is not None:
             step = self.max_accel * min(now - self._command_ns, self.timeout_ns) / 1e9
-            command = self._command + np.clip(command - self._command, -step, step)
-        if not np.array_equal(command, target):
+            command = self._command + np.minimum(np.maximum(command - self._command, -step), step)
+        if (command != target).any():
             self.safety_counters.limited += 1
         self._command = command
         self._command_ns = now
@@ -170,6 +171,7 @@ class SafeMotors:
     def _link_up(self) -> None:
         """After (re)initialisation the device is at zero; restart from there, stay stopped if e-stopped."""
         with self._lock:
+            self._limit_rad_s = self.velocity_limit
             self._command = np.zeros(self.n)
             self._command_ns = time.perf_counter_ns()
             self._fresh_ns = 0
@@ -203,13 +205,19 @@ class SafeMotors:
 
 
 class StopOnSignal:
-    """Install SIGINT/SIGTERM handlers that e-stop ``controllers`` (bytes written inside the handler)
-    and set :attr:`event`; :attr:`signum` tells which signal arrived. :meth:`restore` undoes it."""
+    """Install SIGINT/SIGTERM handlers that e-stop ``controllers`` (the stop and torque-off bytes are
+    written inside the handler) and set :attr:`requested` / :attr:`signum` for the loop to notice.
+    :meth:`restore` puts the previous handlers back.
+
+    The handler deliberately sets plain attributes instead of a ``threading.Event``: ``Event.set()``
+    from a signal handler deadlocks when the signal lands while the main thread holds the event's
+    internal lock (inside ``Event.wait``).
+    """
 
     def __init__(self, controllers: Iterable[SafeMotors],
                  signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
         self.controllers = list(controllers)
-        self.event = threading.Event()
+        self.requested = False
         self.signum: int | None = None
         self._previous = {s: signal.signal(s, self._handle) for s in signals}
 
@@ -217,7 +225,7 @@ class StopOnSignal:
         for controller in self.controllers:
             controller.estop()
         self.signum = signum
-        self.event.set()
+        self.requested = True
 
     def restore(self) -> None:
         for s, handler in self._previous.items():

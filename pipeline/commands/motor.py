@@ -97,7 +97,7 @@ def run(args) -> int:
     try:
         start = time.monotonic()
         next_print = start
-        while not stopper.event.is_set():
+        while not stopper.requested:
             now = time.monotonic()
             if now - start >= args.duration:
                 break
@@ -105,9 +105,9 @@ def run(args) -> int:
             if now >= next_print:
                 _print_feedback(controller, now - start)
                 next_print += 0.25
-            stopper.event.wait(period)
+            time.sleep(period)
         _print_feedback(controller, time.monotonic() - start)
-        link_lost = not controller.connected
+        link_lost = controller.link.lost
     finally:
         controller.close()
         stopper.restore()
