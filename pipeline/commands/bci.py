@@ -3,6 +3,7 @@
     spikeloop bci fit DATA --decoder {wiener,kalman,ridge,snn} --out MODEL.npz [--block tr]
     spikeloop bci eval DATA --decoder D --folds K [--json]          (the issue's evaluation contract)
     spikeloop bci replay DATA --model MODEL.npz [--plot out.png] [--json] [--speed X]
+    spikeloop bci run launch/bci.toml [--set KEY=TOML] [--json]   (neural replay -> decoder -> motors)
 
 DATA is a DAD .mat file (block "tr" = Ytr/Xtr, "te" = Yte/Xte) or an MC_Maze trial CSV (binned at
 --bin-ms, hand velocity). Decoders: ``wiener`` (least squares on the current bin; --history/--ridge),
@@ -50,7 +51,7 @@ def make_decoder(args: argparse.Namespace, bin_us: int):
         return KalmanDecoder(history=history, lag=args.lag, C=args.C, steady_state=args.steady_state, bin_us=bin_us)
     if name == "snn":
         if history != 1 or args.lag:
-            raise SystemExit("bci: the snn decoder implements the current-bin filter (no --history/--lag)")
+            raise ValueError("the snn decoder implements the current-bin filter (no --history/--lag)")
         steps = args.steps or max(1, round(bin_us / 1000))
         return SNNDecoder(steps=steps, neurons=args.neurons, backend=args.backend, ridge=ridge, bin_us=bin_us)
     return WienerDecoder(history=history, lag=args.lag, ridge=ridge, bin_us=bin_us)
@@ -99,7 +100,7 @@ def _spike_source(args: argparse.Namespace, bin_us: int):
     if Path(args.data).suffix.lower() == ".csv":
         from recordings.mc_maze import McMazeSource
 
-        source = McMazeSource(args.data, speed=args.speed, fast=args.speed is None, chunk_us=args.chunk_us)
+        source = McMazeSource(args.data, speed=args.speed or 1.0, fast=args.speed is None, chunk_us=args.chunk_us)
         return source, source.trial.binned(bin_us / 1000)
     from recordings.dad import DadSource
 
@@ -111,14 +112,16 @@ def _spike_source(args: argparse.Namespace, bin_us: int):
 def replay(args: argparse.Namespace) -> int:
     from pipeline.decoders.bci.binning import OnlineBinner
     from pipeline.decoders.bci.evaluate import r2_score
+    from pipeline.decoders.bci.features import BCIInputError
     from pipeline.decoders.bci.model_io import load_decoder
 
     decoder = load_decoder(args.model)
     bin_us = decoder.bin_us or round((args.bin_ms or 50.0) * 1000)
     source, truth = _spike_source(args, bin_us)
     if source.info.channels != decoder.n_units:
-        raise SystemExit(f"bci replay: units mismatch: {args.model} was fitted on {decoder.n_units} units, "
-                         f"{args.data} has {source.info.channels}")
+        source.close()
+        raise BCIInputError(f"units mismatch: {args.model} was fitted on {decoder.n_units} units, "
+                            f"{args.data} has {source.info.channels}")
     decoder.warmup()
     decoder.reset()
     binner = OnlineBinner(source.info.channels, bin_us, source.t_start_us)
@@ -157,6 +160,25 @@ def replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_launch(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from pipeline.decoders.bci.run import build_and_run, load_bci_launch
+
+    spec = load_bci_launch(args.launch, args.set)
+    report = build_and_run(spec)
+    if args.json:
+        print(json.dumps(asdict(report)))
+        return 0
+    print(f"{spec.display}: {report.bins} bins decoded, {report.commands} commands written in {report.wall_s:.2f} s; "
+          f"R^2 {np.round(report.r2, 4).tolist()}")
+    if report.decode_us:
+        print(f"decode+map per bin: p50 {report.decode_us['p50']:.1f} µs, p99 {report.decode_us['p99']:.1f} µs; "
+              f"packet -> command: p50 {report.latency_us.get('p50', 0):.1f} µs, p99 {report.latency_us.get('p99', 0):.1f} µs"
+              + (f"; sink errors: {report.sink_errors}" if report.sink_errors else ""))
+    return 0
+
+
 def _guarded(func):
     def run(args: argparse.Namespace) -> int:
         from pipeline.decoders.bci.features import BCIInputError
@@ -164,7 +186,7 @@ def _guarded(func):
 
         try:
             return func(args)
-        except (BCIInputError, RecordingError, ValueError, OSError) as exc:
+        except (BCIInputError, RecordingError, ValueError, OSError, RuntimeError) as exc:
             print(f"spikeloop bci: error: {exc}", file=sys.stderr)
             return 2
     return run
@@ -214,3 +236,9 @@ def register(subparsers) -> None:
     p.add_argument("--speed", type=float, default=None, help="pace at X times real time (default: as fast as possible)")
     p.add_argument("--chunk-us", type=int, default=10_000, help="packet length of the spike stream (µs)")
     p.set_defaults(func=_guarded(replay))
+    p = sub.add_parser("run", help="run a BCI launch file: neural replay -> decoder -> motor commands -> sinks")
+    p.add_argument("launch", help="launch file (e.g. launch/bci.toml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=TOML",
+                   help="override a value, e.g. --set loop.mode='\"fast\"' (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the run report as one JSON record")
+    p.set_defaults(func=_guarded(run_launch))

@@ -1,0 +1,130 @@
+"""BCI output side: decoded velocity -> wheel/joint commands, the bci launch file (neural replay ->
+decoder -> emulated motors / command log) and ``spikeloop bci fit`` + ``replay`` with its PNG."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+from pipeline.decoders.bci.kalman import KalmanDecoder
+from pipeline.decoders.bci.motor import VelocityToDrive, VelocityToJoints
+from pipeline.decoders.bci.run import build_and_run, load_bci_launch
+from pipeline.launch_schema import LaunchError
+from pipeline.sinks import read_command_log
+from pipeline.testdata import REPO_ROOT
+from recordings.dad import load_dad
+
+LAUNCH = REPO_ROOT / "launch" / "bci.toml"
+
+
+def test_velocity_to_drive_known_values():
+    drive = VelocityToDrive(wheel_radius_m=0.05, track_m=0.2, max_wheel_radps=10.0,
+                            mps_per_unit=0.01, radps_per_unit=-0.05, deadband=0.5)
+    np.testing.assert_allclose(drive(np.array([0.0, 20.0])), [4.0, 4.0])        # 0.2 m/s straight
+    np.testing.assert_allclose(drive(np.array([10.0, 0.0])), [1.0, -1.0])       # hand right -> turn right
+    np.testing.assert_allclose(drive(np.array([0.4, -0.4])), [0.0, 0.0])        # inside the deadband
+    fast = drive(np.array([-40.0, 100.0]))                                       # 1 m/s, +2 rad/s: saturates
+    assert np.max(np.abs(fast)) == pytest.approx(10.0) and drive.mixer.saturated
+    np.testing.assert_allclose(fast[1] / fast[0], (1.0 + 0.2) / (1.0 - 0.2))    # curvature kept
+    with pytest.raises(ValueError, match="non-finite"):
+        drive(np.array([np.nan, 1.0]))
+    with pytest.raises(ValueError, match="two different axes"):
+        VelocityToDrive(0.05, 0.2, 10.0, forward_axis=0, turn_axis=0)
+
+
+def test_velocity_to_joints_clips():
+    joints = VelocityToJoints([[1.0, 0.0], [0.5, 0.5], [0.0, -2.0]], max_joint_radps=3.0)
+    np.testing.assert_allclose(joints(np.array([2.0, 2.0])), [2.0, 2.0, -3.0])
+    with pytest.raises(ValueError, match="gain"):
+        VelocityToJoints([1.0, 2.0], 1.0)
+
+
+@pytest.fixture()
+def launch_copy(tmp_path, data_dir):
+    """launch/bci.toml pointed at the test data folder (the file's default is ../shared/data)."""
+    text = LAUNCH.read_text().replace("../../shared/data/bci/chewie_demo.mat",
+                                      str(data_dir / "bci" / "chewie_demo.mat"))
+    path = tmp_path / "bci.toml"
+    path.write_text(text)
+    return path
+
+
+def test_launch_file_commands_equal_offline_decoding(launch_copy, tmp_path, data_dir):
+    """Fast run of the shipped launch file with a command log instead of motors: every bin's command is
+    the drive mapping of the Kalman filter (fitted on Ytr) stepping through Yte from a fresh state."""
+    log = tmp_path / "cmd.csv"
+    spec = load_bci_launch(launch_copy, ['loop.mode="fast"', "loop.duration_s=10.0", f'sinks.log.path="{log}"'])
+    spec.sinks = [s for s in spec.sinks if s[1] == "command_log"]      # no motors needed here
+    report = build_and_run(spec)
+    assert report.bins == 200 and report.commands == 200
+    t_us, commands = read_command_log(log)
+    np.testing.assert_array_equal(t_us, 50_000 * np.arange(1, 201))
+    path = data_dir / "bci" / "chewie_demo.mat"
+    tr, te = load_dad(path, "tr"), load_dad(path, "te")
+    decoder = KalmanDecoder().fit(tr.counts, tr.kinematics)
+    decoder.reset()
+    drive = VelocityToDrive(wheel_radius_m=0.033, track_m=0.16, max_wheel_radps=6.0, forward_axis=1, turn_axis=0,
+                            mps_per_unit=0.01, radps_per_unit=-0.05, deadband=1.0)
+    expected = np.array([drive(decoder.step(row)) for row in te.counts[:200]])
+    np.testing.assert_allclose(commands, expected, rtol=1e-12, atol=1e-12)
+    assert np.abs(commands).max() > 0.5                       # the wheels really move
+
+
+def test_launch_file_drives_emulated_motors(launch_copy, tmp_path):
+    spec = load_bci_launch(launch_copy, ['loop.mode="fast"', "loop.duration_s=2.0",
+                                         f'sinks.log.path="{tmp_path / "c.csv"}"'])
+    report = build_and_run(spec)
+    assert report.bins == 40 and report.commands == 40 and report.sink_errors == 0
+    assert report.latency_us["p50"] > 0
+
+
+def test_launch_file_errors_name_section_and_key(launch_copy):
+    with pytest.raises(LaunchError, match=r"\[output\] max_wheel_radps: expected a positive number"):
+        load_bci_launch(launch_copy, ["output.max_wheel_radps=0"])
+    with pytest.raises(LaunchError, match=r"\[decoder\] colour: unknown key"):
+        load_bci_launch(launch_copy, ['decoder.colour="red"'])
+    with pytest.raises(LaunchError, match=r"\[source\] type: expected one of 'dad', 'mc_maze'"):
+        load_bci_launch(launch_copy, ['source.type="aedat"'])
+    with pytest.raises(LaunchError, match=r"\[decoder\] model: file not found"):
+        load_bci_launch(launch_copy, ['decoder.model="missing.npz"'])
+
+
+def test_launch_units_mismatch(launch_copy, tmp_path, data_dir):
+    csv = tmp_path / "trial.csv"
+    shutil.copy(data_dir / "bci" / "trial_748_data.csv", csv)
+    chewie = data_dir / "bci" / "chewie_demo.mat"
+    spec = load_bci_launch(launch_copy, [f'source.path="{csv}"', 'source.type="mc_maze"', 'loop.mode="fast"',
+                                         f'decoder.fit_path="{chewie}"'])
+    with pytest.raises(LaunchError, match="units mismatch: the decoder takes 71 units.*182"):
+        build_and_run(spec)
+
+
+def test_cli_fit_replay_png(tmp_path, data_dir, capsys):
+    path = data_dir / "bci" / "chewie_demo.mat"
+    model, png = tmp_path / "k.npz", tmp_path / "k.png"
+    assert main(["bci", "fit", str(path), "--decoder", "kalman", "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["bci", "replay", str(path), "--model", str(model), "--plot", str(png), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["bins"] == 1818 and record["late_spikes"] == 0
+    # train (Ytr) -> test (Yte) Kalman from the training-mean state: the reference's ~0.43 anchor
+    np.testing.assert_allclose(record["r2"], [0.426, 0.427], atol=5e-3)
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[1] == 1200
+    orange = np.all(np.abs(image.astype(int) - [40, 110, 230]) < 40, axis=2)
+    assert orange.sum() > 2000                                  # the decoded trace is drawn
+
+
+def test_cli_errors(tmp_path, data_dir, capsys):
+    csv = data_dir / "bci" / "trial_748_data.csv"
+    model = tmp_path / "w.npz"
+    assert main(["bci", "fit", str(data_dir / "bci" / "chewie_demo.mat"), "--decoder", "wiener",
+                 "--out", str(model)]) == 0
+    assert main(["bci", "replay", str(csv), "--model", str(model)]) != 0
+    assert "units mismatch" in capsys.readouterr().err
+    assert main(["bci", "eval", str(tmp_path / "none.mat"), "--decoder", "kalman"]) == 2
+    assert "no such file" in capsys.readouterr().err
