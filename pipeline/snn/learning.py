@@ -150,6 +150,7 @@ class LearningEngine:
         self._active_post = np.zeros(self.n_post, np.int32)
         self._acc = np.zeros(self.n_post, np.int64)
         self._mac = np.zeros(self.n_post, np.int64)
+        self._val = np.zeros(self.n_post, np.int64)
         self._new_values = np.zeros((3, self.n_post), np.int64)
         self.time_step = 0
         self.updates_last_step = 0
@@ -254,7 +255,7 @@ class LearningEngine:
         return k.apply_learning(self.weights, self.tag2, self.tag1, self._has_target, self.tx, self.ty,
                                 self._x_hist, self._y_hist, u_value, SIGN_MODES[self.sign_mode],
                                 rnd.conn.at(epoch), *self._products, self._all_post, self._active_post,
-                                self._acc, self._mac, self._new_values)
+                                self._acc, self._mac, self._val, self._new_values)
 
 
 class FloatLearningEngine:

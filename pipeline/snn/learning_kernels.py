@@ -147,53 +147,83 @@ def _round_and_saturate(target, acc, sign_mode, random_conn):
 
 
 @njit(cache=True)
-def _product_into(acc, mac, cols, count, j, p, tx, ty, x_hist, y_hist, u_value, weights, tag2, tag1, use_tags,
-                  p_dep, p_mant, p_exp, p_shift, f_start, f_code, f_const, f_sgn, f_lo, f_hi):
-    """Add product ``p`` for synapses (j, cols[:count]) to ``acc`` (Lava's fixed-point MAC)."""
+def _factor_column(val, code, dep, cols, count, j, tx, ty, x_hist, y_hist, weights, tag2, tag1, use_tags):
+    """val[q] = value of factor ``code`` for synapse (j, cols[q]) under dependency ``dep``.
+
+    One tight loop per (factor kind, dependency) so the loops carry no branches.
+    """
     t_epoch = x_hist.shape[0] - 1
+    if code < 2:
+        if dep == DEP_Y0:
+            for q in range(count):
+                val[q] = x_hist[ty[cols[q]], code, j]
+        else:
+            v = x_hist[tx[j] if dep == DEP_X0 else t_epoch, code, j]
+            for q in range(count):
+                val[q] = v
+    elif code < 5:
+        r = code - 2
+        if dep == DEP_Y0:
+            for q in range(count):
+                i = cols[q]
+                val[q] = y_hist[ty[i], r, i]
+        else:
+            tidx = tx[j] if dep == DEP_X0 else t_epoch
+            for q in range(count):
+                val[q] = y_hist[tidx, r, cols[q]]
+    elif code == 5:
+        for q in range(count):
+            val[q] = weights[j, cols[q]]
+    elif code == 6 or code == 7:
+        if not use_tags:
+            for q in range(count):
+                val[q] = 0
+        elif code == 6:
+            for q in range(count):
+                val[q] = tag2[j, cols[q]]
+        else:
+            for q in range(count):
+                val[q] = tag1[j, cols[q]]
+    elif code == 8:
+        v = 1 if tx[j] > 0 else 0
+        for q in range(count):
+            val[q] = v
+    else:
+        for q in range(count):
+            val[q] = 1 if ty[cols[q]] > 0 else 0
+
+
+@njit(cache=True)
+def _product_into(acc, mac, val, cols, count, j, p, tx, ty, x_hist, y_hist, u_value, weights, tag2, tag1,
+                  use_tags, p_dep, p_mant, p_exp, p_shift, f_start, f_code, f_const, f_sgn, f_lo, f_hi):
+    """Add product ``p`` for synapses (j, cols[:count]) to ``acc`` (Lava's fixed-point MAC)."""
     dep = p_dep[p]
     if dep == DEP_X0 and tx[j] == 0:
         return
     if dep == DEP_U and u_value == 0:
         return
-    for q in range(count):
-        i = cols[q]
-        mac[q] = 0 if (dep == DEP_Y0 and ty[i] == 0) else 1
+    if dep == DEP_Y0:
+        for q in range(count):
+            mac[q] = 1 if ty[cols[q]] > 0 else 0
+    else:
+        for q in range(count):
+            mac[q] = 1
     for f in range(f_start[p], f_start[p + 1]):
-        code = f_code[f]
+        _factor_column(val, f_code[f], dep, cols, count, j, tx, ty, x_hist, y_hist, weights, tag2, tag1, use_tags)
         const = f_const[f]
         lo = f_lo[f]
         hi = f_hi[f]
-        sgn = f_sgn[f]
-        for q in range(count):
-            if mac[q] == 0:
-                continue
-            i = cols[q]
-            tidx = tx[j] if dep == DEP_X0 else (ty[i] if dep == DEP_Y0 else t_epoch)
-            if code < 2:
-                val = np.int64(x_hist[tidx, code, j])
-            elif code < 5:
-                val = np.int64(y_hist[tidx, code - 2, i])
-            elif code == 5:
-                val = np.int64(weights[j, i])
-            elif code == 6:
-                val = np.int64(tag2[j, i]) if use_tags else np.int64(0)
-            elif code == 7:
-                val = np.int64(tag1[j, i]) if use_tags else np.int64(0)
-            elif code == 8:
-                val = np.int64(1 if tx[j] > 0 else 0)
-            else:
-                val = np.int64(1 if ty[i] > 0 else 0)
-            val += const
-            if sgn:
-                val = np.int64(1 if val > 0 else (-1 if val < 0 else 0))
-            mac[q] = _wrap32(mac[q] * _clip(val, lo, hi))
+        if f_sgn[f]:
+            for q in range(count):
+                v = val[q] + const
+                mac[q] = _wrap32(mac[q] * _clip(np.int64(1 if v > 0 else (-1 if v < 0 else 0)), lo, hi))
+        else:
+            for q in range(count):
+                mac[q] = _wrap32(mac[q] * _clip(val[q] + const, lo, hi))
     mant = p_mant[p]
     shift = p_shift[p]
     exp = p_exp[p]
     for q in range(count):
-        if mac[q] == 0:
-            continue
         m = _wrap32(mac[q] * mant) >> shift
         m = _clip(_wrap32(m << exp), ACC_MIN, ACC_MAX)
         acc[q] = _clip(acc[q] + m, ACC_MIN, ACC_MAX)
@@ -202,7 +232,7 @@ def _product_into(acc, mac, cols, count, j, p, tx, ty, x_hist, y_hist, u_value, 
 @njit(cache=True)
 def apply_learning(weights, tag2, tag1, has_target, tx, ty, x_hist, y_hist, u_value, sign_mode,
                    random_conn, p_target, p_dep, p_mant, p_exp, p_shift, f_start, f_code, f_const, f_sgn,
-                   f_lo, f_hi, all_post, active_post, acc, mac, new_values):
+                   f_lo, f_hi, all_post, active_post, acc, mac, val, new_values):
     """Apply the product series of one epoch to every synapse with an active dependency.
 
     Synapses whose pre neuron (x0 products) or post neuron (y0 products) spiked in the epoch, or
@@ -217,7 +247,7 @@ def apply_learning(weights, tag2, tag1, has_target, tx, ty, x_hist, y_hist, u_va
     Work goes row by row (one pre neuron, its post neurons) so [pre, post] arrays are read
     contiguously. Tag arrays are (n_pre, n_post), or (1, 1) placeholders when the rule neither
     learns nor reads tags. Scratch: ``all_post`` = arange(n_post) int32, ``active_post`` (n_post,)
-    int32, ``acc``/``mac`` (n_post,) int64, ``new_values`` (3, n_post) int64.
+    int32, ``acc``/``mac``/``val`` (n_post,) int64, ``new_values`` (3, n_post) int64.
     Returns the number of synapses updated.
     """
     n_pre = tx.shape[0]
@@ -259,9 +289,9 @@ def apply_learning(weights, tag2, tag1, has_target, tx, ty, x_hist, y_hist, u_va
                 acc[q] = old << SYN_SHIFT
             for p in range(p_target.shape[0]):
                 if p_target[p] == target:
-                    _product_into(acc, mac, cols, count, j, p, tx, ty, x_hist, y_hist, u_value, weights, tag2,
-                                  tag1, use_tags, p_dep, p_mant, p_exp, p_shift, f_start, f_code, f_const, f_sgn,
-                                  f_lo, f_hi)
+                    _product_into(acc, mac, val, cols, count, j, p, tx, ty, x_hist, y_hist, u_value, weights,
+                                  tag2, tag1, use_tags, p_dep, p_mant, p_exp, p_shift, f_start, f_code, f_const,
+                                  f_sgn, f_lo, f_hi)
             for q in range(count):
                 new_values[target, q] = _round_and_saturate(target, acc[q], sign_mode, random_conn)
         for q in range(count):
