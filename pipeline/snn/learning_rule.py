@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TRACE_NAMES = ("x1", "x2", "y1", "y2", "y3")
 SYNAPTIC_NAMES = ("w", "d", "t")
 DEPENDENCY_NAMES = ("x0", "y0", "u")
 #: Factor variable codes used by the kernels (index = code).
@@ -38,9 +37,8 @@ FACTOR_WIDTHS = np.array([7, 7, 7, 7, 7, 9, 9, 9, 1, 1], dtype=np.int64)
 TARGETS = ("dw", "dd", "dt")
 MANTISSA_RANGE = (-8, 7)
 EXPONENT_RANGE = (-7, 8)
-#: Loihi's trace impulse fraction has 8 bits, traces themselves 7 bits.
+#: Loihi's trace impulse fraction has 8 bits (traces themselves are 7-bit, 0..127).
 TRACE_FRACTION_BITS = 8
-TRACE_MAX = 127
 
 
 class RuleSyntaxError(ValueError):
