@@ -127,6 +127,17 @@ def test_maestro_worked_examples_and_twin():
     assert dev.targets[2] == 6000 and dev.errors & mo.ERROR_SERIAL_TIMEOUT
 
 
+def test_maestro_pololu_protocol():
+    assert mo.pololu(12, mo.set_target(0, 6000)) == H("AA 0C 04 00 70 2E")
+    dev = MaestroDevice(device_number=12)
+    dev.feed(mo.pololu(13, mo.set_target(1, 7000)) + mo.pololu(12, mo.set_target(0, 5000)), 0.0)
+    assert dev.targets[0] == 5000 and dev.targets[1] == 0  # device 13's packet is not ours
+    assert dev.feed(mo.pololu(12, mo.get_position(0)), 0.0) == struct.pack("<H", 5000)
+    with open_motors("maestro", "emulated:maestro", [3], full_scale_rad_s=4.0, device_number=12) as m:
+        assert wait_until(lambda: m.send(np.array([2.0])) > 0 and abs(m.feedback().velocity[0] - 2.0) < 1e-3, 2.0)
+        assert m.twin.device.targets[3] == 7000  # 1750 us
+
+
 # -- ODrive -----------------------------------------------------------------------------------------
 def test_odrive_checksums_and_lines():
     assert od.read("vbus_voltage") == b"r vbus_voltage *93\n"

@@ -5,7 +5,8 @@ range_us`` (clamped to neutral +- range), sent as Set Target in quarter-us. ``fu
 speed your servo/ESC reaches at neutral + range (required). Read-back: Get Position per channel, the
 *output pulse* (the Maestro has no sensor), converted back to rad/s; position is NaN. Release: target 0
 (pulses off). The Maestro's own serial timeout is a device setting (Maestro Control Center), not
-settable over serial, so this driver cannot arm it; Get Errors at start-up clears old errors.
+settable over serial, so this driver cannot arm it; Get Errors at start-up clears old errors. With
+``device_number`` set, every command uses the Pololu protocol (``AA device ...``) instead of the compact one.
 """
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ class MaestroDriver(MotorDriver):
     reply_timeout_s = 0.05
 
     def __init__(self, ids: list[int], full_scale_rad_s: float | None = None, neutral_us: float = 1500.0,
-                 range_us: float = 500.0) -> None:
+                 range_us: float = 500.0, device_number: int | None = None) -> None:
         super().__init__(ids)
+        if device_number is not None:
+            mo.pololu(device_number, mo.get_errors())
+        self.device_number = device_number
         for channel in ids:
             mo.get_position(channel)
         if full_scale_rad_s is None or full_scale_rad_s <= 0:
@@ -48,11 +52,15 @@ class MaestroDriver(MotorDriver):
         return np.rint((self.neutral_us + frac * self.range_us) * 4.0).astype(np.int64)
 
     # -- bytes ------------------------------------------------------------------------------------
+    def _frame(self, compact: bytes) -> bytes:
+        return compact if self.device_number is None else mo.pololu(self.device_number, compact)
+
     def encode_velocity(self, omega_rad_s: np.ndarray) -> bytes:
-        return b"".join(mo.set_target(ch, int(q)) for ch, q in zip(self.ids, self._targets(omega_rad_s)))
+        return b"".join(self._frame(mo.set_target(ch, int(q)))
+                        for ch, q in zip(self.ids, self._targets(omega_rad_s)))
 
     def release_bytes(self) -> bytes:
-        return b"".join(mo.set_target(ch, 0) for ch in self.ids)
+        return b"".join(self._frame(mo.set_target(ch, 0)) for ch in self.ids)
 
     def poll_bytes(self) -> bytes:
         if self._expect and time.perf_counter_ns() - self._expect[0][1] > self.reply_timeout_s * 4e9:
@@ -60,7 +68,7 @@ class MaestroDriver(MotorDriver):
         channel = self.ids[self._next_channel]
         self._next_channel = (self._next_channel + 1) % len(self.ids)
         self._expect.append((channel, time.perf_counter_ns()))
-        return mo.get_position(channel)
+        return self._frame(mo.get_position(channel))
 
     def polls_expected_replies(self) -> int:
         return 1
@@ -93,7 +101,7 @@ class MaestroDriver(MotorDriver):
     def initialise(self, link: Exchange) -> None:
         self.reset_decoder()
         self._expect.append((-1, time.perf_counter_ns()))
-        errors = link.request(mo.get_errors(), 1, self.reply_timeout_s * 4)
+        errors = link.request(self._frame(mo.get_errors()), 1, self.reply_timeout_s * 4)
         if not errors:
             self.reset_decoder()
             raise MotorError(f"maestro on {link.port}: no reply to Get Errors (A1) (check the port is the "

@@ -2,9 +2,13 @@
 
 Command bytes have the MSB set, data bytes are 7-bit. Set Target: ``84 channel target&7F (target>>7)&7F``
 with the target in quarter-microseconds (0 = pulses off). For continuous-rotation servos and RC ESCs
-the pulse width is the velocity command: ``neutral_us`` (typically 1500 us) = stop.
+the pulse width is the velocity command: ``neutral_us`` (typically 1500 us) = stop. The Pololu protocol
+(for several devices on one line) frames the same command as ``AA device command&7F data...``.
 """
 from __future__ import annotations
+
+POLOLU_START = 0xAA
+DEFAULT_DEVICE_NUMBER = 12
 
 SET_TARGET = 0x84
 SET_SPEED = 0x87
@@ -38,6 +42,13 @@ def get_position(channel: int) -> bytes:
 
 def get_errors() -> bytes:
     return bytes((GET_ERRORS,))
+
+
+def pololu(device_number: int, compact: bytes) -> bytes:
+    """One compact-protocol command re-framed for the Pololu protocol."""
+    if not 0 <= device_number <= 127:
+        raise ValueError(f"Maestro device number {device_number} outside 0..127")
+    return bytes((POLOLU_START, device_number, compact[0] & 0x7F)) + compact[1:]
 
 
 def describe_errors(bits: int) -> str:

@@ -1,4 +1,5 @@
-"""Emulated Pololu Maestro (compact protocol): Set Target / Speed / Acceleration, Get Position, Get
+"""Emulated Pololu Maestro (compact protocol, and the Pololu protocol ``AA device command&7F ...`` for
+``device_number``; packets for other device numbers are skipped): Set Target / Speed / Acceleration, Get Position, Get
 Moving State, Get Errors, Go Home. A data byte with the MSB set, or a new command inside a packet,
 raises the protocol error bit (4). With ``serial_timeout_ms`` > 0 (a device setting on the real
 Maestro), no valid command in that time raises error bit 5 and sends every channel to its home
@@ -20,8 +21,9 @@ DATA_SIZES = {mo.SET_TARGET: 3, mo.SET_SPEED: 3, mo.SET_ACCELERATION: 3, mo.GET_
 class MaestroDevice:
     def __init__(self, ids: list[int] | None = None, channels: int = 24, serial_timeout_ms: float = 0.0,
                  home_us: float = 1500.0, neutral_us: float = 1500.0, range_us: float = 500.0,
-                 tau_s: float = 0.05) -> None:
+                 device_number: int | None = None, tau_s: float = 0.05) -> None:
         self.channels = channels
+        self.device_number = mo.DEFAULT_DEVICE_NUMBER if device_number is None else device_number
         self.serial_timeout_s = serial_timeout_ms / 1000.0
         self.home_q = int(home_us * 4)
         self.neutral_us, self.range_us = neutral_us, range_us
@@ -45,23 +47,30 @@ class MaestroDevice:
         out = bytearray()
         self._buf += data
         while self._buf:
-            cmd = self._buf[0]
-            if cmd not in DATA_SIZES:
+            pololu = self._buf[0] == mo.POLOLU_START
+            head = 3 if pololu else 1  # AA device command | command
+            if len(self._buf) < head:
+                break
+            cmd = (self._buf[2] | 0x80) if pololu else self._buf[0]
+            size = DATA_SIZES.get(cmd)
+            if size is None or (pololu and (self._buf[1] | self._buf[2]) & 0x80):
                 self.errors |= 1 << 4
                 del self._buf[:1]
                 continue
-            size = DATA_SIZES[cmd]
-            bad = next((i for i in range(1, min(len(self._buf), size + 1)) if self._buf[i] & 0x80), None)
+            bad = next((i for i in range(head, min(len(self._buf), head + size))
+                        if self._buf[i] & 0x80), None)
             if bad is not None:
                 self.errors |= 1 << 4
                 del self._buf[:bad]
                 continue
-            if len(self._buf) < size + 1:
+            if len(self._buf) < head + size:
                 break
-            args = bytes(self._buf[1:size + 1])
-            del self._buf[:size + 1]
-            self._last_command_s = now_s
-            out += self._execute(cmd, args)
+            args = bytes(self._buf[head:head + size])
+            ours = not pololu or self._buf[1] == self.device_number
+            del self._buf[:head + size]
+            if ours:
+                self._last_command_s = now_s
+                out += self._execute(cmd, args)
         return bytes(out)
 
     def _execute(self, cmd: int, args: bytes) -> bytes:
