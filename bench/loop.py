@@ -194,13 +194,14 @@ def main() -> int:
     print(f"goal: arrival->bytes p50 <= {GOAL['latency_p50_ms']} ms, p99 <= {GOAL['latency_p99_ms']} ms; "
           f"< 0.1 % missed ticks (medians of {args.repeat} runs per row)")
     header = (f"{'run':34s} {'sched':16s} {'arrival p50/p99/max ms':>24s} {'sensor p50/p99 ms':>18s} "
-              f"{'missed ticks':>12s} {'merged':>7s} {'steps/s':>8s} {'unwritten':>9s}")
+              f"{'missed ticks':>12s} {'tick late p99':>13s} {'merged':>7s} {'steps/s':>8s} {'unwritten':>9s}")
     print(header)
     for r in runs:
         arrival = f"{r['latency_p50_ms']:.3f}/{r['latency_p99_ms']:.3f}/{r['latency_max_ms']:.2f}"
         sensor = f"{r['sensor_p50_ms']:.2f}/{r['sensor_p99_ms']:.2f}" if r["sensor_p50_ms"] is not None else "-"
         print(f"{r['label']:34s} {r['realtime'][:16]:16s} {arrival:>24s} {sensor:>18s} "
-              f"{r['missed_tick_pct']:>11.3f}% {r['merged_steps']:>7d} {r['steps_per_s']:>8.0f} "
+              f"{r['missed_tick_pct']:>11.3f}% {r['tick_late_p99_us']:>10.0f} us {r['merged_steps']:>7d} "
+              f"{r['steps_per_s']:>8.0f} "
               f"{r['commands_unwritten']:>9d}")
     print("reference anchors (published defaults, not measured here): "
           + "; ".join(f"{k}: {v}" for k, v in ANCHORS.items()))
