@@ -48,7 +48,7 @@ def make_decoder(args: argparse.Namespace, bin_us: int):
     history = args.history if args.history is not None else DEFAULT_HISTORY[name]
     ridge = args.ridge if args.ridge is not None else DEFAULT_RIDGE[name]
     if name == "kalman":
-        return KalmanDecoder(history=history, lag=args.lag, C=args.C, steady_state=args.steady_state, bin_us=bin_us)
+        return KalmanDecoder(history=history, lag=args.lag, C=args.C, steady_state=True, bin_us=bin_us)
     if name == "snn":
         if history != 1 or args.lag:
             raise ValueError("the snn decoder implements the current-bin filter (no --history/--lag)")
@@ -80,7 +80,8 @@ def evaluate(args: argparse.Namespace) -> int:
     from pipeline.decoders.bci.evaluate import cross_validate
 
     data = _load(args, args.block or "te")
-    result = cross_validate(data, lambda: make_decoder(args, data.bin_us), args.folds, args.decoder)
+    result = cross_validate(data, lambda: make_decoder(args, data.bin_us), args.folds, args.decoder,
+                            steady_state=args.steady_state)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary))
@@ -207,7 +208,8 @@ def _decoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ridge", type=_ridge, default=None, help="ridge penalty (z-scored units) or 'auto'")
     p.add_argument("--C", type=float, default=1.0, help="Kalman process-noise scale (Neural_Decoding's C)")
     p.add_argument("--steady-state", action="store_true",
-                   help="Kalman: decode with the steady-state gain (the online fast path) instead of the full filter")
+                   help="eval, Kalman: score the steady-state gain (the online fast path) instead of the full filter "
+                        "(fitted models always step online with the steady-state gain)")
     p.add_argument("--backend", choices=("loihi", "float"), default="loihi", help="snn: SNN backend")
     p.add_argument("--steps", type=int, default=None, help="snn: SNN steps per bin (default: bin width in ms)")
     p.add_argument("--neurons", type=int, default=4, help="snn: output neurons per sign and axis")

@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.decoders.bci.base import BinDecoder
 from pipeline.decoders.bci.data import BinnedData
+from pipeline.decoders.bci.kalman import KalmanDecoder
 
 
 def r2_score(y: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
@@ -74,17 +75,24 @@ class EvalResult:
         }
 
 
-def decode_fold(decoder: BinDecoder, counts: np.ndarray, kinematics: np.ndarray) -> tuple[np.ndarray, float]:
-    """Decode one held-out block (state-space decoders start from its first true kinematics);
-    returns predictions (T, d) and the decode time per bin (µs)."""
+def decode_fold(decoder: BinDecoder, counts: np.ndarray, kinematics: np.ndarray,
+                steady_state: bool = False) -> tuple[np.ndarray, float]:
+    """Decode one held-out block (state-space decoders start from its first true kinematics; a Kalman
+    decoder runs the full filter, or its steady-state gain with ``steady_state``); returns predictions
+    (T, d) and the decode time per bin (µs)."""
     x0 = kinematics[0] if decoder.uses_initial_state else None
     t0 = time.perf_counter_ns()
-    pred = decoder.predict(counts, x0)
+    if isinstance(decoder, KalmanDecoder):
+        pred = decoder.predict(counts, x0, steady_state=steady_state)
+    else:
+        pred = decoder.predict(counts, x0)
     return pred, (time.perf_counter_ns() - t0) / 1e3 / len(counts)
 
 
-def cross_validate(data: BinnedData, make_decoder: Callable[[], BinDecoder], folds: int, name: str) -> EvalResult:
-    """Contiguous K-fold cross-validation of the decoder built by ``make_decoder`` on ``data``."""
+def cross_validate(data: BinnedData, make_decoder: Callable[[], BinDecoder], folds: int, name: str,
+                   steady_state: bool = False) -> EvalResult:
+    """Contiguous K-fold cross-validation of the decoder built by ``make_decoder`` on ``data``
+    (steady_state: score a Kalman decoder's steady-state gain instead of the full filter)."""
     n = len(data)
     bounds = fold_bounds(n, folds)
     results = []
@@ -94,6 +102,6 @@ def cross_validate(data: BinnedData, make_decoder: Callable[[], BinDecoder], fol
         segments = [s for s in ((0, a), (a, a + n - b)) if s[1] > s[0]]
         decoder = make_decoder().fit(data.counts[train], data.kinematics[train], segments)
         decoder.warmup()
-        pred, us = decode_fold(decoder, data.counts[a:b], data.kinematics[a:b])
+        pred, us = decode_fold(decoder, data.counts[a:b], data.kinematics[a:b], steady_state)
         results.append(FoldResult(a, b, r2_score(data.kinematics[a:b], pred), decoder.scaler.dropped, us, pred))
     return EvalResult(name, tuple(results))
