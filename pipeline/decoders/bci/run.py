@@ -83,14 +83,15 @@ class BCILaunch:
     sinks: list
 
 
-def _typed(ctx: Context, table, types, schemas) -> dict:
+def _typed(ctx: Context, table, schemas: dict[str, dict[str, Key]]) -> dict:
+    """A table whose ``type`` selects its schema (``schemas``: type -> keys)."""
+    types = tuple(schemas)
     if not isinstance(table, dict):
         raise LaunchError(f"{ctx.where()}: expected a table, got {table!r}")
     kind = table.get("type")
     if kind not in types:
         raise ctx.fail("type", f"expected one of {', '.join(map(repr, types))}, got {kind!r}")
-    values = check_table(ctx, table, schemas[kind] if isinstance(schemas, dict) and kind in schemas else schemas,
-                         ignore=("type",))
+    values = check_table(ctx, table, schemas[kind], ignore=("type",))
     values["type"] = kind
     return values
 
@@ -117,8 +118,11 @@ def load_bci_launch(path: str | Path, sets: list[str] = ()) -> BCILaunch:
     for required in ("source", "decoder", "output", "sinks"):
         if required not in raw:
             raise LaunchError(f"{display}: missing section [{required}]")
-    ctx = lambda section: Context(path, section, display)  # noqa: E731
-    source = _typed(ctx("source"), raw["source"], SOURCE_TYPES, SOURCE_KEYS)
+
+    def ctx(section: str) -> Context:
+        return Context(path, section, display)
+
+    source = _typed(ctx("source"), raw["source"], {kind: SOURCE_KEYS for kind in SOURCE_TYPES})
     loop = check_table(ctx("loop"), raw.get("loop", {}), LOOP_KEYS)
     decoder = check_table(ctx("decoder"), raw["decoder"], DECODER_KEYS)
     for key in ("model", "fit_path"):
@@ -128,7 +132,7 @@ def load_bci_launch(path: str | Path, sets: list[str] = ()) -> BCILaunch:
             if not p.is_file():
                 raise ctx("decoder").fail(key, f"file not found: {p}")
             decoder[key] = p
-    output = _typed(ctx("output"), raw["output"], tuple(OUTPUT_KEYS), OUTPUT_KEYS)
+    output = _typed(ctx("output"), raw["output"], OUTPUT_KEYS)
     sinks = _check_sinks(path, display, raw["sinks"])
     return BCILaunch(path, display, source, loop, decoder, output, sinks)
 
@@ -216,7 +220,10 @@ def build_and_run(spec: BCILaunch) -> BCIReport:
     from pipeline.launch import open_sinks
 
     src, dec, out = spec.source, spec.decoder, spec.output
-    ctx = lambda section: Context(spec.path, section, spec.display)  # noqa: E731
+
+    def ctx(section: str) -> Context:
+        return Context(spec.path, section, spec.display)
+
     if dec["model"]:
         decoder = load_decoder(dec["model"])
     else:
