@@ -50,6 +50,16 @@ def time_steps(decoder, counts: np.ndarray) -> np.ndarray:
     return out / 1e3
 
 
+def _one_blas_thread():
+    """Neural_Decoding inverts an n x n matrix per bin through BLAS/LAPACK; one thread is its fastest
+    setting on a shared 2-core machine (threads otherwise fight the other processes)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def time_neural_decoding(train_counts, train_vel, counts, vel) -> np.ndarray | None:
     """Neural_Decoding's Kalman predict over the block, as wall time per bin (µs), or None."""
     try:
@@ -59,7 +69,7 @@ def time_neural_decoding(train_counts, train_vel, counts, vel) -> np.ndarray | N
         return None
     ref = KalmanFilterRegression(C=1)
     ref.fit(train_counts, train_vel)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _one_blas_thread():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter_ns()
         ref.predict(counts, vel)
