@@ -128,3 +128,16 @@ def test_cli_errors(tmp_path, data_dir, capsys):
     assert "units mismatch" in capsys.readouterr().err
     assert main(["bci", "eval", str(tmp_path / "none.mat"), "--decoder", "kalman"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_replay_mc_maze_stream(tmp_path, data_dir, capsys):
+    """Fit on one MC_Maze trial (20 ms bins of the 1 ms CSV rows), replay the other as AER spikes."""
+    model = tmp_path / "w.npz"
+    assert main(["bci", "fit", str(data_dir / "bci" / "trial_748_data.csv"), "--decoder", "wiener",
+                 "--ridge", "100", "--out", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["bci", "replay", str(data_dir / "bci" / "trial_1356_data.csv"), "--model", str(model),
+                 "--json", "--chunk-us", "3000"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["bins"] == 178 and record["bin_ms"] == 20.0 and record["late_spikes"] == 0
+    assert np.all(np.isfinite(record["r2"]))
