@@ -1,15 +1,19 @@
 """BCI decoding: binned neural activity -> 2-D (or d-D) kinematics, offline fit, online one bin at a time.
 
 Modules:
+    data      BinnedData (counts + kinematics), counts <-> AER spikes, open_binned (DAD .mat / MC_Maze CSV)
+    replay    an in-memory AER spike array replayed as a pipeline Source (paced or fast)
     binning   causal spike binning (AER events -> counts per bin), online binner
-    features  unit selection and z-scoring, lagged (history) design matrices
-    kernels   numba kernels of the per-bin step (linear/steady-state and full Kalman)
-    wiener    Wiener filter (least squares / ridge on lagged bins)
+    features  input checks, unit selection and z-scoring, lagged (history) design matrices
+    kernels   numba kernels of the per-bin step (LTI / steady-state Kalman and full Kalman)
+    base      the online API shared by all decoders (reset / step / predict, .npz arrays)
+    linear    decoders that are LTI systems on the lagged bins
+    wiener    Wiener filter (least squares / ridge on lagged bins, ridge chosen by inner CV)
     kalman    Kalman filter in the Wu et al. form used by Neural_Decoding, steady-state fast path
-    smooth    Wiener filter followed by a steady-state Kalman smoother (the causal "best" decoder)
-    snn       spiking implementation of a fitted linear decoder on the SNN runtime
+    snn       spiking implementation of the current-bin Wiener filter on the SNN runtime (loihi / float)
     evaluate  the ``bci eval`` contract: contiguous K-fold cross-validation, R^2 per axis
     model_io  save/load of fitted decoders to .npz (no pickle)
     motor     decoded velocity -> differential-drive wheel speeds or joint velocities
-    replay    an in-memory AER spike array replayed as a pipeline Source (paced or fast)
+    run       neural replay -> decoder -> motor commands -> sinks, driven by a launch file
+    plot      PNG of decoded vs true kinematics (OpenCV)
 """
