@@ -1,4 +1,4 @@
-"""``spikeloop bci {fit,eval,replay}``: BCI decoders on DAD .mat files and MC_Maze CSVs.
+"""``spikeloop bci {fit,eval,replay,run}``: BCI decoders on DAD .mat files and MC_Maze CSVs.
 
     spikeloop bci fit DATA --decoder {wiener,kalman,ridge,snn} --out MODEL.npz [--block tr]
     spikeloop bci eval DATA --decoder D --folds K [--json]          (the issue's evaluation contract)
