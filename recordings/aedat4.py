@@ -28,7 +28,7 @@ import dv_processing as dv
 import numpy as np
 
 from pipeline.dv_bridge import to_numpy
-from recordings.aedat4_lz4 import lz4_decode
+from recordings.aedat4_lz4 import HEAD_BYTES, lz4_decode
 from recordings.base import RecordingError, RecordingHeader, RecordingReader
 
 MAGIC = b"#!AER-DAT4.0\r\n"
@@ -221,26 +221,30 @@ def _vector_length(flatbuffer: np.ndarray) -> int:
 
 
 def check_payload(payload: bytes, compression: str, identifier: bytes) -> tuple[str, int]:
-    """Vet one packet payload before dv-processing decodes it: decompress LZ4 with bounds checks and
-    compare the flatbuffer's size prefix and file identifier. Returns ("", element count) or
-    (reason, -1). ZSTD payloads cannot be checked here and pass with count -1."""
+    """Vet one packet payload before dv-processing decodes it: validate LZ4 (bounds-checked, without
+    materialising more than the flatbuffer head) and compare the flatbuffer's size prefix with the
+    decoded length and its file identifier with the stream type. Returns ("", element count, or -1 when
+    the count is not in the head) or (reason, -1). ZSTD payloads cannot be checked and pass with -1."""
     if compression.startswith("ZSTD"):
         return "", -1
     if compression.startswith("LZ4"):
-        data, reason = lz4_decode(payload)
-        if data is None:
+        head, length, reason = lz4_decode(payload, keep=HEAD_BYTES)
+        if head is None:
             return reason, -1
     else:
-        data = np.frombuffer(payload, dtype=np.uint8)
-    if len(data) < 12 or int(data[:4].view("<u4")[0]) + 4 != len(data):
+        head = np.frombuffer(payload, dtype=np.uint8)
+        length = len(head)
+    if length < 12 or int(head[:4].view("<u4")[0]) + 4 != length:
         return "packet flatbuffer size prefix does not match its length", -1
-    if bytes(data[8:12]) != identifier:
-        return f"packet flatbuffer is {bytes(data[8:12])!r}, expected {identifier!r}", -1
+    if bytes(head[8:12]) != identifier:
+        return f"packet flatbuffer is {bytes(head[8:12])!r}, expected {identifier!r}", -1
     if identifier == b"FRME":
         return "", 1
     try:
-        return "", _vector_length(data)
+        return "", _vector_length(head)
     except (ValueError, struct.error) as exc:
+        if len(head) < length:
+            return "", -1
         return f"unreadable packet flatbuffer ({exc})", -1
 
 

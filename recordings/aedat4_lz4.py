@@ -1,10 +1,11 @@
 """Bounds-checked LZ4 frame decoding (numba) used to vet AEDAT 4 packets before dv-processing sees them.
 
 dv-processing 2.0.4 loops forever inside ``getNextEventBatch`` on some corrupted LZ4 packets (one
-flipped byte in the compressed data is enough). Every LZ4 packet is therefore decoded here first with
-every read and write checked, header/block/content checksums (xxHash32) verified when the frame has
-them, and the decoded flatbuffer's size prefix and file identifier compared with what the stream
-should hold. Only packets that pass are handed to dv-processing.
+flipped byte in the compressed data is enough). Every LZ4 packet is therefore run through this decoder
+first: every literal run, match offset and length is checked against the input and the output produced
+so far, header/block/content checksums (xxHash32) are verified when the frame has them, and only the
+first bytes of the output are materialised (the flatbuffer head, whose size prefix and file identifier
+the reader compares with what the stream should hold). Only packets that pass go to dv-processing.
 
 Frame layout (LZ4 frame format v1.6): magic 0x184D2204, FLG, BD, [content size u64], [dict id u32],
 HC (header checksum), then blocks ``u32 size`` (bit 31 = stored uncompressed; 0 = end mark) + data
@@ -129,8 +130,13 @@ def lz4_frame_capacity(src):
 
 @njit(cache=True)
 def lz4_frame_decode(src, out):
-    """Decode an LZ4 frame (uint8 array) into ``out`` (uint8, >= lz4_frame_capacity); returns the
-    decoded length, or a negative error code (ERR_*). Never reads or writes out of bounds."""
+    """Decode an LZ4 frame (uint8 array) keeping the first ``len(out)`` decoded bytes in ``out``.
+
+    Returns the full decoded length (which may exceed ``len(out)``: the rest is validated - every
+    literal run, match offset and length checked against the input and the bytes produced so far - but
+    not stored), or a negative error code (ERR_*). A frame with a content checksum needs ``out`` of at
+    least ``lz4_frame_capacity`` bytes. Never reads or writes out of bounds.
+    """
     pos, flg, block_max = _frame_header(src)
     if pos < 0:
         return pos
@@ -158,9 +164,8 @@ def lz4_frame_decode(src, out):
                 return -ERR_CHECKSUM
         block_start = op
         if stored:
-            if op + size > cap:
-                return -ERR_BLOCK
-            out[op:op + size] = src[pos:end]
+            for k in range(min(size, max(cap - op, 0))):
+                out[op + k] = src[pos + k]
             op += size
         else:
             ip = pos
@@ -179,9 +184,10 @@ def lz4_frame_decode(src, out):
                         lit += b
                         if b != 255:
                             break
-                if ip + lit > end or op + lit > cap:
+                if ip + lit > end:
                     return -ERR_BLOCK
-                out[op:op + lit] = src[ip:ip + lit]
+                for k in range(min(lit, max(cap - op, 0))):
+                    out[op + k] = src[ip + k]
                 ip += lit
                 op += lit
                 if ip == end:
@@ -204,21 +210,19 @@ def lz4_frame_decode(src, out):
                         if b != 255:
                             break
                 length += 4
-                if op + length > cap:
-                    return -ERR_BLOCK
-                if offset >= length:
-                    out[op:op + length] = out[op - offset:op - offset + length]
-                else:
-                    for k in range(length):
-                        out[op + k] = out[op - offset + k]
+                back = op - offset
+                for k in range(min(length, max(cap - op, 0))):
+                    out[op + k] = out[back + k]
                 op += length
+                if op - block_start > block_max:
+                    return -ERR_BLOCK
             if op - block_start > block_max:
                 return -ERR_BLOCK
         pos = end + (4 if flg & 0x10 else 0)
     if flg & 0x04:
         if pos + 4 > n:
             return -ERR_TRUNCATED
-        if xxh32(out, 0, op) != _u32(src, pos):
+        if op > cap or xxh32(out, 0, op) != _u32(src, pos):
             return -ERR_CHECKSUM
         pos += 4
     if pos != n:
@@ -226,14 +230,25 @@ def lz4_frame_decode(src, out):
     return op
 
 
-def lz4_decode(data: bytes | np.ndarray) -> tuple[np.ndarray | None, str]:
-    """(decoded bytes as uint8 array, "") or (None, reason) for one complete LZ4 frame."""
+#: Decoded bytes kept when only vetting a frame (enough for a packet's flatbuffer head).
+HEAD_BYTES = 256
+
+
+def lz4_decode(data: bytes | np.ndarray, keep: int | None = None) -> tuple[np.ndarray | None, int, str]:
+    """Decode and validate one complete LZ4 frame.
+
+    Returns (first decoded bytes as a uint8 array, full decoded length, "") or (None, -1, reason).
+    ``keep=None`` keeps everything; otherwise at least ``keep`` leading bytes are kept (everything
+    when the frame carries a content checksum, which needs the whole output).
+    """
     src = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
     capacity = lz4_frame_capacity(src)
     if capacity < 0:
-        return None, ERROR_TEXT[-capacity]
+        return None, -1, ERROR_TEXT[-capacity]
+    if keep is not None and not (len(src) > 4 and src[4] & 0x04):
+        capacity = min(capacity, keep)
     out = np.empty(capacity, dtype=np.uint8)
     length = lz4_frame_decode(src, out)
     if length < 0:
-        return None, ERROR_TEXT[-length]
-    return out[:length], ""
+        return None, -1, ERROR_TEXT[-length]
+    return out[:min(length, capacity)], length, ""
