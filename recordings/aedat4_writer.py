@@ -230,15 +230,27 @@ def write_aedat4(path: str | Path, events: np.ndarray, width: int, height: int, 
 
 
 def stream_bytes(events: np.ndarray, width: int, height: int, packet_events: int = DEFAULT_PACKET_EVENTS):
-    """The byte pieces of a complete AEDAT 4 file without a data table (for in-memory use): the magic
-    line, the header, then for each packet its 40-byte head and a memoryview of the event bytes."""
-    yield MAGIC
-    yield ioheader(info_xml(width, height, "spikeloop"))
+    """The byte pieces of a complete AEDAT 4 file holding ``events`` (for in-memory use): the magic
+    line, the header, for each packet its 40-byte head and a memoryview of the event bytes, then the
+    data table (which spares dv-processing a scan of the packets when it opens the file)."""
     events = np.ascontiguousarray(dvs_layout(events))
-    for start in range(0, len(events), packet_events):
-        part = events[start:start + packet_events]
-        yield evts_packet_head(len(part))
-        yield memoryview(part).cast("B")
+    starts = np.arange(0, len(events), packet_events)
+    counts = np.minimum(packet_events, len(events) - starts)
+    header = ioheader(info_xml(width, height, "spikeloop"))
+    first = len(MAGIC) + len(header)
+    ends = first + np.cumsum(EVTS_HEAD_BYTES + 16 * counts)
+    entries = np.zeros(len(starts), dtype=FTAB_ENTRY_DTYPE)
+    entries["byte_offset"] = ends - 16 * counts - EVTS_HEAD_BYTES + 8
+    entries["size"] = 32 + 16 * counts
+    entries["elements"] = counts
+    entries["t_first"] = events["timestamp"][starts]
+    entries["t_last"] = events["timestamp"][starts + counts - 1]
+    yield MAGIC
+    yield ioheader(info_xml(width, height, "spikeloop"), int(ends[-1]) if len(ends) else first)
+    for start, count in zip(starts.tolist(), counts.tolist()):
+        yield evts_packet_head(count)
+        yield memoryview(events[start:start + count]).cast("B")
+    yield file_data_table(entries)
 
 
 __all__ = ["Aedat4Writer", "dvs_layout", "write_aedat4", "stream_bytes", "ioheader", "evts_packet_head", "info_xml",
