@@ -20,9 +20,10 @@ LOG_FORMATS = ("csv", "jsonl")
 
 
 class CommandLogSink:
-    """Appends every command to a text file: CSV (``t_us,c0,c1,...``) or JSON lines
+    """Writes every command to a new text file: CSV (``t_us,c0,c1,...``) or JSON lines
     (``{"t_us": ..., "command": [...]}``). Floats are written with ``repr`` (shortest exact round trip), so
-    two runs that produce the same commands produce byte-identical files."""
+    two runs that produce the same commands produce byte-identical files. ``write`` returns the time the
+    line entered the file's buffer (flushed on ``close``)."""
 
     def __init__(self, path: str | Path, format: str = "csv", name: str = "command_log") -> None:
         if format not in LOG_FORMATS:
