@@ -80,6 +80,7 @@ def bench(protocol: str, n: int, rate_hz: float) -> dict:
 
         send_ns = _paced(n, rate_hz, send)
         counters = controller.counters
+        last_error = controller.link.last_error
         packets = [controller.driver.encode_velocity(c) for c in commands[:200]]
         t0 = time.perf_counter_ns()
         for c in commands[:2000]:
@@ -97,7 +98,7 @@ def bench(protocol: str, n: int, rate_hz: float) -> dict:
     return {"protocol": protocol, "n": n, "rate_hz": rate_hz, "send": _percentiles(send_ns),
             "written_share": round(float(written.mean()), 4), "encode_us": round(encode_us, 2),
             "raw_os_write": _percentiles(raw_ns), "bytes_per_command": len(packets[0]),
-            "counters": counters}
+            "counters": counters, "last_error": last_error}
 
 
 def main() -> int:

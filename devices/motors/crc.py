@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import binascii
+
 
 def _msb_first_table(poly: int) -> tuple[int, ...]:
     table = []
@@ -19,7 +21,6 @@ def _msb_first_table(poly: int) -> tuple[int, ...]:
 
 
 _UMTS_TABLE = _msb_first_table(0x8005)
-_XMODEM_TABLE = _msb_first_table(0x1021)
 
 
 def crc16_umts(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
@@ -31,11 +32,9 @@ def crc16_umts(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
 
 
 def crc16_xmodem(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
-    """CRC-16/XMODEM of ``data`` (continuing from ``crc``), as a 16-bit integer."""
-    table = _XMODEM_TABLE
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ table[((crc >> 8) ^ byte) & 0xFF]
-    return crc
+    """CRC-16/XMODEM of ``data`` (continuing from ``crc``), as a 16-bit integer (binascii's CRC-CCITT
+    with the given initial value is exactly this, in C)."""
+    return binascii.crc_hqx(bytes(data), crc)
 
 
 def crc7_maestro(data: bytes | bytearray | memoryview) -> int:

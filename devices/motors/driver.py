@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -24,8 +24,11 @@ class Exchange(Protocol):
 
     port: str
 
-    def request(self, data: bytes, n_replies: int, timeout_s: float) -> list[Any]:
-        """Write ``data``, return the driver's decoded replies once ``n_replies`` arrived or the timeout hit."""
+    def request(self, data: bytes, n_replies: int, timeout_s: float,
+                accept: Callable[[Any], bool] | None = None) -> list[Any]:
+        """Write ``data``; return the decoded replies ``accept`` takes (all when None) once ``n_replies``
+        of them arrived or the timeout hit. Replies not accepted (late answers to earlier requests)
+        are dropped."""
         ...
 
     def write(self, data: bytes) -> None:

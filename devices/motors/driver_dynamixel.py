@@ -98,8 +98,13 @@ class DynamixelDriver(MotorDriver):
         return self.watchdog_tripped
 
     # -- bring-up ---------------------------------------------------------------------------------
-    def _ask(self, link: Exchange, dxl_id: int, request: bytes, what: str) -> dxl.Packet:
-        replies = [r for r in link.request(request, 1, self.reply_timeout_s * 4) if r.dxl_id == dxl_id]
+    def _ask(self, link: Exchange, dxl_id: int, request: bytes, what: str, n_params: int = 0) -> dxl.Packet:
+        """Send ``request`` and wait for id's status packet with ``n_params`` parameter bytes (an error
+        status has none); late replies to earlier requests are skipped."""
+        def accept(reply: dxl.Packet) -> bool:
+            return reply.dxl_id == dxl_id and (len(reply.params) == n_params or (reply.error & 0x7F) != 0)
+
+        replies = link.request(request, 1, self.reply_timeout_s * 4, accept)
         if not replies:
             raise MotorError(f"dynamixel on {link.port}: no reply from id {dxl_id} to {what} "
                              f"(check id, baud rate, power and wiring)")
@@ -115,16 +120,15 @@ class DynamixelDriver(MotorDriver):
         checked through their status packets when Status Return Level is 2 (the default)."""
         self.reset_decoder()
         for k, dxl_id in enumerate(self.ids):
-            pong = self._ask(link, dxl_id, dxl.ping(dxl_id), "PING")
-            if len(pong.params) != 3:
-                raise MotorError(f"dynamixel on {link.port}: id {dxl_id} PING reply has "
-                                 f"{len(pong.params)} parameter bytes, expected 3")
+            self._ask(link, dxl_id, dxl.ping(dxl_id), "PING", n_params=3)
             try:
-                level = self._ask(link, dxl_id, dxl.read(dxl_id, *STATUS_RETURN_LEVEL), "READ").params[0]
+                level = self._ask(link, dxl_id, dxl.read(dxl_id, *STATUS_RETURN_LEVEL), "READ",
+                                  n_params=1).params[0]
             except MotorError:
                 raise MotorError(f"dynamixel on {link.port}: id {dxl_id} answers PING but not READ: its "
                                  f"Status Return Level (68) is 0; set it to 2 for read-back") from None
-            limit = self._ask(link, dxl_id, dxl.read(dxl_id, *dxl.VELOCITY_LIMIT), "READ Velocity Limit (44)")
+            limit = self._ask(link, dxl_id, dxl.read(dxl_id, *dxl.VELOCITY_LIMIT), "READ Velocity Limit (44)",
+                              n_params=4)
             self.device_max_velocity[k] = struct.unpack("<i", limit.params[:4])[0] * dxl.VELOCITY_UNIT_RAD_S
             steps = (
                 (dxl.write_u8(dxl_id, dxl.TORQUE_ENABLE, 0), "Torque Enable = 0 (64)"),

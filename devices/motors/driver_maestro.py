@@ -63,8 +63,9 @@ class MaestroDriver(MotorDriver):
         return b"".join(self._frame(mo.set_target(ch, 0)) for ch in self.ids)
 
     def poll_bytes(self) -> bytes:
-        if self._expect and time.perf_counter_ns() - self._expect[0][1] > self.reply_timeout_s * 4e9:
-            self.reset_decoder()
+        limit = time.perf_counter_ns() - int(self.reply_timeout_s * 4e9)
+        while self._expect and self._expect[0][1] < limit:  # unanswered: forget (queue only, see decode)
+            self._expect.popleft()
         channel = self.ids[self._next_channel]
         self._next_channel = (self._next_channel + 1) % len(self.ids)
         self._expect.append((channel, time.perf_counter_ns()))

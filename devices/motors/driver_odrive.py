@@ -46,6 +46,7 @@ class ODriveDriver(MotorDriver):
         self._poll_count = 0
         self.axis_left_closed_loop = False
         self.error_replies: list[str] = []
+        self.resyncs = 0
 
     # -- bytes ------------------------------------------------------------------------------------
     def encode_velocity(self, omega_rad_s: np.ndarray) -> bytes:
@@ -57,8 +58,8 @@ class ODriveDriver(MotorDriver):
 
     def poll_bytes(self) -> bytes:
         now = time.perf_counter_ns()
-        if self._expect and now - self._expect[0][2] > self.reply_timeout_s * 4e9:
-            self.reset_decoder()
+        while self._expect and now - self._expect[0][2] > self.reply_timeout_s * 4e9:
+            self._expect.popleft()  # unanswered: forget (the line buffer belongs to the I/O thread)
         k = self._poll_count % len(self.ids)
         check = self._poll_count % (self.state_check_every * len(self.ids)) < len(self.ids)
         self._poll_count += 1
@@ -88,9 +89,15 @@ class ODriveDriver(MotorDriver):
                 self.error_replies.append(text)
                 del self.error_replies[:-10]
                 continue
-            if self._expect:
-                kind, k, _ = self._expect.popleft()
-                out.append((kind, k, text))
+            if not self._expect:
+                continue
+            kind, k, _ = self._expect.popleft()
+            if (len(text.split()) == 2) != (kind == "f"):
+                # Replies carry no tag: a shape mismatch means a late reply shifted the queue; resync.
+                self._expect.clear()
+                self.resyncs += 1
+                continue
+            out.append((kind, k, text))
         return out
 
     def apply(self, reply: tuple[str, int, str]) -> None:

@@ -100,9 +100,13 @@ class RoboClawDriver(MotorDriver):
         self.reset_decoder()
 
     def _expire(self) -> None:
-        """Forget requests whose reply is overdue (the device ignored an invalid packet)."""
-        if self._expect and time.perf_counter_ns() - self._expect[0][1] > self.reply_timeout_s * 4e9:
-            self._resync()
+        """Forget requests whose reply is overdue (the device ignored an invalid packet). Runs on the
+        caller's thread, so it only pops from the queue; the byte buffer belongs to the I/O thread (a
+        late reply then fails its CRC there and resynchronises)."""
+        limit = time.perf_counter_ns() - int(self.reply_timeout_s * 4e9)
+        while self._expect and self._expect[0][1] < limit:
+            self._expect.popleft()
+            self.resyncs += 1
 
     def decode(self, data: bytes) -> list[Reply]:
         buf = self._buf

@@ -33,7 +33,8 @@ from .driver import MotorDriver, MotorError
 #: What a lost or broken port raises (pyserial 3.5 on Linux; see the motor protocol reference).
 SERIAL_ERRORS = (serial.SerialException, OSError, termios.error)
 
-_IDLE_WAIT_S = 0.005
+#: longest the I/O thread sleeps with nothing due (the hot path wakes it through a pipe when it queues)
+_IDLE_WAIT_S = 0.1
 #: the I/O thread sends a feedback request on its own only after this long without a command
 _POLL_IDLE_NS = 2_000_000
 #: margin after the expected end of a half-duplex reply before the host may transmit again
@@ -89,6 +90,9 @@ class SerialLink:
         self._next_poll_ns = 0
         self._reinit_requested = False
         self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -97,11 +101,13 @@ class SerialLink:
         try:
             self._open()
         except SERIAL_ERRORS as exc:
+            self._close_wake_pipe()
             raise MotorError(f"{self.driver.protocol}: cannot open serial port {self.port!r}: {exc}") from exc
         try:
             self._initialise()
         except BaseException:
             self._close_port()
+            self._close_wake_pipe()
             raise
         self._thread = threading.Thread(target=self._run, name=f"motors:{self.port}", daemon=True)
         self._thread.start()
@@ -119,6 +125,7 @@ class SerialLink:
     def close(self, final: bytes = b"") -> None:
         """Stop the I/O thread, write ``final`` (stop + release) if the port still works, close the port."""
         self._stop.set()
+        self._wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
         with self._lock:
@@ -128,6 +135,23 @@ class SerialLink:
                 self._write_all(final, timeout_s=0.2)
                 time.sleep(min(0.05, len(final) * self._ns_per_byte / 1e9 + 0.002))
             self._close_port()
+        if not self._thread or not self._thread.is_alive():
+            self._close_wake_pipe()
+
+    def _close_wake_pipe(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+
+    def _wake(self) -> None:
+        """Wake the I/O thread from its select (async-signal-safe: one non-blocking pipe write)."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:
+            pass
 
     # -- hot path ---------------------------------------------------------------------------------
     def write_command(self, data: bytes) -> int:
@@ -139,6 +163,8 @@ class SerialLink:
                 return 0
             now = time.perf_counter_ns()
             if self._tail or now < self._wire_free_ns or now < self._bus_free_ns:
+                if not self._latest:
+                    self._wake()
                 self._latest = data
                 self.counters.coalesced += 1
                 return 0
@@ -157,6 +183,7 @@ class SerialLink:
         interrupted command can never reach the wire after the stop."""
         if self._lock._is_owned():
             self._urgent = data
+            self._wake()
             return
         with self._lock:
             self._write_urgent_locked(data)
@@ -174,13 +201,15 @@ class SerialLink:
     def request_reinitialise(self) -> None:
         """Ask the I/O thread to run the driver's initialise again (e.g. after an e-stop reset)."""
         self._reinit_requested = True
+        self._wake()
 
     # -- Exchange (initialisation only) -----------------------------------------------------------
     def write(self, data: bytes) -> None:
         if not self._write_all(data, timeout_s=0.5):
             raise MotorError(f"{self.driver.protocol}: write to {self.port} failed: {self.last_error}")
 
-    def request(self, data: bytes, n_replies: int, timeout_s: float) -> list[Any]:
+    def request(self, data: bytes, n_replies: int, timeout_s: float,
+                accept: Callable[[Any], bool] | None = None) -> list[Any]:
         self.write(data)
         replies: list[Any] = []
         deadline = time.monotonic() + timeout_s + len(data) * self._ns_per_byte / 1e9
@@ -193,7 +222,7 @@ class SerialLink:
                 chunk = self._raw_read()
                 if chunk is None:
                     raise MotorError(f"{self.driver.protocol}: read from {self.port} failed: {self.last_error}")
-                replies += self.driver.decode(chunk)
+                replies += [r for r in self.driver.decode(chunk) if accept is None or accept(r)]
         return replies
 
     # -- internals --------------------------------------------------------------------------------
@@ -303,7 +332,7 @@ class SerialLink:
                 self._open()
             self._initialise()
             return True
-        except (MotorError, *SERIAL_ERRORS) as exc:
+        except Exception as exc:  # MotorError, serial errors, or a malformed reply: retry with backoff
             self.last_error = f"{type(exc).__name__}: {exc}"
             with self._lock:
                 self._close_port()
@@ -358,14 +387,21 @@ class SerialLink:
             if self._latest:
                 wake.append(free_at)
             if self.feedback_period_ns:
-                wake.append(max(self._next_poll_ns, min(self._last_command_ns + _POLL_IDLE_NS,
-                                                        self._next_poll_ns + self.feedback_period_ns // 2), free_at))
+                # While commands flow they carry the requests; wake only for the overdue fallback.
+                flowing = now - self._last_command_ns <= _POLL_IDLE_NS
+                poll_at = self._next_poll_ns + (self.feedback_period_ns // 2 if flowing else 0)
+                wake.append(max(poll_at, free_at))
         if self._replies_due:
             wake.append(self._reply_deadline_ns)
         wait_s = max(0.0, (min(wake) - now) / 1e9)
         want_write = [self._fd] if self._tail else []
-        ready, _, _ = select.select([self._fd], want_write, [], wait_s)
-        if ready:
+        ready, _, _ = select.select([self._fd, self._wake_r], want_write, [], wait_s)
+        if self._wake_r in ready:
+            try:
+                os.read(self._wake_r, 64)
+            except BlockingIOError:
+                pass
+        if self._fd in ready:
             chunk = self._raw_read()
             if chunk is None:
                 return
