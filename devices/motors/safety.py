@@ -95,8 +95,8 @@ class SafeMotors:
             now = time.perf_counter_ns()
             command = self._limit(target, now)
             self._fresh_ns = now
-            data = self.driver.encode_velocity(command)
-        return self.link.write_command(data)
+            # Written under the lock so the watchdog's zero can never land after a fresher command.
+            return self.link.write_command(self.driver.encode_velocity(command))
 
     def estop(self) -> None:
         """Latched emergency stop: zero velocity and drive disabled, written immediately."""
@@ -200,8 +200,7 @@ class SafeMotors:
                     self.safety_counters.watchdog_stops += 1
                 stale_since = True
                 command = self._limit(np.zeros(self.n), now)
-                data = self.driver.encode_velocity(command)
-            self.link.write_command(data)
+                self.link.write_command(self.driver.encode_velocity(command))
 
 
 class StopOnSignal:
