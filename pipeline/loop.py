@@ -526,7 +526,9 @@ class Loop:
                 self.ticks += skipped
                 self.missed_ticks += skipped
             due_us = origin_us + k * dt_us
-            while not ended:
+            # Take packets only up to the first one not due yet: the reader stays blocked on the bounded
+            # queue (backpressure) instead of being drained into memory ahead of the clock.
+            while not ended and (not held or held[-1].t_end_us <= due_us):
                 try:
                     item = q.get_nowait()
                 except queue.Empty:

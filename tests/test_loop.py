@@ -270,3 +270,31 @@ def test_paced_loop_behind_its_clock_counts_missed_ticks_and_merges():
     assert report.merged_steps > 0 and report.steps + report.merged_steps == binner.next_step
     # Paced latency counts from when a packet was due on the clock, so running behind shows up in it.
     assert report.latency_p50_ms > 1.0
+
+
+def test_paced_reader_stays_bounded_by_the_queue():
+    packets = synthetic_packets(300)
+
+    class Counting(ListSource):
+        yielded = 0
+
+        def packets(self):
+            for packet in super().packets():
+                Counting.yielded += 1
+                yield packet
+
+    ahead = []
+
+    class Probe(RecordingSink):
+        def write(self, command, t_us):
+            ahead.append(Counting.yielded - len(self.commands))
+            return super().write(command, t_us)
+
+    loop = Loop(Counting(packets), [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)), rate_decode,
+                [Probe()], LoopConfig(mode="paced", speed=3.0, queue_packets=8, report_period_s=0))
+    loop.warmup()
+    report = loop.run()
+    assert report.steps == 300
+    # Read-ahead = the queue (8) + one packet held for its due time + one in the reader's hands + the
+    # binner's one-packet lag, and a few steps waiting when a tick runs late; never the whole stream.
+    assert max(ahead) <= 8 + 6
