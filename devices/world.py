@@ -2,11 +2,12 @@
 
 The world is a square arena (walls on its four sides) with static round pillars and moving round
 obstacles that bounce off the walls, all placed at random from a seed. The robot is a TurtleBot3-Burger
-sized differential drive (wheel radius 33 mm, track 160 mm, body radius 105 mm, wheels up to 6.67 rad/s,
-i.e. 0.22 m/s). It carries a forward camera (horizontal field of view ``fov_rad``) rendered by ray casting
-one ray per image column in numba: walls and obstacles are drawn with height inversely proportional to
-their distance and with a striped texture fixed to their surface, so motion produces brightness edges that
-the frame-to-event emulator turns into DVS events (looming obstacles expand, passing walls stream).
+sized differential drive (wheel radius 33 mm, track 160 mm, body radius 105 mm) with XL430 wheel motors
+up to their default velocity limit of 6.355 rad/s, i.e. 0.21 m/s. It carries a forward camera (horizontal
+field of view ``fov_rad``) rendered by ray casting one ray per image column in numba: walls and obstacles
+are drawn with height inversely proportional to their distance, lit by the robot's headlight (see
+:class:`CameraConfig`), so motion produces brightness changes that the frame-to-event emulator turns into
+DVS events (looming obstacles brighten and expand, passing walls stream).
 
 Units: metres, seconds, radians; wheel speeds in rad/s; image uint8 (height, width).
 """
@@ -30,7 +31,7 @@ class RobotGeometry:
     wheel_radius_m: float = 0.033
     track_m: float = 0.160
     body_radius_m: float = 0.105
-    max_wheel_radps: float = 6.67
+    max_wheel_radps: float = 265 * 0.229 * 2 * math.pi / 60  # XL430 default Velocity Limit: 6.355 rad/s
     motor_tau_s: float = 0.05
 
     @property
@@ -139,6 +140,43 @@ def _render(image, x, y, heading, focal, size, cx, cy, cr, wall_h, cam_h, ambien
                 image[row, col] = np.uint8(min(255.0, lit))
 
 
+@njit(cache=True)
+def _clearance(x, y, body_r, size, cx, cy, cr):
+    """Gap (m) between a robot body at (x, y) and the nearest wall or obstacle; < 0 when overlapping."""
+    gap = min(min(x, y), min(size - x, size - y)) - body_r
+    for k in range(cx.shape[0]):
+        d = math.sqrt((cx[k] - x) ** 2 + (cy[k] - y) ** 2) - cr[k] - body_r
+        if d < gap:
+            gap = d
+    return gap
+
+
+@njit(cache=True)
+def _move_obstacles(cx, cy, cr, vx, vy, n_static, size, robot_x, robot_y, body_r, dt):
+    """Move the obstacles after the first ``n_static`` by (vx, vy) * dt; they bounce off the walls, the
+    static pillars and the robot (velocity reversed, no move that step)."""
+    for k in range(vx.shape[0]):
+        i = n_static + k
+        nx = cx[i] + vx[k] * dt
+        ny = cy[i] + vy[k] * dt
+        if not (cr[i] < nx < size - cr[i]):
+            vx[k] = -vx[k]
+            nx = cx[i]
+        if not (cr[i] < ny < size - cr[i]):
+            vy[k] = -vy[k]
+            ny = cy[i]
+        blocked = math.sqrt((robot_x - nx) ** 2 + (robot_y - ny) ** 2) < cr[i] + body_r
+        for j in range(n_static):
+            if math.sqrt((cx[j] - nx) ** 2 + (cy[j] - ny) ** 2) < cr[j] + cr[i]:
+                blocked = True
+        if blocked:
+            vx[k] = -vx[k]
+            vy[k] = -vy[k]
+        else:
+            cx[i] = nx
+            cy[i] = ny
+
+
 @dataclass
 class World:
     """The arena, its obstacles and the robot; ``step(left, right, dt)`` integrates, ``render()`` draws.
@@ -197,12 +235,7 @@ class World:
 
     def clearance_m(self) -> float:
         """Distance from the robot's body to the nearest wall or obstacle surface (m; < 0 when overlapping)."""
-        size, r = self.arena.size_m, self.robot.body_radius_m
-        walls = min(self.x_m, self.y_m, size - self.x_m, size - self.y_m) - r
-        if len(self.cr) == 0:
-            return walls
-        gaps = np.hypot(self.cx - self.x_m, self.cy - self.y_m) - self.cr - r
-        return float(min(walls, gaps.min()))
+        return _clearance(self.x_m, self.y_m, self.robot.body_radius_m, self.arena.size_m, self.cx, self.cy, self.cr)
 
     def step(self, left_radps: float, right_radps: float, dt_s: float) -> None:
         """Advance physics by ``dt_s`` with the given wheel speed commands (rad/s, clipped to the motor limit).
@@ -211,48 +244,32 @@ class World:
         once); ``wheel_radps`` holds their speeds. A robot that would move into an obstacle or wall stays
         where it was (it is blocked, and the contact counts as one collision until it is clear again).
         """
-        limit = self.robot.max_wheel_radps
-        command = np.clip([left_radps, right_radps], -limit, limit)
-        tau = self.robot.motor_tau_s
-        self.wheel_radps += (command - self.wheel_radps) * (1.0 - math.exp(-dt_s / tau) if tau > 0 else 1.0)
-        left, right = float(self.wheel_radps[0]), float(self.wheel_radps[1])
-        r, track = self.robot.wheel_radius_m, self.robot.track_m
-        v = r * (left + right) / 2
-        omega = r * (right - left) / track
-        self._move_obstacles(dt_s)
-        old = (self.x_m, self.y_m, self.heading_rad)
+        robot = self.robot
+        limit = robot.max_wheel_radps
+        follow = 1.0 - math.exp(-dt_s / robot.motor_tau_s) if robot.motor_tau_s > 0 else 1.0
+        wheels = self.wheel_radps
+        wheels[0] += (min(max(left_radps, -limit), limit) - wheels[0]) * follow
+        wheels[1] += (min(max(right_radps, -limit), limit) - wheels[1]) * follow
+        v = robot.wheel_radius_m * (wheels[0] + wheels[1]) / 2
+        omega = robot.wheel_radius_m * (wheels[1] - wheels[0]) / robot.track_m
+        _move_obstacles(self.cx, self.cy, self.cr, self.vx, self.vy, self.n_static, self.arena.size_m,
+                        self.x_m, self.y_m, robot.body_radius_m, dt_s)
+        old_x, old_y = self.x_m, self.y_m
         heading = self.heading_rad + omega * dt_s / 2
         self.x_m += v * math.cos(heading) * dt_s
         self.y_m += v * math.sin(heading) * dt_s
         self.heading_rad = math.remainder(self.heading_rad + omega * dt_s, math.tau)
-        if self.clearance_m() < 0:
-            self.x_m, self.y_m = old[0], old[1]
+        clearance = self.clearance_m()
+        if clearance < 0:
+            self.x_m, self.y_m = old_x, old_y
             if not self._in_contact:
                 self.collisions += 1
                 self._in_contact = True
         else:
             self.distance_m += max(v, 0.0) * dt_s
-            if self._in_contact and self.clearance_m() > CONTACT_RELEASE_M:
+            if self._in_contact and clearance > CONTACT_RELEASE_M:
                 self._in_contact = False
         self.time_s += dt_s
-
-    def _move_obstacles(self, dt_s: float) -> None:
-        first, size = self.n_static, self.arena.size_m
-        for k in range(self.arena.movers):
-            i = first + k
-            nx, ny = self.cx[i] + self.vx[k] * dt_s, self.cy[i] + self.vy[k] * dt_s
-            if not self.cr[i] < nx < size - self.cr[i]:
-                self.vx[k] = -self.vx[k]
-                nx = self.cx[i]
-            if not self.cr[i] < ny < size - self.cr[i]:
-                self.vy[k] = -self.vy[k]
-                ny = self.cy[i]
-            others = np.hypot(self.cx[:first] - nx, self.cy[:first] - ny) < self.cr[:first] + self.cr[i]
-            robot = math.hypot(self.x_m - nx, self.y_m - ny) < self.cr[i] + self.robot.body_radius_m
-            if others.any() or robot:
-                self.vx[k], self.vy[k] = -self.vx[k], -self.vy[k]
-                continue
-            self.cx[i], self.cy[i] = nx, ny
 
     def top_down(self, scale_px_per_m: float = 100.0) -> np.ndarray:
         """A map of the arena: (S, S, 3) uint8 BGR with obstacles, the robot and its field of view."""

@@ -1,0 +1,187 @@
+"""The demo's dashboard: one BGR image showing what the robot sees, thinks and does.
+
+Panels (960 x 540 px):
+
+* camera: the robot's camera frame (grey) with the last ``event_window_ms`` of DVS events drawn on top
+  (ON green, OFF magenta);
+* map: the arena from above with the robot, its field of view and the path it drove (red crosses mark
+  collisions);
+* spikes: a raster of the network's neurons over the last second (one row per neuron, labelled);
+* wheels: the wheel commands (rad/s) over the last five seconds;
+* a status line: simulated time, speed, events/s, collisions.
+
+:class:`DashboardRecorder` keeps the recent history (filled from the loop's decode step and the world
+source's frames); :func:`draw` renders it. Writing to a window or an MP4 is up to the caller.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+WIDTH, HEIGHT = 960, 540
+BG = (24, 24, 28)
+FG = (235, 235, 235)
+DIM = (120, 120, 120)
+ON = (90, 230, 90)
+OFF = (220, 80, 220)
+LEFT_WHEEL = (80, 180, 255)
+RIGHT_WHEEL = (255, 170, 60)
+
+
+@dataclass
+class Layout:
+    """Panel rectangles (x, y, w, h) in dashboard pixels."""
+
+    camera = (10, 34, 448, 336)
+    map = (468, 34, 336, 336)
+    side = (814, 34, 136, 336)
+    spikes = (10, 380, 448, 150)
+    wheels = (468, 380, 482, 150)
+
+
+class DashboardRecorder:
+    """History for the dashboard. Thread-safe: the loop thread adds spikes and commands, the source thread
+    adds frames and events.
+
+    neuron_names: one label per recorded neuron (rows of the raster). raster_ms / plot_s: history kept.
+    """
+
+    def __init__(self, neuron_names: list[str], raster_ms: int = 1000, plot_s: float = 5.0,
+                 event_window_ms: int = 30):
+        self.neuron_names = list(neuron_names)
+        self.raster_ms = raster_ms
+        self.event_window_us = event_window_ms * 1000
+        self._lock = threading.Lock()
+        self._spikes: deque[tuple[int, np.ndarray]] = deque(maxlen=raster_ms)
+        self._commands: deque[tuple[int, float, float]] = deque(maxlen=int(plot_s * 1000))
+        self._frames: deque[tuple[int, np.ndarray]] = deque()
+        self.path: list[tuple[float, float]] = []
+        self.collision_points: list[tuple[float, float]] = []
+        self.events_total = 0
+        self.plot_s = plot_s
+
+    def add_step(self, t_us: int, spikes: np.ndarray, command: np.ndarray | None) -> None:
+        """One network step: spikes of the recorded neurons (n,) and the command (wheel rad/s) if any."""
+        with self._lock:
+            self._spikes.append((t_us, spikes.astype(bool)))
+            if command is not None:
+                self._commands.append((t_us, float(command[0]), float(command[1])))
+
+    def add_frame(self, world, events: np.ndarray, t_us: int, collisions_before: int) -> None:
+        """One camera frame of the world source (called in its thread)."""
+        with self._lock:
+            self._frames.append((t_us, events))
+            self.events_total += len(events)
+            while self._frames[0][0] <= t_us - self.event_window_us:
+                self._frames.popleft()
+            if not self.path or np.hypot(world.x_m - self.path[-1][0], world.y_m - self.path[-1][1]) > 0.01:
+                self.path.append((world.x_m, world.y_m))
+            if world.collisions > collisions_before:
+                self.collision_points.append((world.x_m, world.y_m))
+
+    def snapshot(self):
+        """Copies of the histories (spikes, commands, events) for drawing."""
+        with self._lock:
+            events = np.concatenate([e for _, e in self._frames]) if self._frames else None
+            return list(self._spikes), list(self._commands), events
+
+
+def _panel(image: np.ndarray, rect, title: str) -> np.ndarray:
+    x, y, w, h = rect
+    cv2.rectangle(image, (x - 1, y - 1), (x + w, y + h), (60, 60, 66), 1)
+    cv2.putText(image, title, (x, y - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, DIM, 1, cv2.LINE_AA)
+    return image[y:y + h, x:x + w]
+
+
+def _camera(view: np.ndarray, frame: np.ndarray, events: np.ndarray | None) -> None:
+    h, w = frame.shape
+    rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if events is not None and len(events):
+        on = events["polarity"] == 1
+        rgb[events["y"][on], events["x"][on]] = ON
+        rgb[events["y"][~on], events["x"][~on]] = OFF
+    view[:] = cv2.resize(rgb, (view.shape[1], view.shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def _map(view: np.ndarray, world, recorder: DashboardRecorder) -> None:
+    side = view.shape[0]
+    scale = side / world.arena.size_m
+    top = world.top_down(scale)
+    view[:] = cv2.resize(top, (view.shape[1], view.shape[0]))
+
+    def px(p):
+        return int(p[0] * scale), int(side - 1 - p[1] * scale)
+
+    path = [px(p) for p in recorder.path[-4000:]]
+    if len(path) > 1:
+        cv2.polylines(view, [np.array(path, np.int32)], False, (200, 120, 40), 1, cv2.LINE_AA)
+    for point in recorder.collision_points:
+        c = px(point)
+        cv2.drawMarker(view, c, (0, 0, 255), cv2.MARKER_TILTED_CROSS, 14, 2)
+
+
+def _raster(view: np.ndarray, spikes, names: list[str], raster_ms: int) -> None:
+    view[:] = BG
+    n = len(names)
+    if not spikes or n == 0:
+        return
+    label_w = 80
+    row_h = view.shape[0] / n
+    t_end = spikes[-1][0]
+    width = view.shape[1] - label_w
+    for i, name in enumerate(names):
+        cy = int((i + 0.5) * row_h)
+        cv2.putText(view, name, (4, cy + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, FG, 1, cv2.LINE_AA)
+    for t_us, row in spikes:
+        x = label_w + int(width - 1 - (t_end - t_us) / 1000 * width / raster_ms)
+        for i in np.flatnonzero(row):
+            y0 = int(i * row_h + 3)
+            cv2.line(view, (x, y0), (x, int((i + 1) * row_h - 3)), ON if i < 2 else (80, 200, 255), 1)
+
+
+def _wheels(view: np.ndarray, commands, limit: float, plot_s: float) -> None:
+    view[:] = BG
+    h, w = view.shape[:2]
+    mid = h // 2
+    cv2.line(view, (0, mid), (w, mid), (60, 60, 66), 1)
+    if not commands:
+        return
+    t_end = commands[-1][0]
+    pts = np.array(commands, dtype=float)
+    xs = (w - 1 - (t_end - pts[:, 0]) / 1e6 * w / plot_s).astype(np.int32)
+    for column, colour in ((1, LEFT_WHEEL), (2, RIGHT_WHEEL)):
+        ys = (mid - pts[:, column] / limit * (mid - 6)).astype(np.int32)
+        cv2.polylines(view, [np.stack([xs, ys], axis=1)], False, colour, 1, cv2.LINE_AA)
+    cv2.putText(view, f"+{limit:.1f}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DIM, 1, cv2.LINE_AA)
+    cv2.putText(view, f"-{limit:.1f}", (4, h - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DIM, 1, cv2.LINE_AA)
+    cv2.putText(view, "left", (w - 90, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, LEFT_WHEEL, 1, cv2.LINE_AA)
+    cv2.putText(view, "right", (w - 45, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, RIGHT_WHEEL, 1, cv2.LINE_AA)
+
+
+def _side(view: np.ndarray, lines: list[tuple[str, str]]) -> None:
+    view[:] = BG
+    y = 18
+    for label, value in lines:
+        cv2.putText(view, label, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.38, DIM, 1, cv2.LINE_AA)
+        cv2.putText(view, value, (6, y + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, FG, 1, cv2.LINE_AA)
+        y += 44
+
+
+def draw(world, recorder: DashboardRecorder, t_us: int, title: str, status: list[tuple[str, str]]) -> np.ndarray:
+    """The dashboard for the world's current state: (540, 960, 3) uint8 BGR."""
+    image = np.full((HEIGHT, WIDTH, 3), BG, np.uint8)
+    cv2.putText(image, title, (10, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, FG, 1, cv2.LINE_AA)
+    spikes, commands, events = recorder.snapshot()
+    layout = Layout()
+    _camera(_panel(image, layout.camera, "robot camera + DVS events (ON green, OFF magenta)"), world.image, events)
+    _map(_panel(image, layout.map, "arena (path, collisions x)"), world, recorder)
+    _side(_panel(image, layout.side, "status"), [("sim time", f"{t_us / 1e6:6.1f} s")] + status)
+    _raster(_panel(image, layout.spikes, f"SNN spikes, last {recorder.raster_ms} ms"), spikes,
+            recorder.neuron_names, recorder.raster_ms)
+    _wheels(_panel(image, layout.wheels, f"wheel commands (rad/s), last {recorder.plot_s:g} s"), commands,
+            world.robot.max_wheel_radps, recorder.plot_s)
+    return image
