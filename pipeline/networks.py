@@ -7,6 +7,7 @@ declared as :class:`pipeline.launch_schema.Key` so launch files are checked befo
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -86,6 +87,37 @@ def random_lif(width: int, height: int, channels: int, hidden: int = 1024, outpu
     )
 
 
+def obstacle_avoidance(width: int, height: int, channels: int, **params):
+    """The closed-loop demo's looming + steering network (:func:`pipeline.avoidance.obstacle_avoidance`):
+    OFF/ON channels of the grid -> looming [left, right] -> motor [forward, turn_left, turn_right]."""
+    from pipeline.avoidance import obstacle_avoidance as build
+
+    return build(width, height, channels, **params)
+
+
+def keys_from_signature(function: Callable, skip: tuple[str, ...] = ("width", "height", "channels")) -> dict:
+    """Launch-file keys for a builder's numeric/boolean keyword parameters, typed by their defaults
+    (value ranges are checked by the network itself when it is built)."""
+    keys = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        default = parameter.default
+        if name in skip:
+            continue
+        if isinstance(default, bool):
+            keys[name] = Key("bool", default)
+        elif isinstance(default, int):
+            keys[name] = Key("int", default)
+        elif isinstance(default, float):
+            keys[name] = Key("number", default)
+    return keys
+
+
+def _avoidance_keys() -> dict:
+    from pipeline.avoidance import obstacle_avoidance as build
+
+    return keys_from_signature(build)
+
+
 _LIF_KEYS = {
     "vth": Key("int", low=0, high=2**17 - 1, help="threshold mantissa (spike when v > vth << 6)"),
     "du": Key("int", low=0, high=4095, help="12-bit current decay"),
@@ -108,5 +140,10 @@ BUILDERS: dict[str, Builder] = {
          "seed": Key("int", 0, low=0, help="random seed"),
          **{k: Key(v.kind, d, v.low, v.high, help=v.help) for (k, v), d in zip(_LIF_KEYS.items(), (200, 2048, 256))}},
         "seeded random inputs -> hidden LIF -> output LIF load generator (benchmarks)",
+    ),
+    "obstacle_avoidance": Builder(
+        obstacle_avoidance,
+        _avoidance_keys(),
+        "spikeloop demo's looming + steering network -> motor [forward, turn_left, turn_right]",
     ),
 }

@@ -294,3 +294,19 @@ def test_falling_behind_is_logged_when_it_happens():
     ]
     EventLog(as_json=False, stream=stream)("stopped", counters={"motors": {"errors": 0}})
     assert stream.getvalue().splitlines()[-1] == "event=stopped counters.motors.errors=0"
+
+
+def test_the_demo_avoidance_network_runs_by_name_from_a_launch_file(tmp_path, base_toml):
+    path = write(tmp_path, base_toml, "ok.toml")
+    sets = ["network.builder=obstacle_avoidance", "network.params={looming_vth = 300}", "decoder.forward=[0]",
+            "decoder.left=[1]", "decoder.right=[2]", 'loop.mode="fast"', "loop.duration_s=0.2"]
+    graph = build_graph(load_launch(path, sets=sets))
+    assert graph.network.n_outputs == 3 and graph.network.n_inputs == 384
+    graph.loop.warmup()
+    report = graph.loop.run()
+    graph.close()
+    assert 200 <= report.steps <= 201 and report.sink_errors == 0
+    t, wheels = read_command_log(tmp_path / "commands.csv")
+    assert wheels.shape == (report.steps, 2)
+    message = error_of(path, sets=sets[:1] + ["network.params={vth = 3}"])
+    assert "[network.params] vth: unknown key (expected one of: forward_bias," in message
