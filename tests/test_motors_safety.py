@@ -315,3 +315,11 @@ def test_estop_from_a_handler_interrupting_a_write_still_ends_with_the_stop(twin
         assert velocity[-1].params[4:] == bytes([1, 0, 0, 0, 0, 2, 0, 0, 0, 0])
         assert packets[-1].params == bytes([64, 0, 1, 0, 1, 0, 2, 0])  # torque off last
         assert goal_raw(twin, 0) == 0
+
+
+def test_an_exception_in_the_controlling_code_stops_and_releases(twin):
+    with pytest.raises(RuntimeError, match="planner crashed"):
+        with open_motors("dynamixel", twin.path, [1, 2], timeout_ms=5000) as m:
+            assert wait_until(lambda: m.send(np.array([1.0, 1.0])) > 0 and goal_raw(twin, 0) > 0, 1.0) is not None
+            raise RuntimeError("planner crashed")
+    assert goal_raw(twin, 0) == 0 and not twin.device.torque_on(0) and not twin.device.torque_on(1)
