@@ -310,3 +310,24 @@ def test_the_demo_avoidance_network_runs_by_name_from_a_launch_file(tmp_path, ba
     assert wheels.shape == (report.steps, 2)
     message = error_of(path, sets=sets[:1] + ["network.params={vth = 3}"])
     assert "[network.params] vth: unknown key (expected one of: forward_bias," in message
+
+
+def test_a_video_file_runs_through_the_frame_to_event_emulator(tmp_path, base_toml):
+    import cv2
+
+    video = tmp_path / "square.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 48))
+    for i in range(30):  # a bright square moving right over a grey background, 1 s at 30 frames/s
+        frame = np.full((48, 64, 3), 60, np.uint8)
+        frame[15:30, 5 + i:13 + i] = 230
+        writer.write(frame)
+    writer.release()
+    spec = load_launch(write(tmp_path, base_toml, "ok.toml"), source=f"video:{video}", sets=['loop.mode="fast"'])
+    assert spec.source["type"] == "webcam" and spec.loop.mode == "fast"
+    graph = build_graph(spec)
+    graph.loop.warmup()
+    report = graph.loop.run()
+    graph.close()
+    assert report.events_in > 0 and 900 <= report.steps + report.merged_steps <= 1000
+    t, wheels = read_command_log(tmp_path / "commands.csv")
+    assert np.any(wheels != 0)
