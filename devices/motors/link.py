@@ -2,8 +2,8 @@
 and reconnection with backoff.
 
 * ``write_command(bytes)`` (hot path) never waits: one ``os.write`` on the port's non-blocking fd. When
-  the wire is still busy with the previous packet (estimated from the baud rate: 10 bits per byte), a
-  half-duplex bus is still carrying a reply (request + return delay + reply length, computed, not
+  more than 1 ms of earlier bytes is still waiting for the wire (estimated from the baud rate: 10 bits
+  per byte), a half-duplex bus is still carrying a reply (request + return delay + reply length, computed, not
   waited for), or the kernel buffer is full, the command is *coalesced*: it replaces any older unsent
   command and the I/O thread writes it as soon as the wire is free (``write_command`` then returns 0
   instead of a timestamp). A due feedback request rides in the same write as the command.
@@ -39,6 +39,8 @@ _IDLE_WAIT_S = 0.1
 _POLL_IDLE_NS = 2_000_000
 #: margin after the expected end of a half-duplex reply before the host may transmit again
 _BUS_GUARD_NS = 200_000
+#: a command may be queued behind at most this much unsent wire time (older bytes still going out)
+_BACKLOG_NS = 1_000_000
 
 
 @dataclass
@@ -162,7 +164,7 @@ class SerialLink:
                 self.counters.dropped += 1
                 return 0
             now = time.perf_counter_ns()
-            if self._tail or now < self._wire_free_ns or now < self._bus_free_ns:
+            if self._tail or now < self._wire_free_ns - _BACKLOG_NS or now < self._bus_free_ns:
                 if not self._latest:
                     self._wake()
                 self._latest = data
@@ -383,7 +385,7 @@ class SerialLink:
         now = time.perf_counter_ns()
         wake = [now + int(_IDLE_WAIT_S * 1e9)]
         if not self._tail:
-            free_at = max(self._wire_free_ns, self._bus_free_ns)
+            free_at = max(self._wire_free_ns - _BACKLOG_NS, self._bus_free_ns)
             if self._latest:
                 wake.append(free_at)
             if self.feedback_period_ns:
@@ -442,7 +444,7 @@ class SerialLink:
             self._tail = self._tail[n:]
             if self._tail:
                 return
-        if now < self._wire_free_ns or now < self._bus_free_ns:
+        if now < self._wire_free_ns - _BACKLOG_NS or now < self._bus_free_ns:
             return
         if self._latest:
             data, self._latest = self._latest, b""
