@@ -66,6 +66,7 @@ LOOP_KEYS: dict[str, Key] = {
     "duration_s": Key("number", 0.0, low=0, help="stop after this much sensor time (s, 0 = until the end)"),
     "command_every_steps": Key("int", 1, low=1, high=1_000_000, help="send a command every N steps"),
     "spin_us": Key("int", 800, low=0, high=100_000, help="pacing: spin this long before each tick (µs)"),
+    "idle_ms": Key("number", 50.0, low=0, help="live: silent this long -> keep stepping on the wall clock (ms)"),
     "switch_interval_us": Key("int", 200, low=1, high=100_000, help="GIL switch interval while running (µs)"),
 }
 

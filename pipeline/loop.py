@@ -79,7 +79,8 @@ class LoopConfig:
 
     mode: "live", "paced" or "fast" (see the module docstring).
     dt_us: network step length in sensor µs.
-    speed: paced mode only, sensor time per wall time (1.0 = real time, 10.0 = ten times faster).
+    speed: sensor time per wall time (1.0 = real time, 10.0 = ten times faster) of a paced replay, and of a
+        live source when it is a replay (used to advance sensor time while the source is silent).
     max_lag_ms: live/paced, a complete bin that waited longer than this (ms of wall time since its packet
         arrived) is merged with the other overdue bins into one step.
     queue_packets: capacity of the reader -> loop queue, in packets.
@@ -87,6 +88,8 @@ class LoopConfig:
     duration_s: stop after this much sensor time has been stepped (0 = run until the source ends).
     command_every_steps: write a command to the sinks every N network steps.
     spin_us: pacing, the last µs before a tick are spun (yielding the GIL) rather than slept.
+    idle_ms: live mode, after this long without a packet the sensor counts as silent and the network
+        keeps stepping on the wall clock (empty bins; 0 = wait for packets).
     switch_interval_us: while running, the interpreter's GIL switch interval (Python's default is 5,000 µs,
         which lets the reader, motor I/O or twin threads hold the loop off for milliseconds).
     """
@@ -101,6 +104,7 @@ class LoopConfig:
     command_every_steps: int = 1
     spin_us: int = 800
     switch_interval_us: int = 200
+    idle_ms: float = 50.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -109,6 +113,8 @@ class LoopConfig:
             raise ValueError(f"dt_us: expected a positive integer, got {self.dt_us}")
         if not self.speed > 0:
             raise ValueError(f"speed: expected a positive number, got {self.speed}")
+        if self.idle_ms < 0:
+            raise ValueError(f"idle_ms: expected a number >= 0, got {self.idle_ms}")
         if not self.max_lag_ms > 0:
             raise ValueError(f"max_lag_ms: expected a positive number, got {self.max_lag_ms}")
         if self.queue_packets < 1 or self.command_every_steps < 1 or self.spin_us < 0 or self.switch_interval_us < 1:
@@ -124,6 +130,8 @@ class LoopReport:
     time (1.0 = keeping pace with real time, > 1 faster); ``tick_late_p99_us``: paced-mode lateness of
     tick starts (µs); a tick counts as missed when it starts more than half a period late, and ticks the
     clock skipped because the loop was a whole period or more late count as ticks and as missed.
+    ``idle_steps``: live-mode steps the wall clock advanced while the sensor was silent; ``late_events``:
+    events whose step had already run (dropped by the binner).
     ``commands_unwritten``: commands no sink reported as written (a motor controller that queued the
     command behind a busy wire, or dropped it while its link was down).
     """
@@ -141,6 +149,8 @@ class LoopReport:
     latency_p99_ms: float
     latency_max_ms: float
     merged_steps: int
+    idle_steps: int
+    late_events: int
     dropped_packets: int
     dropped_events: int
     ticks: int
@@ -330,6 +340,7 @@ class Loop:
         self.steps = 0
         self.commands = 0
         self.commands_unwritten = 0
+        self.idle_steps = 0
         self._flushed = False
         self.merged_steps = 0
         self.ticks = 0
@@ -367,6 +378,21 @@ class Loop:
         self.events_used += len(events)
         for t_us, indices in steps_of(self.binner.push(events, packet.t_end_us)):
             self._pending.append((t_us, indices, arrival_ns))
+
+    def _idle(self, last: tuple[int, int], idle_ns: int) -> None:
+        """Live mode, no packet for ``idle_ms``: the sensor is silent, so sensor time is taken to have
+        advanced with the wall clock (times ``speed``) since the last packet; the bins up to there complete
+        (empty) and the network keeps stepping. Events that still arrive for that time are late: the binner
+        drops and counts them (``late_events``)."""
+        now = time.perf_counter_ns()
+        arrival_ns, t_end_us = last
+        if now - arrival_ns < idle_ns:
+            return
+        before = len(self._pending)
+        sensor_now_us = t_end_us + int((now - arrival_ns) / 1000 * self.config.speed)
+        for t_us, indices in steps_of(self.binner.push(empty_dvs(0), sensor_now_us)):
+            self._pending.append((t_us, indices, now))
+        self.idle_steps += len(self._pending) - before
 
     def _flush(self, arrival_ns: int) -> None:
         """End of stream: the binner's last (partial) step joins the pending steps."""
@@ -466,11 +492,17 @@ class Loop:
 
     def _run_unpaced(self, reader: _Reader, merge: bool) -> None:
         live = self.config.mode == "live"
+        idle_ns = int(self.config.idle_ms * 1e6) if live else 0
+        wait_s = min(0.05, self.config.dt_us / 1e6 / self.config.speed) if idle_ns else 0.05
         q = reader.queue
+        last = None  # live: (arrival_ns, t_end_us) of the latest packet, for idle steps
         while not self._stop.is_set():
             try:
-                item = q.get(timeout=0.05)
+                item = q.get(timeout=wait_s)
             except queue.Empty:
+                if idle_ns and last is not None:
+                    self._idle(last, idle_ns)
+                    self._run_pending(merge)
                 self._maybe_report()
                 continue
             ended = False
@@ -478,6 +510,8 @@ class Loop:
                 if item is _END:
                     ended = True
                     break
+                if live:
+                    last = (item.arrival_ns, item.t_end_us)
                 self._ingest(item, item.arrival_ns if live else time.perf_counter_ns())
                 if not merge:
                     self._run_pending(merge=False)
@@ -591,6 +625,8 @@ class Loop:
             latency_p99_ms=hist.percentile_ms(99),
             latency_max_ms=hist.max_ms,
             merged_steps=self.merged_steps,
+            idle_steps=self.idle_steps,
+            late_events=int(getattr(self.binner, "late_events", 0)),
             dropped_packets=reader.dropped_packets,
             dropped_events=reader.dropped_events,
             ticks=self.ticks,

@@ -296,3 +296,34 @@ def test_paced_reader_stays_bounded_by_the_queue():
     # The queue (8), one packet held for its due time, one in the reader's hands, plus the packets that
     # fell due together after a late tick: bounded, never the whole stream (600).
     assert max(ahead) <= 8 + 16
+
+
+def test_live_loop_keeps_stepping_on_the_wall_clock_while_the_sensor_is_silent():
+    first = synthetic_packets(30)
+    later = [Packet(p.events.copy(), p.t_end_us + 400_000) for p in synthetic_packets(30)]
+    for packet in later:
+        packet.events["timestamp"] += 400_000
+
+    class Silent(ListSource):
+        def packets(self):
+            for packet in self._packets[:30]:
+                yield Packet(packet.events, packet.t_end_us)
+            time.sleep(0.3)  # the camera sees nothing for 300 ms (and sends nothing)
+            for packet in self._packets[30:]:
+                yield Packet(packet.events, packet.t_end_us)
+
+    sink = RecordingSink()
+    binner = StepBinner(1000, 16, 12)
+    loop = Loop(Silent(first + later), [], binner, build(dvs_steering(16, 12, 2)), rate_decode, [sink],
+                LoopConfig(mode="live", idle_ms=50, max_lag_ms=1000, report_period_s=0))
+    loop.warmup()
+    report = loop.run()
+    # About 250 ms of the silence was stepped on the wall clock (it starts after 50 ms without packets).
+    assert 150 <= report.idle_steps <= 350
+    assert report.late_events == 0  # the sensor's own clock was ahead of the estimate
+    t = np.array([c[0] for c in sink.commands])
+    assert np.all(np.diff(t) == 1000) and len(t) == report.steps == binner.next_step
+    # Without idle steps the network waits for the next packet.
+    quiet = Loop(Silent(first + later), [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)),
+                 rate_decode, [RecordingSink()], LoopConfig(mode="live", idle_ms=0, max_lag_ms=1000, report_period_s=0))
+    assert quiet.run().idle_steps == 0
