@@ -284,7 +284,7 @@ def test_falling_behind_is_logged_when_it_happens():
 
     stream = io.StringIO()
     degradation = Degradation(EventLog(as_json=False, stream=stream))
-    counts = dict(merged_steps=0, dropped_packets=0, missed_ticks=0, sink_errors=0)
+    counts = dict(merged_steps=0, dropped_packets=0, late_events=0, missed_ticks=0, sink_errors=0)
     degradation(SimpleNamespace(**counts))
     degradation(SimpleNamespace(**{**counts, "merged_steps": 7, "missed_ticks": 3}))
     degradation(SimpleNamespace(**{**counts, "merged_steps": 7, "missed_ticks": 3, "sink_errors": 2}))

@@ -82,11 +82,13 @@ def set_realtime(priority: int, log: EventLog) -> None:
 
 class Degradation:
     """Turns report counters into log events when they grow: ``behind`` (bins merged, packets dropped,
-    ticks missed) and ``sink_errors``, so falling behind is logged as it happens, not only counted."""
+    events arriving too late for their step, ticks missed) and ``sink_errors``, so falling behind is
+    logged as it happens, not only counted."""
 
     def __init__(self, log: EventLog) -> None:
         self.log = log
-        self.seen = {"merged_steps": 0, "dropped_packets": 0, "missed_ticks": 0, "sink_errors": 0}
+        self.seen = {"merged_steps": 0, "dropped_packets": 0, "late_events": 0, "missed_ticks": 0,
+                     "sink_errors": 0}
 
     def __call__(self, report) -> None:
         grown = {k: getattr(report, k) - v for k, v in self.seen.items() if getattr(report, k) > v}
