@@ -21,9 +21,17 @@ PROGRESS_PIPE_S = 1.0
 ERROR_RING = 1 << 16
 
 
+def _rate(events_per_s: float) -> str:
+    """An event rate with a readable unit (ev/s, kev/s, Mev/s)."""
+    for scale, unit in ((1e6, "Mev/s"), (1e3, "kev/s")):
+        if events_per_s >= scale:
+            return f"{events_per_s / scale:7.2f} {unit}"
+    return f"{events_per_s:7.0f} ev/s "
+
+
 def _progress(events: int, position_s: float, wall_s: float, rate: float) -> str:
     factor = position_s / wall_s if wall_s > 0 else 0.0
-    return (f"t = {position_s:8.3f} s | {events:>12,} events | {rate / 1e6:7.3f} Mev/s | "
+    return (f"t = {position_s:8.3f} s | {events:>12,} events | {_rate(rate)} | "
             f"x{factor:6.2f} real time")
 
 
@@ -72,7 +80,7 @@ def replay(args: argparse.Namespace) -> int:
     factor = position_s / wall_s if wall_s > 0 else 0.0
     loops = f", {source.loops_completed} loops" if args.loop else ""
     print(f"replayed {events:,} events in {packets:,} packets: {position_s:.3f} s of sensor time in "
-          f"{wall_s:.3f} s (x{factor:.2f} real time, {events / wall_s / 1e6 if wall_s else 0:.3f} Mev/s){loops}",
+          f"{wall_s:.3f} s (x{factor:.2f} real time, {_rate(events / wall_s if wall_s else 0).strip()}){loops}",
           file=sys.stderr)
     if packets and not args.fast:
         kept = errors[:min(packets, ERROR_RING)] / 1e3
