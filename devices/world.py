@@ -66,7 +66,7 @@ class CameraConfig:
 
     width: int = 64
     height: int = 48
-    fov_rad: float = math.radians(100.0)
+    fov_rad: float = math.radians(140.0)
     wall_height_m: float = 0.5
     camera_height_m: float = 0.12
     ambient: float = 6.0
@@ -95,22 +95,22 @@ def _render(image, x, y, heading, focal, size, cx, cy, cr, wall_h, cam_h, ambien
             t = (size - x) / dx
             if t < best:
                 best = t
-                shade = 185.0 + 25.0 * ((int((y + t * dy) * 5.0) & 1))
+                shade = 150.0 + 70.0 * ((int((y + t * dy) * 10.0) & 1))
         elif dx < -1e-9:
             t = -x / dx
             if t < best:
                 best = t
-                shade = 185.0 + 25.0 * ((int((y + t * dy) * 5.0) & 1))
+                shade = 150.0 + 70.0 * ((int((y + t * dy) * 10.0) & 1))
         if dy > 1e-9:
             t = (size - y) / dy
             if t < best:
                 best = t
-                shade = 165.0 + 25.0 * ((int((x + t * dx) * 5.0) & 1))
+                shade = 140.0 + 70.0 * ((int((x + t * dx) * 10.0) & 1))
         elif dy < -1e-9:
             t = -y / dy
             if t < best:
                 best = t
-                shade = 165.0 + 25.0 * ((int((x + t * dx) * 5.0) & 1))
+                shade = 140.0 + 70.0 * ((int((x + t * dx) * 10.0) & 1))
         for k in range(cx.shape[0]):
             ox = cx[k] - x
             oy = cy[k] - y

@@ -65,8 +65,9 @@ class WorldSource:
 
     world: the simulation. received_wheels: callable returning the wheel speeds (rad/s, (2,)) the emulated
     motor controller currently has as its goal; command_period_us: how often the loop writes a command (the
-    world waits for one at each multiple of it); wheel_limit_radps: the controller's velocity limit (its safety
-    layer clips commands to it, so the world expects the clipped value). tap: the CommandTap in the loop's sinks (None = open loop:
+    world waits for one at each multiple of it); expected_goal: the goal (rad/s, (2,)) the controller holds once
+    it has received a command (its safety layer clips to the velocity limit, the protocol quantizes), so the
+    world knows exactly when the new command has arrived. tap: the CommandTap in the loop's sinks (None = open loop:
     the world never waits). duration_s: simulated seconds to run (0 = forever). on_frame: called in this
     thread after each frame with (world, events, t_us), e.g. to draw a view.
     """
@@ -79,7 +80,7 @@ class WorldSource:
     emulator_config: EmulatorConfig = field(default_factory=EmulatorConfig)
     sync_timeout_s: float = 0.5
     command_period_us: int = 1000
-    wheel_limit_radps: float = np.inf
+    expected_goal: Callable[[np.ndarray], np.ndarray] = np.asarray
     on_frame: Callable | None = None
 
     def __post_init__(self) -> None:
@@ -89,16 +90,15 @@ class WorldSource:
         self.info = StreamInfo(kind="dvs", width=camera.width, height=camera.height, name=f"world:{self.world.seed}")
         self.sync_timeouts = 0
         self.events = 0
-        self.speeds_mps: list[float] = []
         self._closed = False
 
     def _wheels_for(self, t_us: int, command: np.ndarray | None) -> np.ndarray:
-        """Wait until the controller holds ``command`` (within its velocity resolution), then read it."""
+        """Wait until the controller holds ``command`` (as it will hold it: limited and quantized), then read it."""
         deadline = time.monotonic() + self.sync_timeout_s
+        expected = None if command is None else np.asarray(self.expected_goal(command), dtype=float)
         while True:
             wheels = np.asarray(self.received_wheels(), dtype=float)
-            if command is None or self._closed or np.allclose(
-                    wheels, np.clip(command, -self.wheel_limit_radps, self.wheel_limit_radps), atol=0.03):
+            if expected is None or self._closed or np.allclose(wheels, expected, rtol=0.0, atol=1e-9):
                 return wheels
             if time.monotonic() > deadline:
                 self.sync_timeouts += 1
@@ -119,7 +119,6 @@ class WorldSource:
                     self.sync_timeouts += 1
             wheels = self._wheels_for(t_us, command)
             world.step(wheels[0], wheels[1], dt_s)
-            self.speeds_mps.append(world.robot.wheel_radius_m * float(world.wheel_radps.mean()))
             t_us += self.frame_us
             events = self.emulator.emulate(world.render(), t_us)
             self.events += len(events)

@@ -41,10 +41,11 @@ def column_profile(width: int, w_centre: int, w_edge: int) -> np.ndarray:
     return np.where(centre, w_centre, w_edge).astype(np.int64)
 
 
-def obstacle_avoidance(width: int, height: int, channels: int = 2, w_centre: int = 24, w_edge: int = 10,
-                       off_ratio: float = 1.0, looming_vth: int = 400, w_brake: int = 4, w_turn: int = 60,
-                       w_mutual: int = 120, forward_bias: int = 170, turn_vth: int = 200, turn_du: int = 820,
-                       turn_dv: int = 820, w_suppress: int = 0, w_turn_brake: int = 0) -> Network:
+def obstacle_avoidance(width: int, height: int, channels: int = 2, w_centre: int = 24, w_edge: int = 20,
+                       off_ratio: float = 1.0, looming_vth: int = 600, w_brake: int = 2, w_turn: int = 40,
+                       w_mutual: int = 120, forward_bias: int = 170, turn_vth: int = 150, turn_du: int = 205,
+                       turn_dv: int = 410, w_suppress: int = 120, w_flow: int = 16, flow_vth: int = 400,
+                       w_flow_turn: int = 20) -> Network:
     """Build the network for a ``width`` x ``height`` grid with OFF and ON channels (``channels`` = 2).
 
     Weights are 8-bit Loihi mantissas (weight_exp 0); thresholds are mantissas (spike when v > vth << 6);
@@ -60,29 +61,42 @@ def obstacle_avoidance(width: int, height: int, channels: int = 2, w_centre: int
     for side, mask in ((0, x < width // 2), (1, x >= width - width // 2)):
         looming_w[side, :plane][mask] = off[mask]
         looming_w[side, plane:][mask] = profile[mask]
+    flow_w = np.zeros((2, 2 * plane), dtype=np.int64)
+    for side, mask in ((0, x < width // 4), (1, x >= width - width // 4)):
+        flow_w[side, :plane][mask] = w_flow
+        flow_w[side, plane:][mask] = w_flow
 
     # looming [left, right] -> motor [forward, turn_left, turn_right]
     drive = np.array([[-w_brake, -w_brake],
                       [0, w_turn],
                       [w_turn, 0]], dtype=np.int64)
-    mutual = np.array([[0, -w_turn_brake, -w_turn_brake],
+    mutual = np.array([[0, 0, 0],
                        [0, 0, -w_mutual],
                        [0, -w_mutual, 0]], dtype=np.int64)
-    # motor [forward, turn_left, turn_right] -> looming [left, right]: efference copy, turns silence looming
+    # flow [left, right] -> motor: steer away from the flank with more optic flow
+    centre = np.array([[0, 0],
+                       [0, w_flow_turn],
+                       [w_flow_turn, 0]], dtype=np.int64)
+    # motor [forward, turn_left, turn_right] -> looming / flow [left, right]: efference copy, turns silence them
     suppress = np.array([[0, -w_suppress, -w_suppress],
                          [0, -w_suppress, -w_suppress]], dtype=np.int64)
     tau_10ms = 410
     looming = LoihiLIF(du=tau_10ms, dv=tau_10ms, vth=looming_vth)
+    flow = LoihiLIF(du=tau_10ms, dv=tau_10ms, vth=flow_vth)
     motor = LoihiLIF(du=np.array([tau_10ms, turn_du, turn_du]), dv=np.array([0, turn_dv, turn_dv]),
                      vth=np.array([10, turn_vth, turn_vth]), bias_mant=np.array([forward_bias, 0, 0]))
     return Network(
         n_inputs=2 * plane,
-        populations=[Population("looming", 2, looming), Population("motor", 3, motor)],
+        populations=[Population("looming", 2, looming), Population("flow", 2, flow),
+                     Population("motor", 3, motor)],
         projections=[
             Sparse.from_dense(looming_w, name="halves", source=INPUT, target="looming"),
+            Sparse.from_dense(flow_w, name="flanks", source=INPUT, target="flow"),
             Dense(name="steer", source="looming", target="motor", weights=drive),
+            Dense(name="centre", source="flow", target="motor", weights=centre),
             Dense(name="turn_wta", source="motor", target="motor", weights=mutual),
             Dense(name="efference", source="motor", target="looming", weights=suppress),
+            Dense(name="efference_flow", source="motor", target="flow", weights=suppress),
         ],
         output="motor",
         input_shape=(2, height, width),

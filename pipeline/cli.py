@@ -13,6 +13,7 @@ import sys
 
 #: Sub-command modules under pipeline.commands, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
+    "demo",
     "camera",
     "audio",
     "conformance",

@@ -1,6 +1,6 @@
 """The demo's dashboard: one BGR image showing what the robot sees, thinks and does.
 
-Panels (960 x 540 px):
+Panels (960 x 540 px, four panels and a status column):
 
 * camera: the robot's camera frame (grey) with the last ``event_window_ms`` of DVS events drawn on top
   (ON green, OFF magenta);
@@ -34,25 +34,27 @@ RIGHT_WHEEL = (255, 170, 60)
 
 @dataclass
 class Layout:
-    """Panel rectangles (x, y, w, h) in dashboard pixels."""
+    """Panel rectangles (x, y, w, h) in dashboard pixels (a 30 px title bar, 18 px panel captions)."""
 
-    camera = (10, 34, 448, 336)
-    map = (468, 34, 336, 336)
-    side = (814, 34, 136, 336)
-    spikes = (10, 380, 448, 150)
-    wheels = (468, 380, 482, 150)
+    camera = (10, 50, 432, 324)
+    map = (452, 50, 324, 324)
+    side = (786, 50, 164, 324)
+    spikes = (10, 400, 432, 130)
+    wheels = (452, 400, 498, 130)
 
 
 class DashboardRecorder:
     """History for the dashboard. Thread-safe: the loop thread adds spikes and commands, the source thread
     adds frames and events.
 
-    neuron_names: one label per recorded neuron (rows of the raster). raster_ms / plot_s: history kept.
+    neuron_names: one label per recorded neuron (rows of the raster); the first ``n_sensory`` are drawn in
+    the sensory colour, the rest in the motor colour. raster_ms / plot_s: history kept.
     """
 
-    def __init__(self, neuron_names: list[str], raster_ms: int = 1000, plot_s: float = 5.0,
+    def __init__(self, neuron_names: list[str], n_sensory: int = 0, raster_ms: int = 1000, plot_s: float = 5.0,
                  event_window_ms: int = 30):
         self.neuron_names = list(neuron_names)
+        self.n_sensory = n_sensory
         self.raster_ms = raster_ms
         self.event_window_us = event_window_ms * 1000
         self._lock = threading.Lock()
@@ -97,9 +99,12 @@ def _panel(image: np.ndarray, rect, title: str) -> np.ndarray:
     return image[y:y + h, x:x + w]
 
 
+#: Display gamma for the camera panel: the arena is dark but for the robot's headlight.
+_BRIGHTEN = np.clip(255.0 * (np.arange(256) / 255.0) ** 0.5, 0, 255).astype(np.uint8)
+
+
 def _camera(view: np.ndarray, frame: np.ndarray, events: np.ndarray | None) -> None:
-    h, w = frame.shape
-    rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    rgb = cv2.cvtColor(cv2.LUT(frame, _BRIGHTEN), cv2.COLOR_GRAY2BGR)
     if events is not None and len(events):
         on = events["polarity"] == 1
         rgb[events["y"][on], events["x"][on]] = ON
@@ -124,7 +129,7 @@ def _map(view: np.ndarray, world, recorder: DashboardRecorder) -> None:
         cv2.drawMarker(view, c, (0, 0, 255), cv2.MARKER_TILTED_CROSS, 14, 2)
 
 
-def _raster(view: np.ndarray, spikes, names: list[str], raster_ms: int) -> None:
+def _raster(view: np.ndarray, spikes, names: list[str], n_sensory: int, raster_ms: int) -> None:
     view[:] = BG
     n = len(names)
     if not spikes or n == 0:
@@ -140,7 +145,7 @@ def _raster(view: np.ndarray, spikes, names: list[str], raster_ms: int) -> None:
         x = label_w + int(width - 1 - (t_end - t_us) / 1000 * width / raster_ms)
         for i in np.flatnonzero(row):
             y0 = int(i * row_h + 3)
-            cv2.line(view, (x, y0), (x, int((i + 1) * row_h - 3)), ON if i < 2 else (80, 200, 255), 1)
+            cv2.line(view, (x, y0), (x, int((i + 1) * row_h - 3)), ON if i < n_sensory else (80, 200, 255), 1)
 
 
 def _wheels(view: np.ndarray, commands, limit: float, plot_s: float) -> None:
@@ -174,14 +179,14 @@ def _side(view: np.ndarray, lines: list[tuple[str, str]]) -> None:
 def draw(world, recorder: DashboardRecorder, t_us: int, title: str, status: list[tuple[str, str]]) -> np.ndarray:
     """The dashboard for the world's current state: (540, 960, 3) uint8 BGR."""
     image = np.full((HEIGHT, WIDTH, 3), BG, np.uint8)
-    cv2.putText(image, title, (10, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, FG, 1, cv2.LINE_AA)
+    cv2.putText(image, title, (10, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.5, FG, 1, cv2.LINE_AA)
     spikes, commands, events = recorder.snapshot()
     layout = Layout()
     _camera(_panel(image, layout.camera, "robot camera + DVS events (ON green, OFF magenta)"), world.image, events)
     _map(_panel(image, layout.map, "arena (path, collisions x)"), world, recorder)
     _side(_panel(image, layout.side, "status"), [("sim time", f"{t_us / 1e6:6.1f} s")] + status)
     _raster(_panel(image, layout.spikes, f"SNN spikes, last {recorder.raster_ms} ms"), spikes,
-            recorder.neuron_names, recorder.raster_ms)
+            recorder.neuron_names, recorder.n_sensory, recorder.raster_ms)
     _wheels(_panel(image, layout.wheels, f"wheel commands (rad/s), last {recorder.plot_s:g} s"), commands,
             world.robot.max_wheel_radps, recorder.plot_s)
     return image

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from devices.motors.dynamixel import VELOCITY_UNIT_RAD_S
 from devices.world import World
 from devices.world_source import CommandTap, WorldSource
 from pipeline.avoidance import MOTOR_NEURONS, obstacle_avoidance
@@ -39,13 +40,19 @@ COMMAND_EVERY_STEPS = 5
 WHEEL_IDS = (1, 2)
 
 
+#: DriveDecoder parameters: 50 ms rate window; the forward neuron's ~235 Hz tonic rate is about top speed;
+#: a 100 Hz turn-rate difference turns at 1 rad/s.
+DEMO_DECODER = {"window_us": 50_000, "mps_per_hz": 0.0009, "radps_per_hz": 0.01}
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """One demo run.
 
     seed: arena and sensor-noise seed. duration_s: simulated seconds. backend: "loihi" or "float".
     mode: "fast" (as fast as possible) or "paced" (real time x ``speed``). zero_weights: ablation, every
-    synaptic weight set to 0 (the robot then drives blind). network: obstacle_avoidance() parameters.
+    synaptic weight set to 0 (the robot then drives blind). network: obstacle_avoidance() parameters
+    (overrides of its defaults, which were tuned on arenas 0-9).
     decoder: DriveDecoder parameters (window_us, mps_per_hz, radps_per_hz).
     """
 
@@ -56,13 +63,13 @@ class DemoConfig:
     speed: float = 1.0
     zero_weights: bool = False
     network: dict = field(default_factory=dict)
-    decoder: dict = field(default_factory=lambda: {"window_us": 50_000, "mps_per_hz": 0.0009,
-                                                    "radps_per_hz": 0.02})
+    decoder: dict = field(default_factory=lambda: dict(DEMO_DECODER))
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """What a run did. Speeds m/s, latencies µs, energy µJ per simulated second (Loihi estimate)."""
+    """What a run did. Speeds m/s (mean speed = forward distance actually driven / simulated time, so pushing
+    against a wall counts as standing still), latencies µs, energy µJ per simulated second (Loihi estimate)."""
 
     seed: int
     sim_seconds: float
@@ -114,8 +121,8 @@ class DemoRun:
         self.decoder = DriveDecoder(len(MOTOR_NEURONS), forward=[0], left=[1], right=[2],
                                     wheel_radius_m=robot.wheel_radius_m, track_m=robot.track_m,
                                     max_wheel_radps=robot.max_wheel_radps, **config.decoder)
-        names = ["loom L", "loom R", "forward", "turn L", "turn R"]
-        self.recorder = DashboardRecorder(names)
+        names = ["loom L", "loom R", "flow L", "flow R", "forward", "turn L", "turn R"]
+        self.recorder = DashboardRecorder(names, n_sensory=4)
         self.motors = MotorSink("dynamixel", "emulated:dynamixel", WHEEL_IDS)
         self.tap = CommandTap()
         bus = self.motors.controller.twin.device
@@ -123,7 +130,7 @@ class DemoRun:
         self.source = WorldSource(
             self.world, lambda: bus.physics.target.copy(), self.tap, frame_us=DT_US, duration_s=config.duration_s,
             command_period_us=DT_US * COMMAND_EVERY_STEPS,
-            wheel_limit_radps=float(np.min(self.motors.controller.velocity_limit)), on_frame=self._frame)
+            expected_goal=self._goal_for, on_frame=self._frame)
         camera = self.world.camera
         pooling = SpatialPooling(camera.width, camera.height, factor=POOL)
         width, height = pooling.output_resolution
@@ -134,10 +141,16 @@ class DemoRun:
                                     report_period_s=1.0 if on_report else 0.0),
                          on_report=on_report)
 
+    def _goal_for(self, command: np.ndarray) -> np.ndarray:
+        """The goal velocity (rad/s) the emulated servos hold after ``command``: clipped to the controller's
+        velocity limit, then quantized to Goal Velocity units (0.229 rpm) as the driver encodes it."""
+        limit = self.motors.controller.velocity_limit
+        return np.rint(np.clip(command, -limit, limit) / VELOCITY_UNIT_RAD_S) * VELOCITY_UNIT_RAD_S
+
     def _decode(self, spikes: np.ndarray, t_us: int) -> np.ndarray:
         command = self.decoder.update(spikes, t_us)
-        looming = self.runtime.spikes_of("looming")
-        self.recorder.add_step(t_us, np.concatenate([looming, spikes]), command)
+        sensed = [self.runtime.spikes_of(name) for name in ("looming", "flow")]
+        self.recorder.add_step(t_us, np.concatenate(sensed + [spikes]), command)
         return command
 
     def _frame(self, world: World, events: np.ndarray, t_us: int) -> None:
@@ -157,10 +170,9 @@ class DemoRun:
             self.motors.close()
         sim_s = self.world.time_s
         energy = estimate_runtime(self.runtime, map_network(self.network), total=True)
-        speeds = self.source.speeds_mps
         return DemoResult(
             seed=self.config.seed, sim_seconds=sim_s, collisions=self.world.collisions,
-            distance_m=self.world.distance_m, mean_speed_mps=float(np.mean(speeds)) if speeds else 0.0,
+            distance_m=self.world.distance_m, mean_speed_mps=self.world.distance_m / sim_s if sim_s else 0.0,
             top_speed_mps=self.world.robot.top_speed_mps, events=self.source.events, steps=report.steps,
             latency_p50_us=_us(report.latency_p50_ms), latency_p99_us=_us(report.latency_p99_ms),
             realtime_factor=report.real_time_factor,

@@ -386,7 +386,10 @@ class Graph:
 
 
 def open_source(spec: LaunchSpec):
-    """The source named by the launch file; camera drivers that are missing give a LaunchError."""
+    """The source named by the launch file; a recording or device that cannot be opened gives a LaunchError."""
+    from devices.errors import CameraError
+    from recordings.base import RecordingError
+
     ctx = Context(spec.path, "source", spec.display)
     values = spec.source
     kind = values["type"]
@@ -397,34 +400,29 @@ def open_source(spec: LaunchSpec):
         try:
             return ReplaySource(values["path"], speed=spec.loop.speed, fast=(mode != "live"), loop=values["loop"],
                                 start_us=values["start_us"], chunk_us=spec.loop.dt_us)
-        except (ValueError, OSError) as exc:
+        except (RecordingError, ValueError, OSError) as exc:
             raise ctx.fail("path", f"cannot replay {values['path']}: {exc}") from None
     if kind == "webcam":
-        try:
-            from devices.webcam import WebcamSource
-        except ImportError as exc:
-            raise ctx.fail("type", f"the webcam driver is not available ({exc})") from None
+        from devices.webcam import WebcamSource
+
         size = (values["width"], values["height"]) if values["width"] and values["height"] else None
         device = int(values["device"]) if values["device"].isdigit() else values["device"]
         try:
             return WebcamSource(device, size=size)
-        except Exception as exc:
+        except (CameraError, ValueError) as exc:
             raise ctx.fail("device", f"cannot open webcam {values['device']!r}: {exc}") from None
     if kind == "tcp":
         from devices.dvs import NetworkEventSource
 
         try:
             return NetworkEventSource(values["host"], values["port"])
-        except Exception as exc:
+        except CameraError as exc:
             raise ctx.fail("host", f"cannot receive tcp://{values['host']}:{values['port']}: {exc}") from None
-    try:
-        from devices.dvs import DvsCameraSource
-    except ImportError as exc:
-        raise ctx.fail("type", f"the DVS camera driver (devices.dvs) is not available ({exc}); "
-                               "use --source webcam or a recording") from None
+    from devices.dvs import DvsCameraSource
+
     try:
         return DvsCameraSource(values["serial"] or None)
-    except Exception as exc:
+    except CameraError as exc:
         raise ctx.fail("serial" if values["serial"] else "type", f"no DVS camera could be opened: {exc}") from None
 
 
