@@ -27,6 +27,7 @@ def register(subparsers) -> None:
     parser.add_argument("--video", default=None, help="MP4 to write (headless default: spikeloop-demo.mp4; "
                                                       "'none' to skip)")
     parser.add_argument("--png", default=None, help="summary PNG to write (headless default: spikeloop-demo.png)")
+    parser.add_argument("--record", default=None, help="also write the robot camera's DVS events to this .aedat4")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the results")
     parser.add_argument("--backend", choices=("loihi", "float"), default="loihi", help="SNN backend (default loihi)")
     parser.add_argument("--speed", type=float, default=1.0, help="window mode: simulated seconds per second")
@@ -122,6 +123,7 @@ def run(args) -> int:
     video = args.video if args.video is not None else ("spikeloop-demo.mp4" if headless else None)
     png = args.png if args.png is not None else ("spikeloop-demo.png" if headless else None)
     video = None if video == "none" else video
+    png = None if png == "none" else png
     config = DemoConfig(seed=args.seed, duration_s=args.duration, backend=args.backend,
                         mode="fast" if headless else "paced", speed=args.speed, zero_weights=args.zero_weights)
     try:
@@ -130,7 +132,15 @@ def run(args) -> int:
         print(f"spikeloop demo: {error}", file=sys.stderr)
         return 1
     progress = Progress(args.duration, quiet=args.json)
-    demo = DemoRun(config, on_frame=lambda *a: (output.frame(*a), progress.update(a[1])))
+    recorder = EventRecorder(args.record) if args.record else None
+
+    def on_frame(run, world, events, t_us):
+        output.frame(run, world, events, t_us)
+        progress.update(world)
+        if recorder is not None:
+            recorder.write(world, events)
+
+    demo = DemoRun(config, on_frame=on_frame)
     try:
         result = demo.run()
     except KeyboardInterrupt:
@@ -139,6 +149,8 @@ def run(args) -> int:
     finally:
         output.close()
         progress.done()
+        if recorder is not None:
+            recorder.close()
     if png and output.last_image is not None:
         import cv2
 
@@ -152,10 +164,45 @@ def run(args) -> int:
               f"({100 * summary['mean_speed_fraction']:.0f} % of top speed), {summary['events']:,} events, "
               f"latency p50 {summary['latency_p50_us']:.0f} µs / p99 {summary['latency_p99_us']:.0f} µs, "
               f"{summary['realtime_factor']:.2f}x real time, {summary['energy_uj_per_s']:.2f} µJ/s on Loihi (est.)")
-        for path, what in ((video, "video"), (png, "summary")):
+        for path, what in ((video, "video"), (png, "summary"), (args.record, "events")):
             if path:
                 print(f"{what}: {Path(path).resolve()}")
     return 0
+
+
+class EventRecorder:
+    """Writes the robot camera's events to an AEDAT 4 file in packets of PACKET_US of sensor time (as a camera
+    delivers them; one packet per 1 ms frame would mostly be packet headers). Opened at the first frame."""
+
+    PACKET_US = 10_000
+
+    def __init__(self, path: str):
+        self.path = path
+        self.writer = None
+        self.pending: list = []
+        self.flush_at_us = self.PACKET_US
+
+    def write(self, world, events) -> None:
+        from recordings.aedat4_writer import Aedat4Writer
+
+        if self.writer is None:
+            self.writer = Aedat4Writer(self.path, world.camera.width, world.camera.height, source="spikeloop demo")
+        self.pending.append(events)
+        if world.time_s * 1e6 >= self.flush_at_us:
+            self._flush()
+            self.flush_at_us += self.PACKET_US
+
+    def _flush(self) -> None:
+        import numpy as np
+
+        if self.pending:
+            self.writer.write(np.concatenate(self.pending))
+            self.pending = []
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self._flush()
+            self.writer.close()
 
 
 class Progress:
