@@ -59,3 +59,16 @@ def test_demo_command_prints_json_and_writes_video_and_summary(tmp_path, capsys)
     ok, frame = capture.read()
     assert ok and frame.shape == (540, 960, 3)
     assert cv2.imread(str(png)).shape == (540, 960, 3)
+
+
+def test_the_shipped_demo_recording_replays_through_its_launch_file(capsys):
+    """recordings/samples/demo_world.aedat4 through launch/demo_replay.toml: the demo's network and decoder
+    drive emulated Dynamixel wheels from the recorded events."""
+    from pathlib import Path
+
+    launch_file = Path(__file__).resolve().parent.parent / "launch" / "demo_replay.toml"
+    assert main(["launch", str(launch_file), "--set", 'loop.mode="fast"', "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["events_in"] == 7045 and report["steps"] > 4900
+    assert report["commands"] + report["commands_unwritten"] == report["steps"] // 5
+    assert report["sink_errors"] == 0 and report["fatal"] == ""
