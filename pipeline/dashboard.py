@@ -129,12 +129,13 @@ def _map(view: np.ndarray, world, recorder: DashboardRecorder) -> None:
         cv2.drawMarker(view, c, (0, 0, 255), cv2.MARKER_TILTED_CROSS, 14, 2)
 
 
-def _raster(view: np.ndarray, spikes, names: list[str], n_sensory: int, raster_ms: int) -> None:
+def _raster(view: np.ndarray, spikes, names: list[str], n_sensory: int, raster_ms: int, label_w: int = 80) -> None:
+    """Spike raster: ``spikes`` is a list of (t_us, bool (n,)) steps, newest last, drawn over the last
+    ``raster_ms`` ms right-aligned; one row per name (label in the left ``label_w`` px)."""
     view[:] = BG
     n = len(names)
     if not spikes or n == 0:
         return
-    label_w = 80
     row_h = view.shape[0] / n
     t_end = spikes[-1][0]
     width = view.shape[1] - label_w
@@ -148,7 +149,10 @@ def _raster(view: np.ndarray, spikes, names: list[str], n_sensory: int, raster_m
             cv2.line(view, (x, y0), (x, int((i + 1) * row_h - 3)), ON if i < n_sensory else (80, 200, 255), 1)
 
 
-def _wheels(view: np.ndarray, commands, limit: float, plot_s: float) -> None:
+def _wheels(view: np.ndarray, commands, limit: float, plot_s: float, names=("left", "right"),
+            colours=(LEFT_WHEEL, RIGHT_WHEEL)) -> None:
+    """Command plot: ``commands`` is a list of (t_us, c0, c1, ...) rows, newest last, drawn over the last
+    ``plot_s`` s between -limit and +limit; one line per name (colours cycle), legend top right."""
     view[:] = BG
     h, w = view.shape[:2]
     mid = h // 2
@@ -158,13 +162,18 @@ def _wheels(view: np.ndarray, commands, limit: float, plot_s: float) -> None:
     t_end = commands[-1][0]
     pts = np.array(commands, dtype=float)
     xs = (w - 1 - (t_end - pts[:, 0]) / 1e6 * w / plot_s).astype(np.int32)
-    for column, colour in ((1, LEFT_WHEEL), (2, RIGHT_WHEEL)):
-        ys = (mid - pts[:, column] / limit * (mid - 6)).astype(np.int32)
+    for column in range(1, min(len(names), pts.shape[1] - 1) + 1):
+        ys = (mid - np.clip(pts[:, column] / limit, -1, 1) * (mid - 6)).astype(np.int32)
+        colour = colours[(column - 1) % len(colours)]
         cv2.polylines(view, [np.stack([xs, ys], axis=1)], False, colour, 1, cv2.LINE_AA)
     cv2.putText(view, f"+{limit:.1f}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DIM, 1, cv2.LINE_AA)
     cv2.putText(view, f"-{limit:.1f}", (4, h - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DIM, 1, cv2.LINE_AA)
-    cv2.putText(view, "left", (w - 90, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, LEFT_WHEEL, 1, cv2.LINE_AA)
-    cv2.putText(view, "right", (w - 45, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, RIGHT_WHEEL, 1, cv2.LINE_AA)
+    x = w - 6
+    for i in reversed(range(len(names))):
+        x -= cv2.getTextSize(names[i], cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0]
+        cv2.putText(view, names[i], (x, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colours[i % len(colours)], 1,
+                    cv2.LINE_AA)
+        x -= 12
 
 
 def _side(view: np.ndarray, lines: list[tuple[str, str]]) -> None:

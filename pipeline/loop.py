@@ -24,6 +24,11 @@ up) produces the same command stream every time.
 
 Latency of a command = ``perf_counter_ns`` at which the sinks report its bytes written (the latest over
 the sinks) minus the arrival of the packet that completed its bin (the earliest one, for merged bins).
+
+:meth:`Loop.pause` stops the stepping (the sinks get a zero command every 50 ms instead) until
+:meth:`Loop.resume`: a paced replay's clock resumes where it stopped, a fast one simply waits, and a live
+source's packets that arrive meanwhile are dropped and counted (``paused_events``); the binner then restarts
+at the first packet after the pause, so the network does not step through the paused time.
 """
 from __future__ import annotations
 
@@ -133,7 +138,8 @@ class LoopReport:
     ``idle_steps``: live-mode steps the wall clock advanced while the sensor was silent; ``late_events``:
     events whose step had already run (dropped by the binner).
     ``commands_unwritten``: commands no sink reported as written (a motor controller that queued the
-    command behind a busy wire, or dropped it while its link was down).
+    command behind a busy wire, or dropped it while its link was down). ``paused_events``: live-mode events
+    that arrived while the loop was paused (dropped).
     """
 
     final: bool
@@ -160,6 +166,7 @@ class LoopReport:
     events_in: int
     events_used: int
     fatal: str = ""
+    paused_events: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -304,6 +311,8 @@ class Loop:
     decode: ``(spikes, t_us) -> command`` (float64 (n,), e.g. wheel rad/s) or None.
     sinks: objects with ``write(command, t_us) -> ns`` and ``close()``.
     on_report: called with every :class:`LoopReport` (periodic and final).
+    on_packet: called in the loop thread with every packet the loop takes, as the source delivered it
+        (before the stages), e.g. to show or record the events.
     """
 
     def __init__(
@@ -316,6 +325,7 @@ class Loop:
         sinks: Sequence[Sink],
         config: LoopConfig = LoopConfig(),
         on_report: Callable[[LoopReport], None] | None = None,
+        on_packet: Callable[[Packet], None] | None = None,
     ) -> None:
         self.source = source
         self.stages = list(stages)
@@ -325,7 +335,11 @@ class Loop:
         self.sinks = list(sinks)
         self.config = config
         self.on_report = on_report
+        self.on_packet = on_packet
         self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self._command_len = 0
         #: Paced mode: (perf_counter_ns, sensor µs) of the clock's origin, so sensor time t is due at
         #: ``clock[0] + (t - clock[1]) * 1000 / speed`` ns (None until a paced run starts).
         self.clock: tuple[int, int] | None = None
@@ -348,6 +362,7 @@ class Loop:
         self.sink_errors = 0
         self.events_in = 0
         self.events_used = 0
+        self.paused_events = 0
         self.first_step_us: int | None = None
         self.last_step_us: int | None = None
         self.fatal = ""
@@ -355,6 +370,18 @@ class Loop:
     def stop(self) -> None:
         """Ask the loop to finish (thread- and signal-safe); ``run`` returns after the current step."""
         self._stop.set()
+
+    def pause(self) -> None:
+        """Stop stepping after the current packet (thread-safe); the sinks get zero commands while paused."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        """Continue after :meth:`pause` (thread-safe)."""
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
 
     def warmup(self) -> None:
         """Compile (or load from cache) every numba kernel before the clock starts: the network, the stages
@@ -372,6 +399,8 @@ class Loop:
 
     def _ingest(self, packet: Packet, arrival_ns: int) -> None:
         events = packet.events
+        if self.on_packet is not None:
+            self.on_packet(packet)
         self.events_in += len(events)
         for stage in self.stages:
             events = stage(events)
@@ -431,6 +460,17 @@ class Loop:
         self.last_step_us = t_us
         if command is None or self.steps % self.config.command_every_steps:
             return
+        self._command_len = len(command)
+        written_ns = self._write(command, t_us)
+        if not written_ns:
+            self.commands_unwritten += 1
+        else:
+            self.commands += 1
+            self._total.add(written_ns - arrival_ns)
+            self._window.add(written_ns - arrival_ns)
+
+    def _write(self, command: np.ndarray, t_us: int) -> int:
+        """Write ``command`` to every sink; returns the latest write time (ns), 0 if no sink wrote it."""
         written_ns = 0
         for sink in self.sinks:
             try:
@@ -441,12 +481,33 @@ class Loop:
                 self._stop.set()
             except Exception:  # counted and reported; the motor layer's own watchdog keeps the robot safe
                 self.sink_errors += 1
-        if not written_ns:
-            self.commands_unwritten += 1
-        else:
-            self.commands += 1
-            self._total.add(written_ns - arrival_ns)
-            self._window.add(written_ns - arrival_ns)
+        return written_ns
+
+    def _hold(self, reader: _Reader) -> int:
+        """Paused: send a zero command (as long as the last one) every 50 ms and, in live mode, drop and
+        count the packets that arrive, until resumed or stopped. Returns the wall time paused (ns)."""
+        start = time.perf_counter_ns()
+        zero = np.zeros(self._command_len)
+        live = self.config.mode == "live"
+        while not self._running.is_set() and not self._stop.is_set():
+            if len(zero):
+                self._write(zero, self.last_step_us or 0)
+            self._running.wait(0.05)
+            while live:
+                try:
+                    item = reader.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _END:  # the reader puts nothing after it, so there is room to put it back
+                    reader.queue.put(item)
+                    break
+                self.paused_events += len(item.events)
+            self._maybe_report()
+        if live:  # restart the step grid at the first packet after the pause, keeping the late-event count
+            late_events = self.binner.late_events
+            self.binner.reset()
+            self.binner.late_events = late_events
+        return time.perf_counter_ns() - start
 
     def _duration_reached(self) -> bool:
         limit = self.config.duration_s
@@ -497,6 +558,10 @@ class Loop:
         q = reader.queue
         last = None  # live: (arrival_ns, t_end_us) of the latest packet, for idle steps
         while not self._stop.is_set():
+            if not self._running.is_set():
+                self._hold(reader)
+                last = None
+                continue
             try:
                 item = q.get(timeout=wait_s)
             except queue.Empty:
@@ -546,6 +611,9 @@ class Loop:
         k = 0
         ended = False
         while not self._stop.is_set():
+            if not self._running.is_set():
+                t0 += self._hold(reader)
+                self.clock = (t0, origin_us)
             deadline = t0 + int(k * period_ns)
             self._pacer.wait_until(deadline)
             now = time.perf_counter_ns()
@@ -636,4 +704,5 @@ class Loop:
             events_in=self.events_in,
             events_used=self.events_used,
             fatal=self.fatal,
+            paused_events=self.paused_events,
         )
