@@ -171,13 +171,12 @@ def apply_source(raw: dict, source: str) -> None:
 
 # -- phase 1: the file alone -------------------------------------------------------------------------
 
-def load_launch(path: str | Path, sets: list[str] = (), source: str | None = None,
-                duration_s: float | None = None) -> LaunchSpec:
-    """Read and validate a launch file plus command-line overrides. Raises LaunchError."""
-    path = Path(path)
+def read_launch_toml(path: str | Path, sets: list[str] = ()) -> dict:
+    """The TOML tables of a launch file with ``--set key.path=TOML`` overrides applied (not yet validated).
+    Raises LaunchError naming the file when it is missing or not valid TOML."""
     display = str(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LaunchError(f"{display}: launch file not found") from None
     except tomllib.TOMLDecodeError as exc:
@@ -185,6 +184,15 @@ def load_launch(path: str | Path, sets: list[str] = (), source: str | None = Non
     for assignment in sets:
         key_path, value = parse_set(assignment)
         apply_set(raw, key_path, value, assignment)
+    return raw
+
+
+def load_launch(path: str | Path, sets: list[str] = (), source: str | None = None,
+                duration_s: float | None = None) -> LaunchSpec:
+    """Read and validate a launch file plus command-line overrides. Raises LaunchError."""
+    path = Path(path)
+    display = str(path)
+    raw = read_launch_toml(path, sets)
     if source is not None:
         apply_source(raw, source)
     if duration_s is not None:

@@ -18,7 +18,6 @@ measured from that packet's arrival to the sink write.
 from __future__ import annotations
 
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -98,19 +97,11 @@ def _typed(ctx: Context, table, schemas: dict[str, dict[str, Key]]) -> dict:
 
 def load_bci_launch(path: str | Path, sets: list[str] = ()) -> BCILaunch:
     """Read and check a BCI launch file plus ``--set key.path=TOML`` overrides; raises LaunchError."""
-    from pipeline.launch import _check_sinks, apply_set, parse_set
+    from pipeline.launch import _check_sinks, read_launch_toml
 
     path = Path(path)
     display = str(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LaunchError(f"{display}: launch file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise LaunchError(f"{display}: not valid TOML: {exc}") from None
-    for assignment in sets:
-        key_path, value = parse_set(assignment)
-        apply_set(raw, key_path, value, assignment)
+    raw = read_launch_toml(path, sets)
     path = path.resolve()
     unknown = [s for s in raw if s not in SECTIONS]
     if unknown:
