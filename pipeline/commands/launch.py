@@ -28,11 +28,19 @@ def register(subparsers) -> None:
     parser.add_argument("--source", metavar="PATH|webcam[:N]|video:PATH|camera[:SERIAL]|tcp://HOST:PORT",
                         help="replace the file's source: a recording to replay, or a live source (loop runs live)")
     parser.add_argument("--headless", action="store_true",
-                        help="controller process: JSON log lines on stderr (unless [controller] log_format says "
-                             "text); without it, key=value lines for people (no live view window here)")
+                        help="controller process: no window, JSON log lines on stderr (unless [controller] "
+                             "log_format says text); without it, key=value lines for people and, when a display "
+                             "exists, the live view window (keys: space pause, e e-stop, r record, q quit)")
+    parser.add_argument("--snapshot", metavar="PNG", help="live view: write its last frame to this PNG at the end "
+                                                          "(drawn even without a display)")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of sensor time")
     parser.add_argument("--json", action="store_true", help="print the final report as one JSON object on stdout")
     parser.set_defaults(func=run)
+
+
+def has_display() -> bool:
+    """True when an OpenCV window can open (an X11/Wayland display is set)."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 class EventLog:
@@ -147,7 +155,12 @@ def run(args) -> int:
             log("start", file=spec.display, source=spec.source["type"], mode=spec.loop.mode,
                 dt_us=spec.loop.dt_us, inputs=graph.network.n_inputs, outputs=graph.network.n_outputs,
                 sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks))
-            if not stop_signal:
+            window = not args.headless and has_display()
+            if not stop_signal and (window or (args.snapshot and not args.headless)):
+                from pipeline.liveview import for_graph
+
+                report = for_graph(graph, log).run(window=window, snapshot=args.snapshot)
+            elif not stop_signal:
                 report = graph.loop.run()
             if stop_signal:
                 log("signal", signal=signal.Signals(stop_signal[0]).name)

@@ -1,0 +1,202 @@
+"""The live view of ``spikeloop launch``, driven without a display: a real recording through the real loop
+(launch/live_demo.toml's graph with the emulated Dynamixel bus), checked on the drawn image, the sinks
+and a recording read back by dv-processing."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.dashboard import BG
+from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.launch import build_graph, load_launch
+from pipeline.liveview import EVENT_BG, OFF, ON, for_graph, recording_name
+
+LIVE_DEMO = Path(__file__).resolve().parents[1] / "launch" / "live_demo.toml"
+MOTOR_ROW = (80, 200, 255)  # the raster's colour for output neurons (pipeline.dashboard)
+
+
+def dv_events(path: Path) -> np.ndarray:
+    import dv_processing as dv
+
+    recording = dv.io.MonoCameraRecording(str(path))
+    parts = []
+    while (batch := recording.getNextEventBatch()) is not None:
+        parts.append(batch.numpy())
+    return np.concatenate(parts).astype(DVS_EVENT_DTYPE)
+
+
+class CommandTrace:
+    """A sink that keeps (perf_counter_ns, command) of every write."""
+
+    name = "trace"
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, np.ndarray]] = []
+
+    def write(self, command: np.ndarray, t_us: int) -> int:
+        now = time.perf_counter_ns()
+        self.rows.append((now, command.copy()))
+        return now
+
+    def close(self) -> None:
+        pass
+
+    def between(self, t0_ns: int, t1_ns: int) -> np.ndarray:
+        return np.array([c for t, c in self.rows if t0_ns <= t < t1_ns])
+
+
+@pytest.fixture
+def recording(data_dir) -> Path:
+    return data_dir / "events" / "dvxplorer_tonic.aedat4"
+
+
+@pytest.fixture
+def open_graph(recording):
+    graphs = []
+
+    def make(*sets: str, loop_replay: bool = False):
+        spec = load_launch(LIVE_DEMO, sets=list(sets), source=str(recording))
+        spec.source["loop"] = loop_replay  # (--set source.loop would land on the file's camera table)
+        graph = build_graph(spec)
+        graphs.append(graph)
+        graph.loop.warmup()
+        return graph
+
+    yield make
+    for graph in graphs:
+        graph.close()
+
+
+def run_in_thread(view) -> threading.Thread:
+    thread = threading.Thread(target=view.run, kwargs={"window": False, "fps": 50}, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_event_view_and_raster_show_the_replay(open_graph, recording):
+    graph = open_graph("loop.mode='fast'")
+    steps: list[tuple[int, np.ndarray]] = []
+    decode = graph.loop.decode
+
+    def spy(spikes, t_us):
+        steps.append((t_us, spikes.astype(bool)))
+        return decode(spikes, t_us)
+
+    graph.loop.decode = spy
+    view = for_graph(graph)
+    report = view.run(window=False)
+    assert report.steps > 500 and report.events_in == 111_954
+    image = view.draw()
+    assert image.shape == (540, 960, 3)
+
+    # events: the file's last 30 ms, scaled from 320 x 240 into the panel, ON over OFF
+    events = dv_events(recording)
+    shown = events[events["timestamp"] >= events["timestamp"][-1] - 30_000]
+    x0, y0, w, h = view.layout.events
+    scale = min(w / 320, h / 240)
+    sw, sh = int(320 * scale), int(240 * scale)
+    panel = image[y0:y0 + sh, x0 + (w - sw) // 2:x0 + (w - sw) // 2 + sw]
+    on_px = {(int(x), int(y)) for x, y in zip(shown["x"][shown["polarity"] == 1], shown["y"][shown["polarity"] == 1])}
+    off_px = {(int(x), int(y)) for x, y in zip(shown["x"][shown["polarity"] == 0], shown["y"][shown["polarity"] == 0])}
+    centre = lambda x, y: panel[int((y + 0.5) * scale), int((x + 0.5) * scale)].tolist()  # noqa: E731
+    assert all(centre(x, y) == list(ON) for x, y in on_px)
+    assert all(centre(x, y) == list(OFF) for x, y in off_px - on_px)
+    quiet = [(x, y) for x in range(0, 320, 7) for y in range(0, 240, 7) if (x, y) not in on_px | off_px]
+    assert all(centre(x, y) == list(EVENT_BG) for x, y in quiet)
+
+    # raster: one row per output neuron, a spike line in each column where the neuron fired in the last 1 s
+    assert view.neuron_names == ["steer 0 fwd,turn R", "steer 1 fwd,turn L"]
+    rx, ry, rw, rh = view.layout.spikes
+    raster = image[ry:ry + rh, rx:rx + rw]
+    label_w = view.raster_label_width()
+    t_end = steps[-1][0]
+    for row in range(2):
+        band = raster[int(row * rh / 2) + 3:int((row + 1) * rh / 2) - 3]
+        drawn = set(np.flatnonzero(np.all(band == MOTOR_ROW, axis=2).any(axis=0)))
+        expected = {label_w + int(rw - label_w - 1 - (t_end - t) / 1000 * (rw - label_w) / 1000)
+                    for t, s in steps if s[row] and t > t_end - 1_000_000}
+        assert expected and drawn == expected
+    # the command plot has both wheels' lines; the status line shows the final rates
+    cx, cy, cw, ch = view.layout.commands
+    plot = image[cy:cy + ch, cx:cx + cw].reshape(-1, 3)
+    assert (plot != BG).any(axis=1).sum() > 200
+
+
+@pytest.mark.parametrize("mode", ["live", "paced"])
+def test_pause_sends_zero_commands_and_resumes(open_graph, mode):
+    graph = open_graph(f"loop.mode='{mode}'", "loop.idle_ms=0", loop_replay=True)
+    trace = CommandTrace()
+    graph.loop.sinks.append(trace)
+    view = for_graph(graph)
+    thread = run_in_thread(view)
+    try:
+        time.sleep(0.5)
+        view.toggle_pause()
+        time.sleep(0.05)  # the step in progress finishes
+        paused_at, steps = time.perf_counter_ns(), graph.loop.steps
+        time.sleep(0.4)
+        resumed_at = time.perf_counter_ns()
+        assert graph.loop.paused and graph.loop.steps == steps
+        zeros = trace.between(paused_at, resumed_at)
+        assert len(zeros) >= 3 and not zeros.any()  # a zero command every 50 ms
+        if mode == "live":
+            assert graph.loop.paused_events > 0  # the replay kept arriving and was dropped
+        missed = graph.loop.missed_ticks
+        view.toggle_pause()
+        time.sleep(0.4)
+        assert not graph.loop.paused and graph.loop.steps > steps + 100
+        assert np.abs(trace.between(resumed_at, time.perf_counter_ns())).max() > 0
+        # paced: the clock resumes where it stopped (a clock 400 ticks behind would skip and count them)
+        assert graph.loop.missed_ticks - missed < 100
+    finally:
+        graph.loop.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_estop_latches_on_the_motor_sink(open_graph):
+    graph = open_graph("loop.mode='paced'", loop_replay=True)
+    motors = graph.sinks[0]
+    assert motors.port == "emulated:dynamixel"
+    view = for_graph(graph)
+    thread = run_in_thread(view)
+    try:
+        time.sleep(0.3)
+        assert not motors.controller.estopped
+        view.handle_key(ord("e"))
+        steps = graph.loop.steps
+        time.sleep(0.3)
+        assert motors.controller.estopped and view.estopped  # latched while commands keep coming
+        assert graph.loop.steps > steps + 100
+        assert motors.controller.counters["estops"] == 1
+    finally:
+        graph.loop.stop()
+        thread.join(10)
+
+
+def test_recording_reads_back_in_dv_processing(open_graph, recording, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    graph = open_graph("loop.mode='fast'")
+    seen: list[np.ndarray] = []
+    view = for_graph(graph)
+    show = graph.loop.on_packet
+
+    def spy(packet):
+        seen.append(packet.events)
+        show(packet)
+
+    graph.loop.on_packet = spy
+    view.handle_key(ord("r"))
+    path = view.recording
+    assert path.parent == Path(".") and path.name.startswith("spikeloop-") and path.suffix == ".aedat4"
+    assert len(recording_name(0.0)) == len("spikeloop-YYYYmmdd-HHMMSS.aedat4")
+    view.run(window=False)  # the end of the run closes the recording
+    written = dv_events(tmp_path / path)
+    shown = np.concatenate(seen).astype(DVS_EVENT_DTYPE)
+    assert len(written) == view.recorded_events == 111_954
+    np.testing.assert_array_equal(written, shown)
+    np.testing.assert_array_equal(written, dv_events(recording))
