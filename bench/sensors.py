@@ -120,7 +120,7 @@ def bench_cochlea(repeats: int) -> dict:
         ours.append(audio_s / (time.perf_counter() - start))
         start = time.perf_counter()
         for clip in clips:
-            for sos in cochlea._sos:
+            for sos in np.array(cochlea.sos):
                 np.maximum(sosfilt(sos, clip * 3.0), 0.0)
         scipy_runs.append(audio_s / (time.perf_counter() - start))
     return {"stage": "cochlea 64 ch (filterbank + LIF)", "realtime_x": statistics.median(ours),

@@ -190,6 +190,11 @@ class Cochlea:
         self.reset()
 
     @property
+    def sos(self) -> np.ndarray:
+        """The filterbank's biquad coefficients, (n_channels, 4, 6) read-only."""
+        return self._sos
+
+    @property
     def n_outputs(self) -> int:
         """Number of AER channels: n_channels (lif) or 2 n_channels (delta: ON then OFF)."""
         return self.config.n_channels * (2 if self.config.method == "delta" else 1)
