@@ -129,21 +129,20 @@ def _map(view: np.ndarray, world, recorder: DashboardRecorder) -> None:
         cv2.drawMarker(view, c, (0, 0, 255), cv2.MARKER_TILTED_CROSS, 14, 2)
 
 
-def _raster(view: np.ndarray, spikes, names: list[str], n_sensory: int, raster_ms: int, label_w: int = 80) -> None:
-    """Spike raster: ``spikes`` is a list of (t_us, bool (n,)) steps, newest last, drawn over the last
-    ``raster_ms`` ms right-aligned; one row per name (label in the left ``label_w`` px)."""
+def _raster(view: np.ndarray, times: np.ndarray, fired: np.ndarray, names: list[str], n_sensory: int, raster_ms: int,
+            label_w: int = 80) -> None:
+    """Spike raster of steps at ``times`` (µs int64 (k,), newest last) with spikes ``fired`` (bool (k, n)),
+    drawn over the last ``raster_ms`` ms right-aligned; one row per name (label in the left ``label_w`` px)."""
     view[:] = BG
     n = len(names)
-    if not spikes or n == 0:
+    if len(times) == 0 or n == 0:
         return
     row_h = view.shape[0] / n
-    t_end = spikes[-1][0]
+    t_end = times[-1]
     width = view.shape[1] - label_w
     for i, name in enumerate(names):
         cy = int((i + 0.5) * row_h)
         cv2.putText(view, name, (4, cy + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, FG, 1, cv2.LINE_AA)
-    times = np.fromiter((t for t, _ in spikes), dtype=np.int64, count=len(spikes))
-    fired = np.stack([row for _, row in spikes])
     xs = label_w + (width - 1 - (t_end - times) / 1000 * width / raster_ms).astype(np.int64)
     inside = (xs >= 0) & (xs < view.shape[1])
     for i in range(n):
@@ -152,17 +151,18 @@ def _raster(view: np.ndarray, spikes, names: list[str], n_sensory: int, raster_m
 
 
 def _wheels(view: np.ndarray, commands, limit: float, plot_s: float, names=("left", "right"),
-            colours=(LEFT_WHEEL, RIGHT_WHEEL)) -> None:
+            colours=(LEFT_WHEEL, RIGHT_WHEEL), legend: bool = True) -> None:
     """Command plot: ``commands`` is a list of (t_us, c0, c1, ...) rows, newest last, drawn over the last
-    ``plot_s`` s between -limit and +limit; one line per name (colours cycle), legend top right."""
+    ``plot_s`` s between -limit and +limit; one line per name (colours cycle), legend top right (unless
+    ``legend`` is False)."""
     view[:] = BG
     h, w = view.shape[:2]
     mid = h // 2
     cv2.line(view, (0, mid), (w, mid), (60, 60, 66), 1)
-    if not commands:
+    if len(commands) == 0:
         return
     t_end = commands[-1][0]
-    pts = np.array(commands, dtype=float)
+    pts = np.asarray(commands, dtype=float)
     xs = (w - 1 - (t_end - pts[:, 0]) / 1e6 * w / plot_s).astype(np.int32)
     for column in range(1, min(len(names), pts.shape[1] - 1) + 1):
         ys = (mid - np.clip(pts[:, column] / limit, -1, 1) * (mid - 6)).astype(np.int32)
@@ -171,7 +171,7 @@ def _wheels(view: np.ndarray, commands, limit: float, plot_s: float, names=("lef
     cv2.putText(view, f"+{limit:.1f}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DIM, 1, cv2.LINE_AA)
     cv2.putText(view, f"-{limit:.1f}", (4, h - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DIM, 1, cv2.LINE_AA)
     x = w - 6
-    for i in reversed(range(len(names))):
+    for i in reversed(range(len(names) if legend else 0)):
         x -= cv2.getTextSize(names[i], cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0]
         cv2.putText(view, names[i], (x, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colours[i % len(colours)], 1,
                     cv2.LINE_AA)
@@ -196,7 +196,9 @@ def draw(world, recorder: DashboardRecorder, t_us: int, title: str, status: list
     _camera(_panel(image, layout.camera, "robot camera + DVS events (ON green, OFF magenta)"), world.image, events)
     _map(_panel(image, layout.map, "arena (path, collisions x)"), world, recorder)
     _side(_panel(image, layout.side, "status"), [("sim time", f"{t_us / 1e6:6.1f} s")] + status)
-    _raster(_panel(image, layout.spikes, f"SNN spikes, last {recorder.raster_ms} ms"), spikes,
+    times = np.array([t for t, _ in spikes], dtype=np.int64)
+    fired = np.stack([row for _, row in spikes]) if spikes else np.zeros((0, len(recorder.neuron_names)), bool)
+    _raster(_panel(image, layout.spikes, f"SNN spikes, last {recorder.raster_ms} ms"), times, fired,
             recorder.neuron_names, recorder.n_sensory, recorder.raster_ms)
     _wheels(_panel(image, layout.wheels, f"wheel commands (rad/s), last {recorder.plot_s:g} s"), commands,
             world.robot.max_wheel_radps, recorder.plot_s)

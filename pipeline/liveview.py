@@ -55,6 +55,36 @@ class ViewLayout:
     status_y: int = 500
 
 
+class StepHistory:
+    """The last ``capacity`` network steps as arrays (a ring): step times (µs, int64) and one row per step
+    (``dtype``; the row length is set by the first row, and a row of another length starts afresh). One
+    thread appends, another reads; the caller holds the lock."""
+
+    def __init__(self, capacity: int, dtype) -> None:
+        self.capacity = capacity
+        self.dtype = dtype
+        self.times = np.zeros(capacity, dtype=np.int64)
+        self.values = np.zeros((capacity, 0), dtype=dtype)
+        self.count = 0
+
+    def append(self, t_us: int, row: np.ndarray) -> None:
+        if self.values.shape[1] != len(row):
+            self.values = np.zeros((self.capacity, len(row)), dtype=self.dtype)
+            self.count = 0
+        i = self.count % self.capacity
+        self.times[i] = t_us
+        self.values[i] = row
+        self.count += 1
+
+    def last(self, window_us: float) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the steps within ``window_us`` of the newest, oldest first: times (k,), rows (k, n)."""
+        k = min(self.count, self.capacity)
+        order = (self.count - k + np.arange(k)) % self.capacity
+        times, values = self.times[order], self.values[order]
+        keep = times > times[-1] - window_us if k else slice(None)
+        return times[keep], values[keep]
+
+
 def neuron_labels(network, decoder) -> list[str]:
     """One raster label per output neuron: population name and index, plus the decoder's use of it (for a
     drive decoder: fwd / back / turn L / turn R)."""
@@ -113,8 +143,8 @@ class LiveView:
         steps_per_s = 1e6 / loop.config.dt_us
         self._lock = threading.Lock()
         self._packets: deque[tuple[int, np.ndarray]] = deque()
-        self._spikes: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, int(raster_ms / 1000 * steps_per_s)))
-        self._commands: deque[tuple] = deque(maxlen=max(2, int(plot_s * steps_per_s)))
+        self._spikes = StepHistory(max(1, int(raster_ms / 1000 * steps_per_s)), bool)
+        self._commands = StepHistory(max(2, int(plot_s * steps_per_s)), np.float64)
         self._report: LoopReport | None = None
         self._events_per_s = math.nan
         self._last_events_in = 0
@@ -138,9 +168,9 @@ class LiveView:
         def recorded_decode(spikes: np.ndarray, t_us: int):
             command = decode(spikes, t_us)
             with self._lock:
-                self._spikes.append((t_us, spikes.astype(bool)))
+                self._spikes.append(t_us, spikes)
                 if command is not None:
-                    self._commands.append((t_us, *np.asarray(command, dtype=np.float64).tolist()))
+                    self._commands.append(t_us, command)
             return command
 
         def on_report(report: LoopReport) -> None:
@@ -239,7 +269,8 @@ class LiveView:
     # -- drawing --------------------------------------------------------------------------------------
 
     def snapshot(self):
-        """Copies for drawing: (events of the last window, spikes, commands, report, events/s)."""
+        """Copies for drawing: events of the last window (or None), (spike times (k,), fired bool (k, n)),
+        commands (m, 1 + n) rows of (t_us, values...), the latest report, events/s."""
         with self._lock:
             if self._packets:
                 newest = self._packets[-1][0]
@@ -247,14 +278,9 @@ class LiveView:
                 events = events[events["timestamp"] >= newest - self.event_window_us]
             else:
                 events = None
-            spikes = list(self._spikes)
-            commands = list(self._commands)
-            report, events_per_s = self._report, self._events_per_s
-        if spikes:  # merged or idle stretches make a step cover more than dt: keep the time window exact
-            spikes = [s for s in spikes if s[0] > spikes[-1][0] - self.raster_ms * 1000]
-        if commands:
-            commands = [c for c in commands if c[0] > commands[-1][0] - self.plot_s * 1e6]
-        return events, spikes, commands, report, events_per_s
+            spikes = self._spikes.last(self.raster_ms * 1000)
+            commands = np.column_stack(self._commands.last(self.plot_s * 1e6))
+            return events, spikes, commands, self._report, self._events_per_s
 
     def event_image(self, events: np.ndarray | None) -> np.ndarray:
         """The events at sensor resolution: (height, width, 3) uint8 BGR, ON green / OFF magenta on dark."""
@@ -296,7 +322,8 @@ class LiveView:
         x = 10
         states = []
         if self.loop.paused:
-            states.append((f"PAUSED (motors 0, {self.loop.paused_events:,} live events dropped)", PAUSE))
+            dropped = f", {self.loop.paused_events:,} events dropped" if self.loop.config.mode == "live" else ""
+            states.append((f"PAUSED: motors at 0 rad/s{dropped}", PAUSE))
         else:
             states.append(("RUNNING", ON))
         if self.estopped:
@@ -323,16 +350,23 @@ class LiveView:
         image = self._blank.copy()
         cv2.putText(image, self.title, (10, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.5, FG, 1, cv2.LINE_AA)
         self._events_panel(image, events)
-        _raster(_panel(image, self.layout.spikes, f"network output spikes, last {self.raster_ms} ms"), spikes,
+        _raster(_panel(image, self.layout.spikes, f"network output spikes, last {self.raster_ms} ms"), *spikes,
                 self.neuron_names, 0, self.raster_ms, label_w=self.raster_label_width())
         limit = self.limit_radps
         if limit is None:
-            limit = max([abs(v) for row in commands for v in row[1:]], default=0.0) or 1.0
+            limit = float(np.abs(commands[:, 1:]).max(initial=0.0)) or 1.0
         names = self.command_names
-        if commands and len(names) != len(commands[-1]) - 1:
-            names = [f"c{i}" for i in range(len(commands[-1]) - 1)]
-        _wheels(_panel(image, self.layout.commands, f"motor commands (rad/s), last {self.plot_s:g} s"), commands,
-                limit, self.plot_s, names, COMMAND_COLOURS)
+        if len(commands) and len(names) != commands.shape[1] - 1:
+            names = [f"c{i}" for i in range(commands.shape[1] - 1)]
+        plot = _panel(image, self.layout.commands, f"motor commands (rad/s), last {self.plot_s:g} s")
+        _wheels(plot, commands, limit, self.plot_s, names, COMMAND_COLOURS, legend=False)
+        cv2.putText(plot, "0", (4, plot.shape[0] // 2 - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DIM, 1, cv2.LINE_AA)
+        x, y, w, _ = self.layout.commands
+        for i in reversed(range(len(names))):  # the legend goes on the caption line, clear of the lines
+            w -= cv2.getTextSize(names[i], cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0]
+            cv2.putText(image, names[i], (x + w, y - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        COMMAND_COLOURS[i % len(COMMAND_COLOURS)], 1, cv2.LINE_AA)
+            w -= 14
         self._status(image, report, events_per_s)
         return image
 
@@ -356,7 +390,7 @@ class LiveView:
         period = 1.0 / fps
         try:
             if window:
-                cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE)
+                cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
             while worker.is_alive():
                 start = time.perf_counter()
                 self.last_image = self.draw()
