@@ -339,9 +339,15 @@ class LiveView:
         kw = cv2.getTextSize(keys, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0]
         cv2.putText(image, keys, (WIDTH - 10 - kw, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DIM, 1, cv2.LINE_AA)
 
+    def raster_labels(self, fired: np.ndarray) -> list[str]:
+        """Raster row labels: each neuron's name and its firing rate (Hz) over the raster's time window."""
+        rates = fired.sum(axis=0) / (self.raster_ms / 1000) if len(fired) else np.zeros(len(self.neuron_names))
+        return [f"{name}  {rate:.0f} Hz" for name, rate in zip(self.neuron_names, rates)]
+
     def raster_label_width(self) -> int:
-        """Width (px) of the raster's label column: the longest label plus a margin, at most half the panel."""
-        widths = [cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0] for n in self.neuron_names]
+        """Width (px) of the raster's label column: the longest label (with a 4-digit rate) plus a margin, at
+        most half the panel."""
+        widths = [cv2.getTextSize(f"{n}  0000 Hz", cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0] for n in self.neuron_names]
         return min(16 + max(widths, default=0), self.layout.spikes[2] // 2)
 
     def draw(self) -> np.ndarray:
@@ -351,14 +357,15 @@ class LiveView:
         cv2.putText(image, self.title, (10, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.5, FG, 1, cv2.LINE_AA)
         self._events_panel(image, events)
         _raster(_panel(image, self.layout.spikes, f"network output spikes, last {self.raster_ms} ms"), *spikes,
-                self.neuron_names, 0, self.raster_ms, label_w=self.raster_label_width())
+                self.raster_labels(spikes[1]), 0, self.raster_ms, label_w=self.raster_label_width())
         limit = self.limit_radps
         if limit is None:
             limit = float(np.abs(commands[:, 1:]).max(initial=0.0)) or 1.0
         names = self.command_names
         if len(commands) and len(names) != commands.shape[1] - 1:
             names = [f"c{i}" for i in range(commands.shape[1] - 1)]
-        plot = _panel(image, self.layout.commands, f"motor commands (rad/s), last {self.plot_s:g} s")
+        caption = f"motor commands (rad/s), last {self.plot_s:g} s" + (": e-stop, not applied" if self.estopped else "")
+        plot = _panel(image, self.layout.commands, caption)
         _wheels(plot, commands, limit, self.plot_s, names, COMMAND_COLOURS, legend=False)
         cv2.putText(plot, "0", (4, plot.shape[0] // 2 - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DIM, 1, cv2.LINE_AA)
         x, y, w, _ = self.layout.commands
@@ -397,7 +404,8 @@ class LiveView:
                 if window:
                     cv2.imshow(self.title, self.last_image)
                     wait_ms = max(1, int((period - (time.perf_counter() - start)) * 1000))
-                    if not self.handle_key(cv2.waitKey(wait_ms)):
+                    quit_key = not self.handle_key(cv2.waitKey(wait_ms))
+                    if quit_key or cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:  # q/Esc or closed
                         self.loop.stop()
                 else:
                     worker.join(max(0.0, period - (time.perf_counter() - start)))

@@ -110,6 +110,8 @@ def test_event_view_and_raster_show_the_replay(open_graph, recording):
 
     # raster: one row per output neuron, a spike line in each column where the neuron fired in the last 1 s
     assert view.neuron_names == ["steer 0 fwd,turn R", "steer 1 fwd,turn L"]
+    fired = np.array([s for t, s in steps if t > steps[-1][0] - 1_000_000])
+    assert view.raster_labels(fired) == [f"{n}  {c} Hz" for n, c in zip(view.neuron_names, fired.sum(axis=0))]
     rx, ry, rw, rh = view.layout.spikes
     raster = image[ry:ry + rh, rx:rx + rw]
     label_w = view.raster_label_width()

@@ -1,5 +1,8 @@
 """``spikeloop launch FILE``: run a launch file (live demo, replay, or the headless robot controller).
 
+Without ``--headless`` and with a display ($DISPLAY / $WAYLAND_DISPLAY), the loop runs under the live view
+(pipeline.liveview: events, output spikes, commands; keys space pause, e e-stop, r record, q quit).
+
 Exit status: 0 finished or stopped by SIGTERM/SIGINT (motors stopped first); 2 invalid launch file or
 override (nothing was started); 3 a motor device was lost for good (motors stopped); 4 the source or the
 network failed while running (motors stopped).
