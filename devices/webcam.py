@@ -20,6 +20,7 @@ import numpy as np
 from devices.dvs_emulator import DvsEmulator, EmulatorConfig
 from devices.errors import CameraError
 from pipeline.source import Packet, StreamInfo
+from recordings.replay import wait_until
 
 
 def open_capture(device: int | str) -> cv2.VideoCapture:
@@ -46,11 +47,15 @@ class WebcamSource:
     device: camera index (int or "0") or video path. size: (width, height) to resize frames to, or None
     for the native size. config: emulator pixel model. queue_frames: frames buffered between the grab
     thread and the consumer; when full (consumer too slow on a live camera) the oldest frame is dropped and
-    counted in ``dropped_frames``.
+    counted in ``dropped_frames``. speed: a video file stands in for a camera, so its frames are released
+    at their own timestamps (x ``speed``); None releases them as fast as they are emulated.
     """
 
     def __init__(self, device: int | str = 0, size: tuple[int, int] | None = None,
-                 config: EmulatorConfig = EmulatorConfig(), queue_frames: int = 4):
+                 config: EmulatorConfig = EmulatorConfig(), queue_frames: int = 4, speed: float | None = 1.0):
+        if speed is not None and speed <= 0:
+            raise ValueError(f"webcam speed: expected a positive number or None, got {speed}")
+        self.speed = speed
         self._capture = open_capture(device)
         self._is_file = isinstance(device, str) and not device.isdigit()
         ok, frame = self._capture.read()
@@ -103,6 +108,7 @@ class WebcamSource:
         """One packet per frame after the first; ends at the end of a video file (cameras run until close)."""
         self.emulator.emulate(self._first, self._first_t)
         last_t = self._first_t
+        started_ns = time.perf_counter_ns()
         self._thread = threading.Thread(target=self._grab_loop, name="webcam-grab", daemon=True)
         self._thread.start()
         while True:
@@ -114,6 +120,8 @@ class WebcamSource:
                 t_us = last_t + 1
             events = self.emulator.emulate(grey, t_us)
             last_t = t_us
+            if self._is_file and self.speed is not None:
+                wait_until(started_ns + int((t_us - self._first_t) * 1000 / self.speed))
             yield Packet(events=events, t_end_us=t_us)
 
     def close(self) -> None:

@@ -96,7 +96,7 @@ def test_video_file_source_streams_events_of_the_moving_bar(tmp_path):
     for k in range(20):
         writer.write(bar_frame(5 + 2 * k))
     writer.release()
-    source = WebcamSource(str(path), config=QUIET)
+    source = WebcamSource(str(path), config=QUIET, speed=None)
     try:
         packets = list(source.packets())
     finally:
@@ -110,6 +110,23 @@ def test_video_file_source_streams_events_of_the_moving_bar(tmp_path):
     assert len(on) > 100
     early, late = on[on["timestamp"] < times[5]], on[on["timestamp"] > times[-5]]
     assert late["x"].mean() > early["x"].mean() + 20
+
+
+def test_a_video_file_is_paced_like_a_camera(tmp_path):
+    import time
+
+    path = tmp_path / "bar.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 32), False)
+    for k in range(11):
+        writer.write(bar_frame(5 + 2 * k))
+    writer.release()
+    source = WebcamSource(str(path), config=QUIET, speed=2.0)
+    started = time.monotonic()
+    try:
+        assert len(list(source.packets())) == 10
+    finally:
+        source.close()
+    assert time.monotonic() - started >= 0.4 * 0.5 * 0.95
 
 
 def test_missing_camera_and_file_give_clear_errors(tmp_path):
