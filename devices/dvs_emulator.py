@@ -87,13 +87,13 @@ def _crossings(frame, table, l_prev, l_ref, c_on, c_off, last_t, t0, dt, refract
         l_prev[i] = new
         ref = l_ref[i] - leak * c_on[i]
         change = new - old
-        us_per_log = dt / change if change != 0 else 0.0
         if new - ref >= c_on[i]:
+            us_per_log = dt / change if change > 0 else 0.0
             step = c_on[i]
             cross = ref + step
             while cross <= new and count + 1 < capacity:
                 offset = 0
-                if change > 0 and (cross - old) * us_per_log > 0:
+                if (cross - old) * us_per_log > 0:
                     offset = np.int64((cross - old) * us_per_log)
                 t = t0 + offset
                 if t - last_t[i] > refractory:
@@ -105,11 +105,12 @@ def _crossings(frame, table, l_prev, l_ref, c_on, c_off, last_t, t0, dt, refract
                 ref = cross
                 cross += step
         elif ref - new >= c_off[i]:
+            us_per_log = dt / change if change < 0 else 0.0
             step = c_off[i]
             cross = ref - step
             while cross >= new and count + 1 < capacity:
                 offset = 0
-                if change < 0 and (cross - old) * us_per_log > 0:
+                if (cross - old) * us_per_log > 0:
                     offset = np.int64((cross - old) * us_per_log)
                 t = t0 + offset
                 if t - last_t[i] > refractory:
