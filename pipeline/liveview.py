@@ -12,7 +12,7 @@ Panels:
   paused / e-stop / recording state, with the key help.
 
 Keys: space pause/resume (the loop stops stepping, the motors get zero commands, live events are dropped
-and counted), ``e`` latched e-stop on every motor sink, ``r`` start/stop recording the incoming events to
+and counted), ``e`` latched e-stop on every motor sink (``c`` clears it), ``r`` start/stop recording the incoming events to
 ``spikeloop-YYYYmmdd-HHMMSS.aedat4`` in the working directory, ``q``/Esc quit (motors stopped by the caller).
 
 Threads: the loop runs in a worker thread and feeds the view from its own thread (``Loop.on_packet``, a
@@ -227,6 +227,16 @@ class LiveView:
         self.estopped = True
         self.log("estop", sinks=",".join(stopped) or "none", latched=True)
 
+    def clear_estop(self) -> None:
+        """Release a latched e-stop (a deliberate second key): the motor controllers re-initialise at zero."""
+        if not self.estopped:
+            return
+        for sink in self.loop.sinks:
+            if hasattr(sink, "reset_estop"):
+                sink.reset_estop()
+        self.estopped = False
+        self.log("estop_cleared")
+
     def toggle_recording(self) -> None:
         """Start recording the incoming events to a new AEDAT 4 file, or stop and close the current one."""
         from recordings.aedat4_writer import Aedat4Writer
@@ -262,6 +272,8 @@ class LiveView:
             self.toggle_pause()
         elif key == ord("e"):
             self.estop()
+        elif key == ord("c"):
+            self.clear_estop()
         elif key == ord("r"):
             self.toggle_recording()
         return True
@@ -335,7 +347,7 @@ class LiveView:
         for text, colour in states:
             cv2.putText(image, text, (x, y + 28), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
             x += cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)[0][0] + 24
-        keys = "keys: space pause   e e-stop   r record   q quit"
+        keys = "keys: space pause   e e-stop   c clear e-stop   r record   q quit"
         kw = cv2.getTextSize(keys, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0]
         cv2.putText(image, keys, (WIDTH - 10 - kw, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DIM, 1, cv2.LINE_AA)
 

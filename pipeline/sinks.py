@@ -104,7 +104,12 @@ class MotorSink:
         return int(self.controller.send(command))
 
     def estop(self) -> None:
+        """Latched emergency stop: zero velocity and torque off, until ``reset_estop``."""
         self.controller.estop()
+
+    def reset_estop(self) -> None:
+        """Release the e-stop; the controller re-initialises the device at zero velocity."""
+        self.controller.reset_estop()
 
     def close(self) -> None:
         self.controller.close()

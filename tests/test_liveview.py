@@ -177,6 +177,14 @@ def test_estop_latches_on_the_motor_sink(open_graph):
         assert motors.controller.estopped and view.estopped  # latched while commands keep coming
         assert graph.loop.steps > steps + 100
         assert motors.controller.counters["estops"] == 1
+        refused = motors.controller.counters["refused"]
+        assert refused > 50  # commands kept coming and were refused while e-stopped
+        view.handle_key(ord("c"))
+        assert not motors.controller.estopped and not view.estopped
+        sent = motors.controller.counters["commands_sent"]
+        time.sleep(0.5)
+        assert motors.controller.counters["commands_sent"] > sent + 50
+        assert motors.controller.counters["refused"] == refused
     finally:
         graph.loop.stop()
         thread.join(10)
