@@ -152,6 +152,26 @@ def _clearance(x, y, body_r, size, cx, cy, cr):
 
 
 @njit(cache=True)
+def _contact_normal(x, y, size, cx, cy, cr):
+    """Unit normal (nx, ny) of the surface nearest to (x, y), pointing from the surface towards the point."""
+    best = x
+    nx, ny = 1.0, 0.0
+    if size - x < best:
+        best, nx, ny = size - x, -1.0, 0.0
+    if y < best:
+        best, nx, ny = y, 0.0, 1.0
+    if size - y < best:
+        best, nx, ny = size - y, 0.0, -1.0
+    for k in range(cx.shape[0]):
+        dx = x - cx[k]
+        dy = y - cy[k]
+        distance = math.sqrt(dx * dx + dy * dy)
+        if distance - cr[k] < best and distance > 0:
+            best, nx, ny = distance - cr[k], dx / distance, dy / distance
+    return nx, ny
+
+
+@njit(cache=True)
 def _move_obstacles(cx, cy, cr, vx, vy, n_static, size, robot_x, robot_y, body_r, dt):
     """Move the obstacles after the first ``n_static`` by (vx, vy) * dt; they bounce off the walls, the
     static pillars and the robot (velocity reversed, no move that step)."""
@@ -241,8 +261,9 @@ class World:
         """Advance physics by ``dt_s`` with the given wheel speed commands (rad/s, clipped to the motor limit).
 
         The wheels follow their commands with the motors' first-order lag (``robot.motor_tau_s``; 0 = at
-        once); ``wheel_radps`` holds their speeds. A robot that would move into an obstacle or wall stays
-        where it was (it is blocked, and the contact counts as one collision until it is clear again).
+        once); ``wheel_radps`` holds their speeds. A robot that would move into an obstacle or wall keeps only
+        the part of the move along the surface (frictionless sliding), and the contact counts as one
+        collision until it is clear again.
         """
         robot = self.robot
         limit = robot.max_wheel_radps
@@ -261,7 +282,7 @@ class World:
         self.heading_rad = math.remainder(self.heading_rad + omega * dt_s, math.tau)
         clearance = self.clearance_m()
         if clearance < 0:
-            self.x_m, self.y_m = old_x, old_y
+            self._slide(old_x, old_y)
             if not self._in_contact:
                 self.collisions += 1
                 self._in_contact = True
@@ -270,6 +291,18 @@ class World:
             if self._in_contact and clearance > CONTACT_RELEASE_M:
                 self._in_contact = False
         self.time_s += dt_s
+
+    def _slide(self, old_x: float, old_y: float) -> None:
+        """A move that ran into a surface keeps only its part along that surface (frictionless contact);
+        if even that overlaps something, the robot stays where it was."""
+        nx, ny = _contact_normal(old_x, old_y, self.arena.size_m, self.cx, self.cy, self.cr)
+        dx, dy = self.x_m - old_x, self.y_m - old_y
+        into = dx * nx + dy * ny
+        if into < 0:
+            dx, dy = dx - into * nx, dy - into * ny
+        self.x_m, self.y_m = old_x + dx, old_y + dy
+        if self.clearance_m() < 0:
+            self.x_m, self.y_m = old_x, old_y
 
     def top_down(self, scale_px_per_m: float = 100.0) -> np.ndarray:
         """A map of the arena: (S, S, 3) uint8 BGR with obstacles, the robot and its field of view."""

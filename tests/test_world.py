@@ -46,6 +46,18 @@ def test_wheel_speeds_are_clipped_to_the_motor_limit():
     assert world.x_m - x0 == pytest.approx(world.robot.top_speed_mps * 0.1)
 
 
+def test_a_robot_touching_a_wall_slides_along_it():
+    world = World(seed=0, arena=EMPTY, robot=IDEAL_MOTORS)
+    world.heading_rad = math.radians(45.0)
+    world.x_m = world.arena.size_m - world.robot.body_radius_m - 0.001
+    y0 = world.y_m
+    for _ in range(1000):
+        world.step(5.0, 5.0, 0.001)
+    assert world.collisions == 1
+    assert world.x_m <= world.arena.size_m - world.robot.body_radius_m
+    assert world.y_m - y0 == pytest.approx(world.robot.wheel_radius_m * 5.0 * math.sqrt(0.5), rel=0.02)
+
+
 def test_wheels_follow_commands_with_the_motor_time_constant():
     world = World(seed=0, arena=EMPTY)
     world.step(4.0, -4.0, world.robot.motor_tau_s)
