@@ -44,7 +44,7 @@ def column_profile(width: int, w_centre: int, w_edge: int) -> np.ndarray:
 def obstacle_avoidance(width: int, height: int, channels: int = 2, w_centre: int = 24, w_edge: int = 20,
                        off_ratio: float = 1.0, looming_vth: int = 600, w_brake: int = 2, w_turn: int = 40,
                        w_mutual: int = 120, forward_bias: int = 170, turn_vth: int = 150, turn_du: int = 205,
-                       turn_dv: int = 410, w_suppress: int = 120, w_flow: int = 16, flow_vth: int = 400,
+                       turn_dv: int = 410, w_suppress: int = 120, w_flow: int = 20, flow_vth: int = 400,
                        w_flow_turn: int = 20) -> Network:
     """Build the network for a ``width`` x ``height`` grid with OFF and ON channels (``channels`` = 2).
 
