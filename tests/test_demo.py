@@ -69,6 +69,6 @@ def test_the_shipped_demo_recording_replays_through_its_launch_file(capsys):
     launch_file = Path(__file__).resolve().parent.parent / "launch" / "demo_replay.toml"
     assert main(["launch", str(launch_file), "--set", 'loop.mode="fast"', "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["events_in"] == 7045 and report["steps"] > 4900
+    assert report["events_in"] == 7120 and report["steps"] > 4900
     assert report["commands"] + report["commands_unwritten"] == report["steps"] // 5
     assert report["sink_errors"] == 0 and report["fatal"] == ""
