@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from pipeline.clock import wait_until
 from pipeline.events import SPIKE_DTYPE
 from pipeline.source import Packet, StreamInfo
-from recordings.replay import wait_until
 from recordings.wav import WavReader
 
 SPIKE_METHODS = ("lif", "delta")

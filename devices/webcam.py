@@ -19,8 +19,8 @@ import numpy as np
 
 from devices.dvs_emulator import DvsEmulator, EmulatorConfig
 from devices.errors import CameraError
+from pipeline.clock import wait_until
 from pipeline.source import Packet, StreamInfo
-from recordings.replay import wait_until
 
 
 def open_capture(device: int | str) -> cv2.VideoCapture:

@@ -44,6 +44,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from pipeline.clock import wait_until
 from pipeline.events import dvs_events, empty_dvs
 from pipeline.source import Packet, Source
 
@@ -218,22 +219,6 @@ class LatencyHistogram:
         return self.max_ns / 1e6 if self.n else math.nan
 
 
-class Pacer:
-    """Waits for ``perf_counter_ns`` deadlines: sleeps while the deadline is far, then spins the last
-    ``spin_ns`` (with ``time.sleep(0)`` so other threads keep the GIL moving). Kernel sleeps overshoot by
-    ~0.1-0.6 ms here, which alone would miss many 1 ms ticks."""
-
-    def __init__(self, spin_ns: int = 800_000) -> None:
-        self.spin_ns = spin_ns
-
-    def wait_until(self, deadline_ns: int) -> None:
-        remaining = deadline_ns - time.perf_counter_ns()
-        if remaining > self.spin_ns:
-            time.sleep((remaining - self.spin_ns) / 1e9)
-        while time.perf_counter_ns() < deadline_ns:
-            time.sleep(0)
-
-
 def steps_of(batch) -> Iterator[tuple[int, np.ndarray]]:
     """``(step_end_us, indices int32)`` for every step of a :class:`pipeline.stages.StepBatch` (the indices
     are views into the batch's own arrays, so they stay valid while the bins wait to run)."""
@@ -344,7 +329,6 @@ class Loop:
         #: ``clock[0] + (t - clock[1]) * 1000 / speed`` ns (None until a paced run starts).
         self.clock: tuple[int, int] | None = None
         self._pending: deque[tuple[int, np.ndarray, int]] = deque()
-        self._pacer = Pacer(config.spin_us * 1000)
         self._total = LatencyHistogram()
         self._window = LatencyHistogram()
         self._tick_late = LatencyHistogram()
@@ -615,7 +599,7 @@ class Loop:
                 t0 += self._hold(reader)
                 self.clock = (t0, origin_us)
             deadline = t0 + int(k * period_ns)
-            self._pacer.wait_until(deadline)
+            wait_until(deadline, self.config.spin_us * 1000)
             now = time.perf_counter_ns()
             late = now - deadline
             self.ticks += 1

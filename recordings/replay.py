@@ -6,7 +6,7 @@ start time; silent intervals give empty packets so sensor time keeps advancing).
 with a timestamp below ``t_end_us`` has been delivered.
 
 Pacing: packet k is released when its window has elapsed on a monotonic clock
-(``started_ns + (t_end_us - t0) * 1000 / speed``), by sleeping until ``SPIN_NS`` before the deadline and
+(``started_ns + (t_end_us - t0) * 1000 / speed``), by sleeping until shortly before the deadline and
 spinning the rest, so releases land within ~0.1 ms of schedule on an idle core. A consumer that falls
 behind gets the late packets at once (the schedule never drifts). ``fast=True`` releases immediately.
 
@@ -21,24 +21,14 @@ from typing import Iterator
 
 import numpy as np
 
+from pipeline.clock import wait_until
 from pipeline.events import DVS_EVENT_DTYPE
 from pipeline.source import Packet, StreamInfo
 from recordings.aedat4_writer import dvs_layout
 from recordings.detect import open_recording
 
-#: Sleep until this long before a deadline, then spin (ns). Linux sleep overshoot is ~0.06-0.2 ms.
-SPIN_NS = 400_000
 #: Events per reader chunk during replay (1 MiB): keeps decode bursts between packets short.
 REPLAY_CHUNK_EVENTS = 1 << 16
-
-
-def wait_until(deadline_ns: int) -> None:
-    """Block until ``time.perf_counter_ns() >= deadline_ns``: sleep most of the way, spin the last bit."""
-    remaining = deadline_ns - time.perf_counter_ns()
-    if remaining > SPIN_NS:
-        time.sleep((remaining - SPIN_NS) / 1e9)
-    while time.perf_counter_ns() < deadline_ns:
-        pass
 
 
 class ReplaySource:
