@@ -1,6 +1,8 @@
 """Frame-to-event emulator and the webcam/video source built on it."""
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -16,6 +18,15 @@ def bar_frame(x0: int, width: int = 64, height: int = 32, bar: int = 6) -> np.nd
     frame = np.full((height, width), 20, np.uint8)
     frame[:, x0:x0 + bar] = 220
     return frame
+
+
+def bar_video(path, frames: int):
+    """A 25 fps MJPG video of the bar moving 2 px per frame."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 32), False)
+    for k in range(frames):
+        writer.write(bar_frame(5 + 2 * k))
+    writer.release()
+    return path
 
 
 def test_a_bright_bar_moving_right_gives_on_at_its_front_and_off_at_its_back():
@@ -91,11 +102,7 @@ def test_bad_frames_and_parameters_are_rejected():
 
 
 def test_video_file_source_streams_events_of_the_moving_bar(tmp_path):
-    path = tmp_path / "bar.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 32), False)
-    for k in range(20):
-        writer.write(bar_frame(5 + 2 * k))
-    writer.release()
+    path = bar_video(tmp_path / "bar.avi", frames=20)
     source = WebcamSource(str(path), config=QUIET, speed=None)
     try:
         packets = list(source.packets())
@@ -113,13 +120,7 @@ def test_video_file_source_streams_events_of_the_moving_bar(tmp_path):
 
 
 def test_a_video_file_is_paced_like_a_camera(tmp_path):
-    import time
-
-    path = tmp_path / "bar.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 32), False)
-    for k in range(11):
-        writer.write(bar_frame(5 + 2 * k))
-    writer.release()
+    path = bar_video(tmp_path / "bar.avi", frames=11)
     source = WebcamSource(str(path), config=QUIET, speed=2.0)
     started = time.monotonic()
     try:
