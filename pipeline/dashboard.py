@@ -15,6 +15,7 @@ source's frames); :func:`draw` renders it. Writing to a window or an MP4 is up t
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -90,6 +91,11 @@ class DashboardRecorder:
         with self._lock:
             events = np.concatenate([e for _, e in self._frames]) if self._frames else None
             return list(self._spikes), list(self._commands), events
+
+
+def has_display() -> bool:
+    """True when an OpenCV window can open (an X11/Wayland display is set)."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _panel(image: np.ndarray, rect, title: str) -> np.ndarray:

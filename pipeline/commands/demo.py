@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,11 +32,6 @@ def register(subparsers) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="window mode: simulated seconds per second")
     parser.add_argument("--zero-weights", action="store_true", help="ablation: every synaptic weight set to 0")
     parser.set_defaults(func=run)
-
-
-def has_display() -> bool:
-    """True when an OpenCV window can open (an X11/Wayland display is set)."""
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 class VideoOutput:
@@ -114,6 +108,7 @@ def draw_dashboard(run, world, t_us: int):
 
 
 def run(args) -> int:
+    from pipeline.dashboard import has_display
     from pipeline.demo import DemoConfig, DemoRun
 
     window = not args.headless and has_display()

@@ -41,11 +41,6 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def has_display() -> bool:
-    """True when an OpenCV window can open (an X11/Wayland display is set)."""
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
 class EventLog:
     """One line per event on stderr: ``{"t": unix_s, "event": ..., ...}`` (json) or ``event=... key=value``."""
 
@@ -158,6 +153,8 @@ def run(args) -> int:
             log("start", file=spec.display, source=spec.source["type"], mode=spec.loop.mode,
                 dt_us=spec.loop.dt_us, inputs=graph.network.n_inputs, outputs=graph.network.n_outputs,
                 sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks))
+            from pipeline.dashboard import has_display
+
             window = not args.headless and has_display()
             if not stop_signal and (window or (args.snapshot and not args.headless)):
                 from pipeline.liveview import for_graph
