@@ -32,6 +32,7 @@ import numpy as np
 
 from pipeline.launch_schema import Context, Key, LaunchError, check_table, check_value
 from pipeline.loop import MODES, Loop, LoopConfig
+from pipeline.sources import SourceSpecError, parse_source_spec
 
 SECTIONS = ("source", "loop", "stages", "network", "decoder", "sinks", "controller")
 SOURCE_TYPES = ("replay", "webcam", "camera", "tcp")
@@ -147,22 +148,16 @@ def apply_source(raw: dict, source: str) -> None:
     replay options and ``video:PATH`` (a video through the frame-to-event emulator) the file's loop mode;
     ``webcam[:N]``, ``camera[:SERIAL]`` and ``tcp://HOST:PORT`` are live and switch the loop to live mode."""
     old = raw.get("source", {}) if isinstance(raw.get("source"), dict) else {}
-    name, _, rest = source.partition(":")
-    if name == "webcam":
-        raw["source"] = {"type": "webcam", **({"device": rest} if rest else {})}
-    elif name == "video":
-        raw["source"] = {"type": "webcam", "device": str(Path(rest).expanduser().resolve())}
-        return
-    elif name == "camera":
-        raw["source"] = {"type": "camera", **({"serial": rest} if rest else {})}
-    elif name == "tcp" and rest.startswith("//"):
-        host, _, port = rest[2:].rpartition(":")
-        if not host or not port.isdigit():
-            raise LaunchError(f"--source {source!r}: expected tcp://HOST:PORT")
-        raw["source"] = {"type": "tcp", "host": host, "port": int(port)}
-    else:
+    try:
+        table = parse_source_spec(source)
+    except SourceSpecError as exc:
+        raise LaunchError(f"--source: {exc}") from None
+    if table["type"] == "replay":
         keep = {k: v for k, v in old.items() if k in SOURCE_KEYS["replay"] and old.get("type") == "replay"}
-        raw["source"] = {**keep, "type": "replay", "path": str(Path(source).expanduser().resolve())}
+        raw["source"] = {**keep, **table}
+        return
+    raw["source"] = table
+    if source.startswith("video:"):
         return
     loop = raw.setdefault("loop", {})
     if isinstance(loop, dict):
