@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from devices.motors.dynamixel import VELOCITY_UNIT_RAD_S
+from devices.motors.dynamixel import VELOCITY_UNIT_RAD_S, rad_s_to_raw
 from devices.world import World
 from devices.world_source import CommandTap, WorldSource
 from pipeline.avoidance import MOTOR_NEURONS, obstacle_avoidance
@@ -145,7 +145,7 @@ class DemoRun:
         """The goal velocity (rad/s) the emulated servos hold after ``command``: clipped to the controller's
         velocity limit, then quantized to Goal Velocity units (0.229 rpm) as the driver encodes it."""
         limit = self.motors.controller.velocity_limit
-        return np.rint(np.clip(command, -limit, limit) / VELOCITY_UNIT_RAD_S) * VELOCITY_UNIT_RAD_S
+        return rad_s_to_raw(np.clip(command, -limit, limit)) * VELOCITY_UNIT_RAD_S
 
     def _decode(self, spikes: np.ndarray, t_us: int) -> np.ndarray:
         command = self.decoder.update(spikes, t_us)

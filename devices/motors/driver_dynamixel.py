@@ -48,7 +48,7 @@ class DynamixelDriver(MotorDriver):
 
     # -- bytes ------------------------------------------------------------------------------------
     def encode_velocity(self, omega_rad_s: np.ndarray) -> bytes:
-        raw = np.rint(np.asarray(omega_rad_s, dtype=float) / dxl.VELOCITY_UNIT_RAD_S).astype(np.int64)
+        raw = dxl.rad_s_to_raw(omega_rad_s)
         return dxl.sync_write_goal_velocity(self.ids, raw.tolist())
 
     def release_bytes(self) -> bytes:

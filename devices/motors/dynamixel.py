@@ -17,6 +17,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+import numpy as np
+
 from .crc import crc16_umts
 
 HEADER = b"\xff\xff\xfd\x00"
@@ -146,9 +148,9 @@ def status(dxl_id: int, error: int, params: bytes = b"") -> bytes:
     return packet(dxl_id, STATUS, bytes((error,)) + bytes(params))
 
 
-def rad_s_to_raw(omega_rad_s: float) -> int:
-    """Goal Velocity register value for ``omega_rad_s`` (round to the nearest 0.229 rpm)."""
-    return int(round(omega_rad_s / VELOCITY_UNIT_RAD_S))
+def rad_s_to_raw(omega_rad_s) -> np.ndarray:
+    """Goal Velocity register values (int64, same shape) for velocities in rad/s: the nearest 0.229 rpm."""
+    return np.rint(np.asarray(omega_rad_s, dtype=float) / VELOCITY_UNIT_RAD_S).astype(np.int64)
 
 
 @dataclass(frozen=True)
