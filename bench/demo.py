@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.demo import DemoConfig, DemoRun  # noqa: E402
+from pipeline.app.demo import DemoConfig, DemoRun  # noqa: E402
 
 
 def run(seeds: int, duration_s: float, zero_weights: bool) -> list[dict]:

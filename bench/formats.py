@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.testdata import shared_data_dir  # noqa: E402
+from recordings.datasets import shared_data_dir  # noqa: E402
 from recordings.detect import open_recording  # noqa: E402
 
 GOAL_MEV_S = {"evt2": 50.0, "evt3": 50.0, "aedat2": 50.0}

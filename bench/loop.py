@@ -2,7 +2,7 @@
 
 Workload: a 1 M events/s recording (64 x 64 sensor, moving bars + uniform noise, written to AEDAT 4 and
 replayed by recordings.replay.ReplaySource) feeding the SNN benchmark's network shape (4,096 inputs ->
-1,024 LIF dense -> 10 LIF, loihi backend, pipeline.networks.random_lif), a drive decoder (10 outputs ->
+1,024 LIF dense -> 10 LIF, loihi backend, pipeline.snn.builders.random_lif), a drive decoder (10 outputs ->
 two wheel speeds) and the real Dynamixel driver + safety layer on an emulated bus (``emulated:dynamixel``:
 the twin serves a pty from a thread of this process, exactly as in the launch files), with the loop paced
 at 1 kHz (dt = 1 ms, real time). Each configuration runs in its own process (scheduling policy is per
@@ -43,9 +43,8 @@ GOAL = {"latency_p50_ms": 0.5, "latency_p99_ms": 2.0}
 
 def write_recording(path: Path, seconds: float, rate: float, seed: int = 7) -> int:
     """A SIZE x SIZE AEDAT 4 recording at ``rate`` events/s: 70 % on two moving bars, 30 % uniform noise."""
+    from pipeline.core.events import dvs_events
     from recordings.aedat4_writer import Aedat4Writer
-
-    from pipeline.events import dvs_events
 
     rng = np.random.default_rng(seed)
     per_ms = int(rate / 1000)
@@ -96,12 +95,12 @@ def child(config: dict) -> dict:
             realtime = f"SCHED_FIFO {config['realtime']}"
         except (PermissionError, OSError) as exc:
             realtime = f"refused ({exc})"
+    from pipeline.app.launch import make_decode
     from pipeline.decoders import DriveDecoder
-    from pipeline.launch import make_decode
     from pipeline.loop import Loop, LoopConfig
-    from pipeline.networks import random_lif
     from pipeline.sinks import MotorSink
     from pipeline.snn import build
+    from pipeline.snn.builders import random_lif
     from pipeline.stages import StepBinner
     from recordings.replay import ReplaySource
 

@@ -9,7 +9,7 @@ All measured in the same run on the same (shared, noisy) machine; medians of ``-
   from the DVXplorer recording repeated (time shifted), read with ``MonoCameraRecording.getNextEventBatch``
   + ``.numpy()`` — the reference for issue #2's ">= 0.5x dv-processing" goal — and through our
   ``recordings.aedat4.Reader`` (which vets every LZ4 packet before dv-processing decodes it).
-* Conversion: ``pipeline.dv_bridge.to_event_store`` / ``to_numpy`` vs per-event ``push_back``.
+* Conversion: ``recordings.dv_bridge.to_event_store`` / ``to_numpy`` vs per-event ``push_back``.
 * Writing: our uncompressed ``Aedat4Writer`` vs dv-processing's LZ4 ``MonoCameraWriter``.
 * Pacing: ``ReplaySource`` at real time; release error = ``arrival_ns`` - schedule (µs), p50/p99/max.
 
@@ -35,12 +35,12 @@ sys.path.insert(0, str(HERE.parent))
 
 import dv_processing as dv  # noqa: E402
 
-from pipeline.dv_bridge import to_event_store, to_numpy  # noqa: E402
-from pipeline.events import DVS_EVENT_DTYPE  # noqa: E402
-from pipeline.testdata import REPO_ROOT, shared_data_dir  # noqa: E402
+from pipeline.core.events import DVS_EVENT_DTYPE  # noqa: E402
 from recordings.aedat4 import Reader  # noqa: E402
 from recordings.aedat4_writer import Aedat4Writer  # noqa: E402
+from recordings.datasets import REPO_ROOT, shared_data_dir  # noqa: E402
 from recordings.detect import open_recording  # noqa: E402
+from recordings.dv_bridge import to_event_store, to_numpy  # noqa: E402
 from recordings.replay import ReplaySource  # noqa: E402
 
 SAMPLE = REPO_ROOT / "recordings" / "samples" / "moving_bars.aedat4"

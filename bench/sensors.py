@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devices.audio import Cochlea, rms_gain  # noqa: E402
 from devices.dvs_emulator import DvsEmulator, EmulatorConfig, log_table  # noqa: E402
 from devices.world import World  # noqa: E402
-from pipeline.testdata import shared_data_dir  # noqa: E402
+from recordings.datasets import shared_data_dir  # noqa: E402
 
 
 def scene(kind: str, k: int, width: int = 640, height: int = 480) -> np.ndarray:

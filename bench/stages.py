@@ -23,9 +23,15 @@ import time
 
 import numpy as np
 
-from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.core.events import DVS_EVENT_DTYPE
 from pipeline.stages import (
-    BackgroundActivityFilter, HotPixelMask, PolaritySelect, RefractoryFilter, RoiCrop, SpatialPooling, StepBinner,
+    BackgroundActivityFilter,
+    HotPixelMask,
+    PolaritySelect,
+    RefractoryFilter,
+    RoiCrop,
+    SpatialPooling,
+    StepBinner,
     build_chain,
 )
 
@@ -75,6 +81,7 @@ def structured_stream(n_events: int, duration_us: int = 10_000_000, seed: int = 
 def as_event_stores(events: np.ndarray, packet_events: int):
     """dv.EventStore packets of the stream, via an uncompressed AEDAT 4 file (no per-event Python)."""
     import dv_processing as dv
+
     from recordings.aedat4_writer import write_aedat4
 
     with tempfile.TemporaryDirectory() as scratch:

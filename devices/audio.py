@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from pipeline.clock import wait_until
-from pipeline.events import SPIKE_DTYPE
-from pipeline.source import Packet, StreamInfo
+from pipeline.core.clock import wait_until
+from pipeline.core.events import SPIKE_DTYPE
+from pipeline.core.packet import Packet, StreamInfo
 from recordings.wav import WavReader
 
 SPIKE_METHODS = ("lif", "delta")
@@ -241,7 +241,7 @@ def rms_gain(samples: np.ndarray, target_rms: float) -> float:
 
 
 class WavCochleaSource:
-    """A WAV file through the cochlea, as a spike source (implements pipeline.source.Source).
+    """A WAV file through the cochlea, as a spike source (implements pipeline.core.packet.Source).
 
     The clip is normalised to ``config.target_rms`` (one streaming pass to measure it, then the real pass),
     and streamed in packets of ``packet_ms`` of audio: paced in real time (``speed`` x), or ``fast``.

@@ -21,9 +21,9 @@ from typing import Iterator
 import numpy as np
 
 from devices.errors import CameraError
-from pipeline.dv_bridge import to_event_store, to_numpy
-from pipeline.events import DVS_EVENT_DTYPE
-from pipeline.source import Packet, StreamInfo
+from pipeline.core.events import DVS_EVENT_DTYPE
+from pipeline.core.packet import Packet, StreamInfo
+from recordings.dv_bridge import to_event_store, to_numpy
 
 #: How long the network child sleeps when no packet is queued (s): bounds added latency to ~0.2 ms.
 POLL_INTERVAL_S = 0.0002
@@ -37,7 +37,7 @@ def list_cameras() -> list[str]:
 
 
 class DvsCameraSource:
-    """Events from an attached iniVation camera (implements pipeline.source.Source).
+    """Events from an attached iniVation camera (implements pipeline.core.packet.Source).
 
     serial: the camera's serial number, or None for the first camera found. Packets are what the
     camera delivers (about every ``packet_interval_ms``); ``t_end_us`` is the last event's timestamp.
@@ -106,7 +106,7 @@ def _network_reader_process(host: str, port: int, out, stop) -> None:
 
 
 class NetworkEventSource:
-    """Events from an AEDAT 4 TCP stream at ``host:port`` (implements pipeline.source.Source).
+    """Events from an AEDAT 4 TCP stream at ``host:port`` (implements pipeline.core.packet.Source).
 
     The dv reader runs in a child process (it holds the GIL while blocking); packets arrive here over a
     pipe. ``connect_timeout_s`` bounds the wait for the stream's header.

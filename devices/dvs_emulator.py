@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.core.events import DVS_EVENT_DTYPE
 
 #: Upper bound of events one pixel can emit in one frame: log range ~6.9 over the 0.01 minimum threshold.
 MAX_EVENTS_PER_PIXEL = 1024

@@ -2,7 +2,7 @@
 
 ``WebcamSource(0)`` opens the first camera, ``WebcamSource("clip.mp4")`` a video file. Frames are grabbed
 on a background thread (off the loop's hot path) and emulated into DVS events; each frame gives one
-:class:`~pipeline.source.Packet` whose events are spread between the previous frame time and this one.
+:class:`~pipeline.core.packet.Packet` whose events are spread between the previous frame time and this one.
 
 Sensor time: for files, the frame's position in the video (µs); for cameras, the monotonic clock at grab.
 """
@@ -19,8 +19,8 @@ import numpy as np
 
 from devices.dvs_emulator import DvsEmulator, EmulatorConfig
 from devices.errors import CameraError
-from pipeline.clock import wait_until
-from pipeline.source import Packet, StreamInfo
+from pipeline.core.clock import wait_until
+from pipeline.core.packet import Packet, StreamInfo
 
 
 def open_capture(device: int | str) -> cv2.VideoCapture:
@@ -42,7 +42,7 @@ def open_capture(device: int | str) -> cv2.VideoCapture:
 
 
 class WebcamSource:
-    """Camera or video file -> DVS events (implements pipeline.source.Source).
+    """Camera or video file -> DVS events (implements pipeline.core.packet.Source).
 
     device: camera index (int or "0") or video path. size: (width, height) to resize frames to, or None
     for the native size. config: emulator pixel model. queue_frames: frames buffered between the grab

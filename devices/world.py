@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-
 #: A contact episode ends (and the next touch counts as a new collision) once the robot is this far clear (m).
 CONTACT_RELEASE_M = 0.02
 

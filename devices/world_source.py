@@ -22,7 +22,7 @@ import numpy as np
 
 from devices.dvs_emulator import DvsEmulator, EmulatorConfig
 from devices.world import World
-from pipeline.source import Packet, StreamInfo
+from pipeline.core.packet import Packet, StreamInfo
 
 
 class CommandTap:

@@ -1,1 +1,0 @@
-"""spikeloop core: what happens to events between sensor and actuator."""

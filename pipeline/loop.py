@@ -44,9 +44,9 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from pipeline.clock import wait_until
-from pipeline.events import dvs_events, empty_dvs
-from pipeline.source import Packet, Source
+from pipeline.core.clock import wait_until
+from pipeline.core.events import dvs_events, empty_dvs
+from pipeline.core.packet import Packet, Source
 
 MODES = ("live", "paced", "fast")
 
@@ -289,7 +289,7 @@ class _Reader(threading.Thread):
 class Loop:
     """Runs one graph: ``source -> stages -> binner -> runtime.step -> decode -> sinks``.
 
-    source: a :class:`pipeline.source.Source` (DVS events).
+    source: a :class:`pipeline.core.packet.Source` (DVS events).
     stages: callables ``stage(events) -> events`` applied in order to every packet.
     binner: a :class:`pipeline.stages.StepBinner` for ``config.dt_us`` (``push`` returns the complete steps).
     runtime: the built network (``step(indices int32) -> spikes uint8 (n_out,)``).

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 from numba import njit
 
-from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.core.events import DVS_EVENT_DTYPE
 from recordings.base import RecordingError, RecordingReader
 
 #: Bytes read from the file per block (the decoder's working set, besides the output chunk).

@@ -24,8 +24,7 @@ from typing import Iterator
 import numpy as np
 from numba import njit
 
-from recordings._blocks import (FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, be_u32, pack_event,
-                                read_text_header)
+from recordings._blocks import FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, be_u32, pack_event, read_text_header
 from recordings.base import RecordingError, RecordingHeader
 
 #: A backward timestamp step larger than this (µs) that is neither a wrap nor a reset is damage.

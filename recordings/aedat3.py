@@ -20,8 +20,7 @@ from typing import Iterator
 import numpy as np
 from numba import njit
 
-from recordings._blocks import (FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, le_u32, pack_event,
-                                read_text_header)
+from recordings._blocks import FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, le_u32, pack_event, read_text_header
 from recordings.base import RecordingError, RecordingHeader
 
 PACKET_HEADER_BYTES = 28

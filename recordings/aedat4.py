@@ -27,9 +27,9 @@ from typing import Iterator
 import dv_processing as dv
 import numpy as np
 
-from pipeline.dv_bridge import to_numpy
 from recordings.aedat4_lz4 import HEAD_BYTES, lz4_decode
 from recordings.base import RecordingError, RecordingHeader, RecordingReader
+from recordings.dv_bridge import to_numpy
 
 MAGIC = b"#!AER-DAT4.0\r\n"
 COMPRESSIONS = ("NONE", "LZ4", "LZ4_HIGH", "ZSTD", "ZSTD_HIGH")

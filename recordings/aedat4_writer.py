@@ -23,7 +23,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.core.events import DVS_EVENT_DTYPE
 
 MAGIC = b"#!AER-DAT4.0\r\n"
 #: IOHeader compression enum values (dv-processing's CompressionType).

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.decoders.bci.data import BinnedData, counts_to_spikes
-from pipeline.decoders.bci.replay import SpikeArraySource
-from pipeline.source import StreamInfo
+from pipeline.core.packet import StreamInfo
 from recordings.base import RecordingError
+from recordings.neural import BinnedData, counts_to_spikes
+from recordings.spike_array import SpikeArraySource
 
 #: Bin width assumed when the caller does not give one (ms).
 DEFAULT_BIN_MS = 50.0

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.decoders.bci.data import BinnedData
-from pipeline.decoders.bci.replay import SpikeArraySource
-from pipeline.events import SPIKE_DTYPE
-from pipeline.source import StreamInfo
+from pipeline.core.events import SPIKE_DTYPE
+from pipeline.core.packet import StreamInfo
 from recordings.base import RecordingError
+from recordings.neural import BinnedData
+from recordings.spike_array import SpikeArraySource
 
 #: Row spacing of the format (µs) and the tolerance on it (µs) when checking timestamps.
 ROW_US = 1000

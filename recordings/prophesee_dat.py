@@ -19,8 +19,16 @@ from typing import Iterator
 import numpy as np
 from numba import njit
 
-from recordings._blocks import (FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, file_size, le_u32,
-                                pack_event, read_text_header)
+from recordings._blocks import (
+    FIRST_DAMAGE,
+    NEED_BYTES,
+    OUT_FULL,
+    BlockReader,
+    file_size,
+    le_u32,
+    pack_event,
+    read_text_header,
+)
 from recordings.base import RecordingError, RecordingHeader
 
 BACKWARD_TOLERANCE_US = 1000

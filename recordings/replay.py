@@ -1,4 +1,4 @@
-"""Replay any supported recording as a :class:`pipeline.source.Source`.
+"""Replay any supported recording as a :class:`pipeline.core.packet.Source`.
 
 The recording is re-chunked into packets covering ``chunk_us`` of sensor time each (aligned to the
 start time; silent intervals give empty packets so sensor time keeps advancing). Packet k covers
@@ -21,9 +21,9 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.clock import wait_until
-from pipeline.events import DVS_EVENT_DTYPE
-from pipeline.source import Packet, StreamInfo
+from pipeline.core.clock import wait_until
+from pipeline.core.events import DVS_EVENT_DTYPE
+from pipeline.core.packet import Packet, StreamInfo
 from recordings.aedat4_writer import dvs_layout
 from recordings.detect import open_recording
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.testdata import shared_data_dir, shared_dir
+from recordings.datasets import shared_data_dir, shared_dir
 
 
 def _require(path: Path) -> Path:

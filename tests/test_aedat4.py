@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.core.events import DVS_EVENT_DTYPE
 from recordings.aedat4 import IMU_DTYPE, TRIGGER_DTYPE, Reader, check_payload, index_packets, read_ioheader
 from recordings.aedat4_lz4 import lz4_decode, xxh32
 from recordings.aedat4_writer import Aedat4Writer, write_aedat4

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from devices.audio import Cochlea, CochleaConfig, erb_space, rms_gain
-from pipeline.events import SPIKE_DTYPE
+from pipeline.core.events import SPIKE_DTYPE
 
 FS = 8000.0
 
@@ -123,7 +123,7 @@ def test_microphone_without_sounddevice_says_how_to_install(monkeypatch):
 def test_audio_command_writes_spikes_and_a_raster(data_dir, tmp_path, capsys):
     import json
 
-    from pipeline.cli import main
+    from pipeline.app.cli import main
 
     out, png = tmp_path / "spikes.npy", tmp_path / "raster.png"
     assert main(["audio", str(fsdd(data_dir, "3_jackson_0.wav")), "--json", "--out", str(out), "--png", str(png)]) == 0

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 from pipeline.decoders.bci.evaluate import cross_validate, fold_bounds, r2_score
 from pipeline.decoders.bci.features import BCIInputError
 from pipeline.decoders.bci.kalman import KalmanDecoder
@@ -151,7 +151,7 @@ def test_silent_units_are_dropped_and_reported(chewie):
     counts = te.counts.copy()
     counts[:, [5, 40]] = 0.0
     counts[1500:, 40] = 3.0         # active only inside the last fold: silent in its training folds
-    from pipeline.decoders.bci.data import BinnedData
+    from recordings.neural import BinnedData
     data = BinnedData(counts, te.kinematics, te.bin_us, "silent", te.axes)
     result = cross_validate(data, lambda: KalmanDecoder(), 5, "kalman")
     assert result.folds[0].dropped_units.tolist() == [5]

@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.cli import main
+from pipeline.app.bci_run import build_and_run, load_bci_launch
+from pipeline.app.cli import main
+from pipeline.core.schema import LaunchError
 from pipeline.decoders.bci.kalman import KalmanDecoder
 from pipeline.decoders.bci.motor import VelocityToDrive, VelocityToJoints
-from pipeline.decoders.bci.run import build_and_run, load_bci_launch
-from pipeline.launch_schema import LaunchError
 from pipeline.sinks import read_command_log
-from pipeline.testdata import REPO_ROOT
 from recordings.dad import load_dad
+from recordings.datasets import REPO_ROOT
 
 LAUNCH = REPO_ROOT / "launch" / "bci.toml"
 

@@ -6,14 +6,15 @@ import time
 import numpy as np
 import pytest
 import scipy.io as sio
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from pipeline.core.events import SPIKE_DTYPE
 from pipeline.decoders.bci.binning import OnlineBinner, bin_spikes
-from pipeline.decoders.bci.data import counts_to_spikes
-from pipeline.events import SPIKE_DTYPE
 from recordings.base import RecordingError
 from recordings.dad import DadSource, load_dad
 from recordings.mc_maze import McMazeSource, load_mc_maze
+from recordings.neural import counts_to_spikes
 
 
 @pytest.fixture(scope="module")

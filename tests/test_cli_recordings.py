@@ -11,8 +11,8 @@ import dv_processing as dv
 import numpy as np
 import pytest
 
-from pipeline.cli import main
-from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.app.cli import main
+from pipeline.core.events import DVS_EVENT_DTYPE
 from recordings.base import RecordingError
 from recordings.detect import detect_format, open_recording
 
@@ -148,7 +148,7 @@ def test_strict_damage_and_lenient_warning(data_dir, tmp_path, capsys):
 
 
 def test_console_script_error_has_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "info", str(tmp_path / "nope.raw")],
+    result = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "info", str(tmp_path / "nope.raw")],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr

@@ -5,10 +5,18 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.decoders import (
-    DECODERS, MIXERS, NO_ACTION, DifferentialDrive, DriveDecoder, PopulationVector, RateDecoder, SpikeWindow,
+    DECODERS,
+    MIXERS,
+    NO_ACTION,
+    DifferentialDrive,
+    DriveDecoder,
+    PopulationVector,
+    RateDecoder,
+    SpikeWindow,
     WinnerTakeAll,
 )
 

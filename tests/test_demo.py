@@ -10,8 +10,8 @@ import json
 import cv2
 import pytest
 
-from pipeline.cli import main
-from pipeline.demo import DemoConfig, DemoRun
+from pipeline.app.cli import main
+from pipeline.app.demo import DemoConfig, DemoRun
 
 JSON_KEYS = {"sim_seconds", "collisions", "distance_m", "mean_speed_mps", "events", "steps", "latency_p50_us",
              "latency_p99_us", "realtime_factor", "energy_uj_per_s"}

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.dv_bridge import PUSH_BACK_MAX, to_event_store, to_numpy
-from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.core.events import DVS_EVENT_DTYPE
+from recordings.dv_bridge import PUSH_BACK_MAX, to_event_store, to_numpy
 
 
 def random_events(n: int, seed: int = 0) -> np.ndarray:

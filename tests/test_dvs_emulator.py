@@ -9,7 +9,7 @@ import pytest
 
 from devices.dvs_emulator import DvsEmulator, EmulatorConfig, log_table
 from devices.webcam import CameraError, WebcamSource
-from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.core.events import DVS_EVENT_DTYPE
 
 QUIET = EmulatorConfig(sigma=0.0, leak_rate_hz=0.0, shot_noise_hz=0.0, refractory_us=0)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.events import DVS_EVENT_DTYPE, dvs_events
+from pipeline.core.events import DVS_EVENT_DTYPE, dvs_events
 from recordings import aedat2, aedat3, eventstream, evt2, evt3, nmnist, prophesee_dat
 from recordings._blocks import DroppedEventsWarning
 from recordings.base import RecordingDamageWarning, RecordingError

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_formats import decode, synthetic_events, write_aedat3
 
 from recordings import aedat2, aedat3, eventstream, evt2, evt3, nmnist, prophesee_dat
 from recordings._blocks import DroppedEventsWarning
 from recordings.base import RecordingDamageWarning, RecordingError
 from recordings.detect import detect_format
-from test_formats import decode, synthetic_events, write_aedat3
 
 #: Examples per property; raise SPIKELOOP_DAMAGE_EXAMPLES for a longer hunt than CI's.
 EXAMPLES = int(os.environ.get("SPIKELOOP_DAMAGE_EXAMPLES", "25"))

@@ -15,9 +15,9 @@ import pytest
 
 from devices.motors import dynamixel as dxl
 from devices.motors.registry import start_twin
-from pipeline.launch import LaunchError, build_graph, load_launch
-from pipeline.networks import dvs_steering
+from pipeline.app.launch import LaunchError, build_graph, load_launch
 from pipeline.sinks import read_command_log
+from pipeline.snn.builders import dvs_steering
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH = REPO / "launch"
@@ -156,7 +156,7 @@ def test_live_sources_without_a_driver_fail_clearly(tmp_path, base_toml):
     path = write(tmp_path, base_toml, "ok.toml")
     spec = load_launch(path, source="camera")
     assert spec.loop.mode == "live" and spec.source == {"type": "camera", "serial": ""}
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "launch", str(LAUNCH / "live_demo.toml")],
+    result = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "launch", str(LAUNCH / "live_demo.toml")],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith(f"spikeloop launch: {LAUNCH / 'live_demo.toml'}: [source] ")
@@ -187,7 +187,7 @@ def test_shipped_launch_files_validate(recording):
 def test_end_to_end_replay_of_a_real_recording_through_the_launch_file(tmp_path, recording):
     log = tmp_path / "commands.csv"
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "launch", str(LAUNCH / "replay.toml"), "--source", str(recording),
+        [sys.executable, "-m", "pipeline.app.cli", "launch", str(LAUNCH / "replay.toml"), "--source", str(recording),
          "--set", 'loop.mode="fast"', "--set", 'sinks.log.type="command_log"', "--set", f"sinks.log.path={json.dumps(str(log))}",
          "--json"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -203,7 +203,7 @@ def test_end_to_end_replay_of_a_real_recording_through_the_launch_file(tmp_path,
 
 def spawn_controller(port: str, source: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "launch", str(LAUNCH / "robot_controller.toml"), "--headless",
+        [sys.executable, "-m", "pipeline.app.cli", "launch", str(LAUNCH / "robot_controller.toml"), "--headless",
          "--source", str(source), "--set", f"sinks.motors.port={json.dumps(port)}",
          "--set", "source.loop=true", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -266,7 +266,7 @@ def test_lost_motor_port_stops_the_controller_with_exit_3(recording):
 
 def test_controller_logs_whether_sched_fifo_was_granted(recording):
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "launch", str(LAUNCH / "robot_controller.toml"), "--headless",
+        [sys.executable, "-m", "pipeline.app.cli", "launch", str(LAUNCH / "robot_controller.toml"), "--headless",
          "--source", str(recording), "--duration", "0.2", "--set", "controller.realtime_priority=1"],
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -280,7 +280,7 @@ def test_falling_behind_is_logged_when_it_happens():
     import io
     from types import SimpleNamespace
 
-    from pipeline.commands.launch import Degradation, EventLog
+    from pipeline.app.commands.launch import Degradation, EventLog
 
     stream = io.StringIO()
     degradation = Degradation(EventLog(as_json=False, stream=stream))

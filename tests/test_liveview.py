@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.dashboard import BG
-from pipeline.events import DVS_EVENT_DTYPE
-from pipeline.launch import build_graph, load_launch
-from pipeline.liveview import EVENT_BG, OFF, ON, for_graph, recording_name
+from pipeline.app.dashboard import BG
+from pipeline.app.launch import build_graph, load_launch
+from pipeline.app.liveview import EVENT_BG, OFF, ON, for_graph, recording_name
+from pipeline.core.events import DVS_EVENT_DTYPE
 
 LIVE_DEMO = Path(__file__).resolve().parents[1] / "launch" / "live_demo.toml"
-MOTOR_ROW = (80, 200, 255)  # the raster's colour for output neurons (pipeline.dashboard)
+MOTOR_ROW = (80, 200, 255)  # the raster's colour for output neurons (pipeline.app.dashboard)
 
 
 def dv_events(path: Path) -> np.ndarray:

@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.events import dvs_events
+from pipeline.core.events import dvs_events
+from pipeline.core.packet import Packet, StreamInfo
 from pipeline.loop import LatencyHistogram, Loop, LoopConfig, SinkFatalError
-from pipeline.networks import dvs_steering
 from pipeline.sinks import CommandLogSink, read_command_log
 from pipeline.snn import build
-from pipeline.source import Packet, StreamInfo
+from pipeline.snn.builders import dvs_steering
 from pipeline.stages import SpatialPooling, StepBinner
 from recordings.replay import ReplaySource
 

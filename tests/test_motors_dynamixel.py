@@ -15,7 +15,8 @@ import struct
 import tty
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devices.motors import dynamixel as dxl
 from devices.motors.crc import crc16_umts

@@ -160,7 +160,7 @@ def test_missing_port_is_named(tmp_path):
 # -- the CLI in a subprocess -----------------------------------------------------------------------
 def spawn_motor_tool(port: str, duration: float = 10.0) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-m", "pipeline.cli", "motor", "--protocol", "dynamixel",
+        [sys.executable, "-X", "faulthandler", "-m", "pipeline.app.cli", "motor", "--protocol", "dynamixel",
          "--port", port, "--ids", "1,2", "--velocity", "1.5,-1.5", "--duration", str(duration)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -208,7 +208,7 @@ def test_stalled_host_is_stopped_by_the_device_watchdog(twin):
 
 
 def test_motor_tool_on_an_emulated_port_prints_read_back(capsys):
-    from pipeline.cli import main
+    from pipeline.app.cli import main
 
     assert main(["motor", "--protocol", "dynamixel", "--port", "emulated:dynamixel", "--ids", "1,2",
                  "--velocity", "1.5,-1.5", "--duration", "0.4"]) == 0
@@ -218,7 +218,7 @@ def test_motor_tool_on_an_emulated_port_prints_read_back(capsys):
 
 
 def test_motor_tool_errors(capsys, twin):
-    from pipeline.cli import main
+    from pipeline.app.cli import main
 
     assert main(["motor", "--protocol", "dynamixel", "--port", twin.path, "--ids", "1,5",
                  "--velocity", "1,1", "--duration", "0"]) == 1
@@ -250,7 +250,8 @@ class RecordingLink:
         self.commands.append(final)
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st
 
 from devices.motors.driver_dynamixel import DynamixelDriver  # noqa: E402
 from devices.motors.safety import SafeMotors  # noqa: E402

@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.core.events import DVS_EVENT_DTYPE
 from recordings.aedat4_writer import write_aedat4
 from recordings.detect import open_recording
 from recordings.replay import ReplaySource

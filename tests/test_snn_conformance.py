@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 from pipeline.snn.conformance import run_file, summary
 
 

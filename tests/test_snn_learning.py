@@ -6,11 +6,19 @@ import re
 import numpy as np
 import pytest
 
-from pipeline.snn import learning_kernels as k
-from pipeline.snn.learning import FloatLearningEngine, LearningEngine, learning_dense_weights
-from pipeline.snn.learning_random import BlockDraws
-from pipeline.snn.learning_rule import (Factor, LearningRule, Product, RuleSyntaxError, TraceConfig,
-                                        literal_from_float, parse_rule, stdp_loihi)
+from pipeline.snn.learning import kernels as k
+from pipeline.snn.learning.engine import FloatLearningEngine, LearningEngine, learning_dense_weights
+from pipeline.snn.learning.random import BlockDraws
+from pipeline.snn.learning.rule import (
+    Factor,
+    LearningRule,
+    Product,
+    RuleSyntaxError,
+    TraceConfig,
+    literal_from_float,
+    parse_rule,
+    stdp_loihi,
+)
 
 
 @pytest.fixture(scope="module")

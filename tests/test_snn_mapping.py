@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.snn import Conv2D, Dense, LoihiLIF, Network, Population, Sparse, build
 from pipeline.snn.counters import FIELDS, LAST, TOTAL
-from pipeline.snn.learning import LearningRule, stdp_loihi
+from pipeline.snn.learning.engine import LearningRule, stdp_loihi
 from pipeline.snn.mapping import LoihiSpec, MappingError, estimate_runtime, map_network
 
 LIF = LoihiLIF(du=400, dv=300, vth=40)

@@ -1,11 +1,11 @@
-"""Runtime hooks: a learning projection drives pipeline.snn.learning's engine with the runtime's spikes."""
+"""Runtime hooks: a learning projection drives pipeline.snn.learning.engine's engine with the runtime's spikes."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from pipeline.snn import INPUT, Dense, LoihiLIF, Network, Population, build
-from pipeline.snn.learning import LearningEngine, learning_dense_weights, stdp_loihi
+from pipeline.snn.learning.engine import LearningEngine, learning_dense_weights, stdp_loihi
 
 
 def plastic_network(w0: np.ndarray) -> Network:

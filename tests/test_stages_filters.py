@@ -3,11 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.events import DVS_EVENT_DTYPE, dvs_events
+from pipeline.core.events import DVS_EVENT_DTYPE, dvs_events
 from pipeline.stages import (
-    STAGES, Chain, HotPixelMask, PolaritySelect, RefractoryFilter, RoiCrop, SpatialPooling, build_chain,
+    STAGES,
+    Chain,
+    HotPixelMask,
+    PolaritySelect,
+    RefractoryFilter,
+    RoiCrop,
+    SpatialPooling,
+    build_chain,
 )
 
 dv = pytest.importorskip("dv_processing")

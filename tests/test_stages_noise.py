@@ -5,11 +5,12 @@ import datetime
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 dv = pytest.importorskip("dv_processing")
 
-from pipeline.events import DVS_EVENT_DTYPE, dvs_events  # noqa: E402
+from pipeline.core.events import DVS_EVENT_DTYPE, dvs_events  # noqa: E402
 from pipeline.stages import STAGES, BackgroundActivityFilter  # noqa: E402
 
 RECORDINGS = ["davis346_aestream.aedat4", "dvxplorer_tonic.aedat4"]
@@ -95,8 +96,8 @@ OTHER_RECORDINGS = ["evt2_faery.raw", "evt3_expelliarmus.raw", "dvs_faery.es", "
 @pytest.mark.parametrize("name", OTHER_RECORDINGS)
 def test_matches_dv_processing_on_other_formats(data_dir, name):
     """Every other real recording, decoded by the project's readers, handed to dv-processing as an EventStore."""
-    from pipeline.dv_bridge import to_event_store
     from recordings.detect import open_recording
+    from recordings.dv_bridge import to_event_store
 
     with open_recording(data_dir / "events" / name) as reader:
         width, height = reader.header.width, reader.header.height

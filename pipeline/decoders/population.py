@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.core.checks import check_int, check_number
 from pipeline.decoders.window import SpikeWindow
-from pipeline.stages._common import check_int, check_number
 
 
 class PopulationVector:

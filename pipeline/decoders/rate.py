@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.core.checks import check_number
 from pipeline.decoders.window import SpikeWindow, check_indices
-from pipeline.stages._common import check_number
 
 
 class RateDecoder:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.stages._common import check_int
+from pipeline.core.checks import check_int
 
 
 def check_spikes(owner: str, spikes, n_outputs: int) -> np.ndarray:

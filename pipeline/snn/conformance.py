@@ -8,7 +8,7 @@ per-layer ``D_l1_*``/``D_l2_*``, recorded ``D_s1``, ``D_s2``, ``D_v2``. Sizes an
 
 A file laid out like lava_learning_reference.npz (``pre``, ``post``, ``W0``, ``weights``, ``x1``, ``y1``,
 ``a_out``, ``params`` naming the STDPLoihi rule) is checked as scenario ``learning``: Dense + the Loihi
-learning engine (pipeline.snn.learning) with the spikes injected, every weight and trace every step.
+learning engine (pipeline.snn.learning.engine) with the spikes injected, every weight and trace every step.
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ LEARNING_KEYS = ("pre", "post", "W0", "weights", "x1", "y1", "a_out", "params")
 
 def stdp_from_params(text: str, path: Path):
     """The STDPLoihi rule named by a learning file's ``params`` string."""
-    from pipeline.snn.learning import stdp_loihi
+    from pipeline.snn.learning.engine import stdp_loihi
 
     values = dict(re.findall(r"(\w+)=(-?[\d.]+)", text))
     needed = ("learning_rate", "A_plus", "A_minus", "tau_plus", "tau_minus", "t_epoch", "rng_seed")
@@ -146,7 +146,7 @@ def stdp_from_params(text: str, path: Path):
 
 def run_learning(arrays: _Arrays) -> list[Check]:
     """Dense with spikes ``pre`` (n_pre, T) and the learning engine with post spikes ``post`` (n_post, T)."""
-    from pipeline.snn.learning import LearningEngine, learning_dense_weights
+    from pipeline.snn.learning.engine import LearningEngine, learning_dense_weights
 
     rule = stdp_from_params(str(arrays("params").ravel()[0]), arrays.path)
     weights = learning_dense_weights(arrays("W0"), "mixed").astype(np.int32)  # [post, pre]

@@ -43,8 +43,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.snn.counters import ACTIVE_UPDATES, FIELDS, INACTIVE_UPDATES, LAST, LEARNING_UPDATES, SPIKES, \
-    SYNAPTIC_OPS, TOTAL, Counters
+from pipeline.snn.counters import (
+    ACTIVE_UPDATES,
+    FIELDS,
+    INACTIVE_UPDATES,
+    LAST,
+    LEARNING_UPDATES,
+    SPIKES,
+    SYNAPTIC_OPS,
+    TOTAL,
+    Counters,
+)
 from pipeline.snn.mapping_pack import FAIL_INPUT_AXONS, FAIL_MEMORY, FAIL_OUTPUT_AXONS, pack_population
 from pipeline.snn.network import INPUT, Dense, Network
 from pipeline.snn.weights import MIXED, sign_mode

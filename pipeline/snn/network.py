@@ -154,7 +154,7 @@ class Projection:
     weight_exp: the summed input of this projection is scaled by 2**weight_exp (Loihi -8..7);
     num_weight_bits: weight precision 1-8 (Lava's Dense truncation, see pipeline.snn.weights);
     delay: extra steps (0-62) on top of the one-step Dense hop, scalar or one per synapse
-    (shape of ``weights``); learning: a rule object from pipeline.snn.learning or None.
+    (shape of ``weights``); learning: a rule object from pipeline.snn.learning.engine or None.
     """
 
     name: str

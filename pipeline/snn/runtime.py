@@ -13,7 +13,7 @@ runs on ``float`` as the same dynamics without integer rounding: u in Loihi stat
 adds W * 2**(weight_exp + 6), decays (4095 - du) / 4096 and (4096 - dv) / 4096, threshold vth * 64,
 bias bias_mant * 2**bias_exp. A FloatLIF network runs on ``float`` only.
 
-Learning: for a Dense projection whose ``learning`` is set (a pipeline.snn.learning.LearningRule),
+Learning: for a Dense projection whose ``learning`` is set (a pipeline.snn.learning.engine.LearningRule),
 build calls ``rule.attach(weights, pre_spikes, post_spikes, backend[, weight_scale])`` once: ``weights``
 is a writable (n_pre, n_post) view of the weights the kernel uses (loihi: int16, unshifted, initial
 values truncated as Lava's LearningDense does in the rule's sign mode; float: float32 holding
@@ -29,6 +29,8 @@ import numpy as np
 
 from pipeline.snn import kernels as K
 from pipeline.snn.counters import Counters
+from pipeline.snn.learning.engine import attach_rule
+from pipeline.snn.learning.rule import LearningRule
 from pipeline.snn.network import INPUT, Dense, LoihiLIF, Network
 from pipeline.snn.weights import truncate_weights
 
@@ -156,7 +158,7 @@ class Runtime:
             effective, _ = truncate_weights(values, projection.num_weight_bits)
             return (effective * 2.0 ** (projection.weight_exp + 6)).astype(np.float32), 0
         if learning:
-            from pipeline.snn.learning import learning_dense_weights
+            from pipeline.snn.learning.engine import learning_dense_weights
 
             sign_mode = getattr(projection.learning, "sign_mode", "mixed")
             return learning_dense_weights(values, sign_mode, projection.num_weight_bits), int(projection.weight_exp)
@@ -228,11 +230,16 @@ class Runtime:
         pre = self.spikes[pre_start:pre_start + n_pre]
         post = self.spikes[post_start:post_start + n_post]
         rule = projection.learning
-        if not hasattr(rule, "attach"):
-            raise ValueError(f"{projection.owner()}: learning must be a pipeline.snn.learning.LearningRule (or an "
-                             f"object with attach()), got {type(rule).__name__}")
         if self.backend == "float":
             scale = 1.0 if self.network.is_float else 2.0 ** (projection.weight_exp + 6)
+            if isinstance(rule, LearningRule):
+                return attach_rule(rule, weights, pre, post, "float", weight_scale=scale)
+        elif isinstance(rule, LearningRule):
+            return attach_rule(rule, weights, pre, post, "loihi")
+        if not hasattr(rule, "attach"):
+            raise ValueError(f"{projection.owner()}: learning must be a pipeline.snn.learning.rule.LearningRule (or "
+                             f"an object with attach()), got {type(rule).__name__}")
+        if self.backend == "float":
             return rule.attach(weights, pre, post, "float", weight_scale=scale)
         return rule.attach(weights, pre, post, "loihi")
 

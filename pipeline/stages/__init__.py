@@ -11,7 +11,8 @@ from typing import Iterable, Mapping
 
 from pipeline.stages._common import Stage
 from pipeline.stages.binning import StepBatch, StepBinner
-from pipeline.stages.chain import Chain, build_chain as _build_chain
+from pipeline.stages.chain import Chain
+from pipeline.stages.chain import build_chain as _build_chain
 from pipeline.stages.hotpixel import HotPixelMask
 from pipeline.stages.noise import BackgroundActivityFilter
 from pipeline.stages.polarity import PolaritySelect

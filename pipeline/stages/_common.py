@@ -1,18 +1,18 @@
 """Shared plumbing for the event stages: parameter checks and the zero-copy word view of DVS events.
 
-A DVS event (``pipeline.events.DVS_EVENT_DTYPE``, 16 bytes) is viewed as two little-endian int64 words:
+A DVS event (``pipeline.core.events.DVS_EVENT_DTYPE``, 16 bytes) is viewed as two little-endian int64 words:
 word 0 is the timestamp (µs), word 1 packs x (bits 0-15, int16), y (bits 16-31, int16) and polarity
 (bits 32-39, int8). Kernels read coordinates from word 1 and copy kept events as two words, which is
 the cheapest way to move 16-byte records in numba.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from numba import njit
 
-from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.core.checks import check_resolution
+from pipeline.core.events import DVS_EVENT_DTYPE
+
 
 def event_words(events: np.ndarray) -> np.ndarray:
     """View DVS events (shape (n,), DVS_EVENT_DTYPE) as an (n, 2) int64 array without copying.
@@ -23,12 +23,12 @@ def event_words(events: np.ndarray) -> np.ndarray:
     """
     if not isinstance(events, np.ndarray) or events.dtype.names != DVS_EVENT_DTYPE.names:
         got = events.dtype if isinstance(events, np.ndarray) else type(events).__name__
-        raise TypeError(f"expected a DVS_EVENT_DTYPE array (pipeline.events), got {got}")
+        raise TypeError(f"expected a DVS_EVENT_DTYPE array (pipeline.core.events), got {got}")
     if events.ndim != 1:
         raise ValueError(f"expected a 1-D event array, got shape {events.shape}")
     if events.dtype != DVS_EVENT_DTYPE:
         if any(events.dtype.fields[name][0] != DVS_EVENT_DTYPE.fields[name][0] for name in DVS_EVENT_DTYPE.names):
-            raise TypeError(f"expected a DVS_EVENT_DTYPE array (pipeline.events), got {events.dtype}")
+            raise TypeError(f"expected a DVS_EVENT_DTYPE array (pipeline.core.events), got {events.dtype}")
         events = events.astype(DVS_EVENT_DTYPE)
     events = np.ascontiguousarray(events)
     return events.view(np.int64).reshape(-1, 2)
@@ -76,39 +76,6 @@ def word_polarity(word: np.int64) -> np.int64:
 def with_xy(word: np.int64, x: np.int64, y: np.int64) -> np.int64:
     """Event word 1 with its x and y replaced (polarity and padding kept)."""
     return (word & ~np.int64(0xFFFFFFFF)) | (x & 0xFFFF) | ((y & 0xFFFF) << 16)
-
-
-def check_int(stage: str, name: str, value, low: int | None = None, high: int | None = None) -> int:
-    """Validate an integer parameter ``low <= value <= high``; the error names stage, parameter and range."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{stage}: parameter '{name}' must be an integer, got {value!r}")
-    value = int(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        lo = "-inf" if low is None else str(low)
-        hi = "inf" if high is None else str(high)
-        raise ValueError(f"{stage}: parameter '{name}' = {value} is out of range (expected {lo} <= {name} <= {hi})")
-    return value
-
-
-def check_number(stage: str, name: str, value, low: float | None = None, high: float | None = None,
-                 low_open: bool = False) -> float:
-    """Validate a real parameter in [low, high] (or (low, high] with ``low_open``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{stage}: parameter '{name}' must be a number, got {value!r}")
-    value = float(value)
-    bad_low = low is not None and (value <= low if low_open else value < low)
-    bad_high = high is not None and value > high
-    if bad_low or bad_high or not np.isfinite(value):
-        lo = "-inf" if low is None else str(low)
-        hi = "inf" if high is None else str(high)
-        op = "<" if low_open else "<="
-        raise ValueError(f"{stage}: parameter '{name}' = {value} is out of range (expected {lo} {op} {name} <= {hi})")
-    return value
-
-
-def check_resolution(stage: str, width, height) -> tuple[int, int]:
-    """Validate a sensor resolution (px): 1..32767 each (int16 coordinates)."""
-    return check_int(stage, "width", width, 1, 32767), check_int(stage, "height", height, 1, 32767)
 
 
 class Stage:

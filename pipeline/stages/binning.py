@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from pipeline.events import DVS_EVENT_DTYPE
-from pipeline.stages._common import check_int, check_resolution, event_words, word_polarity, word_x, word_y
+from pipeline.core.checks import check_int, check_resolution
+from pipeline.core.events import DVS_EVENT_DTYPE
+from pipeline.stages._common import event_words, word_polarity, word_x, word_y
 
 _NO_STEP = np.iinfo(np.int64).min
 #: Largest number of steps one push may complete (10^7 steps = 2.8 h at 1 ms): guards against unit mistakes.

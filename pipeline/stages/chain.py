@@ -6,7 +6,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from pipeline.stages._common import Stage, check_resolution
+from pipeline.core.checks import check_resolution
+from pipeline.stages._common import Stage
 
 
 class Chain(Stage):

@@ -11,11 +11,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from pipeline.core.checks import check_int, check_number
 from pipeline.stages._common import (
-    Stage, check_int, check_number, event_words, new_word_buffer, raise_out_of_range, word_x, word_y,
+    Stage,
+    event_words,
+    new_word_buffer,
+    raise_out_of_range,
+    word_x,
+    word_y,
     words_to_events,
 )
-
 
 #: Count value marking a hot pixel in the automatic-detection state.
 HOT = np.iinfo(np.int64).max

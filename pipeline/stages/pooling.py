@@ -10,8 +10,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from pipeline.core.checks import check_int
 from pipeline.stages._common import (
-    Stage, check_int, event_words, new_word_buffer, raise_out_of_range, with_xy, word_x, word_y,
+    Stage,
+    event_words,
+    new_word_buffer,
+    raise_out_of_range,
+    with_xy,
+    word_x,
+    word_y,
     words_to_events,
 )
 

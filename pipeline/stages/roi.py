@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from numba import njit
 
-from pipeline.stages._common import (
-    Stage, check_int, event_words, new_word_buffer, with_xy, word_x, word_y, words_to_events,
-)
+from pipeline.core.checks import check_int
+from pipeline.stages._common import Stage, event_words, new_word_buffer, with_xy, word_x, word_y, words_to_events
 
 
 @njit(cache=True)

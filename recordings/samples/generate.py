@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.core.events import DVS_EVENT_DTYPE
 from recordings.aedat4_writer import Aedat4Writer
 
 WIDTH = HEIGHT = 128

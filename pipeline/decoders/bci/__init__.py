@@ -1,8 +1,6 @@
 """BCI decoding: binned neural activity -> 2-D (or d-D) kinematics, offline fit, online one bin at a time.
 
-Modules:
-    data      BinnedData (counts + kinematics), counts <-> AER spikes, open_binned (DAD .mat / MC_Maze CSV)
-    replay    an in-memory AER spike array replayed as a pipeline Source (paced or fast)
+The data (BinnedData, DAD/MC_Maze readers, spike replay) lives in recordings/; this package:
     binning   causal spike binning (AER events -> counts per bin), online binner
     features  input checks, unit selection and z-scoring, lagged (history) design matrices
     kernels   numba kernels of the per-bin step (LTI / steady-state Kalman and full Kalman)
@@ -14,6 +12,4 @@ Modules:
     evaluate  the ``bci eval`` contract: contiguous K-fold cross-validation, R^2 per axis
     model_io  save/load of fitted decoders to .npz (no pickle)
     motor     decoded velocity -> differential-drive wheel speeds or joint velocities
-    run       neural replay -> decoder -> motor commands -> sinks, driven by a launch file
-    plot      PNG of decoded vs true kinematics (OpenCV)
 """

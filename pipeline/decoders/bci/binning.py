@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pipeline.events import SPIKE_DTYPE
+from pipeline.core.events import SPIKE_DTYPE
 
 
 @njit(cache=True)

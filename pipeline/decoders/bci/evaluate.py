@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 
 from pipeline.decoders.bci.base import BinDecoder
-from pipeline.decoders.bci.data import BinnedData
 from pipeline.decoders.bci.kalman import KalmanDecoder
+from recordings.neural import BinnedData
 
 
 def r2_score(y: np.ndarray, y_hat: np.ndarray) -> np.ndarray:

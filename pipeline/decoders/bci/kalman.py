@@ -19,7 +19,12 @@ import numpy as np
 from pipeline.decoders.bci import kernels
 from pipeline.decoders.bci.base import weights_shape_check
 from pipeline.decoders.bci.features import (
-    BCIInputError, UnitScaler, check_counts, check_kinematics, check_segments, lagged,
+    BCIInputError,
+    UnitScaler,
+    check_counts,
+    check_kinematics,
+    check_segments,
+    lagged,
 )
 from pipeline.decoders.bci.linear import LTIDecoder
 

@@ -16,7 +16,11 @@ except ImportError:  # pragma: no cover - only without scikit-learn's dependency
     threadpool_limits = None
 
 from pipeline.decoders.bci.features import (
-    BCIInputError, UnitScaler, check_counts, check_kinematics, lagged,
+    BCIInputError,
+    UnitScaler,
+    check_counts,
+    check_kinematics,
+    lagged,
 )
 from pipeline.decoders.bci.linear import LTIDecoder
 

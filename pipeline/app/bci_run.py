@@ -1,8 +1,8 @@
 """Closed chain for BCI replay: neural spike source -> causal binner -> decoder.step -> motor mapping -> sinks.
 
 Launch files (``spikeloop bci run launch/bci.toml``) use the project's launch-file conventions and checks
-(pipeline.launch_schema: every error names the file, the section and the key) and the same motor/log sinks
-as ``spikeloop launch`` (pipeline.launch's [sinks.<label>] tables, pipeline.sinks)::
+(pipeline.core.schema: every error names the file, the section and the key) and the same motor/log sinks
+as ``spikeloop launch`` (pipeline.app.launch's [sinks.<label>] tables, pipeline.sinks)::
 
     [source]   type = "dad" | "mc_maze"; path; block ("tr"/"te", dad); bin_ms
     [loop]     mode = "paced" | "fast"; speed; duration_s; chunk_ms
@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from pipeline.launch_schema import Context, Key, LaunchError, check_table
+from pipeline.core.schema import Context, Key, LaunchError, check_table
 
 SECTIONS = ("source", "loop", "decoder", "output", "sinks")
 SOURCE_TYPES = ("dad", "mc_maze")
@@ -97,7 +97,7 @@ def _typed(ctx: Context, table, schemas: dict[str, dict[str, Key]]) -> dict:
 
 def load_bci_launch(path: str | Path, sets: list[str] = ()) -> BCILaunch:
     """Read and check a BCI launch file plus ``--set key.path=TOML`` overrides; raises LaunchError."""
-    from pipeline.launch import _check_sinks, read_launch_toml
+    from pipeline.app.launch import _check_sinks, read_launch_toml
 
     path = Path(path)
     display = str(path)
@@ -205,10 +205,10 @@ def run_bci(source, decoder, mapper, sinks, truth: np.ndarray, bin_us: int, dura
 
 def build_and_run(spec: BCILaunch) -> BCIReport:
     """Open the source, load or fit the decoder, open the sinks (last), run, close the sinks."""
-    from pipeline.decoders.bci.data import open_binned
+    from pipeline.app.launch import open_sinks
     from pipeline.decoders.bci.model_io import load_decoder
     from pipeline.decoders.bci.motor import VelocityToDrive, VelocityToJoints
-    from pipeline.launch import open_sinks
+    from recordings.bci_data import open_binned
 
     src, dec, out = spec.source, spec.decoder, spec.output
 
@@ -218,7 +218,7 @@ def build_and_run(spec: BCILaunch) -> BCIReport:
     if dec["model"]:
         decoder = load_decoder(dec["model"])
     else:
-        from pipeline.commands.bci import make_decoder
+        from pipeline.app.commands.bci import make_decoder
 
         fit_path = dec["fit_path"] or src["path"]
         fit_data = open_binned(fit_path, block=dec["fit_block"], bin_ms=src["bin_ms"] or None)

@@ -1,6 +1,6 @@
 """The ``spikeloop`` command.
 
-Each sub-command lives in its own module under ``pipeline.commands`` and provides
+Each sub-command lives in its own module under ``pipeline.app.commands`` and provides
 ``register(subparsers)``, which adds its parser and sets ``func`` (called with the parsed args; its
 return value is the exit status). Modules are imported lazily so ``spikeloop --help`` stays fast and a
 sub-command's heavy imports (numba, dv-processing) are paid only when it runs.
@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-#: Sub-command modules under pipeline.commands, in the order ``--help`` lists them.
+#: Sub-command modules under pipeline.app.commands, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "demo",
     "camera",
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"pipeline.commands.{name}").register(subparsers)
+        importlib.import_module(f"pipeline.app.commands.{name}").register(subparsers)
     return parser
 
 

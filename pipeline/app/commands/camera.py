@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from pipeline.sources import SOURCE_KINDS
+from pipeline.app.sources import SOURCE_KINDS
 
 
 def register(subparsers) -> None:
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from devices.dvs import list_cameras
     from devices.errors import CameraError
-    from pipeline.sources import SourceSpecError, open_source
+    from pipeline.app.sources import SourceSpecError, open_source
     from recordings.base import RecordingError
 
     try:

@@ -33,9 +33,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from pipeline.dashboard import BG, DIM, FG, HEIGHT, OFF, ON, WIDTH, _panel, _raster, _wheels
+from pipeline.app.dashboard import BG, DIM, FG, HEIGHT, OFF, ON, WIDTH, _panel, _raster, _wheels
+from pipeline.core.packet import Packet, StreamInfo
 from pipeline.loop import Loop, LoopReport
-from pipeline.source import Packet, StreamInfo
 
 WINDOW_TITLE = "spikeloop live"
 EVENT_BG = (40, 34, 34)
@@ -438,7 +438,7 @@ class LiveView:
 
 
 def for_graph(graph, log: Callable[..., None] | None = None) -> LiveView:
-    """The live view of a built launch graph (pipeline.launch.Graph): labels from its network and decoder,
+    """The live view of a built launch graph (pipeline.app.launch.Graph): labels from its network and decoder,
     command names and plot range from its decoder / motor sinks."""
     params = graph.spec.decoder[1]
     limit = params.get("max_wheel_radps")

@@ -6,7 +6,7 @@ A launch file names the nodes and their parameters::
     [loop]              mode, dt_us, speed, max_lag_ms, ... (pipeline.loop.LoopConfig)
     [stages.<label>]    one table per stage, in file order; type = a pipeline.stages.STAGES name
                         (default: the label), other keys are the stage's parameters
-    [network]           builder = a pipeline.networks.BUILDERS name (+ [network.params]) or file = "net.npz";
+    [network]           builder = a pipeline.snn.builders.BUILDERS name (+ [network.params]) or file = "net.npz";
                         backend = "loihi" | "float"; polarity_channels = true | false
     [decoder]           type = a pipeline.decoders.DECODERS name, other keys its parameters
     [sinks.<label>]     type = "motors" | "command_log" (default: the label)
@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import inspect
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 
-from pipeline.launch_schema import Context, Key, LaunchError, check_table, check_value
+from pipeline.app.sources import SourceSpecError, parse_source_spec
+from pipeline.core.schema import Context, Key, LaunchError, check_table, check_value
 from pipeline.loop import MODES, Loop, LoopConfig
-from pipeline.sources import SourceSpecError, parse_source_spec
 
 SECTIONS = ("source", "loop", "stages", "network", "decoder", "sinks", "controller")
 SOURCE_TYPES = ("replay", "webcam", "camera", "tcp")
@@ -72,7 +72,7 @@ LOOP_KEYS: dict[str, Key] = {
 }
 
 NETWORK_KEYS: dict[str, Key] = {
-    "builder": Key("str", "", help="a pipeline.networks.BUILDERS name"),
+    "builder": Key("str", "", help="a pipeline.snn.builders.BUILDERS name"),
     "file": Key("str", "", help="a saved network (.npz, Network.save), relative to the launch file"),
     "backend": Key("str", "loihi", choices=("loihi", "float"), help="SNN backend"),
     "polarity_channels": Key("bool", True, help="ON and OFF events drive separate inputs"),
@@ -291,7 +291,7 @@ def _check_stages(path: Path, display: str, table: Any) -> list[tuple[str, str, 
 
 
 def _check_network(ctx: Context, table: Any, params_ctx: Context) -> tuple[dict, dict]:
-    from pipeline.networks import BUILDERS
+    from pipeline.snn.builders import BUILDERS
 
     if not isinstance(table, dict):
         raise LaunchError(f"{ctx.where()}: expected a table, got {table!r}")
@@ -446,8 +446,8 @@ def build_stages(spec: LaunchSpec, width: int, height: int) -> tuple[list, int, 
 
 def build_network(spec: LaunchSpec, width: int, height: int):
     """The network (built by name, or loaded) and its runtime; inputs must match the binner's grid."""
-    from pipeline.networks import BUILDERS
     from pipeline.snn import Network, build
+    from pipeline.snn.builders import BUILDERS
 
     ctx = Context(spec.path, "network", spec.display)
     channels = 2 if spec.network["polarity_channels"] else 1

@@ -33,10 +33,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.snn import learning_kernels as k
-from pipeline.snn.learning_random import LavaLearningRandom
-from pipeline.snn.learning_rule import (FACTOR_WIDTHS, TARGETS, Factor, LearningRule, Product, RuleSyntaxError,
-                                        TraceConfig, literal_from_float, parse_rule, stdp_loihi)
+from pipeline.snn.learning import kernels as k
+from pipeline.snn.learning.random import LavaLearningRandom
+from pipeline.snn.learning.rule import (
+    FACTOR_WIDTHS,
+    TARGETS,
+    Factor,
+    LearningRule,
+    Product,
+    RuleSyntaxError,
+    TraceConfig,
+    literal_from_float,
+    parse_rule,
+    stdp_loihi,
+)
 
 __all__ = ["LearningEngine", "FloatLearningEngine", "RuntimeLearner", "LearningRule", "Product", "Factor",
            "TraceConfig", "RuleSyntaxError", "parse_rule", "stdp_loihi", "literal_from_float",

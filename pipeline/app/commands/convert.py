@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.commands.info import guarded
+from pipeline.app.commands.info import guarded
 
 
 def sensor_size(reader) -> tuple[int, int]:

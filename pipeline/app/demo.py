@@ -21,12 +21,12 @@ import numpy as np
 from devices.motors.dynamixel import VELOCITY_UNIT_RAD_S, rad_s_to_raw
 from devices.world import World
 from devices.world_source import CommandTap, WorldSource
-from pipeline.avoidance import MOTOR_NEURONS, obstacle_avoidance
-from pipeline.dashboard import DashboardRecorder
+from pipeline.app.dashboard import DashboardRecorder
 from pipeline.decoders import DriveDecoder
 from pipeline.loop import Loop, LoopConfig, LoopReport
 from pipeline.sinks import MotorSink
 from pipeline.snn import build
+from pipeline.snn.avoidance import MOTOR_NEURONS, obstacle_avoidance
 from pipeline.snn.mapping import estimate_runtime, map_network
 from pipeline.stages import SpatialPooling, StepBinner
 

@@ -3,7 +3,7 @@
 A builder gets the input grid the stages deliver (width, height, channels; input index
 ``(c * height + y) * width + x``, the binner's layout) and its own parameters, and returns a
 :class:`pipeline.snn.Network` with Loihi integer parameters (runs on both backends). Parameters are
-declared as :class:`pipeline.launch_schema.Key` so launch files are checked before anything is built.
+declared as :class:`pipeline.core.schema.Key` so launch files are checked before anything is built.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from pipeline.launch_schema import Key
+from pipeline.core.schema import Key
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,9 @@ def random_lif(width: int, height: int, channels: int, hidden: int = 1024, outpu
 
 
 def obstacle_avoidance(width: int, height: int, channels: int, **params):
-    """The closed-loop demo's looming + steering network (:func:`pipeline.avoidance.obstacle_avoidance`):
+    """The closed-loop demo's looming + steering network (:func:`pipeline.snn.avoidance.obstacle_avoidance`):
     OFF/ON channels of the grid -> looming [left, right] -> motor [forward, turn_left, turn_right]."""
-    from pipeline.avoidance import obstacle_avoidance as build
+    from pipeline.snn.avoidance import obstacle_avoidance as build
 
     return build(width, height, channels, **params)
 
@@ -113,7 +113,7 @@ def keys_from_signature(function: Callable, skip: tuple[str, ...] = ("width", "h
 
 
 def _avoidance_keys() -> dict:
-    from pipeline.avoidance import obstacle_avoidance as build
+    from pipeline.snn.avoidance import obstacle_avoidance as build
 
     return keys_from_signature(build)
 

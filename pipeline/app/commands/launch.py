@@ -1,7 +1,7 @@
 """``spikeloop launch FILE``: run a launch file (live demo, replay, or the headless robot controller).
 
 Without ``--headless`` and with a display ($DISPLAY / $WAYLAND_DISPLAY), the loop runs under the live view
-(pipeline.liveview: events, output spikes, commands; keys space pause, e e-stop, r record, q quit).
+(pipeline.app.liveview: events, output spikes, commands; keys space pause, e e-stop, r record, q quit).
 
 Exit status: 0 finished or stopped by SIGTERM/SIGINT (motors stopped first); 2 invalid launch file or
 override (nothing was started); 3 a motor device was lost for good (motors stopped); 4 the source or the
@@ -112,7 +112,7 @@ def motor_counters(sinks) -> dict:
 
 
 def run(args) -> int:
-    from pipeline.launch import LaunchError, build_graph, load_launch
+    from pipeline.app.launch import LaunchError, build_graph, load_launch
 
     try:
         spec = load_launch(args.file, sets=args.sets, source=args.source, duration_s=args.duration)
@@ -153,11 +153,11 @@ def run(args) -> int:
             log("start", file=spec.display, source=spec.source["type"], mode=spec.loop.mode,
                 dt_us=spec.loop.dt_us, inputs=graph.network.n_inputs, outputs=graph.network.n_outputs,
                 sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks))
-            from pipeline.dashboard import has_display
+            from pipeline.app.dashboard import has_display
 
             window = not args.headless and has_display()
             if not stop_signal and (window or (args.snapshot and not args.headless)):
-                from pipeline.liveview import for_graph
+                from pipeline.app.liveview import for_graph
 
                 report = for_graph(graph, log).run(window=window, snapshot=args.snapshot)
             elif not stop_signal:

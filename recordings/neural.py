@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from pipeline.events import SPIKE_DTYPE
+from pipeline.core.events import SPIKE_DTYPE
 
 
 @dataclass(frozen=True)
@@ -48,14 +47,3 @@ def counts_to_spikes(counts: np.ndarray, bin_us: int, t_start_us: int = 0) -> np
     out["timestamp"] = ts[order]
     out["channel"] = units[order]
     return out
-
-
-def open_binned(path: str | Path, *, block: str = "te", bin_ms: float | None = None) -> BinnedData:
-    """Binned data from a DAD .mat file (``block`` "te" = Yte/Xte, "tr" = Ytr/Xtr) or an MC_Maze CSV
-    (binned at ``bin_ms``, hand velocity). bin_ms None: the format's default."""
-    path = Path(path)
-    if path.suffix.lower() == ".csv":
-        from recordings.mc_maze import DEFAULT_BIN_MS, load_mc_maze
-        return load_mc_maze(path).binned(bin_ms or DEFAULT_BIN_MS)
-    from recordings.dad import DEFAULT_BIN_MS, load_dad
-    return load_dad(path, block, bin_ms=bin_ms or DEFAULT_BIN_MS)

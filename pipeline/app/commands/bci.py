@@ -58,7 +58,7 @@ def make_decoder(args: argparse.Namespace, bin_us: int):
 
 
 def _load(args: argparse.Namespace, block: str):
-    from pipeline.decoders.bci.data import open_binned
+    from recordings.bci_data import open_binned
 
     return open_binned(args.data, block=block, bin_ms=args.bin_ms)
 
@@ -147,7 +147,7 @@ def replay(args: argparse.Namespace) -> int:
               "step_us_p50": float(np.percentile(us, 50)), "step_us_p99": float(np.percentile(us, 99)),
               "wall_s": wall_s, "late_spikes": binner.skipped}
     if args.plot:
-        from pipeline.decoders.bci.plot import plot_decoded
+        from pipeline.app.bci_plot import plot_decoded
 
         plot_decoded(args.plot, truth.kinematics[:n], decoded[:n], r2, truth.axes, bin_us,
                      f"{decoder.kind} decoder, online replay of {truth.source}")
@@ -164,7 +164,7 @@ def replay(args: argparse.Namespace) -> int:
 def run_launch(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from pipeline.decoders.bci.run import build_and_run, load_bci_launch
+    from pipeline.app.bci_run import build_and_run, load_bci_launch
 
     spec = load_bci_launch(args.launch, args.set)
     report = build_and_run(spec)

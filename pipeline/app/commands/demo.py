@@ -40,7 +40,7 @@ class VideoOutput:
     def __init__(self, video_path: str | None, window: bool):
         import cv2
 
-        from pipeline.dashboard import HEIGHT, WIDTH
+        from pipeline.app.dashboard import HEIGHT, WIDTH
 
         self.cv2 = cv2
         self.writer = None
@@ -90,7 +90,7 @@ class VideoOutput:
 
 def draw_dashboard(run, world, t_us: int):
     """The dashboard image with the run's live status numbers."""
-    from pipeline.dashboard import draw
+    from pipeline.app.dashboard import draw
 
     recorder = run.recorder
     speed = world.robot.wheel_radius_m * float(world.wheel_radps.mean())
@@ -108,8 +108,8 @@ def draw_dashboard(run, world, t_us: int):
 
 
 def run(args) -> int:
-    from pipeline.dashboard import has_display
-    from pipeline.demo import DemoConfig, DemoRun
+    from pipeline.app.dashboard import has_display
+    from pipeline.app.demo import DemoConfig, DemoRun
 
     window = not args.headless and has_display()
     if not args.headless and not window:

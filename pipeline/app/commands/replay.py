@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from pipeline.commands.info import guarded
+from pipeline.app.commands.info import guarded
 
 #: Seconds between progress updates (terminal) / progress lines (pipe or file).
 PROGRESS_TTY_S = 0.1

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from devices.audio import CochleaConfig, MicrophoneCochleaSource, WavCochleaSource
-    from pipeline.events import empty_spikes
+    from pipeline.core.events import empty_spikes
     from recordings.base import RecordingError
 
     if bool(args.wav) == bool(args.mic):

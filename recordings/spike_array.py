@@ -1,4 +1,4 @@
-"""An in-memory AER spike array replayed as a :class:`pipeline.source.Source`, paced or as fast as possible.
+"""An in-memory AER spike array replayed as a :class:`pipeline.core.packet.Source`, paced or as fast as possible.
 
 Used by the neural recordings (recordings.dad, recordings.mc_maze): they decode their file into a
 SPIKE_DTYPE array once (these files are small: minutes of binned data, seconds of 1 ms rows) and replay it.
@@ -10,8 +10,8 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.events import SPIKE_DTYPE
-from pipeline.source import Packet, StreamInfo
+from pipeline.core.events import SPIKE_DTYPE
+from pipeline.core.packet import Packet, StreamInfo
 
 
 class SpikeArraySource:

@@ -17,7 +17,7 @@ from pathlib import Path
 import dv_processing as dv
 import numpy as np
 
-from pipeline.events import DVS_EVENT_DTYPE
+from pipeline.core.events import DVS_EVENT_DTYPE
 from recordings.aedat4_writer import dvs_layout, stream_bytes
 
 #: Events per EVTS packet in the temporary stream (4 MiB); measured fastest between 64 k and 256 k.

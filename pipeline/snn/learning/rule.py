@@ -338,7 +338,7 @@ class LearningRule:
     'excitatory' (0..255) or 'inhibitory' (-255..0).
 
     A network projection with ``learning=rule`` is learned by the runtime through ``attach`` (see
-    pipeline.snn.learning); ``to_arrays``/``from_arrays`` store the rule in a network .npz.
+    pipeline.snn.learning.engine); ``to_arrays``/``from_arrays`` store the rule in a network .npz.
     """
 
     dw: tuple[Product, ...] = ()
@@ -441,17 +441,6 @@ class LearningRule:
                    x1=TraceConfig(*traces[0]), x2=TraceConfig(*traces[1]), y1=TraceConfig(*traces[2]),
                    y2=TraceConfig(*traces[3]), y3=TraceConfig(*traces[4]), t_epoch=int(arrays["t_epoch"]),
                    rng_seed=None if seed < 0 else seed, sign_mode=str(arrays["sign_mode"]))
-
-    def attach(self, weights: np.ndarray, pre_spikes: np.ndarray, post_spikes: np.ndarray, backend: str,
-               weight_scale: float | None = None):
-        """The runtime's learning hook: a learner whose ``step(t)`` updates ``weights`` in place.
-
-        ``weights`` is the runtime's writable (n_pre, n_post) weight view, ``pre_spikes`` and
-        ``post_spikes`` the uint8 spike views of the current step (see pipeline.snn.runtime);
-        ``weight_scale``: float backend only, float units per Loihi weight unit (default 1).
-        """
-        from pipeline.snn.learning import attach_rule
-        return attach_rule(self, weights, pre_spikes, post_spikes, backend, weight_scale)
 
 
 def stdp_loihi(learning_rate: float, A_plus: float, A_minus: float, tau_plus: float, tau_minus: float,

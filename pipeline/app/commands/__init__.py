@@ -1,0 +1,1 @@
+"""`spikeloop` sub-commands, one module each (see pipeline.app.cli.COMMANDS)."""

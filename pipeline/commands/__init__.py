@@ -1,1 +1,0 @@
-"""`spikeloop` sub-commands, one module each (see pipeline.cli.COMMANDS)."""
