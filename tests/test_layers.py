@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("pipeline", "devices", "recordings")
+PACKAGES = ("spikeloop", "pipeline", "devices", "recordings")
 LINT = "from importlinter.cli import lint_imports_command; lint_imports_command()"
 
 
@@ -40,6 +40,7 @@ def _copy_tree(tmp_path: Path) -> Path:
     ("devices/world.py", "import pipeline.loop", "Layers"),
     ("pipeline/snn/network.py", "import pipeline.stages", "network layer stands alone"),
     ("pipeline/core/events.py", "import numba", "core imports numpy only"),
+    ("pipeline/loop.py", "import spikeloop", "Layers"),
 ])
 def test_a_broken_rule_fails(tmp_path, module, line, contract):
     root = _copy_tree(tmp_path)
