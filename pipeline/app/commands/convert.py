@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from pipeline.app.commands.info import guarded
+from recordings.aedat4_writer import Aedat4Writer
+from recordings.detect import open_recording
 
 
 def sensor_size(reader) -> tuple[int, int]:
@@ -26,9 +28,6 @@ def sensor_size(reader) -> tuple[int, int]:
 
 def convert(source: str | Path, target: str | Path, strict: bool = False) -> int:
     """Write the events of ``source`` to the AEDAT 4 file ``target``; returns the event count."""
-    from recordings.aedat4_writer import Aedat4Writer
-    from recordings.detect import open_recording
-
     with open_recording(source, strict=strict) as reader:
         width, height = sensor_size(reader)
         with Aedat4Writer(target, width, height, source=f"spikeloop convert {Path(source).name}") as writer:

@@ -13,6 +13,7 @@ import warnings
 from typing import Callable
 
 from recordings.base import RecordingDamageWarning, RecordingError
+from recordings.detect import open_recording
 
 
 def guarded(body: Callable[[], int]) -> int:
@@ -35,7 +36,6 @@ def guarded(body: Callable[[], int]) -> int:
 
 def recording_facts(path: str, strict: bool = False) -> dict:
     """Decode a whole recording once and return its facts as a JSON-ready dict."""
-    from recordings.detect import open_recording
 
     with open_recording(path, strict=strict) as reader:
         count = 0

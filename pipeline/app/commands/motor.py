@@ -12,6 +12,10 @@ import signal
 import sys
 import time
 
+import numpy as np
+
+from devices.motors import PROTOCOLS, MotorError, StopOnSignal, open_motors
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -42,8 +46,6 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def register(subparsers) -> None:
-    from devices.motors import PROTOCOLS
-
     p = subparsers.add_parser("motor", help="send a velocity command to motors and print read-back",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", required=True, choices=sorted(PROTOCOLS))
@@ -73,10 +75,6 @@ def _print_feedback(controller, t_s: float) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
-
-    from devices.motors import MotorError, StopOnSignal, open_motors
-
     if len(args.velocity) != len(args.ids):
         print(f"spikeloop motor: --velocity has {len(args.velocity)} values for {len(args.ids)} ids "
               f"({args.ids})", file=sys.stderr)
