@@ -2,13 +2,14 @@
 
 Stream: 10 M events at 640x480 over 10 s (1 Mev/s): six moving rectangles whose edges fire (polarity from
 the edge's direction of motion, 0.7 px jitter), 8 % uniform background noise and four 2 kHz hot pixels,
-cut into packets of 10 k events. Each stage runs over all packets ``--repeats`` times (state reset between
-runs, kernels compiled before timing, each stage built from its config as the launch files build them:
-single stages via ``config.build``, several through one ``Chain``); figures are medians. Two clocks: wall time (perf_counter) and the
-thread's CPU time (thread_time), which is what one core delivers when the shared machine is busy (on a
-loaded box wall time also counts the time other processes held the core). dv-processing filters get the
-same packets as EventStores (read back from an AEDAT 4 file written by recordings.aedat4_writer) and run
-in the same process, interleaved with ours run by run.
+cut into packets of 10 k events. Each stage is built from its config as launch files build them (one
+stage with ``config.build``, several with one ``Chain``) and runs over all packets ``--repeats`` times
+(state reset between runs, kernels compiled before timing); figures are medians. Two clocks: wall time
+(perf_counter) and the thread's CPU time (thread_time), which is what one core delivers when the shared
+machine is busy (on a loaded box wall time also counts the time other processes held the core).
+dv-processing filters get the same packets as EventStores (read back from an AEDAT 4 file written by
+recordings.aedat4_writer) and run in the same process, interleaved with ours run by run. ``-P`` keeps
+bench/ off the import path (bench/recordings.py would shadow the recordings package).
 
     python -P bench/stages.py [--events N] [--repeats R] [--json]
 """

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.app.launch import LaunchError, build_stages, load_launch
-from pipeline.core.events import DVS_EVENT_DTYPE, dvs_events
+from pipeline.core.events import dvs_events
 from pipeline.stages import (
     STAGES,
     BackgroundActivityFilter,

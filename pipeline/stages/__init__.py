@@ -37,7 +37,7 @@ def describe() -> dict[str, StageInfo]:
 
 
 __all__ = [
-    "STAGES", "describe", "Chain", "ChainError", "Stage", "StageConfig", "StageInfo", "ParamInfo", "StepBatch",
-    "StepBinner", "BackgroundActivityFilter", "RefractoryFilter", "RoiCrop", "PolaritySelect", "HotPixelMask",
-    "SpatialPooling", "masked_pixels",
+    "STAGES", "BackgroundActivityFilter", "Chain", "ChainError", "HotPixelMask", "ParamInfo", "PolaritySelect",
+    "RefractoryFilter", "RoiCrop", "SpatialPooling", "Stage", "StageConfig", "StageInfo", "StepBatch", "StepBinner",
+    "describe", "masked_pixels",
 ]

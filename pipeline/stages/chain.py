@@ -2,7 +2,7 @@
 loop, tests and benches alike."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -9,7 +9,6 @@ from numba import njit
 from pipeline.stages._common import word_polarity
 from pipeline.stages.stage import StageConfig, param
 
-
 #: Accepted spellings of ``keep``, normalised to "on" / "off".
 _KEEP = {"on": "on", "off": "off", 1: "on", 0: "off"}
 

@@ -18,7 +18,8 @@ the runtime calls the module's ``entry``: the same kernel behind plain-tuple arg
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, NamedTuple
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
