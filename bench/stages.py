@@ -2,14 +2,16 @@
 
 Stream: 10 M events at 640x480 over 10 s (1 Mev/s): six moving rectangles whose edges fire (polarity from
 the edge's direction of motion, 0.7 px jitter), 8 % uniform background noise and four 2 kHz hot pixels,
-cut into packets of 10 k events. Each stage runs over all packets ``--repeats`` times (state reset between
-runs, kernels compiled before timing); figures are medians. Two clocks: wall time (perf_counter) and the
-thread's CPU time (thread_time), which is what one core delivers when the shared machine is busy (on a
-loaded box wall time also counts the time other processes held the core). dv-processing filters get the
-same packets as EventStores (read back from an AEDAT 4 file written by recordings.aedat4_writer) and run
-in the same process, interleaved with ours run by run.
+cut into packets of 10 k events. Each stage is built from its config as launch files build them (one
+stage with ``config.build``, several with one ``Chain``) and runs over all packets ``--repeats`` times
+(state reset between runs, kernels compiled before timing); figures are medians. Two clocks: wall time
+(perf_counter) and the thread's CPU time (thread_time), which is what one core delivers when the shared
+machine is busy (on a loaded box wall time also counts the time other processes held the core).
+dv-processing filters get the same packets as EventStores (read back from an AEDAT 4 file written by
+recordings.aedat4_writer) and run in the same process, interleaved with ours run by run. ``-P`` keeps
+bench/ off the import path (bench/recordings.py would shadow the recordings package).
 
-    python bench/stages.py [--events N] [--repeats R] [--json]
+    python -P bench/stages.py [--events N] [--repeats R] [--json]
 """
 from __future__ import annotations
 
@@ -26,13 +28,13 @@ import numpy as np
 from pipeline.core.events import DVS_EVENT_DTYPE
 from pipeline.stages import (
     BackgroundActivityFilter,
+    Chain,
     HotPixelMask,
     PolaritySelect,
     RefractoryFilter,
     RoiCrop,
     SpatialPooling,
     StepBinner,
-    build_chain,
 )
 
 WIDTH, HEIGHT = 640, 480
@@ -105,8 +107,7 @@ def time_run(make_run) -> tuple[float, float, int]:
 def ours(stage_factory, packets):
     def make_run():
         stage = stage_factory()
-        stage(packets[0][:100])  # compile / load the cached kernel before the clock starts
-        stage.reset()
+        stage.warmup()  # compile / load the cached kernel before the clock starts
 
         def run():
             return sum(len(stage(packet)) for packet in packets)
@@ -154,22 +155,22 @@ def main(argv=None) -> int:
     events = structured_stream(args.events)
     packets = [events[i:i + args.packet] for i in range(0, len(events), args.packet)]
     n = len(events)
-    chain_specs = [
-        {"type": "hot_pixels", "rate_hz": 1000.0, "window_us": 100_000},
-        {"type": "noise_filter", "duration_us": 2000},
-        {"type": "pooling", "target": [64, 48]},
-        {"type": "refractory", "refractory_us": 1000},
+    chain_configs = [
+        HotPixelMask(rate_hz=1000.0, window_us=100_000),
+        BackgroundActivityFilter(duration_us=2000),
+        SpatialPooling(target=(64, 48)),
+        RefractoryFilter(refractory_us=1000),
     ]
     cases = {
-        "noise_filter (BA 2 ms)": ours(lambda: BackgroundActivityFilter(WIDTH, HEIGHT, 2000), packets),
-        "refractory (1 ms)": ours(lambda: RefractoryFilter(WIDTH, HEIGHT, 1000), packets),
-        "roi": ours(lambda: RoiCrop(WIDTH, HEIGHT, *ROI), packets),
-        "polarity (on)": ours(lambda: PolaritySelect(WIDTH, HEIGHT, "on"), packets),
-        "hot_pixels (auto 1 kHz)": ours(lambda: HotPixelMask(WIDTH, HEIGHT, rate_hz=1000.0, window_us=100_000),
+        "noise_filter (BA 2 ms)": ours(lambda: BackgroundActivityFilter(2000).build(WIDTH, HEIGHT), packets),
+        "refractory (1 ms)": ours(lambda: RefractoryFilter(1000).build(WIDTH, HEIGHT), packets),
+        "roi": ours(lambda: RoiCrop(*ROI).build(WIDTH, HEIGHT), packets),
+        "polarity (on)": ours(lambda: PolaritySelect("on").build(WIDTH, HEIGHT), packets),
+        "hot_pixels (auto 1 kHz)": ours(lambda: HotPixelMask(rate_hz=1000.0, window_us=100_000).build(WIDTH, HEIGHT),
                                         packets),
-        "pooling (-> 64x48)": ours(lambda: SpatialPooling(WIDTH, HEIGHT, target=[64, 48]), packets),
+        "pooling (-> 64x48)": ours(lambda: SpatialPooling(target=(64, 48)).build(WIDTH, HEIGHT), packets),
         "binner (1 ms, 2x640x480)": binner_run(packets),
-        "chain (hot+BA+pool+refractory)": ours(lambda: build_chain(chain_specs, WIDTH, HEIGHT), packets),
+        "chain (hot+BA+pool+refractory)": ours(lambda: Chain(chain_configs, WIDTH, HEIGHT), packets),
     }
     import dv_processing as dv
 

@@ -128,9 +128,8 @@ def test_component_errors_surface_with_file_and_section_and_no_motor_moves(tmp_p
     motors = (LAUNCH / "replay.toml").read_text()
     motors = motors[motors.index("[sinks.motors]"):]
     path = write(tmp_path, base_toml.replace("duration_us = 2000", "duration_us = -5") + "\n" + motors)
-    spec = load_launch(path)
     with pytest.raises(LaunchError) as info:
-        build_graph(spec)
+        build_graph(load_launch(path))
     assert str(info.value).startswith(f"{path}: [stages.noise_filter] duration_us: -5 is out of range")
     # Three motor ids for a two-wheel decoder: caught before the sink opens.
     path = write(tmp_path, base_toml + "\n" + motors.replace("ids = [1, 2]", "ids = [1, 2, 3]"))
@@ -144,7 +143,7 @@ def test_set_overrides_and_their_errors(tmp_path, base_toml):
     spec = load_launch(path, sets=["loop.speed=4", 'loop.mode="fast"', "network.params.vth=60",
                                    "stages.pooling.target=[8, 6]"], duration_s=0.2)
     assert spec.loop.speed == 4.0 and spec.loop.mode == "fast" and spec.loop.duration_s == 0.2
-    assert spec.network_params["vth"] == 60 and spec.stages[-1][2]["target"] == [8, 6]
+    assert spec.network_params["vth"] == 60 and spec.stages[-1][2].target == (8, 6)
     assert "[loop] speed: expected a positive number, got -1" in error_of(path, sets=["loop.speed=-1"])
     assert "[loop] turbo: unknown key" in error_of(path, sets=["loop.turbo=1"])
     assert "--set 'speed': expected section.key=value" in error_of(path, sets=["speed"])

@@ -80,7 +80,7 @@ class RecordingSink:
 def steering_graph(width, height):
     network = dvs_steering(16, 12, 2)
     runtime = build(network, backend="loihi")
-    stages = [SpatialPooling(width, height, target=(16, 12))]
+    stages = [SpatialPooling(target=(16, 12)).build(width, height)]
     binner = StepBinner(1000, 16, 12, channels_by_polarity=True)
     return stages, binner, runtime
 

@@ -139,7 +139,7 @@ def test_real_recording_binned_at_1ms(data_dir):
     dv = pytest.importorskip("dv_processing")
     recording = dv.io.MonoCameraRecording(str(data_dir / "events" / "dvxplorer_tonic.aedat4"))
     width, height = recording.getEventResolution()
-    pool = SpatialPooling(width, height, factor=8)
+    pool = SpatialPooling(factor=8).build(width, height)
     w, h = pool.output_resolution
     binner = StepBinner(1000, w, h, channels_by_polarity=True)
     pooled, batches = [], []

@@ -1,4 +1,5 @@
-"""Refractory, ROI, polarity, hot-pixel and pooling stages, the Chain and the launch-file registry."""
+"""Refractory, ROI, polarity, hot-pixel and pooling stages against independent references and
+dv-processing, and the Chain against the stages run one after another."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,14 +10,17 @@ from hypothesis import strategies as st
 from pipeline.core.events import DVS_EVENT_DTYPE, dvs_events
 from pipeline.stages import (
     STAGES,
+    BackgroundActivityFilter,
     Chain,
+    ChainError,
     HotPixelMask,
     PolaritySelect,
     RefractoryFilter,
     RoiCrop,
     SpatialPooling,
-    build_chain,
+    masked_pixels,
 )
+from pipeline.stages.refractory import RefractoryParams, RefractoryState, refractory
 
 dv = pytest.importorskip("dv_processing")
 
@@ -78,30 +82,43 @@ def refractory_reference(events, period, per_polarity):
 @settings(deadline=None, max_examples=40)
 @given(small_streams(), st.integers(1, 60), st.booleans(), st.integers(0, 2**31))
 def test_refractory_matches_reference_in_any_packet_split(events, period, per_polarity, seed):
-    stage = RefractoryFilter(6, 5, refractory_us=period, per_polarity=per_polarity)
+    stage = RefractoryFilter(refractory_us=period, per_polarity=per_polarity).build(6, 5)
     got = run_split(stage, events, np.random.default_rng(seed))
     np.testing.assert_array_equal(got, refractory_reference(events, period, per_polarity))
 
 
 def test_refractory_hand_checked_boundary():
     events = dvs_events([0, 999, 1000, 1500, 2000, 2001], [1, 1, 1, 2, 1, 1], [1] * 6, [1, 0, 1, 1, 1, 0])
-    kept = RefractoryFilter(4, 4, refractory_us=1000)(events)
+    kept = RefractoryFilter(refractory_us=1000).build(4, 4)(events)
     np.testing.assert_array_equal(kept["timestamp"], [0, 1000, 1500, 2000])
-    kept = RefractoryFilter(4, 4, refractory_us=1000, per_polarity=True)(events)
+    kept = RefractoryFilter(refractory_us=1000, per_polarity=True).build(4, 4)(events)
     np.testing.assert_array_equal(kept["timestamp"], [0, 999, 1000, 1500, 2000, 2001])
 
 
 def test_refractory_on_real_recording_keeps_no_close_pairs(davis):
     (width, height), stores = davis
     events = concat([s.numpy() for s in stores])
-    kept = RefractoryFilter(width, height, refractory_us=5000)(events)
+    kept = RefractoryFilter(refractory_us=5000).build(width, height)(events)
     assert 0 < len(kept) < len(events)
     pixel = kept["y"].astype(np.int64) * width + kept["x"]
     order = np.lexsort((kept["timestamp"], pixel))
     same = pixel[order][1:] == pixel[order][:-1]
     assert np.all(np.diff(kept["timestamp"][order])[same] >= 5000)
-    np.testing.assert_array_equal(run_split(RefractoryFilter(width, height, 5000), events,
+    np.testing.assert_array_equal(run_split(RefractoryFilter(5000).build(width, height), events,
                                             np.random.default_rng(1)), kept)
+
+
+@settings(deadline=None, max_examples=20)
+@given(small_streams(), st.integers(1, 60), st.booleans())
+def test_refractory_kernel_called_with_its_named_tuples(events, period, per_polarity):
+    """The kernel's own API (words, state NamedTuple, params NamedTuple, out), no Stage in between."""
+    params = RefractoryParams(6, 5, period, per_polarity)
+    state = RefractoryState(np.full((2 if per_polarity else 1, 5, 6), -(2**62), dtype=np.int64))
+    words = events.view(np.int64).reshape(-1, 2)
+    out = np.empty_like(words)
+    kept = refractory(words, state, params, out)
+    np.testing.assert_array_equal(out[:kept].reshape(-1).view(DVS_EVENT_DTYPE),
+                                  refractory_reference(events, period, per_polarity))
 
 
 # ---------------------------------------------------------------- ROI and polarity vs dv-processing
@@ -111,7 +128,7 @@ def test_roi_matches_dv_region_filter(davis, roi):
     (width, height), stores = davis
     x, y, w, h = roi
     reference = dv.EventRegionFilter(roi)
-    ours = RoiCrop(width, height, x=x, y=y, w=w, h=h)
+    ours = RoiCrop(x=x, y=y, w=w, h=h).build(width, height)
     expected, got = [], []
     for store in stores:
         reference.accept(store)
@@ -130,7 +147,7 @@ def test_roi_matches_dv_region_filter(davis, roi):
 def test_polarity_matches_dv_polarity_filter(davis, keep):
     (width, height), stores = davis
     reference = dv.EventPolarityFilter(keep == "on")
-    ours = PolaritySelect(width, height, keep=keep)
+    ours = PolaritySelect(keep=keep).build(width, height)
     expected, got = [], []
     for store in stores:
         reference.accept(store)
@@ -141,13 +158,16 @@ def test_polarity_matches_dv_polarity_filter(davis, keep):
 
 
 def test_roi_and_polarity_reject_bad_parameters():
-    with pytest.raises(ValueError, match=r"'w' = 10 is out of range \(expected 1 <= w <= 8\)"):
-        RoiCrop(10, 10, x=2, y=0, w=10, h=1)
-    with pytest.raises(ValueError, match="'x'"):
-        RoiCrop(10, 10, x=-1, y=0, w=1, h=1)
-    with pytest.raises(ValueError, match="'keep'"):
-        PolaritySelect(10, 10, keep="both")
-    assert len(RoiCrop(10, 10, 0, 0, 2, 2)(dvs_events([1], [-5], [30], [1]))) == 0
+    with pytest.raises(ValueError, match=r"roi: parameter 'w' = 10 is out of range \(expected 1 <= w <= 8\)"):
+        RoiCrop(x=2, y=0, w=10, h=1).build(10, 10)
+    with pytest.raises(ValueError, match="roi: parameter 'x' = 10 is out of range"):
+        RoiCrop(x=10, y=0, w=1, h=1).build(10, 10)
+    with pytest.raises(ValueError, match="roi: parameter 'x' = -1"):
+        RoiCrop(x=-1, y=0, w=1, h=1)
+    with pytest.raises(ValueError, match="polarity: parameter 'keep'"):
+        PolaritySelect(keep="both")
+    assert PolaritySelect(keep="OFF") == PolaritySelect(keep=0) == PolaritySelect("off")
+    assert len(RoiCrop(0, 0, 2, 2).build(10, 10)(dvs_events([1], [-5], [30], [1]))) == 0
 
 
 # ---------------------------------------------------------------- hot pixels
@@ -179,14 +199,14 @@ def hot_reference(events, explicit, rate_hz, window_us):
 
 @settings(deadline=None, max_examples=40)
 @given(small_streams(max_events=150, width=3, height=3), st.integers(0, 2**31),
-       st.sampled_from([(None, 100), (2000.0, 1000), (3000.0, 1000), (500.0, 20_000)]),
+       st.sampled_from([(0.0, 100), (2000.0, 1000), (3000.0, 1000), (500.0, 20_000)]),
        st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), max_size=2, unique=True))
 def test_hot_pixels_match_reference_in_any_packet_split(events, seed, auto, explicit):
     rate_hz, window_us = auto
-    stage = HotPixelMask(3, 3, pixels=[list(p) for p in explicit], rate_hz=rate_hz, window_us=window_us)
+    stage = HotPixelMask(pixels=[list(p) for p in explicit], rate_hz=rate_hz, window_us=window_us).build(3, 3)
     expected, masked = hot_reference(events, explicit, rate_hz, window_us)
     np.testing.assert_array_equal(run_split(stage, events, np.random.default_rng(seed)), expected)
-    assert {tuple(p) for p in stage.hot_pixels.tolist()} == masked
+    assert {tuple(p) for p in masked_pixels(stage.state).tolist()} == masked
 
 
 def test_hot_pixel_detected_in_real_recording_with_injected_pixel(davis):
@@ -195,48 +215,49 @@ def test_hot_pixel_detected_in_real_recording_with_injected_pixel(davis):
     t = events["timestamp"]
     hot = dvs_events(np.arange(t[0], t[-1], 50), 17, 23, 1)  # a 20 kHz stuck pixel
     mixed = np.sort(concat([events, hot]), order="timestamp", kind="stable")
-    stage = HotPixelMask(width, height, rate_hz=2000.0, window_us=20_000)
+    stage = HotPixelMask(rate_hz=2000.0, window_us=20_000).build(width, height)
     out = run_split(stage, mixed, np.random.default_rng(3))
-    assert [17, 23] in stage.hot_pixels.tolist()
+    assert [17, 23] in masked_pixels(stage.state).tolist()
     assert np.count_nonzero((out["x"] == 17) & (out["y"] == 23)) <= 40
-    assert len(stage.hot_pixels) <= 5
+    assert len(masked_pixels(stage.state)) <= 5
     assert len(out) >= 0.97 * len(events)
 
 
 def test_hot_pixel_parameters():
-    with pytest.raises(ValueError, match=r"pixels\[1\]\[0\] \(x\)"):
-        HotPixelMask(4, 4, pixels=[[0, 0], [4, 0]])
-    with pytest.raises(ValueError, match="'pixels'"):
-        HotPixelMask(4, 4, pixels=[1, 2, 3])
-    with pytest.raises(ValueError, match="needs >= 1"):
-        HotPixelMask(4, 4, rate_hz=10.0, window_us=1000)
-    stage = HotPixelMask(4, 4, pixels=[[1, 2]])
+    with pytest.raises(ValueError, match=r"hot_pixels: parameter 'pixels\[1\]\[0\]' = 4 is out of range"):
+        HotPixelMask(pixels=[[0, 0], [4, 0]]).build(4, 4)
+    with pytest.raises(ValueError, match="hot_pixels: parameter 'pixels' must be a list of"):
+        HotPixelMask(pixels=[1, 2, 3])
+    with pytest.raises(ValueError, match="hot_pixels: parameter 'rate_hz' = 10 gives 0.01 events per 1000 µs window"):
+        HotPixelMask(rate_hz=10.0, window_us=1000)
+    stage = HotPixelMask(pixels=[[1, 2]]).build(4, 4)
     assert len(stage(dvs_events([1, 2], [1, 2], [2, 1], [1, 1]))) == 1
+    assert masked_pixels(stage.state).tolist() == [[1, 2]]
 
 
 # ---------------------------------------------------------------- pooling
 
 def test_pooling_factor_and_target_hand_checked():
     events = dvs_events([1, 2, 3, 4], [0, 5, 9, 345], [0, 3, 7, 259], [1, 0, 1, 0])
-    factor = SpatialPooling(346, 260, factor=4)
+    factor = SpatialPooling(factor=4).build(346, 260)
     out = factor(events)
     np.testing.assert_array_equal(out["x"], [0, 1, 2, 86])
     np.testing.assert_array_equal(out["y"], [0, 0, 1, 64])
     np.testing.assert_array_equal(out["polarity"], events["polarity"])
     np.testing.assert_array_equal(out["timestamp"], events["timestamp"])
     assert factor.output_resolution == (87, 65)
-    target = SpatialPooling(346, 260, target=[32, 24])
+    target = SpatialPooling(target=[32, 24]).build(346, 260)
     out = target(events)
     np.testing.assert_array_equal(out["x"], [0, 5 * 32 // 346, 9 * 32 // 346, 31])
     np.testing.assert_array_equal(out["y"], [0, 0, 0, 23])
     assert target.output_resolution == (32, 24)
-    assert SpatialPooling(346, 260, factor=[2, 4]).output_resolution == (173, 65)
+    assert SpatialPooling(factor=[2, 4]).build(346, 260).output_resolution == (173, 65)
 
 
 def test_pooling_real_recording_fills_target_grid(davis):
     (width, height), stores = davis
     events = concat([s.numpy() for s in stores])
-    out = SpatialPooling(width, height, target=[34, 26])(events)
+    out = SpatialPooling(target=[34, 26]).build(width, height)(events)
     assert len(out) == len(events)
     assert out["x"].max() == 33 and out["y"].max() == 25 and out["x"].min() >= 0
     np.testing.assert_array_equal(out["x"], events["x"].astype(np.int64) * 34 // width)
@@ -244,54 +265,53 @@ def test_pooling_real_recording_fills_target_grid(davis):
 
 def test_pooling_parameters_and_range():
     with pytest.raises(ValueError, match="exactly one"):
-        SpatialPooling(10, 10)
+        SpatialPooling()
     with pytest.raises(ValueError, match="exactly one"):
-        SpatialPooling(10, 10, factor=2, target=[5, 5])
-    with pytest.raises(ValueError, match=r"'target\[0\]' = 11"):
-        SpatialPooling(10, 10, target=[11, 5])
-    with pytest.raises(ValueError, match=r"event 0 at \(x=10, y=0"):
-        SpatialPooling(10, 10, factor=2)(dvs_events([0], [10], [0], [1]))
+        SpatialPooling(factor=2, target=[5, 5])
+    with pytest.raises(ValueError, match=r"pooling: parameter 'target\[0\]' = 11"):
+        SpatialPooling(target=[11, 5]).build(10, 10)
+    with pytest.raises(ValueError, match=r"pooling: parameter 'factor\[1\]' = 0"):
+        SpatialPooling(factor=[2, 0])
+    with pytest.raises(ValueError, match=r"pooling: parameter 'target' must be \[width, height\], got 8"):
+        SpatialPooling(target=8)
+    with pytest.raises(ValueError, match=r"pooling: event 0 at \(x=10, y=0"):
+        SpatialPooling(factor=2).build(10, 10)(dvs_events([0], [10], [0], [1]))
 
 
-# ---------------------------------------------------------------- chain and registry
+# ---------------------------------------------------------------- chain
 
 def test_chain_equals_stages_in_sequence_and_is_chunking_invariant(davis):
     (width, height), stores = davis
     events = concat([s.numpy() for s in stores])
-    specs = [
-        {"type": "hot_pixels", "rate_hz": 5000.0, "window_us": 10_000},
-        {"type": "noise_filter", "duration_us": 2000},
-        {"type": "roi", "x": 20, "y": 10, "w": 300, "h": 240},
-        {"type": "polarity", "keep": "on"},
-        {"type": "pooling", "target": [30, 24]},
-        {"type": "refractory", "refractory_us": 2000},
+    configs = [
+        HotPixelMask(rate_hz=5000.0, window_us=10_000),
+        BackgroundActivityFilter(duration_us=2000),
+        RoiCrop(x=20, y=10, w=300, h=240),
+        PolaritySelect(keep="on"),
+        SpatialPooling(target=[30, 24]),
+        RefractoryFilter(refractory_us=2000),
     ]
-    chain = build_chain(specs, width, height)
-    assert chain.output_resolution == (30, 24)
+    chain = Chain(configs, width, height)
+    assert chain.output_resolution == (30, 24) and len(chain) == 6
     whole = chain(events)
     manual = events
-    for stage in (STAGES["hot_pixels"](width, height, rate_hz=5000.0, window_us=10_000),
-                  STAGES["noise_filter"](width, height, duration_us=2000),
-                  RoiCrop(width, height, 20, 10, 300, 240), PolaritySelect(300, 240, "on"),
-                  SpatialPooling(300, 240, target=[30, 24]), RefractoryFilter(30, 24, 2000)):
-        manual = stage(manual)
+    for config, (w, h) in zip(configs, [(width, height)] * 3 + [(300, 240)] * 2 + [(30, 24)]):
+        manual = config.build(w, h)(manual)
     np.testing.assert_array_equal(whole, manual)
     assert 0 < len(whole) < len(events)
     chain.reset()
     np.testing.assert_array_equal(run_split(chain, events, np.random.default_rng(5)), whole)
 
 
-def test_build_chain_errors_name_the_stage_and_parameter():
-    with pytest.raises(ValueError, match=r"stages\[1\]: unknown stage type 'blur'"):
-        build_chain([{"type": "polarity"}, {"type": "blur"}], 10, 10)
-    with pytest.raises(ValueError, match=r"stages\[0\] \(refractory\): unknown parameter\(s\) refractory_ms"):
-        build_chain([{"type": "refractory", "refractory_ms": 1}], 10, 10)
-    with pytest.raises(ValueError, match=r"stages\[1\]: refractory: parameter 'refractory_us' must be an integer"):
-        build_chain([{"type": "polarity"}, {"type": "refractory", "refractory_us": "1 ms"}], 10, 10)
-    with pytest.raises(ValueError, match=r"stages\[0\]: expected a table with a 'type' key"):
-        build_chain([{"duration_us": 5}], 10, 10)
-    with pytest.raises(ValueError, match="expects 10x10 input but roi emits 5x5"):
-        Chain([RoiCrop(10, 10, 0, 0, 5, 5), RefractoryFilter(10, 10)])
+def test_chain_errors_name_the_position_and_parameter():
+    with pytest.raises(ChainError, match=r"stages\[2\]: roi: parameter 'w' = 6 is out of range "
+                                         r"\(expected 1 <= w <= 5\)") as info:
+        Chain([PolaritySelect(), SpatialPooling(factor=2), RoiCrop(0, 0, 6, 5)], 10, 10)
+    assert info.value.position == 2 and isinstance(info.value, ValueError)
+    with pytest.raises(TypeError, match=r"chain: stages\[1\] must be a stage config"):
+        Chain([PolaritySelect(), {"type": "refractory"}], 10, 10)
+    with pytest.raises(ValueError, match="chain: parameter 'width' = 0"):
+        Chain([], 0, 10)
 
 
 def test_every_stage_handles_empty_and_packed_input():
@@ -300,7 +320,7 @@ def test_every_stage_handles_empty_and_packed_input():
     assert packed.dtype.itemsize == 13 or packed.dtype == DVS_EVENT_DTYPE
     for name, cls in STAGES.items():
         params = {"pooling": {"factor": 2}, "roi": {"x": 0, "y": 0, "w": 4, "h": 4}}.get(name, {})
-        stage = cls(width=8, height=8, **params)
+        stage = cls(**params).build(8, 8)
         empty = stage(np.zeros(0, DVS_EVENT_DTYPE))
         assert empty.dtype == DVS_EVENT_DTYPE and len(empty) == 0
         stage.reset()

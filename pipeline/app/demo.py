@@ -132,7 +132,7 @@ class DemoRun:
             command_period_us=DT_US * COMMAND_EVERY_STEPS,
             expected_goal=self._goal_for, on_frame=self._frame)
         camera = self.world.camera
-        pooling = SpatialPooling(camera.width, camera.height, factor=POOL)
+        pooling = SpatialPooling(factor=POOL).build(camera.width, camera.height)
         width, height = pooling.output_resolution
         self.loop = Loop(self.source, [pooling], StepBinner(DT_US, width, height, True, t0_us=0), self.runtime,
                          self._decode, [self.motors, self.tap],

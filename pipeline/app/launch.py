@@ -5,7 +5,7 @@ A launch file names the nodes and their parameters::
     [source]            type = "replay" | "webcam" | "camera" | "tcp", and the type's keys
     [loop]              mode, dt_us, speed, max_lag_ms, ... (pipeline.loop.LoopConfig)
     [stages.<label>]    one table per stage, in file order; type = a pipeline.stages.STAGES name
-                        (default: the label), other keys are the stage's parameters
+                        (default: the label), other keys are the fields of its config
     [network]           builder = a pipeline.snn.builders.BUILDERS name (+ [network.params]) or file = "net.npz";
                         backend = "loihi" | "float"; polarity_channels = true | false
     [decoder]           type = a pipeline.decoders.DECODERS name, other keys its parameters
@@ -33,6 +33,7 @@ import tomllib
 from pipeline.app.sources import SourceSpecError, parse_source_spec
 from pipeline.core.schema import Context, Key, LaunchError, check_table, check_value
 from pipeline.loop import MODES, Loop, LoopConfig
+from pipeline.stages import STAGES, Chain, ChainError, StageConfig
 
 SECTIONS = ("source", "loop", "stages", "network", "decoder", "sinks", "controller")
 SOURCE_TYPES = ("replay", "webcam", "camera", "tcp")
@@ -112,7 +113,7 @@ class LaunchSpec:
     display: str
     source: dict
     loop: LoopConfig
-    stages: list[tuple[str, str, dict]]
+    stages: list[tuple[str, str, StageConfig]]
     network: dict
     network_params: dict
     decoder: tuple[str, dict]
@@ -236,12 +237,6 @@ def _typed_table(ctx: Context, table: Any, types: tuple[str, ...], schemas: dict
     return values
 
 
-def _stage_registry() -> dict:
-    from pipeline.stages import STAGES
-
-    return STAGES
-
-
 _PARAMETER_ERROR = re.compile(r"parameter '(?P<key>[\w\[\]]+)'\s*(?:=\s*)?(?P<rest>.*)$", re.S)
 
 
@@ -274,19 +269,34 @@ def _check_free_params(ctx: Context, table: dict, cls, skip: tuple[str, ...]) ->
     return params
 
 
-def _check_stages(path: Path, display: str, table: Any) -> list[tuple[str, str, dict]]:
+def _check_stages(path: Path, display: str, table: Any) -> list[tuple[str, str, StageConfig]]:
+    """(label, type, config) per ``[stages.<label>]`` table in file order. The keys a table may hold are
+    its config's fields (``pipeline.stages.describe``), and the config checks the values itself: its
+    ``"<stage>: parameter '<key>' ..."`` errors come back naming file, section and key."""
     if not isinstance(table, dict):
         raise LaunchError(f"{display}: [stages]: expected tables [stages.<label>], got {table!r}")
-    registry = _stage_registry()
     out = []
     for label, stage in table.items():
         ctx = Context(path, f"stages.{label}", display)
         if not isinstance(stage, dict):
             raise LaunchError(f"{ctx.where()}: expected a table, got {stage!r}")
         kind = stage.get("type", label)
-        if kind not in registry:
-            raise ctx.fail("type", f"expected one of {', '.join(map(repr, sorted(registry)))}, got {kind!r}")
-        out.append((label, kind, _check_free_params(ctx, stage, registry[kind], ("width", "height"))))
+        if kind not in STAGES:
+            raise ctx.fail("type", f"expected one of {', '.join(map(repr, sorted(STAGES)))}, got {kind!r}")
+        fields = STAGES[kind].describe().params
+        names = sorted(field.name for field in fields)
+        params = {key: value for key, value in stage.items() if key != "type"}
+        for key in params:
+            if key not in names:
+                raise ctx.fail(key, f"unknown key (expected one of: {', '.join(names)})")
+        for field in fields:
+            if field.required and field.name not in params:
+                raise ctx.fail(field.name, f"missing (expected {field.type}: {field.help})")
+        try:
+            config = STAGES[kind](**params)
+        except ValueError as exc:
+            raise _rephrase(ctx, exc) from None
+        out.append((label, kind, config))
     return out
 
 
@@ -367,7 +377,7 @@ class Graph:
 
     spec: LaunchSpec
     source: Any
-    stages: list
+    stages: Chain
     binner: Any
     network: Any
     runtime: Any
@@ -429,19 +439,14 @@ def open_source(spec: LaunchSpec):
         raise ctx.fail("serial" if values["serial"] else "type", f"no DVS camera could be opened: {exc}") from None
 
 
-def build_stages(spec: LaunchSpec, width: int, height: int) -> tuple[list, int, int]:
-    """Stage objects in file order for a width x height sensor; returns (stages, out_width, out_height)."""
-    registry = _stage_registry()
-    stages = []
-    for label, kind, params in spec.stages:
-        ctx = Context(spec.path, f"stages.{label}", spec.display)
-        try:
-            stage = registry[kind](width=width, height=height, **params)
-        except (ValueError, TypeError) as exc:
-            raise _rephrase(ctx, exc) from None
-        width, height = stage.output_resolution
-        stages.append(stage)
-    return stages, width, height
+def build_stages(spec: LaunchSpec, width: int, height: int) -> Chain:
+    """The file's stages, in order, as one Chain for a width x height (px) sensor; a config that does not
+    fit the resolution it receives (a crop outside the sensor) is named by its section."""
+    try:
+        return Chain([config for _, _, config in spec.stages], width, height)
+    except ChainError as exc:
+        label = spec.stages[exc.position][0]
+        raise _rephrase(Context(spec.path, f"stages.{label}", spec.display), exc.error) from None
 
 
 def build_network(spec: LaunchSpec, width: int, height: int):
@@ -540,7 +545,8 @@ def build_graph(spec: LaunchSpec, on_report=None) -> Graph:
 
     source = open_source(spec)
     try:
-        stages, width, height = build_stages(spec, source.info.width, source.info.height)
+        stages = build_stages(spec, source.info.width, source.info.height)
+        width, height = stages.output_resolution
         binner = StepBinner(spec.loop.dt_us, width, height, channels_by_polarity=spec.network["polarity_channels"])
         network, runtime = build_network(spec, width, height)
         decoder, length = build_decoder(spec, network.n_outputs)
@@ -549,6 +555,6 @@ def build_graph(spec: LaunchSpec, on_report=None) -> Graph:
         source.close()
         raise
     graph = Graph(spec, source, stages, binner, network, runtime, decoder, sinks)
-    graph.loop = Loop(source, stages, binner, runtime, make_decode(decoder), sinks, spec.loop, on_report)
+    graph.loop = Loop(source, [stages], binner, runtime, make_decode(decoder), sinks, spec.loop, on_report)
     return graph
 

@@ -1,4 +1,4 @@
-"""Shared plumbing for the event stages: parameter checks and the zero-copy word view of DVS events.
+"""Shared plumbing for the event stages: the zero-copy word view of DVS events and its error report.
 
 A DVS event (``pipeline.core.events.DVS_EVENT_DTYPE``, 16 bytes) is viewed as two little-endian int64 words:
 word 0 is the timestamp (µs), word 1 packs x (bits 0-15, int16), y (bits 16-31, int16) and polarity
@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pipeline.core.checks import check_resolution
 from pipeline.core.events import DVS_EVENT_DTYPE
 
 
@@ -77,26 +76,3 @@ def with_xy(word: np.int64, x: np.int64, y: np.int64) -> np.int64:
     """Event word 1 with its x and y replaced (polarity and padding kept)."""
     return (word & ~np.int64(0xFFFFFFFF)) | (x & 0xFFFF) | ((y & 0xFFFF) << 16)
 
-
-class Stage:
-    """Base class: a stage is callable ``stage(events) -> events`` (DVS_EVENT_DTYPE, shape (n,)).
-
-    ``width``/``height`` are the input resolution (px); ``output_resolution`` is what the next stage sees.
-    State (time surfaces, masks) persists across calls; ``reset()`` clears it.
-    """
-
-    name = "stage"
-
-    def __init__(self, width: int, height: int):
-        self.width, self.height = check_resolution(self.name, width, height)
-
-    @property
-    def output_resolution(self) -> tuple[int, int]:
-        """(width, height) in px of the events this stage emits."""
-        return self.width, self.height
-
-    def reset(self) -> None:
-        """Forget all state (stateless stages: nothing to do)."""
-
-    def __call__(self, events: np.ndarray) -> np.ndarray:
-        raise NotImplementedError

@@ -1,74 +1,74 @@
-"""Compose stages: a Chain is itself a stage, and ``build_chain`` makes one from launch-file specs."""
+"""The one composite of stages: a Chain built from stage configs for a sensor, used by launch files, the
+loop, tests and benches alike."""
 from __future__ import annotations
 
-import inspect
-from typing import Iterable, Mapping
+from collections.abc import Iterable
 
 import numpy as np
 
 from pipeline.core.checks import check_resolution
-from pipeline.stages._common import Stage
+from pipeline.stages.stage import Stage, StageConfig
 
 
-class Chain(Stage):
-    """Apply stages in order; each stage's input resolution must equal the previous one's output."""
+class ChainError(ValueError):
+    """A config of a Chain does not fit the resolution it receives; ``position`` is its index in the chain
+    and ``error`` the stage's own ``"<stage>: parameter '<key>' ..."`` ValueError."""
 
-    name = "chain"
+    def __init__(self, position: int, error: ValueError):
+        super().__init__(f"stages[{position}]: {error}")
+        self.position = position
+        self.error = error
 
-    def __init__(self, stages: Iterable[Stage]):
+
+class Chain:
+    """DVS events through stages in order: ``chain(events) -> events``.
+
+    configs: stage configs (:class:`pipeline.stages.StageConfig`), applied in order; each is bound to the
+        resolution the previous one emits, starting from the width x height sensor (px). No configs make
+        the identity.
+    ``stages`` are the bound :class:`pipeline.stages.Stage` objects (their ``state`` persists across calls),
+    ``output_resolution`` the (width, height) in px of what the chain emits. Raises ChainError when a config
+    does not fit its input (e.g. a crop larger than the sensor).
+    """
+
+    def __init__(self, configs: Iterable[StageConfig], width: int, height: int):
+        self.configs = tuple(configs)
+        self.width, self.height = check_resolution("chain", width, height)
+        stages = []
+        for position, config in enumerate(self.configs):
+            if not isinstance(config, StageConfig):
+                raise TypeError(f"chain: stages[{position}] must be a stage config (pipeline.stages.STAGES), "
+                                f"got {config!r}")
+            try:
+                stage = Stage(config, width, height)
+            except ValueError as error:
+                raise ChainError(position, error) from None
+            width, height = stage.output_resolution
+            stages.append(stage)
         self.stages = tuple(stages)
-        if not self.stages:
-            raise ValueError("chain: needs at least one stage")
-        for before, after in zip(self.stages, self.stages[1:]):
-            if before.output_resolution != (after.width, after.height):
-                raise ValueError(
-                    f"chain: {after.name} expects {after.width}x{after.height} input but {before.name} emits "
-                    f"{before.output_resolution[0]}x{before.output_resolution[1]}")
-        super().__init__(self.stages[0].width, self.stages[0].height)
-
-    @property
-    def output_resolution(self) -> tuple[int, int]:
-        return self.stages[-1].output_resolution
-
-    def reset(self) -> None:
-        for stage in self.stages:
-            stage.reset()
+        self.output_resolution = (width, height)
 
     def __call__(self, events: np.ndarray) -> np.ndarray:
+        """events: DVS_EVENT_DTYPE, shape (n,), time-ordered, inside the sensor; returns the events every
+        stage kept, in the output resolution."""
         for stage in self.stages:
             events = stage(events)
         return events
 
+    def warmup(self) -> None:
+        """Compile (or load from the numba cache) every stage's kernel on an empty packet, before any
+        real-time clock starts; no state changes."""
+        for stage in self.stages:
+            stage.warmup()
 
-def build_stage(registry: Mapping[str, type], kind: str, width: int, height: int, params: Mapping, where: str):
-    """One stage of type ``kind`` for a width x height input; errors start with ``where`` (e.g. "stages[2]")."""
-    if kind not in registry:
-        raise ValueError(f"{where}: unknown stage type {kind!r} (expected one of {', '.join(sorted(registry))})")
-    cls = registry[kind]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "width", "height"}
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise ValueError(f"{where} ({kind}): unknown parameter(s) {', '.join(unknown)} "
-                         f"(expected some of {', '.join(sorted(accepted))})")
-    try:
-        return cls(width=width, height=height, **params)
-    except TypeError as error:
-        raise ValueError(f"{where} ({kind}): {error}") from None
-    except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
+    def reset(self) -> None:
+        """Every stage's state as just after construction."""
+        for stage in self.stages:
+            stage.reset()
 
+    def __len__(self) -> int:
+        return len(self.stages)
 
-def build_chain(registry: Mapping[str, type], specs: Iterable[Mapping], width: int, height: int) -> Chain:
-    """A Chain from specs like ``[{"type": "noise_filter", "duration_us": 2000}, ...]`` for a sensor of
-    width x height px; each stage gets the resolution the previous stage emits."""
-    width, height = check_resolution("chain", width, height)
-    stages = []
-    for position, spec in enumerate(specs):
-        where = f"stages[{position}]"
-        if not isinstance(spec, Mapping) or "type" not in spec:
-            raise ValueError(f"{where}: expected a table with a 'type' key, got {spec!r}")
-        params = {key: value for key, value in spec.items() if key != "type"}
-        stage = build_stage(registry, spec["type"], width, height, params, where)
-        width, height = stage.output_resolution
-        stages.append(stage)
-    return Chain(stages)
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(config) for config in self.configs)
+        return f"Chain([{inner}], {self.width}, {self.height})"

@@ -8,33 +8,48 @@ so the output does not depend on how the stream is split into packets.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 from pipeline.core.checks import check_int, check_number
-from pipeline.stages._common import (
-    Stage,
-    event_words,
-    new_word_buffer,
-    raise_out_of_range,
-    word_x,
-    word_y,
-    words_to_events,
-)
+from pipeline.stages._common import word_x, word_y
+from pipeline.stages.stage import StageConfig, param
 
 #: Count value marking a hot pixel in the automatic-detection state.
 HOT = np.iinfo(np.int64).max
+#: Window index / origin meaning "no event seen yet".
+_UNSET = np.iinfo(np.int64).min
+
+
+class HotPixelParams(NamedTuple):
+    width: int      #: input width (px)
+    height: int     #: input height (px)
+    limit: int      #: events per window above which a pixel is hot; 0 = automatic detection off
+    window_us: int  #: counting window (µs)
+
+
+class HotPixelState(NamedTuple):
+    #: (height, width) uint8: 1 for every masked pixel, explicit or detected.
+    mask: np.ndarray
+    #: (height, width, 2) int64 [window index, event count] per pixel (one cache line per event), count
+    #: == HOT for a hot pixel; shape (0, 0, 2) when automatic detection is off.
+    counts: np.ndarray
+    #: (1,) int64 window origin (µs), taken from the first event while it is ``_UNSET``.
+    origin_us: np.ndarray
 
 
 @njit(cache=True)
-def mask_kernel(words, width, height, mask, out):
-    """Drop events of pixels with mask[y, x] != 0 ((height, width) uint8); returns kept or -(i+1) on a bad event."""
+def _drop_masked(words, state, params, out):
     kept = 0
+    mask = state.mask
     for i in range(words.shape[0]):
         w = words[i, 1]
         x = word_x(w)
         y = word_y(w)
-        if x < 0 or x >= width or y < 0 or y >= height:
+        if x < 0 or x >= params.width or y < 0 or y >= params.height:
             return -(i + 1)
         out[kept, 0] = words[i, 0]
         out[kept, 1] = w
@@ -43,13 +58,10 @@ def mask_kernel(words, width, height, mask, out):
 
 
 @njit(cache=True)
-def detect_kernel(words, width, height, limit, window_us, origin, state, out):
-    """Drop events of hot pixels, marking pixels whose per-window count exceeds ``limit`` as hot.
-
-    state: (height, width, 2) int64 [window index, event count], count == HOT for a hot pixel (one cache
-    line per event). origin: (1,) int64 window origin (µs), set from the first event while it is the sentinel.
-    Returns the kept count, or -(i+1) for an event outside the sensor.
-    """
+def _detect(words, state, params, out):
+    counts = state.counts
+    origin = state.origin_us
+    window_us = params.window_us
     kept = 0
     k = np.int64(0)
     window_start = np.int64(1)
@@ -59,87 +71,102 @@ def detect_kernel(words, width, height, limit, window_us, origin, state, out):
         w = words[i, 1]
         x = word_x(w)
         y = word_y(w)
-        if x < 0 or x >= width or y < 0 or y >= height:
+        if x < 0 or x >= params.width or y < 0 or y >= params.height:
             return -(i + 1)
-        count = state[y, x, 1]
+        count = counts[y, x, 1]
         if count == HOT:
             continue
         if t < window_start or t >= window_end:  # divide only when the window changes
-            if origin[0] == np.iinfo(np.int64).min:
+            if origin[0] == _UNSET:
                 origin[0] = t
             k = (t - origin[0]) // window_us
             window_start = origin[0] + k * window_us
             window_end = window_start + window_us
-        count = count * (state[y, x, 0] == k) + 1  # restart the count in a new window, branch-free
-        count = HOT if count > limit else count
-        state[y, x, 0] = k
-        state[y, x, 1] = count
+        count = count * (counts[y, x, 0] == k) + 1  # restart the count in a new window, branch-free
+        if count > params.limit:
+            count = HOT
+            state.mask[y, x] = 1
+        counts[y, x, 0] = k
+        counts[y, x, 1] = count
         out[kept, 0] = t
         out[kept, 1] = w
         kept += count != HOT
     return kept
 
 
-class HotPixelMask(Stage):
-    """Drop events from hot pixels.
+@njit(cache=True)
+def hot_pixels(words, state, params, out):
+    """Drop events (words (n, 2) int64) of masked pixels, detecting hot pixels when ``params.limit > 0``.
 
-    width, height: resolution (px). pixels: explicit hot pixels as [[x, y], ...] (always masked).
-    rate_hz: automatic detection threshold (events/s per pixel), None or 0 = off.
-    window_us: counting window for automatic detection (µs), 1 .. 10^12.
+    Kept events go to ``out``; detection updates ``state`` (counts, origin, and the mask of a pixel that
+    turns hot). Returns the kept count, or -(i+1) when event i lies outside the width x height input.
     """
+    if params.limit > 0:
+        return _detect(words, state, params, out)
+    return _drop_masked(words, state, params, out)
+
+
+@njit(cache=True)
+def _entry(words, state, params, out):
+    return hot_pixels(words, HotPixelState(*state), HotPixelParams(*params), out)
+
+
+def masked_pixels(state: HotPixelState) -> np.ndarray:
+    """Every masked pixel (explicit and detected) as a (k, 2) int64 array of (x, y), row-major order."""
+    ys, xs = np.nonzero(state.mask)
+    return np.stack([xs, ys], axis=1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class HotPixelMask(StageConfig):
+    """Drop events from hot pixels: listed ones, and (with rate_hz > 0) any firing faster than rate_hz."""
 
     name = "hot_pixels"
+    entry = staticmethod(_entry)
 
-    def __init__(self, width: int, height: int, pixels=(), rate_hz: float | None = None,
-                 window_us: int = 1_000_000):
-        super().__init__(width, height)
-        self.pixels = self._check_pixels(pixels)
-        self.rate_hz = 0.0 if rate_hz is None else check_number(self.name, "rate_hz", rate_hz, 0.0, 1e9)
-        self.window_us = check_int(self.name, "window_us", window_us, 1, 10**12)
-        self._limit = int(np.floor(self.rate_hz * self.window_us / 1e6))
-        if self.rate_hz > 0 and self._limit < 1:
-            raise ValueError(f"{self.name}: rate_hz * window_us / 1e6 = {self.rate_hz * self.window_us / 1e6:g} "
-                             "events per window; automatic detection needs >= 1 (raise 'rate_hz' or 'window_us')")
-        self._mask = np.zeros((self.height, self.width), dtype=np.uint8)
-        self._state = np.zeros((self.height, self.width, 2), dtype=np.int64)
-        self._origin = np.empty(1, dtype=np.int64)
-        self.reset()
+    pixels: tuple[tuple[int, int], ...] = param((), help="pixels always masked, as [[x, y], ...]", unit="px")
+    rate_hz: float = param(0.0, help="automatic detection: a pixel firing faster than this within one window "
+                                     "is masked for good (0 = off)", unit="Hz")
+    window_us: int = param(1_000_000, help="counting window of automatic detection (1 .. 10^12)", unit="µs")
 
-    def _check_pixels(self, pixels) -> np.ndarray:
-        array = np.asarray(pixels, dtype=object)
-        if array.size == 0:
-            return np.zeros((0, 2), dtype=np.int64)
-        if array.ndim != 2 or array.shape[1] != 2:
+    def __post_init__(self):
+        object.__setattr__(self, "pixels", self._checked_pixels())
+        object.__setattr__(self, "rate_hz", check_number(self.name, "rate_hz", self.rate_hz, 0.0, 1e9))
+        object.__setattr__(self, "window_us", check_int(self.name, "window_us", self.window_us, 1, 10**12))
+        if self.rate_hz > 0 and self.limit < 1:
+            raise ValueError(f"{self.name}: parameter 'rate_hz' = {self.rate_hz:g} gives "
+                             f"{self.rate_hz * self.window_us / 1e6:g} events per {self.window_us} µs window; "
+                             "automatic detection needs >= 1 (raise rate_hz or window_us)")
+
+    def _checked_pixels(self) -> tuple[tuple[int, int], ...]:
+        pixels = self.pixels
+        if not isinstance(pixels, (list, tuple)) or not all(
+                isinstance(p, (list, tuple)) and len(p) == 2 for p in pixels):
             raise ValueError(f"{self.name}: parameter 'pixels' must be a list of [x, y] pairs, got {pixels!r}")
-        for row, (x, y) in enumerate(array):
-            check_int(self.name, f"pixels[{row}][0] (x)", x, 0, self.width - 1)
-            check_int(self.name, f"pixels[{row}][1] (y)", y, 0, self.height - 1)
-        return array.astype(np.int64)
-
-    def reset(self) -> None:
-        """Only the explicit pixels masked; automatic counts and window origin forgotten."""
-        self._mask.fill(0)
-        self._mask[self.pixels[:, 1], self.pixels[:, 0]] = 1
-        self._state[:, :, 0] = np.iinfo(np.int64).min
-        self._state[:, :, 1] = 0
-        self._state[self.pixels[:, 1], self.pixels[:, 0], 1] = HOT
-        self._origin[0] = np.iinfo(np.int64).min
+        return tuple((check_int(self.name, f"pixels[{row}][0]", x, 0, 32766),
+                      check_int(self.name, f"pixels[{row}][1]", y, 0, 32766)) for row, (x, y) in enumerate(pixels))
 
     @property
-    def hot_pixels(self) -> np.ndarray:
-        """All masked pixels (explicit and detected) as an (k, 2) int64 array of (x, y), row-major order."""
-        hot = self._state[:, :, 1] == HOT if self.rate_hz > 0 else self._mask != 0
-        ys, xs = np.nonzero(hot)
-        return np.stack([xs, ys], axis=1).astype(np.int64)
+    def limit(self) -> int:
+        """Events per window above which a pixel is hot (0 when automatic detection is off)."""
+        return int(np.floor(self.rate_hz * self.window_us / 1e6))
 
-    def __call__(self, events):
-        words = event_words(events)
-        out = new_word_buffer(len(words))
-        if self.rate_hz > 0:
-            kept = detect_kernel(words, self.width, self.height, self._limit, self.window_us, self._origin,
-                                 self._state, out)
-        else:
-            kept = mask_kernel(words, self.width, self.height, self._mask, out)
-        if kept < 0:
-            raise_out_of_range(self.name, events, kept, self.width, self.height)
-        return words_to_events(out, kept)
+    def kernel_params(self, width: int, height: int) -> HotPixelParams:
+        """Checks every listed pixel lies inside the width x height sensor."""
+        for row, (x, y) in enumerate(self.pixels):
+            check_int(self.name, f"pixels[{row}][0]", x, 0, width - 1)
+            check_int(self.name, f"pixels[{row}][1]", y, 0, height - 1)
+        return HotPixelParams(width, height, self.limit, self.window_us)
+
+    def initial_state(self, params: HotPixelParams) -> HotPixelState:
+        """Only the listed pixels masked; no counts, no window origin."""
+        xs = np.array([x for x, _ in self.pixels], dtype=np.int64)
+        ys = np.array([y for _, y in self.pixels], dtype=np.int64)
+        mask = np.zeros((params.height, params.width), dtype=np.uint8)
+        mask[ys, xs] = 1
+        shape = (params.height, params.width, 2) if params.limit > 0 else (0, 0, 2)
+        counts = np.zeros(shape, dtype=np.int64)
+        if params.limit > 0:
+            counts[:, :, 0] = _UNSET
+            counts[ys, xs, 1] = HOT
+        return HotPixelState(mask, counts, np.full(1, _UNSET, dtype=np.int64))

@@ -8,30 +8,41 @@ timestamps start near 0, events in the first ``duration_us`` are all kept). Pola
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 from pipeline.core.checks import check_int
-from pipeline.stages._common import (
-    Stage,
-    event_words,
-    new_word_buffer,
-    raise_out_of_range,
-    word_x,
-    word_y,
-    words_to_events,
-)
+from pipeline.stages._common import word_x, word_y
+from pipeline.stages.stage import StageConfig, param
 
 #: Time-surface value of the one-pixel frame around the sensor: never within any duration of a real event.
 _NEVER = np.int64(-(2**62))
 
 
-@njit(cache=True)
-def background_activity_kernel(words, width, height, duration_us, surface, out):
-    """Filter events (words (n, 2) int64) into ``out``; returns the kept count or -(i+1) on a bad event.
+class BackgroundActivityParams(NamedTuple):
+    width: int        #: input width (px)
+    height: int       #: input height (px)
+    duration_us: int  #: support window (µs)
 
-    surface: (height + 2, width + 2) int64 time surface (µs) with a frame of ``_NEVER``.
+
+class BackgroundActivityState(NamedTuple):
+    #: (height + 2, width + 2) int64: last event time of each pixel (µs), inside a frame of ``_NEVER``
+    #: so the neighbourhood of a border pixel needs no bounds checks.
+    surface_us: np.ndarray
+
+
+@njit(cache=True)
+def background_activity(words, state, params, out):
+    """Keep events (words (n, 2) int64) with a neighbour that fired less than ``duration_us`` before them.
+
+    Copies kept events to ``out`` ((n, 2) int64), stamps every event into ``state.surface_us``; returns the
+    kept count, or -(i+1) when event i lies outside the width x height input.
     """
+    surface = state.surface_us
+    width, height, duration_us = params.width, params.height, params.duration_us
     kept = 0
     for i in range(words.shape[0]):
         t = words[i, 0]
@@ -56,29 +67,28 @@ def background_activity_kernel(words, width, height, duration_us, surface, out):
     return kept
 
 
-class BackgroundActivityFilter(Stage):
-    """Drop events with no neighbour activity in the last ``duration_us`` µs (dv-processing semantics).
+@njit(cache=True)
+def _entry(words, state, params, out):
+    return background_activity(words, BackgroundActivityState(*state), BackgroundActivityParams(*params), out)
 
-    width, height: sensor resolution (px). duration_us: support window (µs), 1 .. 10^12.
-    """
+
+@dataclass(frozen=True)
+class BackgroundActivityFilter(StageConfig):
+    """Drop events with no neighbour activity in the last duration_us (dv-processing's noise filter)."""
 
     name = "noise_filter"
+    entry = staticmethod(_entry)
 
-    def __init__(self, width: int, height: int, duration_us: int = 2000):
-        super().__init__(width, height)
-        self.duration_us = check_int(self.name, "duration_us", duration_us, 1, 10**12)
-        self._surface = np.empty((self.height + 2, self.width + 2), dtype=np.int64)
-        self.reset()
+    duration_us: int = param(2000, help="a neighbour must have fired this recently (1 .. 10^12)", unit="µs")
 
-    def reset(self) -> None:
-        """Time surface back to 0 µs inside the sensor (dv-processing's initial state)."""
-        self._surface.fill(_NEVER)
-        self._surface[1:-1, 1:-1] = 0
+    def __post_init__(self):
+        object.__setattr__(self, "duration_us", check_int(self.name, "duration_us", self.duration_us, 1, 10**12))
 
-    def __call__(self, events: np.ndarray) -> np.ndarray:
-        words = event_words(events)
-        out = new_word_buffer(len(words))
-        kept = background_activity_kernel(words, self.width, self.height, self.duration_us, self._surface, out)
-        if kept < 0:
-            raise_out_of_range(self.name, events, kept, self.width, self.height)
-        return words_to_events(out, kept)
+    def kernel_params(self, width: int, height: int) -> BackgroundActivityParams:
+        return BackgroundActivityParams(width, height, self.duration_us)
+
+    def initial_state(self, params: BackgroundActivityParams) -> BackgroundActivityState:
+        """Time surface at 0 µs inside the sensor (dv-processing's initial state)."""
+        surface = np.full((params.height + 2, params.width + 2), _NEVER, dtype=np.int64)
+        surface[1:-1, 1:-1] = 0
+        return BackgroundActivityState(surface)

@@ -7,25 +7,31 @@ several sensor events may land on one output pixel (follow with a refractory fil
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 from pipeline.core.checks import check_int
-from pipeline.stages._common import (
-    Stage,
-    event_words,
-    new_word_buffer,
-    raise_out_of_range,
-    with_xy,
-    word_x,
-    word_y,
-    words_to_events,
-)
+from pipeline.stages._common import with_xy, word_x, word_y
+from pipeline.stages.stage import StageConfig, param
+
+
+class PoolingParams(NamedTuple):
+    x_map: np.ndarray  #: (width,) int64: output column (px) of each input column
+    y_map: np.ndarray  #: (height,) int64: output row (px) of each input row
+
+
+class PoolingState(NamedTuple):
+    """Pooling keeps no state."""
 
 
 @njit(cache=True)
-def pooling_kernel(words, x_map, y_map, out):
-    """out = events with x' = x_map[x], y' = y_map[y]; returns n, or -(i+1) for an event outside the maps."""
+def pooling(words, state, params, out):
+    """out = events (words (n, 2) int64) with x' = x_map[x], y' = y_map[y]; returns n, or -(i+1) when
+    event i lies outside the maps (the input resolution)."""
+    x_map, y_map = params.x_map, params.y_map
     n = words.shape[0]
     width = x_map.shape[0]
     height = y_map.shape[0]
@@ -40,51 +46,57 @@ def pooling_kernel(words, x_map, y_map, out):
     return n
 
 
-def _pair(stage: str, name: str, value) -> tuple:
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise ValueError(f"{stage}: parameter '{name}' must be one integer or [x, y], got {value!r}")
-        return value[0], value[1]
-    return value, value
+@njit(cache=True)
+def _entry(words, state, params, out):
+    return pooling(words, PoolingState(*state), PoolingParams(*params), out)
 
 
-class SpatialPooling(Stage):
-    """Downsample coordinates to a coarser grid; give exactly one of ``factor`` or ``target``.
+def _pair(stage: str, key: str, value, scalar_ok: bool) -> tuple[int, int] | None:
+    """None, or ``value`` as a pair of integers >= 1 (with ``scalar_ok`` one integer stands for both)."""
+    if value is None:
+        return None
+    if scalar_ok and not isinstance(value, (list, tuple)):
+        value = check_int(stage, key, value, 1, 32767)
+        return value, value
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        expected = "one integer or [x, y]" if scalar_ok else "[width, height]"
+        raise ValueError(f"{stage}: parameter '{key}' must be {expected}, got {value!r}")
+    return check_int(stage, f"{key}[0]", value[0], 1, 32767), check_int(stage, f"{key}[1]", value[1], 1, 32767)
 
-    width, height: input resolution (px). factor: int or [fx, fy] >= 1 (pixels per output pixel).
-    target: [tw, th] output size (px), 1 <= tw <= width, 1 <= th <= height.
-    """
+
+@dataclass(frozen=True)
+class SpatialPooling(StageConfig):
+    """Downsample coordinates to a coarser grid; give exactly one of factor or target."""
 
     name = "pooling"
+    entry = staticmethod(_entry)
 
-    def __init__(self, width: int, height: int, factor=None, target=None):
-        super().__init__(width, height)
-        if (factor is None) == (target is None):
+    factor: tuple[int, int] | None = param(None, help="input pixels per output pixel: one integer or [fx, fy]",
+                                           unit="px")
+    target: tuple[int, int] | None = param(None, help="output grid [width, height], at most the input's",
+                                           unit="px")
+
+    def __post_init__(self):
+        if (self.factor is None) == (self.target is None):
             raise ValueError(f"{self.name}: give exactly one of 'factor' (int or [fx, fy]) or 'target' ([w, h])")
-        if factor is not None:
-            fx, fy = _pair(self.name, "factor", factor)
-            fx = check_int(self.name, "factor[0]", fx, 1, self.width)
-            fy = check_int(self.name, "factor[1]", fy, 1, self.height)
-            self._x_map = np.arange(self.width) // fx
-            self._y_map = np.arange(self.height) // fy
-            self._out = (-(-self.width // fx), -(-self.height // fy))
-        else:
-            if not isinstance(target, (list, tuple)) or len(target) != 2:
-                raise ValueError(f"{self.name}: parameter 'target' must be [width, height], got {target!r}")
-            tw = check_int(self.name, "target[0]", target[0], 1, self.width)
-            th = check_int(self.name, "target[1]", target[1], 1, self.height)
-            self._x_map = np.arange(self.width) * tw // self.width
-            self._y_map = np.arange(self.height) * th // self.height
-            self._out = (tw, th)
+        object.__setattr__(self, "factor", _pair(self.name, "factor", self.factor, scalar_ok=True))
+        object.__setattr__(self, "target", _pair(self.name, "target", self.target, scalar_ok=False))
 
-    @property
-    def output_resolution(self) -> tuple[int, int]:
-        return self._out
+    def kernel_params(self, width: int, height: int) -> PoolingParams:
+        """Column and row maps; the factor or target must not exceed the width x height input."""
+        if self.factor is not None:
+            fx = check_int(self.name, "factor[0]", self.factor[0], 1, width)
+            fy = check_int(self.name, "factor[1]", self.factor[1], 1, height)
+            return PoolingParams(np.arange(width, dtype=np.int64) // fx, np.arange(height, dtype=np.int64) // fy)
+        tw = check_int(self.name, "target[0]", self.target[0], 1, width)
+        th = check_int(self.name, "target[1]", self.target[1], 1, height)
+        return PoolingParams(np.arange(width, dtype=np.int64) * tw // width,
+                             np.arange(height, dtype=np.int64) * th // height)
 
-    def __call__(self, events):
-        words = event_words(events)
-        out = new_word_buffer(len(words))
-        count = pooling_kernel(words, self._x_map, self._y_map, out)
-        if count < 0:
-            raise_out_of_range(self.name, events, count, self.width, self.height)
-        return words_to_events(out, count)
+    def initial_state(self, params: PoolingParams) -> PoolingState:
+        return PoolingState()
+
+    def output_resolution(self, width: int, height: int) -> tuple[int, int]:
+        if self.factor is not None:
+            return -(-width // self.factor[0]), -(-height // self.factor[1])
+        return self.target

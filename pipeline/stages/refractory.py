@@ -6,31 +6,41 @@ have separate periods.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 from pipeline.core.checks import check_int
-from pipeline.stages._common import (
-    Stage,
-    event_words,
-    new_word_buffer,
-    raise_out_of_range,
-    word_polarity,
-    word_x,
-    word_y,
-    words_to_events,
-)
+from pipeline.stages._common import word_polarity, word_x, word_y
+from pipeline.stages.stage import StageConfig, param
 
 #: "Never fired": far enough in the past that any real timestamp is out of its refractory period.
 _NEVER = np.int64(-(2**62))
 
 
-@njit(cache=True)
-def refractory_kernel(words, width, height, refractory_us, per_polarity, last, out):
-    """Keep events outside their pixel's refractory period; returns kept count or -(i+1) on a bad event.
+class RefractoryParams(NamedTuple):
+    width: int           #: input width (px)
+    height: int          #: input height (px)
+    refractory_us: int   #: silence after a kept event (µs)
+    per_polarity: bool   #: ON and OFF events have separate periods
 
-    last: (2 if per_polarity else 1, height, width) int64 time of each pixel's last kept event (µs).
+
+class RefractoryState(NamedTuple):
+    #: (2 if per_polarity else 1, height, width) int64: time of each pixel's last kept event (µs).
+    last_us: np.ndarray
+
+
+@njit(cache=True)
+def refractory(words, state, params, out):
+    """Keep events (words (n, 2) int64) outside their pixel's refractory period, copying them to ``out``.
+
+    Kept events restart the period in ``state.last_us``. Returns the kept count, or -(i+1) when event i
+    lies outside the width x height input.
     """
+    last = state.last_us
+    width, height = params.width, params.height
     kept = 0
     for i in range(words.shape[0]):
         t = words[i, 0]
@@ -39,8 +49,8 @@ def refractory_kernel(words, width, height, refractory_us, per_polarity, last, o
         y = word_y(w)
         if x < 0 or x >= width or y < 0 or y >= height:
             return -(i + 1)
-        c = word_polarity(w) if per_polarity else 0
-        if t - last[c, y, x] >= refractory_us:
+        c = word_polarity(w) if params.per_polarity else 0
+        if t - last[c, y, x] >= params.refractory_us:
             last[c, y, x] = t
             out[kept, 0] = t
             out[kept, 1] = w
@@ -48,32 +58,32 @@ def refractory_kernel(words, width, height, refractory_us, per_polarity, last, o
     return kept
 
 
-class RefractoryFilter(Stage):
-    """Drop events closer than ``refractory_us`` µs to the previous kept event of the same pixel.
+@njit(cache=True)
+def _entry(words, state, params, out):
+    return refractory(words, RefractoryState(*state), RefractoryParams(*params), out)
 
-    width, height: resolution (px). refractory_us: 1 .. 10^12 µs. per_polarity: separate ON/OFF periods.
-    """
+
+@dataclass(frozen=True)
+class RefractoryFilter(StageConfig):
+    """Drop events closer than refractory_us to the previous kept event of the same pixel."""
 
     name = "refractory"
+    entry = staticmethod(_entry)
 
-    def __init__(self, width: int, height: int, refractory_us: int = 1000, per_polarity: bool = False):
-        super().__init__(width, height)
-        self.refractory_us = check_int(self.name, "refractory_us", refractory_us, 1, 10**12)
-        if not isinstance(per_polarity, bool):
-            raise ValueError(f"{self.name}: parameter 'per_polarity' must be true or false, got {per_polarity!r}")
-        self.per_polarity = per_polarity
-        self._last = np.empty((2 if per_polarity else 1, self.height, self.width), dtype=np.int64)
-        self.reset()
+    refractory_us: int = param(1000, help="a pixel stays silent this long after a kept event (1 .. 10^12)",
+                               unit="µs")
+    per_polarity: bool = param(False, help="ON and OFF events have separate refractory periods")
 
-    def reset(self) -> None:
+    def __post_init__(self):
+        object.__setattr__(self, "refractory_us",
+                           check_int(self.name, "refractory_us", self.refractory_us, 1, 10**12))
+        if not isinstance(self.per_polarity, bool):
+            raise ValueError(f"{self.name}: parameter 'per_polarity' must be true or false, got {self.per_polarity!r}")
+
+    def kernel_params(self, width: int, height: int) -> RefractoryParams:
+        return RefractoryParams(width, height, self.refractory_us, self.per_polarity)
+
+    def initial_state(self, params: RefractoryParams) -> RefractoryState:
         """Every pixel out of its refractory period."""
-        self._last.fill(_NEVER)
-
-    def __call__(self, events: np.ndarray) -> np.ndarray:
-        words = event_words(events)
-        out = new_word_buffer(len(words))
-        kept = refractory_kernel(words, self.width, self.height, self.refractory_us, self.per_polarity,
-                                 self._last, out)
-        if kept < 0:
-            raise_out_of_range(self.name, events, kept, self.width, self.height)
-        return words_to_events(out, kept)
+        channels = 2 if params.per_polarity else 1
+        return RefractoryState(np.full((channels, params.height, params.width), _NEVER, dtype=np.int64))

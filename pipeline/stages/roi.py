@@ -1,47 +1,74 @@
 """Region-of-interest crop: keep events inside a rectangle and re-base their coordinates to it."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 from numba import njit
 
 from pipeline.core.checks import check_int
-from pipeline.stages._common import Stage, event_words, new_word_buffer, with_xy, word_x, word_y, words_to_events
+from pipeline.stages._common import with_xy, word_x, word_y
+from pipeline.stages.stage import StageConfig, param
+
+
+class RoiParams(NamedTuple):
+    x: int  #: left edge of the rectangle (px)
+    y: int  #: top edge (px)
+    w: int  #: width (px)
+    h: int  #: height (px)
+
+
+class RoiState(NamedTuple):
+    """A crop keeps no state."""
 
 
 @njit(cache=True)
-def roi_kernel(words, x0, y0, roi_width, roi_height, out):
-    """Copy events with x0 <= x < x0+w, y0 <= y < y0+h to ``out`` as (x-x0, y-y0); returns the count."""
+def roi(words, state, params, out):
+    """Copy events (words (n, 2) int64) with x <= ex < x+w, y <= ey < y+h to ``out`` as (ex-x, ey-y).
+
+    Returns the count; events outside the sensor are outside the rectangle, hence dropped.
+    """
     kept = 0
     for i in range(words.shape[0]):
         w = words[i, 1]
-        x = word_x(w) - x0
-        y = word_y(w) - y0
+        x = word_x(w) - params.x
+        y = word_y(w) - params.y
         out[kept, 0] = words[i, 0]
         out[kept, 1] = with_xy(w, x, y)
-        kept += (0 <= x) & (x < roi_width) & (0 <= y) & (y < roi_height)
+        kept += (0 <= x) & (x < params.w) & (0 <= y) & (y < params.h)
     return kept
 
 
-class RoiCrop(Stage):
-    """Keep the (x, y, w, h) rectangle (px, origin top-left) of a width x height sensor; output is w x h.
+@njit(cache=True)
+def _entry(words, state, params, out):
+    return roi(words, RoiState(*state), RoiParams(*params), out)
 
-    The rectangle must lie inside the sensor. Coordinates are re-based: (x, y) -> (x - roi_x, y - roi_y).
-    Events outside the sensor are simply outside the rectangle (dropped).
-    """
+
+@dataclass(frozen=True)
+class RoiCrop(StageConfig):
+    """Keep the rectangle (x, y, w, h) of the sensor and re-base coordinates to it; output is w x h."""
 
     name = "roi"
+    entry = staticmethod(_entry)
 
-    def __init__(self, width: int, height: int, x: int, y: int, w: int, h: int):
-        super().__init__(width, height)
-        self.x = check_int(self.name, "x", x, 0, self.width - 1)
-        self.y = check_int(self.name, "y", y, 0, self.height - 1)
-        self.w = check_int(self.name, "w", w, 1, self.width - self.x)
-        self.h = check_int(self.name, "h", h, 1, self.height - self.y)
+    x: int = param(help="left edge of the rectangle, from the sensor's left (must lie inside it)", unit="px")
+    y: int = param(help="top edge of the rectangle, from the sensor's top (must lie inside it)", unit="px")
+    w: int = param(help="rectangle width, at most the sensor width minus x", unit="px")
+    h: int = param(help="rectangle height, at most the sensor height minus y", unit="px")
 
-    @property
-    def output_resolution(self) -> tuple[int, int]:
+    def __post_init__(self):
+        for key, low in (("x", 0), ("y", 0), ("w", 1), ("h", 1)):
+            object.__setattr__(self, key, check_int(self.name, key, getattr(self, key), low, 32767))
+
+    def kernel_params(self, width: int, height: int) -> RoiParams:
+        """The rectangle, checked to lie inside the width x height sensor."""
+        return RoiParams(check_int(self.name, "x", self.x, 0, width - 1),
+                         check_int(self.name, "y", self.y, 0, height - 1),
+                         check_int(self.name, "w", self.w, 1, width - self.x),
+                         check_int(self.name, "h", self.h, 1, height - self.y))
+
+    def initial_state(self, params: RoiParams) -> RoiState:
+        return RoiState()
+
+    def output_resolution(self, width: int, height: int) -> tuple[int, int]:
         return self.w, self.h
-
-    def __call__(self, events):
-        words = event_words(events)
-        out = new_word_buffer(len(words))
-        return words_to_events(out, roi_kernel(words, self.x, self.y, self.w, self.h, out))
