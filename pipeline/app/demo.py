@@ -13,7 +13,7 @@ deterministic for a seed and runs as fast as the machine allows (``mode="fast"``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -103,8 +103,7 @@ def demo_network(world: World, config: DemoConfig):
     """The obstacle-avoidance network for the world's camera (weights zeroed for the ablation)."""
     network = obstacle_avoidance(world.camera.width // POOL, world.camera.height // POOL, 2, **config.network)
     if config.zero_weights:
-        for projection in network.projections:
-            projection.weights = np.zeros_like(projection.weights)
+        network = replace(network, projections=[replace(p, weights=np.zeros_like(p.weights)) for p in network.projections])
     return network
 
 

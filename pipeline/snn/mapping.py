@@ -471,7 +471,7 @@ def estimate_runtime(runtime, mapping: Mapping, total: bool = False) -> EnergyEs
     """
     if total:
         return mapping.estimate(runtime.counters, TOTAL)
-    return mapping.estimate(runtime.counters, LAST, input_spikes=int(runtime.groups[0, 2]))
+    return mapping.estimate(runtime.counters, LAST, input_spikes=runtime.input_spikes)
 
 
 def _main(argv: list[str] | None = None) -> int:
