@@ -111,8 +111,9 @@ class Runtime:
         self._output = self.events.spikes[out.start:out.start + out.size]
         self._args = (self.state, self.params, self.events, self.synapses, self.counters.array)
         # The kernel's entry point for exactly these argument types: calling it skips numba's per-call
-        # type dispatch, which for NamedTuple arguments costs several µs (step() guarantees the types).
-        self._step = kernel.compile((numba.typeof(np.zeros(0, np.int32)), numba.int64,
+        # type dispatch, which for NamedTuple arguments costs several µs (step() guarantees the types;
+        # the input indices may have any stride).
+        self._step = kernel.compile((numba.types.Array(numba.int32, 1, "A"), numba.int64,
                                      *(numba.typeof(a) for a in self._args)))
         self.t = 0
         self._learners = []
@@ -258,8 +259,7 @@ class Runtime:
 
         Returns the output population's spikes, uint8 (n_outputs,), a view valid until the next step.
         """
-        if (type(input_indices) is not np.ndarray or input_indices.dtype != np.int32 or input_indices.ndim != 1
-                or not input_indices.flags.c_contiguous):
+        if type(input_indices) is not np.ndarray or input_indices.dtype != np.int32 or input_indices.ndim != 1:
             input_indices = _as_indices(input_indices)
         bad = self._step(input_indices, self.t, *self._args)
         if bad >= 0:
