@@ -320,6 +320,11 @@ def print_table(results: dict) -> None:
                   f"{b['weight_bytes_per_step']:>11.0f}{b['bound_read_GBps']:>11.1f}{b['bound_steps_per_s']:>14.0f}"
                   f"{b['fraction_of_bound']:>9.2f}")
     for name, entry in results["workloads"].items():
+        for backend, b in entry["backends"].items():
+            if b["fraction_of_bound"] < 0.05:
+                print(f"{name} {backend}: {b['fraction_of_bound']:.3f} of the read bound: the step time here is not "
+                      f"weight reads but the fixed cost of a step and the arithmetic per synaptic op")
+    for name, entry in results["workloads"].items():
         f = entry["backends"]["float"]
         print(f"{name}: {entry['description']}; {f['active_inputs_per_step']:.1f} active inputs/step, "
               f"{f['hidden_spikes_per_step']:.1f} hidden spikes/step")
