@@ -1,6 +1,8 @@
 """Core mapping under Loihi 1 limits, energy and chip-time arithmetic, runtime counters."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -142,11 +144,25 @@ def test_energy_and_chip_time_by_hand():
     assert e.learning_pj == pytest.approx(120 * 1000)
     assert e.neuron_pj == pytest.approx(81 * 45 + 52 * 10)
     assert e.spike_pj == pytest.approx(1.7 * 7 + 0 * 2 + 1.7 * 4)   # B has no outgoing projection
-    assert e.total_pj == pytest.approx(3658 + 120000 + 4165 + 18.7)
+    assert e.dynamic_pj == pytest.approx(3658 + 120000 + 4165 + 18.7)
+    assert e.static_pj == pytest.approx(0.029 * 1e-3 * 1e12)   # 29 mW on one chip for one 1 ms step
+    assert e.total_pj == pytest.approx(e.dynamic_pj + e.static_pj)
     # A's single core is the busiest: 120 x 3.5 + 1000 x 6.1 + 40 x 8.4 + 10 x 5.3 = 6909 ns;
     # longest route of the step: within a tile, 2.1 ns; plus the 5.8 µs step floor
     assert e.busiest_population == "A"
     assert e.chip_time_us == pytest.approx(5.8 + (6909 + 2.1) / 1000)
+
+
+def test_static_power_is_charged_per_chip_over_network_time():
+    counts = np.zeros((2, len(FIELDS)), np.int64)
+    one_chip = map_network(_two_layer()).estimate(counts, steps=1000)
+    assert one_chip.dynamic_pj == 0 and one_chip.static_pj == pytest.approx(0.029 * 1.0 * 1e12)  # 1 s at 29 mW
+    assert map_network(replace(_two_layer(), dt_ms=0.5)).estimate(counts, steps=1000).static_pj == \
+        pytest.approx(0.029 * 0.5 * 1e12)
+    one_core_chips = LoihiSpec(cores_per_chip=1, cores_per_tile=1, tiles_x=1, tiles_y=1)
+    two = map_network(_two_layer(), one_core_chips)
+    assert two.n_chips == 2 and two.estimate(counts, steps=1000).static_pj == pytest.approx(2 * 0.029 * 1e12)
+    assert map_network(_two_layer(), replace(LoihiSpec(), static_power_w=0.0)).estimate(counts).static_pj == 0
 
 
 def test_hop_costs_across_tiles_and_chips():
@@ -171,7 +187,7 @@ def test_runtime_counters_feed_the_estimate():
         with_inputs = estimate_runtime(runtime, m)
         assert with_inputs.spike_pj - without_inputs.spike_pj == pytest.approx(1.7 * inputs.size)
         assert with_inputs.learning_pj == pytest.approx(120 * runtime.counters.learning_updates)
-        summed += without_inputs.total_pj
+        summed += without_inputs.total_pj       # dynamic + one step of static power
     total = estimate_runtime(runtime, m, total=True)
     counts = runtime.counters.array[TOTAL]
     assert counts[:, FIELDS.index("learning_updates")].sum() > 0 and total.learning_pj > 0
@@ -193,9 +209,12 @@ def test_command_line_prints_table_json_and_errors(tmp_path, capsys):
     path = tmp_path / "net.npz"
     _two_layer().save(path)
     assert _main([str(path)]) == 0
-    assert "2 cores on 1 chip(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 cores on 1 chip(s)" in out
+    assert "Davies et al. 2018 pre-silicon dynamic energy" in out and "static 29 mW per chip x 1 = 29 mW" in out
     assert _main([str(path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["cores"] == 2 and [p["cores"] for p in report["populations"]] == [1, 1]
+    assert report["static_power_mw"] == pytest.approx(29) and "measured" in report["static_power_source"]
     assert _main([str(path), "--chips", "0"]) == 1
     assert "population 'A'" in capsys.readouterr().err

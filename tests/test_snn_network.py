@@ -1,10 +1,13 @@
 """Network description: save/load round trip (no pickle), parameter validation, runtime API."""
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError, replace
+
 import numpy as np
 import pytest
 
 from pipeline.snn import INPUT, Conv2D, Dense, FloatLIF, LoihiLIF, Network, Population, Sparse, build
+from pipeline.snn.learning.rule import stdp_loihi
 
 
 def mixed_network() -> Network:
@@ -74,27 +77,94 @@ def test_load_errors_name_the_file_and_key(tmp_path):
         Network.load(tmp_path / "junk.npz")
 
 
+def _neuron(network: Network, population: str, **changes) -> Network:
+    """The network with some LIF parameters of one population changed."""
+    return network.with_population(population, neuron=replace(network.population(population).neuron, **changes))
+
+
 @pytest.mark.parametrize("change, message", [
-    (lambda n: setattr(n.populations[1].neuron, "du", 4096), r"population 'h': parameter 'du' must be in \[0, 4095\], got 4096"),
-    (lambda n: setattr(n.populations[2].neuron, "vth", np.array([1, 2, -3, 4])), r"population 'o': parameter 'vth' .* got -3"),
-    (lambda n: setattr(n.populations[0].neuron, "bias_exp", 9), r"population 'c': parameter 'bias_exp'"),
-    (lambda n: setattr(n.populations[0].neuron, "dv", np.zeros(5, int)), r"population 'c': parameter 'dv' must be a scalar or have shape \(72,\)"),
-    (lambda n: setattr(n.populations[1].neuron, "refractory", 0.5), r"population 'h': parameter 'refractory' must be an integer"),
-    (lambda n: setattr(n.populations[1], "size", 0), r"population 'h': parameter 'size'"),
-    (lambda n: setattr(n.projections[2], "delay", 63), r"projection 'out': parameter 'delay' must be in \[0, 62\]"),
-    (lambda n: setattr(n.projections[2], "weights", np.zeros((4, 19), int)), r"projection 'out': parameter 'weights' must have shape \(4, 20\)"),
-    (lambda n: setattr(n.projections[2], "target", "nowhere"), r"projection 'out': parameter 'target'"),
-    (lambda n: setattr(n.projections[0], "weight_exp", 8), r"projection 'conv': parameter 'weight_exp'"),
-    (lambda n: setattr(n.projections[1], "num_weight_bits", 9), r"projection 'sparse': parameter 'num_weight_bits'"),
-    (lambda n: setattr(n.projections[0], "in_shape", (2, 6, 5)), r"projection 'conv': parameter 'in_shape'"),
-    (lambda n: setattr(n.projections[1], "indices", n.projections[1].indices + 100), r"projection 'sparse': parameter 'indices'"),
-    (lambda n: setattr(n.projections[3], "weights", np.full((20, 20), 0.5)), r"projection 'rec': parameter 'weights' must be integers"),
+    (lambda n: _neuron(n, "h", du=4096), r"population 'h': parameter 'du' must be in \[0, 4095\], got 4096"),
+    (lambda n: _neuron(n, "o", vth=np.array([1, 2, -3, 4])), r"population 'o': parameter 'vth' .* got -3"),
+    (lambda n: _neuron(n, "c", bias_exp=9), r"population 'c': parameter 'bias_exp'"),
+    (lambda n: _neuron(n, "c", dv=np.zeros(5, int)), r"population 'c': parameter 'dv' must be a scalar or have shape \(72,\)"),
+    (lambda n: _neuron(n, "h", refractory=0.5), r"population 'h': parameter 'refractory' must be an integer"),
+    (lambda n: n.with_population("h", size=0), r"population 'h': parameter 'size'"),
+    (lambda n: n.with_projection("out", delay=63), r"projection 'out': parameter 'delay' must be in \[0, 62\]"),
+    (lambda n: n.with_projection("rec", weights=np.zeros((20, 19), int)), r"projection 'rec': parameter 'weights' must have shape \(20, 20\)"),
+    (lambda n: n.with_projection("out", target="nowhere"), r"projection 'out': parameter 'target'"),
+    (lambda n: n.with_projection("conv", weight_exp=8), r"projection 'conv': parameter 'weight_exp'"),
+    (lambda n: n.with_projection("sparse", num_weight_bits=9), r"projection 'sparse': parameter 'num_weight_bits'"),
+    (lambda n: n.with_projection("conv", in_shape=(2, 6, 5)), r"projection 'conv': parameter 'in_shape'"),
+    (lambda n: n.with_projection("sparse", indices=n.projection("sparse").indices + 100), r"projection 'sparse': parameter 'indices'"),
+    (lambda n: n.with_projection("rec", weights=np.full((20, 20), 0.5)), r"projection 'rec': parameter 'weights' must be integers"),
+    (lambda n: replace(n, output="nowhere"), r"no population named 'nowhere'"),
 ])
 def test_bad_parameters_raise_value_errors_naming_owner_and_parameter(change, message):
-    network = mixed_network()
-    change(network)
     with pytest.raises(ValueError, match=message):
-        build(network, "loihi")
+        build(change(mixed_network()), "loihi")
+
+
+def test_descriptions_are_frozen_values():
+    network = mixed_network()
+    with pytest.raises(FrozenInstanceError):
+        network.projections[2].weights = np.zeros((4, 20), int)
+    with pytest.raises(FrozenInstanceError):
+        network.populations[1].neuron.du = 10
+    with pytest.raises(ValueError, match="read-only"):
+        network.projection("out").weights[0, 0] = 1
+    with pytest.raises(ValueError, match="read-only"):
+        network.population("o").neuron.vth[0] = 1
+    # arrays are copied on construction: the caller's array stays the caller's
+    weights = np.ones((2, 3), dtype=np.int64)
+    small = Network(n_inputs=3, populations=[Population("p", 2)],
+                    projections=[Dense(name="d", source=INPUT, target="p", weights=weights)])
+    weights[:] = 7
+    assert small.projection("d").weights.sum() == 6 and weights.flags.writeable
+    # replace keeps every other part as it was (no copy of frozen arrays)
+    changed = network.with_projection("out", weight_exp=-1)
+    assert changed.projection("out").weight_exp == -1 and network.projection("out").weight_exp == 0
+    assert changed.projection("out").weights is network.projection("out").weights
+    assert changed.projections[0] is network.projections[0] and changed.populations == network.populations
+
+
+def test_a_runtime_keeps_what_it_was_built_from():
+    """A changed description is a new network: the runtime built before keeps running the old one, a new
+    build runs the new one (the zero-weight ablation as an example)."""
+    network = mixed_network()
+    before = build(network, "loihi")
+    silent = replace(network, projections=[replace(p, weights=np.zeros_like(p.weights)) if hasattr(p, "weights")
+                                           else replace(p, kernel=np.zeros_like(p.kernel)) for p in network.projections])
+    after = build(silent, "loihi")
+    reference = build(mixed_network(), "loihi")
+    rng = np.random.default_rng(2)
+    spikes = {"before": 0, "after": 0}
+    for _ in range(60):
+        active = np.flatnonzero(rng.random(72) < 0.2).astype(np.int32)
+        np.testing.assert_array_equal(before.step(active), reference.step(active))
+        spikes["before"] += int(before.spikes_of("h").sum())
+        after.step(active)
+        spikes["after"] += int(after.spikes_of("h").sum())
+    assert spikes["before"] > 0 and spikes["after"] == 0
+
+
+def test_old_learning_class_names_still_load(tmp_path):
+    """Files name the rule class; files written before the registry named it module:qualname (the module
+    was pipeline.snn.learning_rule, then pipeline.snn.learning.rule). All of them load; other modules do not."""
+    rule = stdp_loihi(1, 2, -2, 10, 8, t_epoch=2, rng_seed=42)
+    network = Network(n_inputs=4, populations=[Population("p", 3, LoihiLIF(du=100, dv=100, vth=20))],
+                      projections=[Dense(name="d", source=INPUT, target="p", weights=np.full((3, 4), 40), learning=rule)])
+    network.save(tmp_path / "net.npz")
+    with np.load(tmp_path / "net.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    assert str(arrays["proj0_learning_class"]) == "LearningRule"
+    for name in ("pipeline.snn.learning_rule:LearningRule", "pipeline.snn.learning.rule:LearningRule"):
+        np.savez(tmp_path / "old.npz", **{**arrays, "proj0_learning_class": np.array(name)})
+        assert Network.load(tmp_path / "old.npz").projection("d").learning == rule
+    for name, message in (("os:system", "only pipeline.snn learning rules load"),
+                          ("pipeline.snn.network:Network", "expected one of \\['LearningRule'\\]")):
+        np.savez(tmp_path / "bad.npz", **{**arrays, "proj0_learning_class": np.array(name)})
+        with pytest.raises(ValueError, match=rf"bad\.npz: key 'proj0_learning_class'.*{message}"):
+            Network.load(tmp_path / "bad.npz")
 
 
 def test_float_population_needs_conversion_for_loihi():
@@ -139,7 +209,7 @@ def test_step_contract_counters_probes_and_reset():
     assert runtime.counters.total()["steps"] == 51
     first = [runtime.step(np.arange(5, dtype=np.int32)).copy() for _ in range(20)]
     runtime.reset()
-    assert runtime.counters.total()["steps"] == 0 and not runtime.state.any()
+    assert runtime.counters.total()["steps"] == 0 and not any(a.any() for a in runtime.state)
     runtime.step(np.arange(0, 72, 3, dtype=np.int32))
     for _ in range(50):
         runtime.step(np.arange(0, 72, 2, dtype=np.int32))

@@ -38,7 +38,7 @@ def test_conv_synapses_equal_the_matrix_of_the_convolution(c_in, c_out, h, w, kh
     conv = Conv2D(name="c", source=INPUT, target="p", kernel=kernel, in_shape=(c_in, h, w), stride=(sy, sx),
                   padding=(py, px))
     n_post = int(np.prod(conv.out_shape()))
-    conv.validate(c_in * h * w, n_post)
+    conv.check_sizes(c_in * h * w, n_post)
     np.testing.assert_array_equal(conv.dense_weights(c_in * h * w, n_post),
                                   conv_matrix_by_loops(kernel, (c_in, h, w), (sy, sx), (py, px)))
 

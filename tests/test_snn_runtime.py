@@ -42,8 +42,7 @@ def test_learning_runs_on_the_float_backend_and_needs_a_rule():
     for _ in range(120):
         runtime.step(np.flatnonzero(rng.random(12) < 0.2).astype(np.int32))
     assert runtime.counters.total()["learning_updates"] > 0 and not np.array_equal(runtime.weights, before)
-    network = plastic_network(w0)
-    network.projections[0].learning = "stdp"
+    network = plastic_network(w0).with_projection("plastic", learning="stdp")
     with pytest.raises(ValueError, match=r"projection 'plastic': learning must be"):
         build(network, "loihi")
 

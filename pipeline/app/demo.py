@@ -13,7 +13,7 @@ deterministic for a seed and runs as fast as the machine allows (``mode="fast"``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -69,7 +69,9 @@ class DemoConfig:
 @dataclass(frozen=True)
 class DemoResult:
     """What a run did. Speeds m/s (mean speed = forward distance actually driven / simulated time, so pushing
-    against a wall counts as standing still), latencies µs, energy µJ per simulated second (Loihi estimate)."""
+    against a wall counts as standing still), latencies µs; energy µJ per simulated second on Loihi 1, estimated
+    (pipeline.snn.mapping): energy_uj_per_s is the dynamic energy from Davies et al. 2018's pre-silicon per-op
+    figures, static_energy_uj_per_s the chip's static power (Blouw et al. 2019's measured idle, 29 mW per chip)."""
 
     seed: int
     sim_seconds: float
@@ -83,6 +85,7 @@ class DemoResult:
     latency_p99_us: float
     realtime_factor: float
     energy_uj_per_s: float
+    static_energy_uj_per_s: float
     sync_timeouts: int
     backend: str
     loop: LoopReport
@@ -92,7 +95,7 @@ class DemoResult:
         out = {k: getattr(self, k) for k in (
             "sim_seconds", "collisions", "distance_m", "mean_speed_mps", "events", "steps", "latency_p50_us",
             "latency_p99_us", "realtime_factor", "energy_uj_per_s", "seed", "top_speed_mps", "sync_timeouts",
-            "backend")}
+            "backend", "static_energy_uj_per_s")}
         out["mean_speed_fraction"] = self.mean_speed_mps / self.top_speed_mps
         out["merged_steps"] = self.loop.merged_steps
         out["sink_errors"] = self.loop.sink_errors
@@ -103,8 +106,8 @@ def demo_network(world: World, config: DemoConfig):
     """The obstacle-avoidance network for the world's camera (weights zeroed for the ablation)."""
     network = obstacle_avoidance(world.camera.width // POOL, world.camera.height // POOL, 2, **config.network)
     if config.zero_weights:
-        for projection in network.projections:
-            projection.weights = np.zeros_like(projection.weights)
+        network = replace(network, projections=[replace(p, weights=np.zeros_like(p.weights))
+                                                for p in network.projections])
     return network
 
 
@@ -176,7 +179,8 @@ class DemoRun:
             top_speed_mps=self.world.robot.top_speed_mps, events=self.source.events, steps=report.steps,
             latency_p50_us=_us(report.latency_p50_ms), latency_p99_us=_us(report.latency_p99_ms),
             realtime_factor=report.real_time_factor,
-            energy_uj_per_s=energy.total_pj * 1e-6 / sim_s if sim_s else 0.0,
+            energy_uj_per_s=energy.dynamic_pj * 1e-6 / sim_s if sim_s else 0.0,
+            static_energy_uj_per_s=energy.static_pj * 1e-6 / sim_s if sim_s else 0.0,
             sync_timeouts=self.source.sync_timeouts, backend=self.config.backend, loop=report)
 
     def stop(self) -> None:

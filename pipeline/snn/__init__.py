@@ -1,7 +1,9 @@
 """Spiking network description, backends (loihi, float), learning, core mapping.
 
-``from pipeline.snn import Network, build``: see pipeline.snn.network (description, save/load) and
-pipeline.snn.runtime (``build(network, backend)``, the step contract and the learning hook).
+``from pipeline.snn import Network, build``: see pipeline.snn.network (the frozen description, changed
+with dataclasses.replace or ``network.with_projection(name, ...)``; save/load), pipeline.snn.runtime
+(``build(network, backend)``, the step contract and the learning hook) and pipeline.snn.kernels (the
+step kernels and their parameter/state NamedTuples).
 """
 from pipeline.snn.counters import FIELDS as COUNTER_FIELDS
 from pipeline.snn.counters import Counters

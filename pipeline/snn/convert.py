@@ -14,7 +14,7 @@ the largest threshold becomes ``vth_target << 6``; then
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -105,7 +105,7 @@ def _convert_population(population: Population, dt: float, vth_target: int) -> t
         decay_u_error=float(np.max(np.abs(got_u - want_u))), decay_v_error=float(np.max(np.abs(got_v - want_v))),
         threshold_rel_error=float(np.max(np.abs(vth * 64 / scale - a["threshold"]) / a["threshold"])),
         bias_rel_error=float(np.max(np.abs(bias_mant * 2.0**exp / scale - a["bias"]) / a["threshold"])))
-    return Population(population.name, population.size, neuron, population.probe_u, population.probe_v), error
+    return dataclasses.replace(population, neuron=neuron), error
 
 
 def quantize_weights(weights: np.ndarray, scale: float, name: str = "") -> tuple[np.ndarray, int, ProjectionError]:
@@ -131,7 +131,6 @@ def quantize_weights(weights: np.ndarray, scale: float, name: str = "") -> tuple
 
 def to_loihi(network: Network, vth_target: int = DEFAULT_VTH) -> tuple[Network, QuantizationReport]:
     """A LoihiLIF copy of a FloatLIF network and the quantization error report."""
-    network.validate()
     if not network.is_float:
         raise ValueError("to_loihi: the network is already LoihiLIF")
     if not 1 <= vth_target < 2**17:
@@ -144,18 +143,16 @@ def to_loihi(network: Network, vth_target: int = DEFAULT_VTH) -> tuple[Network, 
         scales[population.name] = error.scale
     projections, proj_errors = [], []
     for projection in network.projections:
-        converted = copy.copy(projection)
         scale = scales[projection.target]
         if isinstance(projection, Conv2D):
-            converted.kernel, exp, error = quantize_weights(projection.kernel, scale, projection.name)
+            kernel, exp, error = quantize_weights(projection.kernel, scale, projection.name)
+            converted = dataclasses.replace(projection, kernel=kernel, weight_exp=exp, num_weight_bits=8)
         elif isinstance(projection, (Dense, Sparse)):
-            converted.weights, exp, error = quantize_weights(projection.weights, scale, projection.name)
+            weights, exp, error = quantize_weights(projection.weights, scale, projection.name)
+            converted = dataclasses.replace(projection, weights=weights, weight_exp=exp, num_weight_bits=8)
         else:
             raise ValueError(f"{projection.owner()}: cannot convert {type(projection).__name__}")
-        converted.weight_exp, converted.num_weight_bits = exp, 8
         projections.append(converted)
         proj_errors.append(error)
-    loihi = Network(n_inputs=network.n_inputs, populations=populations, projections=projections,
-                    output=network.output_name, dt_ms=network.dt_ms, input_shape=network.input_shape)
-    loihi.validate()
+    loihi = dataclasses.replace(network, populations=populations, projections=projections, output=network.output_name)
     return loihi, QuantizationReport(pop_errors, proj_errors)

@@ -1,59 +1,147 @@
 """numba step kernels of both backends: one call advances the whole network by one step.
 
-Index space: input axons are ``[0, n_inputs)``, population neurons follow, in population order. A
-"group" is the input port (group 0) or a population (group p + 1); ``groups[g] = (start, size, count)``
-with ``active[start:start + count]`` the indices that spiked in group g this step (event lists).
+The kernels take parameter and state NamedTuples of arrays (Norse's ``LIFParameters``/``LIFState``
+style; numba unboxes them field by field): neuron constants (:class:`LoihiParams`,
+:class:`FloatParams`) and neuron state (:class:`LoihiState`, :class:`FloatState`), each field an array
+over all population neurons in population order; the spike event lists (:class:`Events`); and the
+synapses with their delay rings (:class:`Synapses`), whose ``table`` is a record array with one row
+per projection (:data:`PROJECTION_DTYPE`). Counters are pipeline.snn.counters' int64 array.
 
-Projection table ``proj`` (int64, one row per projection, columns below). Dense weights are stored
-input-major (the row of pre axon ``i`` is contiguous, n_tgt long); CSR synapses of pre ``i`` are
-``indptr[IDX_OFF + i] .. indptr[IDX_OFF + i + 1]`` (local), with post index, weight and delay at
-``SYN_OFF``/``W_OFF`` plus that local position. Each projection owns a ring of RING_LEN slots of n_tgt
-accumulators: a spike at step t adds its weights to slot (t + 1 + delay) % RING_LEN, and slot
-t % RING_LEN is delivered to the target (and zeroed) at the start of step t.
+Index space: input axons are ``[0, n_inputs)``, population neurons follow, in population order. A
+"group" is the input port (group 0) or a population (group p + 1); ``events.groups[g]`` holds its
+``start``, ``size`` and ``count``, with ``events.active[start:start + count]`` the indices that spiked
+in group g this step. State and parameter arrays index population neurons only (global index minus
+n_inputs).
+
+Synapse storage (``Synapses``): dense weights are stored input-major (the row of pre axon ``i`` is
+contiguous, ``n_tgt`` long, at ``w_off + i * n_tgt``); CSR synapses of pre ``i`` are
+``indptr[idx_off + i] .. indptr[idx_off + i + 1]`` (local), with post index, weight and delay at
+``syn_off``/``w_off`` plus that local position. Each projection owns a ring of ``ring_len`` slots of
+``n_tgt`` accumulators: a spike at step t adds its weights to slot (t + 1 + delay) % ring_len, and
+slot t % ring_len is delivered to the target's a_in (and zeroed) at the start of step t.
 
 Step order (Lava's): clear last step's spikes; load input spikes; deliver ring slots into a_in; update
 every neuron (emit spikes); accumulate spiking sources' weight rows into the rings. Nothing allocates.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
-KIND, SRC_GROUP, SRC_START, N_SRC, TGT_POP, TGT_START, N_TGT, W_OFF, IDX_OFF, SYN_OFF, RING_OFF, RING_LEN, \
-    SHIFT, DELAY = range(14)
-N_PROJ_COLUMNS = 14
+from pipeline.snn.counters import ACTIVE_UPDATES, INACTIVE_UPDATES, LAST, SPIKES, SYNAPTIC_OPS, TOTAL
+
+#: One row per projection. kind: DENSE or CSR; src_group: event group of the source; src_start: global
+#: index of the source's first neuron; n_src, n_tgt: sizes; tgt_pop: target population index (counters);
+#: tgt_start: first target neuron in the state arrays; w_off, idx_off, syn_off: offsets into weights,
+#: indptr and post/delays; ring_off, ring_len: the delay ring (ring_len slots of n_tgt); shift: the
+#: left shift (negative: arithmetic right shift) applied to the delivered sum (loihi: weight_exp plus
+#: the zeroed low weight bits; float: 0); delay: the dense projection's scalar delay in steps.
+PROJECTION_DTYPE = np.dtype([(name, np.int64) for name in (
+    "kind", "src_group", "src_start", "n_src", "tgt_pop", "tgt_start", "n_tgt", "w_off", "idx_off", "syn_off",
+    "ring_off", "ring_len", "shift", "delay")])
+#: One row per event group (input port, then each population): first global index, size, spikes this step.
+GROUP_DTYPE = np.dtype([("start", np.int64), ("size", np.int64), ("count", np.int64)])
 DENSE, CSR = 0, 1
 
-# neuron state rows (loihi int64; float backend float32 uses U, V, A_IN and a separate refractory counter)
-U, V, A_IN, REFRACTORY_LEFT = range(4)
-# loihi parameter rows: U_MULT = 4095 - du, V_MULT = 4096 - dv, THRESHOLD = vth << 6, BIAS = bias_mant << bias_exp
-U_MULT, V_MULT, THRESHOLD, BIAS, REFRACTORY = range(5)
-
-# counters columns (pipeline.snn.counters.FIELDS)
-C_SYN, C_ACTIVE, C_INACTIVE, C_SPIKES = range(4)
-
+#: u and v are 24-bit signed on Loihi: u wraps once past +-2**23, v saturates at +-(2**23 - 1).
 UV_LIMIT = 1 << 23
+#: Synaptic input enters u shifted up by 6 bits (weights are 8-bit mantissas of a 14-bit input scale).
+A_IN_SHIFT = 6
+#: du and dv are 12-bit: the decay multiplies by (4096 - d) / 4096, i.e. multiply then shift right 12.
+DECAY_BITS = 12
 # float backend: decaying states are flushed to 0 below this magnitude; without it they end as float32
 # subnormals, whose arithmetic is ~100x slower on x86 (numba does not set flush-to-zero).
 FLUSH_BELOW = np.float32(1e-30)
 
 
+class LoihiParams(NamedTuple):
+    """Loihi neuron constants, int64 (n_neurons,) each, derived once at build from LoihiLIF.
+
+    u_mult = 4095 - du and v_mult = 4096 - dv (12-bit decays as multipliers over 2**12; Lava's
+    off-by-one on u included); threshold = vth << 6 (state units); bias = bias_mant << bias_exp
+    (arithmetic right shift for a negative exponent; state units, added to v each step);
+    refractory: steps v is held at 0 after a spike.
+    """
+
+    u_mult: np.ndarray
+    v_mult: np.ndarray
+    threshold: np.ndarray
+    bias: np.ndarray
+    refractory: np.ndarray
+
+
+class LoihiState(NamedTuple):
+    """Loihi neuron state, int64 (n_neurons,) each: u, v (24-bit signed values), a_in (this step's
+    synaptic input, summed over projections after each one's shift; unbounded, as in Lava), and
+    refractory_left (steps)."""
+
+    u: np.ndarray
+    v: np.ndarray
+    a_in: np.ndarray
+    refractory_left: np.ndarray
+
+
+class FloatParams(NamedTuple):
+    """Float neuron constants (n_neurons,): u_decay, v_decay (per-step factors), threshold, bias
+    (float32, the weights' units), refractory (int32 steps)."""
+
+    u_decay: np.ndarray
+    v_decay: np.ndarray
+    threshold: np.ndarray
+    bias: np.ndarray
+    refractory: np.ndarray
+
+
+class FloatState(NamedTuple):
+    """Float neuron state (n_neurons,): u, v, a_in float32; refractory_left int32 steps."""
+
+    u: np.ndarray
+    v: np.ndarray
+    a_in: np.ndarray
+    refractory_left: np.ndarray
+
+
+class Events(NamedTuple):
+    """This step's spikes: spikes uint8 (n_total,) 0/1 per global index; active int32 (n_total,) the
+    spiking indices of each group, listed from the group's start; groups GROUP_DTYPE (n_groups,)."""
+
+    spikes: np.ndarray
+    active: np.ndarray
+    groups: np.ndarray
+
+
+class Synapses(NamedTuple):
+    """All projections: table PROJECTION_DTYPE (n_projections,); weights (loihi: int8/int16/int32
+    mantissas, float: float32); indptr int64, post int32, delays uint8 (CSR projections); ring (loihi
+    int32, float float32) the delay rings."""
+
+    table: np.ndarray
+    weights: np.ndarray
+    indptr: np.ndarray
+    post: np.ndarray
+    delays: np.ndarray
+    ring: np.ndarray
+
+
 @njit(cache=True)
-def _begin_step(inputs, spikes, active, groups, counters):
+def _begin_step(inputs, events, counters):
     """Clear last step's spikes, zero the last-step counters, load the input spikes (deduplicated).
 
-    Returns -1, or the position in ``inputs`` of an index outside [0, groups[0, 1]).
+    Returns -1, or the position in ``inputs`` of an index outside [0, n_inputs) (nothing changed then).
     """
-    n_inputs = groups[0, 1]
+    spikes, active, groups = events.spikes, events.active, events.groups
+    n_inputs = groups[0].size
     for k in range(inputs.shape[0]):
         if inputs[k] < 0 or inputs[k] >= n_inputs:
             return k
     for g in range(groups.shape[0]):
-        start = groups[g, 0]
-        for k in range(groups[g, 2]):
+        start = groups[g].start
+        for k in range(groups[g].count):
             spikes[active[start + k]] = 0
-        groups[g, 2] = 0
-    counters[0, :, :] = 0
+        groups[g].count = 0
+    counters[LAST, :, :] = 0
     count = 0
     for k in range(inputs.shape[0]):
         index = inputs[k]
@@ -61,27 +149,56 @@ def _begin_step(inputs, spikes, active, groups, counters):
             spikes[index] = 1
             active[count] = index
             count += 1
-    groups[0, 2] = count
+    groups[0].count = count
     return -1
 
 
 @njit(cache=True)
-def _accumulate(t, spikes, active, groups, proj, weights, indptr, post, delays, ring, counters):
+def _deliver(t, a_in, synapses):
+    """a_in[target] += ring slot t of every projection, shifted by the projection's shift; the slot is zeroed.
+
+    loihi: a_in += int64(slot) << shift (>> -shift for a negative shift, floor); float: shift is 0.
+    """
+    ring = synapses.ring
+    for p in range(synapses.table.shape[0]):
+        row = synapses.table[p]
+        n_tgt = row.n_tgt
+        slot = row.ring_off + (t % row.ring_len) * n_tgt
+        target = a_in[row.tgt_start:row.tgt_start + n_tgt]
+        acc = ring[slot:slot + n_tgt]
+        shift = row.shift
+        if shift > 0:
+            for j in range(n_tgt):
+                target[j] += np.int64(acc[j]) << shift
+                acc[j] = 0
+        elif shift < 0:
+            for j in range(n_tgt):
+                target[j] += np.int64(acc[j]) >> -shift
+                acc[j] = 0
+        else:
+            for j in range(n_tgt):
+                target[j] += acc[j]
+                acc[j] = 0
+
+
+@njit(cache=True)
+def _accumulate(t, events, synapses, counters):
     """Add the weight rows of every source that spiked this step into the projections' rings."""
-    for p in range(proj.shape[0]):
-        g = proj[p, SRC_GROUP]
-        start = groups[g, 0]
-        count = groups[g, 2]
+    active, groups = events.active, events.groups
+    weights, ring = synapses.weights, synapses.ring
+    for p in range(synapses.table.shape[0]):
+        row = synapses.table[p]
+        start = groups[row.src_group].start
+        count = groups[row.src_group].count
         if count == 0:
             continue
-        n_tgt = proj[p, N_TGT]
-        ring_len = proj[p, RING_LEN]
-        ring_off = proj[p, RING_OFF]
-        w_off = proj[p, W_OFF]
-        src_start = proj[p, SRC_START]
+        n_tgt = row.n_tgt
+        ring_len = row.ring_len
+        w_off = row.w_off
+        src_start = row.src_start
         ops = 0
-        if proj[p, KIND] == DENSE:
-            slot = ring_off + ((t + 1 + proj[p, DELAY]) % ring_len) * n_tgt
+        if row.kind == DENSE:
+            slot = row.ring_off + ((t + 1 + row.delay) % ring_len) * n_tgt
             acc = ring[slot:slot + n_tgt]
             rows = active[start:start + count]
             k = 0
@@ -107,27 +224,44 @@ def _accumulate(t, spikes, active, groups, proj, weights, indptr, post, delays, 
                 k += 1
             ops = count * n_tgt
         else:
-            idx_off = proj[p, IDX_OFF]
-            syn_off = proj[p, SYN_OFF]
+            indptr, post, delays = synapses.indptr, synapses.post, synapses.delays
+            ring_off = row.ring_off
             for k in range(count):
-                row = active[start + k] - src_start
-                first = indptr[idx_off + row]
-                last = indptr[idx_off + row + 1]
+                pre = active[start + k] - src_start
+                first = indptr[row.idx_off + pre]
+                last = indptr[row.idx_off + pre + 1]
                 for s in range(first, last):
-                    slot = (t + 1 + delays[syn_off + s]) % ring_len
-                    ring[ring_off + slot * n_tgt + post[syn_off + s]] += weights[w_off + s]
+                    slot = (t + 1 + delays[row.syn_off + s]) % ring_len
+                    ring[ring_off + slot * n_tgt + post[row.syn_off + s]] += weights[w_off + s]
                 ops += last - first
-        counters[0, proj[p, TGT_POP], C_SYN] += ops
-        counters[1, proj[p, TGT_POP], C_SYN] += ops
+        counters[LAST, row.tgt_pop, SYNAPTIC_OPS] += ops
+        counters[TOTAL, row.tgt_pop, SYNAPTIC_OPS] += ops
 
 
 @njit(cache=True)
-def _update_loihi(u, v, a_in, refractory_left, u_mult, v_mult, threshold, bias, refractory, spikes):
-    """Bit-accurate CUBA LIF update of one population (branch-free, so it vectorizes).
+def lif_loihi(state, params, lo, hi, spikes):
+    """Bit-accurate CUBA LIF update of neurons [lo, hi) (one population; Lava's PyLifModelBitAcc).
 
-    Writes u, v (after reset), refractory_left, spikes (0/1) in place, zeroes a_in; returns the number of
-    neurons whose u, v, input or bias was nonzero (active updates).
+    Integers throughout; per neuron, with a_in this step's synaptic input::
+
+        u' = sign(u * u_mult) * (|u * u_mult| >> 12) + (a_in << 6),  then wrapped once into 24 bits
+             (u' > 2**23: u' - 2**24; u' <= -2**23: u' + 2**24)
+        v' = sign(v * v_mult) * (|v * v_mult| >> 12) + u' + bias,    saturated to +-(2**23 - 1)
+        spike = v' > threshold and not refractory;  v' = 0 on a spike or while refractory
+        refractory_left = refractory on a spike, else one less while > 0;  a_in = 0
+
+    Writes state in place and spikes[0:hi - lo] (0/1); branch-free, so it vectorizes. Returns the
+    number of neurons whose u, v, input or bias was nonzero (active updates).
     """
+    u = state.u[lo:hi]
+    v = state.v[lo:hi]
+    a_in = state.a_in[lo:hi]
+    refractory_left = state.refractory_left[lo:hi]
+    u_mult = params.u_mult[lo:hi]
+    v_mult = params.v_mult[lo:hi]
+    threshold = params.threshold[lo:hi]
+    bias = params.bias[lo:hi]
+    refractory = params.refractory[lo:hi]
     n_active = 0
     for i in range(u.shape[0]):
         u0 = u[i]
@@ -136,11 +270,11 @@ def _update_loihi(u, v, a_in, refractory_left, u_mult, v_mult, threshold, bias, 
         b = bias[i]
         n_active += ((u0 | v0 | a | b) != 0)
         x = u0 * u_mult[i]
-        q = np.abs(x) >> 12
-        u1 = (q if x >= 0 else -q) + (a << 6)
+        q = np.abs(x) >> DECAY_BITS
+        u1 = (q if x >= 0 else -q) + (a << A_IN_SHIFT)
         u1 = u1 - 2 * UV_LIMIT if u1 > UV_LIMIT else (u1 + 2 * UV_LIMIT if u1 <= -UV_LIMIT else u1)
         y = v0 * v_mult[i]
-        r = np.abs(y) >> 12
+        r = np.abs(y) >> DECAY_BITS
         v1 = (r if y >= 0 else -r) + u1 + b
         v1 = min(max(v1, -(UV_LIMIT - 1)), UV_LIMIT - 1)
         left = refractory_left[i]
@@ -155,9 +289,25 @@ def _update_loihi(u, v, a_in, refractory_left, u_mult, v_mult, threshold, bias, 
 
 
 @njit(cache=True)
-def _update_float(u, v, a_in, refractory_left, u_mult, v_mult, threshold, bias, refractory, spikes):
-    """float32 CUBA LIF update of one population, same order as _update_loihi (u, v flushed to 0 below
-    FLUSH_BELOW)."""
+def lif_float(state, params, lo, hi, spikes):
+    """float32 CUBA LIF update of neurons [lo, hi), same order as :func:`lif_loihi`::
+
+        u' = u * u_decay + a_in                 (flushed to 0 below FLUSH_BELOW in magnitude)
+        v' = v * v_decay + u' + bias            (flushed likewise)
+        spike = v' > threshold and not refractory;  v' = 0 on a spike or while refractory
+        refractory_left = refractory on a spike, else one less while > 0;  a_in = 0
+
+    Returns the number of active updates (nonzero u, v, input or bias).
+    """
+    u = state.u[lo:hi]
+    v = state.v[lo:hi]
+    a_in = state.a_in[lo:hi]
+    refractory_left = state.refractory_left[lo:hi]
+    u_decay = params.u_decay[lo:hi]
+    v_decay = params.v_decay[lo:hi]
+    threshold = params.threshold[lo:hi]
+    bias = params.bias[lo:hi]
+    refractory = params.refractory[lo:hi]
     n_active = 0
     for i in range(u.shape[0]):
         u0 = u[i]
@@ -165,102 +315,79 @@ def _update_float(u, v, a_in, refractory_left, u_mult, v_mult, threshold, bias, 
         a = a_in[i]
         b = bias[i]
         n_active += ((u0 != 0) | (v0 != 0) | (a != 0) | (b != 0))
-        u1 = u0 * u_mult[i] + a
+        u1 = u0 * u_decay[i] + a
         u1 = u1 if abs(u1) >= FLUSH_BELOW else np.float32(0.0)
-        v1 = v0 * v_mult[i] + u1 + b
+        v1 = v0 * v_decay[i] + u1 + b
         v1 = v1 if abs(v1) >= FLUSH_BELOW else np.float32(0.0)
         left = refractory_left[i]
         resting = left > 0
         spike = (not resting) & (v1 > threshold[i])
         u[i] = u1
         v[i] = np.float32(0.0) if (resting | spike) else v1
-        refractory_left[i] = np.int32(refractory[i]) if spike else left - resting
+        refractory_left[i] = refractory[i] if spike else left - resting
         spikes[i] = spike
         a_in[i] = 0
     return n_active
 
 
 @njit(cache=True)
-def _collect(g, n_active, spikes, active, groups, counters):
+def _collect(g, n_active, events, counters):
     """List group g's spiking neurons in ``active`` and count its neuron updates and spikes."""
-    start = groups[g, 0]
-    size = groups[g, 1]
+    spikes, active, groups = events.spikes, events.active, events.groups
+    start = groups[g].start
+    size = groups[g].size
     count = 0
     for i in range(start, start + size):
         if spikes[i]:
             active[start + count] = i
             count += 1
-    groups[g, 2] = count
+    groups[g].count = count
     pop = g - 1
-    counters[0, pop, C_ACTIVE] = n_active
-    counters[0, pop, C_INACTIVE] = size - n_active
-    counters[0, pop, C_SPIKES] = count
-    counters[1, pop, C_ACTIVE] += n_active
-    counters[1, pop, C_INACTIVE] += size - n_active
-    counters[1, pop, C_SPIKES] += count
+    counters[LAST, pop, ACTIVE_UPDATES] = n_active
+    counters[LAST, pop, INACTIVE_UPDATES] = size - n_active
+    counters[LAST, pop, SPIKES] = count
+    counters[TOTAL, pop, ACTIVE_UPDATES] += n_active
+    counters[TOTAL, pop, INACTIVE_UPDATES] += size - n_active
+    counters[TOTAL, pop, SPIKES] += count
 
 
 @njit(cache=True)
-def step_loihi(inputs, t, state, params, spikes, active, groups, proj, weights, indptr, post, delays, ring,
-               counters):
-    """One bit-accurate step. state int64 (4, n_neurons); params int64 (5, n_neurons); ring int32.
+def step_loihi(inputs, t, state, params, events, synapses, counters):
+    """One bit-accurate step of every population: inputs int32 (k,) active input axons, t the step
+    number; state LoihiState, params LoihiParams, events Events, synapses Synapses (ring int32),
+    counters int64 (2, n_populations, len(FIELDS)).
 
     Returns -1, or the position of an out-of-range input index (nothing else was changed then).
     """
-    bad = _begin_step(inputs, spikes, active, groups, counters)
+    bad = _begin_step(inputs, events, counters)
     if bad >= 0:
         return bad
-    n_inputs = groups[0, 1]
-    for p in range(proj.shape[0]):
-        n_tgt = proj[p, N_TGT]
-        slot = proj[p, RING_OFF] + (t % proj[p, RING_LEN]) * n_tgt
-        tgt = proj[p, TGT_START]
-        a_in = state[A_IN, tgt:tgt + n_tgt]
-        acc = ring[slot:slot + n_tgt]
-        shift = proj[p, SHIFT]
-        if shift >= 0:
-            for j in range(n_tgt):
-                a_in[j] += np.int64(acc[j]) << shift
-                acc[j] = 0
-        else:
-            for j in range(n_tgt):
-                a_in[j] += np.int64(acc[j]) >> -shift
-                acc[j] = 0
+    _deliver(t, state.a_in, synapses)
+    groups = events.groups
+    n_inputs = groups[0].size
     for g in range(1, groups.shape[0]):
-        lo = groups[g, 0] - n_inputs
-        hi = lo + groups[g, 1]
-        n_active = _update_loihi(state[U, lo:hi], state[V, lo:hi], state[A_IN, lo:hi], state[REFRACTORY_LEFT, lo:hi],
-                                 params[U_MULT, lo:hi], params[V_MULT, lo:hi], params[THRESHOLD, lo:hi],
-                                 params[BIAS, lo:hi], params[REFRACTORY, lo:hi], spikes[lo + n_inputs:hi + n_inputs])
-        _collect(g, n_active, spikes, active, groups, counters)
-    _accumulate(t, spikes, active, groups, proj, weights, indptr, post, delays, ring, counters)
+        start = groups[g].start
+        lo = start - n_inputs
+        n_active = lif_loihi(state, params, lo, lo + groups[g].size, events.spikes[start:start + groups[g].size])
+        _collect(g, n_active, events, counters)
+    _accumulate(t, events, synapses, counters)
     return -1
 
 
 @njit(cache=True)
-def step_float(inputs, t, state, params, refractory_left, spikes, active, groups, proj, weights, indptr, post,
-               delays, ring, counters):
-    """One float32 step, same order as step_loihi. state float32 (3, n): u, v, a_in; params float32
-    (5, n): u decay factor, v decay factor, threshold, bias, refractory steps; refractory_left int32 (n,)."""
-    bad = _begin_step(inputs, spikes, active, groups, counters)
+def step_float(inputs, t, state, params, events, synapses, counters):
+    """One float32 step, same order and arguments as :func:`step_loihi` (FloatState, FloatParams,
+    ring float32)."""
+    bad = _begin_step(inputs, events, counters)
     if bad >= 0:
         return bad
-    n_inputs = groups[0, 1]
-    for p in range(proj.shape[0]):
-        n_tgt = proj[p, N_TGT]
-        slot = proj[p, RING_OFF] + (t % proj[p, RING_LEN]) * n_tgt
-        tgt = proj[p, TGT_START]
-        a_in = state[A_IN, tgt:tgt + n_tgt]
-        acc = ring[slot:slot + n_tgt]
-        for j in range(n_tgt):
-            a_in[j] += acc[j]
-            acc[j] = 0.0
+    _deliver(t, state.a_in, synapses)
+    groups = events.groups
+    n_inputs = groups[0].size
     for g in range(1, groups.shape[0]):
-        lo = groups[g, 0] - n_inputs
-        hi = lo + groups[g, 1]
-        n_active = _update_float(state[U, lo:hi], state[V, lo:hi], state[A_IN, lo:hi], refractory_left[lo:hi],
-                                 params[U_MULT, lo:hi], params[V_MULT, lo:hi], params[THRESHOLD, lo:hi],
-                                 params[BIAS, lo:hi], params[REFRACTORY, lo:hi], spikes[lo + n_inputs:hi + n_inputs])
-        _collect(g, n_active, spikes, active, groups, counters)
-    _accumulate(t, spikes, active, groups, proj, weights, indptr, post, delays, ring, counters)
+        start = groups[g].start
+        lo = start - n_inputs
+        n_active = lif_float(state, params, lo, lo + groups[g].size, events.spikes[start:start + groups[g].size])
+        _collect(g, n_active, events, counters)
+    _accumulate(t, events, synapses, counters)
     return -1

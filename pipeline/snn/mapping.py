@@ -20,13 +20,23 @@ Placement model
   * Cores are numbered globally and fill chips of 128 in order; a chip's cores sit 4 to a tile on
     an 8 x 4 tile mesh, chips side by side along x.
 
-Energy model (Loihi 1, Davies et al., IEEE Micro 2018; the conformance README's values)
-  23.6 pJ per synaptic op, 120 pJ per learning (STDP) synaptic update, 81 / 52 pJ per active /
-  inactive compartment update, and per spike message 1.7 pJ within the tile plus 3.0 pJ per
-  east-west and 4.0 pJ per north-south tile hop (the README's 3-4 pJ per hop). A spike is one
+Energy model (Loihi 1): dynamic per-operation energy plus static power
+  Dynamic: Davies et al., "Loihi: A Neuromorphic Manycore Processor with On-Chip Learning", IEEE Micro
+  2018: pre-silicon (simulated, 0.75 V) energy per operation, the conformance README's values, not
+  silicon measurements. 23.6 pJ per synaptic op, 120 pJ per learning (STDP) synaptic update, 81 / 52 pJ
+  per active / inactive compartment update, and per spike message 1.7 pJ within the tile plus 3.0 pJ
+  per east-west and 4.0 pJ per north-south tile hop (the README's 3-4 pJ per hop). A spike is one
   message per destination core; a population's spikes are costed at its neurons' mean message
   energy (counters give counts per population, not which neurons fired). Input-port spikes enter
   at tile (0, 0) of chip 0.
+  Static: ``STATIC_POWER_W`` (29 mW, measured idle power of a Loihi system; source at the constant)
+  per chip the mapping uses, over the interval the steps take in real-time pacing (one step per
+  ``dt_ms``, as the loop runs the network).
+  Not counted: per-step barrier synchronisation and the embedded x86 cores' per-step work (part of
+  measured dynamic power on silicon, absent from the per-op figures); moving spikes between the host
+  and the chip (input injection, output readout); inter-chip links beyond the tile-hop rates; the
+  host computer; how silicon differs from the pre-silicon figures; unthrottled runs (static power is
+  charged for dt per step, not for the shorter chip time).
 
 Chip time model
   Cores work in parallel and the step ends with a barrier. Estimated step time = 5.8 µs (the
@@ -60,6 +70,18 @@ from pipeline.snn.weights import MIXED, sign_mode
 
 MAX_PASSES = 6
 
+#: Static (idle) power of a Loihi 1 system in W, charged per chip used. Source: Blouw, Choo, Hunsberger,
+#: Eliasmith, "Benchmarking Keyword Spotting Efficiency on Neuromorphic Hardware", NICE 2019
+#: (doi:10.1145/3320288.3320304, arXiv:1812.01739), Table 1: Loihi idle 0.029 W (running 0.110 W),
+#: measured through NxSDK on a Wolf Mountain board running a network of a few cores; by the paper's
+#: account idle covers silicon leakage while powered and the embedded x86 cores idling. The paper does
+#: not say how many chips that figure covers: charging it per chip used is this model's assumption.
+STATIC_POWER_W = 0.029
+DYNAMIC_SOURCE = "Davies et al. 2018 pre-silicon dynamic energy per operation (0.75 V)"
+STATIC_SOURCE = "Blouw et al. 2019 measured Loihi idle power"
+NOT_COUNTED = ("barrier synchronisation and embedded x86 work per step, host<->chip spike I/O, inter-chip links "
+               "beyond tile hops, the host computer, silicon vs pre-silicon differences")
+
 
 class MappingError(ValueError):
     """The network does not fit: names the population and the Loihi limit it broke."""
@@ -67,7 +89,8 @@ class MappingError(ValueError):
 
 @dataclass(frozen=True)
 class LoihiSpec:
-    """Loihi 1 resource limits, synapse encoding, energy (pJ) and latency (ns) per operation."""
+    """Loihi 1 resource limits, synapse encoding, dynamic energy (pJ) and latency (ns) per operation, static
+    power (W per chip)."""
 
     compartments_per_core: int = 1024
     input_axons_per_core: int = 4096
@@ -98,6 +121,7 @@ class LoihiSpec:
     hop_ew_ns: float = 4.1
     hop_ns_ns: float = 6.5
     step_floor_us: float = 5.8
+    static_power_w: float = STATIC_POWER_W
 
     def __post_init__(self) -> None:
         if self.tiles_x * self.tiles_y * self.cores_per_tile != self.cores_per_chip:
@@ -159,7 +183,12 @@ class PopulationPlacement:
 
 @dataclass
 class EnergyEstimate:
-    """Energy (pJ) by operation class and estimated chip time (µs) for a step (or a total)."""
+    """Energy (pJ) by term and estimated chip time (µs) for a step (or a total over ``steps``).
+
+    synaptic_pj, learning_pj, neuron_pj, spike_pj: dynamic energy from Davies et al. 2018's pre-silicon
+    per-operation figures; static_pj: STATIC_POWER_W per chip over the steps at real-time pacing (one
+    step per dt). What neither counts: see the module docstring (``NOT_COUNTED``).
+    """
 
     synaptic_pj: float
     learning_pj: float
@@ -168,10 +197,17 @@ class EnergyEstimate:
     chip_time_us: float
     busiest_population: str
     steps: int = 1
+    static_pj: float = 0.0
+
+    @property
+    def dynamic_pj(self) -> float:
+        """The per-operation (pre-silicon) terms summed."""
+        return self.synaptic_pj + self.learning_pj + self.neuron_pj + self.spike_pj
 
     @property
     def total_pj(self) -> float:
-        return self.synaptic_pj + self.learning_pj + self.neuron_pj + self.spike_pj
+        """Dynamic plus static energy."""
+        return self.dynamic_pj + self.static_pj
 
     @property
     def per_step_uj(self) -> float:
@@ -187,6 +223,7 @@ class Mapping:
     cores: list[CoreLoad]
     input_message_pj: float
     input_route_ns: float
+    dt_ms: float = 1.0
 
     @property
     def n_cores(self) -> int:
@@ -208,7 +245,8 @@ class Mapping:
 
         ``counters``: a Counters object or an int array (n_populations, len(FIELDS)) in network
         order. ``input_spikes``: input-port spikes in the same interval. For TOTAL, the chip time
-        is the per-step model applied to the mean counts per step.
+        is the per-step model applied to the mean counts per step. Static energy covers ``steps``
+        steps of ``dt_ms`` on every chip used.
         """
         if isinstance(counters, Counters):
             if counters.population_names != [p.name for p in self.populations]:
@@ -240,8 +278,9 @@ class Mapping:
         if input_spikes:
             routes.append(self.input_route_ns)
         chip_us = s.step_floor_us + (busy_ns[busiest] + max(routes, default=0.0)) * 1e-3
+        static = s.static_power_w * self.n_chips * n * self.dt_ms * 1e-3 * 1e12
         return EnergyEstimate(float(synaptic), float(learning), float(neuron), spike, float(chip_us),
-                              self.populations[busiest].name, n)
+                              self.populations[busiest].name, n, float(static))
 
     def report(self) -> str:
         """A text table: cores, chips and the binding resources per population."""
@@ -259,7 +298,14 @@ class Mapping:
                      f"{s.compartments_per_core} compartments, {s.input_axons_per_core} input axons, "
                      f"{s.output_axons_per_core} output axons, {s.synaptic_memory_bytes // 1024} KB; "
                      f"{s.cores_per_chip} cores/chip, {s.max_chips} chips)")
+        lines.append(f"energy: pJ/spike above and per-op energy are {DYNAMIC_SOURCE}; static "
+                     f"{s.static_power_w * 1e3:g} mW per chip x {self.n_chips} = {self.static_power_w() * 1e3:g} mW "
+                     f"({STATIC_SOURCE}); not counted: {NOT_COUNTED}")
         return "\n".join(lines)
+
+    def static_power_w(self) -> float:
+        """Static power of the chips this mapping uses, W."""
+        return self.spec.static_power_w * self.n_chips
 
 
 # ---------------------------------------------------------------------- synapse encoding
@@ -372,7 +418,6 @@ _LIMIT_TEXT = {
 
 def map_network(network: Network, spec: LoihiSpec = LoihiSpec()) -> Mapping:
     """Place ``network`` on Loihi 1 cores (see the module docstring); raises MappingError if it does not fit."""
-    network.validate()
     names = [p.name for p in network.populations]
     source_offset, offset = {INPUT: 0}, int(network.n_inputs)
     for population in network.populations:
@@ -455,7 +500,7 @@ def _result(network, spec, names, neuron_core, stats, fanout, incoming, csr_cach
     _, in_energy, in_latency = _fanout(network, INPUT, neuron_core, spec, src, csr_cache) if network.n_inputs else \
         (None, np.zeros(1), np.zeros(1))
     return Mapping(spec, placements, cores, float(in_energy.mean()) if in_energy.size else 0.0,
-                   float(in_latency.max()) if in_latency.size else 0.0)
+                   float(in_latency.max()) if in_latency.size else 0.0, float(network.dt_ms))
 
 
 def map_runtime(runtime, spec: LoihiSpec = LoihiSpec()) -> Mapping:
@@ -471,7 +516,7 @@ def estimate_runtime(runtime, mapping: Mapping, total: bool = False) -> EnergyEs
     """
     if total:
         return mapping.estimate(runtime.counters, TOTAL)
-    return mapping.estimate(runtime.counters, LAST, input_spikes=int(runtime.groups[0, 2]))
+    return mapping.estimate(runtime.counters, LAST, input_spikes=runtime.input_spikes)
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -492,7 +537,9 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"{args.network}: {error}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"cores": mapping.n_cores, "chips": mapping.n_chips, "populations": [
+        print(json.dumps({"cores": mapping.n_cores, "chips": mapping.n_chips,
+                          "static_power_mw": mapping.static_power_w() * 1e3, "static_power_source": STATIC_SOURCE,
+                          "spike_energy_source": DYNAMIC_SOURCE, "energy_not_counted": NOT_COUNTED, "populations": [
             {"name": p.name, "neurons": p.size, "cores": len(p.cores), "chips": p.chips,
              "max_compartments_per_core": p.max_compartments, "max_input_axons_per_core": p.max_input_axons,
              "max_output_axons_per_core": p.max_output_axons, "max_synaptic_bytes_per_core": p.max_synaptic_bytes,

@@ -1,6 +1,10 @@
 """Spiking network description: LIF populations, projections, one input port.
 
-A :class:`Network` is plain data. It holds
+A :class:`Network` is a value: frozen dataclasses all the way down, arrays copied on construction and
+held read-only, checked when constructed (a ValueError names the population or projection and the
+parameter). Change one with :func:`dataclasses.replace` or the helpers
+:meth:`Network.with_population` / :meth:`Network.with_projection`; a runtime built from a network
+copies what it needs, so a changed network needs a new ``build()``. It holds
 
 * ``n_inputs`` input axons (the input port; per step the caller names the active ones),
 * :class:`Population` objects: CUBA LIF compartments described either with Loihi integer
@@ -18,11 +22,13 @@ Weight matrices are given target-major like Lava's Dense: ``weights[post, pre]``
 """
 from __future__ import annotations
 
-import importlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.snn.learning.rule import RULE_CLASSES
 
 INPUT = "input"
 MAX_DELAY = 62
@@ -36,6 +42,30 @@ _LOIHI_RANGES = {
     "bias_exp": (-8, 7),
     "refractory": (0, 255),
 }
+_FLOAT_FIELDS = ("tau_syn_ms", "tau_mem_ms", "threshold", "bias", "refractory_ms")
+
+
+def frozen_array(value, dtype=None) -> np.ndarray:
+    """``value`` as a read-only array that owns its data (copied unless it is one already)."""
+    array = np.asarray(value, dtype=dtype)
+    if array.base is not None or (array is value and array.flags.writeable):
+        array = array.copy()
+    array.flags.writeable = False
+    return array
+
+
+def _frozen_value(value):
+    """A scalar stays a scalar (a 0-d array becomes one); anything array-like becomes a frozen array."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    if np.ndim(value) == 0:
+        return value
+    return frozen_array(value)
+
+
+def _freeze_fields(instance, names) -> None:
+    for name in names:
+        object.__setattr__(instance, name, _frozen_value(getattr(instance, name)))
 
 
 def _fail(owner: str, parameter: str, message: str) -> ValueError:
@@ -74,13 +104,15 @@ def _float_array(owner: str, parameter: str, value, size: int, low: float, allow
     return array
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class LoihiLIF:
-    """Loihi CUBA LIF integer parameters (scalars or (size,) arrays).
+    """Loihi CUBA LIF integer parameters (scalars or (size,) arrays; arrays are held read-only).
 
     du, dv: 12-bit decays of current u and voltage v (u *= (4095 - du) / 4096, v *= (4096 - dv) / 4096);
-    vth: threshold mantissa (spike when v > vth << 6); bias = bias_mant << bias_exp, added to v every
-    step; refractory: steps after a spike during which v stays 0 (Loihi 2; Lava's CPU LIF has none: 0).
+    vth: 17-bit threshold mantissa (spike when v > vth << 6); bias = bias_mant << bias_exp (13-bit
+    signed mantissa, 3-bit signed exponent), added to v every step; refractory: steps (8 bits) after a
+    spike during which v stays 0 (Loihi 2; Lava's CPU LIF has none: 0). Ranges are checked by the
+    :class:`Population` that holds the parameters (its error names the population).
     """
 
     du: object = 0
@@ -90,12 +122,15 @@ class LoihiLIF:
     bias_exp: object = 0
     refractory: object = 0
 
+    def __post_init__(self) -> None:
+        _freeze_fields(self, _LOIHI_RANGES)
+
     def arrays(self, owner: str, size: int) -> dict[str, np.ndarray]:
         """Validated int64 (size,) arrays by parameter name; ValueError names owner and parameter."""
         return {name: _int_array(owner, name, getattr(self, name), size, *_LOIHI_RANGES[name]) for name in _LOIHI_RANGES}
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class FloatLIF:
     """Float CUBA LIF: time constants in ms, threshold and bias in the units of the weights.
 
@@ -109,6 +144,9 @@ class FloatLIF:
     threshold: object = 1.0
     bias: object = 0.0
     refractory_ms: object = 0.0
+
+    def __post_init__(self) -> None:
+        _freeze_fields(self, _FLOAT_FIELDS)
 
     def arrays(self, owner: str, size: int) -> dict[str, np.ndarray]:
         """Validated float64 (size,) arrays by parameter name."""
@@ -126,7 +164,7 @@ class FloatLIF:
         return arrays
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Population:
     """``size`` LIF compartments. u and v are readable from a runtime only where probed."""
 
@@ -136,25 +174,32 @@ class Population:
     probe_u: bool = False
     probe_v: bool = False
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         owner = f"population {self.name!r}"
         if not isinstance(self.name, str) or not self.name or self.name == INPUT:
             raise ValueError(f"{owner}: name must be a non-empty string other than {INPUT!r}")
-        if int(self.size) != self.size or self.size < 1:
+        if isinstance(self.size, bool) or int(self.size) != self.size or self.size < 1:
             raise _fail(owner, "size", f"must be a positive integer, got {self.size!r}")
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "probe_u", bool(self.probe_u))
+        object.__setattr__(self, "probe_v", bool(self.probe_v))
         if not isinstance(self.neuron, (LoihiLIF, FloatLIF)):
             raise _fail(owner, "neuron", f"must be LoihiLIF or FloatLIF, got {type(self.neuron).__name__}")
-        self.neuron.arrays(owner, int(self.size))
+        self.neuron.arrays(owner, self.size)
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Projection:
-    """Common projection fields.
+    """Common projection fields (every kind is a frozen dataclass; arrays are held read-only).
 
     weight_exp: the summed input of this projection is scaled by 2**weight_exp (Loihi -8..7);
     num_weight_bits: weight precision 1-8 (Lava's Dense truncation, see pipeline.snn.weights);
     delay: extra steps (0-62) on top of the one-step Dense hop, scalar or one per synapse
-    (shape of ``weights``); learning: a rule object from pipeline.snn.learning.engine or None.
+    (shape of ``weights``); learning: a rule from pipeline.snn.learning.rule (saved with the network
+    when its class is in ``RULE_CLASSES``), an object with ``attach()``, or None.
+
+    A projection checks what it can on its own when constructed; the sizes of its source and target
+    are checked by the :class:`Network` that holds it (:meth:`check_sizes`).
     """
 
     name: str
@@ -181,11 +226,17 @@ class Projection:
         return f"projection {self.name!r}"
 
     def _check_common(self, n_synapses_shape: tuple[int, ...]) -> None:
+        """Check and freeze the common fields; ``n_synapses_shape`` is the shape a per-synapse delay must have."""
         owner = self.owner()
-        if int(self.weight_exp) != self.weight_exp or not -8 <= self.weight_exp <= 7:
+        for name in ("name", "source", "target"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise _fail(owner, name, f"must be a non-empty string, got {getattr(self, name)!r}")
+        if isinstance(self.weight_exp, bool) or int(self.weight_exp) != self.weight_exp or not -8 <= self.weight_exp <= 7:
             raise _fail(owner, "weight_exp", f"must be an integer in [-8, 7], got {self.weight_exp!r}")
         if int(self.num_weight_bits) != self.num_weight_bits or not 1 <= self.num_weight_bits <= 8:
             raise _fail(owner, "num_weight_bits", f"must be an integer in [1, 8], got {self.num_weight_bits!r}")
+        object.__setattr__(self, "weight_exp", int(self.weight_exp))
+        object.__setattr__(self, "num_weight_bits", int(self.num_weight_bits))
         delay = np.asarray(self.delay)
         if delay.dtype.kind not in "iu":
             raise _fail(owner, "delay", f"must be integer steps, got dtype {delay.dtype}")
@@ -193,46 +244,52 @@ class Projection:
             raise _fail(owner, "delay", f"must be a scalar or have the weights' shape {n_synapses_shape}, got {delay.shape}")
         if delay.size and (delay.min() < 0 or delay.max() > MAX_DELAY):
             raise _fail(owner, "delay", f"must be in [0, {MAX_DELAY}] steps, got {int(delay.min() if delay.min() < 0 else delay.max())}")
+        object.__setattr__(self, "delay", int(delay) if delay.ndim == 0 else frozen_array(delay))
 
     def max_delay(self) -> int:
         return int(np.max(self.delay)) if np.size(self.delay) else 0
 
-    def validate(self, n_pre: int, n_post: int) -> None:
+    def check_sizes(self, n_pre: int, n_post: int) -> None:
+        """ValueError unless this projection fits a source of ``n_pre`` and a target of ``n_post`` neurons."""
         raise NotImplementedError
 
 
-def _check_weights(owner: str, weights: np.ndarray, shape: tuple[int, ...]) -> None:
-    if weights.shape != shape:
-        raise _fail(owner, "weights", f"must have shape {shape}, got {weights.shape}")
+def _check_weights(owner: str, weights: np.ndarray, parameter: str = "weights") -> None:
     if weights.dtype.kind not in "iuf":
-        raise _fail(owner, "weights", f"must be numeric, got dtype {weights.dtype}")
+        raise _fail(owner, parameter, f"must be numeric, got dtype {weights.dtype}")
     if weights.dtype.kind == "f" and not np.all(np.isfinite(weights)):
-        raise _fail(owner, "weights", "contains NaN or inf")
+        raise _fail(owner, parameter, "contains NaN or inf")
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Dense(Projection):
     """All-to-all projection; weights (n_post, n_pre) like Lava's Dense."""
 
     weights: np.ndarray
 
-    def validate(self, n_pre: int, n_post: int) -> None:
-        self.weights = np.asarray(self.weights)
-        _check_weights(self.owner(), self.weights, (n_post, n_pre))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", frozen_array(self.weights))
+        if self.weights.ndim != 2:
+            raise _fail(self.owner(), "weights", f"must be a (n_post, n_pre) matrix, got shape {self.weights.shape}")
+        _check_weights(self.owner(), self.weights)
         self._check_common(self.weights.shape)
 
+    def check_sizes(self, n_pre: int, n_post: int) -> None:
+        if self.weights.shape != (n_post, n_pre):
+            raise _fail(self.owner(), "weights", f"must have shape {(n_post, n_pre)}, got {self.weights.shape}")
+
     def synapses(self, n_pre, n_post):
-        weights_io = np.ascontiguousarray(np.asarray(self.weights).T)
+        weights_io = np.ascontiguousarray(self.weights.T)
         indptr = np.arange(n_pre + 1, dtype=np.int64) * n_post
         post = np.tile(np.arange(n_post, dtype=np.int32), n_pre)
         delays = np.broadcast_to(np.asarray(self.delay), (n_post, n_pre)).T.astype(np.uint8).ravel()
         return indptr, post, weights_io.ravel(), delays
 
     def dense_weights(self, n_pre, n_post):
-        return np.asarray(self.weights)
+        return self.weights
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Sparse(Projection):
     """Sparse projection in CSR over presynaptic neurons: the synapses of pre ``i`` are
     ``indices[indptr[i]:indptr[i+1]]`` (post neurons) with ``weights`` (and ``delay``) alike."""
@@ -250,22 +307,31 @@ class Sparse(Projection):
         np.cumsum(np.bincount(pre, minlength=weights_io.shape[0]), out=indptr[1:])
         return cls(indptr=indptr, indices=post.astype(np.int32), weights=weights_io[pre, post], **fields)
 
-    def validate(self, n_pre: int, n_post: int) -> None:
+    def __post_init__(self) -> None:
         owner = self.owner()
-        self.indptr = np.asarray(self.indptr)
-        self.indices = np.asarray(self.indices)
-        self.weights = np.asarray(self.weights)
-        if self.indptr.shape != (n_pre + 1,) or self.indptr.dtype.kind not in "iu":
-            raise _fail(owner, "indptr", f"must be an integer array of shape ({n_pre + 1},), got {self.indptr.dtype} {self.indptr.shape}")
-        nnz = int(self.indptr[-1])
-        if self.indptr[0] != 0 or np.any(np.diff(self.indptr) < 0):
+        for name in ("indptr", "indices", "weights"):
+            object.__setattr__(self, name, frozen_array(getattr(self, name)))
+        indptr, indices = self.indptr, self.indices
+        if indptr.ndim != 1 or indptr.size < 1 or indptr.dtype.kind not in "iu":
+            raise _fail(owner, "indptr", f"must be a 1-D integer array of n_pre + 1 offsets, got {indptr.dtype} {indptr.shape}")
+        nnz = int(indptr[-1])
+        if indptr[0] != 0 or np.any(np.diff(indptr) < 0):
             raise _fail(owner, "indptr", "must start at 0 and be non-decreasing")
-        if self.indices.shape != (nnz,) or self.indices.dtype.kind not in "iu":
-            raise _fail(owner, "indices", f"must be an integer array of shape ({nnz},), got {self.indices.dtype} {self.indices.shape}")
-        if nnz and (self.indices.min() < 0 or self.indices.max() >= n_post):
-            raise _fail(owner, "indices", f"must be post-neuron indices in [0, {n_post})")
-        _check_weights(owner, self.weights, (nnz,))
+        if indices.shape != (nnz,) or indices.dtype.kind not in "iu":
+            raise _fail(owner, "indices", f"must be an integer array of shape ({nnz},), got {indices.dtype} {indices.shape}")
+        if nnz and indices.min() < 0:
+            raise _fail(owner, "indices", "must be non-negative post-neuron indices")
+        if self.weights.shape != (nnz,):
+            raise _fail(owner, "weights", f"must have shape ({nnz},), got {self.weights.shape}")
+        _check_weights(owner, self.weights)
         self._check_common((nnz,))
+
+    def check_sizes(self, n_pre: int, n_post: int) -> None:
+        owner = self.owner()
+        if self.indptr.shape != (n_pre + 1,):
+            raise _fail(owner, "indptr", f"must have shape ({n_pre + 1},) for a source of {n_pre}, got {self.indptr.shape}")
+        if self.indices.size and self.indices.max() >= n_post:
+            raise _fail(owner, "indices", f"must be post-neuron indices in [0, {n_post})")
 
     def synapses(self, n_pre, n_post):
         nnz = int(self.indptr[-1])
@@ -273,7 +339,7 @@ class Sparse(Projection):
         return self.indptr.astype(np.int64), self.indices.astype(np.int32), self.weights, delays
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Conv2D(Projection):
     """2-D convolution over an event grid (cross-correlation, like torch.nn.Conv2d).
 
@@ -287,37 +353,41 @@ class Conv2D(Projection):
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
 
-    def out_shape(self) -> tuple[int, int, int]:
-        c_out, _, kh, kw = np.shape(self.kernel)
-        _, h, w = self.in_shape
-        return (c_out, (h + 2 * self.padding[0] - kh) // self.stride[0] + 1,
-                (w + 2 * self.padding[1] - kw) // self.stride[1] + 1)
-
-    def validate(self, n_pre: int, n_post: int) -> None:
+    def __post_init__(self) -> None:
         owner = self.owner()
-        self.kernel = np.asarray(self.kernel)
+        object.__setattr__(self, "kernel", frozen_array(self.kernel))
+        for name in ("in_shape", "stride", "padding"):
+            object.__setattr__(self, name, tuple(int(s) for s in getattr(self, name)))
         if self.kernel.ndim != 4:
             raise _fail(owner, "kernel", f"must have shape (out_channels, in_channels, kh, kw), got {self.kernel.shape}")
-        _check_weights(owner, self.kernel, self.kernel.shape)
-        self.in_shape = tuple(int(s) for s in self.in_shape)
-        self.stride = tuple(int(s) for s in self.stride)
-        self.padding = tuple(int(s) for s in self.padding)
+        _check_weights(owner, self.kernel, "kernel")
         if len(self.in_shape) != 3 or min(self.in_shape) < 1:
             raise _fail(owner, "in_shape", f"must be (C, H, W) positive, got {self.in_shape}")
-        if int(np.prod(self.in_shape)) != n_pre:
-            raise _fail(owner, "in_shape", f"{self.in_shape} has {int(np.prod(self.in_shape))} neurons but the source has {n_pre}")
         if self.kernel.shape[1] != self.in_shape[0]:
             raise _fail(owner, "kernel", f"has {self.kernel.shape[1]} input channels, in_shape has {self.in_shape[0]}")
         if len(self.stride) != 2 or min(self.stride) < 1:
             raise _fail(owner, "stride", f"must be two positive integers, got {self.stride}")
         if len(self.padding) != 2 or min(self.padding) < 0:
             raise _fail(owner, "padding", f"must be two non-negative integers, got {self.padding}")
-        out = self.out_shape()
-        if min(out) < 1 or int(np.prod(out)) != n_post:
-            raise _fail(owner, "kernel", f"output grid {out} ({int(np.prod(out))} neurons) does not match the target's {n_post} neurons")
+        if min(self.out_shape()) < 1:
+            raise _fail(owner, "kernel", f"gives an empty output grid {self.out_shape()} on in_shape {self.in_shape}")
         if np.ndim(self.delay) != 0:
             raise _fail(owner, "delay", "must be a scalar for Conv2D")
         self._check_common(())
+
+    def out_shape(self) -> tuple[int, int, int]:
+        c_out, _, kh, kw = np.shape(self.kernel)
+        _, h, w = self.in_shape
+        return (c_out, (h + 2 * self.padding[0] - kh) // self.stride[0] + 1,
+                (w + 2 * self.padding[1] - kw) // self.stride[1] + 1)
+
+    def check_sizes(self, n_pre: int, n_post: int) -> None:
+        owner = self.owner()
+        if int(np.prod(self.in_shape)) != n_pre:
+            raise _fail(owner, "in_shape", f"{self.in_shape} has {int(np.prod(self.in_shape))} neurons but the source has {n_pre}")
+        out = self.out_shape()
+        if int(np.prod(out)) != n_post:
+            raise _fail(owner, "kernel", f"output grid {out} ({int(np.prod(out))} neurons) does not match the target's {n_post} neurons")
 
     def synapses(self, n_pre, n_post):
         c_out, c_in, kh, kw = self.kernel.shape
@@ -345,16 +415,27 @@ class Conv2D(Projection):
 PROJECTION_KINDS = {"dense": Dense, "sparse": Sparse, "conv2d": Conv2D}
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Network:
-    """Input port + populations + projections. ``output`` names the output population (default: last)."""
+    """Input port + populations + projections. ``output`` names the output population (default: last).
+
+    ``populations`` and ``projections`` are held as tuples (lists are accepted). Construction checks
+    the whole description (:meth:`validate`).
+    """
 
     n_inputs: int
-    populations: list[Population] = field(default_factory=list)
-    projections: list[Projection] = field(default_factory=list)
+    populations: tuple[Population, ...] = ()
+    projections: tuple[Projection, ...] = ()
     output: str | None = None
     dt_ms: float = 1.0
     input_shape: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "populations", tuple(self.populations))
+        object.__setattr__(self, "projections", tuple(self.projections))
+        if self.input_shape is not None:
+            object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        self.validate()
 
     @property
     def n_outputs(self) -> int:
@@ -374,6 +455,12 @@ class Network:
                 return population
         raise ValueError(f"no population named {name!r} (have {[p.name for p in self.populations]})")
 
+    def projection(self, name: str) -> Projection:
+        for projection in self.projections:
+            if projection.name == name:
+                return projection
+        raise ValueError(f"no projection named {name!r} (have {[p.name for p in self.projections]})")
+
     def source_size(self, name: str) -> int:
         return int(self.n_inputs) if name == INPUT else int(self.population(name).size)
 
@@ -382,23 +469,44 @@ class Network:
         """True when any population is FloatLIF (runnable on the float backend only)."""
         return any(isinstance(p.neuron, FloatLIF) for p in self.populations)
 
+    # ------------------------------------------------------------------ changed copies
+    def with_population(self, name: str, **changes) -> Network:
+        """This network with population ``name`` replaced by ``dataclasses.replace(population, **changes)``."""
+        target = self.population(name)
+        return dataclasses.replace(self, populations=tuple(
+            dataclasses.replace(p, **changes) if p is target else p for p in self.populations))
+
+    def with_projection(self, name: str, **changes) -> Network:
+        """This network with projection ``name`` replaced by ``dataclasses.replace(projection, **changes)``."""
+        target = self.projection(name)
+        return dataclasses.replace(self, projections=tuple(
+            dataclasses.replace(p, **changes) if p is target else p for p in self.projections))
+
+    # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Check every parameter; ValueError names the population/projection and the parameter."""
-        if int(self.n_inputs) != self.n_inputs or self.n_inputs < 0:
+        """Check every parameter; ValueError names the population/projection and the parameter.
+
+        Runs on construction (a Network that exists is valid); the parts check themselves first.
+        """
+        if isinstance(self.n_inputs, bool) or int(self.n_inputs) != self.n_inputs or self.n_inputs < 0:
             raise ValueError(f"network: parameter 'n_inputs' must be a non-negative integer, got {self.n_inputs!r}")
         if not self.dt_ms > 0:
             raise ValueError(f"network: parameter 'dt_ms' must be > 0, got {self.dt_ms!r}")
         if not self.populations:
             raise ValueError("network: has no populations")
+        for population in self.populations:
+            if not isinstance(population, Population):
+                raise ValueError(f"network: populations must be Population objects, got {type(population).__name__}")
         names = [p.name for p in self.populations]
         if len(set(names)) != len(names):
             raise ValueError(f"network: population names must be unique, got {names}")
-        for population in self.populations:
-            population.validate()
         kinds = {type(p.neuron) for p in self.populations}
         if len(kinds) > 1:
             raise ValueError("network: populations mix LoihiLIF and FloatLIF; convert with pipeline.snn.convert.to_loihi")
         self.population(self.output_name)
+        for projection in self.projections:
+            if not isinstance(projection, Projection):
+                raise ValueError(f"network: projections must be Dense, Sparse or Conv2D, got {type(projection).__name__}")
         projection_names = [p.name for p in self.projections]
         if len(set(projection_names)) != len(projection_names):
             raise ValueError(f"network: projection names must be unique, got {projection_names}")
@@ -408,10 +516,10 @@ class Network:
                 raise _fail(owner, "source", f"must be {INPUT!r} or a population name {names}, got {projection.source!r}")
             if projection.target not in names:
                 raise _fail(owner, "target", f"must be a population name {names}, got {projection.target!r}")
-            projection.validate(self.source_size(projection.source), self.source_size(projection.target))
-            if not self.is_float and np.asarray(self.weights_of(projection)).dtype.kind == "f":
-                if not np.all(self.weights_of(projection) == np.round(self.weights_of(projection))):
-                    raise _fail(owner, "weights", "must be integers for a LoihiLIF network (convert float networks with to_loihi)")
+            projection.check_sizes(self.source_size(projection.source), self.source_size(projection.target))
+            weights = self.weights_of(projection)
+            if not self.is_float and weights.dtype.kind == "f" and not np.all(weights == np.round(weights)):
+                raise _fail(owner, "weights", "must be integers for a LoihiLIF network (convert float networks with to_loihi)")
 
     @staticmethod
     def weights_of(projection: Projection) -> np.ndarray:
@@ -420,7 +528,6 @@ class Network:
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> None:
         """Write the whole description (parameters, weights, delays, learning rules) to one .npz."""
-        self.validate()
         arrays: dict[str, np.ndarray] = {
             "format_version": np.array(FORMAT_VERSION),
             "n_inputs": np.array(int(self.n_inputs)),
@@ -447,13 +554,13 @@ class Network:
             arrays[prefix + "num_weight_bits"] = np.array(int(projection.num_weight_bits))
             arrays[prefix + "delay"] = np.asarray(projection.delay, dtype=np.int64)
             if isinstance(projection, Dense):
-                arrays[prefix + "weights"] = np.asarray(projection.weights)
+                arrays[prefix + "weights"] = projection.weights
             elif isinstance(projection, Sparse):
-                arrays[prefix + "indptr"] = np.asarray(projection.indptr)
-                arrays[prefix + "indices"] = np.asarray(projection.indices)
-                arrays[prefix + "weights"] = np.asarray(projection.weights)
+                arrays[prefix + "indptr"] = projection.indptr
+                arrays[prefix + "indices"] = projection.indices
+                arrays[prefix + "weights"] = projection.weights
             else:
-                arrays[prefix + "kernel"] = np.asarray(projection.kernel)
+                arrays[prefix + "kernel"] = projection.kernel
                 arrays[prefix + "geometry"] = np.array([*projection.in_shape, *projection.stride, *projection.padding])
             if projection.learning is not None:
                 arrays.update(_learning_arrays(prefix, projection))
@@ -482,59 +589,61 @@ class Network:
         version = int(get("format_version"))
         if version != FORMAT_VERSION:
             raise ValueError(f"{path}: key 'format_version' is {version}, expected {FORMAT_VERSION}")
-        populations = []
-        for i, name in enumerate(get("population_names")):
-            prefix = f"pop{i}_"
-            kind = str(get(prefix + "kind"))
-            if kind == "loihi":
-                neuron = LoihiLIF(**{k: get(prefix + k) for k in _LOIHI_RANGES})
-            elif kind == "float":
-                neuron = FloatLIF(**{k: get(prefix + k) for k in ("tau_syn_ms", "tau_mem_ms", "threshold", "bias", "refractory_ms")})
-            else:
-                raise ValueError(f"{path}: key {prefix + 'kind'!r} is {kind!r}, expected 'loihi' or 'float'")
-            probe_u, probe_v = (bool(b) for b in get(prefix + "probe"))
-            populations.append(Population(str(name), int(get(prefix + "size")), neuron, probe_u, probe_v))
-        projections = []
-        for i, name in enumerate(get("projection_names")):
-            prefix = f"proj{i}_"
-            kind = str(get(prefix + "kind"))
-            source, target = (str(s) for s in get(prefix + "ends"))
-            delay = get(prefix + "delay")
-            common = dict(name=str(name), source=source, target=target, weight_exp=int(get(prefix + "weight_exp")),
-                          num_weight_bits=int(get(prefix + "num_weight_bits")),
-                          delay=int(delay) if delay.ndim == 0 else delay,
-                          learning=_learning_from_arrays(prefix, arrays, path))
-            if kind == "dense":
-                projections.append(Dense(weights=get(prefix + "weights"), **common))
-            elif kind == "sparse":
-                projections.append(Sparse(indptr=get(prefix + "indptr"), indices=get(prefix + "indices"),
-                                          weights=get(prefix + "weights"), **common))
-            elif kind == "conv2d":
-                g = [int(x) for x in get(prefix + "geometry")]
-                projections.append(Conv2D(kernel=get(prefix + "kernel"), in_shape=tuple(g[:3]), stride=tuple(g[3:5]),
-                                          padding=tuple(g[5:7]), **common))
-            else:
-                raise ValueError(f"{path}: key {prefix + 'kind'!r} is {kind!r}, expected one of {sorted(PROJECTION_KINDS)}")
-        input_shape = get("input_shape")
-        network = cls(n_inputs=int(get("n_inputs")), populations=populations, projections=projections,
-                      output=str(get("output")), dt_ms=float(get("dt_ms")),
-                      input_shape=tuple(int(s) for s in input_shape) if input_shape.size else None)
         try:
-            network.validate()
+            populations = []
+            for i, name in enumerate(get("population_names")):
+                prefix = f"pop{i}_"
+                kind = str(get(prefix + "kind"))
+                if kind == "loihi":
+                    neuron = LoihiLIF(**{k: get(prefix + k) for k in _LOIHI_RANGES})
+                elif kind == "float":
+                    neuron = FloatLIF(**{k: get(prefix + k) for k in _FLOAT_FIELDS})
+                else:
+                    raise ValueError(f"{path}: key {prefix + 'kind'!r} is {kind!r}, expected 'loihi' or 'float'")
+                probe_u, probe_v = (bool(b) for b in get(prefix + "probe"))
+                populations.append(Population(str(name), int(get(prefix + "size")), neuron, probe_u, probe_v))
+            projections = []
+            for i, name in enumerate(get("projection_names")):
+                prefix = f"proj{i}_"
+                kind = str(get(prefix + "kind"))
+                source, target = (str(s) for s in get(prefix + "ends"))
+                delay = get(prefix + "delay")
+                common = dict(name=str(name), source=source, target=target, weight_exp=int(get(prefix + "weight_exp")),
+                              num_weight_bits=int(get(prefix + "num_weight_bits")),
+                              delay=int(delay) if delay.ndim == 0 else delay,
+                              learning=_learning_from_arrays(prefix, arrays, path))
+                if kind == "dense":
+                    projections.append(Dense(weights=get(prefix + "weights"), **common))
+                elif kind == "sparse":
+                    projections.append(Sparse(indptr=get(prefix + "indptr"), indices=get(prefix + "indices"),
+                                              weights=get(prefix + "weights"), **common))
+                elif kind == "conv2d":
+                    g = [int(x) for x in get(prefix + "geometry")]
+                    projections.append(Conv2D(kernel=get(prefix + "kernel"), in_shape=tuple(g[:3]), stride=tuple(g[3:5]),
+                                              padding=tuple(g[5:7]), **common))
+                else:
+                    raise ValueError(f"{path}: key {prefix + 'kind'!r} is {kind!r}, expected one of {sorted(PROJECTION_KINDS)}")
+            input_shape = get("input_shape")
+            return cls(n_inputs=int(get("n_inputs")), populations=populations, projections=projections,
+                       output=str(get("output")), dt_ms=float(get("dt_ms")),
+                       input_shape=tuple(int(s) for s in input_shape) if input_shape.size else None)
         except ValueError as error:
+            if str(path) in str(error):
+                raise
             raise ValueError(f"{path}: {error}") from error
-        return network
 
 
-# Learning rules are saved through two methods the rule class provides:
-# ``rule.to_arrays() -> dict[str, np.ndarray]`` and ``RuleClass.from_arrays(dict) -> rule``.
-# Only classes from pipeline.snn modules are re-imported on load.
+# Learning rules are saved by class name (``proj<i>_learning_class``) through
+# pipeline.snn.learning.rule.RULE_CLASSES, with ``rule.to_arrays()`` and ``RuleClass.from_arrays(dict)``.
+# Files written before the registry name the class as "module:qualname" (pipeline.snn.learning_rule,
+# then pipeline.snn.learning.rule); the qualname is looked up in the same registry, nothing is imported.
 def _learning_arrays(prefix: str, projection: Projection) -> dict[str, np.ndarray]:
     rule = projection.learning
-    if not hasattr(rule, "to_arrays"):
-        raise ValueError(f"{projection.owner()}: learning rule {type(rule).__name__} has no to_arrays(); cannot save")
-    cls = type(rule)
-    arrays = {f"{prefix}learning_class": np.array(f"{cls.__module__}:{cls.__qualname__}")}
+    name = type(rule).__name__
+    if RULE_CLASSES.get(name) is not type(rule):
+        raise ValueError(f"{projection.owner()}: learning rule {name} is not in pipeline.snn.learning.rule.RULE_CLASSES "
+                         f"({sorted(RULE_CLASSES)}); cannot save it")
+    arrays = {f"{prefix}learning_class": np.array(name)}
     for key, value in rule.to_arrays().items():
         arrays[f"{prefix}learning_{key}"] = np.asarray(value)
     return arrays
@@ -544,10 +653,12 @@ def _learning_from_arrays(prefix: str, arrays: dict[str, np.ndarray], path: Path
     key = prefix + "learning_class"
     if key not in arrays:
         return None
-    module_name, _, qualname = str(arrays[key]).partition(":")
-    if not module_name.startswith("pipeline.snn."):
+    stored = str(arrays[key])
+    module_name, _, qualname = stored.rpartition(":")
+    if module_name and not module_name.startswith("pipeline.snn."):
         raise ValueError(f"{path}: key {key!r} names {module_name!r}; only pipeline.snn learning rules load")
-    rule_class = getattr(importlib.import_module(module_name), qualname)
+    if qualname not in RULE_CLASSES:
+        raise ValueError(f"{path}: key {key!r} is {stored!r}, expected one of {sorted(RULE_CLASSES)}")
     start = prefix + "learning_"
     fields = {k[len(start):]: v for k, v in arrays.items() if k.startswith(start) and k != key}
-    return rule_class.from_arrays(fields)
+    return RULE_CLASSES[qualname].from_arrays(fields)

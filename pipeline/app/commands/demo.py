@@ -158,7 +158,10 @@ def run(args) -> int:
               f"{summary['distance_m']:.1f} m driven, mean speed {summary['mean_speed_mps']:.3f} m/s "
               f"({100 * summary['mean_speed_fraction']:.0f} % of top speed), {summary['events']:,} events, "
               f"latency p50 {summary['latency_p50_us']:.0f} µs / p99 {summary['latency_p99_us']:.0f} µs, "
-              f"{summary['realtime_factor']:.2f}x real time, {summary['energy_uj_per_s']:.2f} µJ/s on Loihi (est.)")
+              f"{summary['realtime_factor']:.2f}x real time, "
+              f"Loihi 1 estimate {summary['energy_uj_per_s']:.2f} µJ/s dynamic "
+              f"(Davies et al. 2018 pre-silicon per-op energy) + {summary['static_energy_uj_per_s']:.0f} µJ/s static "
+              f"(measured idle, Blouw et al. 2019); not counted: host I/O, barrier sync, x86 cores' per-step work")
         for path, what in ((video, "video"), (png, "summary"), (args.record, "events")):
             if path:
                 print(f"{what}: {Path(path).resolve()}")

@@ -28,6 +28,8 @@ from numba import njit
 from pipeline.decoders.bci.base import BinDecoder, weights_shape_check
 from pipeline.decoders.bci.features import BCIInputError, UnitScaler, check_counts, check_segments
 from pipeline.decoders.bci.wiener import WienerDecoder
+from pipeline.snn import Dense, LoihiLIF, Network, Population, build
+from pipeline.snn.convert import quantize_weights
 
 #: Threshold mantissa of the largest-threshold output neuron (state threshold = VTH << 6).
 VTH = 1 << 13
@@ -124,9 +126,6 @@ class SNNDecoder(BinDecoder):
             acc += run(units[ptr[s]:ptr[s + 1]])
 
     def _configure(self, w: np.ndarray, b: np.ndarray, beta: float, readout: np.ndarray) -> None:
-        from pipeline.snn import Dense, LoihiLIF, Network, Population, build
-        from pipeline.snn.convert import quantize_weights
-
         self.w, self.b, self.beta, self.readout = w, b, float(beta), readout
         d, n_units, N = w.shape[0], w.shape[1], self.neurons
         # the fastest neuron (k = 0, threshold q) at |y| = beta fires duty * steps times per bin

@@ -460,3 +460,9 @@ def stdp_loihi(learning_rate: float, A_plus: float, A_minus: float, tau_plus: fl
         products.append(Product(dep, m, e, (Factor(trace),)))
     return LearningRule(dw=tuple(products), x1=TraceConfig(x1_impulse, tau_plus),
                         y1=TraceConfig(y1_impulse, tau_minus), t_epoch=t_epoch, rng_seed=rng_seed)
+
+
+#: Learning-rule classes a network file may name (``Network.save`` stores the class name, ``Network.load``
+#: looks it up here). A new rule class (with ``to_arrays`` and ``from_arrays``) is added here
+#: under its class name.
+RULE_CLASSES: dict[str, type] = {"LearningRule": LearningRule}
