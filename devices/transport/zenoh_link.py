@@ -15,8 +15,9 @@ on ``tcp/127.0.0.1:7447`` (the first spikeloop process on the host takes this re
 a random ``tcp/127.0.0.1`` port, connects to ``tcp/127.0.0.1:7447``, and multicast scouting is off; the
 peers then find each other by gossip. A Zenoh router on the host (``zenohd``, or ROS 2's
 ``rmw_zenohd``, which listen on 7447) is joined the same way. Anything else (other hosts, routers,
-TLS, user/password) comes from a Zenoh JSON5 config file given as ``config_file``, which replaces the
-loopback default whole (see README "Zenoh transport").
+TLS, user/password) comes from a Zenoh JSON5 config file given as ``config_file`` or named by the
+environment variable ``SPIKELOOP_ZENOH_CONFIG``; it replaces the loopback default whole (see README
+"Zenoh transport").
 """
 from __future__ import annotations
 
