@@ -54,8 +54,9 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _send(kind: str, mode: str, target, seconds: float) -> None:
-    """Child process: publish bulk packets or paced 1 ms packets for ``seconds``, then end."""
+def _send(kind: str, mode: str, target, seconds: float, ready=None) -> None:
+    """Child process: publish bulk packets or paced 1 ms packets for ``seconds``, then end; ``ready`` is
+    set once the dv server listens."""
     info = StreamInfo("dvs", WIDTH, HEIGHT)
     if kind == "zenoh":
         sink = PacketPublisher(target, info, block=True)
@@ -63,7 +64,8 @@ def _send(kind: str, mode: str, target, seconds: float) -> None:
         send = sink.send
     else:
         sink = NetworkEventServer("127.0.0.1", target, WIDTH, HEIGHT)
-        sink.wait_for_client(30)
+        ready.set()
+        sink.wait_for_client(60)
         time.sleep(0.2)
         send = lambda packet: sink.send(packet.events)  # noqa: E731
     bulk = _packet(BULK_EVENTS, 0)
@@ -126,17 +128,13 @@ def run_dv(mode: str, seconds: float) -> dict:
     global DV_PORT
     DV_PORT += 1  # a fresh port per run: a closed writer's port may still be held
     cpu0 = _cpu_s()
-    child = mp.get_context("spawn").Process(target=_send, args=("dv", mode, DV_PORT, seconds))
+    context = mp.get_context("spawn")
+    ready = context.Event()
+    child = context.Process(target=_send, args=("dv", mode, DV_PORT, seconds, ready))
     child.start()
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            source = NetworkEventSource("127.0.0.1", DV_PORT, connect_timeout_s=2.0)
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    if not ready.wait(60):
+        raise RuntimeError("the dv server process did not start within 60 s")
+    source = NetworkEventSource("127.0.0.1", DV_PORT, connect_timeout_s=60.0)
 
     def packets():
         for packet in source.packets():
@@ -144,7 +142,10 @@ def run_dv(mode: str, seconds: float) -> dict:
 
     events, span, latencies = _receive(packets(), seconds)
     source.close()
-    child.join()
+    child.join(timeout=3)  # a NetworkWriter destroyed after its client left can hang (see devices.dvs)
+    if child.is_alive():
+        child.kill()
+        child.join()
     return _result(events, span, latencies, _cpu_s() - cpu0)
 
 

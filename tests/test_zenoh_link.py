@@ -37,6 +37,7 @@ def _wait(predicate, timeout_s=10.0):
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_replay_published_from_another_process_arrives_whole():
     key = _key("dvs")
     publisher = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "replay", str(SAMPLE), "--fast",
@@ -133,6 +134,7 @@ def test_killed_command_publisher_becomes_a_stale_command():
         subscriber.close()
 
 
+@pytest.mark.slow
 def test_killed_packet_publisher_ends_a_source_that_watches_silence():
     key = _key("dvs")
     child = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "replay", str(SAMPLE), "--loop",
@@ -165,6 +167,7 @@ def test_no_publisher_and_bad_specs_are_clear_errors(tmp_path):
         CommandPublisher("x", config_file=bad)
 
 
+@pytest.mark.slow
 def test_echo_json_counts_a_published_recording():
     key = _key("dvs")
     echo = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "echo", f"zenoh:{key}", "--json",
@@ -180,3 +183,51 @@ def test_echo_json_counts_a_published_recording():
     assert summary["events"] == sum(len(p) for p in packets) and summary["packets"] == len(packets)
     assert summary["gaps"] == 0 and summary["kinds"] == ["dvs"] and summary["ended"] == 1
     assert isinstance(summary["events"], int) and isinstance(summary["packets"], int)
+
+
+@pytest.mark.slow
+def test_camera_serve_publishes_a_source_on_zenoh():
+    key = _key("dvs")
+    serve = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "camera", "serve", "--source", str(SAMPLE),
+                              "--zenoh", key, "--duration", "1.0"], env=ENV, stderr=subprocess.PIPE, text=True)
+    try:
+        source = ZenohSource(key, queue=100_000, first_sample_timeout_s=30)
+        received = list(source.packets())
+        stats = source.stats
+        source.close()
+        assert serve.wait(timeout=30) == 0, serve.stderr.read()
+    finally:
+        serve.kill()
+    with ReplaySource(SAMPLE, fast=True) as direct:
+        expected = {p.t_end_us: p.events for p in direct.packets()}
+    # A live publisher neither waits for subscribers nor blocks on a congested link: every packet that
+    # arrives is the file's packet for its window, and every one lost on the way is counted as a gap.
+    assert len(received) > 100 and received[-1].t_end_us - received[0].t_end_us <= 1_001_000
+    for packet in received:
+        np.testing.assert_array_equal(packet.events, expected[packet.t_end_us])
+    windows = (received[-1].t_end_us - received[0].t_end_us) // 1000 + 1
+    assert stats["gaps"] == windows - len(received)
+
+
+def test_spikes_commands_and_telemetry_round_trip_through_zenoh():
+    from devices.transport.zenoh_link import TelemetryPublisher
+    from pipeline.core.events import spikes
+
+    base = _key("robot")
+    subscription = Subscription(f"{base}/*")
+    try:
+        with PacketPublisher(f"{base}/spikes", StreamInfo("spikes", channels=64)) as spk, \
+                CommandPublisher(f"{base}/cmd") as cmd, TelemetryPublisher(f"{base}/report") as report:
+            for publisher in (spk, cmd, report):
+                assert publisher.wait_for_subscribers(10)
+            spk.send(Packet(spikes([5, 9], [3, 63]), 10))
+            cmd.send([0.25, -0.5], 10)
+            report.send({"steps": 3, "missed": 0}, 10)
+            _wait(lambda: subscription.stats()["queued"] == 3)
+        got = {item[0].rsplit("/", 1)[1]: item[1] for item in (subscription.take(0) for _ in range(3))}
+    finally:
+        subscription.close()
+    assert got["spikes"].header.channels == 64
+    np.testing.assert_array_equal(got["spikes"].payload, spikes([5, 9], [3, 63]))
+    np.testing.assert_array_equal(got["cmd"].payload, [0.25, -0.5])
+    assert got["report"].payload == {"steps": 3, "missed": 0} and got["report"].header.kind_name == "telemetry"

@@ -113,13 +113,17 @@ class Message:
 
 
 def encode(kind: int, payload: bytes | bytearray | memoryview, *, t_end_us: int, sequence: int, stream_id: int,
-           sent_ns: int, width: int = 0, height: int = 0, channels: int = 0, flags: int = 0) -> bytes:
-    """One sample: the header followed by ``payload`` (already in the kind's layout)."""
-    return HEADER.pack(MAGIC, VERSION, kind, flags, width, height, channels, t_end_us, sequence, stream_id,
-                       len(payload), sent_ns) + bytes(payload)
+           sent_ns: int, width: int = 0, height: int = 0, channels: int = 0, flags: int = 0) -> bytearray:
+    """One sample: the header followed by ``payload`` (already in the kind's layout); one copy."""
+    size = len(payload)
+    out = bytearray(HEADER_BYTES + size)
+    HEADER.pack_into(out, 0, MAGIC, VERSION, kind, flags, width, height, channels, t_end_us, sequence, stream_id,
+                     size, sent_ns)
+    out[HEADER_BYTES:] = payload
+    return out
 
 
-def encode_events(events: np.ndarray, kind: int, **header) -> bytes:
+def encode_events(events: np.ndarray, kind: int, **header) -> bytearray:
     """A dvs or spikes sample from an event array (DVS_EVENT_DTYPE or SPIKE_DTYPE, shape (n,))."""
     dtype = DVS_EVENT_DTYPE if kind == KIND_DVS else SPIKE_DTYPE
     if events.dtype != dtype:
@@ -127,18 +131,18 @@ def encode_events(events: np.ndarray, kind: int, **header) -> bytes:
     return encode(kind, np.ascontiguousarray(events).data.cast("B"), **header)
 
 
-def encode_command(values, **header) -> bytes:
+def encode_command(values, **header) -> bytearray:
     """A command sample from a 1-D float vector (shape (channels,), e.g. rad/s)."""
     array = np.ascontiguousarray(values, dtype="<f8").reshape(-1)
     return encode(KIND_COMMAND, array.data.cast("B"), channels=len(array), **header)
 
 
-def encode_telemetry(report: dict, **header) -> bytes:
+def encode_telemetry(report: dict, **header) -> bytearray:
     """A telemetry sample from a JSON-ready dict (a loop report)."""
     return encode(KIND_TELEMETRY, json.dumps(report, separators=(",", ":")).encode(), **header)
 
 
-def encode_end(kind: int, **header) -> bytes:
+def encode_end(kind: int, **header) -> bytearray:
     """The END marker a publisher sends last (empty payload)."""
     return encode(kind, b"", flags=FLAG_END, **header)
 
@@ -208,14 +212,14 @@ def _check_spikes(timestamps, channels, count, t_end_us):
 
 
 def decode(data: bytes) -> Message:
-    """Check and decode one received sample; raises :class:`WireError` (never allocates more than the
-    bytes received; the payload is copied once into a writable array)."""
+    """Check and decode one received sample; raises :class:`WireError`. Event and command arrays are
+    read-only views of ``data`` (no copy, no allocation a peer controls)."""
     header = decode_header(data)
     body = memoryview(data)[HEADER_BYTES:]
     if header.end:
         return Message(header, None)
     if header.kind == KIND_DVS:
-        events = np.frombuffer(body, dtype=DVS_EVENT_DTYPE).copy()
+        events = np.frombuffer(body, dtype=DVS_EVENT_DTYPE)
         bad = _check_dvs(events.view(np.int64).reshape(-1, 2), header.width, header.height, header.t_end_us)
         if bad:
             e = events[bad - 1]
@@ -224,7 +228,7 @@ def decode(data: bytes) -> Message:
                                       f"{header.width}x{header.height}")
         return Message(header, events)
     if header.kind == KIND_SPIKES:
-        spikes = np.frombuffer(body, dtype=SPIKE_DTYPE).copy()
+        spikes = np.frombuffer(body, dtype=SPIKE_DTYPE)
         bad = _check_spikes(spikes["timestamp"], spikes["channel"], header.channels, header.t_end_us)
         if bad:
             s = spikes[bad - 1]
@@ -232,7 +236,7 @@ def decode(data: bytes) -> Message:
                                       f"order, after t_end, or outside {header.channels} channels")
         return Message(header, spikes)
     if header.kind == KIND_COMMAND:
-        values = np.frombuffer(body, dtype="<f8").astype(np.float64)
+        values = np.frombuffer(body, dtype="<f8")
         if not np.isfinite(values).all():
             raise WireError("command", "command holds NaN or infinity")
         return Message(header, values)
