@@ -67,7 +67,9 @@ def _send(kind: str, mode: str, target, seconds: float, ready=None) -> None:
         ready.set()
         sink.wait_for_client(60)
         time.sleep(0.2)
-        send = lambda packet: sink.send(packet.events)  # noqa: E731
+
+        def send(packet: Packet) -> None:
+            sink.send(packet.events)
     bulk = _packet(BULK_EVENTS, 0)
     start = time.perf_counter_ns()
     k = 0

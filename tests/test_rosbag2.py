@@ -190,7 +190,7 @@ def test_info_and_convert_commands_on_a_bag(tmp_path):
                           text=True, env=env, timeout=120)
     assert info.returncode == 0, info.stderr
     facts = json.loads(info.stdout)
-    t, x, y, p = _concat(truth)
+    t, x, _y, _p = _concat(truth)
     assert facts["format"] == "rosbag2" and facts["events"] == len(t) and facts["t_start_us"] == t[0]
     out = tmp_path / "out.aedat4"
     done = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "convert", str(bag), str(out)],

@@ -43,10 +43,11 @@ def test_replay_published_from_another_process_arrives_whole():
     publisher = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "replay", str(SAMPLE), "--fast",
                                   "--publish", f"zenoh:{key}"], env=ENV, stderr=subprocess.PIPE, text=True)
     try:
-        source = ZenohSource(key, queue=100_000, first_sample_timeout_s=30)
+        source = ZenohSource(key, queue=100_000, first_sample_timeout_s=30, end_after_silence_s=15)
         received = list(source.packets())
         stats = source.stats
         source.close()
+        assert not stats["stalled"], publisher.communicate(timeout=30)[1]
         assert publisher.wait(timeout=30) == 0, publisher.stderr.read()
     finally:
         publisher.kill()
@@ -120,7 +121,7 @@ def test_killed_command_publisher_becomes_a_stale_command():
     child = subprocess.Popen([sys.executable, "-c", PUBLISH_COMMANDS, key], env=ENV, stderr=subprocess.PIPE)
     try:
         _wait(lambda: subscriber.latest() is not None, timeout_s=30)
-        values, t_us, age_s = subscriber.latest()
+        values, _t_us, age_s = subscriber.latest()
         np.testing.assert_array_equal(values, [1.5, -1.5])
         assert age_s < 0.2
         child.send_signal(signal.SIGKILL)
@@ -191,10 +192,11 @@ def test_camera_serve_publishes_a_source_on_zenoh():
     serve = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "camera", "serve", "--source", str(SAMPLE),
                               "--zenoh", key, "--duration", "1.0"], env=ENV, stderr=subprocess.PIPE, text=True)
     try:
-        source = ZenohSource(key, queue=100_000, first_sample_timeout_s=30)
+        source = ZenohSource(key, queue=100_000, first_sample_timeout_s=30, end_after_silence_s=15)
         received = list(source.packets())
         stats = source.stats
         source.close()
+        assert not stats["stalled"], serve.communicate(timeout=30)[1]
         assert serve.wait(timeout=30) == 0, serve.stderr.read()
     finally:
         serve.kill()

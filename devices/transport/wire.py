@@ -113,17 +113,14 @@ class Message:
 
 
 def encode(kind: int, payload: bytes | bytearray | memoryview, *, t_end_us: int, sequence: int, stream_id: int,
-           sent_ns: int, width: int = 0, height: int = 0, channels: int = 0, flags: int = 0) -> bytearray:
+           sent_ns: int, width: int = 0, height: int = 0, channels: int = 0, flags: int = 0) -> bytes:
     """One sample: the header followed by ``payload`` (already in the kind's layout); one copy."""
-    size = len(payload)
-    out = bytearray(HEADER_BYTES + size)
-    HEADER.pack_into(out, 0, MAGIC, VERSION, kind, flags, width, height, channels, t_end_us, sequence, stream_id,
-                     size, sent_ns)
-    out[HEADER_BYTES:] = payload
-    return out
+    header = HEADER.pack(MAGIC, VERSION, kind, flags, width, height, channels, t_end_us, sequence, stream_id,
+                         len(payload), sent_ns)
+    return b"".join((header, payload))
 
 
-def encode_events(events: np.ndarray, kind: int, **header) -> bytearray:
+def encode_events(events: np.ndarray, kind: int, **header) -> bytes:
     """A dvs or spikes sample from an event array (DVS_EVENT_DTYPE or SPIKE_DTYPE, shape (n,))."""
     dtype = DVS_EVENT_DTYPE if kind == KIND_DVS else SPIKE_DTYPE
     if events.dtype != dtype:
@@ -131,18 +128,18 @@ def encode_events(events: np.ndarray, kind: int, **header) -> bytearray:
     return encode(kind, np.ascontiguousarray(events).data.cast("B"), **header)
 
 
-def encode_command(values, **header) -> bytearray:
+def encode_command(values, **header) -> bytes:
     """A command sample from a 1-D float vector (shape (channels,), e.g. rad/s)."""
     array = np.ascontiguousarray(values, dtype="<f8").reshape(-1)
     return encode(KIND_COMMAND, array.data.cast("B"), channels=len(array), **header)
 
 
-def encode_telemetry(report: dict, **header) -> bytearray:
+def encode_telemetry(report: dict, **header) -> bytes:
     """A telemetry sample from a JSON-ready dict (a loop report)."""
     return encode(KIND_TELEMETRY, json.dumps(report, separators=(",", ":")).encode(), **header)
 
 
-def encode_end(kind: int, **header) -> bytearray:
+def encode_end(kind: int, **header) -> bytes:
     """The END marker a publisher sends last (empty payload)."""
     return encode(kind, b"", flags=FLAG_END, **header)
 
@@ -253,8 +250,10 @@ def warm() -> None:
     """Compile (or load from cache) the numba checks by decoding one sample of each event kind, so the
     first real sample is not delayed by compilation."""
     fields = dict(t_end_us=0, sequence=0, stream_id=0, sent_ns=0)
-    decode(encode_events(np.zeros(1, DVS_EVENT_DTYPE), KIND_DVS, width=1, height=1, **fields))
-    decode(encode_events(np.zeros(1, SPIKE_DTYPE), KIND_SPIKES, channels=1, **fields))
+    for data in (encode_events(np.zeros(1, DVS_EVENT_DTYPE), KIND_DVS, width=1, height=1, **fields),
+                 encode_events(np.zeros(1, SPIKE_DTYPE), KIND_SPIKES, channels=1, **fields)):
+        decode(data)  # bytes, as samples arrive: the read-only array specialisations
+        decode(bytearray(data))
 
 
 class SequenceTracker:

@@ -147,7 +147,7 @@ class _Publisher:
         self.sequence += 1
         return fields
 
-    def _put(self, data: bytearray) -> None:
+    def _put(self, data: bytes) -> None:
         self._publisher.put(data)
 
     def end(self, t_end_us: int = 0) -> None:
