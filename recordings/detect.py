@@ -16,6 +16,7 @@ FORMAT_MODULES: tuple[str, ...] = (
     "evt2",
     "evt3",
     "prophesee_dat",
+    "rosbag2",
     "nmnist",
 )
 

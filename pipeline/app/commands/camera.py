@@ -2,7 +2,7 @@
 
   spikeloop camera list
   spikeloop camera record OUT.aedat4 [--source camera|webcam|tcp://H:P|FILE] [--duration S]
-  spikeloop camera serve [--source ...] [--host H] [--port P]      (sensor host side)
+  spikeloop camera serve [--source ...] [--host H] [--port P] [--zenoh KEY]   (sensor host side)
   spikeloop camera receive tcp://HOST:PORT [--out OUT.aedat4] [--duration S]   (compute host side)
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ def register(subparsers) -> None:
     serve = actions.add_parser("serve", help="serve a source as an AEDAT 4 TCP stream")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=7777, help="TCP port (default 7777)")
+    serve.add_argument("--zenoh", metavar="KEY", help="publish on this Zenoh key instead (e.g. lab/robot1/dvs)")
     receive = actions.add_parser("receive", help="receive an AEDAT 4 TCP stream")
     receive.add_argument("url", help="tcp://HOST:PORT")
     receive.add_argument("--out", help="also write the events to this .aedat4 file")
@@ -94,6 +95,8 @@ def _record(source, out: str | None, duration_s: float | None) -> int:
 def _serve(source, args) -> int:
     from devices.dvs import NetworkEventServer
 
+    if args.zenoh:
+        return _serve_zenoh(source, args)
     server = NetworkEventServer(args.host, args.port, source.info.width, source.info.height, source.info.name)
     print(f"serving {source.info.name} ({source.info.width}x{source.info.height}) on tcp://{args.host}:{args.port}; "
           "waiting for a client", file=sys.stderr)
@@ -108,4 +111,28 @@ def _serve(source, args) -> int:
     except KeyboardInterrupt:
         pass
     print(f"sent {sent:,} events", file=sys.stderr)
+    return 0
+
+
+def _serve_zenoh(source, args) -> int:
+    from devices.transport.zenoh_link import TransportError, publisher_for
+
+    try:
+        publisher = publisher_for(f"zenoh:{args.zenoh}", source.info)
+    except TransportError as error:
+        print(f"spikeloop camera: {error}", file=sys.stderr)
+        return 1
+    print(f"publishing {source.info.name} ({source.info.width}x{source.info.height}) on zenoh:{args.zenoh}",
+          file=sys.stderr)
+    sent = t_end_us = 0
+    try:
+        for packet in _limited(source, args.duration):
+            publisher.send(packet)
+            sent, t_end_us = sent + len(packet.events), packet.t_end_us
+    except KeyboardInterrupt:
+        pass
+    finally:
+        publisher.end(t_end_us)
+        publisher.close()
+    print(f"published {sent:,} events", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from devices.transport.zenoh_link import publisher_for
 from pipeline.app.commands.info import guarded
 
 #: Seconds between progress updates (terminal) / progress lines (pipe or file).
@@ -41,6 +42,8 @@ def replay(args: argparse.Namespace) -> int:
     start_us = None if args.start is None else round(args.start * 1e6)
     source = ReplaySource(args.file, speed=args.speed, fast=args.fast, loop=args.loop, start_us=start_us,
                           chunk_us=round(args.chunk_ms * 1000), strict=args.strict)
+    publisher = args.publish and publisher_for(args.publish, source.info, block=True, wait_s=None, waiting=lambda key:
+                                               print(f"waiting for a subscriber on {key}", file=sys.stderr))
     tty = sys.stderr.isatty()
     every_ns = int((PROGRESS_TTY_S if tty else PROGRESS_PIPE_S) * 1e9)
     errors = np.zeros(ERROR_RING, dtype=np.int64)
@@ -57,6 +60,8 @@ def replay(args: argparse.Namespace) -> int:
         for packet in source.packets():
             if wall0 is None:
                 wall0 = last_report = window_start = packet.arrival_ns
+            if publisher:
+                publisher.send(packet)
             if not args.fast:
                 errors[packets % ERROR_RING] = packet.arrival_ns - source.scheduled_ns(packet.t_end_us)
             packets += 1
@@ -74,6 +79,9 @@ def replay(args: argparse.Namespace) -> int:
         interrupted = True
     finally:
         source.close()
+        if publisher:
+            publisher.end(packet.t_end_us if packets else 0)
+            publisher.close()
     wall_s = (time.perf_counter_ns() - wall0) / 1e9 if wall0 is not None else 0.0
     if tty:
         print("\r" + " " * 90 + "\r", end="", file=sys.stderr)
@@ -115,4 +123,5 @@ def register(subparsers) -> None:
                         help="start S seconds after the first event")
     parser.add_argument("--chunk-ms", type=float, default=1.0, help="sensor time per packet in ms (default 1)")
     parser.add_argument("--strict", action="store_true", help="fail on damage instead of warning")
+    parser.add_argument("--publish", metavar="zenoh:KEY", help="also publish the packets on a Zenoh key")
     parser.set_defaults(func=run)

@@ -1,0 +1,433 @@
+"""Packets, commands and telemetry over Zenoh (``eclipse-zenoh``), in spikeloop's wire format.
+
+* :class:`ZenohSource` subscribes to a key expression (``lab/robot1/dvs``, or ``lab/*/dvs`` for many
+  publishers) and is a :class:`pipeline.core.packet.Source`: its packets are what publishers sent,
+  with the kind and resolution from the wire header. Samples are decoded on Zenoh's thread into a
+  bounded queue; when the consumer falls behind the *oldest* packets are dropped and counted
+  (``dropped_oldest``), so memory never grows. Invalid samples are counted by reason, never raised.
+* :class:`PacketPublisher`, :class:`CommandPublisher` and :class:`TelemetryPublisher` put packets,
+  command vectors (float64, e.g. rad/s, with the sensor time they answer) and loop reports (JSON).
+* :class:`CommandSubscriber` keeps the latest command and its age, so a motor-side process treats a
+  silent link as a stale command and stops.
+
+Sessions: :func:`open_session` without a config file opens a *peer* bound to loopback only: it listens
+on ``tcp/127.0.0.1:7447`` (the first spikeloop process on the host takes this rendezvous port) and on
+a random ``tcp/127.0.0.1`` port, connects to ``tcp/127.0.0.1:7447``, and multicast scouting is off; the
+peers then find each other by gossip. A Zenoh router on the host (``zenohd``, or ROS 2's
+``rmw_zenohd``, which listen on 7447) is joined the same way. Anything else (other hosts, routers,
+TLS, user/password) comes from a Zenoh JSON5 config file given as ``config_file`` or named by the
+environment variable ``SPIKELOOP_ZENOH_CONFIG``; it replaces the loopback default whole (see README
+"Zenoh transport").
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from devices.transport import wire
+from pipeline.core.packet import Packet, StreamInfo
+
+#: The rendezvous port of the default loopback configuration (Zenoh's own default router port).
+RENDEZVOUS_PORT = 7447
+#: Environment variable naming a Zenoh config file (used when no config file is passed).
+CONFIG_ENV = "SPIKELOOP_ZENOH_CONFIG"
+#: Packets a ZenohSource queues before it drops the oldest.
+DEFAULT_QUEUE_PACKETS = 256
+#: Transport latencies kept for percentiles (a ring).
+LATENCY_RING = 1 << 14
+
+
+class TransportError(OSError):
+    """A Zenoh session, key or config file that cannot be used, or a stream that never started.
+
+    ``filename`` names what failed (a config file, ``zenoh:KEY``), ``strerror`` says how; an OSError so
+    the commands' error handling prints it as one line.
+    """
+
+    def __init__(self, where: str, message: str):
+        super().__init__(f"{where}: {message}")
+        self.filename = str(where)
+        self.strerror = message
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def loopback_config(port: int = RENDEZVOUS_PORT):
+    """The default session config: a peer on 127.0.0.1 only (see the module docstring)."""
+    import zenoh
+
+    config = zenoh.Config()
+    config.insert_json5("mode", '"peer"')
+    config.insert_json5("listen/endpoints", json.dumps([f"tcp/127.0.0.1:{port}", "tcp/127.0.0.1:0"]))
+    config.insert_json5("listen/exit_on_failure", "false")
+    config.insert_json5("connect/endpoints", json.dumps([f"tcp/127.0.0.1:{port}"]))
+    config.insert_json5("connect/exit_on_failure", "false")
+    config.insert_json5("scouting/multicast/enabled", "false")
+    return config
+
+
+def open_session(config_file: str | os.PathLike | None = None):
+    """A Zenoh session: as the JSON5 ``config_file`` says, else as the file named by the environment
+    variable ``SPIKELOOP_ZENOH_CONFIG``, else the loopback peer."""
+    import zenoh
+
+    config_file = config_file or os.environ.get(CONFIG_ENV) or None
+    if config_file is None:
+        config = loopback_config()
+    else:
+        path = Path(config_file)
+        if not path.is_file():
+            raise TransportError(str(path), "no such Zenoh config file")
+        try:
+            config = zenoh.Config.from_file(str(path))
+        except Exception as error:  # zenoh raises ZError for syntax and schema errors alike
+            raise TransportError(str(path), f"not a valid Zenoh config ({error})") from None
+    try:
+        return zenoh.open(config)
+    except Exception as error:
+        raise TransportError(str(config_file or "zenoh"), f"cannot open a Zenoh session: {error}") from None
+
+
+def check_key(key: str) -> str:
+    """A key expression Zenoh accepts, or TransportError naming it."""
+    import zenoh
+
+    try:
+        zenoh.KeyExpr(key)
+    except Exception as error:
+        raise TransportError(f"zenoh:{key}", f"not a Zenoh key expression ({error})") from None
+    return key
+
+
+def parse_spec(spec: str) -> str:
+    """The key of a ``zenoh:KEY`` specification (TransportError if it is not one)."""
+    scheme, _, key = spec.partition(":")
+    if scheme != "zenoh" or not key:
+        raise TransportError(spec, "expected zenoh:KEY (e.g. zenoh:lab/robot1/dvs)")
+    return check_key(key)
+
+
+class _Publisher:
+    """A Zenoh publisher of one wire kind; owns its session unless one is given."""
+
+    kind: int
+
+    def __init__(self, key: str, *, session=None, config_file=None, block: bool = False):
+        import zenoh
+
+        self.key = check_key(key)
+        self._own_session = session is None
+        self.session = open_session(config_file) if session is None else session
+        congestion = zenoh.CongestionControl.BLOCK if block else zenoh.CongestionControl.DROP
+        self._publisher = self.session.declare_publisher(key, congestion_control=congestion, express=True)
+        self.stream_id = int.from_bytes(os.urandom(4), "little")
+        self.sequence = 0
+        self._closed = False
+
+    def wait_for_subscribers(self, timeout_s: float | None) -> bool:
+        """Wait until a subscriber matches the key (None: forever); False on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self._publisher.matching_status.matching:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _fields(self, t_end_us: int) -> dict:
+        fields = dict(t_end_us=int(t_end_us), sequence=self.sequence, stream_id=self.stream_id,
+                      sent_ns=time.time_ns())
+        self.sequence += 1
+        return fields
+
+    def _put(self, data: bytes) -> None:
+        self._publisher.put(data)
+
+    def end(self, t_end_us: int = 0) -> None:
+        """Send the END marker (subscribers then know the stream finished, not that the link died)."""
+        self._put(wire.encode_end(self.kind, **self._fields(t_end_us)))
+
+    def close(self) -> None:
+        """Undeclare the publisher and close an owned session. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._publisher.undeclare()
+        if self._own_session:
+            self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def publisher_for(spec: str, info: StreamInfo, *, block: bool = False, wait_s: float | None = 0.0,
+                  waiting=None, config_file=None) -> "PacketPublisher":
+    """A PacketPublisher for a ``zenoh:KEY`` spec. With ``wait_s`` (None: forever) it waits for a
+    subscriber first, calling ``waiting(key)`` once if none is there yet; TransportError on timeout."""
+    key = parse_spec(spec)
+    publisher = PacketPublisher(key, info, block=block, config_file=config_file)
+    if wait_s != 0.0 and not publisher.wait_for_subscribers(0.2):
+        if waiting is not None:
+            waiting(key)
+        if not publisher.wait_for_subscribers(wait_s):
+            publisher.close()
+            raise TransportError(f"zenoh:{key}", f"no subscriber within {wait_s:g} s")
+    return publisher
+
+
+class PacketPublisher(_Publisher):
+    """Publishes a Source's packets (dvs or spikes, per ``info.kind``) on ``key``.
+
+    block: with False (default) a congested link drops samples (the subscriber counts the gaps) rather
+    than stalling the sensor; True waits (replaying a file as fast as possible, benchmarks).
+    """
+
+    def __init__(self, key: str, info: StreamInfo, **options):
+        if info.kind not in ("dvs", "spikes"):
+            raise TransportError(f"zenoh:{key}", f"cannot publish a {info.kind!r} stream (dvs or spikes)")
+        self.kind = wire.KIND_CODES[info.kind]
+        self.info = info
+        super().__init__(key, **options)
+        self._shape = (dict(width=info.width, height=info.height) if self.kind == wire.KIND_DVS
+                       else dict(channels=info.channels))
+
+    def send(self, packet: Packet) -> None:
+        """Publish one packet (events as the stream's dtype, ``t_end_us`` in µs)."""
+        self._put(wire.encode_events(packet.events, self.kind, **self._shape, **self._fields(packet.t_end_us)))
+
+    def end(self, t_end_us: int = 0) -> None:
+        self._put(wire.encode_end(self.kind, **self._shape, **self._fields(t_end_us)))
+
+
+class CommandPublisher(_Publisher):
+    """Publishes command vectors (float64 (channels,), e.g. wheel speeds in rad/s) on ``key``."""
+
+    kind = wire.KIND_COMMAND
+
+    def send(self, values, t_us: int) -> None:
+        """Publish one command answering sensor time ``t_us`` (µs)."""
+        self._put(wire.encode_command(values, **self._fields(t_us)))
+
+
+class TelemetryPublisher(_Publisher):
+    """Publishes loop reports (JSON objects) on ``key``."""
+
+    kind = wire.KIND_TELEMETRY
+
+    def send(self, report: dict, t_us: int = 0) -> None:
+        self._put(wire.encode_telemetry(report, **self._fields(t_us)))
+
+
+class Subscription:
+    """Every valid sample of the ``kinds`` published on ``key``, decoded on Zenoh's thread into a deque
+    of at most ``queue`` messages (the oldest dropped and counted); everything counted (``stats``)."""
+
+    def __init__(self, key: str, *, session=None, config_file=None, queue: int = DEFAULT_QUEUE_PACKETS,
+                 kinds: tuple[int, ...] = tuple(wire.KIND_NAMES)):
+        if queue < 1:
+            raise ValueError(f"queue must hold at least 1 sample, got {queue}")
+        self.key = check_key(key)
+        self.kinds = kinds
+        wire.warm()
+        self._queue: deque[tuple[str, wire.Message, int, int]] = deque()
+        self._capacity = int(queue)
+        self._ready = threading.Condition()
+        self.tracker = wire.SequenceTracker()
+        self.errors: Counter[str] = Counter()
+        self.samples = self.messages = self.events = self.dropped_oldest = 0
+        self.first_header: wire.Header | None = None
+        self.last_sample_ns: int | None = None  # perf_counter_ns of the last valid sample
+        self.latencies_ns = np.zeros(LATENCY_RING, dtype=np.int64)
+        self.latency_count = 0
+        self._own_session = session is None
+        self.session = open_session(config_file) if session is None else session
+        self._closed = False
+        self._subscriber = self.session.declare_subscriber(key, self._on_sample)
+
+    def _on_sample(self, sample) -> None:
+        arrival_ns = time.perf_counter_ns()
+        wall_ns = time.time_ns()
+        try:
+            data = sample.payload.to_bytes()
+            key = str(sample.key_expr)
+            with self._ready:
+                self.samples += 1
+            message = wire.decode(data)
+            if message.header.kind not in self.kinds:
+                raise wire.WireError("kind", f"{message.header.kind_name} sample on a "
+                                             f"{'/'.join(wire.KIND_NAMES[k] for k in self.kinds)} subscription")
+        except wire.WireError as error:
+            with self._ready:
+                self.errors[error.reason] += 1
+            return
+        except Exception:  # a sample Zenoh itself could not hand over; counted, never raised on its thread
+            with self._ready:
+                self.errors["sample"] += 1
+            return
+        with self._ready:
+            if not self.tracker.accept(key, message.header):
+                return
+            if self.first_header is None and not message.header.end:
+                self.first_header = message.header
+            self.last_sample_ns = arrival_ns
+            self.latencies_ns[self.latency_count % LATENCY_RING] = wall_ns - message.header.sent_ns
+            self.latency_count += 1
+            if len(self._queue) >= self._capacity:
+                self._queue.popleft()
+                self.dropped_oldest += 1
+            self._queue.append((key, message, arrival_ns, wall_ns))
+            self._ready.notify()
+
+    def take(self, timeout_s: float) -> tuple[str, wire.Message, int, int] | None:
+        """The oldest queued (key, message, arrival perf_counter_ns, arrival wall ns), or None after
+        ``timeout_s``."""
+        with self._ready:
+            if not self._queue:
+                self._ready.wait(timeout_s)
+            return self._queue.popleft() if self._queue else None
+
+    def silence_s(self) -> float | None:
+        """Seconds since the last valid sample (None before the first)."""
+        last = self.last_sample_ns
+        return None if last is None else (time.perf_counter_ns() - last) / 1e9
+
+    def stats(self) -> dict:
+        """Counters as a JSON-ready dict (latency: publisher wall clock to ours, µs; meaningful on one host
+        or with synchronised clocks)."""
+        with self._ready:
+            kept = self.latencies_ns[:min(self.latency_count, LATENCY_RING)].copy()
+            stats = {
+                "samples": self.samples,
+                "errors": sum(self.errors.values()),
+                "errors_by_reason": dict(self.errors),
+                "gaps": self.tracker.gaps,
+                "reordered": self.tracker.reordered,
+                "restarts": self.tracker.restarts,
+                "streams": self.tracker.streams,
+                "ended": self.tracker.ended,
+                "dropped_oldest": self.dropped_oldest,
+                "queued": len(self._queue),
+            }
+        if len(kept):
+            p50, p99 = np.percentile(kept / 1e3, [50, 99])
+            stats.update(latency_p50_us=float(p50), latency_p99_us=float(p99))
+        return stats
+
+    def close(self) -> None:
+        """Undeclare the subscriber and close an owned session. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._subscriber.undeclare()
+        if self._own_session:
+            self.session.close()
+        with self._ready:
+            self._ready.notify_all()
+
+
+class ZenohSource:
+    """Packets published on ``key`` (implements pipeline.core.packet.Source).
+
+    The constructor waits up to ``first_sample_timeout_s`` (None: forever) for the first valid packet,
+    whose header gives ``info`` (kind, resolution / channel count); TransportError if none comes.
+    ``packets()`` yields packets in arrival order (``arrival_ns`` = when the sample arrived) and ends when
+    every stream seen has sent END, when ``close()`` is called, or after ``end_after_silence_s`` without a
+    sample (None: never; ``stalled`` then says so). ``queue`` bounds the packets held (oldest dropped).
+    """
+
+    def __init__(self, key: str, *, session=None, config_file=None, queue: int = DEFAULT_QUEUE_PACKETS,
+                 first_sample_timeout_s: float | None = 10.0, end_after_silence_s: float | None = None):
+        self._sub = Subscription(key, session=session, config_file=config_file, queue=queue,
+                                  kinds=(wire.KIND_DVS, wire.KIND_SPIKES))
+        self.key = key
+        self.end_after_silence_s = end_after_silence_s
+        self.stalled = False
+        deadline = None if first_sample_timeout_s is None else time.monotonic() + first_sample_timeout_s
+        while self._sub.first_header is None:
+            if deadline is not None and time.monotonic() > deadline:
+                stats = self._sub.stats()
+                self.close()
+                raise TransportError(f"zenoh:{key}", f"no valid dvs/spikes packet within {first_sample_timeout_s:g} s "
+                                     f"({stats['samples']} samples, {stats['errors']} invalid)")
+            time.sleep(0.005)
+        first = self._sub.first_header
+        self.info = StreamInfo(first.kind_name, first.width, first.height, first.channels, name=f"zenoh:{key}")
+
+    @property
+    def stats(self) -> dict:
+        """The subscription's counters (see Subscription.stats) plus ``stalled``."""
+        return {**self._sub.stats(), "stalled": self.stalled}
+
+    def silence_s(self) -> float | None:
+        """Seconds since the last valid sample."""
+        return self._sub.silence_s()
+
+    def messages(self, poll_s: float = 0.05) -> Iterator[tuple[str, wire.Message, int, int]]:
+        """(key, message, arrival perf_counter_ns, arrival wall ns) per accepted sample, END markers
+        included; ends as ``packets()`` does."""
+        while not self._sub._closed:
+            item = self._sub.take(poll_s)
+            if item is None:
+                if self._sub.tracker.ended and not self._sub.tracker.open_streams:
+                    return
+                silence = self._sub.silence_s()
+                if self.end_after_silence_s is not None and silence is not None and silence > self.end_after_silence_s:
+                    self.stalled = True
+                    return
+                continue
+            yield item
+
+    def packets(self) -> Iterator[Packet]:
+        """Yield the received packets (events of ``info.kind``; END markers end their stream)."""
+        for _key, message, arrival_ns, _wall in self.messages():
+            if message.payload is not None:
+                yield Packet(message.payload, message.header.t_end_us, arrival_ns)
+
+    def close(self) -> None:
+        """Stop receiving. Safe to call twice."""
+        self._sub.close()
+
+
+class CommandSubscriber:
+    """The latest command published on ``key``, for a motor-side process.
+
+    ``latest()`` returns ``(values float64 (channels,), t_us, age_s)`` or None when no command has come
+    or the last one is older than ``stale_after_s`` (a silent link is a stale command: stop the motors).
+    """
+
+    def __init__(self, key: str, *, stale_after_s: float = 0.1, session=None, config_file=None):
+        if not stale_after_s > 0:
+            raise ValueError(f"stale_after_s must be > 0, got {stale_after_s}")
+        self.stale_after_s = float(stale_after_s)
+        self._sub = Subscription(key, session=session, config_file=config_file, queue=1,
+                                  kinds=(wire.KIND_COMMAND,))
+        self._latest: tuple[np.ndarray, int, int] | None = None
+
+    def latest(self) -> tuple[np.ndarray, int, float] | None:
+        item = self._sub.take(0.0)
+        if item is not None and item[1].payload is not None:
+            self._latest = (item[1].payload, item[1].header.t_end_us, item[2])
+        elif item is not None:  # END: the publisher stopped on purpose
+            self._latest = None
+        if self._latest is None:
+            return None
+        values, t_us, arrival_ns = self._latest
+        age_s = (time.perf_counter_ns() - arrival_ns) / 1e9
+        return None if age_s > self.stale_after_s else (values, t_us, age_s)
+
+    @property
+    def stats(self) -> dict:
+        return self._sub.stats()
+
+    def close(self) -> None:
+        self._sub.close()
