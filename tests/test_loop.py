@@ -80,9 +80,9 @@ class RecordingSink:
 def steering_graph(width, height):
     network = dvs_steering(16, 12, 2)
     runtime = build(network, backend="loihi")
-    stages = [SpatialPooling(width, height, target=(16, 12))]
+    chain = SpatialPooling(width, height, target=(16, 12))
     binner = StepBinner(1000, 16, 12, channels_by_polarity=True)
-    return stages, binner, runtime
+    return chain, binner, runtime
 
 
 def rate_decode(spikes, t_us):
@@ -103,10 +103,10 @@ def synthetic_packets(n_packets, per_packet=40, seed=1, dt_us=1000):
 def run_replay(data_dir, tmp_path, name, mode="fast", speed=1.0, max_lag_ms=10.0):
     path = data_dir / RECORDING
     source = ReplaySource(path, fast=True, chunk_us=1000)
-    stages, binner, runtime = steering_graph(source.info.width, source.info.height)
+    chain, binner, runtime = steering_graph(source.info.width, source.info.height)
     log = tmp_path / name
     sink = CommandLogSink(log)
-    loop = Loop(source, stages, binner, runtime, rate_decode, [sink], LoopConfig(mode=mode, speed=speed, max_lag_ms=max_lag_ms))
+    loop = Loop(source, chain, binner, runtime, rate_decode, [sink], LoopConfig(mode=mode, speed=speed, max_lag_ms=max_lag_ms))
     loop.warmup()
     report = loop.run()
     sink.close()
@@ -137,11 +137,11 @@ def test_paced_replay_without_falling_behind_matches_fast_replay(data_dir, tmp_p
 
 def test_live_loop_behind_merges_bins_and_counts_them():
     packets = synthetic_packets(120)
-    stages, binner, runtime = [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2))
+    binner, runtime = StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2))
     slow = SlowRuntime(runtime, delay_s=0.004)  # 4 ms per step against 1 ms of sensor time per step
     sink = RecordingSink()
     config = LoopConfig(mode="live", max_lag_ms=5, report_period_s=0)
-    loop = Loop(ListSource(packets, period_s=0.001), stages, binner, slow, rate_decode, [sink], config)
+    loop = Loop(ListSource(packets, period_s=0.001), None, binner, slow, rate_decode, [sink], config)
     loop.warmup()
     report = loop.run()
     assert report.merged_steps > 0
@@ -166,7 +166,7 @@ def test_live_loop_behind_merges_bins_and_counts_them():
 def test_fast_mode_never_merges_even_when_slow():
     packets = synthetic_packets(30)
     slow = SlowRuntime(build(dvs_steering(16, 12, 2)), delay_s=0.002)
-    loop = Loop(ListSource(packets), [], StepBinner(1000, 16, 12), slow, rate_decode, [RecordingSink()],
+    loop = Loop(ListSource(packets), None, StepBinner(1000, 16, 12), slow, rate_decode, [RecordingSink()],
                 LoopConfig(mode="fast", max_lag_ms=1, report_period_s=0))
     loop.warmup()
     report = loop.run()
@@ -176,7 +176,7 @@ def test_fast_mode_never_merges_even_when_slow():
 def test_full_queue_in_live_mode_drops_packets_and_counts_them():
     packets = synthetic_packets(200, per_packet=5)
     slow = SlowRuntime(build(dvs_steering(16, 12, 2)), delay_s=0.01)
-    loop = Loop(ListSource(packets), [], StepBinner(1000, 16, 12), slow, rate_decode, [RecordingSink()],
+    loop = Loop(ListSource(packets), None, StepBinner(1000, 16, 12), slow, rate_decode, [RecordingSink()],
                 LoopConfig(mode="live", queue_packets=2, max_lag_ms=1000, report_period_s=0))
     loop.warmup()
     report = loop.run()
@@ -187,7 +187,7 @@ def test_sink_errors_are_counted_and_a_fatal_sink_stops_the_loop():
     packets = synthetic_packets(50)
     runtime = build(dvs_steering(16, 12, 2))
     flaky = RecordingSink(fail_after=10)
-    loop = Loop(ListSource(packets), [], StepBinner(1000, 16, 12), runtime, rate_decode, [flaky],
+    loop = Loop(ListSource(packets), None, StepBinner(1000, 16, 12), runtime, rate_decode, [flaky],
                 LoopConfig(report_period_s=0))
     loop.warmup()
     report = loop.run()
@@ -195,7 +195,7 @@ def test_sink_errors_are_counted_and_a_fatal_sink_stops_the_loop():
 
     fatal = RecordingSink(fail_after=10, fatal=True)
     source = ListSource(packets)
-    loop = Loop(source, [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)), rate_decode, [fatal],
+    loop = Loop(source, None, StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)), rate_decode, [fatal],
                 LoopConfig(report_period_s=0))
     report = loop.run()
     assert report.fatal == "record: port gone" and report.steps == 11 and source.closed
@@ -204,7 +204,7 @@ def test_sink_errors_are_counted_and_a_fatal_sink_stops_the_loop():
 def test_duration_limits_sensor_time_and_periodic_reports_arrive():
     packets = synthetic_packets(400)
     reports = []
-    loop = Loop(ListSource(packets, period_s=0.0005), [], StepBinner(1000, 16, 12),
+    loop = Loop(ListSource(packets, period_s=0.0005), None, StepBinner(1000, 16, 12),
                 build(dvs_steering(16, 12, 2)), rate_decode, [RecordingSink()],
                 LoopConfig(mode="live", duration_s=0.15, report_period_s=0.02), on_report=reports.append)
     loop.warmup()
@@ -222,7 +222,7 @@ def test_source_failure_is_raised_after_cleanup():
             raise OSError("camera unplugged")
 
     source = Broken([])
-    loop = Loop(source, [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)), rate_decode,
+    loop = Loop(source, None, StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)), rate_decode,
                 [RecordingSink()], LoopConfig(report_period_s=0))
     with pytest.raises(OSError, match="camera unplugged"):
         loop.run()
@@ -262,7 +262,7 @@ def test_paced_loop_behind_its_clock_counts_missed_ticks_and_merges():
     packets = synthetic_packets(150)
     slow = SlowRuntime(build(dvs_steering(16, 12, 2)), delay_s=0.003)
     binner = StepBinner(1000, 16, 12)
-    loop = Loop(ListSource(packets), [], binner, slow, rate_decode, [RecordingSink()],
+    loop = Loop(ListSource(packets), None, binner, slow, rate_decode, [RecordingSink()],
                 LoopConfig(mode="paced", max_lag_ms=4, report_period_s=0))
     loop.warmup()
     report = loop.run()
@@ -287,7 +287,7 @@ def test_paced_reader_stays_bounded_by_the_queue():
         ahead.append(yielded[0] - len(ahead))  # packets read but not yet taken by the loop
         return events
 
-    loop = Loop(Counting(packets), [counting_stage], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)),
+    loop = Loop(Counting(packets), counting_stage, StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)),
                 rate_decode, [RecordingSink()],
                 LoopConfig(mode="paced", speed=4.0, queue_packets=8, max_lag_ms=1000, report_period_s=0))
     loop.warmup()
@@ -314,7 +314,7 @@ def test_live_loop_keeps_stepping_on_the_wall_clock_while_the_sensor_is_silent()
 
     sink = RecordingSink()
     binner = StepBinner(1000, 16, 12)
-    loop = Loop(Silent(first + later), [], binner, build(dvs_steering(16, 12, 2)), rate_decode, [sink],
+    loop = Loop(Silent(first + later), None, binner, build(dvs_steering(16, 12, 2)), rate_decode, [sink],
                 LoopConfig(mode="live", idle_ms=50, max_lag_ms=1000, report_period_s=0))
     loop.warmup()
     report = loop.run()
@@ -324,6 +324,6 @@ def test_live_loop_keeps_stepping_on_the_wall_clock_while_the_sensor_is_silent()
     t = np.array([c[0] for c in sink.commands])
     assert np.all(np.diff(t) == 1000) and len(t) == report.steps == binner.next_step
     # Without idle steps the network waits for the next packet.
-    quiet = Loop(Silent(first + later), [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)),
+    quiet = Loop(Silent(first + later), None, StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)),
                  rate_decode, [RecordingSink()], LoopConfig(mode="live", idle_ms=0, max_lag_ms=1000, report_period_s=0))
     assert quiet.run().idle_steps == 0
