@@ -239,6 +239,13 @@ def rms_gain(samples: np.ndarray, target_rms: float) -> float:
     return target_rms / rms if rms > 0 else 1.0
 
 
+def cochlea_info(cochlea: Cochlea, name: str) -> StreamInfo:
+    """The stream info of a cochlea source: AER spikes on ``n_outputs`` channels laid out as a (planes, 1,
+    n_channels) grid, frequency along ``width`` (channel 0 lowest) and one plane (lif) or two (delta: ON, OFF),
+    the layout of a DVS sensor's (polarity, y, x) inputs."""
+    return StreamInfo(kind="spikes", width=cochlea.config.n_channels, height=1, channels=cochlea.n_outputs, name=name)
+
+
 class WavCochleaSource:
     """A WAV file through the cochlea, as a spike source (implements pipeline.core.packet.Source).
 
@@ -266,7 +273,7 @@ class WavCochleaSource:
         rms = (square_sum / count) ** 0.5 if count else 0.0
         self.cochlea = Cochlea(self.sample_rate_hz, config, input_gain=config.target_rms / rms if rms > 0 else 1.0)
         self.speed, self.fast, self.loop = float(speed), bool(fast), bool(loop)
-        self.info = StreamInfo(kind="spikes", channels=self.cochlea.n_outputs, name=str(path))
+        self.info = cochlea_info(self.cochlea, str(path))
         self._closed = False
 
     def packets(self):
@@ -323,7 +330,7 @@ class MicrophoneCochleaSource:
         self.dropped_blocks = 0
         self._device = device
         self._stream = None
-        self.info = StreamInfo(kind="spikes", channels=self.cochlea.n_outputs, name="microphone")
+        self.info = cochlea_info(self.cochlea, "microphone")
 
     def _callback(self, indata, frames, time_info, status) -> None:
         if self._blocks.full():

@@ -224,7 +224,7 @@ def test_warmup_leaves_the_binner_as_it_was(make, packet):
     warm.push(packet, 1000)
     warm.warmup()
     assert warm.next_step == cold.next_step == 1 and warm.late_events == cold.late_events == 0
-    a, b = cold.push(cold.empty(), 3000), warm.push(warm.empty(), 3000)  # the carried 1500 µs event is in step 1
-    assert len(first) == 1 and len(a) == len(b) == 2 and len(a.step(1))
+    a, b = cold.push(cold.empty(), 3000), warm.push(warm.empty(), 3000)  # the carried 1500 µs event: step 1
+    assert len(first) == 1 and len(a) == len(b) == 2 and len(a.step(0))
     for i in range(2):
         np.testing.assert_array_equal(a.step(i), b.step(i))

@@ -10,7 +10,8 @@ A launch file names the nodes and their parameters::
                         (default: the label), other keys are the stage's parameters
     [network]           builder = a pipeline.snn.builders.BUILDERS name (+ [network.params]) or file = "net.npz";
                         backend = "loihi" | "float"; polarity_channels = true | false (DVS sources). The inputs
-                        are the grid after the stages (DVS) or the source's channels (AER spikes)
+                        are the grid after the stages (DVS) or the source's channels (AER spikes: the cochlea's
+                        (ON/OFF, 1, frequency) grid, a neural recording's units in a row)
     [decoder]           with a [network]: type = a pipeline.decoders.DECODERS name, other keys its parameters.
                         Without one (neural recordings only), a bin-level decoder: model = "fitted.npz" (from
                         spikeloop bci fit), or type = "wiener" | "kalman" | "ridge" | "snn" fitted at start on
@@ -305,8 +306,8 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
         network, network_params = _check_network(ctx("network"), raw["network"],
                                                  Context(path, "network.params", display))
         if kind != "dvs" and "polarity_channels" in raw["network"]:
-            raise ctx("network").fail("polarity_channels", f"applies to DVS sources only (a {source_spec['type']} "
-                                                           f"source's inputs are its channels)")
+            raise ctx("network").fail("polarity_channels", f"applies to DVS sources only (the inputs of a "
+                                                           f"{source_spec['type']} source are its channels)")
         decoder = _check_decoder(ctx("decoder"), raw["decoder"])
     else:
         network, network_params = None, {}
@@ -578,9 +579,19 @@ def build_stages(spec: LaunchSpec, width: int, height: int) -> tuple[list, int, 
     return stages, width, height
 
 
+def spike_grid(info) -> tuple[int, int, int]:
+    """(width, height, planes) of an AER source's input indices (index = channel): the source's own layout
+    when its StreamInfo gives width and height (the cochlea: frequency x 1, ON/OFF planes), else a row of
+    channels (neural units: channels x 1, one plane)."""
+    if info.width and info.height and info.channels % (info.width * info.height) == 0:
+        return info.width, info.height, info.channels // (info.width * info.height)
+    return info.channels, 1, 1
+
+
 def build_network(spec: LaunchSpec, width: int, height: int, channels: int | None = None):
     """The network (built by name, or loaded) and its runtime; inputs must match the binner's grid:
-    width x height x channels (None: 2 with [network] polarity_channels, else 1; AER sources: channels x 1 x 1)."""
+    channels x height x width (channels None: 2 with [network] polarity_channels, else 1; AER sources:
+    :func:`spike_grid`)."""
     ctx = Context(spec.path, "network", spec.display)
     if channels is None:
         channels = 2 if spec.network["polarity_channels"] else 1
@@ -599,7 +610,7 @@ def build_network(spec: LaunchSpec, width: int, height: int, channels: int | Non
     expected = channels * width * height
     if network.n_inputs != expected:
         grid = (f"{channels} channel(s) x {width} x {height} px after the stages" if spec.kind == "dvs"
-                else f"one per channel of the {spec.source['type']} source")
+                else f"one per channel of the {spec.source['type']} source: {channels} x {width} x {height}")
         raise ctx.fail("file" if spec.network["file"] else "builder",
                        f"network has {network.n_inputs} inputs, expected {expected} ({grid})")
     if spec.network["backend"] == "loihi" and network.is_float:
@@ -733,7 +744,7 @@ def build_graph(spec: LaunchSpec, on_report=None) -> Graph:
         else:
             chain = None
             binner = SpikeStepBinner(spec.loop.dt_us, source.info.channels, t0_us=source.t_start_us)
-            network, runtime = build_network(spec, source.info.channels, 1, channels=1)
+            network, runtime = build_network(spec, *spike_grid(source.info))
         decoder, length = build_decoder(spec, network.n_outputs)
         sinks = open_sinks(spec, length)
     except BaseException:
