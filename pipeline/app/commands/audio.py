@@ -8,7 +8,12 @@ from __future__ import annotations
 import json
 import sys
 
+import cv2
 import numpy as np
+
+from devices.audio import CochleaConfig, MicrophoneCochleaSource, WavCochleaSource
+from pipeline.core.events import empty_spikes
+from recordings.base import RecordingError
 
 
 def register(subparsers) -> None:
@@ -28,10 +33,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from devices.audio import CochleaConfig, MicrophoneCochleaSource, WavCochleaSource
-    from pipeline.core.events import empty_spikes
-    from recordings.base import RecordingError
-
     if bool(args.wav) == bool(args.mic):
         print("spikeloop audio: give a WAV file or --mic (one of them)", file=sys.stderr)
         return 2
@@ -74,8 +75,6 @@ def run(args) -> int:
 
 def write_raster(path: str, spikes: np.ndarray, channels: int, t_end_us: int, width: int = 800) -> None:
     """Spike raster PNG: time left to right, channel 0 (lowest frequency) at the bottom."""
-    import cv2
-
     row_px = max(2, 400 // max(channels, 1))
     height = channels * row_px
     image = np.full((height + 30, width, 3), 255, np.uint8)
