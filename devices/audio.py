@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
-from scipy.signal import gammatone, tf2sos
 
 from pipeline.core.clock import wait_until
 from pipeline.core.events import SPIKE_DTYPE
@@ -85,6 +84,8 @@ class CochleaConfig:
 def gammatone_sos(f_lo_hz: float, f_hi_hz: float, n_channels: int, sample_rate_hz: float) -> np.ndarray:
     """Biquad coefficients of the ERB-spaced bank: (n_channels, 4, 6) as scipy's sos rows (b0 b1 b2 a0 a1 a2).
     Cached (designing 64 channels takes ~0.5 s); the returned array is read-only."""
+    from scipy.signal import gammatone, tf2sos  # scipy.signal takes ~1 s to import: only when a cochlea is built
+
     sos = np.stack([tf2sos(*gammatone(fc, "iir", fs=sample_rate_hz))
                     for fc in erb_space(f_lo_hz, f_hi_hz, n_channels)])
     sos.flags.writeable = False

@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy.io import loadmat
 
 from pipeline.core.packet import StreamInfo
 from recordings.base import RecordingError
@@ -48,6 +47,8 @@ def _check_finite(path: Path, name: str, arr: np.ndarray) -> None:
 def load_dad(path: str | Path, block: str = "te", bin_ms: float = DEFAULT_BIN_MS) -> BinnedData:
     """One block (``"tr"`` or ``"te"``) of a DAD .mat file as BinnedData (counts (T, n_units),
     kinematics = hand velocity (T, 2), targets (T,) if the file has them)."""
+    from scipy.io import loadmat  # a third-party import paid only when a .mat file is read
+
     path = Path(path)
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")

@@ -222,7 +222,7 @@ def test_audio_launch_errors_name_the_key(data_dir, tmp_path, monkeypatch):
         load_launch(path, ['source.method="mel"'])
     with pytest.raises(LaunchError, match=r"\[source\] path: expected a WAV file or microphone = true"):
         load_launch(path, ["source.microphone=true"])
-    with pytest.raises(LaunchError, match=r"\[stages.roi\]: stages filter DVS events; a audio source"):
+    with pytest.raises(LaunchError, match=r"\[stages.roi\]: stages filter DVS events; the audio source"):
         load_launch(path, ["stages.roi.x=0"])
     with pytest.raises(LaunchError, match=r"\[network\] polarity_channels: applies to DVS sources only"):
         load_launch(path, ["network.polarity_channels=true"])

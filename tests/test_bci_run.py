@@ -129,7 +129,7 @@ def test_launch_file_errors_name_section_and_key(launch_copy):
         load_launch(launch_copy, ["loop.dt_us=1000"])
     with pytest.raises(LaunchError, match=r"\[decoder\] type: a spike decoder \('drive'\) needs a \[network\]"):
         load_launch(launch_copy, ['decoder.type="drive"'])
-    with pytest.raises(LaunchError, match=r"\[stages.noise\]: stages filter DVS events; a dad source streams AER"):
+    with pytest.raises(LaunchError, match=r"\[stages.noise\]: stages filter DVS events; the dad source streams AER"):
         load_launch(launch_copy, ["stages.noise.duration_us=2000"])
 
 

@@ -356,3 +356,18 @@ def test_a_video_file_runs_through_the_frame_to_event_emulator(tmp_path, base_to
     assert report.events_in > 0 and 900 <= report.steps + report.merged_steps <= 1000
     t, wheels = read_command_log(tmp_path / "commands.csv")
     assert np.any(wheels != 0)
+
+
+def test_source_spec_picks_the_type_by_extension_and_keeps_the_options_of_the_same_type(tmp_path, data_dir):
+    audio = LAUNCH / "audio.toml"
+    other = data_dir / "audio" / "fsdd" / "2_george_7.wav"
+    spec = load_launch(audio, source=str(other))
+    assert spec.source["type"] == "audio" and spec.source["path"] == other and spec.source["method"] == "delta"
+    assert spec.loop.mode == "paced"                       # a recording keeps the file's mode
+    csv = data_dir / "bci" / "trial_748_data.csv"
+    spec = load_launch(LAUNCH / "bci.toml", source=str(csv))
+    assert spec.source["type"] == "mc_maze" and spec.source["bin_ms"] == 50.0 and spec.loop.dt_us == 50_000
+    spec = load_launch(LAUNCH / "bci.toml", source=str(data_dir / "bci" / "chewie_demo.mat"))
+    assert spec.source["type"] == "dad" and spec.source["block"] == "te" and spec.chunk_us == 10_000
+    with pytest.raises(LaunchError, match=r"\[stages.noise_filter\]: stages filter DVS events; the audio source"):
+        load_launch(LAUNCH / "replay.toml", source=str(other))

@@ -218,7 +218,7 @@ def apply_set(table: dict, path: list[str], value: Any, assignment: str) -> None
 def apply_source(raw: dict, source: str) -> None:
     """``--source``: replace the file's source. A recording PATH (relative to the cwd) keeps the file's
     options for a source of the same type (a replay's loop/start, a neural recording's block and bin width,
-    the cochlea's parameters) and ``video:PATH`` (a video through the frame-to-event emulator) the file's loop
+    also from DAD to MC_Maze and back, the cochlea's parameters) and ``video:PATH`` (a video through the frame-to-event emulator) the file's loop
     mode; ``webcam[:N]``, ``camera[:SERIAL]``, ``tcp://HOST:PORT`` and ``mic`` are live and switch the loop to
     live mode."""
     old = raw.get("source", {}) if isinstance(raw.get("source"), dict) else {}
@@ -226,7 +226,7 @@ def apply_source(raw: dict, source: str) -> None:
         table = parse_source_spec(source)
     except SourceSpecError as exc:
         raise LaunchError(f"--source: {exc}") from None
-    if old.get("type") == table["type"]:
+    if old.get("type") == table["type"] or {old.get("type"), table["type"]} <= set(NEURAL_TYPES):
         table = {**{k: v for k, v in old.items() if k in SOURCE_KEYS[table["type"]]}, **table}
     raw["source"] = table
     if is_live(table):
@@ -286,7 +286,7 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
     kind = stream_kind(source_spec["type"])
     network_given = "network" in raw
     if not network_given and source_spec["type"] not in NEURAL_TYPES:
-        raise LaunchError(f"{display}: missing section [network] (a {source_spec['type']} source drives a network; "
+        raise LaunchError(f"{display}: missing section [network] (the {source_spec['type']} source drives a network; "
                           f"only a neural recording ({', '.join(NEURAL_TYPES)}) can feed a bin-level decoder directly)")
     loop_table = raw.get("loop", {})
     loop_values = check_table(ctx("loop"), loop_table, LOOP_KEYS)
@@ -295,7 +295,7 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
                                        f"got {loop_values['mode']!r}")
     if kind != "dvs" and raw.get("stages"):
         label = next(iter(raw["stages"])) if isinstance(raw["stages"], dict) else ""
-        raise LaunchError(f"{display}: [stages.{label}]: stages filter DVS events; a {source_spec['type']} "
+        raise LaunchError(f"{display}: [stages.{label}]: stages filter DVS events; the {source_spec['type']} "
                           f"source streams AER spikes")
     stages = _check_stages(path, display, raw.get("stages", {}))
     output = None

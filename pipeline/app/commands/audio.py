@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 
-import cv2
 import numpy as np
 
 from devices.audio import CochleaConfig, MicrophoneCochleaSource, WavCochleaSource
@@ -75,6 +74,8 @@ def run(args) -> int:
 
 def write_raster(path: str, spikes: np.ndarray, channels: int, t_end_us: int, width: int = 800) -> None:
     """Spike raster PNG: time left to right, channel 0 (lowest frequency) at the bottom."""
+    import cv2  # a third-party import paid only when a raster is drawn
+
     row_px = max(2, 400 // max(channels, 1))
     height = channels * row_px
     image = np.full((height + 30, width, 3), 255, np.uint8)

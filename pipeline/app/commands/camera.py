@@ -45,7 +45,7 @@ def run(args) -> int:
         spec = args.url if args.action == "receive" else args.source
         table = with_defaults(parse_source_spec(spec))
         if stream_kind(table["type"]) != "dvs":
-            raise SourceSpecError(f"source {spec!r}: a {table['type']} source streams AER spikes, not DVS events "
+            raise SourceSpecError(f"source {spec!r}: the {table['type']} source streams AER spikes, not DVS events "
                                   f"(expected one of {', '.join(SOURCE_KINDS[:-1])})")
         source = open_source(table)
     except (CameraError, SourceSpecError) as error:
