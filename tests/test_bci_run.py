@@ -135,8 +135,8 @@ def test_launch_file_errors_name_section_and_key(launch_copy):
 
 def test_output_mapping_errors_are_named(launch_copy):
     text = launch_copy.read_text()
-    head = text[:text.index("[output]")]
-    tail = text[text.index("[sinks.motors]"):]
+    head = text[:text.index("\n[output]") + 1]
+    tail = text[text.index("\n[sinks.motors]") + 1:]
     joints = head + '[output]\ntype = "joints"\ngain = [1.0, 0.0, 0.5]\nn_joints = 2\nmax_joint_radps = 3.0\n\n' + tail
     path = launch_copy.with_name("joints.toml")
     path.write_text(joints)
@@ -144,6 +144,28 @@ def test_output_mapping_errors_are_named(launch_copy):
         build_graph(load_launch(path, ['loop.mode="fast"']))
     with pytest.raises(LaunchError, match=r"\[output\] forward_axis: the decoder has 2 axes"):
         build_graph(load_launch(launch_copy, ['loop.mode="fast"', "output.forward_axis=5"]))
+
+
+def test_joint_output_commands_equal_offline_decoding(launch_copy, tmp_path, data_dir):
+    """[output] type = "joints": three joints, gain (3 x 2) row-major, clipped at 0.3 rad/s."""
+    text = launch_copy.read_text()
+    log = tmp_path / "joints.csv"
+    joints = (text[:text.index("\n[output]") + 1] + '[output]\ntype = "joints"\n'
+              'gain = [0.02, 0.0, 0.0, 0.02, 0.01, -0.01]\nn_joints = 3\nmax_joint_radps = 0.3\n\n'
+              f'[sinks.log]\ntype = "command_log"\npath = {json.dumps(str(log))}\n')
+    path = tmp_path / "joints.toml"
+    path.write_text(joints)
+    run = run_decoding(build_graph(load_launch(path, ['loop.mode="fast"', "loop.duration_s=5.0"])))
+    assert run.report.commands == 100
+    path = data_dir / "bci" / "chewie_demo.mat"
+    tr, te = load_dad(path, "tr"), load_dad(path, "te")
+    decoder = KalmanDecoder().fit(tr.counts, tr.kinematics)
+    decoder.reset()
+    mapping = VelocityToJoints([[0.02, 0.0], [0.0, 0.02], [0.01, -0.01]], max_joint_radps=0.3)
+    expected = np.array([mapping(decoder.step(row)) for row in te.counts[:100]])
+    t_us, commands = read_command_log(log)
+    np.testing.assert_allclose(commands, expected, rtol=1e-12, atol=1e-12)
+    assert np.abs(commands).max() == 0.3                      # some joints hit the limit
 
 
 def test_launch_units_mismatch(launch_copy, tmp_path, data_dir):
