@@ -208,7 +208,8 @@ def test_spike_step_binner_errors_and_merge():
         binner.push(dvs_events([1], [0], [0], [1]), 50)
     with pytest.raises(ValueError, match="event 1 .* earlier step"):
         binner.push(spikes([250, 150], [0, 1]), 300)
-    assert binner.merges and binner.merge([np.array([3, 1], np.int32), np.array([1, 2], np.int32)]).tolist() == [1, 2, 3]
+    merged = binner.merge([np.array([3, 1], np.int32), np.array([1, 2], np.int32)])
+    assert binner.merges and merged.tolist() == [1, 2, 3] and merged.dtype == np.int32
     assert not CountBinner(100, 4).merges
 
 

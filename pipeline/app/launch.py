@@ -218,9 +218,9 @@ def apply_set(table: dict, path: list[str], value: Any, assignment: str) -> None
 def apply_source(raw: dict, source: str) -> None:
     """``--source``: replace the file's source. A recording PATH (relative to the cwd) keeps the file's
     options for a source of the same type (a replay's loop/start, a neural recording's block and bin width,
-    also from DAD to MC_Maze and back, the cochlea's parameters) and ``video:PATH`` (a video through the frame-to-event emulator) the file's loop
-    mode; ``webcam[:N]``, ``camera[:SERIAL]``, ``tcp://HOST:PORT`` and ``mic`` are live and switch the loop to
-    live mode."""
+    also from DAD to MC_Maze and back, the cochlea's parameters) and the file's loop mode, as does
+    ``video:PATH`` (a video through the frame-to-event emulator); ``webcam[:N]``, ``camera[:SERIAL]``,
+    ``tcp://HOST:PORT`` and ``mic`` are live and switch the loop to live mode."""
     old = raw.get("source", {}) if isinstance(raw.get("source"), dict) else {}
     try:
         table = parse_source_spec(source)

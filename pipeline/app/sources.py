@@ -96,7 +96,8 @@ SOURCE_KEYS: dict[str, dict[str, Key]] = {
         "delta": Key("number", _COCHLEA.delta, low=0, low_open=True, help="delta: log-envelope step per spike"),
         "envelope_tau_ms": Key("number", _COCHLEA.envelope_tau_ms, low=0, low_open=True,
                                help="delta: envelope low-pass time constant (ms)"),
-        "target_rms": Key("number", _COCHLEA.target_rms, low=0, low_open=True, help="WAV: normalise the clip to this RMS"),
+        "target_rms": Key("number", _COCHLEA.target_rms, low=0, low_open=True,
+                          help="WAV: normalise the clip to this RMS"),
     },
 }
 

@@ -12,7 +12,14 @@ import time
 
 from devices.dvs import NetworkEventServer, list_cameras
 from devices.errors import CameraError
-from pipeline.app.sources import SOURCE_KINDS, SourceSpecError, open_source, parse_source_spec, stream_kind, with_defaults
+from pipeline.app.sources import (
+    SOURCE_KINDS,
+    SourceSpecError,
+    open_source,
+    parse_source_spec,
+    stream_kind,
+    with_defaults,
+)
 from recordings.aedat4_writer import Aedat4Writer
 
 
