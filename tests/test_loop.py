@@ -339,10 +339,12 @@ class TimedSink(RecordingSink):
 
 
 def assert_percentiles(report_ms: tuple[float, float, float], ages_ns: np.ndarray) -> None:
-    """The loop's (p50, p99, max) in ms against numpy's on the same values (1 µs histogram bins)."""
+    """The loop's (p50, p99, max) in ms against numpy's on the same values (1 µs histogram bins up to 100 ms,
+    where a loaded machine's longer latencies share the last bin)."""
     p50, p99, top = report_ms
     for got, q in ((p50, 50), (p99, 99)):
-        assert abs(got - np.percentile(ages_ns, q, method="inverted_cdf") / 1e6) <= 0.001
+        expected = min(np.percentile(ages_ns, q, method="inverted_cdf") / 1e6, 100.0005)
+        assert abs(got - expected) <= 0.001
     assert top == pytest.approx(ages_ns.max() / 1e6, abs=1e-9)
 
 
