@@ -294,8 +294,8 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
         raise ctx("loop").fail("mode", f"expected 'live' for a live {source_spec['type']} source, "
                                        f"got {loop_values['mode']!r}")
     if kind != "dvs" and raw.get("stages"):
-        label = next(iter(raw["stages"])) if isinstance(raw["stages"], dict) else ""
-        raise LaunchError(f"{display}: [stages.{label}]: stages filter DVS events; the {source_spec['type']} "
+        where = f"stages.{next(iter(raw['stages']))}" if isinstance(raw["stages"], dict) else "stages"
+        raise LaunchError(f"{display}: [{where}]: stages filter DVS events; the {source_spec['type']} "
                           f"source streams AER spikes")
     stages = _check_stages(path, display, raw.get("stages", {}))
     output = None
@@ -315,7 +315,7 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
         loop_values["dt_us"] = _bin_width_us(ctx, source_spec, decoder[1], loop_table)
         if "output" in raw:
             output = _typed_table(ctx("output"), raw["output"], tuple(OUTPUT_KEYS), OUTPUT_KEYS, default_type=None)
-    chunk_us = _chunk_us(source_spec, loop_values)
+    chunk_us = _chunk_us(source_spec, loop_values.pop("chunk_ms"), loop_values["dt_us"])
     tick_us = chunk_us if source_spec["type"] in ("replay",) + NEURAL_TYPES + ("audio",) else 0
     try:
         loop = LoopConfig(**loop_values, tick_us=tick_us)
@@ -327,14 +327,14 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
                       controller, output, chunk_us)
 
 
-def _chunk_us(source: dict, loop_values: dict) -> int:
-    """Packet length (µs) of a replayed recording or the microphone: [loop] chunk_ms, else the default."""
-    chunk_ms = loop_values.pop("chunk_ms")
+def _chunk_us(source: dict, chunk_ms: float, dt_us: int) -> int:
+    """Packet length (µs) of a replayed recording or the microphone: [loop] chunk_ms, else one step of
+    ``dt_us`` but at most 10 ms (the microphone: 10 ms)."""
     if chunk_ms:
         return max(1, round(chunk_ms * 1000))
     if source["type"] == "audio" and source["microphone"]:
         return MICROPHONE_CHUNK_US
-    return min(loop_values["dt_us"], MAX_DEFAULT_CHUNK_US)
+    return min(dt_us, MAX_DEFAULT_CHUNK_US)
 
 
 def _check_source(ctx: Context, table: Any) -> dict:
