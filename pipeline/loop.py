@@ -265,6 +265,13 @@ class LatencyHistogram:
         self.n = 0
         self.max_ns = 0
 
+    def absorb(self, other: "LatencyHistogram") -> None:
+        """Add ``other``'s latencies to these (same ``max_us``)."""
+        if other.n:
+            self.counts += other.counts
+            self.n += other.n
+            self.max_ns = max(self.max_ns, other.max_ns)
+
     def percentile_ms(self, q: float) -> float:
         """The q-th percentile (0..100) in ms, at the centre of its 1 µs bin; nan when empty."""
         if self.n == 0:
@@ -394,13 +401,16 @@ class Loop:
         #: Paced mode: the loop's own clock; live mode: estimated from the packets (see the module docstring);
         #: None until known (and always in fast mode).
         self.clock: tuple[int, int] | None = None
+        #: Complete steps waiting to run: (step end µs, step input, arrival ns, end µs of the earliest step in it).
         self._pending: deque[tuple[int, np.ndarray, int, int]] = deque()
-        self._total = LatencyHistogram()
+        # Latency (from arrival, from sensor time) and step-time histograms: each step adds to the window's,
+        # which are folded into the whole run's at every report.
         self._window = LatencyHistogram()
-        self._sensor_total = LatencyHistogram()
         self._sensor_window = LatencyHistogram()
-        self._step_total = LatencyHistogram()
         self._step_window = LatencyHistogram()
+        self._total = LatencyHistogram()
+        self._sensor_total = LatencyHistogram()
+        self._step_total = LatencyHistogram()
         self._tick_late = LatencyHistogram()
         self._reset_counters()
 
@@ -419,6 +429,7 @@ class Loop:
         self.paused_events = 0
         self.first_step_us: int | None = None
         self.last_step_us: int | None = None
+        self._end_us = math.inf  # sensor time at which duration_s is reached (set at the first step)
         self.fatal = ""
 
     def stop(self) -> None:
@@ -514,7 +525,7 @@ class Loop:
                     self.merged_steps += overdue - 1
             t_us, step_input, arrival_ns, sensor_us = pending.popleft()
             self._step(t_us, step_input, arrival_ns, sensor_us)
-            if self._duration_reached():
+            if t_us >= self._end_us:
                 self._stop.set()
 
     def _step(self, t_us: int, step_input: np.ndarray, arrival_ns: int, sensor_us: int) -> None:
@@ -525,26 +536,22 @@ class Loop:
         self.steps += 1
         if self.first_step_us is None:  # the start of the earliest bin in this step (merged or not)
             self.first_step_us = sensor_us - self.config.dt_us
+            self._end_us = self._limit_us(sensor_us)
         self.last_step_us = t_us
         if command is None or self.steps % self.config.command_every_steps:
-            self._step_total.add(took)
             self._step_window.add(took)
             return
         self._command_len = len(command)
         written_ns = self._write(command, t_us)
-        self._step_total.add(took)  # after the write: the bookkeeping stays out of the command's latency
-        self._step_window.add(took)
+        self._step_window.add(took)  # after the write: the bookkeeping stays out of the command's latency
         if not written_ns:
             self.commands_unwritten += 1
             return
         self.commands += 1
-        self._total.add(written_ns - arrival_ns)
         self._window.add(written_ns - arrival_ns)
         clock = self.clock
         if clock is not None:
-            age_ns = written_ns - clock[0] - int((sensor_us - clock[1]) * 1000 / self.config.speed)
-            self._sensor_total.add(age_ns)
-            self._sensor_window.add(age_ns)
+            self._sensor_window.add(written_ns - clock[0] - int((sensor_us - clock[1]) * 1000 / self.config.speed))
 
     def _write(self, command: np.ndarray, t_us: int) -> int:
         """Write ``command`` to every sink; returns the latest write time (ns), 0 if no sink wrote it."""
@@ -595,8 +602,6 @@ class Loop:
         first = self.first_step_us if self.first_step_us is not None else next_end_us - self.config.dt_us
         return first + limit * 1e6
 
-    def _duration_reached(self) -> bool:
-        return self.last_step_us >= self._limit_us(self.last_step_us)
 
     # -- scheduling ---------------------------------------------------------------------------------------
 
@@ -604,7 +609,7 @@ class Loop:
         """Run until the source ends, ``stop()`` is called, the duration is reached or a sink fails for
         good. Returns the final report (also passed to ``on_report``). Call :meth:`warmup` first."""
         self._reset_counters()
-        for hist in self._histograms():
+        for hist in self._histograms(window=False) + self._histograms(window=True):
             hist.clear()
         self._tick_late.clear()
         self._stop.clear()
@@ -746,17 +751,22 @@ class Loop:
         if now < self._next_report_ns:
             return
         self.on_report(self._report(final=False))
-        for hist in self._histograms(window=True):
-            hist.clear()
+        self._fold_window()
         self._window_start = (now, self.steps, self._stream_us())
         self._next_report_ns = now + int(self.config.report_period_s * 1e9)
 
-    def _histograms(self, window: bool | None = None) -> list[LatencyHistogram]:
-        """The latency and step-time histograms: the whole run's, the window's (since the last report), or
-        both (None)."""
-        total = [self._total, self._sensor_total, self._step_total]
-        windowed = [self._window, self._sensor_window, self._step_window]
-        return windowed if window else total if window is False else total + windowed
+    def _histograms(self, window: bool) -> list[LatencyHistogram]:
+        """The latency (from arrival, from sensor time) and step-time histograms: the window's (since the
+        last report) or the whole run's before the window (folded in at each report)."""
+        if window:
+            return [self._window, self._sensor_window, self._step_window]
+        return [self._total, self._sensor_total, self._step_total]
+
+    def _fold_window(self) -> None:
+        """Add the window's histograms to the whole run's and start a new window."""
+        for total, window in zip(self._histograms(window=False), self._histograms(window=True)):
+            total.absorb(window)
+            window.clear()
 
     def _stream_us(self) -> int:
         if self.first_step_us is None:
@@ -767,6 +777,7 @@ class Loop:
         now = time.perf_counter_ns()
         if final:
             since_ns, since_steps, since_stream = self._t_start_ns, 0, 0
+            self._fold_window()
         else:
             since_ns, since_steps, since_stream = self._window_start
         hist, sensor, step = self._histograms(window=not final)

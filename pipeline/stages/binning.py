@@ -104,15 +104,16 @@ def _input_index(key, aer, width, by_polarity, plane):
 
 
 @njit(cache=True)
-def check_kernel(times, keys, aer, width, height, t0, dt, next_step, last_step):
+def check_kernel(words, aer, width, height, t0, dt, next_step, last_step):
     """Validate a packet before any state changes: 0 if fine, -(i+1) for an event outside the grid (DVS:
     x/y outside width x height; AER: channel outside [0, width)), i+1 for an event whose step precedes an
-    earlier (not late) event's step (not time-ordered). times (n,) int64 µs; keys (n,) DVS word 1 or channel."""
+    earlier (not late) event's step (not time-ordered). words (n, 2) int64: timestamp (µs), then DVS word 1
+    (``aer`` False) or the channel (``aer`` True)."""
     k = np.int64(0)
     step_start = np.int64(1)
     step_end = np.int64(0)
-    for i in range(times.shape[0]):
-        key = keys[i]
+    for i in range(words.shape[0]):
+        key = words[i, 1]
         if aer:
             if key < 0 or key >= width:
                 return -(i + 1)
@@ -121,7 +122,7 @@ def check_kernel(times, keys, aer, width, height, t0, dt, next_step, last_step):
             y = word_y(key)
             if x < 0 or x >= width or y < 0 or y >= height:
                 return -(i + 1)
-        t = times[i]
+        t = words[i, 0]
         if t < step_start or t >= step_end:  # divide only when the step changes
             k = (t - t0) // dt
             step_start = t0 + k * dt
@@ -134,7 +135,7 @@ def check_kernel(times, keys, aer, width, height, t0, dt, next_step, last_step):
 
 
 @njit(cache=True)
-def bin_kernel(times, keys, aer, width, by_polarity, plane, t0, dt, next_step, done_step, last_step,
+def bin_kernel(words, aer, width, by_polarity, plane, t0, dt, next_step, done_step, last_step,
                old_index, old_step, stamp, out_indices, counts, pend_index, pend_step):
     """Bin carried-over (old_index, old_step) pairs, then new (checked) events, into [next_step, done_step).
 
@@ -149,12 +150,12 @@ def bin_kernel(times, keys, aer, width, by_polarity, plane, t0, dt, next_step, d
     step = np.int64(0)
     step_start = np.int64(1)
     step_end = np.int64(0)
-    for j in range(n_old + times.shape[0]):
+    for j in range(n_old + words.shape[0]):
         if j < n_old:
             index = np.int64(old_index[j])
             k = old_step[j]
         else:
-            t = times[j - n_old]
+            t = words[j - n_old, 0]
             if t < step_start or t >= step_end:  # divide only when the step changes
                 step = (t - t0) // dt
                 step_start = t0 + step * dt
@@ -164,7 +165,7 @@ def bin_kernel(times, keys, aer, width, by_polarity, plane, t0, dt, next_step, d
                 late += 1
                 continue
             last_step = k
-            index = _input_index(keys[j - n_old], aer, width, by_polarity, plane)
+            index = _input_index(words[j - n_old, 1], aer, width, by_polarity, plane)
         if k < done_step:
             if stamp[index] != k:
                 stamp[index] = k
@@ -253,41 +254,40 @@ class _IndexBinner:
         Returns the steps that became complete: all k with t0 + (k+1)*dt <= t_end_us not returned before
         (possibly none). Steps without events are included (empty), so the network steps through silence.
         """
-        times, keys = self._columns(events)
+        words = self._words(events)
         if self.t0_us is None:
-            if len(times) == 0:
+            if len(words) == 0:
                 return self._empty_batch()
-            self.t0_us = int(times[0])
-        return self._bin(times, keys, self.next_step + self.complete_steps(t_end_us))
+            self.t0_us = int(words[0, 0])
+        return self._bin(words, self.next_step + self.complete_steps(t_end_us))
 
     def flush(self) -> StepBatch:
         """End of stream: emit every carried step, the last one possibly partial."""
         if self.t0_us is None or self.pending_events == 0:
             return self._empty_batch()
-        none = np.zeros(0, dtype=np.int64)
-        return self._bin(none, none, int(self._pend_step[-1]) + 1)
+        return self._bin(np.zeros((0, 2), dtype=np.int64), int(self._pend_step[-1]) + 1)
 
     def _empty_batch(self) -> StepBatch:
         return StepBatch(self.next_step, self.t0_us or 0, self.dt_us, np.zeros(1, dtype=np.int64),
                          np.zeros(0, dtype=np.int32))
 
-    def _bin(self, times: np.ndarray, keys: np.ndarray, done_step: int) -> StepBatch:
+    def _bin(self, words: np.ndarray, done_step: int) -> StepBatch:
         n_steps = max(0, done_step - self.next_step)
         if n_steps > MAX_STEPS_PER_PUSH:
             raise ValueError(f"{self.name}: one packet would complete {n_steps} steps of {self.dt_us} µs "
                              f"(t0 = {self.t0_us} µs); check that t_end_us and event timestamps are both µs")
         done_step = self.next_step + n_steps
-        error = check_kernel(times, keys, self._aer, self.width, self.height, self.t0_us, self.dt_us,
-                             self.next_step, self._last_step)
+        error = check_kernel(words, self._aer, self.width, self.height, self.t0_us, self.dt_us, self.next_step,
+                             self._last_step)
         if error:
-            self._raise(times, keys, error)
-        capacity = len(self._pend_index) + len(times)
+            self._raise(words, error)
+        capacity = len(self._pend_index) + len(words)
         out_indices = np.empty(capacity, dtype=np.int32)
         counts = np.zeros(n_steps + 1, dtype=np.int64)
         pend_index = np.empty(capacity, dtype=np.int32)
         pend_step = np.empty(capacity, dtype=np.int64)
         nnz, n_pend, late, last_step = bin_kernel(
-            times, keys, self._aer, self.width, self.channels_by_polarity, self.width * self.height, self.t0_us,
+            words, self._aer, self.width, self.channels_by_polarity, self.width * self.height, self.t0_us,
             self.dt_us, self.next_step, done_step, self._last_step, self._pend_index, self._pend_step, self._stamp,
             out_indices, counts, pend_index, pend_step)
         batch = StepBatch(self.next_step, self.t0_us, self.dt_us, np.cumsum(counts), out_indices[:nnz])
@@ -298,11 +298,11 @@ class _IndexBinner:
         self._pend_step = pend_step[:n_pend]
         return batch
 
-    def _raise(self, times: np.ndarray, keys: np.ndarray, error: int) -> None:
+    def _raise(self, words: np.ndarray, error: int) -> None:
         if error < 0:
-            raise ValueError(f"{self.name}: event {-error - 1} {self._where(keys[-error - 1])}")
+            raise ValueError(f"{self.name}: event {-error - 1} {self._where(words[-error - 1, 1])}")
         i = error - 1
-        raise ValueError(f"{self.name}: event {i} (t={int(times[i])} µs) belongs to an earlier step "
+        raise ValueError(f"{self.name}: event {i} (t={int(words[i, 0])} µs) belongs to an earlier step "
                          f"than an event before it; packets must be time-ordered")
 
     def warmup(self) -> None:
@@ -342,9 +342,9 @@ class StepBinner(_IndexBinner):
             index = index + (np.asarray(polarity) != 0).astype(np.int64) * (self.width * self.height)
         return index
 
-    def _columns(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        words = event_words(events)
-        return words[:, 0], words[:, 1]
+    def _words(self, events: np.ndarray) -> np.ndarray:
+        """The packet as (n, 2) int64 words (a view): timestamp, packed x/y/polarity."""
+        return event_words(events)
 
     def _where(self, key: int) -> str:
         event = np.array([0, key], dtype=np.int64).view(DVS_EVENT_DTYPE)[0]
@@ -377,9 +377,13 @@ class SpikeStepBinner(_IndexBinner):
         """An empty packet of this binner's kind (AER spikes)."""
         return empty_spikes(0)
 
-    def _columns(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _words(self, events: np.ndarray) -> np.ndarray:
+        """The packet as (n, 2) int64 words (a copy): timestamp, channel."""
         _check_spikes(self.name, events)
-        return events["timestamp"], events["channel"]
+        words = np.empty((len(events), 2), dtype=np.int64)
+        words[:, 0] = events["timestamp"]
+        words[:, 1] = events["channel"]
+        return words
 
     def _where(self, key: int) -> str:
         return f"on channel {int(key)} is outside the stream's {self.n_channels} channels"
