@@ -12,9 +12,10 @@ thread and inherited, so it must be chosen before any thread starts):
 * ``4 ms`` and ``33 ms`` packets (SCHED_FIFO when permitted): the same loop fed the way Metavision
   (~4 ms) and ROS dvs drivers (~33 ms) batch events, measured here side by side.
 
-Two latencies per run: ``arrival`` = packet released by the (emulated) sensor -> bytes written (the goal:
-p50 <= 0.5 ms, p99 <= 2 ms), and ``sensor`` = the moment the newest event of a step happened (its step's
-end, on the paced clock) -> bytes written, which adds the batching a driver imposes.
+Two latencies per run, both from the loop's own report (pipeline.loop.LoopReport): ``arrival`` = packet
+released by the (emulated) sensor -> bytes written (the goal: p50 <= 0.5 ms, p99 <= 2 ms), and ``sensor`` =
+the moment the newest event of a step could have happened (its step's end, on the paced clock) -> bytes
+written, which adds the batching a driver imposes.
 
     python bench/loop.py [--json] [--seconds S] [--rate EV_PER_S] [--repeat N] [--realtime PRIORITY]
 """
@@ -33,6 +34,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pipeline.app.launch import make_decode  # noqa: E402  (after the repository is on the path)
+from pipeline.core.events import dvs_events  # noqa: E402
+from pipeline.decoders import DriveDecoder  # noqa: E402
+from pipeline.loop import Loop, LoopConfig  # noqa: E402
+from pipeline.sinks import MotorSink  # noqa: E402
+from pipeline.snn import build  # noqa: E402
+from pipeline.snn.builders import random_lif  # noqa: E402
+from pipeline.stages import StepBinner  # noqa: E402
+from recordings.aedat4_writer import Aedat4Writer  # noqa: E402
+from recordings.replay import ReplaySource  # noqa: E402
+
 SIZE = 64
 ANCHORS = {
     "ROS dvs drivers (default packet batching)": "~33 ms",
@@ -43,9 +55,6 @@ GOAL = {"latency_p50_ms": 0.5, "latency_p99_ms": 2.0}
 
 def write_recording(path: Path, seconds: float, rate: float, seed: int = 7) -> int:
     """A SIZE x SIZE AEDAT 4 recording at ``rate`` events/s: 70 % on two moving bars, 30 % uniform noise."""
-    from pipeline.core.events import dvs_events
-    from recordings.aedat4_writer import Aedat4Writer
-
     rng = np.random.default_rng(seed)
     per_ms = int(rate / 1000)
     total = 0
@@ -65,29 +74,8 @@ def write_recording(path: Path, seconds: float, rate: float, seed: int = 7) -> i
     return total
 
 
-class AgeSink:
-    """Wraps the motor sink; records sensor-to-command age = bytes written - the step's end on the paced
-    clock (the newest event in the step could not have happened later)."""
-
-    def __init__(self, sink, loop_holder: list) -> None:
-        self.sink = sink
-        self.name = sink.name
-        self.loop_holder = loop_holder
-        self.ages_ns: list[int] = []
-
-    def write(self, command, t_us):
-        written = self.sink.write(command, t_us)
-        clock = self.loop_holder[0].clock
-        if written and clock is not None:
-            self.ages_ns.append(written - (clock[0] + (t_us - clock[1]) * 1000))
-        return written
-
-    def close(self):
-        self.sink.close()
-
-
 def child(config: dict) -> dict:
-    """One run in this process; returns the loop's final report plus sensor-age percentiles."""
+    """One run in this process; returns the loop's final report (with its sensor-age percentiles)."""
     realtime = "refused" if config["realtime"] else "off"
     if config["realtime"]:
         try:
@@ -95,35 +83,23 @@ def child(config: dict) -> dict:
             realtime = f"SCHED_FIFO {config['realtime']}"
         except (PermissionError, OSError) as exc:
             realtime = f"refused ({exc})"
-    from pipeline.app.launch import make_decode
-    from pipeline.decoders import DriveDecoder
-    from pipeline.loop import Loop, LoopConfig
-    from pipeline.sinks import MotorSink
-    from pipeline.snn import build
-    from pipeline.snn.builders import random_lif
-    from pipeline.stages import StepBinner
-    from recordings.replay import ReplaySource
-
     source = ReplaySource(config["path"], fast=True, chunk_us=config["packet_us"])
     network = random_lif(SIZE, SIZE, 1)
     runtime = build(network, backend="loihi")
     binner = StepBinner(1000, SIZE, SIZE, channels_by_polarity=False)
     decoder = DriveDecoder(10, forward=[0, 1, 2, 3, 4], left=[5, 6, 7], right=[8, 9], wheel_radius_m=0.033,
                            track_m=0.16, max_wheel_radps=6.0, window_us=50_000)
-    holder: list = []
-    sink = AgeSink(MotorSink("dynamixel", "emulated:dynamixel", [1, 2]), holder)
-    loop = Loop(source, [], binner, runtime, make_decode(decoder), [sink],
+    sink = MotorSink("dynamixel", "emulated:dynamixel", [1, 2])
+    loop = Loop(source, None, binner, runtime, make_decode(decoder), [sink],
                 LoopConfig(mode="paced", dt_us=1000, max_lag_ms=50, report_period_s=0,
                            duration_s=config["seconds"] - 0.05))
-    holder.append(loop)
     loop.warmup()
     report = loop.run()
     sink.close()
-    ages = np.array(sink.ages_ns) / 1e6
     out = report.as_dict()
     out.update(realtime=realtime, packet_ms=config["packet_us"] / 1000,
-               sensor_p50_ms=float(np.percentile(ages, 50)) if len(ages) else None,
-               sensor_p99_ms=float(np.percentile(ages, 99)) if len(ages) else None,
+               sensor_p50_ms=report.sensor_latency_p50_ms if report.commands else None,
+               sensor_p99_ms=report.sensor_latency_p99_ms if report.commands else None,
                missed_tick_pct=100.0 * report.missed_ticks / max(report.ticks, 1),
                events_per_s=report.events_in / max(report.wall_s, 1e-9))
     return out

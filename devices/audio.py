@@ -84,7 +84,7 @@ class CochleaConfig:
 def gammatone_sos(f_lo_hz: float, f_hi_hz: float, n_channels: int, sample_rate_hz: float) -> np.ndarray:
     """Biquad coefficients of the ERB-spaced bank: (n_channels, 4, 6) as scipy's sos rows (b0 b1 b2 a0 a1 a2).
     Cached (designing 64 channels takes ~0.5 s); the returned array is read-only."""
-    from scipy.signal import gammatone, tf2sos
+    from scipy.signal import gammatone, tf2sos  # scipy.signal takes ~1 s to import: only when a cochlea is built
 
     sos = np.stack([tf2sos(*gammatone(fc, "iir", fs=sample_rate_hz))
                     for fc in erb_space(f_lo_hz, f_hi_hz, n_channels)])
@@ -240,15 +240,27 @@ def rms_gain(samples: np.ndarray, target_rms: float) -> float:
     return target_rms / rms if rms > 0 else 1.0
 
 
+def cochlea_info(cochlea: Cochlea, name: str) -> StreamInfo:
+    """The stream info of a cochlea source: AER spikes on ``n_outputs`` channels laid out as a (planes, 1,
+    n_channels) grid, frequency along ``width`` (channel 0 lowest) and one plane (lif) or two (delta: ON, OFF),
+    the layout of a DVS sensor's (polarity, y, x) inputs."""
+    return StreamInfo(kind="spikes", width=cochlea.config.n_channels, height=1, channels=cochlea.n_outputs, name=name)
+
+
 class WavCochleaSource:
     """A WAV file through the cochlea, as a spike source (implements pipeline.core.packet.Source).
 
     The clip is normalised to ``config.target_rms`` (one streaming pass to measure it, then the real pass),
     and streamed in packets of ``packet_ms`` of audio: paced in real time (``speed`` x), or ``fast``.
+    ``loop``: play the clip again at the end, the cochlea's state and sensor time running on (never ends).
+    Sensor time starts at ``t_start_us`` = 0 (the first sample); a packet's ``t_end_us`` is the time of the
+    sample after its last one, so it has delivered every spike before ``t_end_us``.
     """
 
+    t_start_us = 0
+
     def __init__(self, path, config: CochleaConfig = CochleaConfig(), *, packet_ms: float = 10.0,
-                 speed: float = 1.0, fast: bool = False, strict: bool = False):
+                 speed: float = 1.0, fast: bool = False, loop: bool = False, strict: bool = False):
         if packet_ms <= 0 or speed <= 0:
             raise ValueError(f"packet_ms and speed must be > 0, got {packet_ms}, {speed}")
         self._path, self._strict = path, strict
@@ -261,24 +273,32 @@ class WavCochleaSource:
             count += len(block)
         rms = (square_sum / count) ** 0.5 if count else 0.0
         self.cochlea = Cochlea(self.sample_rate_hz, config, input_gain=config.target_rms / rms if rms > 0 else 1.0)
-        self.speed, self.fast = float(speed), bool(fast)
-        self.info = StreamInfo(kind="spikes", channels=self.cochlea.n_outputs, name=str(path))
+        self.speed, self.fast, self.loop = float(speed), bool(fast), bool(loop)
+        self.info = cochlea_info(self.cochlea, str(path))
+        self._closed = False
 
     def packets(self):
-        """Yield Packets of SPIKE_DTYPE events, one per ``packet_ms`` of audio."""
+        """Yield Packets of SPIKE_DTYPE events, one per ``packet_ms`` of audio, until the clip ends (or
+        ``close()``, when looping)."""
         self.cochlea.reset()
         samples_done = 0
         started = time.perf_counter_ns()
-        for block in WavReader(self._path, block_frames=self.block_frames, strict=self._strict).blocks():
-            spikes = self.cochlea.process(block)
-            samples_done += len(block)
-            t_end_us = self.cochlea.t0_us + int(samples_done * 1e6 / self.sample_rate_hz)
-            if not self.fast:
-                wait_until(started + int((t_end_us - self.cochlea.t0_us) * 1000 / self.speed))
-            yield Packet(events=spikes, t_end_us=t_end_us)
+        while True:
+            for block in WavReader(self._path, block_frames=self.block_frames, strict=self._strict).blocks():
+                if self._closed:
+                    return
+                spikes = self.cochlea.process(block)
+                samples_done += len(block)
+                t_end_us = self.cochlea.t0_us + int(samples_done * 1e6 / self.sample_rate_hz)
+                if not self.fast:
+                    wait_until(started + int((t_end_us - self.cochlea.t0_us) * 1000 / self.speed))
+                yield Packet(events=spikes, t_end_us=t_end_us)
+            if not self.loop or samples_done == 0:
+                return
 
     def close(self) -> None:
-        """Nothing to release (the WAV is reopened per pass)."""
+        """End a looping replay at its next packet (the WAV itself is reopened per pass)."""
+        self._closed = True
 
 
 class MicrophoneCochleaSource:
@@ -286,7 +306,10 @@ class MicrophoneCochleaSource:
 
     sample_rate_hz: capture rate; packet_ms: audio per packet; input_gain: fixed gain applied to the
     samples (live audio has no whole-clip RMS; 3.0 suits a normal speaking level at RMS ~0.1).
+    Sensor time is audio time since the stream started (``t_start_us`` = 0).
     """
+
+    t_start_us = 0
 
     def __init__(self, config: CochleaConfig = CochleaConfig(), *, sample_rate_hz: float = 16000.0,
                  packet_ms: float = 10.0, input_gain: float = 3.0, device=None):
@@ -308,7 +331,7 @@ class MicrophoneCochleaSource:
         self.dropped_blocks = 0
         self._device = device
         self._stream = None
-        self.info = StreamInfo(kind="spikes", channels=self.cochlea.n_outputs, name="microphone")
+        self.info = cochlea_info(self.cochlea, "microphone")
 
     def _callback(self, indata, frames, time_info, status) -> None:
         if self._blocks.full():
@@ -324,7 +347,10 @@ class MicrophoneCochleaSource:
         self._stream.start()
         samples_done = 0
         while self._stream is not None:
-            block = self._blocks.get()
+            try:
+                block = self._blocks.get(timeout=0.1)
+            except queue.Empty:  # check for close() now and then
+                continue
             spikes = self.cochlea.process(block)
             samples_done += len(block)
             yield Packet(events=spikes, t_end_us=int(samples_done * 1e6 / self.sample_rate_hz))

@@ -1,19 +1,23 @@
-"""The real-time loop: source packets -> stages -> time bins -> SNN steps -> decoder -> command sinks.
+"""The real-time loop: source packets -> stage chain -> binner -> stepper -> decode -> command sinks.
 
-One :class:`Loop` runs one graph. The source's I/O runs in a reader thread that feeds a bounded queue, so
-file reads, decompression and driver waits stay off the hot path. The loop applies the stages to each
-packet, bins the events into network steps of ``dt_us`` (default 1,000 µs), steps the network once per
-bin, decodes the output spikes into a command and writes it to every sink.
+One :class:`Loop` runs one graph, whatever the packet kind: DVS events, AER spikes from the cochlea or a
+neural recording. The source's I/O runs in a reader thread that feeds a bounded queue, so file reads,
+decompression and driver waits stay off the hot path. The loop passes each packet through the stage chain
+(DVS filters; none for spikes), lets the binner (pipeline.stages.binning, one per packet kind) cut it into
+steps of ``dt_us``, runs the stepper once per step and decodes its output into a command for every sink.
+The stepper is either a network runtime (``step(active input indices) -> output spikes``) or a bin-level
+decoder (``step(spike counts of one bin) -> kinematics``, e.g. a Kalman filter); the decode step turns that
+output into the command (a spike decoder, or a mapping of decoded velocity to wheel speeds).
 
 Modes (:attr:`LoopConfig.mode`):
 
 * ``"live"``  — packets are processed as they arrive (the source sets ``arrival_ns``). A complete bin that
   has waited more than ``max_lag_ms`` since its packet arrived means the loop is behind: all such overdue
-  bins are merged into one network step (union of their active inputs) and counted in ``merged_steps``.
-  A full source queue drops the packet and counts it. Bins that arrive together in one big packet are not
-  late by themselves; they run one by one as long as the loop keeps up.
+  bins are merged into one step (union of their active inputs, for binners that can merge) and counted in
+  ``merged_steps``. A full source queue drops the packet and counts it. Bins that arrive together in one
+  big packet are not late by themselves; they run one by one as long as the loop keeps up.
 * ``"paced"`` — replay in real time (``speed`` = 1) or ×N. The reader runs ahead; the loop's clock ticks
-  every ``dt_us / speed`` (hybrid sleep/spin) and releases the packets whose sensor end time is due, like a
+  every ``tick_us / speed`` (hybrid sleep/spin) and releases the packets whose sensor end time is due, like a
   sensor delivering them; a packet's arrival is the moment it was due on that clock (so a late tick shows
   in the latency). Late ticks are counted; a loop that falls behind merges bins exactly as in live mode.
 * ``"fast"``  — replay as fast as possible, never merging; the reader blocks on a full queue
@@ -22,8 +26,19 @@ Modes (:attr:`LoopConfig.mode`):
 Binning uses sensor timestamps only, so a replay that never merges (fast, or paced/live while keeping
 up) produces the same command stream every time.
 
-Latency of a command = ``perf_counter_ns`` at which the sinks report its bytes written (the latest over
-the sinks) minus the arrival of the packet that completed its bin (the earliest one, for merged bins).
+Latency of a command, two ways (both end at ``perf_counter_ns`` when the sinks report its bytes written,
+the latest over the sinks):
+
+* from arrival (``latency_*``): minus the arrival of the packet that completed its step (the earliest one,
+  for merged steps): the loop's own delay (queueing, binning of that packet, stepping, decoding, writing);
+* from sensor time (``sensor_latency_*``): minus the wall time at which the sensor time of the step's end
+  was due, i.e. the age of the command relative to the newest event it could include (events earlier in
+  the step are older by up to ``dt_us``; for a merged step, the end of the earliest step merged). This adds
+  what happens before a packet reaches the loop: the packet length a driver batches events into, and the
+  wait for the step to complete. Sensor time t is due at ``clock[0] + (t - clock[1]) * 1000 / speed`` ns:
+  in paced mode ``clock`` is the loop's own clock; in live mode it is estimated from the packets, as the
+  one whose arrival came earliest relative to its end time (so a constant transport delay before the
+  fastest packet is not counted). In fast mode sensor time has no wall-clock meaning: nan.
 
 :meth:`Loop.pause` stops the stepping (the sinks get a zero command every 50 ms instead) until
 :meth:`Loop.resume`: a paced replay's clock resumes where it stopped, a fast one simply waits, and a live
@@ -40,29 +55,52 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from pipeline.core.clock import wait_until
-from pipeline.core.events import dvs_events, empty_dvs
 from pipeline.core.packet import Packet, Source
 
 MODES = ("live", "paced", "fast")
 
-#: Signature of the step that turns output spikes into a command: ``(spikes uint8 (n_out,), t_us) ->
-#: command float64 (n,)`` or ``None`` for "no command this step".
+#: Signature of the step that turns the stepper's output into a command: ``(output, t_us) -> command
+#: float64 (n,)`` or ``None`` for "no command this step". output: uint8 (n_out,) spikes of a network, or the
+#: float64 (d,) kinematics of a bin-level decoder (a view, valid until the next step).
 Decode = Callable[[np.ndarray, int], "np.ndarray | None"]
+
+#: The stage chain: ``chain(events) -> events`` (a pipeline.stages.Chain), or None to pass packets unchanged.
+ChainLike = Callable[[np.ndarray], np.ndarray]
 
 _END = object()
 
 
 class Stepper(Protocol):
-    """The network runtime as the loop sees it (``pipeline.snn.build(...)`` returns one)."""
+    """What the loop steps once per bin: a network runtime (``pipeline.snn.build(...)``; input: active input
+    indices int32, output: spikes uint8 (n_out,)) or a bin-level decoder (pipeline.decoders.bci; input: spike
+    counts float64 (n_units,), output: kinematics float64 (d,)). ``warmup`` compiles and leaves it reset."""
 
     def warmup(self) -> None: ...
 
-    def step(self, input_indices: np.ndarray) -> np.ndarray: ...
+    def step(self, step_input: np.ndarray) -> np.ndarray: ...
+
+
+class Binner(Protocol):
+    """A binner of pipeline.stages.binning, as the loop uses it (see that module's docstring)."""
+
+    dt_us: int
+    late_events: int
+    merges: bool
+
+    def push(self, events: np.ndarray, t_end_us: int) -> Any: ...
+
+    def flush(self) -> Any: ...
+
+    def reset(self) -> None: ...
+
+    def empty(self) -> np.ndarray: ...
+
+    def warmup(self) -> None: ...
 
 
 class Sink(Protocol):
@@ -84,7 +122,7 @@ class LoopConfig:
     """How the loop runs.
 
     mode: "live", "paced" or "fast" (see the module docstring).
-    dt_us: network step length in sensor µs.
+    dt_us: step length in sensor µs (the binner's: a network step, or a decoder's bin).
     speed: sensor time per wall time (1.0 = real time, 10.0 = ten times faster) of a paced replay, and of a
         live source when it is a replay (used to advance sensor time while the source is silent).
     max_lag_ms: live/paced, a complete bin that waited longer than this (ms of wall time since its packet
@@ -92,12 +130,14 @@ class LoopConfig:
     queue_packets: capacity of the reader -> loop queue, in packets.
     report_period_s: wall seconds between periodic reports (0 = only the final report).
     duration_s: stop after this much sensor time has been stepped (0 = run until the source ends).
-    command_every_steps: write a command to the sinks every N network steps.
+    command_every_steps: write a command to the sinks every N steps.
     spin_us: pacing, the last µs before a tick are spun (yielding the GIL) rather than slept.
     idle_ms: live mode, after this long without a packet the sensor counts as silent and the network
         keeps stepping on the wall clock (empty bins; 0 = wait for packets).
     switch_interval_us: while running, the interpreter's GIL switch interval (Python's default is 5,000 µs,
         which lets the reader, motor I/O or twin threads hold the loop off for milliseconds).
+    tick_us: paced mode, the clock's period in sensor µs (0 = dt_us). Steps can only complete when a packet
+        does, so a replay whose packets are shorter or longer than a step ticks once per packet length.
     """
 
     mode: str = "fast"
@@ -111,6 +151,7 @@ class LoopConfig:
     spin_us: int = 800
     switch_interval_us: int = 200
     idle_ms: float = 50.0
+    tick_us: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -123,8 +164,15 @@ class LoopConfig:
             raise ValueError(f"idle_ms: expected a number >= 0, got {self.idle_ms}")
         if not self.max_lag_ms > 0:
             raise ValueError(f"max_lag_ms: expected a positive number, got {self.max_lag_ms}")
+        if self.tick_us < 0:
+            raise ValueError(f"tick_us: expected an integer >= 0, got {self.tick_us}")
         if self.queue_packets < 1 or self.command_every_steps < 1 or self.spin_us < 0 or self.switch_interval_us < 1:
             raise ValueError("queue_packets, command_every_steps, switch_interval_us must be >= 1 and spin_us >= 0")
+
+    @property
+    def period_us(self) -> int:
+        """Paced mode: the clock's period in sensor µs."""
+        return self.tick_us or self.dt_us
 
 
 @dataclass(frozen=True)
@@ -132,10 +180,13 @@ class LoopReport:
     """Loop statistics. Periodic reports give rates and latency over the window since the previous report
     and cumulative counters; the final report (``final=True``) covers the whole run.
 
-    Latencies in ms (nan when no command was written); ``real_time_factor`` = sensor time stepped / wall
-    time (1.0 = keeping pace with real time, > 1 faster); ``tick_late_p99_us``: paced-mode lateness of
-    tick starts (µs); a tick counts as missed when it starts more than half a period late, and ticks the
-    clock skipped because the loop was a whole period or more late count as ticks and as missed.
+    Latencies in ms (nan when no command was written): ``latency_*`` from the arrival of the packet that
+    completed the step, ``sensor_latency_*`` from the wall time the step's end was due in sensor time (see
+    the module docstring; nan in fast mode). ``step_time_*_us``: wall time of one step, the stepper plus the
+    decode (µs). ``real_time_factor`` = sensor time stepped / wall time (1.0 = keeping pace with real time,
+    > 1 faster); ``tick_late_p99_us``: paced-mode lateness of tick starts (µs); a tick counts as missed when
+    it starts more than half a period late, and ticks the clock skipped because the loop was a whole period
+    or more late count as ticks and as missed.
     ``idle_steps``: live-mode steps the wall clock advanced while the sensor was silent; ``late_events``:
     events whose step had already run (dropped by the binner).
     ``commands_unwritten``: commands no sink reported as written (a motor controller that queued the
@@ -168,6 +219,12 @@ class LoopReport:
     events_used: int
     fatal: str = ""
     paused_events: int = 0
+    sensor_latency_p50_ms: float = math.nan
+    sensor_latency_p99_ms: float = math.nan
+    sensor_latency_max_ms: float = math.nan
+    step_time_p50_us: float = math.nan
+    step_time_p99_us: float = math.nan
+    step_time_max_us: float = math.nan
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -195,16 +252,25 @@ class LatencyHistogram:
         self._last = max_us
 
     def add(self, latency_ns: int) -> None:
+        """Count one latency (ns; a negative one, from clocks a few µs apart, counts as 0)."""
         us = latency_ns // 1000
-        self.counts[us if us < self._last else self._last] += 1
+        self.counts[0 if us < 0 else us if us < self._last else self._last] += 1
         self.n += 1
         if latency_ns > self.max_ns:
             self.max_ns = latency_ns
 
     def clear(self) -> None:
-        self.counts[:] = 0
+        if self.n:  # fresh zeroed pages (calloc) cost less than writing zeros over the old ones
+            self.counts = np.zeros(len(self.counts), dtype=np.int64)
         self.n = 0
         self.max_ns = 0
+
+    def absorb(self, other: "LatencyHistogram") -> None:
+        """Add ``other``'s latencies to these (same ``max_us``)."""
+        if other.n:
+            self.counts += other.counts
+            self.n += other.n
+            self.max_ns = max(self.max_ns, other.max_ns)
 
     def percentile_ms(self, q: float) -> float:
         """The q-th percentile (0..100) in ms, at the centre of its 1 µs bin; nan when empty."""
@@ -220,8 +286,9 @@ class LatencyHistogram:
 
 
 def steps_of(batch) -> Iterator[tuple[int, np.ndarray]]:
-    """``(step_end_us, indices int32)`` for every step of a :class:`pipeline.stages.StepBatch` (the indices
-    are views into the batch's own arrays, so they stay valid while the bins wait to run)."""
+    """``(step_end_us, step input)`` for every step of a binner's batch (pipeline.stages.binning: active
+    indices int32 or counts float64; views into the batch's own arrays, so they stay valid while the bins
+    wait to run)."""
     for i in range(len(batch)):
         yield batch.step_start_us(i) + batch.dt_us, batch.step(i)
 
@@ -287,35 +354,40 @@ class _Reader(threading.Thread):
 
 
 class Loop:
-    """Runs one graph: ``source -> stages -> binner -> runtime.step -> decode -> sinks``.
+    """Runs one graph: ``source -> chain -> binner -> stepper.step -> decode -> sinks``.
 
-    source: a :class:`pipeline.core.packet.Source` (DVS events).
-    stages: callables ``stage(events) -> events`` applied in order to every packet.
-    binner: a :class:`pipeline.stages.StepBinner` for ``config.dt_us`` (``push`` returns the complete steps).
-    runtime: the built network (``step(indices int32) -> spikes uint8 (n_out,)``).
-    decode: ``(spikes, t_us) -> command`` (float64 (n,), e.g. wheel rad/s) or None.
+    source: a :class:`pipeline.core.packet.Source` (DVS events or AER spikes).
+    chain: the stage chain ``chain(events) -> events`` applied to every packet (a pipeline.stages.Chain),
+        or None (packets go to the binner unchanged).
+    binner: a binner of pipeline.stages.binning for the source's packet kind, with ``dt_us == config.dt_us``
+        (``push`` returns the complete steps).
+    stepper: a network runtime (``step(indices int32) -> spikes uint8 (n_out,)``) or a bin-level decoder
+        (``step(counts float64 (n_units,)) -> kinematics float64 (d,)``), see :class:`Stepper`.
+    decode: ``(output, t_us) -> command`` (float64 (n,), e.g. wheel rad/s) or None.
     sinks: objects with ``write(command, t_us) -> ns`` and ``close()``.
     on_report: called with every :class:`LoopReport` (periodic and final).
     on_packet: called in the loop thread with every packet the loop takes, as the source delivered it
-        (before the stages), e.g. to show or record the events.
+        (before the chain), e.g. to show or record the events.
     """
 
     def __init__(
         self,
         source: Source,
-        stages: Sequence[Callable[[np.ndarray], np.ndarray]],
-        binner,
-        runtime: Stepper,
+        chain: ChainLike | None,
+        binner: Binner,
+        stepper: Stepper,
         decode: Decode,
         sinks: Sequence[Sink],
         config: LoopConfig = LoopConfig(),
         on_report: Callable[[LoopReport], None] | None = None,
         on_packet: Callable[[Packet], None] | None = None,
     ) -> None:
+        if binner.dt_us != config.dt_us:
+            raise ValueError(f"loop: the binner steps every {binner.dt_us} µs but config.dt_us is {config.dt_us} µs")
         self.source = source
-        self.stages = list(stages)
+        self.chain = chain
         self.binner = binner
-        self.runtime = runtime
+        self.stepper = stepper
         self.decode = decode
         self.sinks = list(sinks)
         self.config = config
@@ -325,12 +397,20 @@ class Loop:
         self._running = threading.Event()
         self._running.set()
         self._command_len = 0
-        #: Paced mode: (perf_counter_ns, sensor µs) of the clock's origin, so sensor time t is due at
-        #: ``clock[0] + (t - clock[1]) * 1000 / speed`` ns (None until a paced run starts).
+        #: (perf_counter_ns, sensor µs): sensor time t is due at ``clock[0] + (t - clock[1]) * 1000 / speed`` ns.
+        #: Paced mode: the loop's own clock; live mode: estimated from the packets (see the module docstring);
+        #: None until known (and always in fast mode).
         self.clock: tuple[int, int] | None = None
-        self._pending: deque[tuple[int, np.ndarray, int]] = deque()
-        self._total = LatencyHistogram()
+        #: Complete steps waiting to run: (step end µs, step input, arrival ns, end µs of the earliest step in it).
+        self._pending: deque[tuple[int, np.ndarray, int, int]] = deque()
+        # Latency (from arrival, from sensor time) and step-time histograms: each step adds to the window's,
+        # which are folded into the whole run's at every report.
         self._window = LatencyHistogram()
+        self._sensor_window = LatencyHistogram()
+        self._step_window = LatencyHistogram()
+        self._total = LatencyHistogram()
+        self._sensor_total = LatencyHistogram()
+        self._step_total = LatencyHistogram()
         self._tick_late = LatencyHistogram()
         self._reset_counters()
 
@@ -349,6 +429,7 @@ class Loop:
         self.paused_events = 0
         self.first_step_us: int | None = None
         self.last_step_us: int | None = None
+        self._end_us = math.inf  # sensor time at which duration_s is reached (set at the first step)
         self.fatal = ""
 
     def stop(self) -> None:
@@ -368,16 +449,18 @@ class Loop:
         return not self._running.is_set()
 
     def warmup(self) -> None:
-        """Compile (or load from cache) every numba kernel before the clock starts: the network, the stages
-        on an empty packet (which changes no state) and a throwaway copy of the binner on one event."""
-        self.runtime.warmup()
-        events = empty_dvs(0)
-        for stage in self.stages:
-            events = stage(events)
-        binner = self.binner
-        probe = type(binner)(binner.dt_us, binner.width, binner.height, binner.channels_by_polarity)
-        probe.push(dvs_events([0], [0], [0], [1]), 2 * binner.dt_us)
-        probe.flush()
+        """Compile (or load from cache) every numba kernel before the clock starts: the stepper, the chain
+        (its ``warmup()``, else a call on an empty packet, which changes no state) and the binner (on a
+        throwaway copy)."""
+        self.stepper.warmup()
+        chain = self.chain
+        if chain is not None:
+            warm = getattr(chain, "warmup", None)
+            if warm is not None:
+                warm()
+            else:
+                chain(self.binner.empty())
+        self.binner.warmup()
 
     # -- the hot path -------------------------------------------------------------------------------------
 
@@ -386,16 +469,22 @@ class Loop:
         if self.on_packet is not None:
             self.on_packet(packet)
         self.events_in += len(events)
-        for stage in self.stages:
-            events = stage(events)
+        if self.chain is not None:
+            events = self.chain(events)
         self.events_used += len(events)
-        for t_us, indices in steps_of(self.binner.push(events, packet.t_end_us)):
-            self._pending.append((t_us, indices, arrival_ns))
+        for t_us, step_input in steps_of(self.binner.push(events, packet.t_end_us)):
+            self._pending.append((t_us, step_input, arrival_ns, t_us))
+
+    def _sense_clock(self, packet: Packet) -> None:
+        """Live mode: keep as the sensor clock the packet that arrived earliest relative to its end time."""
+        clock = self.clock
+        if clock is None or (packet.arrival_ns - clock[0]) * self.config.speed < (packet.t_end_us - clock[1]) * 1000:
+            self.clock = (packet.arrival_ns, packet.t_end_us)
 
     def _idle(self, last: tuple[int, int], idle_ns: int) -> None:
         """Live mode, no packet for ``idle_ms``: the sensor is silent, so sensor time is taken to have
         advanced with the wall clock (times ``speed``) since the last packet; the bins up to there complete
-        (empty) and the network keeps stepping. Events that still arrive for that time are late: the binner
+        (empty) and the stepper keeps stepping. Events that still arrive for that time are late: the binner
         drops and counts them (``late_events``)."""
         now = time.perf_counter_ns()
         arrival_ns, t_end_us = last
@@ -403,55 +492,66 @@ class Loop:
             return
         before = len(self._pending)
         sensor_now_us = t_end_us + int((now - arrival_ns) / 1000 * self.config.speed)
-        for t_us, indices in steps_of(self.binner.push(empty_dvs(0), sensor_now_us)):
-            self._pending.append((t_us, indices, now))
+        for t_us, step_input in steps_of(self.binner.push(self.binner.empty(), sensor_now_us)):
+            self._pending.append((t_us, step_input, now, t_us))
         self.idle_steps += len(self._pending) - before
 
     def _flush(self, arrival_ns: int) -> None:
         """End of stream: the binner's last (partial) step joins the pending steps."""
         if not self._flushed:
             self._flushed = True
-            for t_us, indices in steps_of(self.binner.flush()):
-                self._pending.append((t_us, indices, arrival_ns))
+            for t_us, step_input in steps_of(self.binner.flush()):
+                self._pending.append((t_us, step_input, arrival_ns, t_us))
 
     def _run_pending(self, merge: bool) -> None:
         pending = self._pending
         max_lag_ns = int(self.config.max_lag_ms * 1e6)
+        merge = merge and self.binner.merges
         while pending and not self._stop.is_set():
             if merge and len(pending) > 1:
                 overdue_before = time.perf_counter_ns() - max_lag_ns
+                limit_us = self._limit_us(pending[0][3])
                 overdue = 0
-                for _, _, arrival_ns in pending:
+                for t_us, _, arrival_ns, _ in pending:
                     if arrival_ns >= overdue_before:
                         break
                     overdue += 1
+                    if t_us >= limit_us:  # a merge never runs past the duration
+                        break
                 if overdue > 1:
                     group = [pending.popleft() for _ in range(overdue)]
-                    indices = np.unique(np.concatenate([g[1] for g in group])).astype(np.int32)
-                    pending.appendleft((group[-1][0], indices, group[0][2]))
+                    merged = self.binner.merge([g[1] for g in group])
+                    pending.appendleft((group[-1][0], merged, group[0][2], group[0][3]))
                     self.merged_steps += overdue - 1
-            t_us, indices, arrival_ns = pending.popleft()
-            self._step(t_us, indices, arrival_ns)
-            if self._duration_reached():
+            t_us, step_input, arrival_ns, sensor_us = pending.popleft()
+            self._step(t_us, step_input, arrival_ns, sensor_us)
+            if t_us >= self._end_us:
                 self._stop.set()
 
-    def _step(self, t_us: int, indices: np.ndarray, arrival_ns: int) -> None:
-        spikes = self.runtime.step(indices)
-        command = self.decode(spikes, t_us)
+    def _step(self, t_us: int, step_input: np.ndarray, arrival_ns: int, sensor_us: int) -> None:
+        started = time.perf_counter_ns()
+        output = self.stepper.step(step_input)
+        command = self.decode(output, t_us)
+        took = time.perf_counter_ns() - started
         self.steps += 1
-        if self.first_step_us is None:
-            self.first_step_us = t_us - self.config.dt_us
+        if self.first_step_us is None:  # the start of the earliest bin in this step (merged or not)
+            self.first_step_us = sensor_us - self.config.dt_us
+            self._end_us = self._limit_us(sensor_us)
         self.last_step_us = t_us
         if command is None or self.steps % self.config.command_every_steps:
+            self._step_window.add(took)
             return
         self._command_len = len(command)
         written_ns = self._write(command, t_us)
+        self._step_window.add(took)  # after the write: the bookkeeping stays out of the command's latency
         if not written_ns:
             self.commands_unwritten += 1
-        else:
-            self.commands += 1
-            self._total.add(written_ns - arrival_ns)
-            self._window.add(written_ns - arrival_ns)
+            return
+        self.commands += 1
+        self._window.add(written_ns - arrival_ns)
+        clock = self.clock
+        if clock is not None:
+            self._sensor_window.add(written_ns - clock[0] - int((sensor_us - clock[1]) * 1000 / self.config.speed))
 
     def _write(self, command: np.ndarray, t_us: int) -> int:
         """Write ``command`` to every sink; returns the latest write time (ns), 0 if no sink wrote it."""
@@ -493,9 +593,15 @@ class Loop:
             self.binner.late_events = late_events
         return time.perf_counter_ns() - start
 
-    def _duration_reached(self) -> bool:
+    def _limit_us(self, next_end_us: int) -> float:
+        """Sensor time (µs) at which ``duration_s`` is reached (inf: no limit); before the first step, counted
+        from the start of the step ending at ``next_end_us``."""
         limit = self.config.duration_s
-        return limit > 0 and self.last_step_us - self.first_step_us >= limit * 1e6
+        if limit <= 0:
+            return math.inf
+        first = self.first_step_us if self.first_step_us is not None else next_end_us - self.config.dt_us
+        return first + limit * 1e6
+
 
     # -- scheduling ---------------------------------------------------------------------------------------
 
@@ -503,10 +609,11 @@ class Loop:
         """Run until the source ends, ``stop()`` is called, the duration is reached or a sink fails for
         good. Returns the final report (also passed to ``on_report``). Call :meth:`warmup` first."""
         self._reset_counters()
-        self._total.clear()
-        self._window.clear()
+        for hist in self._histograms(window=False) + self._histograms(window=True):
+            hist.clear()
         self._tick_late.clear()
         self._stop.clear()
+        self.clock = None
         mode = self.config.mode
         reader = _Reader(self.source, self.config.queue_packets, mode == "live", self._stop)
         self._reader = reader
@@ -561,6 +668,7 @@ class Loop:
                     break
                 if live:
                     last = (item.arrival_ns, item.t_end_us)
+                    self._sense_clock(item)
                 self._ingest(item, item.arrival_ns if live else time.perf_counter_ns())
                 if not merge:
                     self._run_pending(merge=False)
@@ -588,8 +696,8 @@ class Loop:
             return
         held.append(first)
         origin_us = first.t_end_us
-        dt_us = self.config.dt_us
-        period_ns = dt_us * 1000 / self.config.speed
+        tick_us = self.config.period_us
+        period_ns = tick_us * 1000 / self.config.speed
         t0 = time.perf_counter_ns()
         self.clock = (t0, origin_us)
         k = 0
@@ -611,7 +719,7 @@ class Loop:
                 k += skipped
                 self.ticks += skipped
                 self.missed_ticks += skipped
-            due_us = origin_us + k * dt_us
+            due_us = origin_us + k * tick_us
             # Take packets only up to the first one not due yet: the reader stays blocked on the bounded
             # queue (backpressure) instead of being drained into memory ahead of the clock.
             while not ended and (not held or held[-1].t_end_us <= due_us):
@@ -643,9 +751,22 @@ class Loop:
         if now < self._next_report_ns:
             return
         self.on_report(self._report(final=False))
-        self._window.clear()
+        self._fold_window()
         self._window_start = (now, self.steps, self._stream_us())
         self._next_report_ns = now + int(self.config.report_period_s * 1e9)
+
+    def _histograms(self, window: bool) -> list[LatencyHistogram]:
+        """The latency (from arrival, from sensor time) and step-time histograms: the window's (since the
+        last report) or the whole run's before the window (folded in at each report)."""
+        if window:
+            return [self._window, self._sensor_window, self._step_window]
+        return [self._total, self._sensor_total, self._step_total]
+
+    def _fold_window(self) -> None:
+        """Add the window's histograms to the whole run's and start a new window."""
+        for total, window in zip(self._histograms(window=False), self._histograms(window=True)):
+            total.absorb(window)
+            window.clear()
 
     def _stream_us(self) -> int:
         if self.first_step_us is None:
@@ -656,10 +777,10 @@ class Loop:
         now = time.perf_counter_ns()
         if final:
             since_ns, since_steps, since_stream = self._t_start_ns, 0, 0
-            hist = self._total
+            self._fold_window()
         else:
             since_ns, since_steps, since_stream = self._window_start
-            hist = self._window
+        hist, sensor, step = self._histograms(window=not final)
         wall_s = max(now - since_ns, 1) / 1e9
         stream_s = (self._stream_us() - since_stream) / 1e6
         reader = self._reader
@@ -678,7 +799,7 @@ class Loop:
             latency_max_ms=hist.max_ms,
             merged_steps=self.merged_steps,
             idle_steps=self.idle_steps,
-            late_events=int(getattr(self.binner, "late_events", 0)),
+            late_events=self.binner.late_events,
             dropped_packets=reader.dropped_packets,
             dropped_events=reader.dropped_events,
             ticks=self.ticks,
@@ -689,4 +810,10 @@ class Loop:
             events_used=self.events_used,
             fatal=self.fatal,
             paused_events=self.paused_events,
+            sensor_latency_p50_ms=sensor.percentile_ms(50),
+            sensor_latency_p99_ms=sensor.percentile_ms(99),
+            sensor_latency_max_ms=sensor.max_ms,
+            step_time_p50_us=step.percentile_ms(50) * 1000,
+            step_time_p99_us=step.percentile_ms(99) * 1000,
+            step_time_max_us=step.max_ms * 1000,
         )

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from devices.motors import open_motors
 from pipeline.loop import SinkFatalError
 
 LOG_FORMATS = ("csv", "jsonl")
@@ -79,8 +80,6 @@ class MotorSink:
 
     def __init__(self, protocol: str, port: str, ids: Sequence[int], name: str = "motors",
                  fatal_after_ms: float = 2000.0, **options) -> None:
-        from devices.motors import open_motors
-
         self.name = name
         self.protocol = protocol
         self.port = port

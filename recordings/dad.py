@@ -47,7 +47,7 @@ def _check_finite(path: Path, name: str, arr: np.ndarray) -> None:
 def load_dad(path: str | Path, block: str = "te", bin_ms: float = DEFAULT_BIN_MS) -> BinnedData:
     """One block (``"tr"`` or ``"te"``) of a DAD .mat file as BinnedData (counts (T, n_units),
     kinematics = hand velocity (T, 2), targets (T,) if the file has them)."""
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # a third-party import paid only when a .mat file is read
 
     path = Path(path)
     if block not in BLOCKS:
@@ -82,8 +82,9 @@ def load_dad(path: str | Path, block: str = "te", bin_ms: float = DEFAULT_BIN_MS
 
 
 class DadSource(SpikeArraySource):
-    """Replays one DAD block as AER spikes. path, block ("tr"/"te"), bin_ms: see ``load_dad``;
-    speed/fast/loop/chunk_us: see SpikeArraySource. ``data`` holds the binned block."""
+    """Replays one DAD block as AER spikes from sensor time 0 (``t_start_us``). path, block ("tr"/"te"),
+    bin_ms: see ``load_dad``; speed/fast/loop/chunk_us: see SpikeArraySource. ``data`` holds the binned block
+    (its kinematics are the truth a decoder of the replay is scored against)."""
 
     def __init__(self, path: str | Path, block: str = "te", bin_ms: float = DEFAULT_BIN_MS, *,
                  speed: float = 1.0, fast: bool = False, loop: bool = False, chunk_us: int = 1000):

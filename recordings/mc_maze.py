@@ -127,12 +127,14 @@ def load_mc_maze(path: str | Path) -> McMazeTrial:
 
 
 class McMazeSource(SpikeArraySource):
-    """Replays one MC_Maze trial's spikes as AER events in sensor time (the file's timestamps, µs).
-    speed/fast/loop/chunk_us: see SpikeArraySource. ``trial`` holds the parsed file."""
+    """Replays one MC_Maze trial's spikes as AER events in sensor time (the file's timestamps, µs; the first
+    row at ``t_start_us``). speed/fast/loop/chunk_us: see SpikeArraySource. ``trial`` holds the parsed file,
+    ``data`` the trial binned at ``bin_ms`` (hand velocity: the truth a decoder of the replay is scored against)."""
 
-    def __init__(self, path: str | Path, *, speed: float = 1.0, fast: bool = False, loop: bool = False,
-                 chunk_us: int = 1000):
+    def __init__(self, path: str | Path, *, bin_ms: float = DEFAULT_BIN_MS, speed: float = 1.0, fast: bool = False,
+                 loop: bool = False, chunk_us: int = 1000):
         self.trial = load_mc_maze(path)
+        self.data = self.trial.binned(bin_ms)
         info = StreamInfo(kind="spikes", channels=self.trial.n_units, name=Path(path).name)
         t0 = int(self.trial.t_us[0])
         super().__init__(self.trial.spike_events(), info, t_start_us=t0, t_end_us=t0 + len(self.trial.t_us) * ROW_US,

@@ -45,7 +45,8 @@ class SpikeArraySource:
         self._closed = False
 
     def packets(self) -> Iterator[Packet]:
-        """Packets covering [t, t + chunk_us) each; ``t_end_us`` is the last µs covered (inclusive)."""
+        """Packets covering [t, t + chunk_us) each (the last one up to the span's end), released when their
+        window has elapsed (paced); ``t_end_us`` = t + chunk_us: every spike before it has been delivered."""
         span = self.t_end_us - self.t_start_us
         bounds = np.append(np.arange(self.t_start_us, self.t_end_us, self.chunk_us), self.t_end_us)
         cuts = np.searchsorted(self.events["timestamp"], bounds, side="left")
@@ -55,9 +56,9 @@ class SpikeArraySource:
             for i in range(len(bounds) - 1):
                 if self._closed:
                     return
-                t_end = int(bounds[i + 1]) - 1 + shift
+                t_end = int(bounds[i + 1]) + shift
                 if not self.fast:
-                    due = wall0 + int((t_end + 1 - self.t_start_us) * 1000 / self.speed)
+                    due = wall0 + int((t_end - self.t_start_us) * 1000 / self.speed)
                     delay = due - time.perf_counter_ns()
                     if delay > 0:
                         time.sleep(delay / 1e9)

@@ -1,11 +1,25 @@
-"""The cochlea front end: tonotopy, streaming invariance, spike rates on real speech, validation."""
+"""The cochlea front end: tonotopy, streaming invariance, spike rates on real speech, validation; and the
+cochlea as a launch source (WAV -> spikes -> network -> commands through the one loop)."""
 from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from devices.audio import Cochlea, CochleaConfig, erb_space, rms_gain
+from devices.audio import Cochlea, CochleaConfig, WavCochleaSource, erb_space, rms_gain
+from pipeline.app.launch import build_graph, load_launch
 from pipeline.core.events import SPIKE_DTYPE
+from pipeline.core.schema import LaunchError
+from pipeline.decoders import DriveDecoder
+from pipeline.sinks import read_command_log
+from pipeline.snn import build
+from pipeline.snn.builders import dvs_steering
 
 FS = 8000.0
 
@@ -132,3 +146,91 @@ def test_audio_command_writes_spikes_and_a_raster(data_dir, tmp_path, capsys):
     assert png.stat().st_size > 1000
     assert main(["audio", str(tmp_path / "missing.wav")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+# -- audio as a launch source: WAV -> cochlea -> AER spikes -> SpikeStepBinner -> network -> decoder -> sinks --
+
+LAUNCH = Path(__file__).resolve().parent.parent / "launch" / "audio.toml"
+
+
+def audio_launch(data_dir, tmp_path, name="6_lucas_3.wav") -> Path:
+    """launch/audio.toml with its WAV named relative to the copy (as the shipped file names it relative to
+    itself) and its command log in tmp_path."""
+    text = LAUNCH.read_text()
+    wav = os.path.relpath(fsdd(data_dir, name), tmp_path)
+    text = text.replace('"../../shared/data/audio/fsdd/6_lucas_3.wav"', json.dumps(wav))
+    text = text.replace('"audio_commands.csv"', json.dumps(str(tmp_path / "audio.csv")))
+    path = tmp_path / "audio.toml"
+    path.write_text(text)
+    return path
+
+
+def reference_commands(wav: Path) -> np.ndarray:
+    """The graph of launch/audio.toml built by hand, without the loop, launch code or binner: the clip's
+    delta-cochlea spikes cut into 1 ms steps with numpy, the network on its (ON/OFF, 1, 64 bands) grid,
+    the drive decoder; one command per step, the last partial step included."""
+    source = WavCochleaSource(wav, CochleaConfig(method="delta"), packet_ms=1.0, fast=True)
+    packets = list(source.packets())
+    events = np.concatenate([p.events for p in packets])
+    step = events["timestamp"] // 1000
+    n_steps = max(packets[-1].t_end_us // 1000, int(step[-1]) + 1)
+    runtime = build(dvs_steering(64, 1, 2, weight=8, vth=48), backend="loihi")
+    decoder = DriveDecoder(2, forward=[0, 1], left=[1], right=[0], window_us=50_000, mps_per_hz=0.0003,
+                           radps_per_hz=0.005, wheel_radius_m=0.033, track_m=0.16, max_wheel_radps=6.0)
+    commands = []
+    for k in range(n_steps):
+        active = np.unique(events["channel"][step == k]).astype(np.int32)
+        commands.append(decoder.update(runtime.step(active), (k + 1) * 1000))
+    return np.array(commands)
+
+
+def test_audio_launch_file_commands_equal_the_graph_built_by_hand(data_dir, tmp_path):
+    spec = load_launch(audio_launch(data_dir, tmp_path), ['loop.mode="fast"', "source.loop=false", "loop.duration_s=0"])
+    assert spec.kind == "spikes" and spec.source["path"] == fsdd(data_dir, "6_lucas_3.wav").resolve()
+    graph = build_graph(spec)
+    assert graph.network.n_inputs == 128 and type(graph.binner).__name__ == "SpikeStepBinner"
+    graph.loop.warmup()
+    report = graph.loop.run()
+    graph.close()
+    t_us, commands = read_command_log(tmp_path / "audio.csv")
+    expected = reference_commands(fsdd(data_dir, "6_lucas_3.wav"))
+    assert report.steps == len(expected) == len(t_us) and report.events_in == report.events_used > 3000
+    np.testing.assert_array_equal(t_us, 1000 * np.arange(1, len(expected) + 1))
+    np.testing.assert_allclose(commands, expected, rtol=0, atol=0)
+    assert np.abs(commands).max() > 1.0 and np.ptp(commands[:, 1] - commands[:, 0]) > 0.5  # drives and turns
+
+
+def test_spikeloop_launch_runs_the_audio_file_paced(data_dir, tmp_path):
+    """The shipped file through ``spikeloop launch``: the looping clip, paced at 1 kHz; latency from arrival
+    and from sensor time (the 1 ms packets end on step ends, so both count from the same instant)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.app.cli", "launch", str(audio_launch(data_dir, tmp_path)), "--headless",
+         "--duration", "1.5", "--json"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["mode"] == "paced" and report["steps"] + report["merged_steps"] == 1500  # past the clip's end
+    assert report["commands"] == report["steps"] and report["ticks"] >= 1500 and report["wall_s"] >= 1.4
+    assert 0 < report["latency_p50_ms"] <= report["sensor_latency_p50_ms"] + 1e-3
+    assert report["step_time_p50_us"] > 0
+    t_us, commands = read_command_log(tmp_path / "audio.csv")
+    assert len(t_us) == report["commands"] and commands.shape[1] == 2
+
+
+def test_audio_launch_errors_name_the_key(data_dir, tmp_path, monkeypatch):
+    path = audio_launch(data_dir, tmp_path)
+    with pytest.raises(LaunchError, match=r"\[source\] method: expected one of 'lif', 'delta', got 'mel'"):
+        load_launch(path, ['source.method="mel"'])
+    with pytest.raises(LaunchError, match=r"\[source\] path: expected a WAV file or microphone = true"):
+        load_launch(path, ["source.microphone=true"])
+    with pytest.raises(LaunchError, match=r"\[stages.roi\]: stages filter DVS events; the audio source"):
+        load_launch(path, ["stages.roi.x=0"])
+    with pytest.raises(LaunchError, match=r"\[network\] polarity_channels: applies to DVS sources only"):
+        load_launch(path, ["network.polarity_channels=true"])
+    with pytest.raises(LaunchError, match=r"\[source\] f_hi_hz: .*Nyquist"):
+        build_graph(load_launch(path, ["source.f_hi_hz=5000.0", 'loop.mode="fast"']))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sounddevice"
+                        else real_find_spec(name, *a))
+    with pytest.raises(LaunchError, match=r"\[source\] microphone: needs the optional 'sounddevice' package: "
+                                          r"pip install 'spikeloop\[audio\]'"):
+        load_launch(path, source="mic")

@@ -1,16 +1,21 @@
 """BCI output side: decoded velocity -> wheel/joint commands, the bci launch file (neural replay ->
-decoder -> emulated motors / command log) and ``spikeloop bci fit`` + ``replay`` with its PNG."""
+decoder -> emulated motors / command log) through the one launch graph (``spikeloop launch`` and its
+``spikeloop bci run`` wrapper) and ``spikeloop bci fit`` + ``replay`` with its PNG."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from pipeline.app.bci_run import build_and_run, load_bci_launch
 from pipeline.app.cli import main
+from pipeline.app.commands.bci import run_decoding
+from pipeline.app.launch import build_graph, load_launch
 from pipeline.core.schema import LaunchError
 from pipeline.decoders.bci.kalman import KalmanDecoder
 from pipeline.decoders.bci.motor import VelocityToDrive, VelocityToJoints
@@ -57,10 +62,10 @@ def test_launch_file_commands_equal_offline_decoding(launch_copy, tmp_path, data
     """Fast run of the shipped launch file with a command log instead of motors: every bin's command is
     the drive mapping of the Kalman filter (fitted on Ytr) stepping through Yte from a fresh state."""
     log = tmp_path / "cmd.csv"
-    spec = load_bci_launch(launch_copy, ['loop.mode="fast"', "loop.duration_s=10.0", f'sinks.log.path="{log}"'])
-    spec.sinks = [s for s in spec.sinks if s[1] == "command_log"]      # no motors needed here
-    report = build_and_run(spec)
-    assert report.bins == 200 and report.commands == 200
+    spec = load_launch(launch_copy, ['loop.mode="fast"', "loop.duration_s=10.0", f'sinks.log.path="{log}"'])
+    spec = dataclasses.replace(spec, sinks=[s for s in spec.sinks if s[1] == "command_log"])  # no motors here
+    run = run_decoding(build_graph(spec))
+    assert run.report.steps == 200 and run.report.commands == 200 and run.decoded.shape == (200, 2)
     t_us, commands = read_command_log(log)
     np.testing.assert_array_equal(t_us, 50_000 * np.arange(1, 201))
     path = data_dir / "bci" / "chewie_demo.mat"
@@ -72,35 +77,106 @@ def test_launch_file_commands_equal_offline_decoding(launch_copy, tmp_path, data
     expected = np.array([drive(decoder.step(row)) for row in te.counts[:200]])
     np.testing.assert_allclose(commands, expected, rtol=1e-12, atol=1e-12)
     assert np.abs(commands).max() > 0.5                       # the wheels really move
+    # the decoded kinematics the R^2 is computed from are the filter's own outputs, scored against Xte
+    decoder.reset()
+    offline = np.array([decoder.step(row).copy() for row in te.counts[:200]])
+    np.testing.assert_allclose(run.decoded, offline, rtol=1e-12, atol=1e-12)
+    truth = te.kinematics[:200]
+    r2 = 1 - ((truth - offline) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)
+    np.testing.assert_allclose(run.r2, r2, rtol=1e-12)
 
 
-def test_launch_file_drives_emulated_motors(launch_copy, tmp_path):
-    spec = load_bci_launch(launch_copy, ['loop.mode="fast"', "loop.duration_s=2.0",
-                                         f'sinks.log.path="{tmp_path / "c.csv"}"'])
-    report = build_and_run(spec)
-    assert report.bins == 40 and report.commands == 40 and report.sink_errors == 0
-    assert report.latency_us["p50"] > 0
+def test_bci_run_drives_emulated_motors(launch_copy, tmp_path, capsys):
+    """``spikeloop bci run``: the same JSON keys as before it became a wrapper over the launch graph."""
+    assert main(["bci", "run", str(launch_copy), "--json", "--set", 'loop.mode="fast"', "--set", "loop.duration_s=2.0",
+                 "--set", f'sinks.log.path="{tmp_path / "c.csv"}"']) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"bins", "commands", "sink_errors", "decode_us", "latency_us", "r2", "wall_s"} <= set(report)
+    assert report["bins"] == 40 and report["commands"] == 40 and report["sink_errors"] == 0
+    assert 0 < report["latency_us"]["p50"] <= report["latency_us"]["p99"] <= report["latency_us"]["max"]
+    assert 0 < report["decode_us"]["p50"] and len(report["r2"]) == 2
+    assert report["sensor_latency_us"] == {}                  # fast mode: sensor time has no wall-clock meaning
+
+
+def test_spikeloop_launch_runs_the_bci_file_paced(launch_copy, tmp_path):
+    """The shipped file through ``spikeloop launch`` (emulated Dynamixel wheels and a command log): paced at 4x
+    real time, one command per 50 ms bin, with latency from arrival and from sensor time (the bin's end on the
+    paced clock)."""
+    log = tmp_path / "bci.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.app.cli", "launch", str(launch_copy), "--headless", "--duration", "1",
+         "--set", f"sinks.log.path={json.dumps(str(log))}", "--json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["mode"] == "paced" and report["steps"] == report["commands"] == 20
+    assert report["wall_s"] >= 1 / 4 * 0.9                    # 1 s of sensor time at speed 4
+    assert 0 < report["latency_p50_ms"] <= report["sensor_latency_p50_ms"] + 1e-3
+    t_us, commands = read_command_log(log)
+    np.testing.assert_array_equal(t_us, 50_000 * np.arange(1, 21))
+    assert commands.shape == (20, 2)
 
 
 def test_launch_file_errors_name_section_and_key(launch_copy):
     with pytest.raises(LaunchError, match=r"\[output\] max_wheel_radps: expected a positive number"):
-        load_bci_launch(launch_copy, ["output.max_wheel_radps=0"])
+        load_launch(launch_copy, ["output.max_wheel_radps=0"])
     with pytest.raises(LaunchError, match=r"\[decoder\] colour: unknown key"):
-        load_bci_launch(launch_copy, ['decoder.colour="red"'])
-    with pytest.raises(LaunchError, match=r"\[source\] type: expected one of 'dad', 'mc_maze'"):
-        load_bci_launch(launch_copy, ['source.type="aedat"'])
+        load_launch(launch_copy, ['decoder.colour="red"'])
+    with pytest.raises(LaunchError, match=r"\[source\] type: expected one of .*'dad', 'mc_maze', 'audio', got 'aedat'"):
+        load_launch(launch_copy, ['source.type="aedat"'])
     with pytest.raises(LaunchError, match=r"\[decoder\] model: file not found"):
-        load_bci_launch(launch_copy, ['decoder.model="missing.npz"'])
+        load_launch(launch_copy, ['decoder.model="missing.npz"'])
+    with pytest.raises(LaunchError, match=r"\[loop\] dt_us: a bin-level decoder steps once per bin"):
+        load_launch(launch_copy, ["loop.dt_us=1000"])
+    with pytest.raises(LaunchError, match=r"\[decoder\] type: a spike decoder \('drive'\) needs a \[network\]"):
+        load_launch(launch_copy, ['decoder.type="drive"'])
+    with pytest.raises(LaunchError, match=r"\[stages.noise\]: stages filter DVS events; the dad source streams AER"):
+        load_launch(launch_copy, ["stages.noise.duration_us=2000"])
+
+
+def test_output_mapping_errors_are_named(launch_copy):
+    text = launch_copy.read_text()
+    head = text[:text.index("\n[output]") + 1]
+    tail = text[text.index("\n[sinks.motors]") + 1:]
+    joints = head + '[output]\ntype = "joints"\ngain = [1.0, 0.0, 0.5]\nn_joints = 2\nmax_joint_radps = 3.0\n\n' + tail
+    path = launch_copy.with_name("joints.toml")
+    path.write_text(joints)
+    with pytest.raises(LaunchError, match=r"\[output\] gain: expected 2 x 2 values .*got 3"):
+        build_graph(load_launch(path, ['loop.mode="fast"']))
+    with pytest.raises(LaunchError, match=r"\[output\] forward_axis: the decoder has 2 axes"):
+        build_graph(load_launch(launch_copy, ['loop.mode="fast"', "output.forward_axis=5"]))
+
+
+def test_joint_output_commands_equal_offline_decoding(launch_copy, tmp_path, data_dir):
+    """[output] type = "joints": three joints, gain (3 x 2) row-major, clipped at 0.3 rad/s."""
+    text = launch_copy.read_text()
+    log = tmp_path / "joints.csv"
+    joints = (text[:text.index("\n[output]") + 1] + '[output]\ntype = "joints"\n'
+              'gain = [0.02, 0.0, 0.0, 0.02, 0.01, -0.01]\nn_joints = 3\nmax_joint_radps = 0.3\n\n'
+              f'[sinks.log]\ntype = "command_log"\npath = {json.dumps(str(log))}\n')
+    path = tmp_path / "joints.toml"
+    path.write_text(joints)
+    run = run_decoding(build_graph(load_launch(path, ['loop.mode="fast"', "loop.duration_s=5.0"])))
+    assert run.report.commands == 100
+    path = data_dir / "bci" / "chewie_demo.mat"
+    tr, te = load_dad(path, "tr"), load_dad(path, "te")
+    decoder = KalmanDecoder().fit(tr.counts, tr.kinematics)
+    decoder.reset()
+    mapping = VelocityToJoints([[0.02, 0.0], [0.0, 0.02], [0.01, -0.01]], max_joint_radps=0.3)
+    expected = np.array([mapping(decoder.step(row)) for row in te.counts[:100]])
+    t_us, commands = read_command_log(log)
+    np.testing.assert_allclose(commands, expected, rtol=1e-12, atol=1e-12)
+    assert np.abs(commands).max() == 0.3                      # some joints hit the limit
 
 
 def test_launch_units_mismatch(launch_copy, tmp_path, data_dir):
     csv = tmp_path / "trial.csv"
     shutil.copy(data_dir / "bci" / "trial_748_data.csv", csv)
     chewie = data_dir / "bci" / "chewie_demo.mat"
-    spec = load_bci_launch(launch_copy, [f'source.path="{csv}"', 'source.type="mc_maze"', 'loop.mode="fast"',
-                                         f'decoder.fit_path="{chewie}"'])
-    with pytest.raises(LaunchError, match="units mismatch: the decoder takes 71 units.*182"):
-        build_and_run(spec)
+    spec = load_launch(launch_copy, [f'source.path="{csv}"', 'source.type="mc_maze"', 'loop.mode="fast"',
+                                     f'decoder.fit_path="{chewie}"'])
+    with pytest.raises(LaunchError, match=r"\[decoder\] fit_path: units mismatch: the decoder takes 71 units.*182"):
+        build_graph(spec)
 
 
 def test_cli_fit_replay_png(tmp_path, data_dir, capsys):

@@ -1,4 +1,5 @@
-"""Neural spike sources: DAD .mat blocks and MC_Maze CSV trials, their AER replay and causal binning."""
+"""Neural spike sources: DAD .mat blocks and MC_Maze CSV trials, their AER replay and causal binning
+(pipeline.stages.binning.CountBinner)."""
 from __future__ import annotations
 
 import time
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.events import SPIKE_DTYPE
-from pipeline.decoders.bci.binning import OnlineBinner, bin_spikes
+from pipeline.stages.binning import CountBinner
 from recordings.base import RecordingError
 from recordings.dad import DadSource, load_dad
 from recordings.mc_maze import McMazeSource, load_mc_maze
@@ -45,7 +46,8 @@ def test_mc_maze_events_and_bins_agree(bci_dir):
     assert np.all(np.diff(events["timestamp"]) >= 0)
     binned = trial.binned(20)
     assert binned.counts.shape == (161, 182) and binned.bin_us == 20_000
-    np.testing.assert_array_equal(binned.counts, bin_spikes(events, 182, 20_000, int(trial.t_us[0]), 161))
+    t0 = int(trial.t_us[0])
+    np.testing.assert_array_equal(binned.counts, CountBinner(20_000, 182, t0).push(events, t0 + 161 * 20_000).counts)
     np.testing.assert_allclose(binned.kinematics[0, 0], trial.kinematics["hand_vel_x"][:20].mean())
 
 
@@ -53,17 +55,18 @@ def test_mc_maze_events_and_bins_agree(bci_dir):
 def test_mc_maze_source_rebins_exactly(bci_dir, chunk_us):
     source = McMazeSource(bci_dir / "trial_1356_data.csv", fast=True, chunk_us=chunk_us)
     assert source.info.kind == "spikes" and source.info.channels == 182
-    binner = OnlineBinner(182, 20_000, source.t_start_us)
-    bins = [binner.push(p.events, p.t_end_us) for p in source.packets()]
+    binner = CountBinner(20_000, 182, source.t_start_us)
+    bins = [binner.push(p.events, p.t_end_us).counts for p in source.packets()]
     np.testing.assert_array_equal(np.concatenate(bins), source.trial.binned(20).counts)
-    assert binner.skipped == 0
+    np.testing.assert_array_equal(source.data.counts, source.trial.binned(20).counts)
+    assert binner.late_events == 0 and len(binner.flush()) == 0  # the trailing partial bin is dropped
 
 
 def test_dad_source_rebins_to_stored_counts(bci_dir):
     source = DadSource(bci_dir / "chewie_demo.mat", "te", fast=True, chunk_us=7_000)
     assert source.info.channels == 71
-    binner = OnlineBinner(71, source.data.bin_us)
-    bins = np.concatenate([binner.push(p.events, p.t_end_us) for p in source.packets()])
+    binner = CountBinner(source.data.bin_us, 71, t0_us=0)
+    bins = np.concatenate([binner.push(p.events, p.t_end_us).counts for p in source.packets()])
     np.testing.assert_array_equal(bins, source.data.counts)
     assert len(source.events) == int(source.data.counts.sum())
 
@@ -79,7 +82,7 @@ def test_dad_source_paced(bci_dir):
             break
     elapsed = time.perf_counter() - t0
     assert elapsed >= 40 * 0.05 / 200 * 0.9
-    assert [p.t_end_us for p in packets[:2]] == [49_999, 99_999]
+    assert [p.t_end_us for p in packets[:2]] == [50_000, 100_000]  # every spike before t_end_us delivered
 
 
 @settings(deadline=None, max_examples=30)
@@ -89,24 +92,29 @@ def test_counts_to_spikes_round_trip_any_chunking(rows, bin_us_k, chunk_us):
     counts = np.array(rows, dtype=np.float64)
     bin_us = 10 * bin_us_k + 10
     events = counts_to_spikes(counts, bin_us, 1_000)
-    binner = OnlineBinner(3, bin_us, 1_000)
+    binner = CountBinner(bin_us, 3, 1_000)
     out = []
     t = 1_000
     end = 1_000 + len(counts) * bin_us
     while t < end:
         t_next = min(t + chunk_us, end)
         sel = events[(events["timestamp"] >= t) & (events["timestamp"] < t_next)]
-        out.append(binner.push(sel, t_next - 1))
+        out.append(binner.push(sel, t_next).counts)
         t = t_next
     np.testing.assert_array_equal(np.concatenate(out), counts)
 
 
 def test_binner_counts_late_events(bci_dir):
-    binner = OnlineBinner(2, 1_000)
-    assert binner.push(np.zeros(0, SPIKE_DTYPE), 2_999).shape == (3, 2)
+    binner = CountBinner(1_000, 2, 0)
+    assert binner.push(np.zeros(0, SPIKE_DTYPE), 3_000).counts.shape == (3, 2)
     late = np.array([(500, 0), (3_100, 1)], dtype=SPIKE_DTYPE)
-    out = binner.push(late, 3_999)
-    assert out.tolist() == [[0.0, 1.0]] and binner.skipped == 1
+    out = binner.push(late, 4_000)
+    assert out.counts.tolist() == [[0.0, 1.0]] and out.first_step == 3 and binner.late_events == 1
+    with pytest.raises(ValueError, match="spike 0 on channel 2 is outside the stream's 2 channels"):
+        binner.push(np.array([(4_100, 2)], dtype=SPIKE_DTYPE), 5_000)
+    with pytest.raises(ValueError, match=r"spike 0 \(t=7000 µs\) lies beyond the packet's end"):
+        binner.push(np.array([(7_000, 0)], dtype=SPIKE_DTYPE), 5_000)
+    assert binner.next_step == 4  # the rejected packets changed nothing
 
 
 def test_dad_errors_name_file_and_variable(tmp_path):

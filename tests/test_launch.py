@@ -67,7 +67,7 @@ def error_of(path, **kwargs) -> str:
     (("speed = 1.0", "speed = -2"), "[loop] speed: expected a positive number, got -2"),
     (("max_lag_ms = 10", "max_lag_ms = 0"), "[loop] max_lag_ms: expected a positive number, got 0"),
     (("loop = false", "loop = 1"), "[source] loop: expected true or false, got 1"),
-    (('type = "replay"', 'type = "tape"'), "[source] type: expected one of 'replay', 'webcam', 'camera', 'tcp', got 'tape'"),
+    (('type = "replay"', 'type = "tape"'), "[source] type: expected one of 'replay', 'webcam', 'camera', 'tcp', 'dad', 'mc_maze', 'audio', got 'tape'"),
     (('builder = "dvs_steering"', 'builder = "resnet"'), "[network] builder: expected one of 'dvs_steering', 'obstacle_avoidance', 'random_lif', got 'resnet'"),
     (("vth = 48", "vth = -3"), "[network.params] vth: expected an integer in [0, 131071], got -3"),
     (('backend = "loihi"', 'backend = "gpu"'), "[network] backend: expected one of 'loihi', 'float', got 'gpu'"),
@@ -181,6 +181,31 @@ def test_shipped_launch_files_validate(recording):
         spec = load_launch(LAUNCH / name, source=str(recording))
         assert spec.sinks[0][1] == "motors" and spec.sinks[0][2]["port"] == "emulated:dynamixel"
     assert load_launch(LAUNCH / "robot_controller.toml", source=str(recording)).controller["log_format"] == "json"
+
+
+#: Data the shipped files name relative to themselves (../../shared/data from a checkout next to shared/).
+SHIPPED_DATA = {"bci.toml": "bci/chewie_demo.mat", "audio.toml": "audio/fsdd/6_lucas_3.wav"}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in LAUNCH.glob("*.toml")))
+def test_every_shipped_launch_file_runs_through_the_one_loop(name, data_dir, recording, tmp_path):
+    """Each file in launch/, fast for 0.3 s of sensor time, its motors on emulated buses: a live camera
+    source replaced by a recording, a shared-data file pointed at the test data folder."""
+    source = str(recording) if name == "live_demo.toml" else None
+    sets = ['loop.mode="fast"'] + ([f"source.path={json.dumps(str(data_dir / SHIPPED_DATA[name]))}"]
+                                   if name in SHIPPED_DATA else [])
+    spec = load_launch(LAUNCH / name, sets=sets, source=source, duration_s=0.3)
+    graph = build_graph(spec)
+    try:
+        graph.loop.warmup()
+        report = graph.loop.run()
+    finally:
+        graph.close()
+    assert report.fatal == "" and report.sink_errors == 0
+    assert report.stream_s == pytest.approx(0.3, abs=spec.loop.dt_us / 1e6)
+    # in fast mode a motor bus may still be busy with the previous command (counted as unwritten)
+    assert report.commands + report.commands_unwritten == report.steps // spec.loop.command_every_steps
+    assert report.commands > 0
 
 
 def test_end_to_end_replay_of_a_real_recording_through_the_launch_file(tmp_path, recording):
@@ -330,3 +355,18 @@ def test_a_video_file_runs_through_the_frame_to_event_emulator(tmp_path, base_to
     assert report.events_in > 0 and 900 <= report.steps + report.merged_steps <= 1000
     t, wheels = read_command_log(tmp_path / "commands.csv")
     assert np.any(wheels != 0)
+
+
+def test_source_spec_picks_the_type_by_extension_and_keeps_the_options_of_the_same_type(tmp_path, data_dir):
+    audio = LAUNCH / "audio.toml"
+    other = data_dir / "audio" / "fsdd" / "2_george_7.wav"
+    spec = load_launch(audio, source=str(other))
+    assert spec.source["type"] == "audio" and spec.source["path"] == other and spec.source["method"] == "delta"
+    assert spec.loop.mode == "paced"                       # a recording keeps the file's mode
+    csv = data_dir / "bci" / "trial_748_data.csv"
+    spec = load_launch(LAUNCH / "bci.toml", source=str(csv))
+    assert spec.source["type"] == "mc_maze" and spec.source["bin_ms"] == 50.0 and spec.loop.dt_us == 50_000
+    spec = load_launch(LAUNCH / "bci.toml", source=str(data_dir / "bci" / "chewie_demo.mat"))
+    assert spec.source["type"] == "dad" and spec.source["block"] == "te" and spec.chunk_us == 10_000
+    with pytest.raises(LaunchError, match=r"\[stages.noise_filter\]: stages filter DVS events; the audio source"):
+        load_launch(LAUNCH / "replay.toml", source=str(other))

@@ -80,9 +80,9 @@ class RecordingSink:
 def steering_graph(width, height):
     network = dvs_steering(16, 12, 2)
     runtime = build(network, backend="loihi")
-    stages = [SpatialPooling(target=(16, 12)).build(width, height)]
+    chain = SpatialPooling(target=(16, 12)).build(width, height)
     binner = StepBinner(1000, 16, 12, channels_by_polarity=True)
-    return stages, binner, runtime
+    return chain, binner, runtime
 
 
 def rate_decode(spikes, t_us):
@@ -103,10 +103,10 @@ def synthetic_packets(n_packets, per_packet=40, seed=1, dt_us=1000):
 def run_replay(data_dir, tmp_path, name, mode="fast", speed=1.0, max_lag_ms=10.0):
     path = data_dir / RECORDING
     source = ReplaySource(path, fast=True, chunk_us=1000)
-    stages, binner, runtime = steering_graph(source.info.width, source.info.height)
+    chain, binner, runtime = steering_graph(source.info.width, source.info.height)
     log = tmp_path / name
     sink = CommandLogSink(log)
-    loop = Loop(source, stages, binner, runtime, rate_decode, [sink], LoopConfig(mode=mode, speed=speed, max_lag_ms=max_lag_ms))
+    loop = Loop(source, chain, binner, runtime, rate_decode, [sink], LoopConfig(mode=mode, speed=speed, max_lag_ms=max_lag_ms))
     loop.warmup()
     report = loop.run()
     sink.close()
@@ -137,11 +137,11 @@ def test_paced_replay_without_falling_behind_matches_fast_replay(data_dir, tmp_p
 
 def test_live_loop_behind_merges_bins_and_counts_them():
     packets = synthetic_packets(120)
-    stages, binner, runtime = [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2))
+    binner, runtime = StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2))
     slow = SlowRuntime(runtime, delay_s=0.004)  # 4 ms per step against 1 ms of sensor time per step
     sink = RecordingSink()
     config = LoopConfig(mode="live", max_lag_ms=5, report_period_s=0)
-    loop = Loop(ListSource(packets, period_s=0.001), stages, binner, slow, rate_decode, [sink], config)
+    loop = Loop(ListSource(packets, period_s=0.001), None, binner, slow, rate_decode, [sink], config)
     loop.warmup()
     report = loop.run()
     assert report.merged_steps > 0
@@ -166,7 +166,7 @@ def test_live_loop_behind_merges_bins_and_counts_them():
 def test_fast_mode_never_merges_even_when_slow():
     packets = synthetic_packets(30)
     slow = SlowRuntime(build(dvs_steering(16, 12, 2)), delay_s=0.002)
-    loop = Loop(ListSource(packets), [], StepBinner(1000, 16, 12), slow, rate_decode, [RecordingSink()],
+    loop = Loop(ListSource(packets), None, StepBinner(1000, 16, 12), slow, rate_decode, [RecordingSink()],
                 LoopConfig(mode="fast", max_lag_ms=1, report_period_s=0))
     loop.warmup()
     report = loop.run()
@@ -176,7 +176,7 @@ def test_fast_mode_never_merges_even_when_slow():
 def test_full_queue_in_live_mode_drops_packets_and_counts_them():
     packets = synthetic_packets(200, per_packet=5)
     slow = SlowRuntime(build(dvs_steering(16, 12, 2)), delay_s=0.01)
-    loop = Loop(ListSource(packets), [], StepBinner(1000, 16, 12), slow, rate_decode, [RecordingSink()],
+    loop = Loop(ListSource(packets), None, StepBinner(1000, 16, 12), slow, rate_decode, [RecordingSink()],
                 LoopConfig(mode="live", queue_packets=2, max_lag_ms=1000, report_period_s=0))
     loop.warmup()
     report = loop.run()
@@ -187,7 +187,7 @@ def test_sink_errors_are_counted_and_a_fatal_sink_stops_the_loop():
     packets = synthetic_packets(50)
     runtime = build(dvs_steering(16, 12, 2))
     flaky = RecordingSink(fail_after=10)
-    loop = Loop(ListSource(packets), [], StepBinner(1000, 16, 12), runtime, rate_decode, [flaky],
+    loop = Loop(ListSource(packets), None, StepBinner(1000, 16, 12), runtime, rate_decode, [flaky],
                 LoopConfig(report_period_s=0))
     loop.warmup()
     report = loop.run()
@@ -195,7 +195,7 @@ def test_sink_errors_are_counted_and_a_fatal_sink_stops_the_loop():
 
     fatal = RecordingSink(fail_after=10, fatal=True)
     source = ListSource(packets)
-    loop = Loop(source, [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)), rate_decode, [fatal],
+    loop = Loop(source, None, StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)), rate_decode, [fatal],
                 LoopConfig(report_period_s=0))
     report = loop.run()
     assert report.fatal == "record: port gone" and report.steps == 11 and source.closed
@@ -204,7 +204,7 @@ def test_sink_errors_are_counted_and_a_fatal_sink_stops_the_loop():
 def test_duration_limits_sensor_time_and_periodic_reports_arrive():
     packets = synthetic_packets(400)
     reports = []
-    loop = Loop(ListSource(packets, period_s=0.0005), [], StepBinner(1000, 16, 12),
+    loop = Loop(ListSource(packets, period_s=0.0005), None, StepBinner(1000, 16, 12),
                 build(dvs_steering(16, 12, 2)), rate_decode, [RecordingSink()],
                 LoopConfig(mode="live", duration_s=0.15, report_period_s=0.02), on_report=reports.append)
     loop.warmup()
@@ -222,7 +222,7 @@ def test_source_failure_is_raised_after_cleanup():
             raise OSError("camera unplugged")
 
     source = Broken([])
-    loop = Loop(source, [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)), rate_decode,
+    loop = Loop(source, None, StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)), rate_decode,
                 [RecordingSink()], LoopConfig(report_period_s=0))
     with pytest.raises(OSError, match="camera unplugged"):
         loop.run()
@@ -262,7 +262,7 @@ def test_paced_loop_behind_its_clock_counts_missed_ticks_and_merges():
     packets = synthetic_packets(150)
     slow = SlowRuntime(build(dvs_steering(16, 12, 2)), delay_s=0.003)
     binner = StepBinner(1000, 16, 12)
-    loop = Loop(ListSource(packets), [], binner, slow, rate_decode, [RecordingSink()],
+    loop = Loop(ListSource(packets), None, binner, slow, rate_decode, [RecordingSink()],
                 LoopConfig(mode="paced", max_lag_ms=4, report_period_s=0))
     loop.warmup()
     report = loop.run()
@@ -287,7 +287,7 @@ def test_paced_reader_stays_bounded_by_the_queue():
         ahead.append(yielded[0] - len(ahead))  # packets read but not yet taken by the loop
         return events
 
-    loop = Loop(Counting(packets), [counting_stage], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)),
+    loop = Loop(Counting(packets), counting_stage, StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)),
                 rate_decode, [RecordingSink()],
                 LoopConfig(mode="paced", speed=4.0, queue_packets=8, max_lag_ms=1000, report_period_s=0))
     loop.warmup()
@@ -314,7 +314,7 @@ def test_live_loop_keeps_stepping_on_the_wall_clock_while_the_sensor_is_silent()
 
     sink = RecordingSink()
     binner = StepBinner(1000, 16, 12)
-    loop = Loop(Silent(first + later), [], binner, build(dvs_steering(16, 12, 2)), rate_decode, [sink],
+    loop = Loop(Silent(first + later), None, binner, build(dvs_steering(16, 12, 2)), rate_decode, [sink],
                 LoopConfig(mode="live", idle_ms=50, max_lag_ms=1000, report_period_s=0))
     loop.warmup()
     report = loop.run()
@@ -324,6 +324,127 @@ def test_live_loop_keeps_stepping_on_the_wall_clock_while_the_sensor_is_silent()
     t = np.array([c[0] for c in sink.commands])
     assert np.all(np.diff(t) == 1000) and len(t) == report.steps == binner.next_step
     # Without idle steps the network waits for the next packet.
-    quiet = Loop(Silent(first + later), [], StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)),
+    quiet = Loop(Silent(first + later), None, StepBinner(1000, 16, 12), build(dvs_steering(16, 12, 2)),
                  rate_decode, [RecordingSink()], LoopConfig(mode="live", idle_ms=0, max_lag_ms=1000, report_period_s=0))
     assert quiet.run().idle_steps == 0
+
+
+class TimedSink(RecordingSink):
+    """Records (t_us, written_ns) of every command."""
+
+    def write(self, command, t_us):
+        written = super().write(command, t_us)
+        self.written = getattr(self, "written", []) + [(t_us, written)]
+        return written
+
+
+def assert_percentiles(report_ms: tuple[float, float, float], ages_ns: np.ndarray) -> None:
+    """The loop's (p50, p99, max) in ms against numpy's on the same values (1 µs histogram bins up to 100 ms,
+    where a loaded machine's longer latencies share the last bin)."""
+    p50, p99, top = report_ms
+    for got, q in ((p50, 50), (p99, 99)):
+        expected = min(np.percentile(ages_ns, q, method="inverted_cdf") / 1e6, 100.0005)
+        assert abs(got - expected) <= 0.001
+    assert top == pytest.approx(ages_ns.max() / 1e6, abs=1e-9)
+
+
+def test_live_sensor_latency_counts_from_the_step_end_on_the_estimated_sensor_clock():
+    """A live sensor whose packets (1 ms each) leave on a 1 ms timer: each leaves at least 1 ms after the
+    one before, so the first packet is the one that arrived earliest relative to its end time, and the
+    loop's estimate of when sensor time t was due is first arrival + (t - first end). Computed here from
+    the packets' own arrival stamps and the sink's write times."""
+    arrivals = []
+
+    class Stamped(ListSource):
+        def packets(self):
+            for packet in super().packets():
+                arrivals.append((packet.arrival_ns, packet.t_end_us))
+                yield packet
+
+    sink = TimedSink()
+    loop = Loop(Stamped(synthetic_packets(200), period_s=0.001), None, StepBinner(1000, 16, 12, t0_us=0),
+                build(dvs_steering(16, 12, 2)), rate_decode, [sink],
+                LoopConfig(mode="live", max_lag_ms=1000, idle_ms=0, report_period_s=0))
+    loop.warmup()
+    report = loop.run()
+    first_arrival, first_end = arrivals[0]
+    assert loop.clock == (first_arrival, first_end)
+    t_us, written = np.array(sink.written).T
+    ages = written - (first_arrival + (t_us - first_end) * 1000)
+    assert report.commands == len(ages) == 200 and ages.min() >= 0
+    assert_percentiles((report.sensor_latency_p50_ms, report.sensor_latency_p99_ms, report.sensor_latency_max_ms), ages)
+
+
+def test_paced_sensor_latency_adds_the_wait_for_a_long_packet():
+    """Packets of 4 ms into 1 ms steps, paced: a step's command can only leave once the packet holding its
+    end arrived (when the packet's end was due), so its age from the step's end exceeds its latency from
+    arrival by the rest of the packet, 3, 2, 1 or 0 ms (checked against the loop's own clock)."""
+    packets = [Packet(p.events, p.t_end_us) for p in synthetic_packets(60, dt_us=4000)]
+    sink = TimedSink()
+    loop = Loop(ListSource(packets), None, StepBinner(1000, 16, 12, t0_us=0), build(dvs_steering(16, 12, 2)),
+                rate_decode, [sink], LoopConfig(mode="paced", tick_us=4000, max_lag_ms=1000, report_period_s=0))
+    loop.warmup()
+    report = loop.run()
+    t_us, written = np.array(sink.written).T
+    origin_ns, origin_us = loop.clock
+    assert origin_us == 4000 and report.steps == 240 and report.ticks >= 60
+    ages = written - (origin_ns + (t_us - origin_us) * 1000)
+    packet_end = -(-t_us // 4000) * 4000
+    arrival_ages = written - (origin_ns + (packet_end - origin_us) * 1000)
+    assert arrival_ages.min() >= 0 and np.any(packet_end - t_us == 3000)
+    assert_percentiles((report.sensor_latency_p50_ms, report.sensor_latency_p99_ms, report.sensor_latency_max_ms), ages)
+    assert_percentiles((report.latency_p50_ms, report.latency_p99_ms, report.latency_max_ms), arrival_ages)
+
+
+def test_fast_mode_has_no_sensor_latency_and_step_time_is_measured():
+    slow = SlowRuntime(build(dvs_steering(16, 12, 2)), delay_s=0.002)
+    loop = Loop(ListSource(synthetic_packets(20)), None, StepBinner(1000, 16, 12), slow, rate_decode,
+                [RecordingSink()], LoopConfig(mode="fast", report_period_s=0))
+    loop.warmup()
+    report = loop.run()
+    assert np.isnan(report.sensor_latency_p50_ms) and loop.clock is None
+    assert 2000 <= report.step_time_p50_us <= report.step_time_p99_us <= report.step_time_max_us
+    assert report.latency_p50_ms >= 2.0  # the command leaves after the step
+
+
+def test_a_bin_level_decoder_steps_every_bin_even_when_behind():
+    """AER spikes -> CountBinner -> a stepper on counts: overdue bins are never merged (a decoder's model
+    is per bin), every bin runs once, in order, with its counts."""
+    from pipeline.core.events import spikes
+    from pipeline.stages.binning import CountBinner
+
+    rng = np.random.default_rng(4)
+    t = np.sort(rng.integers(0, 200_000, 3000))
+    channels = rng.integers(0, 5, 3000)
+    events = spikes(t, channels)
+    packets = [Packet(events[(t >= k * 10_000) & (t < (k + 1) * 10_000)], (k + 1) * 10_000) for k in range(20)]
+
+    class SlowSum:
+        def __init__(self):
+            self.rows = []
+
+        def warmup(self):
+            pass
+
+        def step(self, counts):
+            self.rows.append(counts.copy())
+            time.sleep(0.02)  # 20 ms per 10 ms bin: always behind
+            return counts[:2]
+
+    stepper = SlowSum()
+    source = ListSource(packets, period_s=0.001)
+    source.info = StreamInfo("spikes", channels=5)
+    loop = Loop(source, None, CountBinner(10_000, 5, t0_us=0), stepper, lambda out, t_us: np.array(out),
+                [RecordingSink()], LoopConfig(mode="live", dt_us=10_000, max_lag_ms=1, report_period_s=0))
+    loop.warmup()
+    report = loop.run()
+    assert report.merged_steps == 0 and report.steps == 20
+    expected = np.zeros((20, 5))
+    np.add.at(expected, (t // 10_000, channels), 1)
+    np.testing.assert_array_equal(np.array(stepper.rows), expected)
+
+
+def test_the_loop_rejects_a_binner_on_another_grid():
+    with pytest.raises(ValueError, match="the binner steps every 500 µs but config.dt_us is 1000 µs"):
+        Loop(ListSource([]), None, StepBinner(500, 16, 12), build(dvs_steering(16, 12, 2)), rate_decode, [],
+             LoopConfig())

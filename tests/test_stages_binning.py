@@ -1,4 +1,6 @@
-"""StepBinner: events -> per-step unique active input indices, carried across packets."""
+"""Binners: DVS events (StepBinner) and AER spikes (SpikeStepBinner) -> per-step unique active input indices,
+carried across packets; AER spikes -> per-bin counts (CountBinner, tested with the neural sources in
+test_bci_sources.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.events import DVS_EVENT_DTYPE, dvs_events
+from pipeline.core.events import DVS_EVENT_DTYPE, SPIKE_DTYPE, dvs_events, spikes
 from pipeline.stages import SpatialPooling, StepBinner
+from pipeline.stages.binning import CountBinner, SpikeStepBinner
 
 
 def reference_steps(events, dt, width, height, by_polarity, t0):
@@ -157,3 +160,72 @@ def test_real_recording_binned_at_1ms(data_dir):
     for k in range(len(got)):
         in_step = index[steps == k]
         assert sorted(got[k]) == np.unique(in_step).tolist()
+
+
+@st.composite
+def spike_streams(draw):
+    n = draw(st.integers(0, 150))
+    t = 5_000 + np.cumsum(draw(st.lists(st.integers(0, 300), min_size=n, max_size=n)), dtype=np.int64)
+    events = spikes(t, draw(st.lists(st.integers(0, 6), min_size=n, max_size=n)))
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=10)))
+    return events, cuts
+
+
+@settings(deadline=None, max_examples=60)
+@given(spike_streams(), st.sampled_from([7, 100, 1000]), st.booleans())
+def test_spike_step_binner_any_packet_split_gives_the_reference_steps(stream, dt, explicit_t0):
+    """AER spikes: index = channel; the same grid and carry as DVS events, checked against plain Python."""
+    events, cuts = stream
+    t0 = 4_990 if explicit_t0 else None
+    binner = SpikeStepBinner(dt, 7, t0_us=t0)
+    assert binner.n_inputs == 7 and binner.empty().dtype == SPIKE_DTYPE
+    parts = np.split(events, cuts)
+    batches = []
+    for i, part in enumerate(parts):
+        later = [p for p in parts[i + 1:] if len(p)]
+        t_end = int(later[0]["timestamp"][0]) if later else (int(part["timestamp"][-1]) if len(part) else 0)
+        batches.append(binner.push(part, t_end))
+    batches.append(binner.flush())
+    got = collect(batches)
+    if not len(events):
+        assert got == {}
+        return
+    start = t0 if explicit_t0 else int(events["timestamp"][0])
+    expected = {}
+    for e in events:
+        bucket = expected.setdefault((int(e["timestamp"]) - start) // dt, [])
+        if int(e["channel"]) not in bucket:
+            bucket.append(int(e["channel"]))
+    assert got == {k: expected.get(k, []) for k in range(0, max(expected) + 1)}
+    assert binner.late_events == 0 and binner.pending_events == 0
+
+
+def test_spike_step_binner_errors_and_merge():
+    binner = SpikeStepBinner(100, 4, t0_us=0)
+    with pytest.raises(ValueError, match="event 1 on channel 4 is outside the stream's 4 channels"):
+        binner.push(spikes([1, 2], [0, 4]), 50)
+    with pytest.raises(TypeError, match="SPIKE_DTYPE"):
+        binner.push(dvs_events([1], [0], [0], [1]), 50)
+    with pytest.raises(ValueError, match="event 1 .* earlier step"):
+        binner.push(spikes([250, 150], [0, 1]), 300)
+    merged = binner.merge([np.array([3, 1], np.int32), np.array([1, 2], np.int32)])
+    assert binner.merges and merged.tolist() == [1, 2, 3] and merged.dtype == np.int32
+    assert not CountBinner(100, 4).merges
+
+
+@pytest.mark.parametrize("make, packet", [
+    (lambda: StepBinner(1000, 4, 4, t0_us=0), dvs_events([10, 1500], [1, 2], [1, 3], [1, 0])),
+    (lambda: SpikeStepBinner(1000, 4, t0_us=0), spikes([10, 1500], [1, 3])),
+    (lambda: CountBinner(1000, 4, t0_us=0), spikes([10, 1500], [1, 3])),
+])
+def test_warmup_leaves_the_binner_as_it_was(make, packet):
+    """The loop warms a binner up after building it: the same packets must bin the same afterwards."""
+    cold, warm = make(), make()
+    first = cold.push(packet, 1000)
+    warm.push(packet, 1000)
+    warm.warmup()
+    assert warm.next_step == cold.next_step == 1 and warm.late_events == cold.late_events == 0
+    a, b = cold.push(cold.empty(), 3000), warm.push(warm.empty(), 3000)  # the carried 1500 µs event: step 1
+    assert len(first) == 1 and len(a) == len(b) == 2 and len(a.step(0))
+    for i in range(2):
+        np.testing.assert_array_equal(a.step(i), b.step(i))

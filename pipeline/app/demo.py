@@ -137,7 +137,7 @@ class DemoRun:
         camera = self.world.camera
         pooling = SpatialPooling(factor=POOL).build(camera.width, camera.height)
         width, height = pooling.output_resolution
-        self.loop = Loop(self.source, [pooling], StepBinner(DT_US, width, height, True, t0_us=0), self.runtime,
+        self.loop = Loop(self.source, pooling, StepBinner(DT_US, width, height, True, t0_us=0), self.runtime,
                          self._decode, [self.motors, self.tap],
                          LoopConfig(mode=config.mode, dt_us=DT_US, speed=config.speed,
                                     command_every_steps=COMMAND_EVERY_STEPS,

@@ -2,25 +2,44 @@
 
 A launch file names the nodes and their parameters::
 
-    [source]            type = "replay" | "webcam" | "camera" | "tcp", and the type's keys
-    [loop]              mode, dt_us, speed, max_lag_ms, ... (pipeline.loop.LoopConfig)
-    [stages.<label>]    one table per stage, in file order; type = a pipeline.stages.STAGES name
+    [source]            type = "replay" | "webcam" | "camera" | "tcp" (DVS events), "dad" | "mc_maze" (neural
+                        recordings replayed as AER spikes) or "audio" (a WAV file or the microphone through the
+                        cochlea, AER spikes), and the type's keys (pipeline.app.sources.SOURCE_KEYS)
+    [loop]              mode, dt_us, speed, max_lag_ms, chunk_ms, ... (pipeline.loop.LoopConfig)
+    [stages.<label>]    DVS sources: one table per stage, in file order; type = a pipeline.stages.STAGES name
                         (default: the label), other keys are the fields of its config
     [network]           builder = a pipeline.snn.builders.BUILDERS name (+ [network.params]) or file = "net.npz";
-                        backend = "loihi" | "float"; polarity_channels = true | false
-    [decoder]           type = a pipeline.decoders.DECODERS name, other keys its parameters
+                        backend = "loihi" | "float"; polarity_channels = true | false (DVS sources). The inputs
+                        are the grid after the stages (DVS) or the source's channels (AER spikes: the cochlea's
+                        (ON/OFF, 1, frequency) grid, a neural recording's units in a row)
+    [decoder]           with a [network]: type = a pipeline.decoders.DECODERS name, other keys its parameters.
+                        Without one (neural recordings only), a bin-level decoder: model = "fitted.npz" (from
+                        spikeloop bci fit), or type = "wiener" | "kalman" | "ridge" | "snn" fitted at start on
+                        fit_path (default: the source file) block fit_block, with history / lag / ridge / C
+    [output]            bin-level decoders only: decoded kinematics -> command, type = "differential_drive"
+                        (forward_axis, turn_axis, mps_per_unit, radps_per_unit, deadband, wheel_radius_m,
+                        track_m, max_wheel_radps) | "joints" (gain row-major, n_joints, max_joint_radps);
+                        without it the decoded kinematics are the command
     [sinks.<label>]     type = "motors" | "command_log" (default: the label)
     [controller]        process settings: log format, real-time priority
 
+The graph: source -> stages -> binner -> stepper -> decode -> sinks, run by one :class:`pipeline.loop.Loop`.
+The source and the stepper choose the binner (pipeline.stages.binning): DVS events -> StepBinner; AER spikes
+into a network -> SpikeStepBinner (input index = channel); AER spikes into a bin-level decoder -> CountBinner,
+whose bin width (``[source] bin_ms``, or the model's) is the loop's step. The stepper is the network runtime
+(decode: the spike decoder) or the bin-level decoder (decode: the [output] mapping).
+
 Nothing in the file is executed or imported: every name resolves through a registry. Validation runs in
 two phases, both before any motor port opens: :func:`load_launch` checks the file's structure and every
-value it can check alone (types, ranges, registry names, existing files); :func:`build_graph` then opens
-the source (to learn the sensor size), builds stages, binner, network and decoder, checks that their
-shapes fit together, and opens the sinks last. Every error names the file, the section, the key and the
-expectation, e.g. ``launch/replay.toml: [stages.noise] duration_us: expected a positive integer, got -5``.
+value it can check alone (types, ranges, registry names, existing files, a model file's bin width);
+:func:`build_graph` then opens the source (to learn the sensor size or channel count), builds stages,
+binner, network or decoder, checks that their shapes fit together, and opens the sinks last. Every error
+names the file, the section, the key and the expectation, e.g.
+``launch/replay.toml: [stages.noise] duration_us: expected a positive integer, got -5``.
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
 from dataclasses import dataclass
@@ -30,37 +49,39 @@ from typing import Any
 import numpy as np
 import tomllib
 
-from pipeline.app.sources import SourceSpecError, parse_source_spec
+from devices.motors import PROTOCOLS
+from devices.motors.registry import driver_class
+from pipeline.app.sources import (
+    NEURAL_TYPES,
+    SOURCE_KEYS,
+    SOURCE_TYPES,
+    SourceSpecError,
+    is_live,
+    open_source,
+    parse_source_spec,
+    stream_kind,
+)
 from pipeline.core.schema import Context, Key, LaunchError, check_table, check_value
+from pipeline.decoders import DECODERS
+from pipeline.decoders.bci.factory import DECODER_KINDS, make_decoder
+from pipeline.decoders.bci.features import BCIInputError
+from pipeline.decoders.bci.model_io import load_decoder
+from pipeline.decoders.bci.motor import VelocityToDrive, VelocityToJoints
 from pipeline.loop import MODES, Loop, LoopConfig
+from pipeline.sinks import CommandLogSink, MotorSink
+from pipeline.snn import Network, build
+from pipeline.snn.builders import BUILDERS
 from pipeline.stages import STAGES, Chain, ChainError, StageConfig
+from pipeline.stages.binning import CountBinner, SpikeStepBinner, StepBinner
+from recordings import dad, mc_maze
+from recordings.base import RecordingError
+from recordings.bci_data import open_binned
 
-SECTIONS = ("source", "loop", "stages", "network", "decoder", "sinks", "controller")
-SOURCE_TYPES = ("replay", "webcam", "camera", "tcp")
-
-SOURCE_KEYS: dict[str, dict[str, Key]] = {
-    "replay": {
-        "path": Key("file", help="recording (any supported format), relative to the launch file"),
-        "loop": Key("bool", False, help="start again at the end (the stream never ends)"),
-        "start_us": Key("int", 0, low=0, help="skip this much of the recording (µs)"),
-    },
-    "webcam": {
-        "device": Key("str", "0", help="camera index or video file"),
-        "width": Key("int", 0, low=0, high=32767, help="resize frames to this width (px, 0 = native)"),
-        "height": Key("int", 0, low=0, high=32767, help="resize frames to this height (px, 0 = native)"),
-    },
-    "camera": {
-        "serial": Key("str", "", help="camera serial number ('' = the first camera found)"),
-    },
-    "tcp": {
-        "host": Key("str", help="AEDAT 4 network stream host (dv-processing NetworkWriter / DV software)"),
-        "port": Key("int", low=1, high=65535, help="TCP port"),
-    },
-}
+SECTIONS = ("source", "loop", "stages", "network", "decoder", "output", "sinks", "controller")
 
 LOOP_KEYS: dict[str, Key] = {
     "mode": Key("str", "fast", choices=MODES, help="live | paced | fast"),
-    "dt_us": Key("int", 1000, low=1, high=1_000_000, help="network step (µs)"),
+    "dt_us": Key("int", 1000, low=1, high=1_000_000, help="network step (µs; a bin-level decoder steps per bin)"),
     "speed": Key("number", 1.0, low=0, low_open=True, help="paced replay speed (1 = real time)"),
     "max_lag_ms": Key("number", 10.0, low=0, low_open=True, help="a bin waiting longer than this merges (ms)"),
     "queue_packets": Key("int", 64, low=1, high=100_000, help="source queue capacity (packets)"),
@@ -70,13 +91,44 @@ LOOP_KEYS: dict[str, Key] = {
     "spin_us": Key("int", 800, low=0, high=100_000, help="pacing: spin this long before each tick (µs)"),
     "idle_ms": Key("number", 50.0, low=0, help="live: silent this long -> keep stepping on the wall clock (ms)"),
     "switch_interval_us": Key("int", 200, low=1, high=100_000, help="GIL switch interval while running (µs)"),
+    "chunk_ms": Key("number", 0.0, low=0, help="packet length of a replayed recording or the microphone (ms; "
+                                               "0 = one step but at most 10 ms; the microphone 10 ms)"),
 }
 
 NETWORK_KEYS: dict[str, Key] = {
     "builder": Key("str", "", help="a pipeline.snn.builders.BUILDERS name"),
     "file": Key("str", "", help="a saved network (.npz, Network.save), relative to the launch file"),
     "backend": Key("str", "loihi", choices=("loihi", "float"), help="SNN backend"),
-    "polarity_channels": Key("bool", True, help="ON and OFF events drive separate inputs"),
+    "polarity_channels": Key("bool", True, help="DVS: ON and OFF events drive separate inputs"),
+}
+
+BIN_DECODER_KEYS: dict[str, Key] = {
+    "model": Key("str", "", help="a model .npz from 'spikeloop bci fit' (relative to the launch file)"),
+    "type": Key("str", "kalman", choices=DECODER_KINDS, help="decoder fitted at start (without a model)"),
+    "fit_path": Key("str", "", help="training data (default: the source file), relative to the launch file"),
+    "fit_block": Key("str", "tr", choices=("tr", "te"), help="DAD block to fit on"),
+    "history": Key("int", 0, low=0, high=100, help="bins per prediction (0 = the decoder's default)"),
+    "lag": Key("int", 0, low=0, high=100, help="bins between the newest bin used and the prediction"),
+    "ridge": Key("number", -1.0, help="ridge penalty (-1 = the decoder's default)"),
+    "C": Key("number", 1.0, low=0, low_open=True, help="Kalman process-noise scale"),
+}
+
+OUTPUT_KEYS: dict[str, dict[str, Key]] = {
+    "differential_drive": {
+        "forward_axis": Key("int", 1, low=0, help="decoded axis that drives forward speed"),
+        "turn_axis": Key("int", 0, low=0, help="decoded axis that drives yaw rate"),
+        "mps_per_unit": Key("number", 0.01, help="m/s of forward speed per decoded unit"),
+        "radps_per_unit": Key("number", -0.05, help="rad/s of yaw rate per decoded unit (left positive)"),
+        "deadband": Key("number", 0.0, low=0, help="decoded |value| below this counts as 0"),
+        "wheel_radius_m": Key("number", low=0, low_open=True, help="wheel radius (m)"),
+        "track_m": Key("number", low=0, low_open=True, help="wheel separation (m)"),
+        "max_wheel_radps": Key("number", low=0, low_open=True, help="wheel speed limit (rad/s)"),
+    },
+    "joints": {
+        "gain": Key("number_list", help="n_joints x d matrix, row-major (rad/s per decoded unit)"),
+        "n_joints": Key("int", low=1, high=64, help="joints (motor ids) driven"),
+        "max_joint_radps": Key("number", low=0, low_open=True, help="joint speed limit (rad/s)"),
+    },
 }
 
 SINK_TYPES = ("motors", "command_log")
@@ -104,21 +156,40 @@ CONTROLLER_KEYS: dict[str, Key] = {
     "realtime_priority": Key("int", 0, low=0, high=99, help="SCHED_FIFO priority (0 = normal scheduling)"),
 }
 
+#: Longest default packet of a replayed recording (µs), and a microphone's default packet (µs).
+MAX_DEFAULT_CHUNK_US = 10_000
+MICROPHONE_CHUNK_US = 10_000
 
-@dataclass
+
+@dataclass(frozen=True)
 class LaunchSpec:
-    """A validated launch file (nothing opened yet). Tables are plain dicts of checked values."""
+    """A validated launch file (nothing opened yet). Tables are plain dicts of checked values; change a
+    spec with ``dataclasses.replace``.
+
+    network: the [network] table, or None when the stepper is a bin-level decoder. decoder: (type, params):
+    a spike decoder's DECODERS name and parameters, or a bin-level decoder's kind and its [decoder] table
+    (``model``/``fit_path`` resolved to paths). output: the [output] table or None. chunk_us: packet length
+    of a replayed recording or the microphone (µs). loop.dt_us is the binner's step (a bin-level decoder's
+    bin width).
+    """
 
     path: Path
     display: str
     source: dict
     loop: LoopConfig
     stages: list[tuple[str, str, StageConfig]]
-    network: dict
+    network: dict | None
     network_params: dict
     decoder: tuple[str, dict]
     sinks: list[tuple[str, str, dict, dict]]
     controller: dict
+    output: dict | None = None
+    chunk_us: int = 1000
+
+    @property
+    def kind(self) -> str:
+        """The source's packets: "dvs" (DVS events) or "spikes" (AER spikes)."""
+        return stream_kind(self.source["type"])
 
 
 # -- overrides ---------------------------------------------------------------------------------------
@@ -146,23 +217,22 @@ def apply_set(table: dict, path: list[str], value: Any, assignment: str) -> None
 
 def apply_source(raw: dict, source: str) -> None:
     """``--source``: replace the file's source. A recording PATH (relative to the cwd) keeps the file's
-    replay options and ``video:PATH`` (a video through the frame-to-event emulator) the file's loop mode;
-    ``webcam[:N]``, ``camera[:SERIAL]`` and ``tcp://HOST:PORT`` are live and switch the loop to live mode."""
+    options for a source of the same type (a replay's loop/start, a neural recording's block and bin width,
+    also from DAD to MC_Maze and back, the cochlea's parameters) and the file's loop mode, as does
+    ``video:PATH`` (a video through the frame-to-event emulator); ``webcam[:N]``, ``camera[:SERIAL]``,
+    ``tcp://HOST:PORT`` and ``mic`` are live and switch the loop to live mode."""
     old = raw.get("source", {}) if isinstance(raw.get("source"), dict) else {}
     try:
         table = parse_source_spec(source)
     except SourceSpecError as exc:
         raise LaunchError(f"--source: {exc}") from None
-    if table["type"] == "replay":
-        keep = {k: v for k, v in old.items() if k in SOURCE_KEYS["replay"] and old.get("type") == "replay"}
-        raw["source"] = {**keep, **table}
-        return
+    if old.get("type") == table["type"] or {old.get("type"), table["type"]} <= set(NEURAL_TYPES):
+        table = {**{k: v for k, v in old.items() if k in SOURCE_KEYS[table["type"]]}, **table}
     raw["source"] = table
-    if source.startswith("video:"):
-        return
-    loop = raw.setdefault("loop", {})
-    if isinstance(loop, dict):
-        loop["mode"] = "live"
+    if is_live(table):
+        loop = raw.setdefault("loop", {})
+        if isinstance(loop, dict):
+            loop["mode"] = "live"
 
 
 # -- phase 1: the file alone -------------------------------------------------------------------------
@@ -186,14 +256,21 @@ def read_launch_toml(path: str | Path, sets: list[str] = ()) -> dict:
 def load_launch(path: str | Path, sets: list[str] = (), source: str | None = None,
                 duration_s: float | None = None) -> LaunchSpec:
     """Read and validate a launch file plus command-line overrides. Raises LaunchError."""
-    path = Path(path)
-    display = str(path)
     raw = read_launch_toml(path, sets)
     if source is not None:
         apply_source(raw, source)
     if duration_s is not None:
         raw.setdefault("loop", {})["duration_s"] = duration_s
-    path = path.resolve()
+    return check_launch(raw, path)
+
+
+def check_launch(raw: dict, path: str | Path, display: str | None = None, require_sinks: bool = True) -> LaunchSpec:
+    """Validate launch tables (as :func:`read_launch_toml` returns them) into a LaunchSpec. ``path``: the
+    launch file (relative paths in the tables resolve against its folder; it need not exist for tables built
+    in code); ``display``: how messages name it (default: the path as given); ``require_sinks``: a file must
+    write somewhere, a graph built in code (e.g. ``spikeloop bci replay``) may only be observed."""
+    display = str(path) if display is None else display
+    path = Path(path).resolve()
 
     def ctx(section: str) -> Context:
         return Context(path, section, display)
@@ -201,26 +278,77 @@ def load_launch(path: str | Path, sets: list[str] = (), source: str | None = Non
     unknown = [s for s in raw if s not in SECTIONS]
     if unknown:
         raise LaunchError(f"{display}: unknown section [{unknown[0]}] (expected: {', '.join(SECTIONS)})")
-    for required in ("source", "network", "decoder", "sinks"):
+    for required in ("source", "decoder") + (("sinks",) if require_sinks else ()):
         if required not in raw:
             raise LaunchError(f"{display}: missing section [{required}]")
 
-    source_spec = _typed_table(ctx("source"), raw["source"], SOURCE_TYPES, SOURCE_KEYS, default_type=None)
-    loop_values = check_table(ctx("loop"), raw.get("loop", {}), LOOP_KEYS)
-    recorded = source_spec["type"] == "replay" or (source_spec["type"] == "webcam"
-                                                   and not source_spec["device"].isdigit())
-    if not recorded and loop_values["mode"] != "live":
+    source_spec = _check_source(ctx("source"), raw["source"])
+    kind = stream_kind(source_spec["type"])
+    network_given = "network" in raw
+    if not network_given and source_spec["type"] not in NEURAL_TYPES:
+        raise LaunchError(f"{display}: missing section [network] (the {source_spec['type']} source drives a network; "
+                          f"only a neural recording ({', '.join(NEURAL_TYPES)}) can feed a bin-level decoder directly)")
+    loop_table = raw.get("loop", {})
+    loop_values = check_table(ctx("loop"), loop_table, LOOP_KEYS)
+    if is_live(source_spec) and loop_values["mode"] != "live":
         raise ctx("loop").fail("mode", f"expected 'live' for a live {source_spec['type']} source, "
                                        f"got {loop_values['mode']!r}")
-    loop = LoopConfig(**loop_values)
-
+    if kind != "dvs" and raw.get("stages"):
+        where = f"stages.{next(iter(raw['stages']))}" if isinstance(raw["stages"], dict) else "stages"
+        raise LaunchError(f"{display}: [{where}]: stages filter DVS events; the {source_spec['type']} "
+                          f"source streams AER spikes")
     stages = _check_stages(path, display, raw.get("stages", {}))
-    network, network_params = _check_network(ctx("network"), raw["network"], Context(path, "network.params", display))
-    decoder = _check_decoder(ctx("decoder"), raw["decoder"])
-    sinks = _check_sinks(path, display, raw["sinks"])
+    output = None
+    if network_given:
+        if "output" in raw:
+            raise LaunchError(f"{display}: [output]: only a bin-level decoder (no [network]) takes an [output] "
+                              f"mapping; a network's [decoder] makes the command")
+        network, network_params = _check_network(ctx("network"), raw["network"],
+                                                 Context(path, "network.params", display))
+        if kind != "dvs" and "polarity_channels" in raw["network"]:
+            raise ctx("network").fail("polarity_channels", f"applies to DVS sources only (the inputs of a "
+                                                           f"{source_spec['type']} source are its channels)")
+        decoder = _check_decoder(ctx("decoder"), raw["decoder"])
+    else:
+        network, network_params = None, {}
+        decoder = _check_bin_decoder(ctx("decoder"), raw["decoder"])
+        loop_values["dt_us"] = _bin_width_us(ctx, source_spec, decoder[1], loop_table)
+        if "output" in raw:
+            output = _typed_table(ctx("output"), raw["output"], tuple(OUTPUT_KEYS), OUTPUT_KEYS, default_type=None)
+    chunk_us = _chunk_us(source_spec, loop_values.pop("chunk_ms"), loop_values["dt_us"])
+    tick_us = chunk_us if source_spec["type"] in ("replay",) + NEURAL_TYPES + ("audio",) else 0
+    try:
+        loop = LoopConfig(**loop_values, tick_us=tick_us)
+    except ValueError as exc:
+        raise LaunchError(f"{ctx('loop').where()}: {exc}") from None
+    sinks = _check_sinks(path, display, raw["sinks"]) if "sinks" in raw or require_sinks else []
     controller = check_table(ctx("controller"), raw.get("controller", {}), CONTROLLER_KEYS)
     return LaunchSpec(path, display, source_spec, loop, stages, network, network_params, decoder, sinks,
-                      controller)
+                      controller, output, chunk_us)
+
+
+def _chunk_us(source: dict, chunk_ms: float, dt_us: int) -> int:
+    """Packet length (µs) of a replayed recording or the microphone: [loop] chunk_ms, else one step of
+    ``dt_us`` but at most 10 ms (the microphone: 10 ms)."""
+    if chunk_ms:
+        return max(1, round(chunk_ms * 1000))
+    if source["type"] == "audio" and source["microphone"]:
+        return MICROPHONE_CHUNK_US
+    return min(dt_us, MAX_DEFAULT_CHUNK_US)
+
+
+def _check_source(ctx: Context, table: Any) -> dict:
+    values = _typed_table(ctx, table, SOURCE_TYPES, SOURCE_KEYS, default_type=None)
+    if values["type"] != "audio":
+        return values
+    if values["microphone"] == bool(values["path"]):
+        raise ctx.fail("path", "expected a WAV file or microphone = true (exactly one of them)")
+    if values["path"]:
+        values["path"] = check_value(ctx, "path", Key("file"), values["path"])
+    elif importlib.util.find_spec("sounddevice") is None:
+        raise ctx.fail("microphone", "needs the optional 'sounddevice' package: pip install 'spikeloop[audio]' "
+                                     "(and on Debian/Ubuntu: apt-get install libportaudio2)")
+    return values
 
 
 def _typed_table(ctx: Context, table: Any, types: tuple[str, ...], schemas: dict[str, dict[str, Key]],
@@ -301,8 +429,6 @@ def _check_stages(path: Path, display: str, table: Any) -> list[tuple[str, str, 
 
 
 def _check_network(ctx: Context, table: Any, params_ctx: Context) -> tuple[dict, dict]:
-    from pipeline.snn.builders import BUILDERS
-
     if not isinstance(table, dict):
         raise LaunchError(f"{ctx.where()}: expected a table, got {table!r}")
     params = table.get("params", {})
@@ -320,14 +446,45 @@ def _check_network(ctx: Context, table: Any, params_ctx: Context) -> tuple[dict,
 
 
 def _check_decoder(ctx: Context, table: Any) -> tuple[str, dict]:
-    from pipeline.decoders import DECODERS
-
     if not isinstance(table, dict):
         raise LaunchError(f"{ctx.where()}: expected a table, got {table!r}")
     kind = table.get("type")
     if kind not in DECODERS:
         raise ctx.fail("type", f"expected one of {', '.join(map(repr, sorted(DECODERS)))}, got {kind!r}")
     return kind, _check_free_params(ctx, table, DECODERS[kind], ("n_outputs",))
+
+
+def _check_bin_decoder(ctx: Context, table: Any) -> tuple[str, dict]:
+    """A bin-level decoder's [decoder] table, its model / fit_path resolved against the launch file."""
+    if isinstance(table, dict) and table.get("type") in DECODERS:
+        raise ctx.fail("type", f"a spike decoder ({table['type']!r}) needs a [network]; without one the "
+                               f"decoder steps on binned counts: expected one of {', '.join(map(repr, DECODER_KINDS))}")
+    values = check_table(ctx, table, BIN_DECODER_KEYS)
+    for key in ("model", "fit_path"):
+        if values[key]:
+            values[key] = check_value(ctx, key, Key("file"), values[key])
+    return values["type"], values
+
+
+def _bin_width_us(ctx, source: dict, decoder: dict, loop_table: dict) -> int:
+    """A bin-level decoder's bin width (µs): the model's, else [source] bin_ms, else the format's default.
+    It is the loop's step, so [loop] dt_us must not be given."""
+    if isinstance(loop_table, dict) and "dt_us" in loop_table:
+        raise ctx("loop").fail("dt_us", "a bin-level decoder steps once per bin: set [source] bin_ms (or use a "
+                                        "model fitted at that bin width)")
+    given = round(source["bin_ms"] * 1000)
+    if decoder["model"]:
+        try:
+            model_us = load_decoder(decoder["model"]).bin_us
+        except BCIInputError as exc:
+            raise ctx("decoder").fail("model", str(exc)) from None
+        if model_us and given and model_us != given:
+            raise ctx("source").fail("bin_ms", f"the model {decoder['model'].name} was fitted on "
+                                               f"{model_us / 1000:g} ms bins, got {source['bin_ms']:g}")
+        if model_us:
+            return model_us
+    default_ms = dad.DEFAULT_BIN_MS if source["type"] == "dad" else mc_maze.DEFAULT_BIN_MS
+    return given or round(default_ms * 1000)
 
 
 def _check_sinks(path: Path, display: str, table: Any) -> list[tuple[str, str, dict, dict]]:
@@ -351,9 +508,6 @@ def _check_sinks(path: Path, display: str, table: Any) -> list[tuple[str, str, d
 
 
 def _check_motor_sink(ctx: Context, values: dict, driver: Any, driver_ctx: Context) -> dict:
-    from devices.motors import PROTOCOLS
-    from devices.motors.registry import driver_class
-
     if values["protocol"] not in PROTOCOLS:
         raise ctx.fail("protocol", f"expected one of {', '.join(map(repr, sorted(PROTOCOLS)))}, got {values['protocol']!r}")
     port = values["port"]
@@ -373,17 +527,29 @@ def _check_motor_sink(ctx: Context, values: dict, driver: Any, driver_ctx: Conte
 
 @dataclass
 class Graph:
-    """Everything the loop needs, built and checked, ready to warm up and run."""
+    """Everything the loop needs, built and checked, ready to warm up and run.
+
+    chain: the stage chain (DVS) or None. binner: pipeline.stages.binning's binner for the source and stepper.
+    network, runtime: the network and its runtime (None with a bin-level decoder). decoder: what [decoder]
+    built: a spike decoder (with a network) or the fitted bin-level decoder. output: the [output] mapping of
+    a bin-level decoder (None: the kinematics are the command). ``stepper``: what the loop steps.
+    """
 
     spec: LaunchSpec
     source: Any
-    stages: Chain
+    chain: Any
     binner: Any
     network: Any
     runtime: Any
     decoder: Any
     sinks: list
+    output: Any = None
     loop: Loop | None = None
+
+    @property
+    def stepper(self):
+        """The network runtime, or the bin-level decoder."""
+        return self.runtime if self.runtime is not None else self.decoder
 
     def close(self) -> None:
         """Close sinks (motors: zero velocity, torque off) then the source. Safe to call twice."""
@@ -398,45 +564,15 @@ class Graph:
             raise errors[0]
 
 
-def open_source(spec: LaunchSpec):
-    """The source named by the launch file; a recording or device that cannot be opened gives a LaunchError."""
-    from devices.errors import CameraError
-    from recordings.base import RecordingError
-
-    ctx = Context(spec.path, "source", spec.display)
-    values = spec.source
-    kind = values["type"]
-    if kind == "replay":
-        from recordings.replay import ReplaySource
-
-        mode = spec.loop.mode
-        try:
-            return ReplaySource(values["path"], speed=spec.loop.speed, fast=(mode != "live"), loop=values["loop"],
-                                start_us=values["start_us"], chunk_us=spec.loop.dt_us)
-        except (RecordingError, ValueError, OSError) as exc:
-            raise ctx.fail("path", f"cannot replay {values['path']}: {exc}") from None
-    if kind == "webcam":
-        from devices.webcam import WebcamSource
-
-        size = (values["width"], values["height"]) if values["width"] and values["height"] else None
-        device = int(values["device"]) if values["device"].isdigit() else values["device"]
-        try:
-            return WebcamSource(device, size=size)
-        except (CameraError, ValueError) as exc:
-            raise ctx.fail("device", f"cannot open webcam {values['device']!r}: {exc}") from None
-    if kind == "tcp":
-        from devices.dvs import NetworkEventSource
-
-        try:
-            return NetworkEventSource(values["host"], values["port"])
-        except CameraError as exc:
-            raise ctx.fail("host", f"cannot receive tcp://{values['host']}:{values['port']}: {exc}") from None
-    from devices.dvs import DvsCameraSource
-
+def open_graph_source(spec: LaunchSpec):
+    """The source named by the launch file, paced as its loop needs (a recording runs ahead of a paced or
+    fast loop and paces itself for a live one); a recording or device that cannot be opened gives a
+    LaunchError naming the [source] key."""
     try:
-        return DvsCameraSource(values["serial"] or None)
-    except CameraError as exc:
-        raise ctx.fail("serial" if values["serial"] else "type", f"no DVS camera could be opened: {exc}") from None
+        return open_source(spec.source, speed=spec.loop.speed, fast=spec.loop.mode != "live", chunk_us=spec.chunk_us,
+                           bin_us=spec.loop.dt_us if spec.network is None else 0)
+    except SourceSpecError as exc:
+        raise Context(spec.path, "source", spec.display).fail(exc.key, str(exc)) from None
 
 
 def build_stages(spec: LaunchSpec, width: int, height: int) -> Chain:
@@ -449,13 +585,22 @@ def build_stages(spec: LaunchSpec, width: int, height: int) -> Chain:
         raise _rephrase(Context(spec.path, f"stages.{label}", spec.display), exc.error) from None
 
 
-def build_network(spec: LaunchSpec, width: int, height: int):
-    """The network (built by name, or loaded) and its runtime; inputs must match the binner's grid."""
-    from pipeline.snn import Network, build
-    from pipeline.snn.builders import BUILDERS
+def spike_grid(info) -> tuple[int, int, int]:
+    """(width, height, planes) of an AER source's input indices (index = channel): the source's own layout
+    when its StreamInfo gives width and height (the cochlea: frequency x 1, ON/OFF planes), else a row of
+    channels (neural units: channels x 1, one plane)."""
+    if info.width and info.height and info.channels % (info.width * info.height) == 0:
+        return info.width, info.height, info.channels // (info.width * info.height)
+    return info.channels, 1, 1
 
+
+def build_network(spec: LaunchSpec, width: int, height: int, channels: int | None = None):
+    """The network (built by name, or loaded) and its runtime; inputs must match the binner's grid:
+    channels x height x width (channels None: 2 with [network] polarity_channels, else 1; AER sources:
+    :func:`spike_grid`)."""
     ctx = Context(spec.path, "network", spec.display)
-    channels = 2 if spec.network["polarity_channels"] else 1
+    if channels is None:
+        channels = 2 if spec.network["polarity_channels"] else 1
     if spec.network["file"]:
         try:
             network = Network.load(spec.network["file"])
@@ -470,9 +615,10 @@ def build_network(spec: LaunchSpec, width: int, height: int):
             raise _rephrase(Context(spec.path, "network.params", spec.display), exc) from None
     expected = channels * width * height
     if network.n_inputs != expected:
+        grid = (f"{channels} channel(s) x {width} x {height} px after the stages" if spec.kind == "dvs"
+                else f"one per channel of the {spec.source['type']} source: {channels} x {width} x {height}")
         raise ctx.fail("file" if spec.network["file"] else "builder",
-                       f"network has {network.n_inputs} inputs, expected {expected} "
-                       f"({channels} channel(s) x {width} x {height} px after the stages)")
+                       f"network has {network.n_inputs} inputs, expected {expected} ({grid})")
     if spec.network["backend"] == "loihi" and network.is_float:
         raise ctx.fail("backend", "expected 'float' for a network with float neurons, got 'loihi'")
     try:
@@ -483,9 +629,7 @@ def build_network(spec: LaunchSpec, width: int, height: int):
 
 
 def build_decoder(spec: LaunchSpec, n_outputs: int):
-    """The decoder for ``n_outputs`` network outputs, plus the length of the command it produces."""
-    from pipeline.decoders import DECODERS
-
+    """The spike decoder for ``n_outputs`` network outputs, plus the length of the command it produces."""
     kind, params = spec.decoder
     ctx = Context(spec.path, "decoder", spec.display)
     try:
@@ -497,8 +641,54 @@ def build_decoder(spec: LaunchSpec, n_outputs: int):
     return decoder, length
 
 
+def build_bin_decoder(spec: LaunchSpec):
+    """The bin-level decoder of a launch file without a network: the [decoder] model, or a new decoder of
+    [decoder] type fitted now on fit_path (default: the source file) block fit_block at the loop's bin width
+    (the loop's warmup compiles it). Errors name [decoder] and the key."""
+    kind, values = spec.decoder
+    ctx = Context(spec.path, "decoder", spec.display)
+    bin_us = spec.loop.dt_us
+    try:
+        if values["model"]:
+            decoder = load_decoder(values["model"])
+        else:
+            fit_path = values["fit_path"] or spec.source["path"]
+            data = open_binned(fit_path, block=values["fit_block"], bin_ms=bin_us / 1000)
+            decoder = make_decoder(kind, bin_us, history=values["history"] or None, lag=values["lag"],
+                                   ridge=None if values["ridge"] < 0 else values["ridge"], C=values["C"])
+            decoder.fit(data.counts, data.kinematics)
+    except (BCIInputError, RecordingError, ValueError) as exc:
+        raise ctx.fail("model" if values["model"] else "fit_path" if values["fit_path"] else "type", str(exc)) \
+            from None
+    return decoder
+
+
+def build_output(spec: LaunchSpec, n_axes: int):
+    """The [output] mapping of decoded kinematics (``n_axes`` values per bin) to a command, and the command's
+    length; (None, n_axes) without an [output] (the kinematics are the command)."""
+    out = spec.output
+    if out is None:
+        return None, n_axes
+    ctx = Context(spec.path, "output", spec.display)
+    params = {k: v for k, v in out.items() if k != "type"}
+    if out["type"] == "differential_drive":
+        try:
+            mapper = VelocityToDrive(**params)
+        except ValueError as exc:
+            raise LaunchError(f"{ctx.where()}: {exc}") from None
+        if mapper.n_axes > n_axes:
+            raise ctx.fail("forward_axis" if mapper.forward_axis >= n_axes else "turn_axis",
+                           f"the decoder has {n_axes} axes (0 .. {n_axes - 1})")
+        return mapper, VelocityToDrive.n_commands
+    if len(out["gain"]) != out["n_joints"] * n_axes:
+        raise ctx.fail("gain", f"expected {out['n_joints']} x {n_axes} values (n_joints x decoded axes, "
+                               f"row-major), got {len(out['gain'])}")
+    mapper = VelocityToJoints(np.reshape(out["gain"], (out["n_joints"], n_axes)), out["max_joint_radps"])
+    return mapper, mapper.n_commands
+
+
 def make_decode(decoder):
-    """``(spikes, t_us) -> float64 command`` from a decoder whose value is a scalar or an array."""
+    """``(spikes, t_us) -> float64 command`` from a spike decoder whose value is a scalar or an array."""
 
     def decode(spikes: np.ndarray, t_us: int) -> np.ndarray:
         return np.atleast_1d(np.asarray(decoder.update(spikes, t_us), dtype=np.float64))
@@ -506,10 +696,16 @@ def make_decode(decoder):
     return decode
 
 
+def make_output_decode(output):
+    """``(kinematics, t_us) -> float64 command`` of a bin-level decoder: the [output] mapping, or a copy of
+    the decoded kinematics (the decoder's output is a view valid until its next step)."""
+    if output is None:
+        return lambda kinematics, t_us: np.array(kinematics, dtype=np.float64)
+    return lambda kinematics, t_us: output(kinematics)
+
+
 def open_sinks(spec: LaunchSpec, command_length: int) -> list:
     """Open every sink (motor ports last of all steps). Partly opened sinks are closed on failure."""
-    from pipeline.sinks import CommandLogSink, MotorSink
-
     for label, kind, values, _ in spec.sinks:
         if kind == "motors" and len(values["ids"]) != command_length:
             raise Context(spec.path, f"sinks.{label}", spec.display).fail(
@@ -540,21 +736,46 @@ def open_sinks(spec: LaunchSpec, command_length: int) -> list:
 
 
 def build_graph(spec: LaunchSpec, on_report=None) -> Graph:
-    """Open the source, build and check stages/binner/network/decoder, open the sinks, make the Loop."""
-    from pipeline.stages import StepBinner
-
-    source = open_source(spec)
+    """Open the source, build and check stages/binner/network or bin-level decoder/decode, open the sinks
+    (last), make the Loop."""
+    if spec.network is None:
+        return _build_bin_decoder_graph(spec, on_report)
+    source = open_graph_source(spec)
     try:
-        stages = build_stages(spec, source.info.width, source.info.height)
-        width, height = stages.output_resolution
-        binner = StepBinner(spec.loop.dt_us, width, height, channels_by_polarity=spec.network["polarity_channels"])
-        network, runtime = build_network(spec, width, height)
+        if spec.kind == "dvs":
+            chain = build_stages(spec, source.info.width, source.info.height)
+            width, height = chain.output_resolution
+            binner = StepBinner(spec.loop.dt_us, width, height, channels_by_polarity=spec.network["polarity_channels"])
+            network, runtime = build_network(spec, width, height)
+        else:
+            chain = None
+            binner = SpikeStepBinner(spec.loop.dt_us, source.info.channels, t0_us=source.t_start_us)
+            network, runtime = build_network(spec, *spike_grid(source.info))
         decoder, length = build_decoder(spec, network.n_outputs)
         sinks = open_sinks(spec, length)
     except BaseException:
         source.close()
         raise
-    graph = Graph(spec, source, stages, binner, network, runtime, decoder, sinks)
-    graph.loop = Loop(source, [stages], binner, runtime, make_decode(decoder), sinks, spec.loop, on_report)
+    graph = Graph(spec, source, chain, binner, network, runtime, decoder, sinks)
+    graph.loop = Loop(source, chain, binner, runtime, make_decode(decoder), sinks, spec.loop, on_report)
     return graph
 
+
+def _build_bin_decoder_graph(spec: LaunchSpec, on_report) -> Graph:
+    decoder = build_bin_decoder(spec)
+    output, length = build_output(spec, decoder.n_out)
+    source = open_graph_source(spec)
+    try:
+        if source.info.channels != decoder.n_units:
+            key = "model" if spec.decoder[1]["model"] else "fit_path"
+            raise Context(spec.path, "decoder", spec.display).fail(
+                key, f"units mismatch: the decoder takes {decoder.n_units} units, {spec.source['path']} has "
+                     f"{source.info.channels}")
+        binner = CountBinner(spec.loop.dt_us, source.info.channels, t0_us=source.t_start_us)
+        sinks = open_sinks(spec, length)
+    except BaseException:
+        source.close()
+        raise
+    graph = Graph(spec, source, None, binner, None, None, decoder, sinks, output)
+    graph.loop = Loop(source, None, binner, decoder, make_output_decode(output), sinks, spec.loop, on_report)
+    return graph

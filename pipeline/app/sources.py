@@ -1,29 +1,122 @@
-"""Turn a source specification string into a Source: the one place the CLI and launch files name sources.
+"""Sources by description: the one opener behind launch files and the command line.
 
-Specifications:
-  PATH                   a recording in any supported format (replayed; ``speed``/``fast``/``loop`` apply)
+A source is described by a launch file's ``[source]`` table (``type`` + the keys in :data:`SOURCE_KEYS`);
+a command-line specification string becomes such a table (:func:`parse_source_spec`), and
+:func:`open_source` opens any table. Types, by the packets they stream:
+
+  DVS events   replay   a recording in any supported event format
+               webcam   an ordinary camera (index) or a video file through the frame-to-event emulator
+               camera   an iniVation DVS camera (dv-processing)
+               tcp      an AEDAT 4 network stream (dv-processing NetworkWriter / DV software)
+  AER spikes   dad      a DAD .mat block replayed as spikes of its units (recordings.dad)
+               mc_maze  an MC_Maze trial CSV replayed as spikes of its units (recordings.mc_maze)
+               audio    a WAV file or the microphone through the cochlea (devices.audio)
+
+Specification strings:
+  PATH                   a recording: .wav -> audio, .mat -> dad, .csv -> mc_maze, anything else -> replay
   camera                 the first attached iniVation camera;  camera:SERIAL  a specific one
   webcam                 the first ordinary camera through the frame-to-event emulator;  webcam:N  camera N
   video:PATH             a video file through the frame-to-event emulator
-  tcp://HOST:PORT        an AEDAT 4 network stream (dv-processing NetworkWriter / DV software)
+  tcp://HOST:PORT        an AEDAT 4 network stream
+  mic                    the default microphone through the cochlea (needs the optional sounddevice package)
+
+Live types (camera, webcam with a camera index, tcp, audio with ``microphone = true``) run the loop live;
+recordings replay paced, fast, or paced by the source itself in a live loop.
 """
 from __future__ import annotations
 
+import re
+from dataclasses import fields
 from pathlib import Path
 
+from devices.audio import CochleaConfig, MicrophoneCochleaSource, WavCochleaSource
+from devices.dvs import DvsCameraSource, NetworkEventSource
+from devices.errors import CameraError
+from devices.webcam import WebcamSource
 from pipeline.core.packet import Source
+from pipeline.core.schema import REQUIRED, Key
+from recordings import dad, mc_maze
+from recordings.base import RecordingError
+from recordings.dad import DadSource
+from recordings.mc_maze import McMazeSource
+from recordings.replay import ReplaySource
 
-SOURCE_KINDS = ("PATH", "camera[:SERIAL]", "webcam[:N]", "video:PATH", "tcp://HOST:PORT")
+SOURCE_KINDS = ("PATH", "camera[:SERIAL]", "webcam[:N]", "video:PATH", "tcp://HOST:PORT", "mic")
+
+DVS_TYPES = ("replay", "webcam", "camera", "tcp")
+NEURAL_TYPES = ("dad", "mc_maze")
+SOURCE_TYPES = DVS_TYPES + NEURAL_TYPES + ("audio",)
+
+_COCHLEA = CochleaConfig()
+_NEURAL_KEYS = {
+    "path": Key("file", help="DAD .mat (dad) or MC_Maze trial CSV (mc_maze), relative to the launch file"),
+    "block": Key("str", "te", choices=("tr", "te"), help="DAD block replayed (te = Yte/Xte; mc_maze: unused)"),
+    "bin_ms": Key("number", 0.0, low=0, help="bin width (ms; 0 = the model's, else 50 DAD / 20 MC_Maze)"),
+    "loop": Key("bool", False, help="start over at the end"),
+}
+
+#: The keys of each [source] type (``type`` itself selects the table).
+SOURCE_KEYS: dict[str, dict[str, Key]] = {
+    "replay": {
+        "path": Key("file", help="recording (any supported format), relative to the launch file"),
+        "loop": Key("bool", False, help="start again at the end (the stream never ends)"),
+        "start_us": Key("int", 0, low=0, help="skip this much of the recording (µs)"),
+    },
+    "webcam": {
+        "device": Key("str", "0", help="camera index or video file"),
+        "width": Key("int", 0, low=0, high=32767, help="resize frames to this width (px, 0 = native)"),
+        "height": Key("int", 0, low=0, high=32767, help="resize frames to this height (px, 0 = native)"),
+    },
+    "camera": {
+        "serial": Key("str", "", help="camera serial number ('' = the first camera found)"),
+    },
+    "tcp": {
+        "host": Key("str", help="AEDAT 4 network stream host (dv-processing NetworkWriter / DV software)"),
+        "port": Key("int", low=1, high=65535, help="TCP port"),
+    },
+    "dad": _NEURAL_KEYS,
+    "mc_maze": _NEURAL_KEYS,
+    "audio": {
+        "path": Key("str", "", help="WAV file (integer PCM), relative to the launch file ('' with microphone)"),
+        "microphone": Key("bool", False, help="the default microphone instead of a file (sounddevice)"),
+        "loop": Key("bool", False, help="WAV: start again at the end (the stream never ends)"),
+        "device": Key("str", "", help="microphone: sounddevice device index or name ('' = the default)"),
+        "sample_rate_hz": Key("number", 16000.0, low=1000, high=384000, help="microphone: capture rate (Hz)"),
+        "input_gain": Key("number", 3.0, low=0, low_open=True, help="microphone: gain on the samples (a WAV is "
+                                                                     "normalised to target_rms instead)"),
+        "n_channels": Key("int", _COCHLEA.n_channels, low=1, high=1024, help="cochlea filterbank channels"),
+        "f_lo_hz": Key("number", _COCHLEA.f_lo_hz, low=0, low_open=True, help="lowest centre frequency (Hz)"),
+        "f_hi_hz": Key("number", _COCHLEA.f_hi_hz, low=0, low_open=True,
+                       help="highest centre frequency (Hz, below Nyquist)"),
+        "method": Key("str", _COCHLEA.method, choices=("lif", "delta"),
+                      help="spike encoder: lif (channel c) or delta (ON c, OFF c + n_channels)"),
+        "tau_ms": Key("number", _COCHLEA.tau_ms, low=0, low_open=True, help="lif: membrane time constant (ms)"),
+        "threshold": Key("number", _COCHLEA.threshold, low=0, low_open=True, help="lif: spike threshold"),
+        "refractory_ms": Key("number", _COCHLEA.refractory_ms, low=0, help="lif: silence after a spike (ms)"),
+        "delta": Key("number", _COCHLEA.delta, low=0, low_open=True, help="delta: log-envelope step per spike"),
+        "envelope_tau_ms": Key("number", _COCHLEA.envelope_tau_ms, low=0, low_open=True,
+                               help="delta: envelope low-pass time constant (ms)"),
+        "target_rms": Key("number", _COCHLEA.target_rms, low=0, low_open=True,
+                          help="WAV: normalise the clip to this RMS"),
+    },
+}
+
+_COCHLEA_FIELDS = tuple(f.name for f in fields(CochleaConfig))
+_COCHLEA_ERROR = re.compile(r"^cochlea (?P<key>\w+)(?:/\w+)?: ")
 
 
 class SourceSpecError(ValueError):
-    """A source specification that names nothing usable."""
+    """A source specification or [source] table naming nothing usable; ``key`` names the offending key of
+    the table (None: the specification as a whole)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 def parse_source_spec(spec: str) -> dict:
-    """A source specification as a launch file's ``[source]`` table: ``{"type": "replay", "path": ...}``,
-    ``{"type": "webcam", "device": ...}`` (cameras and video files), ``{"type": "camera", "serial": ...}`` or
-    ``{"type": "tcp", "host": ..., "port": ...}``; keys left out take the launch file's defaults."""
+    """A source specification as a ``[source]`` table, e.g. ``{"type": "replay", "path": ...}`` (paths made
+    absolute); keys left out take the launch file's values or the defaults (see the module docstring)."""
     name, _, rest = spec.partition(":")
     if name == "webcam":
         return {"type": "webcam", **({"device": rest} if rest else {})}
@@ -31,35 +124,105 @@ def parse_source_spec(spec: str) -> dict:
         return {"type": "webcam", "device": str(Path(rest).expanduser().resolve())}
     if name == "camera":
         return {"type": "camera", **({"serial": rest} if rest else {})}
+    if spec == "mic":
+        return {"type": "audio", "microphone": True, "path": ""}
     if spec.startswith("tcp://"):
         host, _, port = spec[len("tcp://"):].rpartition(":")
         if not host or not port.isdigit():
             raise SourceSpecError(f"source {spec!r}: expected tcp://HOST:PORT")
         return {"type": "tcp", "host": host, "port": int(port)}
-    return {"type": "replay", "path": str(Path(spec).expanduser().resolve())}
+    path = Path(spec).expanduser().resolve()
+    kind = {".wav": "audio", ".mat": "dad", ".csv": "mc_maze"}.get(path.suffix.lower(), "replay")
+    return {"type": kind, "path": str(path), **({"microphone": False} if kind == "audio" else {})}
 
 
-def open_source(spec: str, *, speed: float = 1.0, fast: bool = False, loop: bool = False,
-                start_us: int | None = None, chunk_us: int = 1000, strict: bool = False) -> Source:
-    """Open the source that ``spec`` names (see the module docstring). Replay options apply to files."""
-    table = parse_source_spec(spec)
+def with_defaults(table: dict) -> dict:
+    """``table`` completed with the defaults of its type's keys (required keys stay as given)."""
+    keys = SOURCE_KEYS[table["type"]]
+    return {**{k: key.default for k, key in keys.items() if key.default is not REQUIRED}, **table}
+
+
+def is_live(table: dict) -> bool:
+    """Whether the table's source is a live sensor (its loop must run live) rather than a recording."""
     kind = table["type"]
-    if kind == "camera":
-        from devices.dvs import DvsCameraSource
-
-        return DvsCameraSource(table.get("serial"))
     if kind == "webcam":
-        from devices.webcam import WebcamSource
+        return str(table.get("device", "0")).isdigit()
+    if kind == "audio":
+        return bool(table.get("microphone"))
+    return kind in ("camera", "tcp")
 
-        device = table.get("device", "0")
-        return WebcamSource(int(device) if device.isdigit() else device)
+
+def stream_kind(source_type: str) -> str:
+    """The packets a source type streams: "dvs" (DVS events) or "spikes" (AER spikes)."""
+    return "dvs" if source_type in DVS_TYPES else "spikes"
+
+
+def open_source(table: dict, *, speed: float = 1.0, fast: bool = False, chunk_us: int = 1000, bin_us: int = 0,
+                strict: bool = False) -> Source:
+    """Open the source a complete ``[source]`` table describes (see :func:`with_defaults`).
+
+    speed, fast: pacing of a recording (sensor s per wall s; fast = no pacing, the loop paces or not);
+    chunk_us: packet length of a recording (µs); bin_us: neural recordings, the bin width of the kinematics
+    they carry as ``data`` and of the DAD time base (0 = the format's default); strict: raise on damage.
+    Raises SourceSpecError naming the key when the recording or device cannot be opened.
+    """
+    kind = table["type"]
+    if kind == "replay":
+        try:
+            return ReplaySource(table["path"], speed=speed, fast=fast, loop=table["loop"],
+                                start_us=table["start_us"], chunk_us=chunk_us, strict=strict)
+        except (RecordingError, ValueError, OSError) as exc:
+            raise SourceSpecError(f"cannot replay {table['path']}: {exc}", "path") from None
+    if kind == "webcam":
+        size = (table["width"], table["height"]) if table["width"] and table["height"] else None
+        device = table["device"]
+        try:
+            return WebcamSource(int(device) if device.isdigit() else device, size=size)
+        except (CameraError, ValueError) as exc:
+            raise SourceSpecError(f"cannot open webcam {device!r}: {exc}", "device") from None
+    if kind == "camera":
+        try:
+            return DvsCameraSource(table["serial"] or None)
+        except CameraError as exc:
+            raise SourceSpecError(f"no DVS camera could be opened: {exc}", "serial" if table["serial"] else "type") \
+                from None
     if kind == "tcp":
-        from devices.dvs import NetworkEventSource
+        try:
+            return NetworkEventSource(table["host"], table["port"])
+        except CameraError as exc:
+            raise SourceSpecError(f"cannot receive tcp://{table['host']}:{table['port']}: {exc}", "host") from None
+    if kind in NEURAL_TYPES:
+        return _open_neural(table, speed=speed, fast=fast, chunk_us=chunk_us, bin_us=bin_us)
+    if kind == "audio":
+        return _open_audio(table, speed=speed, fast=fast, chunk_us=chunk_us, strict=strict)
+    raise SourceSpecError(f"unknown source type {kind!r} (expected one of {', '.join(SOURCE_TYPES)})", "type")
 
-        return NetworkEventSource(table["host"], table["port"])
-    if not Path(table["path"]).exists():
-        raise SourceSpecError(f"source {spec!r}: no such file (expected one of {', '.join(SOURCE_KINDS)})")
-    from recordings.replay import ReplaySource
 
-    return ReplaySource(table["path"], speed=speed, fast=fast, loop=loop, start_us=start_us, chunk_us=chunk_us,
-                        strict=strict)
+def _open_neural(table: dict, *, speed: float, fast: bool, chunk_us: int, bin_us: int) -> Source:
+    path = table["path"]
+    try:
+        if table["type"] == "dad":
+            return DadSource(path, table["block"], (bin_us or round(dad.DEFAULT_BIN_MS * 1000)) / 1000, speed=speed,
+                             fast=fast, loop=table["loop"], chunk_us=chunk_us)
+        return McMazeSource(path, bin_ms=(bin_us or round(mc_maze.DEFAULT_BIN_MS * 1000)) / 1000, speed=speed,
+                            fast=fast, loop=table["loop"], chunk_us=chunk_us)
+    except (RecordingError, ValueError, OSError) as exc:
+        raise SourceSpecError(f"cannot replay {path}: {exc}", "path") from None
+
+
+def _open_audio(table: dict, *, speed: float, fast: bool, chunk_us: int, strict: bool) -> Source:
+    config = CochleaConfig(**{name: table[name] for name in _COCHLEA_FIELDS})
+    try:
+        if table["microphone"]:
+            device = table["device"]
+            return MicrophoneCochleaSource(config, sample_rate_hz=table["sample_rate_hz"], packet_ms=chunk_us / 1000,
+                                           input_gain=table["input_gain"],
+                                           device=None if not device else int(device) if device.isdigit() else device)
+        return WavCochleaSource(table["path"], config, packet_ms=chunk_us / 1000, speed=speed, fast=fast,
+                                loop=table["loop"], strict=strict)
+    except RuntimeError as exc:  # the optional sounddevice package or PortAudio is missing
+        raise SourceSpecError(str(exc), "microphone") from None
+    except (RecordingError, ValueError, OSError) as exc:
+        match = _COCHLEA_ERROR.match(str(exc))
+        key = match["key"] if match else ("device" if table["microphone"] else "path")
+        raise SourceSpecError(f"cannot open {table['path'] or 'the microphone'}: {exc}", key) from None

@@ -10,6 +10,12 @@ import sys
 
 import numpy as np
 
+from pipeline.app.sources import SourceSpecError, open_source, parse_source_spec, with_defaults
+from pipeline.core.events import empty_spikes
+
+#: Audio per packet (ms) when streaming a file or the microphone through the cochlea here.
+PACKET_MS = 10.0
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("audio", help="audio cochlea: WAV or microphone -> spike events",
@@ -28,17 +34,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from devices.audio import CochleaConfig, MicrophoneCochleaSource, WavCochleaSource
-    from pipeline.core.events import empty_spikes
-    from recordings.base import RecordingError
-
     if bool(args.wav) == bool(args.mic):
         print("spikeloop audio: give a WAV file or --mic (one of them)", file=sys.stderr)
         return 2
-    config = CochleaConfig(n_channels=args.channels, f_lo_hz=args.f_lo, f_hi_hz=args.f_hi, method=args.method)
+    table = with_defaults({**parse_source_spec("mic" if args.mic else args.wav), "type": "audio",
+                           "n_channels": args.channels, "f_lo_hz": args.f_lo, "f_hi_hz": args.f_hi,
+                           "method": args.method})
     try:
-        source = (MicrophoneCochleaSource(config) if args.mic else WavCochleaSource(args.wav, config, fast=True))
-    except (RecordingError, ValueError, RuntimeError) as error:
+        source = open_source(table, fast=True, chunk_us=round(PACKET_MS * 1000))
+    except SourceSpecError as error:
         print(f"spikeloop audio: {error}", file=sys.stderr)
         return 1
     parts, t_end = [], 0
@@ -74,7 +78,7 @@ def run(args) -> int:
 
 def write_raster(path: str, spikes: np.ndarray, channels: int, t_end_us: int, width: int = 800) -> None:
     """Spike raster PNG: time left to right, channel 0 (lowest frequency) at the bottom."""
-    import cv2
+    import cv2  # a third-party import paid only when a raster is drawn
 
     row_px = max(2, 400 // max(channels, 1))
     height = channels * row_px

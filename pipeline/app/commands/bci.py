@@ -5,6 +5,10 @@
     spikeloop bci replay DATA --model MODEL.npz [--plot out.png] [--json] [--speed X]
     spikeloop bci run launch/bci.toml [--set KEY=TOML] [--json]   (neural replay -> decoder -> motors)
 
+``replay`` and ``run`` build the same launch graph as ``spikeloop launch`` (pipeline.app.launch: neural
+recording -> CountBinner -> the decoder, stepped by pipeline.loop.Loop -> the [output] mapping -> sinks) and
+add the R^2 of the decoded bins against the recording's kinematics.
+
 DATA is a DAD .mat file (block "tr" = Ytr/Xtr, "te" = Yte/Xte) or an MC_Maze trial CSV (binned at
 --bin-ms, hand velocity). Decoders: ``wiener`` (least squares on the current bin; --history/--ridge),
 ``kalman`` (Wu et al. / Neural_Decoding form; --C), ``ridge`` (Wiener over 10 bins of history with the
@@ -15,15 +19,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-DECODERS = ("wiener", "kalman", "ridge", "snn")
-#: Defaults per decoder for --history and --ridge when not given.
-DEFAULT_HISTORY = {"wiener": 1, "kalman": 1, "ridge": 10, "snn": 1}
-DEFAULT_RIDGE = {"wiener": 0.0, "kalman": 0.0, "ridge": "auto", "snn": 0.0}
+from pipeline.app.bci_plot import plot_decoded
+from pipeline.app.launch import Graph, build_graph, check_launch, load_launch
+from pipeline.decoders.bci.evaluate import cross_validate, r2_score
+from pipeline.decoders.bci.factory import DECODER_KINDS, make_decoder
+from pipeline.decoders.bci.features import BCIInputError
+from pipeline.decoders.bci.model_io import save_decoder
+from pipeline.loop import LoopReport
+from recordings.base import RecordingError
+from recordings.bci_data import open_binned
 
 
 def _ridge(text: str):
@@ -38,36 +49,19 @@ def _ridge(text: str):
     return value
 
 
-def make_decoder(args: argparse.Namespace, bin_us: int):
+def _new_decoder(args: argparse.Namespace, bin_us: int):
     """A fresh (unfitted) decoder as selected by the command-line options."""
-    from pipeline.decoders.bci.kalman import KalmanDecoder
-    from pipeline.decoders.bci.snn import SNNDecoder
-    from pipeline.decoders.bci.wiener import WienerDecoder
-
-    name = args.decoder
-    history = args.history if args.history is not None else DEFAULT_HISTORY[name]
-    ridge = args.ridge if args.ridge is not None else DEFAULT_RIDGE[name]
-    if name == "kalman":
-        return KalmanDecoder(history=history, lag=args.lag, C=args.C, steady_state=True, bin_us=bin_us)
-    if name == "snn":
-        if history != 1 or args.lag:
-            raise ValueError("the snn decoder implements the current-bin filter (no --history/--lag)")
-        steps = args.steps or max(1, round(bin_us / 1000))
-        return SNNDecoder(steps=steps, neurons=args.neurons, backend=args.backend, ridge=ridge, bin_us=bin_us)
-    return WienerDecoder(history=history, lag=args.lag, ridge=ridge, bin_us=bin_us)
+    return make_decoder(args.decoder, bin_us, history=args.history, lag=args.lag, ridge=args.ridge, C=args.C,
+                        backend=args.backend, steps=args.steps, neurons=args.neurons)
 
 
 def _load(args: argparse.Namespace, block: str):
-    from recordings.bci_data import open_binned
-
     return open_binned(args.data, block=block, bin_ms=args.bin_ms)
 
 
 def fit(args: argparse.Namespace) -> int:
-    from pipeline.decoders.bci.model_io import save_decoder
-
     data = _load(args, args.block or "tr")
-    decoder = make_decoder(args, data.bin_us).fit(data.counts, data.kinematics)
+    decoder = _new_decoder(args, data.bin_us).fit(data.counts, data.kinematics)
     path = save_decoder(decoder, args.out)
     dropped = decoder.scaler.dropped
     print(f"{data.source}: {len(data)} bins x {data.n_units} units -> {decoder.kind} "
@@ -77,10 +71,8 @@ def fit(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from pipeline.decoders.bci.evaluate import cross_validate
-
     data = _load(args, args.block or "te")
-    result = cross_validate(data, lambda: make_decoder(args, data.bin_us), args.folds, args.decoder,
+    result = cross_validate(data, lambda: _new_decoder(args, data.bin_us), args.folds, args.decoder,
                             steady_state=args.steady_state)
     summary = result.summary()
     if args.json:
@@ -94,97 +86,111 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spike_source(args: argparse.Namespace, bin_us: int):
-    """The AER replay source for DATA and the binned truth at the model's bin width."""
-    from pathlib import Path
+@dataclass
+class DecodedRun:
+    """A BCI launch graph's run: the loop's final report, every decoded bin (n, d) and its R^2 per axis
+    against the replayed recording's kinematics (repeated when the source loops; empty below 2 bins)."""
 
-    if Path(args.data).suffix.lower() == ".csv":
-        from recordings.mc_maze import McMazeSource
+    report: LoopReport
+    decoded: np.ndarray
+    r2: list = field(default_factory=list)
 
-        source = McMazeSource(args.data, speed=args.speed or 1.0, fast=args.speed is None, chunk_us=args.chunk_us)
-        return source, source.trial.binned(bin_us / 1000)
-    from recordings.dad import DadSource
 
-    source = DadSource(args.data, args.block or "te", bin_us / 1000, speed=args.speed or 1.0,
-                       fast=args.speed is None, chunk_us=args.chunk_us)
-    return source, source.data
+def run_decoding(graph: Graph) -> DecodedRun:
+    """Warm up and run a launch graph whose stepper is a bin-level decoder, keeping its decoded kinematics
+    (a tap on the loop's decode step); the graph is closed at the end (motors stopped)."""
+    decoded: list[np.ndarray] = []
+    decode = graph.loop.decode
+
+    def tap(kinematics: np.ndarray, t_us: int):
+        decoded.append(np.array(kinematics))
+        return decode(kinematics, t_us)
+
+    graph.loop.decode = tap
+    try:
+        graph.loop.warmup()
+        report = graph.loop.run()
+    finally:
+        graph.close()
+    values = np.array(decoded).reshape(len(decoded), graph.decoder.n_out)
+    truth = graph.source.data.kinematics
+    r2 = []
+    if len(values) > 1:
+        r2 = [float(v) for v in r2_score(np.resize(truth, values.shape), values)]
+    return DecodedRun(report, values, r2)
+
+
+def _percentiles_us(p50_ms: float, p99_ms: float, max_ms: float) -> dict:
+    """{"p50", "p99", "max"} in µs from a report's ms fields; {} when nothing was measured (nan)."""
+    if math.isnan(p50_ms):
+        return {}
+    return {"p50": p50_ms * 1000, "p99": p99_ms * 1000, "max": max_ms * 1000}
 
 
 def replay(args: argparse.Namespace) -> int:
-    from pipeline.decoders.bci.binning import OnlineBinner
-    from pipeline.decoders.bci.evaluate import r2_score
-    from pipeline.decoders.bci.features import BCIInputError
-    from pipeline.decoders.bci.model_io import load_decoder
-
-    decoder = load_decoder(args.model)
-    bin_us = decoder.bin_us or round((args.bin_ms or 50.0) * 1000)
-    source, truth = _spike_source(args, bin_us)
-    if source.info.channels != decoder.n_units:
-        source.close()
-        raise BCIInputError(f"units mismatch: {args.model} was fitted on {decoder.n_units} units, "
-                            f"{args.data} has {source.info.channels}")
-    decoder.warmup()
-    decoder.reset()
-    binner = OnlineBinner(source.info.channels, bin_us, source.t_start_us)
-    decoded = np.zeros((len(truth), decoder.n_out))
-    step_ns = np.zeros(len(truth), dtype=np.int64)
-    n = 0
-    wall0 = time.perf_counter_ns()
-    for packet in source.packets():
-        for row in binner.push(packet.events, packet.t_end_us):
-            if n >= len(truth):
-                break
-            t0 = time.perf_counter_ns()
-            decoded[n] = decoder.step(row)
-            step_ns[n] = time.perf_counter_ns() - t0
-            n += 1
-    wall_s = (time.perf_counter_ns() - wall0) / 1e9
-    source.close()
-    r2 = r2_score(truth.kinematics[:n], decoded[:n])
-    us = step_ns[:n] / 1e3
-    report = {"decoder": decoder.kind, "model": str(args.model), "data": truth.source, "bins": n,
-              "bin_ms": bin_us / 1000, "r2": [float(v) for v in r2], "r2_mean": float(r2.mean()),
-              "step_us_p50": float(np.percentile(us, 50)), "step_us_p99": float(np.percentile(us, 99)),
-              "wall_s": wall_s, "late_spikes": binner.skipped}
+    """Stream DATA through a fitted model: the launch graph of a neural recording and a bin-level decoder,
+    without sinks, scored against the recording's kinematics."""
+    data = Path(args.data).expanduser().resolve()
+    source = {"type": "mc_maze" if data.suffix.lower() == ".csv" else "dad", "path": str(data),
+              "block": args.block or "te", "bin_ms": args.bin_ms or 0.0}
+    loop = {"mode": "fast" if args.speed is None else "paced", "speed": args.speed or 1.0,
+            "chunk_ms": args.chunk_us / 1000, "report_period_s": 0}
+    decoder = {"model": str(Path(args.model).expanduser().resolve())}
+    spec = check_launch({"source": source, "loop": loop, "decoder": decoder}, Path.cwd() / "bci-replay",
+                        display="bci replay", require_sinks=False)
+    graph = build_graph(spec)
+    run = run_decoding(graph)
+    truth = graph.source.data
+    n, bin_us = len(run.decoded), spec.loop.dt_us
+    report = {"decoder": graph.decoder.kind, "model": str(args.model), "data": truth.source, "bins": n,
+              "bin_ms": bin_us / 1000, "r2": run.r2, "r2_mean": float(np.mean(run.r2)) if run.r2 else math.nan,
+              "step_us_p50": run.report.step_time_p50_us, "step_us_p99": run.report.step_time_p99_us,
+              "wall_s": run.report.wall_s, "late_spikes": run.report.late_events}
     if args.plot:
-        from pipeline.app.bci_plot import plot_decoded
-
-        plot_decoded(args.plot, truth.kinematics[:n], decoded[:n], r2, truth.axes, bin_us,
-                     f"{decoder.kind} decoder, online replay of {truth.source}")
+        plot_decoded(args.plot, truth.kinematics[:n], run.decoded, np.array(run.r2), truth.axes, bin_us,
+                     f"{graph.decoder.kind} decoder, online replay of {truth.source}")
         report["plot"] = str(args.plot)
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{truth.source}: {n} bins of {bin_us / 1000:g} ms streamed through {decoder.kind} in {wall_s:.2f} s")
-        print(f"R^2 {np.round(r2, 4).tolist()} (mean {r2.mean():.4f}); step p50 {report['step_us_p50']:.1f} µs, "
-              f"p99 {report['step_us_p99']:.1f} µs" + (f"; plot: {args.plot}" if args.plot else ""))
+        print(f"{truth.source}: {n} bins of {bin_us / 1000:g} ms streamed through {graph.decoder.kind} in "
+              f"{report['wall_s']:.2f} s")
+        print(f"R^2 {np.round(run.r2, 4).tolist()} (mean {report['r2_mean']:.4f}); step p50 "
+              f"{report['step_us_p50']:.1f} µs, p99 {report['step_us_p99']:.1f} µs"
+              + (f"; plot: {args.plot}" if args.plot else ""))
     return 0
 
 
 def run_launch(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from pipeline.app.bci_run import build_and_run, load_bci_launch
-
-    spec = load_bci_launch(args.launch, args.set)
-    report = build_and_run(spec)
+    """``bci run``: a BCI launch file through the launch graph, reported with R^2 of the decoded bins."""
+    spec = load_launch(args.launch, args.set)
+    if spec.network is not None:
+        raise ValueError(f"{spec.display}: a BCI launch file has no [network] (its [decoder] steps on binned "
+                         f"counts); run it with spikeloop launch")
+    run = run_decoding(build_graph(spec))
+    r = run.report
+    report = {"bins": r.steps, "commands": r.commands, "sink_errors": r.sink_errors,
+              "decode_us": _percentiles_us(r.step_time_p50_us / 1000, r.step_time_p99_us / 1000,
+                                           r.step_time_max_us / 1000),
+              "latency_us": _percentiles_us(r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms),
+              "sensor_latency_us": _percentiles_us(r.sensor_latency_p50_ms, r.sensor_latency_p99_ms,
+                                                   r.sensor_latency_max_ms),
+              "r2": run.r2, "wall_s": r.wall_s, "late_spikes": r.late_events}
     if args.json:
-        print(json.dumps(asdict(report)))
+        print(json.dumps(report))
         return 0
-    print(f"{spec.display}: {report.bins} bins decoded, {report.commands} commands written in {report.wall_s:.2f} s; "
-          f"R^2 {np.round(report.r2, 4).tolist()}")
-    if report.decode_us:
-        print(f"decode+map per bin: p50 {report.decode_us['p50']:.1f} µs, p99 {report.decode_us['p99']:.1f} µs; "
-              f"packet -> command: p50 {report.latency_us.get('p50', 0):.1f} µs, p99 {report.latency_us.get('p99', 0):.1f} µs"
-              + (f"; sink errors: {report.sink_errors}" if report.sink_errors else ""))
+    print(f"{spec.display}: {r.steps} bins decoded, {r.commands} commands written in {r.wall_s:.2f} s; "
+          f"R^2 {np.round(run.r2, 4).tolist()}")
+    if report["decode_us"]:
+        latency = report["latency_us"]
+        print(f"decode+map per bin: p50 {report['decode_us']['p50']:.1f} µs, p99 {report['decode_us']['p99']:.1f} µs; "
+              f"packet -> command: p50 {latency.get('p50', 0):.1f} µs, p99 {latency.get('p99', 0):.1f} µs"
+              + (f"; sink errors: {r.sink_errors}" if r.sink_errors else ""))
     return 0
 
 
 def _guarded(func):
     def run(args: argparse.Namespace) -> int:
-        from pipeline.decoders.bci.features import BCIInputError
-        from recordings.base import RecordingError
-
         try:
             return func(args)
         except (BCIInputError, RecordingError, ValueError, OSError, RuntimeError) as exc:
@@ -202,7 +208,7 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _decoder_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--decoder", choices=DECODERS, required=True)
+    p.add_argument("--decoder", choices=DECODER_KINDS, required=True)
     p.add_argument("--history", type=int, default=None, help="bins per prediction (default: 1; ridge: 10)")
     p.add_argument("--lag", type=int, default=0, help="bins between the newest bin used and the predicted one")
     p.add_argument("--ridge", type=_ridge, default=None, help="ridge penalty (z-scored units) or 'auto'")

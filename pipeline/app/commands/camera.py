@@ -10,7 +10,17 @@ from __future__ import annotations
 import sys
 import time
 
-from pipeline.app.sources import SOURCE_KINDS
+from devices.dvs import NetworkEventServer, list_cameras
+from devices.errors import CameraError
+from pipeline.app.sources import (
+    SOURCE_KINDS,
+    SourceSpecError,
+    open_source,
+    parse_source_spec,
+    stream_kind,
+    with_defaults,
+)
+from recordings.aedat4_writer import Aedat4Writer
 
 
 def register(subparsers) -> None:
@@ -35,19 +45,18 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from devices.dvs import list_cameras
-    from devices.errors import CameraError
-    from pipeline.app.sources import SourceSpecError, open_source
-    from recordings.base import RecordingError
-
     try:
         if args.action == "list":
             cameras = list_cameras()
             print("\n".join(cameras) if cameras else "no iniVation camera attached")
             return 0
         spec = args.url if args.action == "receive" else args.source
-        source = open_source(spec)
-    except (CameraError, SourceSpecError, RecordingError) as error:
+        table = with_defaults(parse_source_spec(spec))
+        if stream_kind(table["type"]) != "dvs":
+            raise SourceSpecError(f"source {spec!r}: the {table['type']} source streams AER spikes, not DVS events "
+                                  f"(expected one of {', '.join(SOURCE_KINDS[:-1])})")
+        source = open_source(table)
+    except (CameraError, SourceSpecError) as error:
         print(f"spikeloop camera: {error}", file=sys.stderr)
         return 1
     try:
@@ -71,8 +80,6 @@ def _limited(source, duration_s: float | None):
 
 
 def _record(source, out: str | None, duration_s: float | None) -> int:
-    from recordings.aedat4_writer import Aedat4Writer
-
     writer = Aedat4Writer(out, source.info.width, source.info.height) if out else None
     events, started, shown = 0, time.monotonic(), 0.0
     try:
@@ -93,8 +100,6 @@ def _record(source, out: str | None, duration_s: float | None) -> int:
 
 
 def _serve(source, args) -> int:
-    from devices.dvs import NetworkEventServer
-
     if args.zenoh:
         return _serve_zenoh(source, args)
     server = NetworkEventServer(args.host, args.port, source.info.width, source.info.height, source.info.name)

@@ -1,6 +1,6 @@
-"""``spikeloop launch FILE``: run a launch file (live demo, replay, or the headless robot controller).
+"""``spikeloop launch FILE``: run a launch file (live demo, replay, BCI, audio, or the headless robot controller).
 
-Without ``--headless`` and with a display ($DISPLAY / $WAYLAND_DISPLAY), the loop runs under the live view
+Without ``--headless`` and with a display ($DISPLAY / $WAYLAND_DISPLAY), a DVS source runs under the live view
 (pipeline.app.liveview: events, output spikes, commands; keys space pause, e e-stop, r record, q quit).
 
 Exit status: 0 finished or stopped by SIGTERM/SIGINT (motors stopped first); 2 invalid launch file or
@@ -16,6 +16,10 @@ import signal
 import sys
 import time
 
+from pipeline.app.dashboard import has_display
+from pipeline.app.launch import LaunchError, build_graph, load_launch
+from pipeline.app.liveview import for_graph
+
 EXIT_INVALID = 2
 EXIT_DEVICE_LOST = 3
 EXIT_FAILED = 4
@@ -23,13 +27,14 @@ EXIT_FAILED = 4
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "launch", help="run a launch file (source -> stages -> SNN -> decoder -> motors)",
+        "launch", help="run a launch file (source -> stages -> SNN or BCI decoder -> decoder -> motors)",
         description="Run a TOML launch file. Everything is validated before any port opens or motor moves.")
     parser.add_argument("file", help="launch file (TOML), e.g. launch/replay.toml")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a value (TOML syntax; repeatable), e.g. --set loop.speed=4")
-    parser.add_argument("--source", metavar="PATH|webcam[:N]|video:PATH|camera[:SERIAL]|tcp://HOST:PORT",
-                        help="replace the file's source: a recording to replay, or a live source (loop runs live)")
+    parser.add_argument("--source", metavar="PATH|webcam[:N]|video:PATH|camera[:SERIAL]|tcp://HOST:PORT|mic",
+                        help="replace the file's source: a recording to replay (.wav audio, .mat DAD, .csv MC_Maze, "
+                             "else DVS events), or a live source (loop runs live)")
     parser.add_argument("--headless", action="store_true",
                         help="controller process: no window, JSON log lines on stderr (unless [controller] "
                              "log_format says text); without it, key=value lines for people and, when a display "
@@ -112,12 +117,14 @@ def motor_counters(sinks) -> dict:
 
 
 def run(args) -> int:
-    from pipeline.app.launch import LaunchError, build_graph, load_launch
-
     try:
         spec = load_launch(args.file, sets=args.sets, source=args.source, duration_s=args.duration)
     except LaunchError as exc:
         print(f"spikeloop launch: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.snapshot and spec.kind != "dvs":
+        print(f"spikeloop launch: --snapshot draws the live view of DVS events; {spec.display} has a "
+              f"{spec.source['type']} source", file=sys.stderr)
         return EXIT_INVALID
     log_format = spec.controller["log_format"]
     log = EventLog(log_format == "json" or (log_format == "auto" and args.headless))
@@ -150,15 +157,14 @@ def run(args) -> int:
             return EXIT_INVALID
         try:
             graph.loop.warmup()
+            network = graph.network
             log("start", file=spec.display, source=spec.source["type"], mode=spec.loop.mode,
-                dt_us=spec.loop.dt_us, inputs=graph.network.n_inputs, outputs=graph.network.n_outputs,
+                dt_us=spec.loop.dt_us, inputs=network.n_inputs if network else graph.decoder.n_units,
+                outputs=network.n_outputs if network else graph.decoder.n_out,
                 sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks))
-            from pipeline.app.dashboard import has_display
-
-            window = not args.headless and has_display()
-            if not stop_signal and (window or (args.snapshot and not args.headless)):
-                from pipeline.app.liveview import for_graph
-
+            viewable = spec.kind == "dvs"  # the live view draws DVS events and a network's spikes
+            window = viewable and not args.headless and has_display()
+            if not stop_signal and (window or (viewable and args.snapshot and not args.headless)):
                 report = for_graph(graph, log).run(window=window, snapshot=args.snapshot)
             elif not stop_signal:
                 report = graph.loop.run()

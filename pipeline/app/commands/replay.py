@@ -14,6 +14,7 @@ import numpy as np
 
 from devices.transport.zenoh_link import publisher_for
 from pipeline.app.commands.info import guarded
+from recordings.replay import ReplaySource
 
 #: Seconds between progress updates (terminal) / progress lines (pipe or file).
 PROGRESS_TTY_S = 0.1
@@ -37,8 +38,6 @@ def _progress(events: int, position_s: float, wall_s: float, rate: float) -> str
 
 
 def replay(args: argparse.Namespace) -> int:
-    from recordings.replay import ReplaySource
-
     start_us = None if args.start is None else round(args.start * 1e6)
     source = ReplaySource(args.file, speed=args.speed, fast=args.fast, loop=args.loop, start_us=start_us,
                           chunk_us=round(args.chunk_ms * 1000), strict=args.strict)

@@ -8,14 +8,13 @@ import numpy as np
 
 from pipeline.decoders.bci.base import BinDecoder
 from pipeline.decoders.bci.features import BCIInputError
+from pipeline.decoders.bci.kalman import KalmanDecoder
+from pipeline.decoders.bci.snn import SNNDecoder
+from pipeline.decoders.bci.wiener import WienerDecoder
 
 
 def decoder_classes() -> dict[str, type]:
     """Decoder classes by their ``kind`` as stored in model files."""
-    from pipeline.decoders.bci.kalman import KalmanDecoder
-    from pipeline.decoders.bci.snn import SNNDecoder
-    from pipeline.decoders.bci.wiener import WienerDecoder
-
     return {cls.kind: cls for cls in (WienerDecoder, KalmanDecoder, SNNDecoder)}
 
 
