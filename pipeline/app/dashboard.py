@@ -58,7 +58,7 @@ class DashboardRecorder:
         self.n_sensory = n_sensory
         self.raster_ms = raster_ms
         self.event_window_us = event_window_ms * 1000
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._spikes: deque[tuple[int, np.ndarray]] = deque(maxlen=raster_ms)
         self._commands: deque[tuple[int, float, float]] = deque(maxlen=int(plot_s * 1000))
         self._frames: deque[tuple[int, np.ndarray]] = deque()
@@ -91,6 +91,32 @@ class DashboardRecorder:
         with self._lock:
             events = np.concatenate([e for _, e in self._frames]) if self._frames else None
             return list(self._spikes), list(self._commands), events
+
+    def view(self) -> "DashboardView":
+        """A copy of everything :func:`draw` reads, to draw later or in another thread."""
+        with self._lock:
+            spikes, commands, events = self.snapshot()
+            return DashboardView(self.neuron_names, self.n_sensory, self.raster_ms, self.plot_s, spikes, commands,
+                                 events, list(self.path[-4000:]), list(self.collision_points), self.events_total)
+
+
+@dataclass(frozen=True)
+class DashboardView:
+    """What the dashboard shows at one moment (see :meth:`DashboardRecorder.view`); draws like a recorder."""
+
+    neuron_names: list
+    n_sensory: int
+    raster_ms: int
+    plot_s: float
+    spikes: list
+    commands: list
+    events: np.ndarray | None
+    path: list
+    collision_points: list
+    events_total: int
+
+    def snapshot(self):
+        return self.spikes, self.commands, self.events
 
 
 def has_display() -> bool:
@@ -193,7 +219,7 @@ def _side(view: np.ndarray, lines: list[tuple[str, str]]) -> None:
         y += 44
 
 
-def draw(world, recorder: DashboardRecorder, t_us: int, title: str, status: list[tuple[str, str]]) -> np.ndarray:
+def draw(world, recorder: DashboardRecorder | DashboardView, t_us: int, title: str, status: list[tuple[str, str]]) -> np.ndarray:
     """The dashboard for the world's current state: (540, 960, 3) uint8 BGR."""
     image = np.full((HEIGHT, WIDTH, 3), BG, np.uint8)
     cv2.putText(image, title, (10, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.5, FG, 1, cv2.LINE_AA)

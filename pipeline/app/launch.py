@@ -35,7 +35,7 @@ from pipeline.core.schema import Context, Key, LaunchError, check_table, check_v
 from pipeline.loop import MODES, Loop, LoopConfig
 
 SECTIONS = ("source", "loop", "stages", "network", "decoder", "sinks", "controller")
-SOURCE_TYPES = ("replay", "webcam", "camera", "tcp")
+SOURCE_TYPES = ("replay", "webcam", "camera", "tcp", "world")
 
 SOURCE_KEYS: dict[str, dict[str, Key]] = {
     "replay": {
@@ -54,6 +54,9 @@ SOURCE_KEYS: dict[str, dict[str, Key]] = {
     "tcp": {
         "host": Key("str", help="AEDAT 4 network stream host (dv-processing NetworkWriter / DV software)"),
         "port": Key("int", low=1, high=65535, help="TCP port"),
+    },
+    "world": {  # closed through the graph's motors: built by `spikeloop demo`, not by open_source
+        "seed": Key("int", 0, low=0, help="arena seed of the simulated robot world (devices.world)"),
     },
 }
 
@@ -206,7 +209,7 @@ def load_launch(path: str | Path, sets: list[str] = (), source: str | None = Non
 
     source_spec = _typed_table(ctx("source"), raw["source"], SOURCE_TYPES, SOURCE_KEYS, default_type=None)
     loop_values = check_table(ctx("loop"), raw.get("loop", {}), LOOP_KEYS)
-    recorded = source_spec["type"] == "replay" or (source_spec["type"] == "webcam"
+    recorded = source_spec["type"] in ("replay", "world") or (source_spec["type"] == "webcam"
                                                    and not source_spec["device"].isdigit())
     if not recorded and loop_values["mode"] != "live":
         raise ctx("loop").fail("mode", f"expected 'live' for a live {source_spec['type']} source, "
@@ -414,6 +417,9 @@ def open_source(spec: LaunchSpec):
             return WebcamSource(device, size=size)
         except (CameraError, ValueError) as exc:
             raise ctx.fail("device", f"cannot open webcam {values['device']!r}: {exc}") from None
+    if kind == "world":
+        raise ctx.fail("type", "'world' is closed through the robot's motors: run it with `spikeloop demo --launch "
+                               f"{spec.display}`, or replay a recording of it with --source PATH")
     if kind == "tcp":
         from devices.dvs import NetworkEventSource
 
