@@ -18,8 +18,9 @@ byte, before they move the simulated robot. Two clocks:
   reach the robot: no simulated time passes while the loop is stalled.
 * real time (``realtime=True``, for a window): frames are due every ``frame_us / speed`` of wall time, like
   a camera's, and each step uses what the servos hold at that moment (a late command is late for the
-  robot too; one that is a whole command period late counts in ``sync_timeouts``). ``pause()`` stops
-  the world's clock, ``resume()`` starts it again.
+  robot too; a command instant with no command for ``stale_us``, so long that the servos' command
+  watchdog stops a real robot, counts in ``sync_timeouts``). ``pause()`` stops the world's clock,
+  ``resume()`` starts it again.
 """
 from __future__ import annotations
 
@@ -130,7 +131,11 @@ class WorldSource:
     sinks (lockstep: the world waits for each command; None = open loop, the world never waits).
     command_period_us: how often the loop writes a command (sensor µs). duration_s: simulated seconds to
     run (0 = until closed). realtime / speed: wall-clock frames at ``speed`` simulated seconds per second
-    (see the module docstring). on_frame: called in this thread after each frame with (world, events, t_us).
+    (see the module docstring). packet_frames: frames per packet (a camera ships packets, not frames; one
+    packet per command period hands the loop its work in one piece, with no added command latency).
+    stale_us: real time, a command instant at which the newest command is older than this (sensor µs)
+    counts in ``sync_timeouts`` (default 200 ms: the servos' command watchdog would have stopped the robot).
+    on_frame: called in this thread after each frame with (world, events, t_us).
     """
 
     world: World
@@ -142,6 +147,8 @@ class WorldSource:
     command_period_us: int = 1000
     realtime: bool = False
     speed: float = 1.0
+    packet_frames: int = 1
+    stale_us: int = 200_000
     on_frame: Callable | None = None
 
     def __post_init__(self) -> None:
@@ -150,6 +157,8 @@ class WorldSource:
                              f"{self.frame_us} and {self.command_period_us}")
         if not self.speed > 0:
             raise ValueError(f"WorldSource: speed: expected a positive number, got {self.speed}")
+        if self.packet_frames < 1:
+            raise ValueError(f"WorldSource: packet_frames: expected an integer >= 1, got {self.packet_frames}")
         camera = self.world.camera
         self.emulator = DvsEmulator(camera.width, camera.height, self.emulator_config)
         self.emulator.warmup()
@@ -193,11 +202,13 @@ class WorldSource:
     # -- frames -----------------------------------------------------------------------------------------
 
     def packets(self) -> Iterator[Packet]:
-        """Frames at ``frame_us`` intervals of simulated time, until ``duration_s`` (or close())."""
+        """Packets of ``packet_frames`` frames (``frame_us`` each) of simulated time, until ``duration_s``
+        (or close())."""
         world = self.world
         dt_s = self.frame_us * 1e-6
         self.emulator.emulate(world.render(), 0)
         held = self.wheels.goal_radps()
+        pending: list[np.ndarray] = []
         t_us = 0
         if self.realtime:
             self.clock = (time.perf_counter_ns(), 0)
@@ -208,7 +219,7 @@ class WorldSource:
                 if self._closed:
                     return
                 held = self.wheels.goal_radps()
-                if command_instant and self.tap is not None and self.tap.t_us < t_us - self.command_period_us:
+                if command_instant and self.tap is not None and self.tap.t_us < t_us - self.stale_us:
                     self.sync_timeouts += 1
             elif command_instant and self.tap is not None:
                 written = self.tap.wait_for(t_us)
@@ -223,7 +234,11 @@ class WorldSource:
             self.events += len(events)
             if self.on_frame is not None:
                 self.on_frame(world, events, t_us)
-            yield Packet(events=events, t_end_us=t_us)
+            pending.append(events)
+            end = self.duration_s > 0 and t_us >= self.duration_s * 1e6
+            if len(pending) == self.packet_frames or end:
+                yield Packet(events=np.concatenate(pending) if len(pending) > 1 else pending[0], t_end_us=t_us)
+                pending = []
 
     def _landed(self, command: np.ndarray, interventions_at_write: int) -> np.ndarray:
         """Lockstep: block until the servos hold ``command`` (as they will hold it: limited and quantized)
@@ -248,4 +263,4 @@ class WorldSource:
             self._running.wait()
             start, origin_us = self.clock
             self.clock = (start + time.perf_counter_ns() - paused_ns, origin_us)
-        wait_until(self.due_ns(t_us))
+        wait_until(self.due_ns(t_us), spin_ns=0)

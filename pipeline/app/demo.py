@@ -175,33 +175,30 @@ class SensorLatency:
         """The world released a frame ending at ``t_us`` with ``events`` (world thread)."""
         now = time.perf_counter_ns()
         ts = events["timestamp"].astype(np.int64)
-        step_end = (ts // self.dt_us + 1) * self.dt_us
-        instant = -(-step_end // self.period_us) * self.period_us
+        instant = -(-((ts // self.dt_us + 1) * self.dt_us) // self.period_us) * self.period_us
+        per_instant = [(int(c), np.bincount(c - ts[instant == c], minlength=self.period_us + self.dt_us))
+                       for c in np.unique(instant)]
         with self._lock:
             if t_us % self.period_us == 0:
                 self._released[t_us] = now
-            for c in np.unique(instant):
-                ages = np.bincount(c - ts[instant == c], minlength=self.period_us + self.dt_us)
+            for c, ages in per_instant:
                 if c in self._ages:
-                    self._ages[c] += ages[: len(self._ages[c])]
+                    self._ages[c] += ages
                 else:
-                    self._ages[int(c)] = ages
+                    self._ages[c] = ages
 
     def write(self, command: np.ndarray, t_us: int) -> int:
         now = time.perf_counter_ns()
         with self._lock:
             ages = self._ages.pop(t_us, None)
-            reference = self.due_ns(t_us)
-            if reference is None:
-                reference = self._released.pop(t_us, now)
-            else:
-                self._released.pop(t_us, None)
-            if ages is not None:
-                shift = max(0, (now - reference) // 1000)
-                last = len(self.counts) - 1
-                end = min(last, shift + len(ages))
-                self.counts[shift:end] += ages[: end - shift]
-                self.counts[last] += ages[end - shift:].sum()
+            released = self._released.pop(t_us, now)
+        reference = self.due_ns(t_us)
+        if ages is not None:
+            shift = max(0, (now - (released if reference is None else reference)) // 1000)
+            last = len(self.counts) - 1
+            end = min(last, shift + len(ages))
+            self.counts[shift:end] += ages[: end - shift]
+            self.counts[last] += ages[end - shift:].sum()
         return time.perf_counter_ns()
 
     def percentile_us(self, q: float) -> float:
@@ -297,7 +294,9 @@ class DemoRun:
             self.source = WorldSource(
                 self.world, wheels, self.tap, frame_us=dt_us,
                 duration_s=config.duration_s, command_period_us=self.command_period_us,
-                realtime=realtime, speed=config.speed, on_frame=self._frame)
+                realtime=realtime, speed=config.speed, packet_frames=spec.loop.command_every_steps,
+                stale_us=int(next(v for _, k, v, _ in spec.sinks if k == "motors")["timeout_ms"] * 1000),
+                on_frame=self._frame)
             self.latency = SensorLatency(dt_us, self.command_period_us, self.source.due_ns)
             loop_config = dataclasses.replace(spec.loop, mode="live" if realtime else "fast", speed=config.speed,
                                               idle_ms=0.0, duration_s=0.0,
