@@ -46,6 +46,11 @@ MODES = ("fast", "paced")
 CONTROLLERS = ("snn", "braitenberg")
 #: Arena seeds used to tune the network and the baseline (git log, README): never evaluate on them.
 TUNING_SEEDS = range(0, 16)
+#: Lockstep: the motor layer's wall-clock watchdogs at their longest (command watchdog and the servos' Bus
+#: Watchdog 2,540 ms, the most its register holds; link declared lost after 10 s). Simulated time stands
+#: still while the process is stalled, so in lockstep these timers measure the machine's load, not the
+#: robot's; at the launch file's 100-200 ms a busy machine trips them and the run would depend on it.
+LOCKSTEP_MOTOR_SETS = ("timeout_ms=2540", "driver.device_watchdog_ms=2540", "fatal_after_ms=10000")
 
 
 @dataclass(frozen=True)
@@ -214,13 +219,18 @@ class SensorLatency:
 
 
 def demo_spec(config: DemoConfig) -> LaunchSpec:
-    """The launch file with the config's seed and overrides applied, validated (LaunchError names the key)."""
+    """The launch file with the config's seed and overrides applied, validated (LaunchError names the key);
+    in lockstep (``mode="fast"``) the motors' watchdogs at their longest (LOCKSTEP_MOTOR_SETS)."""
     sets = [f"source.seed={int(config.seed)}"]
     sets += [f"network.params.{k}={_toml(v)}" for k, v in config.network.items()]
     sets += [f"decoder.{k}={_toml(v)}" for k, v in config.decoder.items()]
     if config.backend is not None:
         sets.append(f'network.backend="{config.backend}"')
     spec = load_launch(config.launch, sets)
+    if config.mode == "fast":
+        labels = [label for label, kind, _, _ in spec.sinks if kind == "motors"]
+        sets += [f"sinks.{label}.{assignment}" for label in labels for assignment in LOCKSTEP_MOTOR_SETS]
+        spec = load_launch(config.launch, sets)
     if spec.source["type"] != "world":
         raise Context(spec.path, "source", spec.display).fail(
             "type", f"expected 'world' for spikeloop demo, got {spec.source['type']!r}")
