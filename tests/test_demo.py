@@ -228,3 +228,33 @@ def test_the_shipped_demo_recording_replays_through_the_demo_launch_file(capsys)
 def test_launching_the_world_source_directly_says_how_to_run_it(capsys):
     assert main(["launch", str(ROOT / "launch" / "demo.toml")]) != 0
     assert "run it with `spikeloop demo --launch" in capsys.readouterr().err
+
+
+def test_the_lockstep_ends_promptly_when_stopped_or_when_the_loop_dies():
+    """The world blocks on each command with no timeout, yet stop() ends a run at once, and an error in the
+    loop (here its decoder) ends the world too and reaches the caller, instead of a hang."""
+    import threading
+
+    run = DemoRun(DemoConfig(seed=SEEDS[0], duration_s=600.0))
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.setdefault("result", run.run()))
+    worker.start()
+    while run.world.time_s < 0.5:
+        time.sleep(0.01)
+    run.stop()
+    worker.join(15.0)
+    assert not worker.is_alive() and outcome["result"].sim_seconds < 600.0
+
+    dying = DemoRun(DemoConfig(seed=SEEDS[0], duration_s=600.0))
+    update = dying.decoder.update
+
+    def failing(spikes, t_us):
+        if t_us >= 300_000:
+            raise RuntimeError("decoder failed")
+        return update(spikes, t_us)
+
+    dying.decoder.update = failing
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="decoder failed"):
+        dying.run()
+    assert time.monotonic() - started < 30.0 and dying.world.time_s < 1.0
