@@ -254,6 +254,17 @@ def _toml(value) -> str:
     return repr(value)
 
 
+def raster_names(network, decoder) -> list[str]:
+    """Dashboard raster rows: every neuron, the output population's named by their decoder role."""
+    roles = {"forward": "fwd", "backward": "back", "left": "turn L", "right": "turn R"}
+    hidden = [f"{p.name} {i}" for p in network.populations if p.name != network.output_name for i in range(p.size)]
+    outputs = []
+    for i in range(network.n_outputs):
+        named = [roles[k] for k, indices in decoder.groups.items() if i in set(np.asarray(indices).tolist())]
+        outputs.append(" ".join(named) if named else f"{network.output_name} {i}")
+    return hidden + outputs
+
+
 def zeroed(network):
     """The network with every synaptic weight 0 (a new description; the original is untouched)."""
     projections = [dataclasses.replace(p, weights=np.zeros_like(p.weights)) for p in network.projections]
@@ -284,8 +295,7 @@ class DemoRun:
                 self.runtime = build(self.network, spec.network["backend"])
             self.decoder, _ = build_decoder(spec, self.network.n_outputs)
             decode = self._decode
-            names = [f"{p.name} {i}" for p in self.network.populations for i in range(p.size)]
-            names = ["loom L", "loom R", "flow L", "flow R", "forward", "turn L", "turn R"] if len(names) == 7 else names
+            names = raster_names(self.network, self.decoder)
             self.recorder = DashboardRecorder(names, n_sensory=len(names) - self.network.n_outputs)
         else:
             from pipeline.app.braitenberg import BraitenbergVehicle, command
