@@ -199,8 +199,8 @@ class SensorLatency:
             released = self._released.pop(t_us, now)
         reference = self.due_ns(t_us)
         if ages is not None:
-            shift = max(0, (now - (released if reference is None else reference)) // 1000)
             last = len(self.counts) - 1
+            shift = min(last, max(0, (now - (released if reference is None else reference)) // 1000))
             end = min(last, shift + len(ages))
             self.counts[shift:end] += ages[: end - shift]
             self.counts[last] += ages[end - shift:].sum()
