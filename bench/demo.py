@@ -83,7 +83,8 @@ def main() -> int:
         for summary in pool.map(one_run, jobs):
             rows[summary["run"]].append(summary)
             print(f"  {summary['run']:8s} arena {summary['seed']:6d}: {summary['collisions']} collisions, "
-                  f"{summary['mean_speed_fraction']:.2f} of top speed, {summary['realtime_factor']:.2f}x real time",
+                  f"{summary['mean_speed_fraction']:.2f} of top speed, {summary['realtime_factor']:.2f}x real time, "
+                  f"{summary['sync_timeouts']} sync timeouts",
                   file=sys.stderr, flush=True)
     result = {"draw": draw, "seeds": seeds, "duration_s": args.duration, "goal": GOAL,
               "totals": {name: totals(r) for name, r in rows.items()}, "runs": rows,
