@@ -30,6 +30,8 @@ from devices.dvs_emulator import DvsEmulator
 from devices.motors.dynamixel import VELOCITY_UNIT_RAD_S
 from devices.world import World
 from devices.world_source import CommandTap, ServoWheels, WorldSource
+from pipeline.app.braitenberg import BraitenbergVehicle
+from pipeline.app.braitenberg import command as braitenberg_command
 from pipeline.app.dashboard import DashboardRecorder
 from pipeline.app.launch import LaunchSpec, build_decoder, build_network, build_stages, load_launch, open_sinks
 from pipeline.core.events import dvs_events, empty_dvs
@@ -238,9 +240,9 @@ def demo_spec(config: DemoConfig) -> LaunchSpec:
         raise Context(spec.path, "decoder", spec.display).fail(
             "type", f"expected 'drive' (wheel speeds for the simulated robot), got {spec.decoder[0]!r}")
     motors = [(label, values) for label, kind, values, _ in spec.sinks if kind == "motors"]
-    if len(motors) != 1 or not motors[0][1]["port"].startswith("emulated:"):
-        raise LaunchError(f"{spec.display}: [sinks]: expected one motors sink on an 'emulated:<protocol>' port "
-                          "(the simulated robot's wheels)")
+    if len(motors) != 1 or motors[0][1]["port"] != "emulated:dynamixel":
+        raise LaunchError(f"{spec.display}: [sinks]: expected one motors sink with protocol 'dynamixel' on port "
+                          "'emulated:dynamixel' (the simulated robot's wheel servos)")
     return spec
 
 
@@ -298,12 +300,10 @@ class DemoRun:
             names = raster_names(self.network, self.decoder)
             self.recorder = DashboardRecorder(names, n_sensory=len(names) - self.network.n_outputs)
         else:
-            from pipeline.app.braitenberg import BraitenbergVehicle, command
-
             self.runtime = BraitenbergVehicle(width, height, dt_us, drive)
             self.decoder = None
             self.recorder = DashboardRecorder([])
-            decode = self._recorded(command)
+            decode = self._recorded(braitenberg_command)
         self._warm(width, height, dt_us)
         sinks = _open_emulated_sinks(spec)
         try:
