@@ -1,8 +1,9 @@
 """A 2-D simulated robot world: a differential-drive robot among walls and obstacles, seen by a camera.
 
 The world is a square arena (walls on its four sides) with static round pillars and moving round
-obstacles that bounce off the walls, all placed at random from a seed. The robot is a TurtleBot3-Burger
-sized differential drive (wheel radius 33 mm, track 160 mm, body radius 105 mm) with XL430 wheel motors
+obstacles, placed at random from a seed. The movers keep straight paths, bouncing off the walls and
+pillars but taking no notice of the robot: one that runs into it is the robot's collision. The robot is a
+TurtleBot3-Burger sized differential drive (wheel radius 33 mm, track 160 mm, body radius 105 mm) with XL430 wheel motors
 up to their default velocity limit of 6.355 rad/s, i.e. 0.21 m/s. It carries a forward camera (horizontal
 field of view ``fov_rad``) rendered by ray casting one ray per image column in numba: walls and obstacles
 are drawn with height inversely proportional to their distance, lit by the robot's headlight (see
@@ -171,9 +172,10 @@ def _contact_normal(x, y, size, cx, cy, cr):
 
 
 @njit(cache=True)
-def _move_obstacles(cx, cy, cr, vx, vy, n_static, size, robot_x, robot_y, body_r, dt):
-    """Move the obstacles after the first ``n_static`` by (vx, vy) * dt; they bounce off the walls, the
-    static pillars and the robot (velocity reversed, no move that step)."""
+def _move_obstacles(cx, cy, cr, vx, vy, n_static, size, dt):
+    """Move the obstacles after the first ``n_static`` by (vx, vy) * dt on their own straight paths; they
+    bounce off the walls (that velocity component reversed) and off the static pillars (velocity reversed),
+    with no move that step. They take no notice of the robot: one that runs into it collides with it."""
     for k in range(vx.shape[0]):
         i = n_static + k
         nx = cx[i] + vx[k] * dt
@@ -184,7 +186,7 @@ def _move_obstacles(cx, cy, cr, vx, vy, n_static, size, robot_x, robot_y, body_r
         if not (cr[i] < ny < size - cr[i]):
             vy[k] = -vy[k]
             ny = cy[i]
-        blocked = math.sqrt((robot_x - nx) ** 2 + (robot_y - ny) ** 2) < cr[i] + body_r
+        blocked = False
         for j in range(n_static):
             if math.sqrt((cx[j] - nx) ** 2 + (cy[j] - ny) ** 2) < cr[j] + cr[i]:
                 blocked = True
@@ -260,9 +262,10 @@ class World:
         """Advance physics by ``dt_s`` with the given wheel speed commands (rad/s, clipped to the motor limit).
 
         The wheels follow their commands with the motors' first-order lag (``robot.motor_tau_s``; 0 = at
-        once); ``wheel_radps`` holds their speeds. A robot that would move into an obstacle or wall keeps only
-        the part of the move along the surface (frictionless sliding), and the contact counts as one
-        collision until it is clear again.
+        once); ``wheel_radps`` holds their speeds. The moving obstacles move first, on their own paths (one
+        may run into the robot). A robot move that would go deeper into an obstacle or wall keeps only the
+        part of the move along the surface (frictionless sliding), or none if even that goes deeper. Any
+        overlap, whoever caused it, counts as one collision until the robot is clear again.
         """
         robot = self.robot
         limit = robot.max_wheel_radps
@@ -272,16 +275,17 @@ class World:
         wheels[1] += (min(max(right_radps, -limit), limit) - wheels[1]) * follow
         v = robot.wheel_radius_m * (wheels[0] + wheels[1]) / 2
         omega = robot.wheel_radius_m * (wheels[1] - wheels[0]) / robot.track_m
-        _move_obstacles(self.cx, self.cy, self.cr, self.vx, self.vy, self.n_static, self.arena.size_m,
-                        self.x_m, self.y_m, robot.body_radius_m, dt_s)
+        _move_obstacles(self.cx, self.cy, self.cr, self.vx, self.vy, self.n_static, self.arena.size_m, dt_s)
+        before = self.clearance_m()
         old_x, old_y = self.x_m, self.y_m
         heading = self.heading_rad + omega * dt_s / 2
         self.x_m += v * math.cos(heading) * dt_s
         self.y_m += v * math.sin(heading) * dt_s
         self.heading_rad = math.remainder(self.heading_rad + omega * dt_s, math.tau)
         clearance = self.clearance_m()
-        if clearance < 0:
-            self._slide(old_x, old_y)
+        if clearance < 0 or before < 0:
+            if clearance < min(before, 0.0):
+                self._slide(old_x, old_y, min(before, 0.0))
             if not self._in_contact:
                 self.collisions += 1
                 self._in_contact = True
@@ -291,17 +295,24 @@ class World:
                 self._in_contact = False
         self.time_s += dt_s
 
-    def _slide(self, old_x: float, old_y: float) -> None:
-        """A move that ran into a surface keeps only its part along that surface (frictionless contact);
-        if even that overlaps something, the robot stays where it was."""
+    def _slide(self, old_x: float, old_y: float, floor_m: float) -> None:
+        """A move that went deeper into a surface than ``floor_m`` (the clearance before it, <= 0) keeps only
+        its part along that surface (frictionless contact); if even that goes deeper, the robot stays put."""
         nx, ny = _contact_normal(old_x, old_y, self.arena.size_m, self.cx, self.cy, self.cr)
         dx, dy = self.x_m - old_x, self.y_m - old_y
         into = dx * nx + dy * ny
         if into < 0:
             dx, dy = dx - into * nx, dy - into * ny
         self.x_m, self.y_m = old_x + dx, old_y + dy
-        if self.clearance_m() < 0:
+        if self.clearance_m() < floor_m:
             self.x_m, self.y_m = old_x, old_y
+
+    def snapshot(self) -> "World":
+        """A copy of the world's current state (its arrays copied), e.g. to draw it in another thread while
+        this one moves on."""
+        copy = object.__new__(World)
+        copy.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()})
+        return copy
 
     def top_down(self, scale_px_per_m: float = 100.0) -> np.ndarray:
         """A map of the arena: (S, S, 3) uint8 BGR with obstacles, the robot and its field of view."""

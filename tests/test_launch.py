@@ -67,7 +67,7 @@ def error_of(path, **kwargs) -> str:
     (("speed = 1.0", "speed = -2"), "[loop] speed: expected a positive number, got -2"),
     (("max_lag_ms = 10", "max_lag_ms = 0"), "[loop] max_lag_ms: expected a positive number, got 0"),
     (("loop = false", "loop = 1"), "[source] loop: expected true or false, got 1"),
-    (('type = "replay"', 'type = "tape"'), "[source] type: expected one of 'replay', 'webcam', 'camera', 'tcp', 'dad', 'mc_maze', 'audio', got 'tape'"),
+    (('type = "replay"', 'type = "tape"'), "[source] type: expected one of 'replay', 'webcam', 'camera', 'tcp', 'dad', 'mc_maze', 'audio', 'world', got 'tape'"),
     (('builder = "dvs_steering"', 'builder = "resnet"'), "[network] builder: expected one of 'dvs_steering', 'obstacle_avoidance', 'random_lif', got 'resnet'"),
     (("vth = 48", "vth = -3"), "[network.params] vth: expected an integer in [0, 131071], got -3"),
     (('backend = "loihi"', 'backend = "gpu"'), "[network] backend: expected one of 'loihi', 'float', got 'gpu'"),

@@ -110,3 +110,43 @@ def test_top_down_map_shape():
     world = World(seed=1)
     assert world.top_down(50.0).shape == (200, 200, 3)
     assert math.isfinite(world.clearance_m())
+
+
+def test_a_moving_obstacle_keeps_its_path_through_the_robot_and_that_is_a_collision():
+    """Movers take no notice of the robot: the same mover moves the same with or without a robot in its way,
+    and running into a robot that stands still counts as the robot's collision (once per contact)."""
+    arena = ArenaConfig(pillars=0, movers=1, mover_speed_mps=0.2)
+    hit, clear = World(seed=0, arena=arena), World(seed=0, arena=arena)
+    for world, y in ((hit, hit.y_m), (clear, 0.5)):
+        world.cx[0], world.cy[0] = world.x_m - 1.0, y
+        world.vx[0], world.vy[0] = 0.2, 0.0
+    clear.y_m = 3.5
+    path_hit, path_clear = [], []
+    for _ in range(10_000):
+        hit.step(0.0, 0.0, 0.001)
+        clear.step(0.0, 0.0, 0.001)
+        path_hit.append(hit.cx[0])
+        path_clear.append(clear.cx[0])
+    assert path_hit == path_clear
+    assert path_hit[-1] == pytest.approx(hit.x_m + 1.0, abs=1e-9)
+    assert hit.collisions == 1 and clear.collisions == 0
+
+
+def test_a_robot_hit_by_a_mover_may_drive_out_of_the_overlap():
+    """A robot that a mover ran into is not frozen: a move that reduces the overlap is taken."""
+    world = World(seed=0, arena=ArenaConfig(pillars=0, movers=1, mover_speed_mps=0.0), robot=IDEAL_MOTORS)
+    world.heading_rad = 0.0
+    world.cx[0], world.cy[0] = world.x_m - world.robot.body_radius_m - world.cr[0] + 0.02, world.y_m
+    x0 = world.x_m
+    world.step(5.0, 5.0, 0.01)
+    assert world.collisions == 1 and world.x_m > x0
+    assert world.clearance_m() > -0.02
+
+
+def test_a_world_snapshot_is_a_copy():
+    world = World(seed=2)
+    copy = world.snapshot()
+    world.step(5.0, 5.0, 0.1)
+    world.render()
+    assert copy.x_m != world.x_m and copy.time_s == 0.0
+    assert not np.shares_memory(copy.cx, world.cx) and not np.shares_memory(copy.image, world.image)

@@ -44,6 +44,36 @@ class Layout:
     wheels = (452, 400, 498, 130)
 
 
+class StepHistory:
+    """The last ``capacity`` network steps as arrays (a ring): step times (µs, int64) and one row per step
+    (``dtype``; the row length is set by the first row, and a row of another length starts afresh). One
+    thread appends, another reads; the caller holds the lock."""
+
+    def __init__(self, capacity: int, dtype) -> None:
+        self.capacity = capacity
+        self.dtype = dtype
+        self.times = np.zeros(capacity, dtype=np.int64)
+        self.values = np.zeros((capacity, 0), dtype=dtype)
+        self.count = 0
+
+    def append(self, t_us: int, row: np.ndarray) -> None:
+        if self.values.shape[1] != len(row):
+            self.values = np.zeros((self.capacity, len(row)), dtype=self.dtype)
+            self.count = 0
+        i = self.count % self.capacity
+        self.times[i] = t_us
+        self.values[i] = row
+        self.count += 1
+
+    def last(self, window_us: float) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the steps within ``window_us`` of the newest, oldest first: times (k,), rows (k, n)."""
+        k = min(self.count, self.capacity)
+        order = (self.count - k + np.arange(k)) % self.capacity
+        times, values = self.times[order], self.values[order]
+        keep = times > times[-1] - window_us if k else slice(None)
+        return times[keep], values[keep]
+
+
 class DashboardRecorder:
     """History for the dashboard. Thread-safe: the loop thread adds spikes and commands, the source thread
     adds frames and events.
@@ -58,9 +88,9 @@ class DashboardRecorder:
         self.n_sensory = n_sensory
         self.raster_ms = raster_ms
         self.event_window_us = event_window_ms * 1000
-        self._lock = threading.Lock()
-        self._spikes: deque[tuple[int, np.ndarray]] = deque(maxlen=raster_ms)
-        self._commands: deque[tuple[int, float, float]] = deque(maxlen=int(plot_s * 1000))
+        self._lock = threading.RLock()
+        self._spikes = StepHistory(raster_ms, bool)
+        self._commands = StepHistory(int(plot_s * 1000), np.float64)
         self._frames: deque[tuple[int, np.ndarray]] = deque()
         self.path: list[tuple[float, float]] = []
         self.collision_points: list[tuple[float, float]] = []
@@ -70,9 +100,9 @@ class DashboardRecorder:
     def add_step(self, t_us: int, spikes: np.ndarray, command: np.ndarray | None) -> None:
         """One network step: spikes of the recorded neurons (n,) and the command (wheel rad/s) if any."""
         with self._lock:
-            self._spikes.append((t_us, spikes.astype(bool)))
+            self._spikes.append(t_us, spikes)
             if command is not None:
-                self._commands.append((t_us, float(command[0]), float(command[1])))
+                self._commands.append(t_us, command[:2])
 
     def add_frame(self, world, events: np.ndarray, t_us: int, collisions_before: int) -> None:
         """One camera frame of the world source (called in its thread)."""
@@ -87,10 +117,38 @@ class DashboardRecorder:
                 self.collision_points.append((world.x_m, world.y_m))
 
     def snapshot(self):
-        """Copies of the histories (spikes, commands, events) for drawing."""
+        """Copies of the histories for drawing: spikes (times µs (k,), fired bool (k, n)) over the last
+        ``raster_ms``, commands (m, 3) rows of (t_us, left, right) over the last ``plot_s``, events or None."""
         with self._lock:
             events = np.concatenate([e for _, e in self._frames]) if self._frames else None
-            return list(self._spikes), list(self._commands), events
+            commands = np.column_stack(self._commands.last(self.plot_s * 1e6))
+            return self._spikes.last(self.raster_ms * 1000), commands, events
+
+    def view(self) -> "DashboardView":
+        """A copy of everything :func:`draw` reads, to draw later or in another thread."""
+        with self._lock:
+            spikes, commands, events = self.snapshot()
+            return DashboardView(self.neuron_names, self.n_sensory, self.raster_ms, self.plot_s, spikes, commands,
+                                 events, list(self.path[-4000:]), list(self.collision_points), self.events_total)
+
+
+@dataclass(frozen=True)
+class DashboardView:
+    """What the dashboard shows at one moment (see :meth:`DashboardRecorder.view`); draws like a recorder."""
+
+    neuron_names: list
+    n_sensory: int
+    raster_ms: int
+    plot_s: float
+    spikes: tuple
+    commands: np.ndarray
+    events: np.ndarray | None
+    path: list
+    collision_points: list
+    events_total: int
+
+    def snapshot(self):
+        return self.spikes, self.commands, self.events
 
 
 def has_display() -> bool:
@@ -193,17 +251,22 @@ def _side(view: np.ndarray, lines: list[tuple[str, str]]) -> None:
         y += 44
 
 
-def draw(world, recorder: DashboardRecorder, t_us: int, title: str, status: list[tuple[str, str]]) -> np.ndarray:
+#: The empty dashboard, copied for every frame (np.full with a colour costs ~4 ms and holds the GIL).
+_BLANK = np.full((HEIGHT, WIDTH, 3), BG, np.uint8)
+
+
+def draw(world, recorder: DashboardRecorder | DashboardView, t_us: int, title: str, status: list[tuple[str, str]]) -> np.ndarray:
     """The dashboard for the world's current state: (540, 960, 3) uint8 BGR."""
-    image = np.full((HEIGHT, WIDTH, 3), BG, np.uint8)
+    image = _BLANK.copy()
     cv2.putText(image, title, (10, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.5, FG, 1, cv2.LINE_AA)
-    spikes, commands, events = recorder.snapshot()
+    (times, fired), commands, events = recorder.snapshot()
     layout = Layout()
     _camera(_panel(image, layout.camera, "robot camera + DVS events (ON green, OFF magenta)"), world.image, events)
     _map(_panel(image, layout.map, "arena (path, collisions x)"), world, recorder)
     _side(_panel(image, layout.side, "status"), [("sim time", f"{t_us / 1e6:6.1f} s")] + status)
-    times = np.array([t for t, _ in spikes], dtype=np.int64)
-    fired = np.stack([row for _, row in spikes]) if spikes else np.zeros((0, len(recorder.neuron_names)), bool)
+    if fired.shape[1] != len(recorder.neuron_names):
+        fired = np.zeros((0, len(recorder.neuron_names)), bool)
+        times = np.zeros(0, np.int64)
     _raster(_panel(image, layout.spikes, f"SNN spikes, last {recorder.raster_ms} ms"), times, fired,
             recorder.neuron_names, recorder.n_sensory, recorder.raster_ms)
     _wheels(_panel(image, layout.wheels, f"wheel commands (rad/s), last {recorder.plot_s:g} s"), commands,

@@ -33,7 +33,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from pipeline.app.dashboard import BG, DIM, FG, HEIGHT, OFF, ON, WIDTH, _panel, _raster, _wheels
+from pipeline.app.dashboard import BG, DIM, FG, HEIGHT, OFF, ON, WIDTH, StepHistory, _panel, _raster, _wheels
 from pipeline.core.packet import Packet, StreamInfo
 from pipeline.loop import Loop, LoopReport
 
@@ -53,36 +53,6 @@ class ViewLayout:
     spikes: tuple = (590, 50, 360, 190)
     commands: tuple = (590, 280, 360, 190)
     status_y: int = 500
-
-
-class StepHistory:
-    """The last ``capacity`` network steps as arrays (a ring): step times (µs, int64) and one row per step
-    (``dtype``; the row length is set by the first row, and a row of another length starts afresh). One
-    thread appends, another reads; the caller holds the lock."""
-
-    def __init__(self, capacity: int, dtype) -> None:
-        self.capacity = capacity
-        self.dtype = dtype
-        self.times = np.zeros(capacity, dtype=np.int64)
-        self.values = np.zeros((capacity, 0), dtype=dtype)
-        self.count = 0
-
-    def append(self, t_us: int, row: np.ndarray) -> None:
-        if self.values.shape[1] != len(row):
-            self.values = np.zeros((self.capacity, len(row)), dtype=self.dtype)
-            self.count = 0
-        i = self.count % self.capacity
-        self.times[i] = t_us
-        self.values[i] = row
-        self.count += 1
-
-    def last(self, window_us: float) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the steps within ``window_us`` of the newest, oldest first: times (k,), rows (k, n)."""
-        k = min(self.count, self.capacity)
-        order = (self.count - k + np.arange(k)) % self.capacity
-        times, values = self.times[order], self.values[order]
-        keep = times > times[-1] - window_us if k else slice(None)
-        return times[keep], values[keep]
 
 
 def neuron_labels(network, decoder) -> list[str]:

@@ -43,9 +43,9 @@ from recordings.replay import ReplaySource
 
 SOURCE_KINDS = ("PATH", "camera[:SERIAL]", "webcam[:N]", "video:PATH", "tcp://HOST:PORT", "mic")
 
-DVS_TYPES = ("replay", "webcam", "camera", "tcp")
+DVS_TYPES = ("replay", "webcam", "camera", "tcp", "world")
 NEURAL_TYPES = ("dad", "mc_maze")
-SOURCE_TYPES = DVS_TYPES + NEURAL_TYPES + ("audio",)
+SOURCE_TYPES = DVS_TYPES[:4] + NEURAL_TYPES + ("audio", "world")
 
 _COCHLEA = CochleaConfig()
 _NEURAL_KEYS = {
@@ -57,6 +57,9 @@ _NEURAL_KEYS = {
 
 #: The keys of each [source] type (``type`` itself selects the table).
 SOURCE_KEYS: dict[str, dict[str, Key]] = {
+    "world": {  # closed through the graph's motors: built by `spikeloop demo`, not by open_source
+        "seed": Key("int", 0, low=0, help="arena seed of the simulated robot world (devices.world)"),
+    },
     "replay": {
         "path": Key("file", help="recording (any supported format), relative to the launch file"),
         "loop": Key("bool", False, help="start again at the end (the stream never ends)"),
@@ -191,6 +194,9 @@ def open_source(table: dict, *, speed: float = 1.0, fast: bool = False, chunk_us
             return NetworkEventSource(table["host"], table["port"])
         except CameraError as exc:
             raise SourceSpecError(f"cannot receive tcp://{table['host']}:{table['port']}: {exc}", "host") from None
+    if kind == "world":
+        raise SourceSpecError("'world' is closed through the robot's motors: run it with `spikeloop demo`, or "
+                              "replay a recording of it with --source PATH", "type")
     if kind in NEURAL_TYPES:
         return _open_neural(table, speed=speed, fast=fast, chunk_us=chunk_us, bin_us=bin_us)
     if kind == "audio":

@@ -1,26 +1,55 @@
 """``spikeloop demo``: closed-loop obstacle avoidance in a simulated arena, no hardware needed.
 
   spikeloop demo                          a window (when a display exists), real time; q quits, e e-stops,
-                                          space pauses
+                                          c clears the e-stop, space pauses
   spikeloop demo --headless               as fast as the machine allows; writes an MP4 and a PNG summary
   spikeloop demo --headless --duration 60 --seed 3 --json     one JSON object with the run's numbers
+
+The demo's parameters are launch/demo.toml (--launch FILE for another). Headless runs are the same for a
+seed under any load (the world waits for every command); with a window the world runs on the wall clock.
+The window and the video are drawn on the main thread from copies the world's thread takes.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 
 #: Video frame period in simulated time (µs): 30 frames per simulated second.
 VIDEO_FRAME_US = 33_333
+WINDOW_TITLE = "spikeloop demo"
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (an arena seed), got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="closed-loop obstacle avoidance in a simulated world (no hardware)",
                                    description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, default=0, help="arena seed (default 0)")
-    parser.add_argument("--duration", type=float, default=60.0, help="simulated seconds (default 60)")
+    parser.add_argument("--seed", type=_seed, default=0, help="arena seed, >= 0 (default 0; 0-15 were used for tuning)")
+    parser.add_argument("--duration", type=_positive, default=60.0, help="simulated seconds, > 0 (default 60)")
     parser.add_argument("--headless", action="store_true",
                         help="no window: run unpaced and write --video and --png instead")
     parser.add_argument("--video", default=None, help="MP4 to write (headless default: spikeloop-demo.mp4; "
@@ -28,88 +57,91 @@ def register(subparsers) -> None:
     parser.add_argument("--png", default=None, help="summary PNG to write (headless default: spikeloop-demo.png)")
     parser.add_argument("--record", default=None, help="also write the robot camera's DVS events to this .aedat4")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the results")
-    parser.add_argument("--backend", choices=("loihi", "float"), default="loihi", help="SNN backend (default loihi)")
-    parser.add_argument("--speed", type=float, default=1.0, help="window mode: simulated seconds per second")
+    parser.add_argument("--backend", choices=("loihi", "float"), default=None,
+                        help="SNN backend (default: the launch file's, loihi)")
+    parser.add_argument("--speed", type=_positive, default=1.0, help="window mode: simulated seconds per second")
     parser.add_argument("--zero-weights", action="store_true", help="ablation: every synaptic weight set to 0")
+    parser.add_argument("--controller", choices=("snn", "braitenberg"), default="snn",
+                        help="snn (default) or braitenberg: a non-spiking baseline on the same ON/OFF cue")
+    parser.add_argument("--launch", default=None, help="the demo's launch file (default launch/demo.toml)")
     parser.set_defaults(func=run)
 
 
-class VideoOutput:
-    """Writes dashboard frames (every VIDEO_FRAME_US of simulated time) to an MP4 file and/or a window."""
+class Frames:
+    """Dashboard states handed from the world's thread to the main thread, which draws them.
 
-    def __init__(self, video_path: str | None, window: bool):
-        import cv2
+    Every ``VIDEO_FRAME_US`` of simulated time the world's thread copies the world and the recorder (in
+    lockstep at the first frame after a command instant, when the loop has done exactly the steps up to it,
+    so the video is the same for a seed). ``latest_only`` (a window): the main thread shows the newest one;
+    otherwise (a video) every one is kept, and the world waits when the main thread is 8 behind.
+    """
 
-        from pipeline.app.dashboard import HEIGHT, WIDTH
+    def __init__(self, latest_only: bool, command_period_us: int, frame_us: int, lockstep: bool):
+        self.latest_only = latest_only
+        self.command_period_us = command_period_us
+        self.frame_us = frame_us
+        self.lockstep = lockstep
+        self.next_us = 0
+        self.queue: queue.Queue = queue.Queue(maxsize=1 if latest_only else 8)
+        self.closed = False
 
-        self.cv2 = cv2
-        self.writer = None
-        if video_path:
-            self.writer = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (WIDTH, HEIGHT))
-            if not self.writer.isOpened():
-                raise OSError(f"cannot write video {video_path} (OpenCV's mp4v writer failed)")
-        self.window = window
-        self.next_frame_us = 0
-        self.last_image = None
-        self.paused = False
-        self.key_action = ""
-
-    def frame(self, run, world, events, t_us: int) -> None:
-        if t_us < self.next_frame_us:
+    def on_frame(self, run, world, t_us: int) -> None:
+        if t_us < self.next_us or self.closed:
             return
-        self.next_frame_us = t_us + VIDEO_FRAME_US
-        image = draw_dashboard(run, world, t_us)
-        self.last_image = image
-        if self.writer is not None:
-            self.writer.write(image)
-        if self.window:
-            self._show(run, image)
-
-    def _show(self, run, image) -> None:
-        cv2 = self.cv2
-        cv2.imshow("spikeloop demo", image)
-        key = cv2.waitKey(1) & 0xFF
-        while True:
-            if key == ord("q") or key == 27:
-                run.stop()
-            elif key == ord("e"):
-                run.motors.estop()
-                self.key_action = "e-stop"
-            elif key == ord(" "):
-                self.paused = not self.paused
-            if not self.paused or key in (ord("q"), 27):
+        if self.lockstep and (t_us - self.frame_us) % self.command_period_us:
+            return
+        self.next_us = t_us + VIDEO_FRAME_US
+        state = (world.snapshot(), run.recorder.view(), t_us)
+        if self.latest_only:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                pass
+            self.queue.put_nowait(state)
+            return
+        while not self.closed:
+            try:
+                self.queue.put(state, timeout=0.05)
                 return
-            key = cv2.waitKey(50) & 0xFF
+            except queue.Full:
+                continue
+
+    def get(self, timeout_s: float):
+        try:
+            return self.queue.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-        if self.window:
-            self.cv2.destroyAllWindows()
+        """The main thread stops taking states: the world's thread no longer waits for it."""
+        self.closed = True
 
 
-def draw_dashboard(run, world, t_us: int):
-    """The dashboard image with the run's live status numbers."""
+def draw_dashboard(run, world, recorder, t_us: int):
+    """The dashboard image for a (copied) world and recorder state, with the run's status numbers."""
     from pipeline.app.dashboard import draw
 
-    recorder = run.recorder
     speed = world.robot.wheel_radius_m * float(world.wheel_radps.mean())
     seconds = max(t_us / 1e6, 1e-9)
+    what = "SNN (" + run.spec.network["backend"] + ")" if run.config.controller == "snn" else "Braitenberg (numpy)"
     status = [
         ("speed", f"{speed:5.2f} m/s"),
         ("distance", f"{world.distance_m:5.1f} m"),
         ("events/s", f"{recorder.events_total / seconds:6.0f}"),
         ("collisions", f"{world.collisions}"),
-        ("backend", run.config.backend),
+        ("controller", what.split(" ")[0]),
     ]
-    title = (f"spikeloop demo  seed {run.config.seed}   world -> DVS -> SNN ({run.config.backend}) -> "
+    title = (f"spikeloop demo  seed {run.config.seed}   world -> DVS -> {what} -> "
              "Dynamixel (emulated, pty) -> world")
     return draw(world, recorder, t_us, title, status)
 
 
 def run(args) -> int:
-    from pipeline.app.dashboard import has_display
-    from pipeline.app.demo import DemoConfig, DemoRun
+    import cv2
+
+    from pipeline.app.dashboard import HEIGHT, WIDTH, has_display
+    from pipeline.app.demo import DEMO_LAUNCH, DemoConfig, DemoRun
+    from pipeline.core.schema import LaunchError
 
     window = not args.headless and has_display()
     if not args.headless and not window:
@@ -119,53 +151,138 @@ def run(args) -> int:
     png = args.png if args.png is not None else ("spikeloop-demo.png" if headless else None)
     video = None if video == "none" else video
     png = None if png == "none" else png
-    config = DemoConfig(seed=args.seed, duration_s=args.duration, backend=args.backend,
-                        mode="fast" if headless else "paced", speed=args.speed, zero_weights=args.zero_weights)
     try:
-        output = VideoOutput(video, window)
-    except OSError as error:
+        config = DemoConfig(seed=args.seed, duration_s=args.duration, backend=args.backend,
+                            mode="fast" if headless else "paced", speed=args.speed, zero_weights=args.zero_weights,
+                            controller=args.controller, launch=args.launch or DEMO_LAUNCH)
+    except ValueError as error:
         print(f"spikeloop demo: {error}", file=sys.stderr)
-        return 1
+        return 2
+    writer = None
+    if video:
+        writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (WIDTH, HEIGHT))
+        if not writer.isOpened():
+            print(f"spikeloop demo: cannot write video {video} (OpenCV's mp4v writer failed)", file=sys.stderr)
+            return 1
     progress = Progress(args.duration, quiet=args.json)
     recorder = EventRecorder(args.record) if args.record else None
+    frames: Frames | None = None
 
     def on_frame(run, world, events, t_us):
-        output.frame(run, world, events, t_us)
         progress.update(world)
         if recorder is not None:
             recorder.write(world, events)
+        if frames is not None:
+            frames.on_frame(run, world, t_us)
 
-    demo = DemoRun(config, on_frame=on_frame)
     try:
-        result = demo.run()
+        demo = DemoRun(config, on_frame=on_frame)
+    except (LaunchError, ValueError, OSError) as error:
+        print(f"spikeloop demo: {error}", file=sys.stderr)
+        return 1
+    if window or writer is not None:
+        frames = Frames(latest_only=window, command_period_us=demo.command_period_us, frame_us=demo.spec.loop.dt_us,
+                        lockstep=not window)
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = demo.run()
+        except BaseException as exc:  # re-raised on the main thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="spikeloop-demo", daemon=True)
+    screen = Screen(demo) if window else None
+    try:
+        worker.start()
+        while worker.is_alive() or (frames is not None and not frames.queue.empty()):
+            state = frames.get(0.05) if frames is not None else None
+            if state is None:
+                if screen is not None:
+                    screen.keys(1)
+                elif frames is None:
+                    worker.join(0.1)
+                continue
+            image = draw_dashboard(demo, *state)
+            if writer is not None:
+                writer.write(image)
+            if screen is not None:
+                screen.show(image)
     except KeyboardInterrupt:
         demo.stop()
+        worker.join(5.0)
         return 130
     finally:
-        output.close()
+        if frames is not None:
+            frames.close()
+        demo.stop()
+        worker.join(10.0)
+        if writer is not None:
+            writer.release()
+        if screen is not None:
+            screen.close()
         progress.done()
         if recorder is not None:
             recorder.close()
-    if png and output.last_image is not None:
-        import cv2
-
-        cv2.imwrite(png, draw_dashboard(demo, demo.world, int(demo.world.time_s * 1e6)))
-    summary = result.summary()
+    if "error" in outcome:
+        raise outcome["error"]
+    if png:
+        cv2.imwrite(png, draw_dashboard(demo, demo.world, demo.recorder.view(), int(round(demo.world.time_s * 1e6))))
+    summary = outcome["result"].summary()
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"{summary['sim_seconds']:.1f} s simulated in arena {args.seed}: {summary['collisions']} collisions, "
               f"{summary['distance_m']:.1f} m driven, mean speed {summary['mean_speed_mps']:.3f} m/s "
               f"({100 * summary['mean_speed_fraction']:.0f} % of top speed), {summary['events']:,} events, "
-              f"latency p50 {summary['latency_p50_us']:.0f} µs / p99 {summary['latency_p99_us']:.0f} µs, "
-              f"{summary['realtime_factor']:.2f}x real time, "
-              f"Loihi 1 estimate {summary['energy_uj_per_s']:.2f} µJ/s dynamic "
-              f"(Davies et al. 2018 pre-silicon per-op energy) + {summary['static_energy_uj_per_s']:.0f} µJ/s static "
-              f"(measured idle, Blouw et al. 2019); not counted: host I/O, barrier sync, x86 cores' per-step work")
+              f"latency p50 {summary['latency_p50_us']:.0f} µs / p99 {summary['latency_p99_us']:.0f} µs from "
+              f"arrival, p50 {summary['sensor_latency_p50_us']:.0f} µs / p99 {summary['sensor_latency_p99_us']:.0f} µs "
+              f"from sensor time, {summary['realtime_factor']:.2f}x real time"
+              + (f", Loihi 1 estimate {summary['energy_uj_per_s']:.2f} µJ/s dynamic (Davies et al. 2018 pre-silicon "
+                 f"per-op energy) + {summary['static_energy_uj_per_s']:.0f} µJ/s static (measured idle, Blouw et al. "
+                 f"2019); not counted: host I/O, barrier sync, x86 cores' per-step work"
+                 if summary["energy_uj_per_s"] is not None else ""))
         for path, what in ((video, "video"), (png, "summary"), (args.record, "events")):
             if path:
                 print(f"{what}: {Path(path).resolve()}")
     return 0
+
+
+class Screen:
+    """The demo's window (main thread only): shows dashboard images and applies keys. q/Esc or closing the
+    window stops the run, e e-stops the motors (latched), c clears the e-stop, space pauses the world."""
+
+    def __init__(self, demo):
+        import cv2
+
+        self.cv2 = cv2
+        self.demo = demo
+        cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+        self.shown = False
+
+    def show(self, image) -> None:
+        self.cv2.imshow(WINDOW_TITLE, image)
+        self.shown = True
+        self.keys(1)
+
+    def keys(self, wait_ms: int) -> None:
+        cv2 = self.cv2
+        key = cv2.waitKey(wait_ms) & 0xFF
+        demo = self.demo
+        if key in (ord("q"), 27) or (self.shown and cv2.getWindowProperty(WINDOW_TITLE, cv2.WND_PROP_VISIBLE) < 1):
+            demo.stop()
+        elif key == ord("e"):
+            demo.motors.estop()
+        elif key == ord("c"):
+            demo.motors.reset_estop()
+        elif key == ord(" "):
+            if demo.source.paused:
+                demo.source.resume()
+            else:
+                demo.source.pause()
+
+    def close(self) -> None:
+        self.cv2.destroyWindow(WINDOW_TITLE)
 
 
 class EventRecorder:
