@@ -34,7 +34,7 @@ from pipeline.app.braitenberg import BraitenbergVehicle
 from pipeline.app.braitenberg import command as braitenberg_command
 from pipeline.app.dashboard import DashboardRecorder
 from pipeline.app.launch import LaunchSpec, build_decoder, build_network, build_stages, load_launch, open_sinks
-from pipeline.core.events import dvs_events, empty_dvs
+from pipeline.core.events import dvs_events
 from pipeline.core.schema import Context, LaunchError
 from pipeline.decoders.drive import DifferentialDrive
 from pipeline.loop import Loop, LoopReport
@@ -286,7 +286,8 @@ class DemoRun:
         self.world = World(seed=config.seed)
         self._check_robot(spec)
         camera = self.world.camera
-        self.stages, width, height = build_stages(spec, camera.width, camera.height)
+        self.chain = build_stages(spec, camera.width, camera.height)
+        width, height = self.chain.output_resolution
         dt_us = spec.loop.dt_us
         self.command_period_us = dt_us * spec.loop.command_every_steps
         decoder_params = spec.decoder[1]
@@ -324,7 +325,7 @@ class DemoRun:
             loop_config = dataclasses.replace(spec.loop, mode="live" if realtime else "fast", speed=config.speed,
                                               idle_ms=0.0, duration_s=0.0,
                                               report_period_s=spec.loop.report_period_s if on_report else 0.0)
-            self.loop = Loop(self.source, self.stages, StepBinner(dt_us, width, height, True, t0_us=0),
+            self.loop = Loop(self.source, self.chain, StepBinner(dt_us, width, height, True, t0_us=0),
                              self.runtime, decode, [*sinks, self.tap, self.latency], loop_config,
                              on_report=on_report)
         except BaseException:
@@ -343,9 +344,7 @@ class DemoRun:
         probe.render()
         DvsEmulator(probe.camera.width, probe.camera.height).warmup()
         self.runtime.warmup()
-        events = empty_dvs(0)
-        for stage in self.stages:
-            events = stage(events)
+        self.chain.warmup()
         binner = StepBinner(dt_us, width, height, True)
         binner.push(dvs_events([0], [0], [0], [1]), 2 * dt_us)
         binner.flush()
