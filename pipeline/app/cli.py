@@ -1,9 +1,10 @@
 """The ``spikeloop`` command.
 
 Each sub-command lives in its own module under ``pipeline.app.commands`` and provides
-``register(subparsers)``, which adds its parser and sets ``func`` (called with the parsed args; its
-return value is the exit status). Modules are imported lazily so ``spikeloop --help`` stays fast and a
-sub-command's heavy imports (numba, dv-processing) are paid only when it runs.
+``register(subparsers, summary)``, which adds its parser and sets ``func`` (called with the parsed args;
+its return value is the exit status). Only the chosen sub-command's module is imported, so
+``spikeloop --help`` stays fast and a sub-command's heavy imports (numba, dv-processing, zenoh) are paid
+only when it runs.
 """
 from __future__ import annotations
 
@@ -11,35 +12,49 @@ import argparse
 import importlib
 import sys
 
-#: Sub-command modules under pipeline.app.commands, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = (
-    "demo",
-    "camera",
-    "audio",
-    "conformance",
-    "motor",
-    "info",
-    "replay",
-    "convert",
-    "launch",
-    "bci",
-    "echo",
-)
+#: Sub-command modules under pipeline.app.commands, in the order ``--help`` lists them, and their one-line help.
+COMMANDS: dict[str, str] = {
+    "demo": "closed-loop obstacle avoidance in a simulated world (no hardware)",
+    "camera": "DVS cameras and AEDAT 4 network streams",
+    "audio": "audio cochlea: WAV or microphone -> spike events",
+    "conformance": "bit-exactness of the loihi backend against Lava reference files",
+    "motor": "send a velocity command to motors and print read-back",
+    "info": "show what an event recording holds",
+    "replay": "stream a recording in real time, xN or as fast as possible",
+    "convert": "convert a recording to AEDAT 4",
+    "launch": "run a launch file (source -> stages -> SNN or BCI decoder -> decoder -> motors)",
+    "bci": "BCI decoders: fit, cross-validate, replay neural data",
+    "echo": "show what flows on a Zenoh key (rate, gaps, latency)",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every sub-command listed; only ``command``'s module is imported and given its options
+    (each module's ``register(subparsers, summary)`` adds its parser and sets ``func``)."""
     parser = argparse.ArgumentParser(
         prog="spikeloop",
         description="Real-time neuromorphic robotics pipeline: event sensors -> spiking network -> motors.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"pipeline.app.commands.{name}").register(subparsers)
+    for name, summary in COMMANDS.items():
+        if name == command:
+            importlib.import_module(f"pipeline.app.commands.{name}").register(subparsers, summary)
+        else:
+            subparsers.add_parser(name, help=summary, add_help=False)
     return parser
 
 
+def chosen_command(argv: list[str]) -> str | None:
+    """The sub-command named by ``argv`` (its first argument that is not an option), if any."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(chosen_command(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -17,8 +17,8 @@ from pipeline.core.events import empty_spikes
 PACKET_MS = 10.0
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("audio", help="audio cochlea: WAV or microphone -> spike events",
+def register(subparsers, summary: str) -> None:
+    parser = subparsers.add_parser("audio", help=summary,
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("wav", nargs="?", help="WAV file (integer PCM)")
     parser.add_argument("--mic", action="store_true", help="use the default microphone instead of a file")

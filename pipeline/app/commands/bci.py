@@ -221,8 +221,8 @@ def _decoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neurons", type=int, default=4, help="snn: output neurons per sign and axis")
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("bci", help="BCI decoders: fit, cross-validate, replay neural data",
+def register(subparsers, summary: str) -> None:
+    parser = subparsers.add_parser("bci", help=summary,
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="bci_command", metavar="ACTION", required=True)
     p = sub.add_parser("fit", help="fit a decoder on a whole block and save it (.npz)")

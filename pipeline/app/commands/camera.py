@@ -23,8 +23,8 @@ from pipeline.app.sources import (
 from recordings.aedat4_writer import Aedat4Writer
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("camera", help="DVS cameras and AEDAT 4 network streams",
+def register(subparsers, summary: str) -> None:
+    parser = subparsers.add_parser("camera", help=summary,
                                    description=__doc__.split("\n\n")[0])
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", help="list attached iniVation cameras")

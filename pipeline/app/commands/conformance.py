@@ -9,8 +9,8 @@ import json
 import sys
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("conformance", help="bit-exactness of the loihi backend against Lava reference files",
+def register(subparsers, summary: str) -> None:
+    parser = subparsers.add_parser("conformance", help=summary,
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("backend", choices=["loihi"], help="backend to check (loihi)")
     parser.add_argument("file", help="reference .npz (lava_reference.npz layout)")

@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     return guarded(body)
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("convert", help="convert a recording to AEDAT 4",
+def register(subparsers, summary: str) -> None:
+    parser = subparsers.add_parser("convert", help=summary,
                                    description=__doc__.splitlines()[0])
     parser.add_argument("input", help="event recording (any supported format)")
     parser.add_argument("output", help="AEDAT 4 file to write (.aedat4)")

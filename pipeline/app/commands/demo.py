@@ -45,8 +45,8 @@ def _positive(text: str) -> float:
     return value
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="closed-loop obstacle avoidance in a simulated world (no hardware)",
+def register(subparsers, summary: str) -> None:
+    parser = subparsers.add_parser("demo", help=summary,
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=_seed, default=0, help="arena seed, >= 0 (default 0; 0-15 were used for tuning)")
     parser.add_argument("--duration", type=_positive, default=60.0, help="simulated seconds, > 0 (default 60)")

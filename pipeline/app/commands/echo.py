@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("echo", help="show what flows on a Zenoh key (rate, gaps, latency)",
+def register(subparsers, summary: str) -> None:
+    parser = subparsers.add_parser("echo", help=summary,
                                    description=__doc__.splitlines()[0])
     parser.add_argument("spec", metavar="zenoh:KEY", help="key expression to subscribe to, e.g. zenoh:lab/*/dvs")
     parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")

@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
     return guarded(body)
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("info", help="show what an event recording holds",
+def register(subparsers, summary: str) -> None:
+    parser = subparsers.add_parser("info", help=summary,
                                    description=__doc__.splitlines()[0])
     parser.add_argument("file", help="event recording (any supported format)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -25,9 +25,9 @@ EXIT_DEVICE_LOST = 3
 EXIT_FAILED = 4
 
 
-def register(subparsers) -> None:
+def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser(
-        "launch", help="run a launch file (source -> stages -> SNN or BCI decoder -> decoder -> motors)",
+        "launch", help=summary,
         description="Run a TOML launch file. Everything is validated before any port opens or motor moves.")
     parser.add_argument("file", help="launch file (TOML), e.g. launch/replay.toml")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",

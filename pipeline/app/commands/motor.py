@@ -45,8 +45,8 @@ def _option(text: str) -> tuple[str, object]:
     return key, value
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("motor", help="send a velocity command to motors and print read-back",
+def register(subparsers, summary: str) -> None:
+    p = subparsers.add_parser("motor", help=summary,
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", required=True, choices=sorted(PROTOCOLS))
     p.add_argument("--port", required=True, help="serial device path, or emulated:<protocol>")

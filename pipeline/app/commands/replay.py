@@ -110,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
     return guarded(lambda: replay(args))
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("replay", help="stream a recording in real time, xN or as fast as possible",
+def register(subparsers, summary: str) -> None:
+    parser = subparsers.add_parser("replay", help=summary,
                                    description=__doc__.splitlines()[0])
     parser.add_argument("file", help="event recording (any supported format)")
     pace = parser.add_mutually_exclusive_group()
