@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "convert",
     "launch",
     "bci",
+    "import_model", "simulate",
 )
 
 

@@ -33,6 +33,7 @@ from pipeline.snn.learning.rule import RULE_CLASSES
 INPUT = "input"
 MAX_DELAY = 62
 FORMAT_VERSION = 1
+LAYOUTS = ("chw", "xyc")
 
 _LOIHI_RANGES = {
     "du": (0, 4095),
@@ -457,6 +458,10 @@ class Network:
     output: str | None = None
     dt_ms: float = 1.0
     input_shape: tuple[int, int, int] | None = None
+    #: How grid-shaped arrays (input spikes, traces of populations on a (C, H, W) grid) are presented
+    #: outside the runtime: "chw" (C, H, W) or "xyc" (X=W, Y=H, C), lava-dl's layout. Neuron order
+    #: inside the network is always (C, H, W).
+    layout: str = "chw"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "populations", tuple(self.populations))
@@ -520,6 +525,8 @@ class Network:
             raise ValueError(f"network: parameter 'n_inputs' must be a non-negative integer, got {self.n_inputs!r}")
         if not self.dt_ms > 0:
             raise ValueError(f"network: parameter 'dt_ms' must be > 0, got {self.dt_ms!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"network: parameter 'layout' must be one of {LAYOUTS}, got {self.layout!r}")
         if not self.populations:
             raise ValueError("network: has no populations")
         for population in self.populations:
@@ -562,6 +569,7 @@ class Network:
             "dt_ms": np.array(float(self.dt_ms)),
             "output": np.array(self.output_name),
             "input_shape": np.array(self.input_shape if self.input_shape is not None else (), dtype=np.int64),
+            "layout": np.array(self.layout),
             "population_names": np.array([p.name for p in self.populations], dtype=str),
             "projection_names": np.array([p.name for p in self.projections], dtype=str),
         }
@@ -662,6 +670,7 @@ class Network:
             input_shape = get("input_shape")
             return cls(n_inputs=int(get("n_inputs")), populations=populations, projections=projections,
                        output=str(get("output")), dt_ms=float(get("dt_ms")),
+                       layout=str(arrays.get("layout", "chw")),
                        input_shape=tuple(int(s) for s in input_shape) if input_shape.size else None)
         except ValueError as error:
             if str(path) in str(error):
