@@ -105,3 +105,38 @@ def test_bad_nir_gives_one_line_naming_the_node(nir_dir, tmp_path, capsys, edit,
     assert main(["import", str(path), "--out", str(tmp_path / "n.npz")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(path) in err and expected in err, err
+
+
+@pytest.mark.parametrize("name, dt_us", [("lif_norse", "100"), ("cnn_sinabs", "1000"),
+                                         ("braille_noDelay_noBias_subtract", "100")])
+def test_export_then_import_gives_the_same_network(nir_dir, tmp_path, name, dt_us):
+    import nir
+
+    first, model, second = tmp_path / "a.npz", tmp_path / "m.nir", tmp_path / "b.npz"
+    assert main(["import", str(nir_dir / f"{name}.nir"), "--out", str(first), "--dt-us", dt_us]) == 0
+    assert main(["export", str(first), "--out", str(model)]) == 0
+    nir.read(str(model))  # the nir package reads it back, type-checked
+    assert main(["import", str(model), "--out", str(second), "--dt-us", dt_us]) == 0
+    a, b = Network.load(first), Network.load(second)
+    assert [p.name for p in a.populations] == [p.name for p in b.populations]
+    for pa, pb in zip(a.populations, b.populations):
+        xa, xb = pa.neuron.arrays("a", pa.size), pb.neuron.arrays("b", pb.size)
+        for key in xa:
+            np.testing.assert_allclose(xb[key], xa[key], rtol=1e-9, err_msg=f"{pa.name}.{key}")
+    edges = lambda net: sorted((p.source, p.target) for p in net.projections)  # noqa: E731
+    assert edges(a) == edges(b)
+    for qa in a.projections:
+        qb = next(q for q in b.projections if (q.source, q.target) == (qa.source, qa.target))
+        shape = (a.source_size(qa.source), a.source_size(qa.target))
+        np.testing.assert_allclose(qb.dense_weights(*shape), qa.dense_weights(*shape), rtol=1e-9, atol=1e-12)
+
+
+def test_export_refuses_what_nir_cannot_express(tmp_path, capsys):
+    from pipeline.snn import INPUT, Dense, FloatLIF, Population
+
+    net = Network(n_inputs=2, populations=[Population("p", 1, FloatLIF(refractory_ms=2.0))],
+                  projections=[Dense(name="d", source=INPUT, target="p", weights=np.ones((1, 2)))])
+    net.save(tmp_path / "n.npz")
+    assert main(["export", str(tmp_path / "n.npz"), "--out", str(tmp_path / "m.nir")]) == 2
+    err = capsys.readouterr().err
+    assert "population 'p'" in err and "refractory" in err

@@ -23,7 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "convert",
     "launch",
     "bci",
-    "import_model", "simulate",
+    "import_model", "simulate", "export",
 )
 
 
