@@ -67,13 +67,17 @@ def nmnist_frames(path) -> np.ndarray:
     return frames
 
 
-def test_nmnist_cnn_classifies_the_small_test_set(nir_dir):
+@pytest.mark.parametrize("backend", ["float", "loihi"])
+def test_nmnist_cnn_classifies_the_small_test_set(nir_dir, backend):
     from pipeline.interop.nir_graph import read_nir
+    from pipeline.snn.convert import to_loihi
 
     data = _require(shared_data_dir() / "nmnist_small")
     labels = [line.split() for line in (data / "test_labels.txt").read_text().splitlines() if not line.startswith("#")]
     network = read_nir(nir_dir / "cnn_sinabs.nir", dt_ms=1.0).network
-    runtime = build(network, "float")
+    if backend == "loihi":
+        network, _ = to_loihi(network)
+    runtime = build(network, backend)
     correct = 0
     for sample, label in labels[:100]:
         frames = nmnist_frames(data / "test" / f"{sample}.bs2").reshape(-1, 2 * 34 * 34)
@@ -83,7 +87,9 @@ def test_nmnist_cnn_classifies_the_small_test_set(nir_dir):
             active = np.flatnonzero(frames[t]).astype(np.int32) if t < frames.shape[0] else np.zeros(0, np.int32)
             counts += runtime.step(active, frames[t, active] if t < frames.shape[0] else None)
         correct += int(np.argmax(counts) == int(label))
-    assert correct >= 97, correct  # the paper: 97.1 % (Spyx) .. 98.5 % (sinabs) on the full test set
+    # The paper: 97.1 % (Spyx) .. 98.5 % (sinabs) on the full test set; an independent float
+    # simulation (interop README 4.5) gets 100 of these 100. loihi: within 1 point of float.
+    assert correct >= 99, correct
 
 
 @pytest.mark.parametrize("edit, expected", [
