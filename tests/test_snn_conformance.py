@@ -99,3 +99,64 @@ def test_learning_reference_file_is_checked_weight_by_weight(conformance_dir, tm
     np.savez(bad, **arrays)
     assert main(["conformance", "loihi", str(bad)]) == 1
     assert "step 100, synapse (post, pre) (2, 4)" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def structures(conformance_dir):
+    return conformance_dir / "loihi" / "lava_structures_reference.npz"
+
+
+def test_structures_file_passes_every_scenario(structures, capsys):
+    assert main(["conformance", "loihi", str(structures), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == {s: {"spikes": True, "v": True, "u": True}
+                      for s in ("S", "R", "Y1", "Y2", "K1", "K2", "K3", "B1", "B2")}
+    with np.load(structures) as data:
+        assert all(data[f"{s}_spikes"].sum() > 0 for s in data["scenarios"])  # every scenario spikes
+
+
+def _changed_copy(structures, tmp_path, keep: str, **changes):
+    with np.load(structures) as data:
+        arrays = {k: data[k] for k in data.files if k.startswith(keep + "_")}
+    arrays["scenarios"] = np.array([keep])
+    arrays.update(changes)
+    path = tmp_path / f"{keep}.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_unknown_scenario_kind_fails_loudly(structures, tmp_path, capsys):
+    path = _changed_copy(structures, tmp_path, "S", S_kind=np.array("RingBuffer -> Mystery -> LIF"))
+    assert main(["conformance", "loihi", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "scenario S" in err and "Mystery" in err
+
+
+def test_conv_orientation_and_unclipped_weights_matter(structures, tmp_path):
+    # An unflipped kernel (cross-correlation) or a truncated odd weight both change K3's traces.
+    with np.load(structures) as data:
+        weight = data["K3_weight"]
+    flipped = _changed_copy(structures, tmp_path, "K3", K3_weight=weight[:, ::-1, ::-1, :].copy())
+    assert not all(c.ok for c in run_file(flipped))
+    truncated = _changed_copy(structures, tmp_path, "K3", K3_weight=(weight >> 1) << 1)
+    assert not all(c.ok for c in run_file(truncated))
+
+
+def test_delays_shift_each_partial_sum():
+    # Weights 1 and 1 with weight_exp -1 and delays 1 and 0: spikes sent at steps 0 and 1 both arrive at
+    # step 2. Lava floors each partial sum (1 >> 1 = 0, twice) rather than the total (2 >> 1 = 1).
+    from pipeline.snn import INPUT, Dense, LoihiLIF, Network, Population, build
+
+    net = Network(n_inputs=2, populations=[Population("p", 1, LoihiLIF(du=4095, dv=0, vth=1000), probe_u=True)],
+                  projections=[Dense(name="d", source=INPUT, target="p", weights=np.array([[1, 1]]),
+                                     weight_exp=-1, delay=np.array([[1, 0]]))])
+    runtime = build(net, "loihi")
+    us = []
+    for active in ([0], [1], [], []):
+        runtime.step(np.array(active, dtype=np.int32))
+        us.append(int(runtime.u("p")[0]))
+    assert us == [0, 0, 0, 0]
+    together = build(net.with_projection("d", delay=0), "loihi")  # same step: one sum, floored once
+    together.step(np.array([0, 1], dtype=np.int32))
+    together.step(np.array([], dtype=np.int32))
+    assert int(together.u("p")[0]) == 1 << 6

@@ -25,7 +25,12 @@ COMMANDS: dict[str, str] = {
     "launch": "run a launch file (source -> stages -> SNN or BCI decoder -> decoder -> motors)",
     "bci": "BCI decoders: fit, cross-validate, replay neural data",
     "echo": "show what flows on a Zenoh key (rate, gaps, latency)",
+    "import": "import a NIR graph (.nir) or lava-dl netx model (.net) as a network",
+    "simulate": "run a network file and record every population",
+    "export": "write a float network as a NIR graph (.nir)",
 }
+#: Sub-commands whose module has another name (``import`` is a Python keyword).
+MODULES: dict[str, str] = {"import": "import_model"}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -38,7 +43,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, summary in COMMANDS.items():
         if name == command:
-            importlib.import_module(f"pipeline.app.commands.{name}").register(subparsers, summary)
+            importlib.import_module(f"pipeline.app.commands.{MODULES.get(name, name)}").register(subparsers, summary)
         else:
             subparsers.add_parser(name, help=summary, add_help=False)
     return parser

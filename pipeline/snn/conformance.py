@@ -6,6 +6,12 @@ Dense(``X_weights`` (n_out, n_in), optional ``X_param_dense_weight_exp``, ``X_pa
 ``X_u`` (T, n_out). Two-layer scenario ``D`` (found by ``D_W1``): ``D_W1``, ``D_W2``, ``D_spikes_in``,
 per-layer ``D_l1_*``/``D_l2_*``, recorded ``D_s1``, ``D_s2``, ``D_v2``. Sizes and T come from the arrays.
 
+A file with a ``scenarios`` key (lava_structures_reference.npz) lists its scenarios; each is dispatched on
+its ``<P>_kind`` text (:data:`STRUCTURE_KINDS`): Sparse, recurrent Dense, DelayDense, DelaySparse, Conv
+(Lava's true convolution on (X, Y, C), lowered to a Conv2D in (C, H=Y, W=X) order with the kernel
+flipped; traces compared in (T, X, Y, C)), graded spikes, or the plain one-layer layout. A kind that
+none of them describes is an error, never skipped.
+
 A file laid out like lava_learning_reference.npz (``pre``, ``post``, ``W0``, ``weights``, ``x1``, ``y1``,
 ``a_out``, ``params`` naming the STDPLoihi rule) is checked as scenario ``learning``: Dense + the Loihi
 learning engine (pipeline.snn.learning.engine) with the spikes injected, every weight and trace every step.
@@ -18,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.snn.network import INPUT, Dense, LoihiLIF, Network, Population
+from pipeline.snn.network import INPUT, Conv2D, Dense, LoihiLIF, Network, Population, Sparse
 from pipeline.snn.runtime import build
 
 
@@ -35,7 +41,12 @@ class Mismatch:
     def describe(self) -> str:
         if self.step < 0:
             return f"shape differs: expected {self.expected} values, got {self.got}"
-        place = f"neuron {self.where[0]}" if len(self.where) == 1 else f"synapse (post, pre) {self.where}"
+        if len(self.where) == 1:
+            place = f"neuron {self.where[0]}"
+        elif len(self.where) == 2:
+            place = f"synapse (post, pre) {self.where}"
+        else:
+            place = f"neuron (x, y, c) {self.where}"
         return f"step {self.step}, {place}: expected {self.expected}, got {self.got}"
 
 
@@ -64,9 +75,19 @@ class _Arrays:
         return int(self.data[key]) if key in self.data.files else default
 
 
+def _xyc_to_flat(values: np.ndarray) -> np.ndarray:
+    """A Lava (X, Y, C[, T]) array in our (C, H=Y, W=X) neuron order: (n[, T])."""
+    moved = np.moveaxis(np.asarray(values), (0, 1, 2), (2, 1, 0))
+    return moved.reshape((-1,) + moved.shape[3:])
+
+
 def _lif(arrays: _Arrays, prefix: str, size: int) -> LoihiLIF:
-    return LoihiLIF(du=arrays(prefix + "du"), dv=arrays(prefix + "dv"), vth=arrays(prefix + "vth"),
-                    bias_mant=arrays(prefix + "bias_mant"), bias_exp=arrays(prefix + "bias_exp"))
+    """LIF parameters of a scenario; (X, Y, C) arrays (conv LIFs) are put in our neuron order."""
+    values = {}
+    for name in ("du", "dv", "vth", "bias_mant", "bias_exp"):
+        value = arrays(prefix + name)
+        values[name] = _xyc_to_flat(value) if value.ndim == 3 else value
+    return LoihiLIF(**values)
 
 
 def _spike_lists(spikes_in: np.ndarray) -> list[np.ndarray]:
@@ -110,8 +131,10 @@ def two_layer_network(arrays: _Arrays, name: str) -> Network:
     return Network(n_inputs=w1.shape[1], populations=[l1, l2], projections=projections)
 
 
-def _run(network: Network, spikes_in: np.ndarray, record: dict[str, tuple[str, str]]) -> dict[str, np.ndarray]:
-    """Run on the loihi backend; record[quantity] = (population, "spikes"|"u"|"v") -> (T, size) int64."""
+def _run(network: Network, spikes_in: np.ndarray, record: dict[str, tuple[str, str]],
+         graded: bool = False) -> dict[str, np.ndarray]:
+    """Run on the loihi backend; record[quantity] = (population, "spikes"|"u"|"v") -> (T, size) int64.
+    ``graded``: the nonzero values of ``spikes_in`` are spike payloads."""
     runtime = build(network, "loihi")
     steps = _spike_lists(spikes_in)
     out = {q: np.zeros((len(steps), network.population(pop).size), dtype=np.int64) for q, (pop, _) in record.items()}
@@ -119,10 +142,131 @@ def _run(network: Network, spikes_in: np.ndarray, record: dict[str, tuple[str, s
     for quantity, (pop, what) in record.items():
         readers[quantity] = {"spikes": runtime.spikes_of, "u": runtime.u, "v": runtime.v}[what](pop)
     for t, active in enumerate(steps):
-        runtime.step(active)
+        runtime.step(active, spikes_in[active, t] if graded else None)
         for quantity, view in readers.items():
             out[quantity][t] = view
     return out
+
+
+def _lava_csr(arrays: _Arrays, prefix: str, delays_key: str | None = None, **fields) -> Sparse:
+    """A Sparse projection from scipy CSR keys over post rows (``<prefix>_data/_indices/_indptr/_shape``)."""
+    data, indices, indptr = (arrays(f"{prefix}_{k}") for k in ("data", "indices", "indptr"))
+    n_out, n_in = (int(x) for x in arrays(f"{prefix}_shape"))
+    if indptr.shape != (n_out + 1,) or indices.shape != data.shape:
+        raise ValueError(f"{arrays.path}: keys {prefix}_* are not a CSR matrix of shape {(n_out, n_in)}")
+    post = np.repeat(np.arange(n_out), np.diff(indptr))
+    order = np.lexsort((post, indices))
+    ours = np.zeros(n_in + 1, dtype=np.int64)
+    np.cumsum(np.bincount(indices, minlength=n_in), out=ours[1:])
+    if delays_key is not None:
+        fields["delay"] = arrays(delays_key).astype(np.int64)[order]
+    return Sparse(indptr=ours, indices=post[order].astype(np.int32), weights=data[order], **fields)
+
+
+def _dense_fields(arrays: _Arrays, prefix: str) -> dict:
+    return dict(weight_exp=arrays.optional(prefix + "weight_exp", 0),
+                num_weight_bits=arrays.optional(prefix + "num_weight_bits", 8))
+
+
+def _lif_network(arrays: _Arrays, name: str, n_in: int, size: int, projections) -> Network:
+    lif = Population("lif", size, _lif(arrays, f"{name}_param_", size), probe_u=True, probe_v=True)
+    return Network(n_inputs=n_in, populations=[lif], projections=projections)
+
+
+def sparse_network(arrays: _Arrays, name: str) -> Network:
+    sparse = _lava_csr(arrays, f"{name}_weights", name="sparse", source=INPUT, target="lif",
+                       **_dense_fields(arrays, f"{name}_param_dense_"))
+    n_out, n_in = (int(x) for x in arrays(f"{name}_weights_shape"))
+    return _lif_network(arrays, name, n_in, n_out, [sparse])
+
+
+def recurrent_network(arrays: _Arrays, name: str) -> Network:
+    w_in, w_rec = arrays(f"{name}_W_in"), arrays(f"{name}_W_rec")
+    projections = [Dense(name="in", source=INPUT, target="lif", weights=w_in,
+                         **_dense_fields(arrays, f"{name}_param_dense_in_")),
+                   Dense(name="rec", source="lif", target="lif", weights=w_rec,
+                         **_dense_fields(arrays, f"{name}_param_dense_rec_"))]
+    return _lif_network(arrays, name, w_in.shape[1], w_in.shape[0], projections)
+
+
+def delay_dense_network(arrays: _Arrays, name: str) -> Network:
+    weights = arrays(f"{name}_W")
+    dense = Dense(name="delay_dense", source=INPUT, target="lif", weights=weights,
+                  delay=arrays(f"{name}_delays").astype(np.int64), **_dense_fields(arrays, f"{name}_param_dense_"))
+    return _lif_network(arrays, name, weights.shape[1], weights.shape[0], [dense])
+
+
+def delay_sparse_network(arrays: _Arrays, name: str) -> Network:
+    sparse = _lava_csr(arrays, f"{name}_weights", f"{name}_delays_data", name="delay_sparse", source=INPUT,
+                       target="lif", **_dense_fields(arrays, f"{name}_param_dense_"))
+    n_out, n_in = (int(x) for x in arrays(f"{name}_weights_shape"))
+    return _lif_network(arrays, name, n_in, n_out, [sparse])
+
+
+def lava_conv(weight: np.ndarray, input_xyc, stride_xy, padding_xy, dilation_xy, groups: int, **fields) -> Conv2D:
+    """Lava's Conv (true convolution on (X, Y, C), weight (C_out, Kx, Ky, C_in / groups), geometry (x, y),
+    weights used as given) as a Conv2D on (C, H=Y, W=X): the kernel flipped in both axes."""
+    kernel = np.asarray(weight)[:, ::-1, ::-1, :].transpose(0, 3, 2, 1)
+    x, y, c = (int(v) for v in input_xyc)
+    return Conv2D(kernel=kernel, in_shape=(c, y, x), stride=tuple(int(v) for v in stride_xy[::-1]),
+                  padding=tuple(int(v) for v in padding_xy[::-1]), dilation=tuple(int(v) for v in dilation_xy[::-1]),
+                  groups=int(groups), prepare_weights=False, **fields)
+
+
+def conv_network(arrays: _Arrays, name: str) -> Network:
+    conv = lava_conv(arrays(f"{name}_weight"), arrays(f"{name}_input_shape"), arrays(f"{name}_stride"),
+                     arrays(f"{name}_padding"), arrays(f"{name}_dilation"), int(arrays(f"{name}_groups")),
+                     name="conv", source=INPUT, target="lif")
+    out_xyc = tuple(int(v) for v in arrays(f"{name}_output_shape"))
+    if conv.out_shape() != (out_xyc[2], out_xyc[1], out_xyc[0]):
+        raise ValueError(f"{arrays.path}: key {name}_output_shape is {out_xyc}, the geometry gives (X, Y, C) "
+                         f"{conv.out_shape()[::-1]}")
+    return _lif_network(arrays, name, int(np.prod(conv.in_shape)), int(np.prod(out_xyc)), [conv])
+
+
+def graded_network(arrays: _Arrays, name: str) -> Network:
+    weights = arrays(f"{name}_W")
+    prefix = f"{name}_param_dense_"
+    dense = Dense(name="graded", source=INPUT, target="lif", weights=weights,
+                  num_message_bits=arrays.optional(prefix + "num_message_bits", 0), **_dense_fields(arrays, prefix))
+    return _lif_network(arrays, name, weights.shape[1], weights.shape[0], [dense])
+
+
+#: ``<P>_kind`` text -> how the scenario is built, tried in order (the first fragment found wins).
+STRUCTURE_KINDS = (
+    ("graded spikes", graded_network),
+    ("DelayDense(", delay_dense_network),
+    ("DelaySparse(", delay_sparse_network),
+    ("Conv(", conv_network),
+    ("Sparse(", sparse_network),
+    ("LIF.s_out -> Dense(W_rec) -> same LIF.a_in", recurrent_network),
+    ("RingBuffer -> Dense -> LIF", one_layer_network),
+)
+
+
+def structure_scenario(arrays: _Arrays, name: str) -> list[Check]:
+    """Build, run and compare one scenario of a structures file (spikes, v, u)."""
+    kind = str(arrays(f"{name}_kind"))
+    builder = next((b for fragment, b in STRUCTURE_KINDS if fragment in kind), None)
+    if builder is None:
+        raise ValueError(f"{arrays.path}: scenario {name}: unknown kind {kind!r} (known: "
+                         f"{[fragment for fragment, _ in STRUCTURE_KINDS]})")
+    network = builder(arrays, name)
+    spikes_in = arrays(f"{name}_spikes_in")
+    conv = builder is conv_network
+    if conv:
+        spikes_in = _xyc_to_flat(spikes_in)
+    got = _run(network, spikes_in, {"spikes": ("lif", "spikes"), "v": ("lif", "v"), "u": ("lif", "u")},
+               graded=builder is graded_network)
+    checks = []
+    for quantity in ("spikes", "v", "u"):
+        expected = arrays(f"{name}_{quantity}")
+        values = got[quantity]
+        if conv:
+            x, y, c = expected.shape[1:]
+            values = values.reshape(-1, c, y, x).transpose(0, 3, 2, 1)
+        checks.append(Check(name, quantity, expected.shape, _first_mismatch(expected, values)))
+    return checks
 
 
 LEARNING_KEYS = ("pre", "post", "W0", "weights", "x1", "y1", "a_out", "params")
@@ -178,6 +322,15 @@ def run_file(path: str | Path) -> list[Check]:
     checks: list[Check] = []
     with np.load(path, allow_pickle=False) as data:
         arrays = _Arrays(data, path)
+        if "scenarios" in data.files:
+            for name in (str(n) for n in data["scenarios"]):
+                try:
+                    checks.extend(structure_scenario(arrays, name))
+                except ValueError as error:
+                    if str(path) in str(error):
+                        raise
+                    raise ValueError(f"{path}: scenario {name}: {error}") from error
+            return checks
         one, two = scenario_names(data)
         learning = all(k in data.files for k in LEARNING_KEYS)
         if not one and not two and not learning:

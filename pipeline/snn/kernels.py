@@ -37,10 +37,14 @@ from pipeline.snn.counters import ACTIVE_UPDATES, INACTIVE_UPDATES, LAST, SPIKES
 #: tgt_start: first target neuron in the state arrays; w_off, idx_off, syn_off: offsets into weights,
 #: indptr and post/delays; ring_off, ring_len: the delay ring (ring_len slots of n_tgt); shift: the
 #: left shift (negative: arithmetic right shift) applied to the delivered sum (loihi: weight_exp plus
-#: the zeroed low weight bits; float: 0); delay: the dense projection's scalar delay in steps.
+#: the zeroed low weight bits; float: 0); delay: the dense projection's scalar delay in steps;
+#: graded: 1 when each source spike adds payload * weight (events.payload) instead of the weight;
+#: send_shift: for CSR projections with several delays and a negative shift (loihi), the shift applied
+#: to each (target, delay, sending step) partial sum before it enters the ring (Lava's DelayDense and
+#: DelaySparse); ``shift`` is then 0.
 PROJECTION_DTYPE = np.dtype([(name, np.int64) for name in (
     "kind", "src_group", "src_start", "n_src", "tgt_pop", "tgt_start", "n_tgt", "w_off", "idx_off", "syn_off",
-    "ring_off", "ring_len", "shift", "delay")])
+    "ring_off", "ring_len", "shift", "delay", "graded", "send_shift")])
 #: One row per event group (input port, then each population): first global index, size, spikes this step.
 GROUP_DTYPE = np.dtype([("start", np.int64), ("size", np.int64), ("count", np.int64)])
 DENSE, CSR = 0, 1
@@ -105,17 +109,21 @@ class FloatState(NamedTuple):
 
 class Events(NamedTuple):
     """This step's spikes: spikes uint8 (n_total,) 0/1 per global index; active int32 (n_total,) the
-    spiking indices of each group, listed from the group's start; groups GROUP_DTYPE (n_groups,)."""
+    spiking indices of each group, listed from the group's start; groups GROUP_DTYPE (n_groups,);
+    payload int32 (n_total,) the graded value of each input axon's spike (read by graded projections
+    only; written by the runtime before the step)."""
 
     spikes: np.ndarray
     active: np.ndarray
     groups: np.ndarray
+    payload: np.ndarray
 
 
 class Synapses(NamedTuple):
     """All projections: table PROJECTION_DTYPE (n_projections,); weights (loihi: int8/int16/int32
     mantissas, float: float32); indptr int64, post int32, delays uint8 (CSR projections); ring (loihi
-    int32, float float32) the delay rings."""
+    int32, float float32) the delay rings; partial (like ring) the per-step partial sums of
+    projections with a send_shift (zero between steps)."""
 
     table: np.ndarray
     weights: np.ndarray
@@ -123,6 +131,7 @@ class Synapses(NamedTuple):
     post: np.ndarray
     delays: np.ndarray
     ring: np.ndarray
+    partial: np.ndarray
 
 
 @njit(cache=True)
@@ -182,6 +191,49 @@ def _deliver(t, a_in, synapses):
 
 
 @njit(cache=True)
+def _accumulate_graded(t, row, start, count, events, synapses, target):
+    """Graded projection (input port source): each spiking axon adds payload * weight into ``target``
+    (the ring, or ``partial`` with a send_shift). Returns the synaptic operations."""
+    active, payload = events.active, events.payload
+    weights = synapses.weights
+    n_tgt = row.n_tgt
+    ops = 0
+    if row.kind == DENSE:
+        slot = row.ring_off + ((t + 1 + row.delay) % row.ring_len) * n_tgt
+        for k in range(count):
+            index = active[start + k]
+            p = payload[index]
+            r0 = row.w_off + (index - row.src_start) * n_tgt
+            for j in range(n_tgt):
+                target[slot + j] += weights[r0 + j] * p
+        ops = count * n_tgt
+    else:
+        indptr, post, delays = synapses.indptr, synapses.post, synapses.delays
+        for k in range(count):
+            index = active[start + k]
+            p = payload[index]
+            pre = index - row.src_start
+            first = indptr[row.idx_off + pre]
+            last = indptr[row.idx_off + pre + 1]
+            for s in range(first, last):
+                slot = (t + 1 + delays[row.syn_off + s]) % row.ring_len
+                target[row.ring_off + slot * n_tgt + post[row.syn_off + s]] += weights[row.w_off + s] * p
+            ops += last - first
+    return ops
+
+
+@njit(cache=True)
+def _flush_partial(row, synapses):
+    """Move a send_shift projection's partial sums into its ring, each shifted (floor) on its own."""
+    partial, ring = synapses.partial, synapses.ring
+    divisor = np.int64(1) << -row.send_shift  # floor division by 2**k is the arithmetic shift right
+    for i in range(row.ring_off, row.ring_off + row.ring_len * row.n_tgt):
+        if partial[i] != 0:
+            ring[i] += partial[i] // divisor
+            partial[i] = 0
+
+
+@njit(cache=True)
 def _accumulate(t, events, synapses, counters):
     """Add the weight rows of every source that spiked this step into the projections' rings."""
     active, groups = events.active, events.groups
@@ -197,7 +249,12 @@ def _accumulate(t, events, synapses, counters):
         w_off = row.w_off
         src_start = row.src_start
         ops = 0
-        if row.kind == DENSE:
+        if row.graded:
+            ops = _accumulate_graded(t, row, start, count, events, synapses,
+                                     synapses.partial if row.send_shift < 0 else ring)
+            if row.send_shift < 0:
+                _flush_partial(row, synapses)
+        elif row.kind == DENSE:
             slot = row.ring_off + ((t + 1 + row.delay) % ring_len) * n_tgt
             acc = ring[slot:slot + n_tgt]
             rows = active[start:start + count]
@@ -226,14 +283,18 @@ def _accumulate(t, events, synapses, counters):
         else:
             indptr, post, delays = synapses.indptr, synapses.post, synapses.delays
             ring_off = row.ring_off
+            # With a send_shift, sums collect in ``partial`` and enter the ring shifted, per delay slot.
+            target = synapses.partial if row.send_shift < 0 else ring
             for k in range(count):
                 pre = active[start + k] - src_start
                 first = indptr[row.idx_off + pre]
                 last = indptr[row.idx_off + pre + 1]
                 for s in range(first, last):
                     slot = (t + 1 + delays[row.syn_off + s]) % ring_len
-                    ring[ring_off + slot * n_tgt + post[row.syn_off + s]] += weights[w_off + s]
+                    target[ring_off + slot * n_tgt + post[row.syn_off + s]] += weights[w_off + s]
                 ops += last - first
+            if row.send_shift < 0:
+                _flush_partial(row, synapses)
         counters[LAST, row.tgt_pop, SYNAPTIC_OPS] += ops
         counters[TOTAL, row.tgt_pop, SYNAPTIC_OPS] += ops
 

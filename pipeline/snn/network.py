@@ -33,6 +33,7 @@ from pipeline.snn.learning.rule import RULE_CLASSES
 INPUT = "input"
 MAX_DELAY = 62
 FORMAT_VERSION = 1
+LAYOUTS = ("chw", "xyc")
 
 _LOIHI_RANGES = {
     "du": (0, 4095),
@@ -194,6 +195,10 @@ class Projection:
 
     weight_exp: the summed input of this projection is scaled by 2**weight_exp (Loihi -8..7);
     num_weight_bits: weight precision 1-8 (Lava's Dense truncation, see pipeline.snn.weights);
+    prepare_weights: False uses the integer weights exactly as given on the loihi backend (no 8-bit
+    clip, no low-bit truncation; Lava's Conv and netx conv layers), only weight_exp applies;
+    num_message_bits: 0 for binary spikes, 1-24 for graded input spikes (projections from the input
+    port only): a spike with payload p adds p * weight (Lava's Dense num_message_bits);
     delay: extra steps (0-62) on top of the one-step Dense hop, scalar or one per synapse
     (shape of ``weights``); learning: a rule from pipeline.snn.learning.rule (saved with the network
     when its class is in ``RULE_CLASSES``), an object with ``attach()``, or None.
@@ -209,6 +214,8 @@ class Projection:
     num_weight_bits: int = 8
     delay: object = 0
     learning: object | None = None
+    prepare_weights: bool = True
+    num_message_bits: int = 0
 
     def synapses(self, n_pre: int, n_post: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Input-major CSR: indptr (n_pre + 1,) int64, post (nnz,) int32, weights (nnz,), delays (nnz,) uint8."""
@@ -237,6 +244,13 @@ class Projection:
             raise _fail(owner, "num_weight_bits", f"must be an integer in [1, 8], got {self.num_weight_bits!r}")
         object.__setattr__(self, "weight_exp", int(self.weight_exp))
         object.__setattr__(self, "num_weight_bits", int(self.num_weight_bits))
+        object.__setattr__(self, "prepare_weights", bool(self.prepare_weights))
+        if isinstance(self.num_message_bits, bool) or int(self.num_message_bits) != self.num_message_bits \
+                or not 0 <= self.num_message_bits <= 24:
+            raise _fail(owner, "num_message_bits", f"must be an integer in [0, 24], got {self.num_message_bits!r}")
+        object.__setattr__(self, "num_message_bits", int(self.num_message_bits))
+        if self.num_message_bits and self.source != INPUT:
+            raise _fail(owner, "num_message_bits", f"graded spikes come only from {INPUT!r}, got source {self.source!r}")
         delay = np.asarray(self.delay)
         if delay.dtype.kind not in "iu":
             raise _fail(owner, "delay", f"must be integer steps, got dtype {delay.dtype}")
@@ -343,28 +357,40 @@ class Sparse(Projection):
 class Conv2D(Projection):
     """2-D convolution over an event grid (cross-correlation, like torch.nn.Conv2d).
 
-    kernel (out_channels, in_channels, kh, kw); in_shape (C, H, W) of the source; stride and padding
-    (rows, cols). The target must have out_channels * OH * OW neurons, OH = (H + 2 ph - kh) // sh + 1.
-    Synapses are stored explicitly, as Loihi's synaptic memory does. ``delay`` must be a scalar.
+    kernel (out_channels, in_channels / groups, kh, kw); in_shape (C, H, W) of the source; stride,
+    padding and dilation (rows, cols); groups splits the channels as torch does. The target must have
+    out_channels * OH * OW neurons, OH = (H + 2 ph - dh (kh - 1) - 1) // sh + 1. Synapses are stored
+    explicitly, as Loihi's synaptic memory does. ``delay`` must be a scalar.
     """
 
     kernel: np.ndarray
     in_shape: tuple[int, int, int]
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
 
     def __post_init__(self) -> None:
         owner = self.owner()
         object.__setattr__(self, "kernel", frozen_array(self.kernel))
-        for name in ("in_shape", "stride", "padding"):
+        for name in ("in_shape", "stride", "padding", "dilation"):
             object.__setattr__(self, name, tuple(int(s) for s in getattr(self, name)))
+        if isinstance(self.groups, bool) or int(self.groups) != self.groups or self.groups < 1:
+            raise _fail(owner, "groups", f"must be a positive integer, got {self.groups!r}")
+        object.__setattr__(self, "groups", int(self.groups))
         if self.kernel.ndim != 4:
-            raise _fail(owner, "kernel", f"must have shape (out_channels, in_channels, kh, kw), got {self.kernel.shape}")
+            raise _fail(owner, "kernel", f"must have shape (out_channels, in_channels / groups, kh, kw), got {self.kernel.shape}")
         _check_weights(owner, self.kernel, "kernel")
         if len(self.in_shape) != 3 or min(self.in_shape) < 1:
             raise _fail(owner, "in_shape", f"must be (C, H, W) positive, got {self.in_shape}")
-        if self.kernel.shape[1] != self.in_shape[0]:
-            raise _fail(owner, "kernel", f"has {self.kernel.shape[1]} input channels, in_shape has {self.in_shape[0]}")
+        if self.in_shape[0] % self.groups or self.kernel.shape[0] % self.groups:
+            raise _fail(owner, "groups", f"{self.groups} must divide the input channels {self.in_shape[0]} and "
+                                         f"the output channels {self.kernel.shape[0]}")
+        if self.kernel.shape[1] * self.groups != self.in_shape[0]:
+            raise _fail(owner, "kernel", f"has {self.kernel.shape[1]} input channels per group, in_shape has "
+                                         f"{self.in_shape[0]} in {self.groups} group(s)")
+        if len(self.dilation) != 2 or min(self.dilation) < 1:
+            raise _fail(owner, "dilation", f"must be two positive integers, got {self.dilation}")
         if len(self.stride) != 2 or min(self.stride) < 1:
             raise _fail(owner, "stride", f"must be two positive integers, got {self.stride}")
         if len(self.padding) != 2 or min(self.padding) < 0:
@@ -378,8 +404,9 @@ class Conv2D(Projection):
     def out_shape(self) -> tuple[int, int, int]:
         c_out, _, kh, kw = np.shape(self.kernel)
         _, h, w = self.in_shape
-        return (c_out, (h + 2 * self.padding[0] - kh) // self.stride[0] + 1,
-                (w + 2 * self.padding[1] - kw) // self.stride[1] + 1)
+        dh, dw = self.dilation
+        return (c_out, (h + 2 * self.padding[0] - dh * (kh - 1) - 1) // self.stride[0] + 1,
+                (w + 2 * self.padding[1] - dw * (kw - 1) - 1) // self.stride[1] + 1)
 
     def check_sizes(self, n_pre: int, n_post: int) -> None:
         owner = self.owner()
@@ -390,18 +417,20 @@ class Conv2D(Projection):
             raise _fail(owner, "kernel", f"output grid {out} ({int(np.prod(out))} neurons) does not match the target's {n_post} neurons")
 
     def synapses(self, n_pre, n_post):
-        c_out, c_in, kh, kw = self.kernel.shape
+        c_out, c_group, kh, kw = self.kernel.shape
         _, h, w = self.in_shape
         _, oh, ow = self.out_shape()
         sh, sw = self.stride
         ph, pw = self.padding
+        dh, dw = self.dilation
         # Every (output position, kernel tap, channel pair) that lands inside the input grid.
-        co, ci, ky, kx, oy, ox = np.meshgrid(np.arange(c_out), np.arange(c_in), np.arange(kh), np.arange(kw),
+        co, ci, ky, kx, oy, ox = np.meshgrid(np.arange(c_out), np.arange(c_group), np.arange(kh), np.arange(kw),
                                              np.arange(oh), np.arange(ow), indexing="ij")
-        iy = oy * sh - ph + ky
-        ix = ox * sw - pw + kx
+        iy = oy * sh - ph + dh * ky
+        ix = ox * sw - pw + dw * kx
         inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
-        pre = ((ci * h + iy) * w + ix)[inside]
+        channel = co // (c_out // self.groups) * c_group + ci
+        pre = ((channel * h + iy) * w + ix)[inside]
         post = ((co * oh + oy) * ow + ox)[inside]
         weights = self.kernel[co[inside], ci[inside], ky[inside], kx[inside]]
         order = np.lexsort((post, pre))
@@ -429,6 +458,10 @@ class Network:
     output: str | None = None
     dt_ms: float = 1.0
     input_shape: tuple[int, int, int] | None = None
+    #: How grid-shaped arrays (input spikes, traces of populations on a (C, H, W) grid) are presented
+    #: outside the runtime: "chw" (C, H, W) or "xyc" (X=W, Y=H, C), lava-dl's layout. Neuron order
+    #: inside the network is always (C, H, W).
+    layout: str = "chw"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "populations", tuple(self.populations))
@@ -492,6 +525,8 @@ class Network:
             raise ValueError(f"network: parameter 'n_inputs' must be a non-negative integer, got {self.n_inputs!r}")
         if not self.dt_ms > 0:
             raise ValueError(f"network: parameter 'dt_ms' must be > 0, got {self.dt_ms!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"network: parameter 'layout' must be one of {LAYOUTS}, got {self.layout!r}")
         if not self.populations:
             raise ValueError("network: has no populations")
         for population in self.populations:
@@ -534,6 +569,7 @@ class Network:
             "dt_ms": np.array(float(self.dt_ms)),
             "output": np.array(self.output_name),
             "input_shape": np.array(self.input_shape if self.input_shape is not None else (), dtype=np.int64),
+            "layout": np.array(self.layout),
             "population_names": np.array([p.name for p in self.populations], dtype=str),
             "projection_names": np.array([p.name for p in self.projections], dtype=str),
         }
@@ -553,6 +589,8 @@ class Network:
             arrays[prefix + "weight_exp"] = np.array(int(projection.weight_exp))
             arrays[prefix + "num_weight_bits"] = np.array(int(projection.num_weight_bits))
             arrays[prefix + "delay"] = np.asarray(projection.delay, dtype=np.int64)
+            arrays[prefix + "prepare_weights"] = np.array(projection.prepare_weights)
+            arrays[prefix + "num_message_bits"] = np.array(int(projection.num_message_bits))
             if isinstance(projection, Dense):
                 arrays[prefix + "weights"] = projection.weights
             elif isinstance(projection, Sparse):
@@ -561,7 +599,8 @@ class Network:
                 arrays[prefix + "weights"] = projection.weights
             else:
                 arrays[prefix + "kernel"] = projection.kernel
-                arrays[prefix + "geometry"] = np.array([*projection.in_shape, *projection.stride, *projection.padding])
+                arrays[prefix + "geometry"] = np.array([*projection.in_shape, *projection.stride, *projection.padding,
+                                                        *projection.dilation, projection.groups])
             if projection.learning is not None:
                 arrays.update(_learning_arrays(prefix, projection))
         with open(path, "wb") as handle:
@@ -611,7 +650,9 @@ class Network:
                 common = dict(name=str(name), source=source, target=target, weight_exp=int(get(prefix + "weight_exp")),
                               num_weight_bits=int(get(prefix + "num_weight_bits")),
                               delay=int(delay) if delay.ndim == 0 else delay,
-                              learning=_learning_from_arrays(prefix, arrays, path))
+                              learning=_learning_from_arrays(prefix, arrays, path),
+                              prepare_weights=bool(arrays.get(prefix + "prepare_weights", True)),
+                              num_message_bits=int(arrays.get(prefix + "num_message_bits", 0)))
                 if kind == "dense":
                     projections.append(Dense(weights=get(prefix + "weights"), **common))
                 elif kind == "sparse":
@@ -619,13 +660,17 @@ class Network:
                                               weights=get(prefix + "weights"), **common))
                 elif kind == "conv2d":
                     g = [int(x) for x in get(prefix + "geometry")]
+                    if len(g) not in (7, 10):
+                        raise ValueError(f"{path}: key {prefix + 'geometry'!r} has {len(g)} values, expected 7 or 10")
+                    extra = dict(dilation=tuple(g[7:9]), groups=g[9]) if len(g) == 10 else {}
                     projections.append(Conv2D(kernel=get(prefix + "kernel"), in_shape=tuple(g[:3]), stride=tuple(g[3:5]),
-                                              padding=tuple(g[5:7]), **common))
+                                              padding=tuple(g[5:7]), **extra, **common))
                 else:
                     raise ValueError(f"{path}: key {prefix + 'kind'!r} is {kind!r}, expected one of {sorted(PROJECTION_KINDS)}")
             input_shape = get("input_shape")
             return cls(n_inputs=int(get("n_inputs")), populations=populations, projections=projections,
                        output=str(get("output")), dt_ms=float(get("dt_ms")),
+                       layout=str(arrays.get("layout", "chw")),
                        input_shape=tuple(int(s) for s in input_shape) if input_shape.size else None)
         except ValueError as error:
             if str(path) in str(error):

@@ -95,7 +95,8 @@ class Runtime:
         for placement in self.populations.values():
             groups[placement.index + 1] = (placement.start, placement.size, 0)
         self.events = K.Events(np.zeros(max(n_total, 1), dtype=np.uint8), np.zeros(max(n_total, 1), dtype=np.int32),
-                               groups)
+                               groups, np.ones(max(n_total, 1), dtype=np.int32))
+        self.graded = any(p.num_message_bits for p in network.projections)
         self.counters = Counters(list(self.populations))
         if backend == "loihi":
             self.params = self._loihi_params(network, n_neurons)
@@ -165,6 +166,10 @@ class Runtime:
 
     def _stored_weights(self, network: Network, projection, values: np.ndarray, learning: bool) -> tuple[np.ndarray, int]:
         """(values as stored in the blob, total shift applied at delivery) for this backend."""
+        if not projection.prepare_weights:
+            if self.backend == "float" and not network.is_float:
+                return (values * 2.0 ** (projection.weight_exp + 6)).astype(np.float32), 0
+            return (values.astype(np.float32), 0) if self.backend == "float" else (values, int(projection.weight_exp))
         if self.backend == "float":
             if network.is_float:
                 return values.astype(np.float32), 0
@@ -213,6 +218,10 @@ class Runtime:
             row["ring_len"] = ring_len
             row["shift"] = shift
             row["delay"] = int(np.max(projection.delay)) if dense else 0
+            row["graded"] = int(projection.num_message_bits > 0)
+            if not dense and shift < 0 and np.unique(delays).size > 1:
+                # Lava's DelayDense/DelaySparse shift each delay's partial sum on its own.
+                row["send_shift"], row["shift"] = shift, 0
             weight_parts.append(stored)
             indptr_parts.append(indptr)
             post_parts.append(post)
@@ -226,10 +235,12 @@ class Runtime:
         else:
             dtype = _narrowest_int(weight_parts, any(p.learning is not None for p in network.projections))
         weights = np.concatenate([w.astype(dtype) for w in weight_parts]) if weight_parts else np.zeros(1, dtype)
+        ring_dtype = np.float32 if self.backend == "float" else np.int32
+        partial_size = ring_off if np.any(table["send_shift"] < 0) else 1
         return K.Synapses(table, weights, np.concatenate(indptr_parts + [np.zeros(1, np.int64)]),
                           np.concatenate(post_parts + [np.zeros(1, np.int32)]),
                           np.concatenate(delay_parts + [np.zeros(1, np.uint8)]),
-                          np.zeros(max(ring_off, 1), dtype=np.float32 if self.backend == "float" else np.int32))
+                          np.zeros(max(ring_off, 1), dtype=ring_dtype), np.zeros(max(partial_size, 1), dtype=ring_dtype))
 
     def _attach_learning(self, p: int, projection):
         row = self.synapses.table[p]
@@ -254,13 +265,17 @@ class Runtime:
         return rule.attach(weights, pre, post, "loihi")
 
     # ------------------------------------------------------------------ running
-    def step(self, input_indices: np.ndarray) -> np.ndarray:
+    def step(self, input_indices: np.ndarray, payloads: np.ndarray | None = None) -> np.ndarray:
         """Advance one step with ``input_indices`` (int32 (k,), duplicates allowed) active.
 
-        Returns the output population's spikes, uint8 (n_outputs,), a view valid until the next step.
+        ``payloads`` (k,) integers: the graded value of each listed spike, read by projections with
+        num_message_bits > 0 (default 1; for a duplicated index the last payload counts). Returns the
+        output population's spikes, uint8 (n_outputs,), a view valid until the next step.
         """
         if type(input_indices) is not np.ndarray or input_indices.dtype != np.int32 or input_indices.ndim != 1:
             input_indices = _as_indices(input_indices)
+        if self.graded:
+            self._set_payloads(input_indices, payloads)
         bad = self._step(input_indices, self.t, *self._args)
         if bad >= 0:
             raise ValueError(f"input index {int(input_indices[bad])} at position {bad} is outside "
@@ -272,6 +287,15 @@ class Runtime:
         self.t += 1
         self.counters.steps += 1
         return self._output
+
+    def _set_payloads(self, input_indices: np.ndarray, payloads) -> None:
+        if payloads is None:
+            payloads = 1
+        elif np.shape(payloads) != input_indices.shape:
+            raise ValueError(f"payloads must have the shape of the input indices {input_indices.shape}, "
+                             f"got {np.shape(payloads)}")
+        valid = (input_indices >= 0) & (input_indices < self.n_inputs)
+        self.events.payload[input_indices[valid]] = np.broadcast_to(payloads, input_indices.shape)[valid]
 
     def warmup(self) -> None:
         """Run the (already compiled) step kernel once with and once without input, then reset."""
@@ -285,6 +309,7 @@ class Runtime:
         for array in self.state:
             array[:] = 0
         self.synapses.ring[:] = 0
+        self.synapses.partial[:] = 0
         self.events.spikes[:] = 0
         self.events.groups["count"] = 0
         self.counters.reset()

@@ -1,7 +1,8 @@
 """``spikeloop conformance loihi FILE.npz [--json]``: check the loihi backend against Lava's outputs.
 
-Runs every scenario in a file laid out like ../shared/conformance/loihi/lava_reference.npz (or
-lava_learning_reference.npz) and compares every recorded integer. Exit status 0 only if everything matches, 1 on a mismatch, 2 on a bad file.
+Runs every scenario in a file laid out like ../shared/conformance/loihi/lava_reference.npz,
+lava_learning_reference.npz or lava_structures_reference.npz (Sparse, recurrence, delays, Conv, per-neuron
+parameters, graded spikes; an unknown scenario kind is an error) and compares every recorded integer. Exit status 0 only if everything matches, 1 on a mismatch, 2 on a bad file.
 """
 from __future__ import annotations
 

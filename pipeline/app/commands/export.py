@@ -1,0 +1,32 @@
+"""``spikeloop export NET.npz --out MODEL.nir``: a float network as a NIR graph (the nir package's HDF5).
+
+Populations become IF / LIF / CubaLIF nodes by their per-step decays at the network's dt (time
+constants in seconds), projections Linear / Conv2d (+ Delay) nodes; ``spikeloop import`` of the result
+gives the same network up to float rounding. Exit status 0, or 2 with one line naming what NIR cannot
+express (refractory periods, per-synapse delays, LoihiLIF networks).
+"""
+from __future__ import annotations
+
+import sys
+
+
+def register(subparsers, summary: str) -> None:
+    parser = subparsers.add_parser("export", help=summary,
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("network", help="network file (.npz)")
+    parser.add_argument("--out", required=True, help="NIR file to write (.nir)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pipeline.interop.nir_export import write_nir
+    from pipeline.snn.network import Network
+
+    try:
+        network = Network.load(args.network)
+        write_nir(network, args.out)
+    except (OSError, ValueError, ImportError) as error:
+        print(f"spikeloop export: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {len(network.populations)} populations, {len(network.projections)} projections")
+    return 0
