@@ -101,8 +101,9 @@ class DemoResult:
 
     latency_*: from the arrival of the packet that completed a command's step to the command's bytes
     written (the loop's measure). sensor_latency_*: from each event's sensor time to the first command
-    written after it (see :class:`SensorLatency`). Wall-clock fields (not the same run to run):
-    latencies, ``realtime_factor``, ``wall_s``.
+    written after it (see :class:`SensorLatency`). ``resends``: lockstep commands the world sent again
+    because they had not landed after 50 ms (the same goal: the run does not depend on it). Wall-clock
+    fields (not the same run to run): latencies, ``realtime_factor``, ``wall_s``, ``resends``.
     """
 
     seed: int
@@ -122,6 +123,7 @@ class DemoResult:
     wall_s: float
     energy_uj_per_s: float | None
     sync_timeouts: int
+    resends: int
     backend: str
     controller: str
     zero_weights: bool
@@ -130,7 +132,7 @@ class DemoResult:
 
     #: JSON keys whose values depend on the wall clock (everything else is the same for a seed).
     WALL_CLOCK_KEYS = ("latency_p50_us", "latency_p99_us", "sensor_latency_p50_us", "sensor_latency_p99_us",
-                       "realtime_factor", "wall_s")
+                       "realtime_factor", "wall_s", "resends")
 
     def summary(self) -> dict:
         """The JSON object ``spikeloop demo --json`` prints (plain Python numbers, rounded to 4 places)."""
@@ -138,7 +140,7 @@ class DemoResult:
             "sim_seconds", "collisions", "distance_m", "mean_speed_mps", "events", "steps", "latency_p50_us",
             "latency_p99_us", "realtime_factor", "energy_uj_per_s", "seed", "top_speed_mps", "sync_timeouts",
             "backend", "sensor_latency_p50_us", "sensor_latency_p99_us", "commands", "wall_s", "controller",
-            "zero_weights", "mode")}
+            "zero_weights", "mode", "resends")}
         out["mean_speed_fraction"] = self.mean_speed_mps / self.top_speed_mps
         out["merged_steps"] = self.loop.merged_steps
         out["sink_errors"] = self.loop.sink_errors
@@ -402,7 +404,8 @@ class DemoRun:
             latency_p50_us=_us(report.latency_p50_ms), latency_p99_us=_us(report.latency_p99_ms),
             sensor_latency_p50_us=self.latency.percentile_us(50), sensor_latency_p99_us=self.latency.percentile_us(99),
             realtime_factor=report.real_time_factor, wall_s=wall_s, energy_uj_per_s=energy,
-            sync_timeouts=self.source.sync_timeouts, backend=self.spec.network["backend"] if self.network else "numpy",
+            sync_timeouts=self.source.sync_timeouts, resends=self.source.resends,
+            backend=self.spec.network["backend"] if self.network else "numpy",
             controller=self.config.controller, zero_weights=self.config.zero_weights, mode=self.config.mode,
             loop=report)
 
