@@ -58,6 +58,7 @@ def totals(rows: list[dict]) -> dict:
         "mean_speed_fraction": float(np.mean([r["mean_speed_fraction"] for r in rows])),
         "distance_m": sum(r["distance_m"] for r in rows),
         "sync_timeouts": sum(r["sync_timeouts"] for r in rows),
+        "resends": sum(r["resends"] for r in rows),
         "min_realtime_factor": min(r["realtime_factor"] for r in rows),
         "sensor_latency_p99_us_max": max(r["sensor_latency_p99_us"] for r in rows),
         "latency_p99_us_max": max(r["latency_p99_us"] for r in rows),
@@ -84,7 +85,7 @@ def main() -> int:
             rows[summary["run"]].append(summary)
             print(f"  {summary['run']:8s} arena {summary['seed']:6d}: {summary['collisions']} collisions, "
                   f"{summary['mean_speed_fraction']:.2f} of top speed, {summary['realtime_factor']:.2f}x real time, "
-                  f"{summary['sync_timeouts']} sync timeouts",
+                  f"{summary['sync_timeouts']} sync timeouts, {summary['resends']} resends",
                   file=sys.stderr, flush=True)
     result = {"draw": draw, "seeds": seeds, "duration_s": args.duration, "goal": GOAL,
               "totals": {name: totals(r) for name, r in rows.items()}, "runs": rows,
@@ -106,7 +107,8 @@ def main() -> int:
           f"{'yes' if net['collisions'] <= GOAL['collisions_max'] else 'NO'}; speed {net['mean_speed_fraction']:.2f} "
           f">= {GOAL['mean_speed_fraction_min']}: {'yes' if net['mean_speed_fraction'] >= GOAL['mean_speed_fraction_min'] else 'NO'}; "
           f"ahead of the baseline: {'yes' if ahead else 'NO'}")
-    print(f"sync timeouts {sum(t[n]['sync_timeouts'] for n in CONTROLLERS)}, slowest run "
+    print(f"sync timeouts {sum(t[n]['sync_timeouts'] for n in CONTROLLERS)}, resends "
+          f"{sum(t[n]['resends'] for n in CONTROLLERS)}, slowest run "
           f"{min(t[n]['min_realtime_factor'] for n in CONTROLLERS):.2f}x real time, worst sensor-time latency p99 "
           f"{max(t[n]['sensor_latency_p99_us_max'] for n in CONTROLLERS) / 1000:.1f} ms, {result['wall_s']:.0f} s wall")
     return 0

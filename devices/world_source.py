@@ -38,6 +38,8 @@ from pipeline.core.packet import Packet, StreamInfo
 
 #: Wall time (s) between looks at the servos while the world waits for a command to land.
 POLL_S = 20e-6
+#: Lockstep: a command not landed after this much wall time (s) is sent again, the same bytes.
+RESEND_S = 0.05
 
 
 class CommandTap:
@@ -114,6 +116,10 @@ class ServoWheels:
             return True
         return all(device.torque_on(k) and not device.watchdog_tripped(k) for k in range(len(device.ids)))
 
+    def resend(self, command: np.ndarray) -> None:
+        """Send ``command`` (rad/s) again through the controller (its safety layer, driver and wire)."""
+        self.controller.send(np.asarray(command, dtype=float))
+
     def interventions(self) -> int:
         """Safety actions so far that may override a command: command watchdog stops, e-stops, refused or
         dropped commands, link errors, reconnections and re-initialisations, servo bus watchdog trips."""
@@ -164,6 +170,7 @@ class WorldSource:
         self.emulator.warmup()
         self.info = StreamInfo(kind="dvs", width=camera.width, height=camera.height, name=f"world:{self.world.seed}")
         self.sync_timeouts = 0
+        self.resends = 0
         self.events = 0
         #: Real time: (perf_counter_ns, sensor µs) of the world clock's origin (None until it starts).
         self.clock: tuple[int, int] | None = None
@@ -242,10 +249,13 @@ class WorldSource:
 
     def _landed(self, command: np.ndarray, interventions_at_write: int) -> np.ndarray:
         """Lockstep: block until the servos hold ``command`` (as they will hold it: limited and quantized)
-        and return it. Only a safety action of the motor layer after the command was written
-        (``interventions_at_write``, the tap's stamp) can override it, and servos that refuse goal writes
-        (tripped bus watchdog, torque off) cannot take it: then what the servos hold instead."""
+        and return it. A command that has not landed after ``RESEND_S`` of wall time is sent again (the
+        same goal, so the outcome does not depend on it; counted in ``resends``): under CPU contention the
+        emulated wire has been seen to lose one. Only a safety action of the motor layer after the command
+        was written (``interventions_at_write``, the tap's stamp) can override it, and servos that refuse
+        goal writes (tripped bus watchdog, torque off) cannot take it: then what the servos hold instead."""
         expected = self.wheels.expected_radps(command)
+        resend_at = time.monotonic() + RESEND_S
         while not self._closed:
             goal = self.wheels.goal_radps()
             if np.allclose(goal, expected, rtol=0.0, atol=1e-9):
@@ -253,6 +263,10 @@ class WorldSource:
             if self.wheels.interventions() > interventions_at_write or not self.wheels.accepting():
                 self.sync_timeouts += 1
                 return goal
+            if time.monotonic() > resend_at:
+                self.wheels.resend(command)
+                self.resends += 1
+                resend_at = time.monotonic() + RESEND_S
             time.sleep(POLL_S)
         return expected
 

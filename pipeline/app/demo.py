@@ -103,8 +103,9 @@ class DemoResult:
 
     latency_*: from the arrival of the packet that completed a command's step to the command's bytes
     written (the loop's measure). sensor_latency_*: from each event's sensor time to the first command
-    written after it (see :class:`SensorLatency`). Wall-clock fields (not the same run to run):
-    latencies, ``realtime_factor``, ``wall_s``.
+    written after it (see :class:`SensorLatency`). ``resends``: lockstep commands the world sent again
+    because they had not landed after 50 ms (the same goal: the run does not depend on it). Wall-clock
+    fields (not the same run to run): latencies, ``realtime_factor``, ``wall_s``, ``resends``.
     """
 
     seed: int
@@ -125,6 +126,7 @@ class DemoResult:
     energy_uj_per_s: float | None
     static_energy_uj_per_s: float | None
     sync_timeouts: int
+    resends: int
     backend: str
     controller: str
     zero_weights: bool
@@ -133,7 +135,7 @@ class DemoResult:
 
     #: JSON keys whose values depend on the wall clock (everything else is the same for a seed).
     WALL_CLOCK_KEYS = ("latency_p50_us", "latency_p99_us", "sensor_latency_p50_us", "sensor_latency_p99_us",
-                       "realtime_factor", "wall_s")
+                       "realtime_factor", "wall_s", "resends")
 
     def summary(self) -> dict:
         """The JSON object ``spikeloop demo --json`` prints (plain Python numbers, rounded to 4 places)."""
@@ -141,7 +143,7 @@ class DemoResult:
             "sim_seconds", "collisions", "distance_m", "mean_speed_mps", "events", "steps", "latency_p50_us",
             "latency_p99_us", "realtime_factor", "energy_uj_per_s", "seed", "top_speed_mps", "sync_timeouts",
             "backend", "sensor_latency_p50_us", "sensor_latency_p99_us", "commands", "wall_s", "controller",
-            "zero_weights", "mode", "static_energy_uj_per_s")}
+            "zero_weights", "mode", "static_energy_uj_per_s", "resends")}
         out["mean_speed_fraction"] = self.mean_speed_mps / self.top_speed_mps
         out["merged_steps"] = self.loop.merged_steps
         out["sink_errors"] = self.loop.sink_errors
@@ -406,7 +408,8 @@ class DemoRun:
             sensor_latency_p50_us=self.latency.percentile_us(50), sensor_latency_p99_us=self.latency.percentile_us(99),
             realtime_factor=report.real_time_factor, wall_s=wall_s, energy_uj_per_s=energy,
             static_energy_uj_per_s=static,
-            sync_timeouts=self.source.sync_timeouts, backend=self.spec.network["backend"] if self.network else "numpy",
+            sync_timeouts=self.source.sync_timeouts, resends=self.source.resends,
+            backend=self.spec.network["backend"] if self.network else "numpy",
             controller=self.config.controller, zero_weights=self.config.zero_weights, mode=self.config.mode,
             loop=report)
 
