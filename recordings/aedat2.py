@@ -26,9 +26,8 @@ from numba import njit
 
 from recordings._blocks import FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, be_u32, pack_event, read_text_header
 from recordings.base import RecordingError, RecordingHeader
+from recordings.invariants import BACKWARD_TOLERANCE_US
 
-#: A backward timestamp step larger than this (µs) that is neither a wrap nor a reset is damage.
-BACKWARD_TOLERANCE_US = 1000
 #: A backward step that lands below this raw timestamp (µs) is a timestamp reset.
 RESET_WINDOW_US = 100_000
 
@@ -59,7 +58,8 @@ S_LAST_RAW, S_OFFSET, S_DETAIL_A, S_DETAIL_B = range(4)
 def decode_aedat2(buf, pos, out, n, state, record_size, layout, width, height):
     """Decode jAER records from ``buf[pos:]`` (see recordings._blocks for the kernel contract).
 
-    state: [last raw timestamp (-1 = none), µs added to raw timestamps, detail, detail].
+    state: [largest raw timestamp since the last wrap or reset (-1 = none), µs added to raw timestamps,
+    detail, detail]. A tolerated step back keeps the largest raw time, so steps cannot accumulate.
     """
     end = buf.shape[0]
     cap = out.shape[0]
@@ -76,6 +76,7 @@ def decode_aedat2(buf, pos, out, n, state, record_size, layout, width, height):
         else:
             addr = (np.int64(buf[pos]) << 8) | np.int64(buf[pos + 1])
         raw = be_u32(buf, pos + addr_bytes)
+        new_last = raw
         if raw < last:
             back = last - raw
             if back > (np.int64(1) << 31):
@@ -87,6 +88,8 @@ def decode_aedat2(buf, pos, out, n, state, record_size, layout, width, height):
                 state[S_DETAIL_B] = raw
                 status = DAMAGE_BACKWARD
                 break
+            else:
+                new_last = last
         elif last >= 0 and raw - last > (np.int64(1) << 31):
             state[S_DETAIL_A] = last
             state[S_DETAIL_B] = raw
@@ -97,7 +100,7 @@ def decode_aedat2(buf, pos, out, n, state, record_size, layout, width, height):
                 state[S_DETAIL_A] = addr
                 status = DAMAGE_ADDRESS
                 break
-            last = raw
+            last = new_last
             pos += record_size
             if addr & 0x8000:
                 continue
@@ -113,7 +116,7 @@ def decode_aedat2(buf, pos, out, n, state, record_size, layout, width, height):
                     state[S_DETAIL_B] = ry
                     status = DAMAGE_COORDINATE
                     break
-            last = raw
+            last = new_last
             pos += record_size
             if (addr >> 31) & 1 or (addr >> 10) & 1:
                 continue

@@ -8,8 +8,9 @@ eventCapacity, eventNumber, eventValid) and eventCapacity x eventSize bytes of e
 POLARITY events (type 1, 8 B): uint32 data (bit 0 valid, bit 1 polarity 1 = ON, bits 2-16 y,
 bits 17-31 x), int32 timestamp; t = eventTSOverflow << 31 | timestamp. Invalid events are skipped.
 Origin upper-left: no flip. The decoder streams packets of any size (it keeps the position inside the
-current packet as state). An impossible packet header, a coordinate outside the sensor or a timestamp
-more than BACKWARD_TOLERANCE_US behind the previous event is damage; so is a file ending mid-packet.
+current packet as state). An impossible packet header, a coordinate outside the sensor, a timestamp
+more than BACKWARD_TOLERANCE_US behind the latest one or more than MAX_FORWARD_GAP_US ahead of it
+(recordings.invariants) is damage; so is a file ending mid-packet.
 """
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ from numba import njit
 
 from recordings._blocks import FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, le_u32, pack_event, read_text_header
 from recordings.base import RecordingError, RecordingHeader
+from recordings.invariants import BACKWARD_TOLERANCE_US, MAX_FORWARD_GAP_US
 
 PACKET_HEADER_BYTES = 28
 POLARITY_TYPE = 1
 MAX_EVENT_TYPE = 12
 MAX_PACKET_BYTES = 1 << 30
-BACKWARD_TOLERANCE_US = 1000
 
 #: Source (camera) name fragments, lower case, most specific first -> (width, height).
 SOURCES: tuple[tuple[str, int, int], ...] = (
@@ -44,6 +45,7 @@ SOURCES: tuple[tuple[str, int, int], ...] = (
 DAMAGE_PACKET = FIRST_DAMAGE
 DAMAGE_COORDINATE = FIRST_DAMAGE + 1
 DAMAGE_BACKWARD = FIRST_DAMAGE + 2
+DAMAGE_FORWARD = FIRST_DAMAGE + 3
 
 S_REMAINING, S_TYPE, S_SIZE, S_OVERFLOW, S_LAST, S_DETAIL_A, S_DETAIL_B = range(7)
 
@@ -60,7 +62,7 @@ def decode_aedat3(buf, pos, out, n, state, width, height):
     """Decode AEDAT 3.1 packets from ``buf[pos:]`` (kernel contract: recordings._blocks).
 
     state: [payload bytes left in the current packet (0 = a packet header is next), its event type,
-    its event size, its timestamp overflow, last event t (-1 = none), detail, detail].
+    its event size, its timestamp overflow, largest event t so far (-1 = none), detail, detail].
     width/height 0 = unknown (no bounds check).
     """
     end = buf.shape[0]
@@ -113,12 +115,14 @@ def decode_aedat3(buf, pos, out, n, state, width, height):
                     state[S_DETAIL_B] = y
                     return pos, n, DAMAGE_COORDINATE
                 t = base | _le32(buf, pos + 4)
-                if t < state[S_LAST] - BACKWARD_TOLERANCE_US:
+                last = state[S_LAST]
+                if t < last - BACKWARD_TOLERANCE_US or (last >= 0 and t - last > MAX_FORWARD_GAP_US):
                     state[S_REMAINING] = remaining
-                    state[S_DETAIL_A] = state[S_LAST]
+                    state[S_DETAIL_A] = last
                     state[S_DETAIL_B] = t
-                    return pos, n, DAMAGE_BACKWARD
-                state[S_LAST] = t
+                    return pos, n, DAMAGE_BACKWARD if t < last else DAMAGE_FORWARD
+                if t > last:
+                    state[S_LAST] = t
                 pack_event(out, n, t, x, y, (data >> 1) & 1)
                 n += 1
             remaining -= 8
@@ -167,6 +171,8 @@ class Reader(BlockReader):
                     f"or offsets/counts out of range)")
         if status == DAMAGE_BACKWARD:
             return f"timestamp went back from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} µs"
+        if status == DAMAGE_FORWARD:
+            return f"timestamp jumped from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} µs (more than 2^31 µs ahead)"
         return (f"event at x={state[S_DETAIL_A]}, y={state[S_DETAIL_B]} is outside the "
                 f"{self.header.width}x{self.header.height} sensor")
 

@@ -9,9 +9,16 @@ Damage: dv-processing refuses a whole file whose data table is missing or cut (e
 DV recording), and it loops forever on some corrupted LZ4 packets. So the reader indexes the packet
 headers itself at open (finding the first incomplete or implausible packet) and vets every packet
 (bounds-checked LZ4 decode, flatbuffer size and identifier; ``recordings.aedat4_lz4``) before
-dv-processing decodes it. On damage it yields the events before it, with a RecordingDamageWarning naming
-the file and byte offset (RecordingError in strict mode); a file dv-processing refuses is read from a
-repaired temporary copy (cut at the damage, without the data table). ZSTD packets cannot be vetted.
+dv-processing decodes it. LZ4 frames carry no checksum in DV files, so a flipped bit inside a packet can
+still decode: every decoded packet is checked against recordings.invariants (coordinates inside the
+header's sizeX/sizeY, polarity 0/1, time monotonic within the tolerance). On damage it yields the events
+before it, with a RecordingDamageWarning naming the file and byte offset (of the packet, for a bad event:
+the events are compressed), or RecordingError in strict mode; a file dv-processing refuses is read from
+a repaired temporary copy (cut at the damage, without the data table). ZSTD packets cannot be vetted
+before dv-processing decodes them (their events are still checked).
+
+Bounds: IOHeader <= MAX_HEADER_BYTES, packets and the data table <= MAX_PACKET_BYTES, decoded LZ4 frames
+<= aedat4_lz4.MAX_DECODED_BYTES; anything larger is damage, refused before it is allocated.
 """
 from __future__ import annotations
 
@@ -27,7 +34,9 @@ from typing import Iterator
 import dv_processing as dv
 import numpy as np
 
-from recordings.aedat4_lz4 import HEAD_BYTES, lz4_decode
+from pipeline.core.events import DVS_EVENT_DTYPE
+from recordings import invariants
+from recordings.aedat4_lz4 import HEAD_BYTES, MAX_DECODED_BYTES, lz4_decode
 from recordings.base import RecordingError, RecordingHeader, RecordingReader
 from recordings.dv_bridge import to_numpy
 
@@ -35,6 +44,11 @@ MAGIC = b"#!AER-DAT4.0\r\n"
 COMPRESSIONS = ("NONE", "LZ4", "LZ4_HIGH", "ZSTD", "ZSTD_HIGH")
 #: Largest IOHeader accepted (the infoNode XML of a multi-camera recording is a few kB).
 MAX_HEADER_BYTES = 1 << 24
+#: Largest packet (compressed payload) and file data table accepted, bytes. A DV event packet holds a
+#: few ms of events (kB to a few MB); a 1280x720 BGR frame is 2.7 MB. Larger sizes are damage.
+MAX_PACKET_BYTES = 1 << 28
+#: Bytes per event in an EVTS packet's elements vector (the flatbuffer Event struct = DVS_EVENT_DTYPE).
+EVENT_BYTES = 16
 #: Offset of the first IOHeader byte (after the magic line and the int32 size).
 IOHEADER_START = len(MAGIC) + 4
 
@@ -124,6 +138,7 @@ def parse_info_node(xml: str) -> tuple[StreamDescription, ...]:
     """The streams described by the infoNode XML (``/outInfo/<id>/``)."""
     root = ET.fromstring(xml)
     streams = []
+    side = invariants.MAX_SENSOR_SIDE
     for out in root.iter("node"):
         if out.get("name") != "outInfo":
             continue
@@ -141,6 +156,9 @@ def parse_info_node(xml: str) -> tuple[StreamDescription, ...]:
                     source=info_attrs.get("source", ""),
                 )
             )
+            if not (0 <= streams[-1].width <= side and 0 <= streams[-1].height <= side):
+                raise ValueError(f"stream {streams[-1].stream_id} declares sizeX={streams[-1].width}, "
+                                 f"sizeY={streams[-1].height} (expected 0..{side})")
     return tuple(streams)
 
 
@@ -161,7 +179,7 @@ def read_ioheader(path: Path) -> IOHeader:
     try:
         compression, position, xml = parse_ioheader(buf)
         streams = parse_info_node(xml)
-    except (ValueError, struct.error, ET.ParseError) as exc:
+    except (ValueError, struct.error, ET.ParseError, RecursionError) as exc:
         raise RecordingError(path, f"unreadable IOHeader: {exc}", IOHEADER_START) from None
     if not 0 <= compression < len(COMPRESSIONS):
         raise RecordingError(path, f"unknown compression code {compression}", IOHEADER_START)
@@ -174,10 +192,11 @@ PACKET_DTYPE = np.dtype([("offset", "<i8"), ("stream_id", "<i4"), ("size", "<i4"
 
 def index_packets(path: Path, header: IOHeader) -> tuple[np.ndarray, int | None, str]:
     """Walk the packet headers (no payload reads). Returns (PACKET_DTYPE array of the whole packets,
-    byte offset of the first incomplete or implausible packet or None, reason)."""
+    byte offset of the first incomplete or implausible packet or None, reason). Packets run up to the
+    data table, or to the end of the file when the header's table position is absent or impossible."""
     end = os.path.getsize(path)
     table = header.data_table_position
-    limit = table if 0 <= table <= end else end
+    limit = table if header.data_start <= table <= end else end
     ids = {s.stream_id for s in header.streams}
     rows = []
     pos = header.data_start
@@ -193,31 +212,34 @@ def index_packets(path: Path, header: IOHeader) -> tuple[np.ndarray, int | None,
             if stream_id not in ids:
                 damage = (pos, f"packet names unknown stream id {stream_id}")
                 break
-            if size <= 0 or pos + 8 + size > limit:
-                reason = "file ends inside" if pos + 8 + size > end else "implausible size of"
-                damage = (pos, f"{reason} a {size}-byte packet")
+            if size <= 0 or size > MAX_PACKET_BYTES or pos + 8 + size > limit:
+                reason = "file ends inside" if 0 < size <= MAX_PACKET_BYTES and pos + 8 + size > end else \
+                    "implausible size of"
+                damage = (pos, f"{reason} a {size}-byte packet (sizes 1..{MAX_PACKET_BYTES} accepted)")
                 break
             rows.append((pos, stream_id, size))
             pos += 8 + size
             f.seek(pos)
     if damage[0] is None and table > end:
-        damage = (end, "file cut before its data table")
+        damage = (end, f"file cut before its data table (expected at byte {table})")
     return np.array(rows, dtype=PACKET_DTYPE), damage[0], damage[1]
 
 
-def _vector_length(flatbuffer: np.ndarray) -> int:
-    """Length of field 0 (the ``elements`` vector) of a size-prefixed packet flatbuffer (0 if absent)."""
+def elements_vector(flatbuffer: np.ndarray | bytes) -> tuple[int, int]:
+    """(byte offset of the first element in ``flatbuffer``, element count) of field 0 (the ``elements``
+    vector) of a size-prefixed packet flatbuffer; (0, 0) when the field is absent. Only the vector's
+    length word needs to lie inside ``flatbuffer`` (a head is enough); raises ValueError otherwise."""
     body = flatbuffer[4:]
     table, fields = _table_fields(body, struct.unpack_from("<I", body, 0)[0])
     if not fields or not fields[0]:
-        return 0
+        return 0, 0
     at = table + fields[0]
     if at + 4 > len(body):
         raise ValueError("elements field outside the packet")
     vector = at + struct.unpack_from("<I", body, at)[0]
     if vector + 4 > len(body):
         raise ValueError("elements vector outside the packet")
-    return struct.unpack_from("<I", body, vector)[0]
+    return 4 + vector + 4, struct.unpack_from("<I", body, vector)[0]
 
 
 def check_payload(payload: bytes, compression: str, identifier: bytes) -> tuple[str, int]:
@@ -241,11 +263,62 @@ def check_payload(payload: bytes, compression: str, identifier: bytes) -> tuple[
     if identifier == b"FRME":
         return "", 1
     try:
-        return "", _vector_length(head)
+        first, count = elements_vector(head)
     except (ValueError, struct.error) as exc:
         if len(head) < length:
             return "", -1
         return f"unreadable packet flatbuffer ({exc})", -1
+    if identifier == b"EVTS" and first + EVENT_BYTES * count > length:
+        return f"packet claims {count} events, more than its {length} bytes hold", -1
+    return "", count
+
+
+def decode_event_packet(payload: bytes | bytearray | memoryview, compression: str) -> tuple[np.ndarray | None, str]:
+    """The events of one EVTS packet payload (as stored in a file or sent on a TCP stream), decoded here
+    without dv-processing: (DVS_EVENT_DTYPE array (n,), "") or (None, reason). Decompression is bounded
+    (LZ4: recordings.aedat4_lz4.MAX_DECODED_BYTES; ZSTD: the same, through the optional
+    ``backports.zstd`` package); the flatbuffer's size prefix, identifier and vector bounds are checked."""
+    if compression.startswith("LZ4"):
+        data, length, reason = lz4_decode(payload)
+        if data is None:
+            return None, reason
+    elif compression.startswith("ZSTD"):
+        data, reason = _zstd_decode(payload)
+        if data is None:
+            return None, reason
+    else:
+        data = np.frombuffer(payload, dtype=np.uint8)
+    length = len(data)
+    if length < 12 or int(data[:4].view("<u4")[0]) + 4 != length:
+        return None, "packet flatbuffer size prefix does not match its length"
+    if bytes(data[8:12]) != b"EVTS":
+        return None, f"packet flatbuffer is {bytes(data[8:12])!r}, expected b'EVTS'"
+    try:
+        first, count = elements_vector(data)
+    except (ValueError, struct.error) as exc:
+        return None, f"unreadable packet flatbuffer ({exc})"
+    if first + EVENT_BYTES * count > length:
+        return None, f"packet claims {count} events, more than its {length} bytes hold"
+    return np.frombuffer(data, dtype=DVS_EVENT_DTYPE, count=count, offset=first) if count else \
+        np.zeros(0, DVS_EVENT_DTYPE), ""
+
+
+def _zstd_decode(payload) -> tuple[np.ndarray | None, str]:
+    """ZSTD-decompress one packet payload, at most MAX_DECODED_BYTES (optional ``backports.zstd``)."""
+    try:
+        from backports.zstd import ZstdDecompressor, ZstdError
+    except ImportError:
+        return None, "ZSTD-compressed packets need the backports.zstd package (pip install backports.zstd)"
+    decompressor = ZstdDecompressor()
+    try:
+        data = decompressor.decompress(bytes(payload), max_length=MAX_DECODED_BYTES + 1)
+    except ZstdError as exc:
+        return None, f"bad ZSTD frame ({exc})"
+    if len(data) > MAX_DECODED_BYTES:
+        return None, f"ZSTD frame decodes to more than {MAX_DECODED_BYTES} bytes"
+    if not decompressor.eof:
+        return None, "ZSTD frame cut short"
+    return np.frombuffer(data, dtype=np.uint8), ""
 
 
 #: Flatbuffer file identifier of each stream type.
@@ -274,12 +347,10 @@ class Reader(RecordingReader):
         self.packets, offset, reason = index_packets(self.path, self.ioheader)
         #: Per stream id: how many of its packets (in file order) passed check_payload.
         self._vetted = {s.stream_id: 0 for s in self.streams}
-        #: Damage found at open: (byte offset, reason) or (None, "").
-        self.open_damage: tuple[int | None, str] = (offset, reason)
-        if offset is None:
-            table_reason = self._check_data_table()
-            if table_reason:
-                self.open_damage = (self.ioheader.data_table_position, table_reason)
+        #: Damage found at open: (byte offset, reason) or (None, ""); the header's, else the packets'.
+        self.open_damage: tuple[int | None, str] = self._check_table_position()
+        if self.open_damage[0] is None:
+            self.open_damage = (offset, reason) if offset is not None else self._check_data_table()
         self._dv_path = self._openable_path()
         recording = None
         if self.open_damage[0] is None:
@@ -301,18 +372,31 @@ class Reader(RecordingReader):
         }
         return RecordingHeader(self.format_name, width, height, extra)
 
-    def _check_data_table(self) -> str:
-        """Reason the FileDataTable is unusable ("" when fine or absent); dv-processing decodes it at open."""
+    def _check_table_position(self) -> tuple[int | None, str]:
+        """(IOHeader offset, reason) when dataTablePosition is neither -1 (no table) nor after the header,
+        else (None, ""). A position past the end of the file is a cut file (index_packets says so)."""
+        position, start = self.ioheader.data_table_position, self.ioheader.data_start
+        if position == -1 or position >= start:
+            return None, ""
+        return IOHEADER_START, (f"IOHeader dataTablePosition {position} is neither -1 (no table) nor after "
+                                f"the header (packets start at byte {start})")
+
+    def _check_data_table(self) -> tuple[int | None, str]:
+        """(byte offset, reason) when the FileDataTable is unusable, (None, "") when fine or absent;
+        dv-processing decodes the table at open."""
         position = self.ioheader.data_table_position
-        if position < 0:
-            return ""
+        if not self.ioheader.data_start <= position:
+            return None, ""
+        size = os.path.getsize(self.path) - position
+        if size > MAX_PACKET_BYTES:
+            return position, f"file data table of {size} bytes (more than {MAX_PACKET_BYTES})"
         with open(self.path, "rb") as f:
             f.seek(position)
-            payload = f.read()
+            payload = f.read(size)
         if not payload:
-            return "file data table missing"
+            return position, "file data table missing"
         reason, _ = check_payload(payload, self.ioheader.compression, b"FTAB")
-        return f"file data table damaged ({reason})" if reason else ""
+        return (position, f"file data table damaged ({reason})") if reason else (None, "")
 
     def _scratch_dir(self) -> Path:
         if self._scratch is None:
@@ -335,21 +419,24 @@ class Reader(RecordingReader):
         return check_payload(f.read(int(row["size"])), self.ioheader.compression, identifier)
 
     def _open_repaired(self) -> dv.io.MonoCameraRecording | None:
-        """Vet every packet before the damage, cut at the first bad one, drop the data table, reopen."""
-        cut = self.open_damage[0]
+        """Vet every indexed packet, keep the header and the packets before the first bad one (the copy
+        ends where the packets do), drop the data table, reopen."""
+        last = self.packets[-1] if len(self.packets) else None
+        cut = int(last["offset"]) + 8 + int(last["size"]) if last is not None else self.ioheader.data_start
         with open(self.path, "rb") as f:
             for row in self.packets:
                 reason, _ = self._check(f, row)
                 if reason:
                     cut = int(row["offset"])
-                    self.open_damage = (cut, reason)
+                    if self.open_damage[0] is None or cut < self.open_damage[0]:
+                        self.open_damage = (cut, reason)
                     break
                 self._vetted[int(row["stream_id"])] += 1
         copy = self._scratch_dir() / "repaired.aedat4"
         with open(self.path, "rb") as src, open(copy, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         with open(copy, "r+b") as f:
-            f.truncate(min(cut, os.path.getsize(copy)) if cut is not None else os.path.getsize(copy))
+            f.truncate(cut)
             f.seek(IOHEADER_START)
             buf = f.read(self.ioheader.data_start - IOHEADER_START)
             table, fields = _table_fields(buf, struct.unpack_from("<I", buf, 0)[0])
@@ -363,7 +450,8 @@ class Reader(RecordingReader):
             return None
 
     def _stream_batches(self, type_identifier: str, getter: str, damage: list) -> Iterator:
-        """Batches of the first stream of a type, each vetted before dv-processing decodes it.
+        """(byte offset of the packet, batch) of the first stream of a type, each packet vetted before
+        dv-processing decodes it.
 
         Before each read, the next packets of the stream are checked up to and including the next one
         holding elements (dv may skip empty packets). A damaged packet ends the stream; its
@@ -403,14 +491,23 @@ class Reader(RecordingReader):
                     return
                 if batch is None:
                     return
-                yield batch
+                yield (int(rows[index - 1]["offset"]) if index else self.ioheader.data_start), batch
 
     def _chunks(self) -> Iterator[np.ndarray]:
+        """Events of the first EVTS stream, each packet checked against recordings.invariants: the first
+        bad event ends the stream (damage at its packet's byte offset)."""
         damage: list = []
-        for batch in self._stream_batches("EVTS", "getNextEventBatch", damage):
+        width, height = self.header.width, self.header.height
+        state = invariants.new_state()
+        for offset, batch in self._stream_batches("EVTS", "getNextEventBatch", damage):
             events = to_numpy(batch)
-            for start in range(0, len(events), self.chunk_events):
-                yield events[start:start + self.chunk_events]
+            good, reason = invariants.first_invalid(events, width, height, state)
+            for start in range(0, good, self.chunk_events):
+                yield events[start:min(start + self.chunk_events, good)]
+            if reason != invariants.OK:
+                damage.append((offset, f"event {good} of the packet: "
+                                       f"{invariants.describe(reason, state, width, height)}"))
+                break
         self._report(damage)
 
     def _report(self, damage: list) -> None:
@@ -422,7 +519,7 @@ class Reader(RecordingReader):
     def frames(self) -> Iterator[Frame]:
         """Yield the APS frames in time order (none when the file has no frame stream)."""
         damage: list = []
-        for frame in self._stream_batches("FRME", "getNextFrame", damage):
+        for _, frame in self._stream_batches("FRME", "getNextFrame", damage):
             yield Frame(int(frame.timestamp), int(frame.exposure.total_seconds() * 1e6 + 0.5),
                         np.array(frame.image, copy=True))
         self._report(damage)
@@ -430,7 +527,7 @@ class Reader(RecordingReader):
     def imu(self) -> Iterator[np.ndarray]:
         """Yield IMU samples as IMU_DTYPE arrays (one per stored packet)."""
         damage: list = []
-        for batch in self._stream_batches("IMUS", "getNextImuBatch", damage):
+        for _, batch in self._stream_batches("IMUS", "getNextImuBatch", damage):
             rows = [(s.timestamp, s.temperature, s.accelerometerX, s.accelerometerY, s.accelerometerZ,
                      s.gyroscopeX, s.gyroscopeY, s.gyroscopeZ, s.magnetometerX, s.magnetometerY,
                      s.magnetometerZ) for s in batch]
@@ -440,7 +537,7 @@ class Reader(RecordingReader):
     def triggers(self) -> Iterator[np.ndarray]:
         """Yield triggers as TRIGGER_DTYPE arrays (one per stored packet)."""
         damage: list = []
-        for batch in self._stream_batches("TRIG", "getNextTriggerBatch", damage):
+        for _, batch in self._stream_batches("TRIG", "getNextTriggerBatch", damage):
             yield np.array([(t.timestamp, int(t.type.value)) for t in batch], dtype=TRIGGER_DTYPE)
         self._report(damage)
 

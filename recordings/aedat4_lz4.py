@@ -105,14 +105,20 @@ def _frame_header(src):
     return pos + 1, flg, 1 << (8 + 2 * ((bd >> 4) & 7))
 
 
+#: Most bytes one compressed LZ4 byte can decode to (a match-length extension byte adds 255).
+MAX_EXPANSION = 255
+
+
 @njit(cache=True)
 def lz4_frame_capacity(src):
-    """Upper bound on the decoded size of an LZ4 frame (uint8 array), or a negative error code."""
+    """Upper bound on the decoded size of an LZ4 frame (uint8 array), or a negative error code: per block
+    its stored size, or for a compressed block ``min(block maximum, 255 * size + 64)`` (the block's
+    bytes decide the bound, not a length field)."""
     pos, flg, block_max = _frame_header(src)
     if pos < 0:
         return pos
     n = src.shape[0]
-    blocks = 0
+    capacity = 0
     while True:
         if pos + 4 > n:
             return -ERR_TRUNCATED
@@ -123,9 +129,12 @@ def lz4_frame_capacity(src):
         size = np.int64(raw & np.uint64(0x7FFFFFFF))
         if size > block_max:
             return -ERR_BLOCK
+        if (raw >> np.uint64(31)) != 0:
+            capacity += size
+        else:
+            capacity += min(block_max, MAX_EXPANSION * size + 64)
         pos += size + (4 if flg & 0x10 else 0)
-        blocks += 1
-    return blocks * block_max
+    return capacity
 
 
 @njit(cache=True)
@@ -234,12 +243,18 @@ def lz4_frame_decode(src, out):
 HEAD_BYTES = 256
 
 
-def lz4_decode(data: bytes | np.ndarray, keep: int | None = None) -> tuple[np.ndarray | None, int, str]:
+#: Largest decoded frame :func:`lz4_decode` allocates by default (bytes); larger frames are refused.
+MAX_DECODED_BYTES = 1 << 28
+
+
+def lz4_decode(data: bytes | np.ndarray, keep: int | None = None,
+               max_bytes: int = MAX_DECODED_BYTES) -> tuple[np.ndarray | None, int, str]:
     """Decode and validate one complete LZ4 frame.
 
     Returns (first decoded bytes as a uint8 array, full decoded length, "") or (None, -1, reason).
     ``keep=None`` keeps everything; otherwise at least ``keep`` leading bytes are kept (everything
-    when the frame carries a content checksum, which needs the whole output).
+    when the frame carries a content checksum, which needs the whole output). A frame whose output
+    would have to be held and may exceed ``max_bytes`` is refused before anything is allocated.
     """
     src = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
     capacity = lz4_frame_capacity(src)
@@ -247,6 +262,8 @@ def lz4_decode(data: bytes | np.ndarray, keep: int | None = None) -> tuple[np.nd
         return None, -1, ERROR_TEXT[-capacity]
     if keep is not None and not (len(src) > 4 and src[4] & 0x04):
         capacity = min(capacity, keep)
+    if capacity > max_bytes:
+        return None, -1, f"LZ4 frame may decode to {capacity} bytes, more than the {max_bytes} allowed"
     out = np.empty(capacity, dtype=np.uint8)
     length = lz4_frame_decode(src, out)
     if length < 0:

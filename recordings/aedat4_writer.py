@@ -152,7 +152,8 @@ class Aedat4Writer:
     ``Aedat4Writer(path, width, height)`` is a context manager; ``write(events)`` appends events (any
     length; split into packets of at most ``packet_events``); ``close()`` writes the data table and
     patches the header. The file opens in dv-processing's ``MonoCameraRecording`` with identical events.
-    Timestamps must not decrease across calls (dv-processing requires monotonic packets).
+    Timestamps must not decrease across calls (dv-processing requires monotonic packets); events must lie
+    inside the declared sensor and have polarity 0/1 (ValueError otherwise: readers would refuse them).
     """
 
     def __init__(
@@ -190,6 +191,12 @@ class Aedat4Writer:
         t = events["timestamp"]
         if (self._last_t is not None and t[0] < self._last_t) or np.any(np.diff(t) < 0):
             raise ValueError(f"{self.path}: event timestamps must not decrease")
+        x, y, p = events["x"], events["y"], events["polarity"]
+        if x.min() < 0 or x.max() >= self.width or y.min() < 0 or y.max() >= self.height:
+            raise ValueError(f"{self.path}: events at x {x.min()}..{x.max()}, y {y.min()}..{y.max()} do not fit "
+                             f"the declared {self.width}x{self.height} sensor")
+        if p.min() < 0 or p.max() > 1:
+            raise ValueError(f"{self.path}: event polarity must be 0 or 1, got {p.min()}..{p.max()}")
         self._last_t = int(t[-1])
         for start in range(0, len(events), self.packet_events):
             part = np.ascontiguousarray(events[start:start + self.packet_events])

@@ -3,8 +3,9 @@
 After the ``%`` header the data is 32-bit little-endian words; the type is bits 31-28:
 0x0 CD_OFF / 0x1 CD_ON (bits 27-22 = low 6 bits of t, 21-11 = x, 10-0 = y), 0x8 EVT_TIME_HIGH
 (bits 27-0 = bits 33-6 of t), 0xA EXT_TRIGGER, 0xE OTHERS, 0xF CONTINUED (skipped). Any other type is
-damage. t = (TIME_HIGH << 6) | low6 is a 34-bit µs time; a TIME_HIGH that drops by more than half its
-range is a wrap (+2^34 µs); a smaller drop, or a rise of more than half the range, is damage.
+damage. t = (TIME_HIGH << 6) | low6 is a 34-bit µs time. A TIME_HIGH that advances time by at most
+MAX_FORWARD_GAP_US (recordings.invariants), counted modulo 2^34 µs, is accepted (a lower value is a wrap,
++2^34 µs); any other change is damage: a drop is "went back", a rise "jumped".
 
 CD events before the first TIME_HIGH have no time base: they are dropped and a
 DroppedEventsWarning says how many, once. Conventions: the sensor's origin is upper-left and type 1
@@ -21,8 +22,11 @@ from numba import njit
 from recordings._blocks import FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, le_u32, pack_event
 from recordings._prophesee_raw import read_raw_header, sniff_encoding
 from recordings.base import RecordingHeader
+from recordings.invariants import MAX_FORWARD_GAP_US
 
 TIME_HIGH_BITS = 28
+#: Largest TIME_HIGH step accepted (one TIME_HIGH unit is 64 µs).
+MAX_TIME_HIGH_STEP = MAX_FORWARD_GAP_US >> 6
 DAMAGE_TYPE = FIRST_DAMAGE
 DAMAGE_BACKWARD = FIRST_DAMAGE + 1
 DAMAGE_COORDINATE = FIRST_DAMAGE + 2
@@ -41,7 +45,7 @@ def decode_evt2(buf, pos, out, n, state, width, height):
     """
     end = buf.shape[0]
     cap = out.shape[0]
-    half = np.int64(1) << (TIME_HIGH_BITS - 1)
+    wrap = np.int64(1) << TIME_HIGH_BITS
     while pos + 4 <= end:
         w = le_u32(buf, pos)
         kind = w >> 28
@@ -63,17 +67,14 @@ def decode_evt2(buf, pos, out, n, state, width, height):
         elif kind == 8:
             th = w & 0xFFFFFFF
             last = state[S_TIME_HIGH]
-            if last >= 0 and th - last > half:
-                state[S_DETAIL_A] = last
-                state[S_DETAIL_B] = th
-                return pos, n, DAMAGE_FORWARD
-            if th < last:
-                if last - th > half:
-                    state[S_OFFSET] += np.int64(1) << 34
-                else:
+            if last >= 0:
+                step = th - last if th >= last else th + wrap - last
+                if step > MAX_TIME_HIGH_STEP:
                     state[S_DETAIL_A] = last
                     state[S_DETAIL_B] = th
-                    return pos, n, DAMAGE_BACKWARD
+                    return pos, n, DAMAGE_BACKWARD if th < last else DAMAGE_FORWARD
+                if th < last:
+                    state[S_OFFSET] += np.int64(1) << 34
             state[S_TIME_HIGH] = th
         elif kind != 0xA and kind != 0xE and kind != 0xF:
             state[S_DETAIL_A] = kind
@@ -101,10 +102,10 @@ class Reader(BlockReader):
             return f"word type 0x{state[S_DETAIL_A]:x} is not an EVT 2.0 type (0, 1, 8, A, E, F)"
         if status == DAMAGE_FORWARD:
             return (f"TIME_HIGH jumped from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} "
-                    f"(more than half the 34-bit range ahead)")
+                    f"(more than 2^31 µs ahead)")
         if status == DAMAGE_BACKWARD:
             return (f"TIME_HIGH went back from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} "
-                    f"(too small a drop to be a 34-bit wrap)")
+                    f"(not a 34-bit wrap: that would be more than 2^31 µs ahead)")
         return (f"CD event at x={state[S_DETAIL_A]}, y={state[S_DETAIL_B]} is outside the "
                 f"{self.header.width}x{self.header.height} sensor")
 

@@ -11,8 +11,9 @@ After the ``%`` header the data is 16-bit little-endian words, type in bits 15-1
 t = (wraps << 24) | (TIME_HIGH << 12) | TIME_LOW. A wrap is counted only when a TIME_HIGH is lower than
 the previous one by more than half its range (2048); a smaller drop is damage. Wraps are never
 inferred from TIME_LOW, which can step back a few µs on its own: those glitches are kept as recorded.
-Events before the first TIME_HIGH or EVT_ADDR_Y have no time/row: they are dropped and a
-DroppedEventsWarning says how many, once. Origin upper-left, bit 11 = 1 is ON: no flip is applied.
+An event more than BACKWARD_TOLERANCE_US (recordings.invariants) behind the latest event time is damage
+(a flipped TIME_LOW). Events before the first TIME_HIGH or EVT_ADDR_Y have no time/row: they are dropped
+and a DroppedEventsWarning says how many, once. Origin upper-left, bit 11 = 1 is ON: no flip is applied.
 """
 from __future__ import annotations
 
@@ -25,15 +26,17 @@ from numba import njit
 from recordings._blocks import FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, pack_event
 from recordings._prophesee_raw import read_raw_header, sniff_encoding
 from recordings.base import RecordingHeader
+from recordings.invariants import BACKWARD_TOLERANCE_US
 
 DAMAGE_TYPE = FIRST_DAMAGE
 DAMAGE_BACKWARD = FIRST_DAMAGE + 1
 DAMAGE_COORDINATE = FIRST_DAMAGE + 2
+DAMAGE_EVENT_BACKWARD = FIRST_DAMAGE + 3
 
 # state slots
 (S_Y, S_BASE_X, S_POL, S_TIME_LOW, S_TIME_HIGH, S_WRAPS, S_DROPPED, S_DETAIL_A, S_DETAIL_B, S_WARNED,
- S_MASK, S_MASK_X) = range(12)
-STATE_SIZE = 12
+ S_MASK, S_MASK_X, S_T_MAX) = range(13)
+STATE_SIZE = 13
 
 
 @njit(cache=True)
@@ -42,7 +45,8 @@ def decode_evt3(buf, pos, out, n, state, width, height):
 
     state: [y (-1 = none yet), vector base x, vector polarity, TIME_LOW, TIME_HIGH (-1 = none yet),
     wraps, events dropped for lack of time/row, detail, detail, notice given, pending vector mask,
-    x of the pending mask's bit 0]. width/height 0 = unknown (no bounds check).
+    x of the pending mask's bit 0, latest event time (-1 = none)]. width/height 0 = unknown (no bounds
+    check).
     """
     end = buf.shape[0]
     cap = out.shape[0]
@@ -55,6 +59,7 @@ def decode_evt3(buf, pos, out, n, state, width, height):
     dropped = state[S_DROPPED]
     mask = state[S_MASK]
     mask_x = state[S_MASK_X]
+    t_max = state[S_T_MAX]
     t = (wraps << 24) | (time_high << 12) | time_low
     ready = time_high >= 0 and y >= 0
     status = NEED_BYTES
@@ -85,6 +90,12 @@ def decode_evt3(buf, pos, out, n, state, width, height):
                 status = DAMAGE_COORDINATE
                 break
             if ready:
+                if t < t_max - BACKWARD_TOLERANCE_US:
+                    state[S_DETAIL_A] = t_max
+                    state[S_DETAIL_B] = t
+                    status = DAMAGE_EVENT_BACKWARD
+                    break
+                t_max = max(t_max, t)
                 pack_event(out, n, t, x, y, (w >> 11) & 1)
                 n += 1
             else:
@@ -113,6 +124,12 @@ def decode_evt3(buf, pos, out, n, state, width, height):
                     status = DAMAGE_COORDINATE
                     break
                 if ready:
+                    if t < t_max - BACKWARD_TOLERANCE_US:
+                        state[S_DETAIL_A] = t_max
+                        state[S_DETAIL_B] = t
+                        status = DAMAGE_EVENT_BACKWARD
+                        break
+                    t_max = max(t_max, t)
                     mask = bits
                     mask_x = bx
                 else:
@@ -150,6 +167,7 @@ def decode_evt3(buf, pos, out, n, state, width, height):
     state[S_DROPPED] = dropped
     state[S_MASK] = mask
     state[S_MASK_X] = mask_x
+    state[S_T_MAX] = t_max
     return pos, n, status
 
 
@@ -173,6 +191,9 @@ class Reader(BlockReader):
         if status == DAMAGE_BACKWARD:
             return (f"TIME_HIGH went back from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} "
                     f"(too small a drop to be a 24-bit wrap)")
+        if status == DAMAGE_EVENT_BACKWARD:
+            return (f"event time went back from {state[S_DETAIL_A]} to {state[S_DETAIL_B]} µs "
+                    f"(more than {BACKWARD_TOLERANCE_US} µs)")
         return (f"event at x={state[S_DETAIL_A]}, y={state[S_DETAIL_B]} is outside the "
                 f"{self.header.width}x{self.header.height} sensor (-1: not the bad field)")
 
@@ -185,6 +206,7 @@ class Reader(BlockReader):
         state = np.zeros(STATE_SIZE, dtype=np.int64)
         state[S_Y] = -1
         state[S_TIME_HIGH] = -1
+        state[S_T_MAX] = -1
         params = (self.header.width, self.header.height)
         yield from self._decode(self._data_offset, decode_evt3, state, params, self._describe,
                                 "file ends inside a 2-byte EVT 3.0 word", max_events_per_byte=6.0,

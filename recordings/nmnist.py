@@ -22,12 +22,12 @@ from numba import njit
 
 from recordings._blocks import FIRST_DAMAGE, NEED_BYTES, OUT_FULL, BlockReader, file_size, pack_event
 from recordings.base import RecordingHeader
+from recordings.invariants import BACKWARD_TOLERANCE_US
 
 EVENT_BYTES = 5
 DEFAULT_SIZE = 34
 OVERFLOW_Y = 240
 OVERFLOW_US = 1 << 13
-BACKWARD_TOLERANCE_US = 1000
 #: Records examined by ``sniff`` (at most the 4 KiB head).
 SNIFF_RECORDS = 800
 
@@ -43,7 +43,7 @@ S_LAST, S_OFFSET, S_DETAIL_A, S_DETAIL_B = range(4)
 def decode_nmnist(buf, pos, out, n, state):
     """Decode 5-byte N-MNIST events from ``buf[pos:]`` (kernel contract: recordings._blocks).
 
-    state: [last output t (-1 = none), µs added by overflow events, detail, detail].
+    state: [largest output t (-1 = none), µs added by overflow events, detail, detail].
     """
     end = buf.shape[0]
     cap = out.shape[0]
@@ -61,7 +61,8 @@ def decode_nmnist(buf, pos, out, n, state):
             state[S_DETAIL_A] = state[S_LAST]
             state[S_DETAIL_B] = t
             return pos, n, DAMAGE_BACKWARD
-        state[S_LAST] = t
+        if t > state[S_LAST]:
+            state[S_LAST] = t
         pack_event(out, n, t, np.int64(buf[pos]), y, b2 >> 7)
         n += 1
         pos += 5

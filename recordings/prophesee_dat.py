@@ -30,8 +30,8 @@ from recordings._blocks import (
     read_text_header,
 )
 from recordings.base import RecordingError, RecordingHeader
+from recordings.invariants import BACKWARD_TOLERANCE_US
 
-BACKWARD_TOLERANCE_US = 1000
 CD_TYPES = (0x00, 0x0C)
 EVENT_SIZE = 8
 
@@ -47,7 +47,7 @@ S_LAST_RAW, S_OFFSET, S_DETAIL_A, S_DETAIL_B = range(4)
 def decode_dat(buf, pos, out, n, state, width, height):
     """Decode 8-byte DAT CD events from ``buf[pos:]`` (kernel contract: recordings._blocks).
 
-    state: [last raw t (-1 = none), µs added for wraps, detail, detail].
+    state: [largest raw t since the last wrap (-1 = none), µs added for wraps, detail, detail].
     """
     end = buf.shape[0]
     cap = out.shape[0]
@@ -74,11 +74,13 @@ def decode_dat(buf, pos, out, n, state, width, height):
         if raw < last:
             if last - raw > (np.int64(1) << 31):
                 state[S_OFFSET] += np.int64(1) << 32
+                state[S_LAST_RAW] = raw
             elif last - raw > BACKWARD_TOLERANCE_US:
                 state[S_DETAIL_A] = last
                 state[S_DETAIL_B] = raw
                 return pos, n, DAMAGE_BACKWARD
-        state[S_LAST_RAW] = raw
+        else:
+            state[S_LAST_RAW] = raw
         pack_event(out, n, raw + state[S_OFFSET], x, y, p)
         n += 1
         pos += 8

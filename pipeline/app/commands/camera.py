@@ -3,14 +3,17 @@
   spikeloop camera list
   spikeloop camera record OUT.aedat4 [--source camera|webcam|tcp://H:P|FILE] [--duration S]
   spikeloop camera serve [--source ...] [--host H] [--port P] [--zenoh KEY]   (sensor host side)
-  spikeloop camera receive tcp://HOST:PORT [--out OUT.aedat4] [--duration S]   (compute host side)
+  spikeloop camera receive tcp://HOST:PORT [--out OUT.aedat4] [--duration S] [--idle-timeout S]   (compute host)
+
+A stream that breaks (cut inside a packet, garbage, an event outside the sensor, silent for the idle
+timeout) ends ``receive`` with status 1 and the count of events that arrived (and were written).
 """
 from __future__ import annotations
 
 import sys
 import time
 
-from devices.dvs import NetworkEventServer, list_cameras
+from devices.dvs import NetworkEventServer, NetworkEventSource, list_cameras
 from devices.errors import CameraError
 from pipeline.app.sources import (
     SOURCE_KINDS,
@@ -21,6 +24,7 @@ from pipeline.app.sources import (
     with_defaults,
 )
 from recordings.aedat4_writer import Aedat4Writer
+from recordings.base import RecordingError
 
 
 def register(subparsers, summary: str) -> None:
@@ -37,6 +41,8 @@ def register(subparsers, summary: str) -> None:
     receive = actions.add_parser("receive", help="receive an AEDAT 4 TCP stream")
     receive.add_argument("url", help="tcp://HOST:PORT")
     receive.add_argument("--out", help="also write the events to this .aedat4 file")
+    receive.add_argument("--idle-timeout", type=float, default=10.0, metavar="S",
+                         help="fail when the stream sends nothing for S seconds (default 10)")
     for sub in (record, serve):
         sub.add_argument("--source", default="camera", help=f"what to read: {', '.join(SOURCE_KINDS)} (default camera)")
     for sub in (record, serve, receive):
@@ -50,13 +56,15 @@ def run(args) -> int:
             cameras = list_cameras()
             print("\n".join(cameras) if cameras else "no iniVation camera attached")
             return 0
-        spec = args.url if args.action == "receive" else args.source
-        table = with_defaults(parse_source_spec(spec))
-        if stream_kind(table["type"]) != "dvs":
-            raise SourceSpecError(f"source {spec!r}: the {table['type']} source streams AER spikes, not DVS events "
-                                  f"(expected one of {', '.join(SOURCE_KINDS[:-1])})")
-        source = open_source(table)
-    except (CameraError, SourceSpecError) as error:
+        if args.action == "receive":
+            source = _receiver(args.url, args.idle_timeout)
+        else:
+            table = with_defaults(parse_source_spec(args.source))
+            if stream_kind(table["type"]) != "dvs":
+                raise SourceSpecError(f"source {args.source!r}: the {table['type']} source streams AER spikes, not "
+                                      f"DVS events (expected one of {', '.join(SOURCE_KINDS[:-1])})")
+            source = open_source(table)
+    except (CameraError, SourceSpecError, RecordingError, ValueError) as error:
         print(f"spikeloop camera: {error}", file=sys.stderr)
         return 1
     try:
@@ -65,6 +73,13 @@ def run(args) -> int:
         return _record(source, args.out, args.duration)
     finally:
         source.close()
+
+
+def _receiver(url: str, idle_timeout_s: float):
+    table = parse_source_spec(url)
+    if table["type"] != "tcp":
+        raise SourceSpecError(f"receive needs tcp://HOST:PORT, got {url!r}")
+    return NetworkEventSource(table["host"], table["port"], idle_timeout_s=idle_timeout_s)
 
 
 def _limited(source, duration_s: float | None):
@@ -81,7 +96,7 @@ def _limited(source, duration_s: float | None):
 
 def _record(source, out: str | None, duration_s: float | None) -> int:
     writer = Aedat4Writer(out, source.info.width, source.info.height) if out else None
-    events, started, shown = 0, time.monotonic(), 0.0
+    events, started, shown, failure = 0, time.monotonic(), 0.0, None
     try:
         for packet in _limited(source, duration_s):
             if writer:
@@ -92,30 +107,42 @@ def _record(source, out: str | None, duration_s: float | None) -> int:
                 print(f"\r{events:,} events  {shown - started:6.1f} s", end="", file=sys.stderr)
     except KeyboardInterrupt:
         pass
+    except CameraError as error:  # the stream or camera broke: keep what arrived, say so, fail
+        failure = error
     finally:
         if writer:
             writer.close()
     print(f"\n{events:,} events from {source.info.name}" + (f" written to {out}" if out else ""), file=sys.stderr)
+    if failure is not None:
+        print(f"spikeloop camera: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _serve(source, args) -> int:
     if args.zenoh:
         return _serve_zenoh(source, args)
-    server = NetworkEventServer(args.host, args.port, source.info.width, source.info.height, source.info.name)
+    try:
+        server = NetworkEventServer(args.host, args.port, source.info.width, source.info.height, source.info.name)
+    except (CameraError, ValueError) as error:
+        print(f"spikeloop camera: {error}", file=sys.stderr)
+        return 1
     print(f"serving {source.info.name} ({source.info.width}x{source.info.height}) on tcp://{args.host}:{args.port}; "
           "waiting for a client", file=sys.stderr)
-    sent = 0
+    sent, flush_s = 0, 5.0
     try:
         while not server.wait_for_client(1.0):
             pass
         for packet in _limited(source, args.duration):
             server.send(packet.events)
             sent += len(packet.events)
-        server.drain()
     except KeyboardInterrupt:
-        pass
-    print(f"sent {sent:,} events", file=sys.stderr)
+        flush_s = 1.0
+    finally:
+        server.close(flush_s)  # flushes what is queued to every client (at most flush_s), ends their streams
+    dropped = server.dropped_events
+    print(f"sent {sent:,} events" + (f" ({dropped:,} dropped for readers that fell behind)" if dropped else ""),
+          file=sys.stderr)
     return 0
 
 
