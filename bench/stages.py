@@ -8,10 +8,9 @@ stage with ``config.build``, several with one ``Chain``) and runs over all packe
 (perf_counter) and the thread's CPU time (thread_time), which is what one core delivers when the shared
 machine is busy (on a loaded box wall time also counts the time other processes held the core).
 dv-processing filters get the same packets as EventStores (read back from an AEDAT 4 file written by
-recordings.aedat4_writer) and run in the same process, interleaved with ours run by run. ``-P`` keeps
-bench/ off the import path (bench/recordings.py would shadow the recordings package).
+recordings.aedat4_writer) and run in the same process, interleaved with ours run by run.
 
-    python -P bench/stages.py [--events N] [--repeats R] [--json]
+    python bench/stages.py [--events N] [--repeats R] [--json]
 """
 from __future__ import annotations
 

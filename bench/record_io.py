@@ -13,7 +13,7 @@ All measured in the same run on the same (shared, noisy) machine; medians of ``-
 * Writing: our uncompressed ``Aedat4Writer`` vs dv-processing's LZ4 ``MonoCameraWriter``.
 * Pacing: ``ReplaySource`` at real time; release error = ``arrival_ns`` - schedule (µs), p50/p99/max.
 
-    python bench/recordings.py [--repeats 3] [--events 10000000] [--json]
+    python bench/record_io.py [--repeats 3] [--events 10000000] [--json]
 """
 from __future__ import annotations
 
