@@ -148,12 +148,19 @@ def test_writer_empty_file_and_errors(tmp_path):
     with Reader(path) as reader:
         assert len(read_all(reader)) == 0
     events = random_events(100)
-    with Aedat4Writer(tmp_path / "bad.aedat4", 128, 128) as writer:
+    with Aedat4Writer(tmp_path / "bad.aedat4", 640, 480) as writer:
         writer.write(events[50:])
         with pytest.raises(ValueError, match="decrease"):
             writer.write(events[:50])
         with pytest.raises(TypeError):
             writer.write(np.zeros(3, dtype=[("t", "<i8")]))
+        late = events[99:].copy()
+        late["x"] = 640
+        with pytest.raises(ValueError, match="x 640..640, y .* do not fit the declared 640x480 sensor"):
+            writer.write(late)
+        late["x"], late["polarity"] = 0, 2
+        with pytest.raises(ValueError, match="polarity must be 0 or 1"):
+            writer.write(late)
     with pytest.raises(ValueError):
         Aedat4Writer(tmp_path / "zero.aedat4", 0, 128)
 
