@@ -4,12 +4,18 @@ The real sample files are small (2 k - 520 k events), so for each format a large
 format is built once in a temporary directory from the real data repeated with its time shifted by the
 sample's span per repetition (so the decoder sees a valid, time-ordered recording, not damage). AEDAT 3.1
 has no real sample: its file is built from the DVS128 walking events in POLARITY packets of 4096 events.
-N-MNIST is measured the way it is used: all 1000 small files of ../shared/data/nmnist_small per run.
+AEDAT 4 files are written by dv-processing's MonoCameraWriter (LZ4, as DV records) with the camera's own
+packets. N-MNIST is measured the way it is used: all 1000 small files of ../shared/data/nmnist_small.
 
 Each run opens the file and iterates ``reader.chunks()`` to the end (default chunk size), counting
-events: header parsing, block reads, the numba kernel and chunk allocation are all inside the timing.
+events: header parsing, block reads, the decoder, the event checks and chunk allocation are all inside
+the timing.
 
-    python bench/formats.py [--repeats 5] [--events 8000000] [--json]
+``--baseline DIR`` also measures the readers of another checkout (e.g. /work/wt/before) on the same
+files in the same run: each tree is timed in its own worker process (``--worker``), the two alternating
+case by case, and the table shows both side by side with the change in CPU rate.
+
+    python bench/formats.py [--repeats 5] [--events 8000000] [--json] [--baseline DIR]
 
 Goal (issue #2): EVT 2.0, EVT 3.0 and AEDAT 2.0 >= 50 M events/s on one core. Both the wall-clock rate
 and the rate per CPU second of this process are printed: on a shared, loaded machine the wall rate
@@ -22,6 +28,7 @@ import json
 import os
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,9 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parents[1]
+#: The checkout whose readers this process measures: ``--tree DIR`` (worker processes), else this one.
+TREE = Path(sys.argv[sys.argv.index("--tree") + 1]).resolve() if "--tree" in sys.argv else HERE
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(TREE))
 
-from recordings.datasets import shared_data_dir  # noqa: E402
 from recordings.detect import open_recording  # noqa: E402
 
 GOAL_MEV_S = {"evt2": 50.0, "evt3": 50.0, "aedat2": 50.0}
@@ -121,6 +131,28 @@ def build_eventstream(source: Path, out: Path, target_events: int) -> None:
             f.write(raw[20:].tobytes())
 
 
+def build_aedat4(source: Path, out: Path, target_events: int) -> None:
+    """AEDAT 4, LZ4, written by dv-processing: the source's own event packets, time shifted per copy."""
+    import dv_processing as dv
+
+    recording = dv.io.MonoCameraRecording(str(source))
+    packets = [batch.numpy().copy() for batch in iter(recording.getNextEventBatch, None)]
+    first, last = int(packets[0]["timestamp"][0]), int(packets[-1]["timestamp"][-1])
+    copies = _repeats_for(sum(len(p) for p in packets), target_events)
+    config = dv.io.MonoCameraWriter.Config("bench", dv.CompressionType.LZ4)
+    config.addEventStream(recording.getEventResolution())
+    writer = dv.io.MonoCameraWriter(str(out), config)
+    for k in range(copies):
+        for events in packets:
+            store = dv.EventStore()
+            shifted = events["timestamp"] + k * (last - first + 1)
+            for t, x, y, p in zip(shifted.tolist(), events["x"].tolist(), events["y"].tolist(),
+                                  events["polarity"].tolist()):
+                store.push_back(t, x, y, bool(p))
+            writer.writeEvents(store)
+    del writer
+
+
 def build_aedat3(source: Path, out: Path, target_events: int, per_packet: int = 4096) -> None:
     """AEDAT 3.1 POLARITY packets holding the DVS128 walking events, time shifted per copy."""
     events = np.concatenate(list(open_recording(source).chunks()))
@@ -152,6 +184,8 @@ CASES = (
     ("evt3", "evt3_expelliarmus.raw", build_evt3),
     ("prophesee_dat", "ncars_tonic.dat", build_dat),
     ("eventstream", "dvs_faery.es", build_eventstream),
+    ("aedat4", "davis346_aestream.aedat4", build_aedat4),
+    ("aedat4", "dvxplorer_tonic.aedat4", build_aedat4),
 )
 
 
@@ -180,22 +214,52 @@ def _row(fmt: str, label: str, events: int, wall: float, cpu: float) -> dict:
             "cpu_mev_per_s": events / cpu / 1e6}
 
 
-def measure_formats(repeats: int = 5, target_events: int = 8_000_000) -> list[dict]:
+def _time_in(tree: Path, paths: list[Path], repeats: int) -> tuple[int, float, float]:
+    """``_time_decode`` run by a worker process that imports the readers of checkout ``tree``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as listing:
+        listing.write("\n".join(str(p) for p in paths))
+    try:
+        result = subprocess.run([sys.executable, __file__, "--worker", listing.name, "--tree", str(tree),
+                                 "--repeats", str(repeats)], capture_output=True, text=True, check=True)
+    finally:
+        os.unlink(listing.name)
+    events, wall, cpu = json.loads(result.stdout.strip().splitlines()[-1])
+    return events, wall, cpu
+
+
+def _shared_data_dir() -> Path:
+    """$SPIKELOOP_DATA, else ../shared/data (recordings.datasets' rule, which a baseline checkout may lack)."""
+    return Path(os.environ.get("SPIKELOOP_DATA", HERE.parent / "shared" / "data")).resolve()
+
+
+def measure_formats(repeats: int = 5, target_events: int = 8_000_000, baseline: Path | None = None) -> list[dict]:
     """Decode throughput per format, medians of ``repeats`` runs:
     [{format, file, events, mev_per_s (wall clock), cpu_mev_per_s (this process's CPU time, i.e. one
-    core's work even when the shared machine is loaded)}]."""
-    events_dir = shared_data_dir() / "events"
+    core's work even when the shared machine is loaded)}], plus ``baseline_mev_per_s`` and
+    ``baseline_cpu_mev_per_s`` for the checkout ``baseline`` when given (then both trees are timed in
+    worker processes, baseline first, case by case)."""
+    events_dir = _shared_data_dir() / "events"
     results = []
+
+    def measure(fmt: str, label: str, paths: list[Path]) -> None:
+        if baseline is None:
+            results.append(_row(fmt, label, *_time_decode(paths, repeats)))
+            return
+        base = _row(fmt, label, *_time_in(baseline, paths, repeats))
+        row = _row(fmt, label, *_time_in(TREE, paths, repeats))
+        row.update(baseline_mev_per_s=base["mev_per_s"], baseline_cpu_mev_per_s=base["cpu_mev_per_s"],
+                   baseline_events=base["events"])
+        results.append(row)
+
     with tempfile.TemporaryDirectory(prefix="spikeloop_bench_formats_") as tmp:
         for fmt, name, build in CASES:
             source = events_dir / name
             big = Path(tmp) / f"{fmt}_{name}"
             build(source, big, target_events)
-            events, wall, cpu = _time_decode([big], repeats)
-            results.append(_row(fmt, f"{name} x{events // max(_events_in(source), 1)}", events, wall, cpu))
+            measure(fmt, f"{name} x{_events_in(big) // max(_events_in(source), 1)}", [big])
             big.unlink()
-    nmnist = sorted((shared_data_dir() / "nmnist_small").glob("*/*.bs2"))
-    results.append(_row("nmnist", f"nmnist_small ({len(nmnist)} files)", *_time_decode(nmnist, repeats)))
+    nmnist = sorted((_shared_data_dir() / "nmnist_small").glob("*/*.bs2"))
+    measure("nmnist", f"nmnist_small ({len(nmnist)} files)", nmnist)
     return results
 
 
@@ -204,18 +268,36 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per format (median reported)")
     parser.add_argument("--events", type=int, default=8_000_000, help="events per built file")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="also measure the readers of this checkout, side by side (e.g. /work/wt/before)")
+    parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", metavar="LISTING", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    results = measure_formats(args.repeats, args.events)
+    if args.worker:  # time the files listed in LISTING with TREE's readers; one JSON line
+        paths = [Path(line) for line in Path(args.worker).read_text().splitlines()]
+        print(json.dumps(_time_decode(paths, args.repeats)))
+        return 0
+    results = measure_formats(args.repeats, args.events, args.baseline)
     if args.json:
         print(json.dumps(results))
         return 0
     print(f"medians of {args.repeats} runs; wall = elapsed time, cpu = this process's CPU time (one core)")
-    print(f"{'format':<14} {'file':<34} {'events':>11} {'wall Mev/s':>11} {'cpu Mev/s':>10}  goal (cpu)")
-    for row in results:
-        goal = GOAL_MEV_S.get(row["format"])
-        verdict = "" if goal is None else f">= {goal:.0f}: {'met' if row['cpu_mev_per_s'] >= goal else 'NOT met'}"
-        print(f"{row['format']:<14} {row['file']:<34} {row['events']:>11,} {row['mev_per_s']:>11.1f} "
-              f"{row['cpu_mev_per_s']:>10.1f}  {verdict}")
+    if args.baseline:
+        print(f"baseline: {args.baseline}; this tree: {TREE}")
+        print(f"{'format':<14} {'file':<34} {'events':>11} {'base cpu Mev/s':>15} {'cpu Mev/s':>10} {'change':>8}"
+              f" {'base wall':>10} {'wall':>8}")
+        for row in results:
+            change = row["cpu_mev_per_s"] / row["baseline_cpu_mev_per_s"] - 1
+            print(f"{row['format']:<14} {row['file']:<34} {row['events']:>11,} {row['baseline_cpu_mev_per_s']:>15.1f} "
+                  f"{row['cpu_mev_per_s']:>10.1f} {change:>+8.1%} {row['baseline_mev_per_s']:>10.1f} "
+                  f"{row['mev_per_s']:>8.1f}")
+    else:
+        print(f"{'format':<14} {'file':<34} {'events':>11} {'wall Mev/s':>11} {'cpu Mev/s':>10}  goal (cpu)")
+        for row in results:
+            goal = GOAL_MEV_S.get(row["format"])
+            verdict = "" if goal is None else f">= {goal:.0f}: {'met' if row['cpu_mev_per_s'] >= goal else 'NOT met'}"
+            print(f"{row['format']:<14} {row['file']:<34} {row['events']:>11,} {row['mev_per_s']:>11.1f} "
+                  f"{row['cpu_mev_per_s']:>10.1f}  {verdict}")
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return 0
 

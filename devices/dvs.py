@@ -38,8 +38,8 @@ from devices.errors import CameraError
 from pipeline.core.events import DVS_EVENT_DTYPE
 from pipeline.core.packet import Packet, StreamInfo
 from recordings import invariants
-from recordings.aedat4 import COMPRESSIONS, MAX_HEADER_BYTES, MAX_PACKET_BYTES, decode_event_packet, parse_info_node, \
-    parse_ioheader
+from recordings.aedat4 import COMPRESSIONS, MAX_HEADER_BYTES, MAX_PACKET_BYTES, parse_info_node, parse_ioheader
+from recordings.aedat4_packets import decode_event_packet
 from recordings.aedat4_writer import dvs_layout, evts_packet_head, info_xml, ioheader
 from recordings.dv_bridge import to_numpy
 

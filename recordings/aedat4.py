@@ -1,23 +1,21 @@
-"""AEDAT 4 reader (DV / dv-processing files): events via ``dv.io.MonoCameraRecording``, plus frames, IMU
-samples and triggers, which are exposed rather than dropped.
+"""AEDAT 4 reader (DV / dv-processing files): events, plus frames, IMU samples and triggers, which are
+exposed rather than dropped.
 
 The header (``#!AER-DAT4.0``, IOHeader flatbuffer, infoNode XML; formats.md §3) is parsed here, so a
-bad header is reported with its byte offset before dv-processing is involved. Events are decoded by
-dv-processing (LZ4/ZSTD packets in C++).
+bad header is reported with its byte offset. The reader indexes the packet headers itself at open
+(finding the first incomplete or implausible packet). Events are decoded here, packet by packet
+(recordings.aedat4_packets: bounded LZ4/ZSTD decompression, verified flatbuffer), and every event is
+checked against recordings.invariants (coordinates inside the header's sizeX/sizeY, polarity 0/1, time
+monotonic within the tolerance): LZ4 frames carry no checksum in DV files, so a flipped bit inside a
+packet can still decompress. Frames, IMU samples and triggers are decoded by dv-processing's
+``MonoCameraRecording``, which reads flatbuffers unverified (a flipped byte can crash it or make it loop)
+and refuses a whole file whose data table is missing or cut (every truncated copy of a DV recording):
+each packet is verified before dv-processing sees it, and a damaged file is handed to it as a repaired
+temporary copy (cut at the damage, without the data table).
 
-Damage: dv-processing refuses a whole file whose data table is missing or cut (every truncated copy of a
-DV recording), and it loops forever on some corrupted LZ4 packets. So the reader indexes the packet
-headers itself at open (finding the first incomplete or implausible packet) and vets every packet
-(bounds-checked LZ4 decode, flatbuffer size and identifier; ``recordings.aedat4_lz4``) before
-dv-processing decodes it. LZ4 frames carry no checksum in DV files, so a flipped bit inside a packet can
-still decode: every decoded packet is checked against recordings.invariants (coordinates inside the
-header's sizeX/sizeY, polarity 0/1, time monotonic within the tolerance). On damage it yields the events
-before it, with a RecordingDamageWarning naming the file and byte offset (of the packet, for a bad event:
-the events are compressed), or RecordingError in strict mode; a file dv-processing refuses is read from
-a repaired temporary copy (cut at the damage, without the data table). ZSTD packets cannot be vetted
-before dv-processing decodes them (their events are still checked).
-
-Bounds: IOHeader <= MAX_HEADER_BYTES, packets and the data table <= MAX_PACKET_BYTES, decoded LZ4 frames
+On damage the reader yields what came before it, with a RecordingDamageWarning naming the file and byte
+offset (of the packet, for a bad event: the events are compressed), or RecordingError in strict mode.
+Bounds: IOHeader <= MAX_HEADER_BYTES, packets and the data table <= MAX_PACKET_BYTES, decoded packets
 <= aedat4_lz4.MAX_DECODED_BYTES; anything larger is damage, refused before it is allocated.
 """
 from __future__ import annotations
@@ -34,11 +32,9 @@ from typing import Iterator
 import dv_processing as dv
 import numpy as np
 
-from pipeline.core.events import DVS_EVENT_DTYPE
 from recordings import invariants
-from recordings.aedat4_lz4 import HEAD_BYTES, MAX_DECODED_BYTES, lz4_decode
+from recordings.aedat4_packets import check_payload, decode_event_packet, table_fields
 from recordings.base import RecordingError, RecordingHeader, RecordingReader
-from recordings.dv_bridge import to_numpy
 
 MAGIC = b"#!AER-DAT4.0\r\n"
 COMPRESSIONS = ("NONE", "LZ4", "LZ4_HIGH", "ZSTD", "ZSTD_HIGH")
@@ -47,8 +43,6 @@ MAX_HEADER_BYTES = 1 << 24
 #: Largest packet (compressed payload) and file data table accepted, bytes. A DV event packet holds a
 #: few ms of events (kB to a few MB); a 1280x720 BGR frame is 2.7 MB. Larger sizes are damage.
 MAX_PACKET_BYTES = 1 << 28
-#: Bytes per event in an EVTS packet's elements vector (the flatbuffer Event struct = DVS_EVENT_DTYPE).
-EVENT_BYTES = 16
 #: Offset of the first IOHeader byte (after the magic line and the int32 size).
 IOHEADER_START = len(MAGIC) + 4
 
@@ -95,25 +89,11 @@ class IOHeader:
     data_start: int
 
 
-def _table_fields(buf: bytes, table: int) -> tuple[int, tuple[int, ...]]:
-    """(table offset, vtable field offsets) of a flatbuffer table; raises ValueError when out of range."""
-    if table < 0 or table + 4 > len(buf):
-        raise ValueError("table offset outside the header")
-    vtable = table - struct.unpack_from("<i", buf, table)[0]
-    if vtable < 0 or vtable + 4 > len(buf):
-        raise ValueError("vtable offset outside the header")
-    vsize = struct.unpack_from("<H", buf, vtable)[0]
-    if vsize < 4 or vsize % 2 or vtable + vsize > len(buf):
-        raise ValueError("bad vtable size")
-    fields = struct.unpack_from(f"<{(vsize - 4) // 2}H", buf, vtable + 4)
-    return table, fields
-
-
 def parse_ioheader(buf: bytes) -> tuple[int, int, str]:
     """(compression enum, dataTablePosition, infoNode XML) from an IOHeader flatbuffer (no size prefix)."""
     if len(buf) < 8 or buf[4:8] != b"IOHE":
         raise ValueError("IOHeader flatbuffer lacks its 'IOHE' identifier")
-    table, fields = _table_fields(buf, struct.unpack_from("<I", buf, 0)[0])
+    table, fields = table_fields(buf, struct.unpack_from("<I", buf, 0)[0])
 
     def field(i: int) -> int:
         return table + fields[i] if i < len(fields) and fields[i] else -1
@@ -225,112 +205,18 @@ def index_packets(path: Path, header: IOHeader) -> tuple[np.ndarray, int | None,
     return np.array(rows, dtype=PACKET_DTYPE), damage[0], damage[1]
 
 
-def elements_vector(flatbuffer: np.ndarray | bytes) -> tuple[int, int]:
-    """(byte offset of the first element in ``flatbuffer``, element count) of field 0 (the ``elements``
-    vector) of a size-prefixed packet flatbuffer; (0, 0) when the field is absent. Only the vector's
-    length word needs to lie inside ``flatbuffer`` (a head is enough); raises ValueError otherwise."""
-    body = flatbuffer[4:]
-    table, fields = _table_fields(body, struct.unpack_from("<I", body, 0)[0])
-    if not fields or not fields[0]:
-        return 0, 0
-    at = table + fields[0]
-    if at + 4 > len(body):
-        raise ValueError("elements field outside the packet")
-    vector = at + struct.unpack_from("<I", body, at)[0]
-    if vector + 4 > len(body):
-        raise ValueError("elements vector outside the packet")
-    return 4 + vector + 4, struct.unpack_from("<I", body, vector)[0]
-
-
-def check_payload(payload: bytes, compression: str, identifier: bytes) -> tuple[str, int]:
-    """Vet one packet payload before dv-processing decodes it: validate LZ4 (bounds-checked, without
-    materialising more than the flatbuffer head) and compare the flatbuffer's size prefix with the
-    decoded length and its file identifier with the stream type. Returns ("", element count, or -1 when
-    the count is not in the head) or (reason, -1). ZSTD payloads cannot be checked and pass with -1."""
-    if compression.startswith("ZSTD"):
-        return "", -1
-    if compression.startswith("LZ4"):
-        head, length, reason = lz4_decode(payload, keep=HEAD_BYTES)
-        if head is None:
-            return reason, -1
-    else:
-        head = np.frombuffer(payload, dtype=np.uint8)
-        length = len(head)
-    if length < 12 or int(head[:4].view("<u4")[0]) + 4 != length:
-        return "packet flatbuffer size prefix does not match its length", -1
-    if bytes(head[8:12]) != identifier:
-        return f"packet flatbuffer is {bytes(head[8:12])!r}, expected {identifier!r}", -1
-    if identifier == b"FRME":
-        return "", 1
-    try:
-        first, count = elements_vector(head)
-    except (ValueError, struct.error) as exc:
-        if len(head) < length:
-            return "", -1
-        return f"unreadable packet flatbuffer ({exc})", -1
-    if identifier == b"EVTS" and first + EVENT_BYTES * count > length:
-        return f"packet claims {count} events, more than its {length} bytes hold", -1
-    return "", count
-
-
-def decode_event_packet(payload: bytes | bytearray | memoryview, compression: str) -> tuple[np.ndarray | None, str]:
-    """The events of one EVTS packet payload (as stored in a file or sent on a TCP stream), decoded here
-    without dv-processing: (DVS_EVENT_DTYPE array (n,), "") or (None, reason). Decompression is bounded
-    (LZ4: recordings.aedat4_lz4.MAX_DECODED_BYTES; ZSTD: the same, through the optional
-    ``backports.zstd`` package); the flatbuffer's size prefix, identifier and vector bounds are checked."""
-    if compression.startswith("LZ4"):
-        data, length, reason = lz4_decode(payload)
-        if data is None:
-            return None, reason
-    elif compression.startswith("ZSTD"):
-        data, reason = _zstd_decode(payload)
-        if data is None:
-            return None, reason
-    else:
-        data = np.frombuffer(payload, dtype=np.uint8)
-    length = len(data)
-    if length < 12 or int(data[:4].view("<u4")[0]) + 4 != length:
-        return None, "packet flatbuffer size prefix does not match its length"
-    if bytes(data[8:12]) != b"EVTS":
-        return None, f"packet flatbuffer is {bytes(data[8:12])!r}, expected b'EVTS'"
-    try:
-        first, count = elements_vector(data)
-    except (ValueError, struct.error) as exc:
-        return None, f"unreadable packet flatbuffer ({exc})"
-    if first + EVENT_BYTES * count > length:
-        return None, f"packet claims {count} events, more than its {length} bytes hold"
-    return np.frombuffer(data, dtype=DVS_EVENT_DTYPE, count=count, offset=first) if count else \
-        np.zeros(0, DVS_EVENT_DTYPE), ""
-
-
-def _zstd_decode(payload) -> tuple[np.ndarray | None, str]:
-    """ZSTD-decompress one packet payload, at most MAX_DECODED_BYTES (optional ``backports.zstd``)."""
-    try:
-        from backports.zstd import ZstdDecompressor, ZstdError
-    except ImportError:
-        return None, "ZSTD-compressed packets need the backports.zstd package (pip install backports.zstd)"
-    decompressor = ZstdDecompressor()
-    try:
-        data = decompressor.decompress(bytes(payload), max_length=MAX_DECODED_BYTES + 1)
-    except ZstdError as exc:
-        return None, f"bad ZSTD frame ({exc})"
-    if len(data) > MAX_DECODED_BYTES:
-        return None, f"ZSTD frame decodes to more than {MAX_DECODED_BYTES} bytes"
-    if not decompressor.eof:
-        return None, "ZSTD frame cut short"
-    return np.frombuffer(data, dtype=np.uint8), ""
-
-
 #: Flatbuffer file identifier of each stream type.
 IDENTIFIERS = {"EVTS": b"EVTS", "FRME": b"FRME", "IMUS": b"IMUS", "TRIG": b"TRIG"}
 
 
 class Reader(RecordingReader):
-    """AEDAT 4 via dv-processing. ``chunks()`` yields DVS events; ``frames()``, ``imu()`` and
-    ``triggers()`` stream the other recorded data; ``streams`` lists what the file holds.
+    """AEDAT 4 file. ``chunks()`` yields DVS events (decoded here); ``frames()``, ``imu()`` and
+    ``triggers()`` stream the other recorded data through dv-processing; ``streams`` lists what the file
+    holds.
 
-    Every packet is vetted (``check_payload``) before dv-processing decodes it: lazily, just ahead of
-    each read, on an intact file; all at open on a damaged one (whose repaired copy dv-processing scans).
+    Every packet dv-processing reads is verified first (recordings.aedat4_packets): lazily, just ahead of
+    each read, on an intact file with a data table; all at the first read otherwise (dv-processing then
+    scans every packet at open; a damaged file is handed over as a repaired copy).
     """
 
     format_name = "aedat4"
@@ -345,28 +231,20 @@ class Reader(RecordingReader):
         self.ioheader = read_ioheader(self.path)
         self.streams = self.ioheader.streams
         self.packets, offset, reason = index_packets(self.path, self.ioheader)
-        #: Per stream id: how many of its packets (in file order) passed check_payload.
+        #: Per stream id: how many of its packets (in file order) were verified for dv-processing.
         self._vetted = {s.stream_id: 0 for s in self.streams}
         #: Damage found at open: (byte offset, reason) or (None, ""); the header's, else the packets'.
         self.open_damage: tuple[int | None, str] = self._check_table_position()
         if self.open_damage[0] is None:
             self.open_damage = (offset, reason) if offset is not None else self._check_data_table()
-        self._dv_path = self._openable_path()
-        recording = None
-        if self.open_damage[0] is None:
-            try:
-                recording = dv.io.MonoCameraRecording(self._dv_path)
-            except RuntimeError as exc:
-                self.open_damage = (self.ioheader.data_start,
-                                    f"dv-processing refused the file ({_first_line(exc)})")
-        if self.open_damage[0] is not None:
-            if self.strict:
-                raise RecordingError(self.path, self.open_damage[1], self.open_damage[0])
-            recording = self._open_repaired()
+        if self.strict and self.open_damage[0] is not None:
+            raise RecordingError(self.path, self.open_damage[1], self.open_damage[0])
+        #: The file dv-processing reads (None until frames/IMU/triggers are first asked for).
+        self._dv_path: str | None = None
         events = [s for s in self.streams if s.type_identifier == "EVTS"]
         width, height = (events[0].width, events[0].height) if events else (0, 0)
         extra = {
-            "camera": recording.getCameraName() if recording is not None else "",
+            "camera": next((s.source for s in self.streams if s.source), ""),
             "compression": self.ioheader.compression,
             "streams": [f"{s.name}:{s.type_identifier}" for s in self.streams],
         }
@@ -403,6 +281,43 @@ class Reader(RecordingReader):
             self._scratch = tempfile.TemporaryDirectory(prefix="spikeloop-aedat4-")
         return Path(self._scratch.name)
 
+    def _payload(self, f, row) -> bytes:
+        """The payload of one PACKET_DTYPE row, read from the open file ``f``."""
+        f.seek(int(row["offset"]) + 8)
+        return f.read(int(row["size"]))
+
+    def _check(self, f, row) -> tuple[str, int]:
+        """check_payload for one PACKET_DTYPE row, reading its payload from the open file ``f``."""
+        stream = next(s for s in self.streams if s.stream_id == int(row["stream_id"]))
+        identifier = IDENTIFIERS.get(stream.type_identifier, stream.type_identifier.encode()[:4])
+        return check_payload(self._payload(f, row), self.ioheader.compression, identifier)
+
+    def _vet_all(self) -> tuple[int | None, str]:
+        """Verify every indexed packet, in file order: (byte offset, reason) of the first bad one, else
+        (None, ""). Counts the packets before it as vetted."""
+        with open(self.path, "rb") as f:
+            for row in self.packets:
+                reason, _ = self._check(f, row)
+                if reason:
+                    return int(row["offset"]), reason
+                self._vetted[int(row["stream_id"])] += 1
+        return None, ""
+
+    def _dv_file(self) -> str:
+        """The path dv-processing may open: the file itself when it is intact and has a data table (its
+        packets are then vetted lazily), else a verified copy (see ``_write_repaired``)."""
+        if self._dv_path is not None:
+            return self._dv_path
+        if self.open_damage[0] is None and self.ioheader.data_table_position >= 0:
+            self._dv_path = self._openable_path()
+            try:
+                dv.io.MonoCameraRecording(self._dv_path)
+                return self._dv_path
+            except RuntimeError as exc:
+                self.open_damage = (self.ioheader.data_start, f"dv-processing refused the file ({_first_line(exc)})")
+        self._dv_path = self._write_repaired()
+        return self._dv_path
+
     def _openable_path(self) -> str:
         """dv-processing insists on the .aedat4 extension: link other names under one."""
         if self.path.suffix == ".aedat4":
@@ -411,27 +326,18 @@ class Reader(RecordingReader):
         link.symlink_to(self.path.resolve())
         return str(link)
 
-    def _check(self, f, row) -> tuple[str, int]:
-        """check_payload for one PACKET_DTYPE row, reading its payload from the open file ``f``."""
-        f.seek(int(row["offset"]) + 8)
-        stream = next(s for s in self.streams if s.stream_id == int(row["stream_id"]))
-        identifier = IDENTIFIERS.get(stream.type_identifier, stream.type_identifier.encode()[:4])
-        return check_payload(f.read(int(row["size"])), self.ioheader.compression, identifier)
-
-    def _open_repaired(self) -> dv.io.MonoCameraRecording | None:
-        """Vet every indexed packet, keep the header and the packets before the first bad one (the copy
-        ends where the packets do), drop the data table, reopen."""
+    def _write_repaired(self) -> str:
+        """Verify every indexed packet and write a copy holding the header and the packets before the first
+        bad one (it ends where they do), without a data table: what dv-processing may scan at open."""
+        for stream_id in self._vetted:
+            self._vetted[stream_id] = 0
         last = self.packets[-1] if len(self.packets) else None
         cut = int(last["offset"]) + 8 + int(last["size"]) if last is not None else self.ioheader.data_start
-        with open(self.path, "rb") as f:
-            for row in self.packets:
-                reason, _ = self._check(f, row)
-                if reason:
-                    cut = int(row["offset"])
-                    if self.open_damage[0] is None or cut < self.open_damage[0]:
-                        self.open_damage = (cut, reason)
-                    break
-                self._vetted[int(row["stream_id"])] += 1
+        bad, reason = self._vet_all()
+        if bad is not None:
+            cut = bad
+            if self.open_damage[0] is None or bad < self.open_damage[0]:
+                self.open_damage = (bad, reason)
         copy = self._scratch_dir() / "repaired.aedat4"
         with open(self.path, "rb") as src, open(copy, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
@@ -439,19 +345,14 @@ class Reader(RecordingReader):
             f.truncate(cut)
             f.seek(IOHEADER_START)
             buf = f.read(self.ioheader.data_start - IOHEADER_START)
-            table, fields = _table_fields(buf, struct.unpack_from("<I", buf, 0)[0])
+            table, fields = table_fields(buf, struct.unpack_from("<I", buf, 0)[0])
             if len(fields) > 1 and fields[1]:
                 f.seek(IOHEADER_START + table + fields[1])
                 f.write(struct.pack("<q", -1))
-        self._dv_path = str(copy)
-        try:
-            return dv.io.MonoCameraRecording(self._dv_path)
-        except RuntimeError:
-            return None
+        return str(copy)
 
     def _stream_batches(self, type_identifier: str, getter: str, damage: list) -> Iterator:
-        """(byte offset of the packet, batch) of the first stream of a type, each packet vetted before
-        dv-processing decodes it.
+        """Batches of the first stream of a type through dv-processing, each packet verified first.
 
         Before each read, the next packets of the stream are checked up to and including the next one
         holding elements (dv may skip empty packets). A damaged packet ends the stream; its
@@ -461,8 +362,9 @@ class Reader(RecordingReader):
         if stream is None:
             return
         rows = self.packets[self.packets["stream_id"] == stream.stream_id]
+        path = self._dv_file()
         try:
-            recording = dv.io.MonoCameraRecording(self._dv_path)
+            recording = dv.io.MonoCameraRecording(path)
         except RuntimeError as exc:
             damage.append((self.ioheader.data_start, f"dv-processing cannot open the file ({_first_line(exc)})"))
             return
@@ -491,23 +393,30 @@ class Reader(RecordingReader):
                     return
                 if batch is None:
                     return
-                yield (int(rows[index - 1]["offset"]) if index else self.ioheader.data_start), batch
+                yield batch
 
     def _chunks(self) -> Iterator[np.ndarray]:
-        """Events of the first EVTS stream, each packet checked against recordings.invariants: the first
-        bad event ends the stream (damage at its packet's byte offset)."""
+        """Events of the first EVTS stream, decoded here (recordings.aedat4_packets) packet by packet and
+        checked against recordings.invariants: the first bad packet or event ends the stream, with damage
+        at that packet's byte offset (its events are compressed: no finer offset exists)."""
         damage: list = []
+        stream = next((s for s in self.streams if s.type_identifier == "EVTS"), None)
+        rows = self.packets[self.packets["stream_id"] == stream.stream_id] if stream is not None else self.packets[:0]
         width, height = self.header.width, self.header.height
         state = invariants.new_state()
-        for offset, batch in self._stream_batches("EVTS", "getNextEventBatch", damage):
-            events = to_numpy(batch)
-            good, reason = invariants.first_invalid(events, width, height, state)
-            for start in range(0, good, self.chunk_events):
-                yield events[start:min(start + self.chunk_events, good)]
-            if reason != invariants.OK:
-                damage.append((offset, f"event {good} of the packet: "
-                                       f"{invariants.describe(reason, state, width, height)}"))
-                break
+        with open(self.path, "rb") as f:
+            for row in rows:
+                offset = int(row["offset"])
+                events, reason = decode_event_packet(self._payload(f, row), self.ioheader.compression)
+                if events is None:
+                    damage.append((offset, reason))
+                    break
+                good, bad = invariants.first_invalid(events, width, height, state)
+                for start in range(0, good, self.chunk_events):
+                    yield events[start:min(start + self.chunk_events, good)]
+                if bad != invariants.OK:
+                    damage.append((offset, f"event {good} of the packet: {invariants.describe(bad, state, width, height)}"))
+                    break
         self._report(damage)
 
     def _report(self, damage: list) -> None:
@@ -519,7 +428,7 @@ class Reader(RecordingReader):
     def frames(self) -> Iterator[Frame]:
         """Yield the APS frames in time order (none when the file has no frame stream)."""
         damage: list = []
-        for _, frame in self._stream_batches("FRME", "getNextFrame", damage):
+        for frame in self._stream_batches("FRME", "getNextFrame", damage):
             yield Frame(int(frame.timestamp), int(frame.exposure.total_seconds() * 1e6 + 0.5),
                         np.array(frame.image, copy=True))
         self._report(damage)
@@ -527,7 +436,7 @@ class Reader(RecordingReader):
     def imu(self) -> Iterator[np.ndarray]:
         """Yield IMU samples as IMU_DTYPE arrays (one per stored packet)."""
         damage: list = []
-        for _, batch in self._stream_batches("IMUS", "getNextImuBatch", damage):
+        for batch in self._stream_batches("IMUS", "getNextImuBatch", damage):
             rows = [(s.timestamp, s.temperature, s.accelerometerX, s.accelerometerY, s.accelerometerZ,
                      s.gyroscopeX, s.gyroscopeY, s.gyroscopeZ, s.magnetometerX, s.magnetometerY,
                      s.magnetometerZ) for s in batch]
@@ -537,7 +446,7 @@ class Reader(RecordingReader):
     def triggers(self) -> Iterator[np.ndarray]:
         """Yield triggers as TRIGGER_DTYPE arrays (one per stored packet)."""
         damage: list = []
-        for _, batch in self._stream_batches("TRIG", "getNextTriggerBatch", damage):
+        for batch in self._stream_batches("TRIG", "getNextTriggerBatch", damage):
             yield np.array([(t.timestamp, int(t.type.value)) for t in batch], dtype=TRIGGER_DTYPE)
         self._report(damage)
 

@@ -173,8 +173,8 @@ def lz4_frame_decode(src, out):
                 return -ERR_CHECKSUM
         block_start = op
         if stored:
-            for k in range(min(size, max(cap - op, 0))):
-                out[op + k] = src[pos + k]
+            k = min(size, max(cap - op, 0))
+            out[op:op + k] = src[pos:pos + k]
             op += size
         else:
             ip = pos
@@ -195,8 +195,12 @@ def lz4_frame_decode(src, out):
                             break
                 if ip + lit > end:
                     return -ERR_BLOCK
-                for k in range(min(lit, max(cap - op, 0))):
-                    out[op + k] = src[ip + k]
+                k = min(lit, max(cap - op, 0))
+                if k > 32:
+                    out[op:op + k] = src[ip:ip + k]
+                else:
+                    for j in range(k):
+                        out[op + j] = src[ip + j]
                 ip += lit
                 op += lit
                 if ip == end:
@@ -220,8 +224,12 @@ def lz4_frame_decode(src, out):
                             break
                 length += 4
                 back = op - offset
-                for k in range(min(length, max(cap - op, 0))):
-                    out[op + k] = out[back + k]
+                k = min(length, max(cap - op, 0))
+                if offset >= k and k > 32:  # long and not overlapping: one block copy
+                    out[op:op + k] = out[back:back + k]
+                else:  # short, or overlapping (a repeated pattern): byte by byte, in order
+                    for j in range(k):
+                        out[op + j] = out[back + j]
                 op += length
                 if op - block_start > block_max:
                     return -ERR_BLOCK

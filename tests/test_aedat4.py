@@ -1,10 +1,13 @@
-"""AEDAT 4: the dv-processing-backed reader (events, frames, IMU, triggers, damage), our writer, and the
-LZ4 vetting decoder. Facts come from shared/data/README.md; dv-processing itself is the peer."""
+"""AEDAT 4: the reader (events decoded here; frames, IMU, triggers through dv-processing; damage), our
+writer, the LZ4 decoder and the packet verifier. Facts come from shared/data/README.md; dv-processing
+itself is the peer."""
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 import sys
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -148,12 +151,19 @@ def test_writer_empty_file_and_errors(tmp_path):
     with Reader(path) as reader:
         assert len(read_all(reader)) == 0
     events = random_events(100)
-    with Aedat4Writer(tmp_path / "bad.aedat4", 128, 128) as writer:
+    with Aedat4Writer(tmp_path / "bad.aedat4", 640, 480) as writer:
         writer.write(events[50:])
         with pytest.raises(ValueError, match="decrease"):
             writer.write(events[:50])
         with pytest.raises(TypeError):
             writer.write(np.zeros(3, dtype=[("t", "<i8")]))
+        late = events[99:].copy()
+        late["x"] = 640
+        with pytest.raises(ValueError, match="x 640..640, y .* do not fit the declared 640x480 sensor"):
+            writer.write(late)
+        late["x"], late["polarity"] = 0, 2
+        with pytest.raises(ValueError, match="polarity must be 0 or 1"):
+            writer.write(late)
     with pytest.raises(ValueError):
         Aedat4Writer(tmp_path / "zero.aedat4", 0, 128)
 
@@ -280,3 +290,165 @@ def test_damaged_copies_never_crash(data_dir, tmp_path, reference, cut, flips):
     if events is not None and not flips:
         assert_same(events, reference[DVX][: len(events)])
         assert texts or position == size
+
+
+# -- hardening: what a damaged or lying file may not do (issue 14) --------------------------------
+def contract_holds(events: np.ndarray, width: int, height: int) -> bool:
+    """The reader contract (recordings.invariants), computed with plain numpy."""
+    if not len(events):
+        return True
+    t = events["timestamp"]
+    latest = np.maximum.accumulate(t)
+    return bool(events["x"].min() >= 0 and events["x"].max() < width and events["y"].min() >= 0
+                and events["y"].max() < height and set(np.unique(events["polarity"]).tolist()) <= {0, 1}
+                and t.min() >= 0 and np.all(t[1:] >= latest[:-1] - 1000) and np.all(np.diff(latest) <= 2**31))
+
+
+#: Single bit flips inside LZ4 event payloads of the DAVIS file that the reader used to pass silently,
+#: yielding x = -9984 / 463 / 16583, polarity 8 or timestamps jumping up to 9e18 µs (byte, bit).
+SILENT_FLIPS = [(4526, 1), (1013461, 0), (439991, 7), (535011, 1), (467909, 2), (9720, 3), (425585, 6),
+                (1040688, 0)]
+
+
+@pytest.mark.parametrize("position, bit", SILENT_FLIPS)
+def test_lz4_bit_flips_are_damage_not_garbage(data_dir, tmp_path, position, bit):
+    path = cut_copy(data_dir / "events" / DAVIS, tmp_path / "flip.aedat4", 10**9, [(position, 1 << bit)])
+    events, texts = read_damaged(path)
+    assert contract_holds(events, 346, 260)
+    assert texts and " at byte " in texts[0]
+    offset = int(texts[0].split(" at byte ")[1].split(":")[0])
+    packets, _, _ = index_packets(path, read_ioheader(path))
+    holding = packets[(packets["offset"] <= position) & (position < packets["offset"] + 8 + packets["size"])]
+    assert offset == int(holding["offset"][0])  # the packet that holds the flipped byte
+    with pytest.raises(RecordingError, match="at byte"):
+        with Reader(path, strict=True) as reader:
+            read_all(reader)
+
+
+def test_header_size_that_does_not_match_the_data_is_reported(tmp_path):
+    events = random_events(5000, seed=4)  # x < 640, y < 480
+    path = tmp_path / "lying.aedat4"
+    write_aedat4(path, events, 640, 480)
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(b'key="sizeX" type="int">640<', b'key="sizeX" type="int">320<', 1))
+    first_outside = int(np.argmax(events["x"] >= 320))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Reader(path) as reader:
+            assert reader.header.width == 320
+            got = read_all(reader)
+    texts = [str(w.message) for w in caught if issubclass(w.category, RecordingDamageWarning)]
+    assert len(texts) == 1 and f"event {first_outside} of the packet" in texts[0]
+    assert "is outside the 320x480 sensor" in texts[0]
+    assert_same(got, events[:first_outside])
+
+
+@pytest.mark.parametrize("position", [0, 5, 18, -7])
+def test_data_table_position_inside_the_header_is_damage_not_a_traceback(data_dir, tmp_path, position):
+    src = data_dir / "events" / DVX
+    header = read_ioheader(src)
+    raw = bytearray(src.read_bytes())
+    field = raw.find(struct.pack("<q", header.data_table_position), 18, header.data_start)
+    raw[field:field + 8] = struct.pack("<q", position)
+    path = tmp_path / "table.aedat4"
+    path.write_bytes(bytes(raw))
+    events, texts = read_damaged(path)
+    assert len(events) == FACTS[DVX][0]  # every packet is still read
+    assert texts and "at byte 18: IOHeader dataTablePosition" in texts[0]
+    with pytest.raises(RecordingError, match="dataTablePosition"):
+        Reader(path, strict=True)
+
+
+def test_a_2_31_packet_size_is_refused_without_allocating_it(data_dir, tmp_path):
+    src = data_dir / "events" / DVX
+    packets, _, _ = index_packets(src, read_ioheader(src))
+    victim = int(packets["offset"][10])
+    raw = bytearray(src.read_bytes())
+    raw[victim + 4:victim + 8] = struct.pack("<i", 2**31 - 1)
+    path = tmp_path / "huge.aedat4"
+    path.write_bytes(bytes(raw))
+    tracemalloc.start()
+    try:
+        events, texts = read_damaged(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert texts and f"at byte {victim}: implausible size of a 2147483647-byte packet" in texts[0]
+    assert 0 < len(events) < FACTS[DVX][0] and peak < 64 << 20
+
+
+def test_lz4_output_bound_comes_from_the_frame_not_from_its_length_fields():
+    """100 k one-byte compressed blocks used to be sized as 100 k x 4 MiB (400 GB) before decoding."""
+    header = b"\x04\x22\x4d\x18" + bytes([0x60, 0x70])  # FLG: v1, independent blocks; BD: 4 MiB blocks
+    header += bytes([(xxh32(np.frombuffer(header[4:6], np.uint8), 0, 2) >> 8) & 0xFF])
+    block = struct.pack("<I", 1) + b"\x00"  # one token: no literal, no match, end of block
+    frame = header + block * 100_000 + struct.pack("<I", 0)
+    from recordings.aedat4_lz4 import lz4_frame_capacity
+
+    capacity = lz4_frame_capacity(np.frombuffer(frame, np.uint8))
+    assert 0 <= capacity <= 100_000 * (255 + 64)
+    out, length, reason = lz4_decode(frame)
+    assert reason == "" and length == 0
+    out, length, reason = lz4_decode(frame, max_bytes=1000)
+    assert out is None and "more than the 1000 allowed" in reason
+
+
+def test_unverifiable_packets_never_reach_dv_processing(data_dir, tmp_path):
+    """A table-less DAVIS file whose IMU packet claims 14.8 M elements: dv-processing segfaulted when it
+    scanned the packets at open. Run in a child process so a regression fails instead of killing pytest."""
+    src = data_dir / "events" / DAVIS
+    header = read_ioheader(src)
+    packets, _, _ = index_packets(src, header)
+    raw = bytearray(src.read_bytes()[:int(packets["offset"][4])])
+    field = raw.find(struct.pack("<q", header.data_table_position), 18, header.data_start)
+    raw[field:field + 8] = struct.pack("<q", -1)
+    for position, value in [(80279, 226), (77251, 142)]:
+        raw[position] = value
+    path = tmp_path / "imu.aedat4"
+    path.write_bytes(bytes(raw))
+    code = (
+        "import warnings\n"
+        "from recordings.aedat4 import Reader\n"
+        "warnings.simplefilter('ignore')\n"
+        f"with Reader({str(path)!r}) as r:\n"
+        "    print(sum(len(c) for c in r.chunks()), len(list(r.frames())), sum(len(b) for b in r.imu()),"
+        " sum(len(b) for b in r.triggers()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["9546", "0", "0", "2"]  # events up to the bad one; no IMU; triggers before
+
+
+def test_frames_of_every_format_are_verified_and_read(tmp_path):
+    """dv-processing writes a BGR and a gray frame (with IMU and trigger streams); we verify and read both,
+    and a frame whose pixel vector is shorter than sizeX * sizeY * channels is damage."""
+    config = dv.io.MonoCameraWriter.Config("cam", dv.CompressionType.LZ4)
+    config.addFrameStream((8, 4))
+    path = tmp_path / "frames.aedat4"
+    writer = dv.io.MonoCameraWriter(str(path), config)
+    bgr = np.arange(8 * 4 * 3, dtype=np.uint8).reshape(4, 8, 3)
+    writer.writeFrame(dv.Frame(1000, bgr))
+    writer.writeFrame(dv.Frame(2000, np.full((4, 8), 7, np.uint8)))
+    del writer
+    with Reader(path) as reader:
+        frames = list(reader.frames())
+    assert [f.timestamp for f in frames] == [1000, 2000]
+    np.testing.assert_array_equal(frames[0].image, bgr)
+    np.testing.assert_array_equal(frames[1].image, np.full((4, 8), 7, np.uint8))
+    from recordings.aedat4_packets import verify
+
+    header = read_ioheader(path)
+    packets, _, _ = index_packets(path, header)
+    data = path.read_bytes()
+    offset, _, size = packets.tolist()[0]
+    flatbuffer, _, _ = lz4_decode(data[offset + 8:offset + 8 + size])
+    assert verify(flatbuffer, b"FRME") == ("", 1)
+    short = flatbuffer.copy()
+    body = short[4:]  # a view: edits land in ``short``
+    table = int.from_bytes(bytes(body[:4]), "little")
+    vtable = table - int.from_bytes(bytes(body[table:table + 4]), "little", signed=True)
+    sizex_at = table + int.from_bytes(bytes(body[vtable + 4 + 2 * 6:vtable + 6 + 2 * 6]), "little")  # field 6
+    body[sizex_at:sizex_at + 2] = np.frombuffer(struct.pack("<h", 9), np.uint8)  # claims 9 columns, holds 8
+    reason, _ = verify(short, b"FRME")
+    assert "frame holds 96 pixel bytes, 9x4x3 expected" in reason

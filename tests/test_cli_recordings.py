@@ -147,6 +147,20 @@ def test_strict_damage_and_lenient_warning(data_dir, tmp_path, capsys):
     assert code == 1 and "at byte" in err
 
 
+def test_info_reports_garbage_that_decompresses(data_dir, tmp_path, capsys):
+    """A flipped bit in an LZ4 event payload (no checksum in DV files) gave x = 463 on the 346x260 sensor
+    with no warning from info, while launch failed on the same file later."""
+    data = bytearray((data_dir / "events" / "davis346_aestream.aedat4").read_bytes())
+    data[439991] ^= 1 << 7
+    flipped = tmp_path / "flipped.aedat4"
+    flipped.write_bytes(bytes(data))
+    code, out, err = run_cli(capsys, "info", flipped, "--json")
+    assert code == 0 and "warning:" in err and "is outside the 346x260 sensor" in err
+    assert json.loads(out)["events"] < 117_667 and "damage" in json.loads(out)
+    code, _, err = run_cli(capsys, "info", flipped, "--strict")
+    assert code == 1 and err.startswith("error:") and "is outside the 346x260 sensor" in err
+
+
 def test_console_script_error_has_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "info", str(tmp_path / "nope.raw")],
                             capture_output=True, text=True, cwd=REPO, timeout=60)

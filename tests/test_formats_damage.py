@@ -1,13 +1,17 @@
 """Damaged recordings (property-based): cut, flipped bytes, garbage before/after, empty, header only.
 
-For every binary format a small clean file is made from a real recording (its header plus the first few
-hundred records; AEDAT 3.1 from the spec-built writer in test_formats.py). The readers must never crash
-or hang: they yield a prefix of the clean decode and warn (RecordingDamageWarning naming the file and the
-byte offset), or raise RecordingError in strict mode, or refuse a damaged header with RecordingError.
+For every format a small clean file is made from a real recording (its header plus the first few
+hundred records; AEDAT 3.1 from the spec-built writer in test_formats.py; AEDAT 4 its first packets, LZ4
+compressed as the camera wrote them, without the data table). The readers must never crash or hang:
+they yield a prefix of the clean decode and warn (RecordingDamageWarning naming the file and the byte
+offset), or raise RecordingError in strict mode, or refuse a damaged header with RecordingError. Whatever
+they yield keeps the reader contract (recordings.invariants), checked here with plain numpy: inside the
+sensor, polarity 0/1, time >= 0, never more than 1000 µs behind the latest event nor 2^31 µs ahead.
 """
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_formats import decode, synthetic_events, write_aedat3
 
-from recordings import aedat2, aedat3, eventstream, evt2, evt3, nmnist, prophesee_dat
+from recordings import aedat2, aedat3, aedat4, eventstream, evt2, evt3, nmnist, prophesee_dat
 from recordings._blocks import DroppedEventsWarning
 from recordings.base import RecordingDamageWarning, RecordingError
 from recordings.detect import detect_format
@@ -57,8 +61,10 @@ def samples(data_dir, tmp_path_factory) -> dict[str, Sample]:
         path.write_bytes(raw)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            clean = decode(reader_cls(path))
+            with reader_cls(path) as reader:
+                clean = decode(reader)
         assert len(clean) > 50
+        assert_contract(clean, reader_cls, path)
         out[name] = Sample(name, reader_cls, raw, data_offset, clean, unit, boundaries, suffix)
 
     for name, file, cls, unit, count in (
@@ -72,6 +78,19 @@ def samples(data_dir, tmp_path_factory) -> dict[str, Sample]:
         path = events_dir / file
         offset = cls(path).header.extra.get("data_offset", 0)
         add(name, cls, _first_records(path, offset, unit, count), offset, unit, None, path.suffix)
+
+    for name, file, packets in (("aedat4_davis", "davis346_aestream.aedat4", 4),
+                                ("aedat4_dvx", "dvxplorer_tonic.aedat4", 6)):
+        path = events_dir / file
+        header = aedat4.read_ioheader(path)
+        rows, _, _ = aedat4.index_packets(path, header)
+        raw = bytearray(path.read_bytes()[: int(rows[packets]["offset"])])
+        field = struct.pack("<q", header.data_table_position)
+        at = raw.find(field, aedat4.IOHEADER_START, header.data_start)
+        assert at > 0 and raw.count(field) == 1
+        raw[at:at + 8] = struct.pack("<q", -1)  # no data table: a clean file that ends after these packets
+        starts = [int(r) for r in rows["offset"][: packets + 1]]
+        add(name, aedat4.Reader, bytes(raw), header.data_start, None, frozenset(starts), ".aedat4")
 
     raw = (events_dir / "dvs_faery.es").read_bytes()
     pos, boundaries = 20, {20}
@@ -87,7 +106,8 @@ def samples(data_dir, tmp_path_factory) -> dict[str, Sample]:
     return out
 
 
-SAMPLE_NAMES = ["aedat2_dvs128", "aedat2_davis", "aedat3", "eventstream", "evt2", "evt3", "prophesee_dat", "nmnist"]
+SAMPLE_NAMES = ["aedat2_dvs128", "aedat2_davis", "aedat3", "aedat4_davis", "aedat4_dvx", "eventstream", "evt2", "evt3",
+                "prophesee_dat", "nmnist"]
 
 
 def run(reader_cls, path: Path, strict: bool = False):
@@ -96,8 +116,8 @@ def run(reader_cls, path: Path, strict: bool = False):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            reader = reader_cls(path, strict=strict)
-            events = decode(reader)
+            with reader_cls(path, strict=strict) as reader:
+                events = decode(reader)
         except RecordingError as exc:
             error = exc
     others = [w for w in caught if not issubclass(w.category, (RecordingDamageWarning, DroppedEventsWarning))]
@@ -105,13 +125,23 @@ def run(reader_cls, path: Path, strict: bool = False):
     return events, error, [w for w in caught if issubclass(w.category, RecordingDamageWarning)]
 
 
-def assert_inside(events: np.ndarray, reader_cls, path: Path) -> None:
-    header = reader_cls(path).header
-    if len(events) and header.width:
-        assert events["x"].min() >= 0 and events["x"].max() < header.width
-        assert events["y"].min() >= 0 and events["y"].max() < header.height
-    if len(events):
-        assert set(np.unique(events["polarity"])) <= {0, 1}
+def assert_contract(events: np.ndarray, reader_cls, path: Path) -> None:
+    """The reader contract on ``events``, from the header's sensor size (if any) and plain numpy."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with reader_cls(path) as reader:
+            width, height = reader.header.width, reader.header.height
+    if not len(events):
+        return
+    assert events["x"].min() >= 0 and events["y"].min() >= 0
+    if width:
+        assert events["x"].max() < width and events["y"].max() < height
+    assert set(np.unique(events["polarity"]).tolist()) <= {0, 1}
+    t = events["timestamp"]
+    assert t.min() >= 0
+    latest = np.maximum.accumulate(t)
+    assert np.all(t[1:] >= latest[:-1] - 1000), "more than 1000 µs behind the latest event"
+    assert np.all(np.diff(latest) <= 2**31), "more than 2^31 µs ahead of the latest event"
 
 
 def clean_cut(sample: Sample, cut: int) -> bool:
@@ -164,7 +194,7 @@ def test_flipped_bytes_never_crash(samples, tmp_path, name, data):
     path.write_bytes(bytes(raw))
     events, error, damage = run(sample.reader, path)
     if events is not None:
-        assert_inside(events, sample.reader, path)
+        assert_contract(events, sample.reader, path)
         first = min(p for p, _ in flips)
         if sample.unit is not None and first >= sample.data_offset:
             intact = (first - sample.data_offset) // sample.unit
@@ -195,7 +225,7 @@ def test_garbage_before_or_after(samples, tmp_path, name, garbage, where):
         events, error, _ = run(sample.reader, path)
         assert error is None
         np.testing.assert_array_equal(events[: len(sample.clean)], sample.clean)
-        assert_inside(events, sample.reader, path)
+        assert_contract(events, sample.reader, path)
         return
     try:
         cls = detect_format(path)
@@ -203,7 +233,7 @@ def test_garbage_before_or_after(samples, tmp_path, name, garbage, where):
         return
     events, _, _ = run(cls, path)
     if events is not None:
-        assert_inside(events, cls, path)
+        assert_contract(events, cls, path)
 
 
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
