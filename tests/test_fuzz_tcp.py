@@ -388,7 +388,7 @@ def cli(*args: str) -> subprocess.Popen:
 def test_receive_idle_timeout_default_is_the_reader_default():
     from pipeline.app.cli import build_parser
 
-    args = build_parser().parse_args(["camera", "receive", "tcp://127.0.0.1:1"])
+    args = build_parser("camera").parse_args(["camera", "receive", "tcp://127.0.0.1:1"])
     assert args.idle_timeout == DEFAULT_IDLE_TIMEOUT_S
 
 

@@ -191,7 +191,8 @@ SHIPPED_DATA = {"bci.toml": "bci/chewie_demo.mat", "audio.toml": "audio/fsdd/6_l
 def test_every_shipped_launch_file_runs_through_the_one_loop(name, data_dir, recording, tmp_path):
     """Each file in launch/, fast for 0.3 s of sensor time, its motors on emulated buses: a live camera
     source replaced by a recording, a shared-data file pointed at the test data folder."""
-    source = str(recording) if name == "live_demo.toml" else None
+    # live_demo's camera and demo's closed-loop world (run by `spikeloop demo`) give way to a recording
+    source = str(recording) if name in ("live_demo.toml", "demo.toml") else None
     sets = ['loop.mode="fast"'] + ([f"source.path={json.dumps(str(data_dir / SHIPPED_DATA[name]))}"]
                                    if name in SHIPPED_DATA else [])
     spec = load_launch(LAUNCH / name, sets=sets, source=source, duration_s=0.3)

@@ -195,8 +195,8 @@ def open_source(table: dict, *, speed: float = 1.0, fast: bool = False, chunk_us
         except CameraError as exc:
             raise SourceSpecError(f"cannot receive tcp://{table['host']}:{table['port']}: {exc}", "host") from None
     if kind == "world":
-        raise SourceSpecError("'world' is closed through the robot's motors: run it with `spikeloop demo`, or "
-                              "replay a recording of it with --source PATH", "type")
+        raise SourceSpecError("'world' is closed through the robot's motors: run it with `spikeloop demo --launch "
+                              "FILE`, or replay a recording of it with --source PATH", "type")
     if kind in NEURAL_TYPES:
         return _open_neural(table, speed=speed, fast=fast, chunk_us=chunk_us, bin_us=bin_us)
     if kind == "audio":
