@@ -1,17 +1,19 @@
-"""AEDAT 4 reader (DV / dv-processing files): events, plus frames, IMU samples and triggers, which are
-exposed rather than dropped.
+"""AEDAT 4 reader (DV / dv-processing files): events via ``dv.io.MonoCameraRecording``, plus frames, IMU
+samples and triggers, which are exposed rather than dropped.
 
 The header (``#!AER-DAT4.0``, IOHeader flatbuffer, infoNode XML; formats.md §3) is parsed here, so a
-bad header is reported with its byte offset. The reader indexes the packet headers itself at open
-(finding the first incomplete or implausible packet). Events are decoded here, packet by packet
-(recordings.aedat4_packets: bounded LZ4/ZSTD decompression, verified flatbuffer), and every event is
-checked against recordings.invariants (coordinates inside the header's sizeX/sizeY, polarity 0/1, time
-monotonic within the tolerance): LZ4 frames carry no checksum in DV files, so a flipped bit inside a
-packet can still decompress. Frames, IMU samples and triggers are decoded by dv-processing's
-``MonoCameraRecording``, which reads flatbuffers unverified (a flipped byte can crash it or make it loop)
-and refuses a whole file whose data table is missing or cut (every truncated copy of a DV recording):
-each packet is verified before dv-processing sees it, and a damaged file is handed to it as a repaired
-temporary copy (cut at the damage, without the data table).
+bad header is reported with its byte offset before dv-processing is involved, and the reader indexes
+the packet headers itself at open (finding the first incomplete or implausible packet).
+
+dv-processing reads flatbuffers unverified (a flipped byte that survives decompression can crash it or
+make it loop forever) and refuses a whole file whose data table is missing or cut (every truncated copy
+of a DV recording). So every packet is verified before dv-processing sees it (recordings.aedat4_packets:
+bounded LZ4/ZSTD decompression, flatbuffer tables and vectors inside the packet): lazily, just ahead of
+each read, on an intact file with a data table; all at the first read otherwise, when dv-processing
+scans every packet at open (a damaged file is handed over as a repaired temporary copy, cut at the
+damage, without the data table). LZ4 frames carry no checksum in DV files, so a flipped bit can still
+decode to other events: every decoded event is checked against recordings.invariants (coordinates
+inside the header's sizeX/sizeY, polarity 0/1, time monotonic within the tolerance).
 
 On damage the reader yields what came before it, with a RecordingDamageWarning naming the file and byte
 offset (of the packet, for a bad event: the events are compressed), or RecordingError in strict mode.
@@ -33,8 +35,9 @@ import dv_processing as dv
 import numpy as np
 
 from recordings import invariants
-from recordings.aedat4_packets import check_payload, decode_event_packet, table_fields
+from recordings.aedat4_packets import check_payload, table_fields
 from recordings.base import RecordingError, RecordingHeader, RecordingReader
+from recordings.dv_bridge import to_numpy
 
 MAGIC = b"#!AER-DAT4.0\r\n"
 COMPRESSIONS = ("NONE", "LZ4", "LZ4_HIGH", "ZSTD", "ZSTD_HIGH")
@@ -210,9 +213,8 @@ IDENTIFIERS = {"EVTS": b"EVTS", "FRME": b"FRME", "IMUS": b"IMUS", "TRIG": b"TRIG
 
 
 class Reader(RecordingReader):
-    """AEDAT 4 file. ``chunks()`` yields DVS events (decoded here); ``frames()``, ``imu()`` and
-    ``triggers()`` stream the other recorded data through dv-processing; ``streams`` lists what the file
-    holds.
+    """AEDAT 4 file through dv-processing. ``chunks()`` yields DVS events; ``frames()``, ``imu()`` and
+    ``triggers()`` stream the other recorded data; ``streams`` lists what the file holds.
 
     Every packet dv-processing reads is verified first (recordings.aedat4_packets): lazily, just ahead of
     each read, on an intact file with a data table; all at the first read otherwise (dv-processing then
@@ -281,16 +283,12 @@ class Reader(RecordingReader):
             self._scratch = tempfile.TemporaryDirectory(prefix="spikeloop-aedat4-")
         return Path(self._scratch.name)
 
-    def _payload(self, f, row) -> bytes:
-        """The payload of one PACKET_DTYPE row, read from the open file ``f``."""
-        f.seek(int(row["offset"]) + 8)
-        return f.read(int(row["size"]))
-
     def _check(self, f, row) -> tuple[str, int]:
         """check_payload for one PACKET_DTYPE row, reading its payload from the open file ``f``."""
         stream = next(s for s in self.streams if s.stream_id == int(row["stream_id"]))
         identifier = IDENTIFIERS.get(stream.type_identifier, stream.type_identifier.encode()[:4])
-        return check_payload(self._payload(f, row), self.ioheader.compression, identifier)
+        f.seek(int(row["offset"]) + 8)
+        return check_payload(f.read(int(row["size"])), self.ioheader.compression, identifier)
 
     def _vet_all(self) -> tuple[int | None, str]:
         """Verify every indexed packet, in file order: (byte offset, reason) of the first bad one, else
@@ -352,7 +350,8 @@ class Reader(RecordingReader):
         return str(copy)
 
     def _stream_batches(self, type_identifier: str, getter: str, damage: list) -> Iterator:
-        """Batches of the first stream of a type through dv-processing, each packet verified first.
+        """(byte offset of the packet, batch) of the first stream of a type through dv-processing, each
+        packet verified first.
 
         Before each read, the next packets of the stream are checked up to and including the next one
         holding elements (dv may skip empty packets). A damaged packet ends the stream; its
@@ -393,30 +392,23 @@ class Reader(RecordingReader):
                     return
                 if batch is None:
                     return
-                yield batch
+                yield int(rows[index - 1]["offset"]) if index else self.ioheader.data_start, batch
 
     def _chunks(self) -> Iterator[np.ndarray]:
-        """Events of the first EVTS stream, decoded here (recordings.aedat4_packets) packet by packet and
+        """Events of the first EVTS stream, packet by packet (verified, then decoded by dv-processing) and
         checked against recordings.invariants: the first bad packet or event ends the stream, with damage
         at that packet's byte offset (its events are compressed: no finer offset exists)."""
         damage: list = []
-        stream = next((s for s in self.streams if s.type_identifier == "EVTS"), None)
-        rows = self.packets[self.packets["stream_id"] == stream.stream_id] if stream is not None else self.packets[:0]
         width, height = self.header.width, self.header.height
         state = invariants.new_state()
-        with open(self.path, "rb") as f:
-            for row in rows:
-                offset = int(row["offset"])
-                events, reason = decode_event_packet(self._payload(f, row), self.ioheader.compression)
-                if events is None:
-                    damage.append((offset, reason))
-                    break
-                good, bad = invariants.first_invalid(events, width, height, state)
-                for start in range(0, good, self.chunk_events):
-                    yield events[start:min(start + self.chunk_events, good)]
-                if bad != invariants.OK:
-                    damage.append((offset, f"event {good} of the packet: {invariants.describe(bad, state, width, height)}"))
-                    break
+        for offset, batch in self._stream_batches("EVTS", "getNextEventBatch", damage):
+            events = to_numpy(batch)
+            good, bad = invariants.first_invalid(events, width, height, state)
+            for start in range(0, good, self.chunk_events):
+                yield events[start:min(start + self.chunk_events, good)]
+            if bad != invariants.OK:
+                damage.append((offset, f"event {good} of the packet: {invariants.describe(bad, state, width, height)}"))
+                break
         self._report(damage)
 
     def _report(self, damage: list) -> None:
@@ -428,7 +420,7 @@ class Reader(RecordingReader):
     def frames(self) -> Iterator[Frame]:
         """Yield the APS frames in time order (none when the file has no frame stream)."""
         damage: list = []
-        for frame in self._stream_batches("FRME", "getNextFrame", damage):
+        for _, frame in self._stream_batches("FRME", "getNextFrame", damage):
             yield Frame(int(frame.timestamp), int(frame.exposure.total_seconds() * 1e6 + 0.5),
                         np.array(frame.image, copy=True))
         self._report(damage)
@@ -436,7 +428,7 @@ class Reader(RecordingReader):
     def imu(self) -> Iterator[np.ndarray]:
         """Yield IMU samples as IMU_DTYPE arrays (one per stored packet)."""
         damage: list = []
-        for batch in self._stream_batches("IMUS", "getNextImuBatch", damage):
+        for _, batch in self._stream_batches("IMUS", "getNextImuBatch", damage):
             rows = [(s.timestamp, s.temperature, s.accelerometerX, s.accelerometerY, s.accelerometerZ,
                      s.gyroscopeX, s.gyroscopeY, s.gyroscopeZ, s.magnetometerX, s.magnetometerY,
                      s.magnetometerZ) for s in batch]
@@ -446,7 +438,7 @@ class Reader(RecordingReader):
     def triggers(self) -> Iterator[np.ndarray]:
         """Yield triggers as TRIGGER_DTYPE arrays (one per stored packet)."""
         damage: list = []
-        for batch in self._stream_batches("TRIG", "getNextTriggerBatch", damage):
+        for _, batch in self._stream_batches("TRIG", "getNextTriggerBatch", damage):
             yield np.array([(t.timestamp, int(t.type.value)) for t in batch], dtype=TRIGGER_DTYPE)
         self._report(damage)
 

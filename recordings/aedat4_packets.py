@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from pipeline.core.events import DVS_EVENT_DTYPE
-from recordings.aedat4_lz4 import MAX_DECODED_BYTES, lz4_decode
+from recordings.aedat4_lz4 import HEAD_BYTES, MAX_DECODED_BYTES, lz4_decode
 
 #: Bytes per event in an EVTS packet's elements vector (the flatbuffer Event struct = DVS_EVENT_DTYPE).
 EVENT_BYTES = 16
@@ -127,17 +127,20 @@ def _field(body: np.ndarray, table: int, fields: tuple[int, ...], index: int, fm
     return struct.unpack_from(fmt, body, table + fields[index])[0]
 
 
-def verify(flatbuffer: np.ndarray, identifier: bytes) -> tuple[str, int]:
-    """("", element count) when a whole decoded packet flatbuffer (uint8 (n,), size prefix included) is
-    safe to hand to dv-processing, else (reason, -1). See the module docstring for what is checked."""
-    reason, count, _ = _verify(flatbuffer, identifier)
+def verify(flatbuffer: np.ndarray, identifier: bytes, length: int | None = None) -> tuple[str, int]:
+    """("", element count) when a decoded packet flatbuffer (uint8 (n,), size prefix included) is safe
+    to hand to dv-processing, else (reason, -1). See the module docstring for what is checked. An EVTS
+    packet needs only its head (``flatbuffer`` may be the first bytes of a ``length``-byte packet: the
+    tables and the vector's length word lie there); other types need all ``length`` bytes."""
+    reason, count, _ = _verify(flatbuffer, identifier, len(flatbuffer) if length is None else length)
     return reason, count
 
 
-def _verify(flatbuffer: np.ndarray, identifier: bytes) -> tuple[str, int, int]:
+def _verify(flatbuffer: np.ndarray, identifier: bytes, length: int) -> tuple[str, int, int]:
     """:func:`verify`, plus the byte offset of the first element (0 when none)."""
-    length = len(flatbuffer)
-    if length < 12 or int(flatbuffer[:4].view("<u4")[0]) + 4 != length:
+    if identifier != b"EVTS" and len(flatbuffer) < length:
+        return f"{identifier!r} packets are verified whole, got {len(flatbuffer)} of {length} bytes", -1, 0
+    if length < 12 or len(flatbuffer) < 12 or int(flatbuffer[:4].view("<u4")[0]) + 4 != length:
         return "packet flatbuffer size prefix does not match its length", -1, 0
     if bytes(flatbuffer[8:12]) != identifier:
         return f"packet flatbuffer is {bytes(flatbuffer[8:12])!r}, expected {identifier!r}", -1, 0
@@ -150,6 +153,8 @@ def _verify(flatbuffer: np.ndarray, identifier: bytes) -> tuple[str, int, int]:
             return "packet root table outside the packet", -1, 0
         first, count = elements_vector(flatbuffer)
     except (ValueError, struct.error) as exc:
+        if len(flatbuffer) < length:  # a head too short for the tables: verify the whole packet
+            return "", -1, 0
         return f"unreadable packet flatbuffer ({exc})", -1, 0
     if identifier == b"EVTS":
         if first + EVENT_BYTES * count > length:
@@ -219,7 +224,16 @@ def _zstd_decode(payload) -> tuple[np.ndarray | None, str]:
 
 def check_payload(payload: bytes | bytearray | memoryview, compression: str, identifier: bytes) -> tuple[str, int]:
     """Vet one packet payload before dv-processing decodes it: decompress (bounded) and :func:`verify`.
-    Returns ("", element count) or (reason, -1)."""
+    An LZ4 event packet is validated to its end but only its head is kept (dv-processing decodes the
+    events far faster than a second full decode here). Returns ("", element count) or (reason, -1); the
+    count is -1 also when an event packet's head was too short to hold it."""
+    if identifier == b"EVTS" and compression.startswith("LZ4"):
+        head, length, reason = lz4_decode(payload, keep=HEAD_BYTES)
+        if head is None:
+            return reason, -1
+        reason, count = verify(head, identifier, length)
+        if reason or count >= 0 or len(head) == length:
+            return reason, count
     data, reason = decompress(payload, compression)
     if data is None:
         return reason, -1
@@ -233,7 +247,7 @@ def decode_event_packet(payload: bytes | bytearray | memoryview, compression: st
     data, reason = decompress(payload, compression)
     if data is None:
         return None, reason
-    reason, count, first = _verify(data, b"EVTS")
+    reason, count, first = _verify(data, b"EVTS", len(data))
     if reason:
         return None, reason
     if not count:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from devices.motors import MotorError, StopOnSignal, open_motors
 from devices.motors import dynamixel as dxl
 from devices.motors.registry import start_twin
+from devices.motors.safety import STOPPED
 
 
 def wait_until(predicate, timeout_s: float, step_s: float = 0.002) -> float | None:
@@ -246,8 +248,9 @@ class RecordingLink:
     def write_urgent(self, data: bytes) -> None:
         self.commands.append(data)
 
-    def close(self, final: bytes = b"") -> None:
+    def close(self, final: bytes = b"") -> bool:
         self.commands.append(final)
+        return True
 
 
 from hypothesis import given, settings  # noqa: E402
@@ -324,3 +327,59 @@ def test_an_exception_in_the_controlling_code_stops_and_releases(twin):
             assert wait_until(lambda: m.send(np.array([1.0, 1.0])) > 0 and goal_raw(twin, 0) > 0, 1.0) is not None
             raise RuntimeError("planner crashed")
     assert goal_raw(twin, 0) == 0 and not twin.device.torque_on(0) and not twin.device.torque_on(1)
+
+
+# -- what close() and the controller say they did (issue 14) ---------------------------------------
+def test_garbled_replies_take_the_link_down_yet_close_still_releases_the_drive(twin):
+    """Replies with bad CRCs make the re-initialisation fail, so the link is down (between reconnect
+    attempts) at close: the port is reopened for zero velocity + torque off, and ``shutdown`` says so."""
+    with open_motors("dynamixel", twin.path, [1, 2], timeout_ms=5000, backoff_s=(0.05, 0.2)) as m:
+        assert wait_until(lambda: m.send(np.array([1.0, 1.0])) > 0 and goal_raw(twin, 0) > 0, 1.0) is not None
+        feed = twin.device.feed
+        def garbled(data: bytes, now: float) -> bytes:  # the last CRC byte of every reply flipped
+            reply = feed(data, now)
+            return reply[:-1] + bytes([reply[-1] ^ 0xFF]) if reply else reply
+
+        twin.device.feed = garbled
+        m.link.request_reinitialise()  # as after a watchdog trip: its PING gets no valid reply
+        assert wait_until(lambda: not m.connected and m.counters["errors"] >= 1, 3.0) is not None
+        assert twin.device.torque_on(0) and m.counters["crc_errors"] > 0
+    assert m.shutdown == STOPPED
+    assert not twin.device.torque_on(0) and not twin.device.torque_on(1) and goal_raw(twin, 0) == 0
+
+
+def test_close_after_the_port_is_gone_says_nothing_was_written(twin):
+    m = open_motors("dynamixel", twin.path, [1, 2], timeout_ms=5000, backoff_s=(0.05, 0.2))
+    assert wait_until(lambda: m.send(np.array([1.0, 1.0])) > 0, 1.0) is not None
+    twin.unplug()
+    assert wait_until(lambda: not m.connected, 2.0) is not None
+    m.close()
+    assert m.shutdown.startswith("zero velocity and torque off NOT written (cannot reopen")
+    assert twin.device.torque_on(0)  # the host could not reach it: only the device's watchdog stops it
+
+
+ROBOT = Path(__file__).resolve().parent.parent / "launch" / "robot_controller.toml"
+
+
+@pytest.mark.parametrize("where", ["pipeline.app.cli:build_parser", "pipeline.app.launch:load_launch"])
+def test_sigterm_while_the_controller_starts_exits_0_with_nothing_opened(twin, where):
+    """SIGTERM before the launch command's own handler existed killed the controller (status -15). The
+    signal is raised from inside the named function: while the CLI imports its commands, or while the
+    launch file loads (then nothing may open)."""
+    module, function = where.split(":")
+    code = (
+        "import os, signal, sys, importlib\n"
+        f"module = importlib.import_module({module!r})\n"
+        f"real = module.{function}\n"
+        "def patched(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(*args, **kwargs)\n"
+        f"module.{function} = patched\n"
+        "from pipeline.app.cli import main\n"
+        f"sys.exit(main(['launch', {str(ROBOT)!r}, '--headless', '--set', "
+        f"'sinks.motors.port=\"{twin.path}\"']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=ROBOT.parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert twin.received() == b""  # no port was opened

@@ -124,21 +124,32 @@ class SerialLink:
         """The port itself failed and is not (yet) back; a re-initialisation alone is not a loss."""
         return self._fault or self._serial is None
 
-    def close(self, final: bytes = b"") -> None:
-        """Stop the I/O thread, write ``final`` (stop + release) if the port still works, close the port."""
+    def close(self, final: bytes = b"") -> bool:
+        """Stop the I/O thread, write ``final`` (stop + release), close the port. A link that is down (a
+        serial error, a failed re-initialisation, between reconnect attempts) gets its port reopened once
+        for ``final``: a garbled reply must not leave the drive enabled. Returns True when ``final`` was
+        written completely; otherwise ``last_error`` says why (e.g. the port is gone)."""
         self._stop.set()
         self._wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
+        written = not final
         with self._lock:
             if self._urgent:
                 self._write_urgent_locked(self._urgent)
+            if final and (self._serial is None or self._fault):
+                self._close_port()
+                try:
+                    self._open()
+                except SERIAL_ERRORS as exc:
+                    self.last_error = f"cannot reopen {self.port} for the final stop: {type(exc).__name__}: {exc}"
             if final and self._serial is not None and not self._fault:
-                self._write_all(final, timeout_s=0.2)
+                written = self._write_all(final, timeout_s=0.2)
                 time.sleep(min(0.05, len(final) * self._ns_per_byte / 1e9 + 0.002))
             self._close_port()
         if not self._thread or not self._thread.is_alive():
             self._close_wake_pipe()
+        return written
 
     def _close_wake_pipe(self) -> None:
         for fd in (self._wake_r, self._wake_w):

@@ -10,7 +10,8 @@
 * E-stop (``estop()``, or :class:`StopOnSignal` for SIGINT/SIGTERM): latched; writes zero velocity
   and torque-off immediately, refuses motion until :meth:`SafeMotors.reset_estop`.
 * ``close()`` (also on ``with`` exit, on interpreter exit, and via the signal helper) writes zero
-  velocity then torque-off before closing the port. Serial loss and reconnection are handled by
+  velocity then torque-off before closing the port (reopening it once if the link was down) and says in
+  :attr:`SafeMotors.shutdown` what was actually done. Serial loss and reconnection are handled by
   :class:`~devices.motors.link.SerialLink`; after every (re)initialisation the command restarts at 0.
 """
 from __future__ import annotations
@@ -26,6 +27,10 @@ import numpy as np
 
 from .driver import Feedback, MotorDriver
 from .link import SerialLink
+
+
+#: ``SafeMotors.shutdown`` after a close that wrote zero velocity and drive-off to the device.
+STOPPED = "zero velocity, torque off"
 
 
 @dataclass
@@ -68,6 +73,8 @@ class SafeMotors:
         self._fresh_ns = 0
         self._estopped = False
         self._closed = False
+        #: What close() did: STOPPED, or why zero velocity / drive-off could not be written ("" while open).
+        self.shutdown = ""
         self._stop = threading.Event()
         link.on_up = self._link_up
         self._period_s = min(self.timeout_ns / 4e9, 0.02)
@@ -132,7 +139,7 @@ class SafeMotors:
         return out
 
     def close(self) -> None:
-        """Zero velocity, drive off, close the port (idempotent)."""
+        """Zero velocity, drive off, close the port (idempotent); :attr:`shutdown` says what was done."""
         with self._lock:
             if self._closed:
                 return
@@ -141,7 +148,11 @@ class SafeMotors:
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=1.0)
-        self.link.close(final=self.driver.stop_bytes() + self.driver.release_bytes())
+        if self.link.close(final=self.driver.stop_bytes() + self.driver.release_bytes()):
+            self.shutdown = STOPPED
+        else:
+            self.shutdown = (f"zero velocity and torque off NOT written ({self.link.last_error or 'port unavailable'}); "
+                             f"only the device's own watchdog, where armed, stops it")
         if self._on_close is not None:
             self._on_close()
 

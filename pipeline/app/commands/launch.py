@@ -116,10 +116,36 @@ def motor_counters(sinks) -> dict:
     return {sink.name: sink.controller.counters for sink in sinks if hasattr(sink, "controller")}
 
 
+def motor_shutdown(sinks) -> str:
+    """What closing did to the motor sinks: "zero velocity, torque off" when every controller wrote both,
+    else ``label: what happened`` per controller (e.g. its port was gone); "none" without motors."""
+    from devices.motors.safety import STOPPED
+
+    done = {sink.name: sink.controller.shutdown for sink in sinks if hasattr(sink, "controller")}
+    if not done:
+        return "none"
+    if all(outcome == STOPPED for outcome in done.values()):
+        return STOPPED
+    return "; ".join(f"{name}: {outcome}" for name, outcome in done.items())
+
+
 def run(args) -> int:
+    stop_signal: list[int] = []
+    graph = None
+
+    def on_signal(signum, frame) -> None:
+        stop_signal.append(signum)
+        if graph is not None:
+            graph.loop.stop()
+
+    # Installed first, before the imports and the launch file: a signal while they load, while ports open
+    # or while kernels compile still ends cleanly (exit 0; before the graph is built nothing opens).
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         spec = load_launch(args.file, sets=args.sets, source=args.source, duration_s=args.duration)
     except LaunchError as exc:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         print(f"spikeloop launch: {exc}", file=sys.stderr)
         return EXIT_INVALID
     if args.snapshot and spec.kind != "dvs":
@@ -135,19 +161,12 @@ def run(args) -> int:
         if not report.final:
             degradation(report)
 
-    stop_signal: list[int] = []
-    graph = None
-
-    def on_signal(signum, frame) -> None:
-        stop_signal.append(signum)
-        if graph is not None:
-            graph.loop.stop()
-
-    # Installed before anything opens: a signal while ports open or kernels compile still ends cleanly.
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     status = 0
     report = None
     try:
+        if stop_signal:  # stopped while loading: nothing was opened
+            log("signal", signal=signal.Signals(stop_signal[0]).name)
+            return status
         if spec.controller["realtime_priority"]:
             set_realtime(spec.controller["realtime_priority"], log)
         try:
@@ -180,7 +199,7 @@ def run(args) -> int:
             counters = motor_counters(graph.sinks)
             try:
                 graph.close()
-                log("stopped", motors="zero velocity, torque off", counters=counters)
+                log("stopped", motors=motor_shutdown(graph.sinks), counters=counters)
             except Exception as exc:
                 log("error", kind=type(exc).__name__, message=f"while stopping: {exc}")
                 status = status or EXIT_FAILED
