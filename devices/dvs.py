@@ -399,17 +399,18 @@ class NetworkEventServer:
         return all(c.idle.wait(max(0.0, deadline - time.monotonic())) for c in clients)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop accepting, flush queued packets to every reader (at most ``timeout_s``), end their streams."""
+        """Stop accepting, flush queued packets to every reader (at most ``timeout_s``), end their streams.
+        Called again (e.g. with 0 after an interrupted flush), it cuts off the readers still being flushed."""
         with self._lock:
-            if self._closed:
-                return
+            first = not self._closed
             self._closed = True
             clients = list(self._clients)
-        self._listener.close()
-        self._accepter.join(timeout=1.0)
+        if first:
+            self._listener.close()
+            self._accepter.join(timeout=1.0)
+            for client in clients:
+                client.finish()
         deadline = time.monotonic() + timeout_s
-        for client in clients:
-            client.finish()
         for client in clients:
             client.join(max(0.0, deadline - time.monotonic()))
             if client.is_alive():  # a reader that stopped reading: cut it off

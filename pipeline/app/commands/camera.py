@@ -139,7 +139,10 @@ def _serve(source, args) -> int:
     except KeyboardInterrupt:
         flush_s = 1.0
     finally:
-        server.close(flush_s)  # flushes what is queued to every client (at most flush_s), ends their streams
+        try:
+            server.close(flush_s)  # flushes what is queued to every client (at most flush_s), ends their streams
+        except KeyboardInterrupt:  # stopped while flushing (e.g. to a stalled client): end without the flush
+            server.close(0.0)
     dropped = server.dropped_events
     print(f"sent {sent:,} events" + (f" ({dropped:,} dropped for readers that fell behind)" if dropped else ""),
           file=sys.stderr)
