@@ -435,3 +435,17 @@ def test_camera_serve_exits_with_a_stalled_client_connected(data_dir, how):
         proc.kill()
         if client is not None:
             client.close()
+
+
+@pytest.mark.slow
+def test_launch_from_a_garbled_stream_fails_with_status_4(sample):
+    """`launch --source tcp://...` used to make no progress for 42 s on a stream turned to garbage."""
+    script, fragment, arrived, _ = _cases(sample)["garbage after the header"]
+    with HostilePeer(script) as peer:
+        started = time.monotonic()
+        proc = cli("launch", str(ROOT / "launch" / "robot_controller.toml"), "--headless",
+                   "--source", f"tcp://127.0.0.1:{peer.port}")
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 4, err
+    assert fragment in err and f"{arrived:,} events in 3 packets arrived before it" in err
+    assert time.monotonic() - started < 60
