@@ -205,11 +205,15 @@ def decompress(payload: bytes | bytearray | memoryview, compression: str) -> tup
 
 
 def _zstd_decode(payload) -> tuple[np.ndarray | None, str]:
-    """ZSTD-decompress one packet payload, at most MAX_DECODED_BYTES (optional ``backports.zstd``)."""
+    """ZSTD-decompress one packet payload, at most MAX_DECODED_BYTES (``compression.zstd`` from Python 3.14,
+    else the optional ``backports.zstd``)."""
     try:
-        from backports.zstd import ZstdDecompressor, ZstdError
+        from compression.zstd import ZstdDecompressor, ZstdError  # Python >= 3.14
     except ImportError:
-        return None, "ZSTD-compressed packets need the backports.zstd package (pip install backports.zstd)"
+        try:
+            from backports.zstd import ZstdDecompressor, ZstdError
+        except ImportError:
+            return None, "ZSTD-compressed packets need the backports.zstd package (pip install backports.zstd)"
     decompressor = ZstdDecompressor()
     try:
         data = decompressor.decompress(bytes(payload), max_length=MAX_DECODED_BYTES + 1)
