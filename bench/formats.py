@@ -12,8 +12,9 @@ events: header parsing, block reads, the decoder, the event checks and chunk all
 the timing.
 
 ``--baseline DIR`` also measures the readers of another checkout (e.g. /work/wt/before) on the same
-files in the same run: each tree is timed in its own worker process (``--worker``), the two alternating
-case by case, and the table shows both side by side with the change in CPU rate.
+files in the same run: each timed run is a worker process (``--worker``: one warm-up run, one timed
+run) importing one tree's readers, the two trees alternating run by run (which goes first alternates
+too), so both see the same load; the table shows medians side by side with the change in CPU rate.
 
     python bench/formats.py [--repeats 5] [--events 8000000] [--json] [--baseline DIR]
 
@@ -245,8 +246,16 @@ def measure_formats(repeats: int = 5, target_events: int = 8_000_000, baseline: 
         if baseline is None:
             results.append(_row(fmt, label, *_time_decode(paths, repeats)))
             return
-        base = _row(fmt, label, *_time_in(baseline, paths, repeats))
-        row = _row(fmt, label, *_time_in(TREE, paths, repeats))
+        runs: dict[Path, list[tuple[int, float, float]]] = {baseline: [], TREE: []}
+        for k in range(repeats):
+            for tree in ((baseline, TREE) if k % 2 == 0 else (TREE, baseline)):
+                runs[tree].append(_time_in(tree, paths, 1))
+
+        def medians(tree: Path) -> tuple[int, float, float]:
+            events = runs[tree][0][0]
+            return events, statistics.median(r[1] for r in runs[tree]), statistics.median(r[2] for r in runs[tree])
+
+        base, row = _row(fmt, label, *medians(baseline)), _row(fmt, label, *medians(TREE))
         row.update(baseline_mev_per_s=base["mev_per_s"], baseline_cpu_mev_per_s=base["cpu_mev_per_s"],
                    baseline_events=base["events"])
         results.append(row)

@@ -101,33 +101,43 @@ def decode_aedat3(buf, pos, out, n, state, width, height):
             pos += step
             continue
         base = state[S_OVERFLOW] << 31
+        last = state[S_LAST]
+        # accepted times: low <= t <= low + span, i.e. no more than the tolerance behind the latest time
+        # and no more than the largest gap ahead of it (any time >= 0 while there is none yet)
+        low = last - BACKWARD_TOLERANCE_US if last >= 0 else np.int64(0)
+        span = np.uint64(BACKWARD_TOLERANCE_US + MAX_FORWARD_GAP_US) if last >= 0 else np.uint64(1) << np.uint64(62)
+        status = NEED_BYTES
         while remaining > 0 and pos + 8 <= end:
             data = le_u32(buf, pos)
             if data & 1:
                 if n >= cap:
-                    state[S_REMAINING] = remaining
-                    return pos, n, OUT_FULL
+                    status = OUT_FULL
+                    break
                 x = (data >> 17) & 0x7FFF
                 y = (data >> 2) & 0x7FFF
                 if width > 0 and (x >= width or y >= height):
-                    state[S_REMAINING] = remaining
                     state[S_DETAIL_A] = x
                     state[S_DETAIL_B] = y
-                    return pos, n, DAMAGE_COORDINATE
+                    status = DAMAGE_COORDINATE
+                    break
                 t = base | _le32(buf, pos + 4)
-                last = state[S_LAST]
-                if t < last - BACKWARD_TOLERANCE_US or (last >= 0 and t - last > MAX_FORWARD_GAP_US):
-                    state[S_REMAINING] = remaining
+                if np.uint64(t - low) > span:
                     state[S_DETAIL_A] = last
                     state[S_DETAIL_B] = t
-                    return pos, n, DAMAGE_BACKWARD if t < last else DAMAGE_FORWARD
+                    status = DAMAGE_BACKWARD if t < last else DAMAGE_FORWARD
+                    break
                 if t > last:
-                    state[S_LAST] = t
+                    last = t
+                    low = last - BACKWARD_TOLERANCE_US
+                    span = np.uint64(BACKWARD_TOLERANCE_US + MAX_FORWARD_GAP_US)
                 pack_event(out, n, t, x, y, (data >> 1) & 1)
                 n += 1
             remaining -= 8
             pos += 8
         state[S_REMAINING] = remaining
+        state[S_LAST] = last
+        if status != NEED_BYTES:
+            return pos, n, status
         if remaining > 0:
             return pos, n, NEED_BYTES
 

@@ -139,9 +139,10 @@ def parse_info_node(xml: str) -> tuple[StreamDescription, ...]:
                     source=info_attrs.get("source", ""),
                 )
             )
-            if not (0 <= streams[-1].width <= side and 0 <= streams[-1].height <= side):
-                raise ValueError(f"stream {streams[-1].stream_id} declares sizeX={streams[-1].width}, "
-                                 f"sizeY={streams[-1].height} (expected 0..{side})")
+            width, height = streams[-1].width, streams[-1].height
+            if not (0 <= width <= side and 0 <= height <= side) or (width == 0) != (height == 0):
+                raise ValueError(f"stream {streams[-1].stream_id} declares sizeX={width}, sizeY={height} "
+                                 f"(expected both 1..{side}, or both 0 when it has no image size)")
     return tuple(streams)
 
 
@@ -208,6 +209,9 @@ def index_packets(path: Path, header: IOHeader) -> tuple[np.ndarray, int | None,
     return np.array(rows, dtype=PACKET_DTYPE), damage[0], damage[1]
 
 
+#: What dv-processing raises for a file or packet it cannot read (pybind11 maps std::invalid_argument and
+#: std::length_error to ValueError, std::out_of_range to IndexError, std::bad_alloc to MemoryError).
+DV_ERRORS = (RuntimeError, ValueError, IndexError, MemoryError, OverflowError)
 #: Flatbuffer file identifier of each stream type.
 IDENTIFIERS = {"EVTS": b"EVTS", "FRME": b"FRME", "IMUS": b"IMUS", "TRIG": b"TRIG"}
 
@@ -311,7 +315,7 @@ class Reader(RecordingReader):
             try:
                 dv.io.MonoCameraRecording(self._dv_path)
                 return self._dv_path
-            except RuntimeError as exc:
+            except DV_ERRORS as exc:
                 self.open_damage = (self.ioheader.data_start, f"dv-processing refused the file ({_first_line(exc)})")
         self._dv_path = self._write_repaired()
         return self._dv_path
@@ -364,7 +368,7 @@ class Reader(RecordingReader):
         path = self._dv_file()
         try:
             recording = dv.io.MonoCameraRecording(path)
-        except RuntimeError as exc:
+        except DV_ERRORS as exc:
             damage.append((self.ioheader.data_start, f"dv-processing cannot open the file ({_first_line(exc)})"))
             return
         vetted = self._vetted[stream.stream_id]
@@ -386,7 +390,7 @@ class Reader(RecordingReader):
                         break
                 try:
                     batch = getattr(recording, getter)()
-                except RuntimeError as exc:
+                except DV_ERRORS as exc:
                     damage.append((int(rows[max(index - 1, 0)]["offset"]) if len(rows) else None,
                                    f"dv-processing failed to decode a packet ({_first_line(exc)})"))
                     return

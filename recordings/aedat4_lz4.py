@@ -137,6 +137,12 @@ def lz4_frame_capacity(src):
     return capacity
 
 
+@njit(cache=True, inline="never")
+def _copy_block(dst, at, src, start, count):
+    """dst[at:at + count] = src[start:start + count] for long, non-overlapping runs (a memory copy)."""
+    dst[at:at + count] = src[start:start + count]
+
+
 @njit(cache=True)
 def lz4_frame_decode(src, out):
     """Decode an LZ4 frame (uint8 array) keeping the first ``len(out)`` decoded bytes in ``out``.
@@ -174,7 +180,8 @@ def lz4_frame_decode(src, out):
         block_start = op
         if stored:
             k = min(size, max(cap - op, 0))
-            out[op:op + k] = src[pos:pos + k]
+            if k:
+                _copy_block(out, op, src, pos, k)
             op += size
         else:
             ip = pos
@@ -197,7 +204,7 @@ def lz4_frame_decode(src, out):
                     return -ERR_BLOCK
                 k = min(lit, max(cap - op, 0))
                 if k > 32:
-                    out[op:op + k] = src[ip:ip + k]
+                    _copy_block(out, op, src, ip, k)
                 else:
                     for j in range(k):
                         out[op + j] = src[ip + j]
@@ -226,7 +233,7 @@ def lz4_frame_decode(src, out):
                 back = op - offset
                 k = min(length, max(cap - op, 0))
                 if offset >= k and k > 32:  # long and not overlapping: one block copy
-                    out[op:op + k] = out[back:back + k]
+                    _copy_block(out, op, out, back, k)
                 else:  # short, or overlapping (a repeated pattern): byte by byte, in order
                     for j in range(k):
                         out[op + j] = out[back + j]

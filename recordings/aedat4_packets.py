@@ -57,23 +57,6 @@ def table_fields(buf: bytes | np.ndarray, table: int) -> tuple[int, tuple[int, .
     return table, fields
 
 
-def elements_vector(flatbuffer: np.ndarray | bytes) -> tuple[int, int]:
-    """(byte offset of the first element in ``flatbuffer``, element count) of field 0 (the ``elements``
-    vector) of a size-prefixed packet flatbuffer; (0, 0) when the field is absent. Only the vector's
-    length word needs to lie inside ``flatbuffer``; raises ValueError otherwise."""
-    body = flatbuffer[4:]
-    table, fields = table_fields(body, struct.unpack_from("<I", body, 0)[0])
-    if not fields or not fields[0]:
-        return 0, 0
-    at = table + fields[0]
-    if at + 4 > len(body):
-        raise ValueError("elements field outside the packet")
-    vector = at + struct.unpack_from("<I", body, at)[0]
-    if vector + 4 > len(body):
-        raise ValueError("elements vector outside the packet")
-    return 4 + vector + 4, struct.unpack_from("<I", body, vector)[0]
-
-
 @njit(cache=True, inline="always")
 def _u16(b, i):
     return np.int64(b[i]) | (np.int64(b[i + 1]) << 8)
@@ -121,6 +104,36 @@ def verify_table_vector(b, vector, count, widths):
     return -1
 
 
+#: _locate_elements results.
+LOCATED, BAD_PREFIX, BAD_IDENTIFIER, BAD_ROOT, BEYOND_HEAD = range(5)
+
+
+@njit(cache=True)
+def _locate_elements(fb, length, identifier):
+    """(status, offset of the first element in ``fb``, element count) of a size-prefixed packet
+    flatbuffer of ``length`` bytes whose first ``len(fb)`` bytes are ``fb`` (uint8); ``identifier`` is
+    the expected file identifier as a little-endian uint32. BEYOND_HEAD: the elements vector's length
+    word is not inside ``fb`` (outside the packet when ``fb`` is whole)."""
+    n = fb.shape[0]
+    if length < 12 or n < 12 or _u32(fb, 0) + 4 != length:
+        return BAD_PREFIX, 0, 0
+    if _u32(fb, 8) != identifier:
+        return BAD_IDENTIFIER, 0, 0
+    root = 4 + _u32(fb, 4)
+    if not verify_table(fb, root, ROOT_FIELD_BYTES):
+        return BAD_ROOT, 0, 0
+    vtable = root - (_u32(fb, root) - (np.int64(1) << 32) if _u32(fb, root) >= np.int64(1) << 31 else _u32(fb, root))
+    if _u16(fb, vtable) < 6 or _u16(fb, vtable + 4) == 0:
+        return LOCATED, 0, 0
+    at = root + _u16(fb, vtable + 4)
+    if at + 4 > n:
+        return BEYOND_HEAD, 0, 0
+    vector = at + _u32(fb, at)
+    if vector + 4 > n:
+        return BEYOND_HEAD, 0, 0
+    return LOCATED, vector + 4, _u32(fb, vector)
+
+
 def _field(body: np.ndarray, table: int, fields: tuple[int, ...], index: int, fmt: str, default: int) -> int:
     if index >= len(fields) or not fields[index]:
         return default
@@ -140,22 +153,22 @@ def _verify(flatbuffer: np.ndarray, identifier: bytes, length: int) -> tuple[str
     """:func:`verify`, plus the byte offset of the first element (0 when none)."""
     if identifier != b"EVTS" and len(flatbuffer) < length:
         return f"{identifier!r} packets are verified whole, got {len(flatbuffer)} of {length} bytes", -1, 0
-    if length < 12 or len(flatbuffer) < 12 or int(flatbuffer[:4].view("<u4")[0]) + 4 != length:
+    status, first, count = _locate_elements(flatbuffer, length, int.from_bytes(identifier, "little"))
+    if status == BAD_PREFIX:
         return "packet flatbuffer size prefix does not match its length", -1, 0
-    if bytes(flatbuffer[8:12]) != identifier:
+    if status == BAD_IDENTIFIER:
         return f"packet flatbuffer is {bytes(flatbuffer[8:12])!r}, expected {identifier!r}", -1, 0
-    body = flatbuffer[4:]
-    try:
-        root = struct.unpack_from("<I", body, 0)[0]
-        if identifier == b"FRME":
-            return (*_verify_frame(body, root), 0)
-        if not verify_table(body, root, ROOT_FIELD_BYTES):
-            return "packet root table outside the packet", -1, 0
-        first, count = elements_vector(flatbuffer)
-    except (ValueError, struct.error) as exc:
+    if identifier == b"FRME":
+        try:
+            return (*_verify_frame(flatbuffer[4:], struct.unpack_from("<I", flatbuffer, 4)[0]), 0)
+        except (ValueError, struct.error) as exc:
+            return f"unreadable frame flatbuffer ({exc})", -1, 0
+    if status == BAD_ROOT:
+        return "packet root table outside the packet", -1, 0
+    if status == BEYOND_HEAD:
         if len(flatbuffer) < length:  # a head too short for the tables: verify the whole packet
             return "", -1, 0
-        return f"unreadable packet flatbuffer ({exc})", -1, 0
+        return "packet elements vector outside the packet", -1, 0
     if identifier == b"EVTS":
         if first + EVENT_BYTES * count > length:
             return f"packet claims {count} events, more than its {length} bytes hold", -1, 0
@@ -165,7 +178,7 @@ def _verify(flatbuffer: np.ndarray, identifier: bytes, length: int) -> tuple[str
         return f"unknown packet type {identifier!r}", -1, 0
     if first + 4 * count > length:
         return f"packet claims {count} elements, more than its {length} bytes hold", -1, 0
-    bad = verify_table_vector(body, first - 8, count, widths) if count else -1
+    bad = verify_table_vector(flatbuffer, first - 4, count, widths) if count else -1
     if bad >= 0:
         return f"element {bad} of the {identifier.decode()} packet lies outside it", -1, 0
     return "", count, first
@@ -205,11 +218,15 @@ def decompress(payload: bytes | bytearray | memoryview, compression: str) -> tup
 
 
 def _zstd_decode(payload) -> tuple[np.ndarray | None, str]:
-    """ZSTD-decompress one packet payload, at most MAX_DECODED_BYTES (optional ``backports.zstd``)."""
+    """ZSTD-decompress one packet payload, at most MAX_DECODED_BYTES (``compression.zstd`` from Python 3.14,
+    else the optional ``backports.zstd``)."""
     try:
-        from backports.zstd import ZstdDecompressor, ZstdError
+        from compression.zstd import ZstdDecompressor, ZstdError  # Python >= 3.14
     except ImportError:
-        return None, "ZSTD-compressed packets need the backports.zstd package (pip install backports.zstd)"
+        try:
+            from backports.zstd import ZstdDecompressor, ZstdError
+        except ImportError:
+            return None, "ZSTD-compressed packets need the backports.zstd package (pip install backports.zstd)"
     decompressor = ZstdDecompressor()
     try:
         data = decompressor.decompress(bytes(payload), max_length=MAX_DECODED_BYTES + 1)

@@ -60,6 +60,7 @@ def decode_evt3(buf, pos, out, n, state, width, height):
     mask = state[S_MASK]
     mask_x = state[S_MASK_X]
     t_max = state[S_T_MAX]
+    checked = False  # the current t was already compared with t_max (t changes only at TIME words)
     t = (wraps << 24) | (time_high << 12) | time_low
     ready = time_high >= 0 and y >= 0
     status = NEED_BYTES
@@ -90,12 +91,14 @@ def decode_evt3(buf, pos, out, n, state, width, height):
                 status = DAMAGE_COORDINATE
                 break
             if ready:
-                if t < t_max - BACKWARD_TOLERANCE_US:
-                    state[S_DETAIL_A] = t_max
-                    state[S_DETAIL_B] = t
-                    status = DAMAGE_EVENT_BACKWARD
-                    break
-                t_max = max(t_max, t)
+                if not checked:
+                    if t < t_max - BACKWARD_TOLERANCE_US:
+                        state[S_DETAIL_A] = t_max
+                        state[S_DETAIL_B] = t
+                        status = DAMAGE_EVENT_BACKWARD
+                        break
+                    t_max = max(t_max, t)
+                    checked = True
                 pack_event(out, n, t, x, y, (w >> 11) & 1)
                 n += 1
             else:
@@ -112,6 +115,7 @@ def decode_evt3(buf, pos, out, n, state, width, height):
         elif kind == 6:
             time_low = w & 0xFFF
             t = (wraps << 24) | (time_high << 12) | time_low
+            checked = False
         elif kind == 4 or kind == 5:
             bits = w & (0xFFF if kind == 4 else 0xFF)
             if bits:
@@ -124,12 +128,14 @@ def decode_evt3(buf, pos, out, n, state, width, height):
                     status = DAMAGE_COORDINATE
                     break
                 if ready:
-                    if t < t_max - BACKWARD_TOLERANCE_US:
-                        state[S_DETAIL_A] = t_max
-                        state[S_DETAIL_B] = t
-                        status = DAMAGE_EVENT_BACKWARD
-                        break
-                    t_max = max(t_max, t)
+                    if not checked:
+                        if t < t_max - BACKWARD_TOLERANCE_US:
+                            state[S_DETAIL_A] = t_max
+                            state[S_DETAIL_B] = t
+                            status = DAMAGE_EVENT_BACKWARD
+                            break
+                        t_max = max(t_max, t)
+                        checked = True
                     mask = bits
                     mask_x = bx
                 else:
@@ -152,6 +158,7 @@ def decode_evt3(buf, pos, out, n, state, width, height):
                     break
             time_high = high
             t = (wraps << 24) | (time_high << 12) | time_low
+            checked = False
             ready = y >= 0
         elif kind != 7 and kind != 0xA and kind != 0xE and kind != 0xF:
             state[S_DETAIL_A] = kind

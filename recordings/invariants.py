@@ -38,49 +38,79 @@ FIRST_AHEAD = 7
 
 
 @njit(cache=True)
+def _reason(t, x, y, p, t_max, width, height, state):
+    """The reason code of an event the fast loop of ``_first_invalid`` refused (details into state)."""
+    if x < 0 or (width > 0 and x >= width):
+        state[1] = x
+        state[2] = y
+        return BAD_X
+    if y < 0 or (height > 0 and y >= height):
+        state[1] = x
+        state[2] = y
+        return BAD_Y
+    if p != 0 and p != 1:
+        state[1] = p
+        return BAD_POLARITY
+    if t < 0:
+        state[1] = t
+        return NEGATIVE_TIME
+    state[1] = t_max
+    state[2] = t
+    return TIME_BACKWARD if t < t_max else TIME_FORWARD
+
+
+@njit(cache=True)
+def _sorted_and_inside(words, x_limit, y_limit):
+    """True when every event is inside the limits with polarity 0/1 and time never decreases nor jumps
+    more than MAX_FORWARD_GAP_US from one event to the next (the common case: one pass without an early
+    exit or a loop-carried branch, which the compiler can vectorise)."""
+    bad = False
+    for i in range(words.shape[0]):
+        w = words[i, 1]
+        gap = words[i, 0] - words[i - 1, 0] if i else 0
+        bad |= ((np.uint64((w << 48) >> 48) >= x_limit) | (np.uint64((w << 32) >> 48) >= y_limit)
+                | (np.uint64((w << 24) >> 56) > 1) | (np.uint64(gap) > MAX_FORWARD_GAP_US))
+    return not bad
+
+
+@njit(cache=True)
 def _first_invalid(words, width, height, state):
     """Kernel of :func:`first_invalid` on events viewed as int64 (n, 2) (DVS_EVENT_DTYPE words: t, then
-    x | y << 16 | polarity << 32). state: int64 [t_max (-1 = no event yet), detail a, detail b]."""
+    x | y << 16 | polarity << 32). state: int64 [t_max (-1 = no event yet), detail a, detail b].
+
+    One branch per event in the common case: each field is sign-extended by shifts and range-checked
+    with one unsigned comparison (a negative value wraps to a huge one)."""
     n = words.shape[0]
+    if n == 0:
+        return 0, OK
     t_max = state[0]
+    x_limit = np.uint64(width if width > 0 else 1 << 15)
+    y_limit = np.uint64(height if height > 0 else 1 << 15)
+    if t_max < 0:  # the stream's first event: its time must not be ahead of the next one's
+        t = words[0, 0]
+        if t >= 0 and n > 1 and words[1, 0] < t - BACKWARD_TOLERANCE_US:
+            state[1] = t
+            state[2] = words[1, 0]
+            return 0, FIRST_AHEAD
+        t_max = max(t, 0)
+    low = max(t_max - BACKWARD_TOLERANCE_US, 0)
+    span = np.uint64(t_max + MAX_FORWARD_GAP_US - low)
+    if np.uint64(words[0, 0] - low) <= span and _sorted_and_inside(words, x_limit, y_limit):
+        state[0] = max(t_max, words[n - 1, 0])  # sorted: the first event decides against t_max
+        return n, OK
     for i in range(n):
         t = words[i, 0]
         w = words[i, 1]
-        x = np.int64(np.int16(w & 0xFFFF))
-        y = np.int64(np.int16((w >> 16) & 0xFFFF))
-        p = np.int64(np.int8((w >> 32) & 0xFF))
-        reason = OK
-        if x < 0 or (width > 0 and x >= width):
-            reason = BAD_X
-            state[1] = x
-            state[2] = y
-        elif y < 0 or (height > 0 and y >= height):
-            reason = BAD_Y
-            state[1] = x
-            state[2] = y
-        elif p != 0 and p != 1:
-            reason = BAD_POLARITY
-            state[1] = p
-        elif t < 0:
-            reason = NEGATIVE_TIME
-            state[1] = t
-        elif t_max >= 0 and t < t_max - BACKWARD_TOLERANCE_US:
-            reason = TIME_BACKWARD
-            state[1] = t_max
-            state[2] = t
-        elif t_max >= 0 and t - t_max > MAX_FORWARD_GAP_US:
-            reason = TIME_FORWARD
-            state[1] = t_max
-            state[2] = t
-        elif t_max < 0 and i + 1 < n and words[i + 1, 0] < t - BACKWARD_TOLERANCE_US:
-            reason = FIRST_AHEAD
-            state[1] = t
-            state[2] = words[i + 1, 0]
-        if reason != OK:
+        x = (w << 48) >> 48
+        y = (w << 32) >> 48
+        p = (w << 24) >> 56
+        if (np.uint64(x) >= x_limit) | (np.uint64(y) >= y_limit) | (np.uint64(p) > 1) | (np.uint64(t - low) > span):
             state[0] = t_max
-            return i, reason
+            return i, _reason(t, x, y, p, t_max, width, height, state)
         if t > t_max:
             t_max = t
+            low = max(t_max - BACKWARD_TOLERANCE_US, 0)
+            span = np.uint64(t_max + MAX_FORWARD_GAP_US - low)
     state[0] = t_max
     return n, OK
 
@@ -97,8 +127,9 @@ def first_invalid(events: np.ndarray, width: int, height: int, state: np.ndarray
     stream and, after a failure, the details that :func:`describe` prints. One pass, ~1 ns per event."""
     if len(events) == 0:
         return 0, OK
-    words = np.ascontiguousarray(events).view(np.int64).reshape(-1, 2)
-    index, reason = _first_invalid(words, int(width), int(height), state)
+    if not events.flags.c_contiguous:
+        events = np.ascontiguousarray(events)
+    index, reason = _first_invalid(events.view(np.int64).reshape(-1, 2), width, height, state)
     return int(index), int(reason)
 
 

@@ -282,3 +282,47 @@ def test_any_chunk_and_block_size_gives_the_clean_events(samples, tmp_path, name
     reader = sample.reader(path, chunk_events=chunk_events)
     reader.block_bytes = block_bytes
     np.testing.assert_array_equal(decode(reader), sample.clean)
+
+
+def _contract_index(events: np.ndarray, width: int, height: int, t_max: int) -> int:
+    """Index of the first event breaking the reader contract, read literally from recordings.invariants'
+    docstring (plain Python, one event at a time), or len(events)."""
+    for i, (t, x, y, p) in enumerate(events[["timestamp", "x", "y", "polarity"]].tolist()):
+        if x < 0 or (width and x >= width) or y < 0 or (height and y >= height) or p not in (0, 1) or t < 0:
+            return i
+        if t_max >= 0 and not t_max - 1000 <= t <= t_max + 2**31:
+            return i
+        if t_max < 0 and i + 1 < len(events) and events["timestamp"][i + 1] < t - 1000:
+            return i
+        t_max = max(t_max, t)
+    return len(events)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_the_contract_check_agrees_with_its_definition(data):
+    from pipeline.core.events import DVS_EVENT_DTYPE
+    from recordings import invariants
+
+    n = data.draw(st.integers(1, 60))
+    events = np.zeros(n, DVS_EVENT_DTYPE)
+    events["timestamp"] = np.sort(data.draw(st.lists(st.integers(0, 10**7), min_size=n, max_size=n)))
+    events["x"] = data.draw(st.lists(st.integers(0, 99), min_size=n, max_size=n))
+    events["y"] = data.draw(st.lists(st.integers(0, 79), min_size=n, max_size=n))
+    events["polarity"] = data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n))
+    for _ in range(data.draw(st.integers(0, 3))):
+        i = data.draw(st.integers(0, n - 1))
+        field = data.draw(st.sampled_from(["timestamp", "x", "y", "polarity"]))
+        value = data.draw({"timestamp": st.sampled_from([-1, 0, 2**31, 9 * 10**18]) | st.integers(-3000, 3000).map(
+            lambda d: int(events["timestamp"][i]) + d), "x": st.sampled_from([-1, 100, -32768, 32767]),
+                           "y": st.sampled_from([-1, 80, 500]), "polarity": st.sampled_from([-1, 2, 8, 127])}[field])
+        events[field][i] = value
+    width, height = data.draw(st.sampled_from([(100, 80), (0, 0)]))
+    t_max = data.draw(st.sampled_from([-1, 0, 5_000_000, 10**7 + 500]))
+    state = invariants.new_state()
+    state[0] = t_max
+    index, reason = invariants.first_invalid(events, width, height, state)
+    assert index == _contract_index(events, width, height, t_max)
+    assert (reason == invariants.OK) == (index == n)
+    if reason != invariants.OK:
+        assert invariants.describe(reason, state, width, height)
