@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.snn import INPUT, Conv2D, Dense, FloatLIF, LoihiLIF, Network, Population, Sparse, build
 from pipeline.snn.learning.rule import stdp_loihi
+from pipeline.snn.model import InputSpec, Readout
 
 
 def mixed_network() -> Network:
@@ -216,3 +217,29 @@ def test_step_contract_counters_probes_and_reset():
     assert runtime.counters.total()["spikes"] == total_spikes
     again = [runtime.step(np.arange(5, dtype=np.int32)).copy() for _ in range(20)]
     np.testing.assert_array_equal(first, again)  # reset returns to the initial state exactly
+
+
+def test_classifier_input_spec_and_readout_travel_with_the_network(tmp_path):
+    net = Network(n_inputs=4, populations=[Population("out", 3, LoihiLIF(vth=10))],
+                  projections=[Dense(name="w", source=INPUT, target="out", weights=np.ones((3, 4)))],
+                  input_spec=InputSpec(encoding="counts", tail_steps=5, duration_us=300_000),
+                  readout=Readout("assignment", classes=("a", "b"), assignment=[0, 1, -1]))
+    net.save(tmp_path / "m.npz")
+    back = Network.load(tmp_path / "m.npz")
+    assert back.input_spec == net.input_spec
+    assert back.readout.kind == "assignment" and back.readout.classes == ("a", "b")
+    assert back.readout.assignment.tolist() == [0, 1, -1]
+    plain = replace(net, input_spec=None, readout=None)
+    plain.save(tmp_path / "p.npz")
+    assert Network.load(tmp_path / "p.npz").readout is None
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: dict(readout=Readout("count", classes=("a", "b"))), "2 classes"),
+    (lambda: dict(input_spec=InputSpec(encoding="frames")), "'encoding'"),
+    (lambda: dict(input_spec=InputSpec(duration_us=10**13)), "steps"),
+])
+def test_bad_classifier_descriptions_name_the_parameter(make, message):
+    with pytest.raises(ValueError, match=message):
+        Network(n_inputs=4, populations=[Population("out", 3, LoihiLIF(vth=10))],
+                projections=[Dense(name="w", source=INPUT, target="out", weights=np.ones((3, 4)))], **make())

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.snn.learning.rule import RULE_CLASSES
+from pipeline.snn.model import InputSpec, Readout
 
 INPUT = "input"
 MAX_DELAY = 62
@@ -462,6 +463,10 @@ class Network:
     #: outside the runtime: "chw" (C, H, W) or "xyc" (X=W, Y=H, C), lava-dl's layout. Neuron order
     #: inside the network is always (C, H, W).
     layout: str = "chw"
+    #: How a recording becomes input, for classifiers (``spikeloop evaluate``, classify launch files).
+    input_spec: InputSpec | None = None
+    #: How the output population's activity becomes a class, for classifiers.
+    readout: Readout | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "populations", tuple(self.populations))
@@ -539,6 +544,12 @@ class Network:
         if len(kinds) > 1:
             raise ValueError("network: populations mix LoihiLIF and FloatLIF; convert with pipeline.snn.convert.to_loihi")
         self.population(self.output_name)
+        if self.input_spec is not None and not isinstance(self.input_spec, InputSpec):
+            raise ValueError(f"network: 'input_spec' must be an InputSpec, got {type(self.input_spec).__name__}")
+        if self.readout is not None:
+            if not isinstance(self.readout, Readout):
+                raise ValueError(f"network: 'readout' must be a Readout, got {type(self.readout).__name__}")
+            self.readout.check_outputs(self.n_outputs)
         for projection in self.projections:
             if not isinstance(projection, Projection):
                 raise ValueError(f"network: projections must be Dense, Sparse or Conv2D, got {type(projection).__name__}")
@@ -603,6 +614,10 @@ class Network:
                                                         *projection.dilation, projection.groups])
             if projection.learning is not None:
                 arrays.update(_learning_arrays(prefix, projection))
+        if self.input_spec is not None:
+            arrays.update(self.input_spec.to_arrays())
+        if self.readout is not None:
+            arrays.update(self.readout.to_arrays())
         with open(path, "wb") as handle:
             np.savez_compressed(handle, **arrays)
 
@@ -671,6 +686,7 @@ class Network:
             return cls(n_inputs=int(get("n_inputs")), populations=populations, projections=projections,
                        output=str(get("output")), dt_ms=float(get("dt_ms")),
                        layout=str(arrays.get("layout", "chw")),
+                       input_spec=InputSpec.from_arrays(arrays), readout=Readout.from_arrays(arrays),
                        input_shape=tuple(int(s) for s in input_shape) if input_shape.size else None)
         except ValueError as error:
             if str(path) in str(error):

@@ -1,0 +1,159 @@
+"""What a classifier needs besides its network: how a recording becomes input, how outputs become a class.
+
+A trained or imported model is a normal network file; these two descriptions travel inside it
+(:attr:`pipeline.snn.network.Network.input_spec` and :attr:`~pipeline.snn.network.Network.readout`),
+so ``spikeloop evaluate`` and a classify launch file present recordings exactly as the trainer did.
+
+* :class:`InputSpec` — the sensor ("dvs": events on the network's ``input_shape`` grid (C, H, W);
+  "cochlea": a WAV through the project's cochlea, one input per channel), the step length, and whether a
+  step carries binary spikes or graded event counts (tonic's ToFrame, as the NIR paper's CNN expects).
+* :class:`Readout` — how output activity becomes a class: spike counts, maximum membrane voltage, first
+  spike, or a neuron -> class assignment (unsupervised STDP layers), with the class names.
+
+Both are values (frozen); ``to_arrays``/``from_arrays`` map them to the network file's ``input_*`` and
+``readout_*`` keys (no pickle).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+SENSORS = ("dvs", "cochlea")
+ENCODINGS = ("spikes", "counts")
+POLARITIES = ("split", "merge")
+READOUTS = ("count", "max_membrane", "first_spike", "assignment")
+#: Longest presentation a file may ask for: one hour of 1 ms steps bounds what a model file can make us allocate.
+MAX_STEPS = 3_600_000
+
+
+def _positive_int(owner: str, name: str, value, high: int) -> int:
+    if isinstance(value, bool) or int(value) != value or not 0 < int(value) <= high:
+        raise ValueError(f"{owner}: parameter {name!r} must be an integer in 1..{high}, got {value!r}")
+    return int(value)
+
+
+def _choice(owner: str, name: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{owner}: parameter {name!r} must be one of {choices}, got {value!r}")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a recording is presented to the network, step by step.
+
+    ``sensor``: "dvs" (events binned onto the network's ``input_shape`` (C, H, W); with ``polarity``
+    "split" channel = polarity (C = 2), "merge" one channel) or "cochlea" (a WAV file through
+    :mod:`devices.cochlea` with ``channels`` channels; input i = channel i). ``bin_us``: step length in µs
+    (the network's dt). ``encoding``: "spikes" (an input is active in a step when it saw >= 1 event) or
+    "counts" (graded input = events in the step, tonic ToFrame). ``duration_us``: present this much of a
+    recording (0 = all of it). ``tail_steps``: steps without input after the recording, so the last
+    spikes reach the output (one hop per projection). ``scale``: input (x, y) divided by this integer
+    factor (event pooling, e.g. 34x34 -> 17x17 with 2).
+    """
+
+    sensor: str = "dvs"
+    bin_us: int = 1000
+    encoding: str = "spikes"
+    polarity: str = "split"
+    duration_us: int = 0
+    tail_steps: int = 0
+    scale: int = 1
+    channels: int = 64
+
+    def __post_init__(self) -> None:
+        owner = "input spec"
+        _choice(owner, "sensor", self.sensor, SENSORS)
+        _choice(owner, "encoding", self.encoding, ENCODINGS)
+        _choice(owner, "polarity", self.polarity, POLARITIES)
+        _positive_int(owner, "bin_us", self.bin_us, 10_000_000)
+        _positive_int(owner, "scale", self.scale, 1024)
+        _positive_int(owner, "channels", self.channels, 4096)
+        if isinstance(self.duration_us, bool) or int(self.duration_us) != self.duration_us or self.duration_us < 0:
+            raise ValueError(f"{owner}: parameter 'duration_us' must be an integer >= 0 µs, got {self.duration_us!r}")
+        if self.duration_us // self.bin_us > MAX_STEPS:
+            raise ValueError(f"{owner}: 'duration_us' / 'bin_us' is {self.duration_us // self.bin_us} steps, "
+                             f"at most {MAX_STEPS}")
+        if isinstance(self.tail_steps, bool) or int(self.tail_steps) != self.tail_steps \
+                or not 0 <= self.tail_steps <= MAX_STEPS:
+            raise ValueError(f"{owner}: parameter 'tail_steps' must be an integer in 0..{MAX_STEPS}, "
+                             f"got {self.tail_steps!r}")
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {f"input_{f.name}": np.array(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> InputSpec | None:
+        """The spec stored under ``input_*`` keys, or None when the file holds none."""
+        if "input_sensor" not in arrays:
+            return None
+        values = {}
+        for f in fields(cls):
+            key = f"input_{f.name}"
+            if key in arrays:
+                value = arrays[key]
+                if value.ndim != 0:
+                    raise ValueError(f"key {key!r} must be a scalar, got shape {value.shape}")
+                values[f.name] = str(value) if value.dtype.kind == "U" else int(value)
+        return cls(**values)
+
+
+@dataclass(frozen=True, eq=False)
+class Readout:
+    """How the output population's activity over a presentation becomes a class.
+
+    ``kind``: "count" (most spikes wins; ties by the higher membrane maximum, then the lower index),
+    "max_membrane" (highest membrane voltage reached), "first_spike" (earliest spike; time-to-first-spike
+    coding) or "assignment" (each output neuron votes for ``assignment[i]``; the class with the highest
+    mean count over its neurons wins, Diehl & Cook 2015). ``classes``: class names in class-index order.
+    ``assignment``: (n_outputs,) int class index per output neuron (-1 = no vote), "assignment" only.
+    """
+
+    kind: str = "count"
+    classes: tuple[str, ...] = ()
+    assignment: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        owner = "readout"
+        _choice(owner, "kind", self.kind, READOUTS)
+        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        if not self.classes:
+            raise ValueError(f"{owner}: parameter 'classes' must name at least one class")
+        if (self.kind == "assignment") != (self.assignment is not None):
+            raise ValueError(f"{owner}: parameter 'assignment' is required with kind 'assignment' and only then")
+        if self.assignment is not None:
+            assignment = np.array(self.assignment, dtype=np.int64)
+            if assignment.ndim != 1 or assignment.size == 0 or assignment.min() < -1 \
+                    or assignment.max() >= len(self.classes):
+                raise ValueError(f"{owner}: parameter 'assignment' must be a 1-D array of class indices "
+                                 f"-1..{len(self.classes) - 1}")
+            assignment.setflags(write=False)
+            object.__setattr__(self, "assignment", assignment)
+
+    def check_outputs(self, n_outputs: int) -> None:
+        """ValueError unless this readout fits an output population of ``n_outputs`` neurons."""
+        if self.kind == "assignment":
+            if self.assignment.size != n_outputs:
+                raise ValueError(f"readout: 'assignment' has {self.assignment.size} entries, "
+                                 f"the output population {n_outputs} neurons")
+        elif len(self.classes) != n_outputs:
+            raise ValueError(f"readout: {len(self.classes)} classes but the output population has {n_outputs} "
+                             f"neurons (kind {self.kind!r} reads one neuron per class)")
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {"readout_kind": np.array(self.kind), "readout_classes": np.array(self.classes, dtype=str)}
+        if self.assignment is not None:
+            arrays["readout_assignment"] = np.asarray(self.assignment, dtype=np.int64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Readout | None:
+        """The readout stored under ``readout_*`` keys, or None when the file holds none."""
+        if "readout_kind" not in arrays:
+            return None
+        classes = arrays.get("readout_classes", np.array([], dtype=str))
+        if classes.ndim != 1:
+            raise ValueError(f"key 'readout_classes' must be 1-D, got shape {classes.shape}")
+        return cls(kind=str(arrays["readout_kind"]), classes=tuple(str(c) for c in classes),
+                   assignment=arrays.get("readout_assignment"))

@@ -1,0 +1,65 @@
+"""Presenting recordings to a network: against tonic's ToFrame computed independently from the raw bytes,
+and labelled folders (N-MNIST labels file, FSDD names)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.snn.model import InputSpec
+from pipeline.train.present import present_file
+from recordings.labelled import LabelsError, open_labelled
+
+
+def tonic_frames(path, bin_us=1000):
+    """ToFrame(time_window) straight from the N-MNIST 40-bit records: (T, 2, 34, 34), full bins only."""
+    raw = np.fromfile(path, dtype=np.uint8).reshape(-1, 5).astype(np.int64)
+    x, y, p = raw[:, 0], raw[:, 1], (raw[:, 2] & 128) >> 7
+    t = ((raw[:, 2] & 127) << 16) | (raw[:, 3] << 8) | raw[:, 4]
+    n = (t[-1] - t[0]) // bin_us
+    b = (t - t[0]) // bin_us
+    keep = b < n
+    frames = np.zeros((n, 2, 34, 34), np.int64)
+    np.add.at(frames, (b[keep], p[keep], y[keep], x[keep]), 1)
+    return frames
+
+
+@pytest.mark.parametrize("encoding", ["counts", "spikes"])
+def test_nmnist_presentation_is_tonic_to_frame(data_dir, encoding):
+    path = data_dir / "nmnist_small" / "test" / "60001.bs2"
+    presented = present_file(path, InputSpec(encoding=encoding, tail_steps=3), (2, 34, 34), 2 * 34 * 34)
+    frames = tonic_frames(path).reshape(-1, 2 * 34 * 34)
+    expected = frames if encoding == "counts" else np.minimum(frames, 1)
+    dense = presented.dense(2 * 34 * 34)
+    assert dense.shape[0] == frames.shape[0] + 3
+    np.testing.assert_array_equal(dense[:-3], expected)
+    assert not dense[-3:].any()
+
+
+def test_fixed_duration_and_pooling(data_dir):
+    path = data_dir / "nmnist_small" / "test" / "60001.bs2"
+    presented = present_file(path, InputSpec(duration_us=100_000, scale=2, polarity="merge"), (1, 17, 17), 289)
+    assert presented.n_steps == 100
+    frames = tonic_frames(path)[:100].sum(axis=1)  # merge polarity
+    pooled = frames.reshape(100, 17, 2, 17, 2).sum(axis=(2, 4)).reshape(100, -1)
+    np.testing.assert_array_equal(presented.dense(289), np.minimum(pooled, 1))
+
+
+def test_labelled_folders(data_dir, tmp_path):
+    nmnist = data_dir / "nmnist_small"
+    test = open_labelled(nmnist / "test", nmnist / "test_labels.txt")
+    assert len(test) == 100 and test.classes == tuple(str(d) for d in range(10))
+    assert test.paths[0].name == "60001.bs2"
+    with pytest.raises(LabelsError, match="no label for 100"):
+        open_labelled(nmnist / "test", nmnist / "train_labels.txt")
+    fsdd = open_labelled(data_dir / "audio" / "fsdd")
+    assert len(fsdd) == 2500 and set(fsdd.speakers()) == {"george", "jackson", "lucas", "nicolas", "yweweler"}
+    bad = tmp_path / "labels.txt"
+    bad.write_text("#sample #class\n60001 3 extra\n")
+    with pytest.raises(LabelsError, match="labels.txt:2"):
+        open_labelled(nmnist / "test", bad)
+
+
+def test_a_wav_through_the_cochlea(data_dir):
+    path = data_dir / "audio" / "fsdd" / "0_george_0.wav"
+    presented = present_file(path, InputSpec(sensor="cochlea", channels=64, bin_us=1000), None, 64)
+    assert 200 <= presented.n_steps <= 2000 and presented.index.max() < 64 and len(presented.index) > 100
