@@ -32,6 +32,7 @@ from typing import Iterator
 import numpy as np
 
 from devices.transport import wire
+from devices.transport.clock_sync import ClockOffset, ClockResponder, estimate_offset
 from pipeline.core.packet import Packet, StreamInfo
 
 #: The rendezvous port of the default loopback configuration (Zenoh's own default router port).
@@ -74,26 +75,70 @@ def loopback_config(port: int = RENDEZVOUS_PORT):
     return config
 
 
+def read_config(config_file: str | os.PathLike):
+    """A Zenoh config read from a JSON5 file; TransportError naming the file when it is missing or invalid."""
+    import zenoh
+
+    path = Path(config_file)
+    if not path.is_file():
+        raise TransportError(str(path), "no such Zenoh config file")
+    try:
+        return zenoh.Config.from_file(str(path))
+    except Exception as error:  # zenoh raises ZError for syntax and schema errors alike
+        raise TransportError(str(path), f"not a valid Zenoh config ({error})") from None
+
+
 def open_session(config_file: str | os.PathLike | None = None):
     """A Zenoh session: as the JSON5 ``config_file`` says, else as the file named by the environment
     variable ``SPIKELOOP_ZENOH_CONFIG``, else the loopback peer."""
     import zenoh
 
     config_file = config_file or os.environ.get(CONFIG_ENV) or None
-    if config_file is None:
-        config = loopback_config()
-    else:
-        path = Path(config_file)
-        if not path.is_file():
-            raise TransportError(str(path), "no such Zenoh config file")
-        try:
-            config = zenoh.Config.from_file(str(path))
-        except Exception as error:  # zenoh raises ZError for syntax and schema errors alike
-            raise TransportError(str(path), f"not a valid Zenoh config ({error})") from None
+    config = loopback_config() if config_file is None else read_config(config_file)
     try:
         return zenoh.open(config)
     except Exception as error:
         raise TransportError(str(config_file or "zenoh"), f"cannot open a Zenoh session: {error}") from None
+
+
+_SHARED_LOCK = threading.Lock()
+_SHARED: dict[str, list] = {}  # config file ('' = default) -> [session, users]
+
+
+def acquire_session(config_file: str | os.PathLike | None = None):
+    """The process's shared session for ``config_file`` (opened by the first user, see
+    :func:`open_session`); every acquire is paired with :func:`release_session`. One session per process
+    keeps the number of peers (and TCP links) independent of how many keys a process uses."""
+    name = str(config_file or os.environ.get(CONFIG_ENV) or "")
+    with _SHARED_LOCK:
+        entry = _SHARED.get(name)
+        if entry is None:
+            entry = _SHARED[name] = [open_session(name or None), 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def release_session(session) -> None:
+    """Give back a session from :func:`acquire_session`; the last user closes it."""
+    with _SHARED_LOCK:
+        for name, entry in list(_SHARED.items()):
+            if entry[0] is session:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del _SHARED[name]
+                    session.close()
+                return
+
+
+def _session(session, config_file, shared: bool):
+    """(session, how to let go of it): the given one (kept open), the shared one, or a new owned one."""
+    if session is not None:
+        return session, lambda: None
+    if shared:
+        opened = acquire_session(config_file)
+        return opened, lambda: release_session(opened)
+    opened = open_session(config_file)
+    return opened, opened.close
 
 
 def check_key(key: str) -> str:
@@ -116,21 +161,29 @@ def parse_spec(spec: str) -> str:
 
 
 class _Publisher:
-    """A Zenoh publisher of one wire kind; owns its session unless one is given."""
+    """A Zenoh publisher of one wire kind. Session: the one given, else the process's shared one
+    (``shared``), else its own. It answers clock queries on ``KEY/clock`` (devices.transport.clock_sync)
+    with ``clock_ns``, the wall clock (ns since the UNIX epoch) it stamps ``sent_ns`` with."""
 
     kind: int
 
-    def __init__(self, key: str, *, session=None, config_file=None, block: bool = False):
+    def __init__(self, key: str, *, session=None, config_file=None, block: bool = False, shared: bool = False,
+                 clock_ns=time.time_ns):
         import zenoh
 
         self.key = check_key(key)
-        self._own_session = session is None
-        self.session = open_session(config_file) if session is None else session
+        self.session, self._release = _session(session, config_file, shared)
+        self.clock_ns = clock_ns
         congestion = zenoh.CongestionControl.BLOCK if block else zenoh.CongestionControl.DROP
         self._publisher = self.session.declare_publisher(key, congestion_control=congestion, express=True)
+        self._clock = ClockResponder(self.session, self.key, clock_ns)
         self.stream_id = int.from_bytes(os.urandom(4), "little")
         self.sequence = 0
         self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def wait_for_subscribers(self, timeout_s: float | None) -> bool:
         """Wait until a subscriber matches the key (None: forever); False on timeout."""
@@ -143,7 +196,7 @@ class _Publisher:
 
     def _fields(self, t_end_us: int) -> dict:
         fields = dict(t_end_us=int(t_end_us), sequence=self.sequence, stream_id=self.stream_id,
-                      sent_ns=time.time_ns())
+                      sent_ns=self.clock_ns())
         self.sequence += 1
         return fields
 
@@ -159,9 +212,9 @@ class _Publisher:
         if self._closed:
             return
         self._closed = True
+        self._clock.close()
         self._publisher.undeclare()
-        if self._own_session:
-            self.session.close()
+        self._release()
 
     def __enter__(self):
         return self
@@ -233,7 +286,7 @@ class Subscription:
     of at most ``queue`` messages (the oldest dropped and counted); everything counted (``stats``)."""
 
     def __init__(self, key: str, *, session=None, config_file=None, queue: int = DEFAULT_QUEUE_PACKETS,
-                 kinds: tuple[int, ...] = tuple(wire.KIND_NAMES)):
+                 kinds: tuple[int, ...] = tuple(wire.KIND_NAMES), shared: bool = False, declare: bool = True):
         if queue < 1:
             raise ValueError(f"queue must hold at least 1 sample, got {queue}")
         self.key = check_key(key)
@@ -246,13 +299,16 @@ class Subscription:
         self.errors: Counter[str] = Counter()
         self.samples = self.messages = self.events = self.dropped_oldest = 0
         self.first_header: wire.Header | None = None
+        self.first_key: str | None = None  # the concrete key of the first accepted sample
         self.last_sample_ns: int | None = None  # perf_counter_ns of the last valid sample
         self.latencies_ns = np.zeros(LATENCY_RING, dtype=np.int64)
         self.latency_count = 0
-        self._own_session = session is None
-        self.session = open_session(config_file) if session is None else session
         self._closed = False
-        self._subscriber = self.session.declare_subscriber(key, self._on_sample)
+        if declare:
+            self.session, self._release = _session(session, config_file, shared)
+            self._subscriber = self.session.declare_subscriber(key, self._on_sample)
+        else:  # fed by a KeyDemux (whose session it is)
+            self.session, self._release, self._subscriber = session, (lambda: None), None
 
     def _on_sample(self, sample) -> None:
         arrival_ns = time.perf_counter_ns()
@@ -279,6 +335,7 @@ class Subscription:
                 return
             if self.first_header is None and not message.header.end:
                 self.first_header = message.header
+                self.first_key = key
             self.last_sample_ns = arrival_ns
             self.latencies_ns[self.latency_count % LATENCY_RING] = wall_ns - message.header.sent_ns
             self.latency_count += 1
@@ -328,9 +385,9 @@ class Subscription:
         if self._closed:
             return
         self._closed = True
-        self._subscriber.undeclare()
-        if self._own_session:
-            self.session.close()
+        if self._subscriber is not None:
+            self._subscriber.undeclare()
+        self._release()
         with self._ready:
             self._ready.notify_all()
 
@@ -342,16 +399,25 @@ class ZenohSource:
     whose header gives ``info`` (kind, resolution / channel count); TransportError if none comes.
     ``packets()`` yields packets in arrival order (``arrival_ns`` = when the sample arrived) and ends when
     every stream seen has sent END, when ``close()`` is called, or after ``end_after_silence_s`` without a
-    sample (None: never; ``stalled`` then says so). ``queue`` bounds the packets held (oldest dropped).
+    sample (None: never; ``stalled`` then says so: the publisher died or the link broke). ``queue`` bounds
+    the packets held (oldest dropped, counted as ``dropped_oldest``).
+
+    Clock: with ``sync_clock`` the constructor asks the publisher for its wall clock (NTP-style, see
+    devices.transport.clock_sync); ``clock_offset`` is then the estimate (None when the publisher does not
+    answer), and each packet's ``origin_ns`` is the moment, on our ``perf_counter_ns`` clock, at which the
+    publisher sent it, so the loop measures event-to-command latency from the sensor host's send time.
+    ``subscription``: a Subscription to read instead of declaring one (a KeyDemux route; its key).
     """
 
     def __init__(self, key: str, *, session=None, config_file=None, queue: int = DEFAULT_QUEUE_PACKETS,
-                 first_sample_timeout_s: float | None = 10.0, end_after_silence_s: float | None = None):
-        self._sub = Subscription(key, session=session, config_file=config_file, queue=queue,
-                                  kinds=(wire.KIND_DVS, wire.KIND_SPIKES))
+                 first_sample_timeout_s: float | None = 10.0, end_after_silence_s: float | None = None,
+                 shared: bool = False, subscription: "Subscription | None" = None, sync_clock: bool = True):
+        self._sub = subscription or Subscription(key, session=session, config_file=config_file, queue=queue,
+                                                 kinds=(wire.KIND_DVS, wire.KIND_SPIKES), shared=shared)
         self.key = key
         self.end_after_silence_s = end_after_silence_s
         self.stalled = False
+        self.clock_offset: ClockOffset | None = None
         deadline = None if first_sample_timeout_s is None else time.monotonic() + first_sample_timeout_s
         while self._sub.first_header is None:
             if deadline is not None and time.monotonic() > deadline:
@@ -362,11 +428,15 @@ class ZenohSource:
             time.sleep(0.005)
         first = self._sub.first_header
         self.info = StreamInfo(first.kind_name, first.width, first.height, first.channels, name=f"zenoh:{key}")
+        if sync_clock and self._sub.session is not None and self._sub.first_key is not None:
+            self.clock_offset = estimate_offset(self._sub.session, self._sub.first_key)
 
     @property
     def stats(self) -> dict:
-        """The subscription's counters (see Subscription.stats) plus ``stalled``."""
-        return {**self._sub.stats(), "stalled": self.stalled}
+        """The subscription's counters (see Subscription.stats) plus ``stalled`` and the clock offset
+        (``clock_offset_us``, ``clock_uncertainty_us``, ``clock_pings``; absent when not estimated)."""
+        extra = self.clock_offset.as_dict() if self.clock_offset is not None else {}
+        return {**self._sub.stats(), "stalled": self.stalled, **extra}
 
     def silence_s(self) -> float | None:
         """Seconds since the last valid sample."""
@@ -389,13 +459,77 @@ class ZenohSource:
 
     def packets(self) -> Iterator[Packet]:
         """Yield the received packets (events of ``info.kind``; END markers end their stream)."""
-        for _key, message, arrival_ns, _wall in self.messages():
-            if message.payload is not None:
+        offset = self.clock_offset.offset_ns if self.clock_offset is not None else None
+        for _key, message, arrival_ns, wall_ns in self.messages():
+            if message.payload is None:
+                continue
+            if offset is None:
                 yield Packet(message.payload, message.header.t_end_us, arrival_ns)
+            else:  # the publisher's send time on our clocks: its wall clock minus the offset, then to perf
+                in_flight_ns = wall_ns - (message.header.sent_ns - offset)
+                yield Packet(message.payload, message.header.t_end_us, arrival_ns, arrival_ns - max(in_flight_ns, 0))
 
     def close(self) -> None:
         """Stop receiving. Safe to call twice."""
         self._sub.close()
+
+
+class KeyDemux:
+    """One subscription on a key expression with a ``*`` chunk (``lab/*/dvs``) split by the concrete key
+    of each sample: every new key (a robot) gets its own :class:`Subscription` route (own bounded queue,
+    own sequence tracking), created on the sample that first names it, so nothing it sent is lost while
+    its consumer starts. ``new_keys(timeout_s)`` hands out keys not yet handed out. At most ``max_keys``
+    routes (a peer inventing keys cannot grow memory); samples for further keys are counted
+    (``refused_keys``)."""
+
+    def __init__(self, pattern: str, *, config_file=None, queue: int = DEFAULT_QUEUE_PACKETS,
+                 kinds: tuple[int, ...] = (wire.KIND_DVS, wire.KIND_SPIKES), max_keys: int = 64):
+        self.pattern = check_key(pattern)
+        self.queue = queue
+        self.kinds = kinds
+        self.max_keys = max_keys
+        self.routes: dict[str, Subscription] = {}
+        self.refused_keys = 0
+        self._new: deque[str] = deque()
+        self._lock = threading.Condition()
+        self._closed = False
+        self.session = acquire_session(config_file)
+        self._subscriber = self.session.declare_subscriber(pattern, self._on_sample)
+
+    def _on_sample(self, sample) -> None:
+        key = str(sample.key_expr)
+        with self._lock:
+            route = self.routes.get(key)
+            if route is None:
+                if len(self.routes) >= self.max_keys or self._closed:
+                    self.refused_keys += 1
+                    return
+                route = Subscription(key, session=self.session, queue=self.queue, kinds=self.kinds, declare=False)
+                self.routes[key] = route
+                self._new.append(key)
+                self._lock.notify_all()
+        route._on_sample(sample)
+
+    def new_keys(self, timeout_s: float) -> list[str]:
+        """Keys seen for the first time since the last call (waits up to ``timeout_s`` for one)."""
+        with self._lock:
+            if not self._new:
+                self._lock.wait(timeout_s)
+            keys = list(self._new)
+            self._new.clear()
+            return keys
+
+    def close(self) -> None:
+        """Undeclare, close every route, give back the session. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            routes = list(self.routes.values())
+        self._subscriber.undeclare()
+        for route in routes:
+            route.close()
+        release_session(self.session)
 
 
 class CommandSubscriber:
