@@ -2,10 +2,10 @@
 
 A :class:`CommandRelay` takes every command a subscription delivers (in order; a slow relay drops the
 oldest, counted) and writes it to its sinks at once; motor sinks keep their full safety layer (limits,
-acceleration, watchdog, e-stop, stop on close). A silent link is a stale command: when the newest
-command is older than ``stale_ms`` (the compute host died, the network broke, the publisher was
-killed), or the publisher said END, the relay writes zero velocity every 50 ms until commands come
-back, and logs ``command_stale`` / ``command_resumed``. The motor controller's own watchdog
+acceleration, watchdog, e-stop, stop on close). A silent link is a stale command: when nothing has
+arrived for ``stale_ms`` (the compute host died, the network broke, the publisher was killed), or the
+publisher said END, the relay writes zero velocity every 50 ms until commands come back, and logs
+``command_stale`` / ``command_resumed``. The motor controller's own watchdog
 (``timeout_ms``) stops the motors too if this process itself stalls.
 
 Latency reported: transport, from the publisher's send time (its wall clock, corrected by the estimated
@@ -165,11 +165,14 @@ class CommandRelay:
                         self.stale_ns_total += now - stale_since
                         self.on_event("command_resumed", key=key, after_ms=(now - stale_since) / 1e6)
                         stale_since = None
-            if last_ns is not None and stale_since is None and now - last_ns > self.stale_ns:
+            # Stale: nothing queued and nothing arrived for stale_ms (a relay catching up on a backlog
+            # is not stale: the link is alive, the commands are in order).
+            silent_ns = now - (self.subscription.last_sample_ns or now)
+            if item is None and last_ns is not None and stale_since is None and silent_ns > self.stale_ns:
                 stale_since = now
                 self.stale_events += 1
                 last_hold = 0
-                self.on_event("command_stale", age_ms=(now - last_ns) / 1e6, stale_ms=self.stale_ns / 1e6)
+                self.on_event("command_stale", age_ms=silent_ns / 1e6, stale_ms=self.stale_ns / 1e6)
             if stale_since is not None and len(self._zero) and now - last_hold >= HOLD_PERIOD_S * 1e9:
                 self._write(self._zero, last_t_us)
                 last_hold = now

@@ -43,6 +43,10 @@ CONFIG_ENV = "SPIKELOOP_ZENOH_CONFIG"
 DEFAULT_QUEUE_PACKETS = 256
 #: Transport latencies kept for percentiles (a ring).
 LATENCY_RING = 1 << 14
+#: Suffix of the key subscribers answer drain queries on: "has the END of stream S arrived?"
+ACK_SUFFIX = "/ack"
+#: How long a blocking publisher's ``end()`` waits for its subscribers to confirm the END (s).
+DRAIN_S = 30.0
 
 
 class TransportError(OSError):
@@ -174,6 +178,7 @@ class _Publisher:
         self.key = check_key(key)
         self.session, self._release = _session(session, config_file, shared)
         self.clock_ns = clock_ns
+        self.block = block
         congestion = zenoh.CongestionControl.BLOCK if block else zenoh.CongestionControl.DROP
         self._publisher = self.session.declare_publisher(key, congestion_control=congestion, express=True)
         self._clock = ClockResponder(self.session, self.key, clock_ns)
@@ -204,8 +209,29 @@ class _Publisher:
         self._publisher.put(data)
 
     def end(self, t_end_us: int = 0) -> None:
-        """Send the END marker (subscribers then know the stream finished, not that the link died)."""
+        """Send the END marker (subscribers then know the stream finished, not that the link died); a
+        blocking publisher then drains (see :meth:`drain`)."""
         self._put(wire.encode_end(self.kind, **self._fields(t_end_us)))
+        if self.block:
+            self.drain()
+
+    def drain(self, timeout_s: float = DRAIN_S) -> bool:
+        """Wait until every subscriber that answers drain queries (``KEY/ack``) has received this stream's
+        END: Zenoh hands a put to its send queue and returns, and closing the session discards what is
+        still queued, so a publisher that exits right after its last put would lose the tail of a stream
+        its subscribers are slow to take. False after ``timeout_s`` (or when the session is gone)."""
+        deadline = time.monotonic() + timeout_s
+        question = self.stream_id.to_bytes(4, "little")
+        while time.monotonic() < deadline:
+            try:
+                replies = [r.ok.payload.to_bytes() for r in self.session.get(self.key + ACK_SUFFIX, payload=question,
+                                                                             timeout=1.0) if r.ok is not None]
+            except Exception:  # the session closed under us
+                return False
+            if all(reply == b"\x01" for reply in replies):
+                return True
+            time.sleep(0.01)
+        return False
 
     def close(self) -> None:
         """Undeclare the publisher and close an owned session. Safe to call twice."""
@@ -260,6 +286,8 @@ class PacketPublisher(_Publisher):
 
     def end(self, t_end_us: int = 0) -> None:
         self._put(wire.encode_end(self.kind, **self._shape, **self._fields(t_end_us)))
+        if self.block:
+            self.drain()
 
 
 class CommandPublisher(_Publisher):
@@ -307,8 +335,9 @@ class Subscription:
         if declare:
             self.session, self._release = _session(session, config_file, shared)
             self._subscriber = self.session.declare_subscriber(key, self._on_sample)
+            self._acks = self.session.declare_queryable(key + ACK_SUFFIX, self.answer_drain)
         else:  # fed by a KeyDemux (whose session it is)
-            self.session, self._release, self._subscriber = session, (lambda: None), None
+            self.session, self._release, self._subscriber, self._acks = session, (lambda: None), None, None
 
     def _on_sample(self, sample) -> None:
         arrival_ns = time.perf_counter_ns()
@@ -344,6 +373,18 @@ class Subscription:
                 self.dropped_oldest += 1
             self._queue.append((key, message, arrival_ns, wall_ns))
             self._ready.notify()
+
+    def answer_drain(self, query) -> None:
+        """Reply to a publisher's drain query (payload: its 4-byte stream id): 1 when that stream's END
+        has arrived here, else 0."""
+        try:
+            question = query.payload.to_bytes() if query.payload is not None else b""
+            key = str(query.key_expr)[:-len(ACK_SUFFIX)]
+            with self._ready:
+                ended = len(question) == 4 and self.tracker.has_ended(key, int.from_bytes(question, "little"))
+            query.reply(query.key_expr, b"\x01" if ended else b"\x00")
+        except Exception:  # a malformed query or a gone asker; never raised on Zenoh's thread
+            pass
 
     def take(self, timeout_s: float) -> tuple[str, wire.Message, int, int] | None:
         """The oldest queued (key, message, arrival perf_counter_ns, arrival wall ns), or None after
@@ -387,6 +428,7 @@ class Subscription:
         self._closed = True
         if self._subscriber is not None:
             self._subscriber.undeclare()
+            self._acks.undeclare()
         self._release()
         with self._ready:
             self._ready.notify_all()
@@ -495,6 +537,12 @@ class KeyDemux:
         self._closed = False
         self.session = acquire_session(config_file)
         self._subscriber = self.session.declare_subscriber(pattern, self._on_sample)
+        self._acks = self.session.declare_queryable(pattern + ACK_SUFFIX, self._answer_drain)
+
+    def _answer_drain(self, query) -> None:
+        route = self.routes.get(str(query.key_expr)[:-len(ACK_SUFFIX)])
+        if route is not None:
+            route.answer_drain(query)
 
     def _on_sample(self, sample) -> None:
         key = str(sample.key_expr)
@@ -527,6 +575,7 @@ class KeyDemux:
             self._closed = True
             routes = list(self.routes.values())
         self._subscriber.undeclare()
+        self._acks.undeclare()
         for route in routes:
             route.close()
         release_session(self.session)
