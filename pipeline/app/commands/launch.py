@@ -19,6 +19,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 
 from pipeline.app.dashboard import has_display
@@ -59,6 +60,7 @@ class EventLog:
     def __init__(self, as_json: bool, stream=None) -> None:
         self.as_json = as_json
         self.stream = stream or sys.stderr
+        self._lock = threading.Lock()
 
     def __call__(self, event: str, **fields) -> None:
         if self.as_json:
@@ -73,7 +75,9 @@ class EventLog:
                     value = json.dumps(value)
                 parts.append(f"{key}={value}")
             line = " ".join(parts)
-        print(line, file=self.stream, flush=True)
+        with self._lock:  # one robot loop per thread may log at once: whole lines only
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
 
 def _flatten(fields: dict, prefix: str = "") -> dict:
