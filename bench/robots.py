@@ -1,6 +1,6 @@
 """Several robots on one compute node: 1 robot vs 4 robots at 1 kHz in the same run, the 4 as threads of one
-process (launch/robots_zenoh.toml, key lab/*/dvs: what `spikeloop launch` does) and as 4 processes (one
-launch/compute_zenoh.toml each), over Zenoh on loopback.
+process and as 4 processes (launch/robots_zenoh.toml, key lab/*/dvs, ``[controller] robots = "threads"`` /
+``"processes"``), over Zenoh on loopback.
 
 A publisher process plays the sample recording (recordings/samples/moving_bars.aedat4, looped) in real
 time as 1 ms packets on every robot's key (the same packets to each robot, sent by the same clock), and
@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,8 +35,9 @@ CLI = [sys.executable, "-m", "pipeline.app.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def _publish(prefix: str, robots: int, stop) -> None:
-    """Child process: the looped sample as 1 ms packets, in real time, on PREFIX/robot<i>/dvs."""
+def _publish(prefix: str, robots: int, stop, cpu) -> None:
+    """Child process: the looped sample as 1 ms packets, in real time, on PREFIX/robot<i>/dvs; puts its
+    own CPU seconds on ``cpu`` at the end."""
     from devices.transport.zenoh_link import PacketPublisher
     from pipeline.core.clock import wait_until
     from recordings.replay import ReplaySource
@@ -54,6 +56,8 @@ def _publish(prefix: str, robots: int, stop) -> None:
     for publisher in publishers:
         publisher.close()
     source.close()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu.put(usage.ru_utime + usage.ru_stime)
 
 
 def _sets(**values) -> list[str]:
@@ -88,73 +92,89 @@ def _events(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def run_case(robots: int, processes: bool, seconds: float, skip_s: float) -> list[dict]:
-    """Robots served by one process (threads) or one process each; per-robot numbers."""
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_case(robots: int, processes: bool, seconds: float, skip_s: float) -> tuple[list[dict], float]:
+    """Robots served by one process (threads) or one process each: per-robot numbers, and the compute
+    side's CPU seconds per robot per second of sensor time (all of its run, start-up included)."""
+    cpu_before = _children_cpu_s()
     prefix = f"bench-robots/{uuid.uuid4().hex[:8]}"
-    if processes:
-        commands = [[*CLI, "launch", str(ROOT / "launch" / "compute_zenoh.toml"), "--source",
-                     f"zenoh:{prefix}/robot{i}/dvs", *_common(prefix, seconds),
-                     *_sets(sinks__robot__key=f"{prefix}/robot{i}/cmd")] for i in range(robots)]
-    else:
-        commands = [[*CLI, "launch", str(ROOT / "launch" / "robots_zenoh.toml"), "--source", f"zenoh:{prefix}/*/dvs",
-                     *_common(prefix, seconds), *_sets(sinks__robot__key=f"{prefix}/*/cmd")]]
+    commands = [[*CLI, "launch", str(ROOT / "launch" / "robots_zenoh.toml"), "--source", f"zenoh:{prefix}/*/dvs",
+                 *_common(prefix, seconds), *_sets(sinks__robot__key=f"{prefix}/*/cmd",
+                                                   controller__robots="processes" if processes else "threads")]]
     computes = [subprocess.Popen(c, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 for c in commands]
-    stop = mp.get_context("spawn").Event()
-    publisher = mp.get_context("spawn").Process(target=_publish, args=(prefix, robots, stop))
+    context = mp.get_context("spawn")
+    stop, cpu = context.Event(), context.Queue()
+    publisher = context.Process(target=_publish, args=(prefix, robots, stop, cpu))
     publisher.start()
     try:
         errs = [c.communicate(timeout=seconds * 4 + 120)[1] for c in computes]
     finally:
         stop.set()
+        publisher_cpu = cpu.get(timeout=60)
         publisher.join(timeout=30)
         if publisher.is_alive():
             publisher.kill()
         for c in computes:
             if c.poll() is None:
                 c.kill()
-    events = [e for err in errs for e in _events(err)]
-    if processes:
-        by_robot = {f"robot{i}": _events(err) for i, err in enumerate(errs)}
-    else:
-        by_robot = {}
-        for e in events:
-            if "robot" in e and isinstance(e["robot"], str):
-                by_robot.setdefault(e["robot"].split("/")[-2], []).append(e)
+    by_robot: dict[str, list[dict]] = {}
+    for e in (e for err in errs for e in _events(err)):
+        if isinstance(e.get("robot"), str):
+            by_robot.setdefault(e["robot"].split("/")[-2], []).append(e)
     out = []
     for name, lines in sorted(by_robot.items()):
         if not any(e["event"] == "final" for e in lines):
             raise RuntimeError(f"{name}: no final report:\n" + "\n".join(errs))
         out.append({"robot": name, **_stats(lines, skip_s)})
-    return out
+    compute_cpu = _children_cpu_s() - cpu_before - publisher_cpu
+    return out, compute_cpu / robots / seconds
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Per-robot means of one run: missed steps, dropped packets, median p50/p99 sensor latency."""
+    return {"missed_steps": statistics.mean(r["missed_steps"] for r in rows),
+            "dropped_packets": statistics.mean(r["dropped_packets"] for r in rows),
+            "p50_ms": statistics.median(r["sensor_latency_p50_ms"] for r in rows),
+            "p99_ms": statistics.median(r["sensor_latency_p99_ms"] for r in rows)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=12.0, help="sensor seconds per run (default 12)")
     parser.add_argument("--skip", type=float, default=4.0, help="warm-up seconds left out (default 4)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the three cases, interleaved (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     cases = {"1 robot": (1, False), "4 robots, threads": (4, False), "4 robots, processes": (4, True)}
-    results = {name: run_case(n, processes, args.seconds, args.skip) for name, (n, processes) in cases.items()}
+    loads = [os.getloadavg()[0]]
+    runs: dict[str, list] = {name: [] for name in cases}
+    for _ in range(args.repeats):  # interleaved, so a burst of load elsewhere hits every case alike
+        for name, (n, processes) in cases.items():
+            rows, cpu = run_case(n, processes, args.seconds, args.skip)
+            runs[name].append({"rows": rows, "cpu_s_per_robot_s": cpu, **_summary(rows)})
+            loads.append(os.getloadavg()[0])
+    medians = {name: {key: statistics.median(run[key] for run in per_case)
+                      for key in ("missed_steps", "dropped_packets", "p50_ms", "p99_ms", "cpu_s_per_robot_s")}
+               for name, per_case in runs.items()}
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps({"runs": runs, "medians": medians, "load_average": loads}))
         return
-    print(f"{'case':22s} {'robot':7s} {'steps':>6s} {'missed':>7s} {'dropped':>8s} {'p50 ms':>7s} {'p99 ms':>7s} "
-          f"{'worst p99':>9s}")
-    for name, rows in results.items():
-        for row in rows:
-            print(f"{name:22s} {row['robot']:7s} {row['steps']:6d} {row['missed_steps']:7d} {row['dropped_packets']:8d} "
-                  f"{row['sensor_latency_p50_ms']:7.2f} {row['sensor_latency_p99_ms']:7.2f} "
-                  f"{row['sensor_latency_p99_worst_ms']:9.2f}")
-    one = results["1 robot"][0]
+    print(f"load average (1 min) during the runs: {min(loads):.1f} .. {max(loads):.1f} on {os.cpu_count()} CPUs")
+    print(f"{'case':22s} {'missed/robot':>12s} {'dropped/robot':>13s} {'p50 ms':>7s} {'p99 ms':>7s} "
+          f"{'CPU s/robot-s':>13s}   (medians of {args.repeats} runs, {args.seconds - args.skip:g} s measured each)")
+    for name, m in medians.items():
+        print(f"{name:22s} {m['missed_steps']:12.1f} {m['dropped_packets']:13.1f} {m['p50_ms']:7.2f} {m['p99_ms']:7.2f} "
+              f"{m['cpu_s_per_robot_s']:13.2f}")
+    one = medians["1 robot"]
     for name in ("4 robots, threads", "4 robots, processes"):
-        rows = results[name]
-        missed = sum(r["missed_steps"] for r in rows) / len(rows)
-        p99 = statistics.median(r["sensor_latency_p99_ms"] for r in rows)
-        print(f"{name}: missed steps per robot {missed:.1f} vs {one['missed_steps']} for 1 robot; "
-              f"median p99 {p99:.2f} ms vs {one['sensor_latency_p99_ms']:.2f} ms "
-              f"(x{p99 / one['sensor_latency_p99_ms']:.2f})")
+        m = medians[name]
+        print(f"{name} vs 1 robot: missed steps per robot {m['missed_steps']:.1f} vs {one['missed_steps']:.1f}, "
+              f"p99 x{m['p99_ms'] / one['p99_ms']:.2f}, CPU per robot x{m['cpu_s_per_robot_s'] / one['cpu_s_per_robot_s']:.2f}")
 
 
 if __name__ == "__main__":

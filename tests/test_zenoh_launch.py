@@ -401,3 +401,68 @@ def test_loopback_is_the_default_and_launch_errors_name_file_section_and_key(tmp
     # --source zenoh:KEY on a file with a recording keeps what the recording streamed (spikes from audio)
     spec = load_launch(LAUNCH / "audio.toml", source="zenoh:lab/mic1/spikes")
     assert spec.source["type"] == "zenoh" and spec.kind == "spikes" and spec.loop.mode == "live"
+
+
+@pytest.mark.slow
+def test_zenoh_config_files_named_in_the_launch_file_and_the_environment_connect_the_processes(tmp_path):
+    """The compute side listens where its config file (named in the launch file) says, on a port of its
+    own; the sensor finds it only through its config file (SPIKELOOP_ZENOH_CONFIG): the setup of two hosts,
+    on loopback."""
+    t_ref, c_ref = _reference(tmp_path)
+    port = 20000 + int(uuid.uuid4().int % 20000)
+    compute_config = tmp_path / "compute.json5"
+    compute_config.write_text(f'{{ mode: "peer", listen: {{ endpoints: ["tcp/127.0.0.1:{port}"] }}, '
+                              f'scouting: {{ multicast: {{ enabled: false }} }} }}')
+    sensor_config = tmp_path / "sensor.json5"
+    sensor_config.write_text(f'{{ mode: "peer", connect: {{ endpoints: ["tcp/127.0.0.1:{port}"] }}, '
+                             f'listen: {{ endpoints: ["tcp/127.0.0.1:0"] }}, scouting: {{ multicast: {{ enabled: false }} }} }}')
+    prefix = _prefix()
+    compute = subprocess.Popen(_compute(prefix, tmp_path, *_sets(source__config=str(compute_config),
+                                                                 sinks__robot__config=str(compute_config))),
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # the compute side listens before the sensor connects (it retries anyway)
+        sensor = subprocess.run([*CLI, "replay", str(SAMPLE), "--fast", "--publish", f"zenoh:{prefix}/robot1/dvs"],
+                                env={**ENV, "SPIKELOOP_ZENOH_CONFIG": str(sensor_config)}, capture_output=True,
+                                text=True, timeout=180)
+        assert sensor.returncode == 0, sensor.stderr
+        out, err = compute.communicate(timeout=180)
+    finally:
+        _stop(compute)
+    assert compute.returncode == 0, err
+    t, c = read_command_log(tmp_path / "compute.csv")
+    np.testing.assert_array_equal(t, t_ref)
+    np.testing.assert_array_equal(c, c_ref)
+
+
+@pytest.mark.slow
+def test_robots_as_processes_each_run_their_own_loop(tmp_path):
+    """[controller] robots = "processes": one `launch --robot KEY` process per robot that publishes, each
+    with its own command key and log; the launch ends when both robots' loops have ended."""
+    prefix = _prefix()
+    publishers = [subprocess.Popen([*CLI, "replay", str(SAMPLE), "--loop", "--publish", f"zenoh:{prefix}/r{i}/dvs"],
+                                   env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
+    compute = subprocess.Popen(
+        [*CLI, "launch", str(LAUNCH / "robots_zenoh.toml"), "--headless", "--source", f"zenoh:{prefix}/*/dvs",
+         "--duration", "1.0",
+         *_sets(controller__robots="processes", sinks__robot__key=f"{prefix}/*/cmd", sinks__robot__spikes_key="",
+                sinks__robot__telemetry_key="", source__first_packet_s=120.0, loop__report_period_s=0.0,
+                sinks__log__type="command_log", sinks__log__path=str(tmp_path / "*.csv"))],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = compute.communicate(timeout=240)
+    finally:
+        _stop(compute, *publishers)
+    assert compute.returncode == 0 and "Traceback" not in err, err
+    events = _events(err)
+    keys = [f"{prefix}/r{i}/dvs" for i in range(2)]
+    assert sorted(e["robot"] for e in events if e["event"] == "robot" and "process" in e) == keys
+    finals = {e["robot"]: e for e in events if e["event"] == "final"}
+    assert sorted(finals) == keys and all(f["stream_s"] == pytest.approx(1.0, abs=0.002) for f in finals.values())
+    assert [e for e in events if e["event"] == "stopped" and "robots" in e][0]["robots"] == dict.fromkeys(keys, "ended")
+    for i in range(2):
+        t, _ = read_command_log(tmp_path / f"r{i}.csv")
+        assert len(t) == finals[keys[i]]["commands"] > 0  # live: fewer than 1,000 when bins merged under load
+    with pytest.raises(LaunchError, match="--robot lab/robot1/dvs: the \\[source\\] key 'lab/robot1/dvs' has no"):
+        from pipeline.app.commands.launch import robot_spec
+        robot_spec(load_launch(LAUNCH / "compute_zenoh.toml"), "lab/robot1/dvs")

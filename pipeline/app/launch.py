@@ -173,6 +173,8 @@ CONTROLLER_KEYS: dict[str, Key] = {
     "log_format": Key("str", "auto", choices=("auto", "text", "json"),
                       help="log lines: key=value text or JSON (auto: JSON when --headless)"),
     "realtime_priority": Key("int", 0, low=0, high=99, help="SCHED_FIFO priority (0 = normal scheduling)"),
+    "robots": Key("str", "threads", choices=("threads", "processes"),
+                  help="[source] key with '*': one loop per robot in threads of this process or one process each"),
 }
 
 #: Longest default packet of a replayed recording (µs), and a microphone's default packet (µs).
@@ -260,7 +262,9 @@ def apply_source(raw: dict, source: str) -> None:
     options for a source of the same type (a replay's loop/start, a neural recording's block and bin width,
     also from DAD to MC_Maze and back, the cochlea's parameters) and the file's loop mode, as does
     ``video:PATH`` (a video through the frame-to-event emulator); ``webcam[:N]``, ``camera[:SERIAL]``,
-    ``tcp://HOST:PORT`` and ``mic`` are live and switch the loop to live mode."""
+    ``tcp://HOST:PORT``, ``zenoh:KEY`` and ``mic`` are live and switch the loop to live mode. ``zenoh:KEY``
+    keeps a zenoh source's options, and otherwise expects the packets the file's source streamed (DVS
+    events, or AER spikes from audio or a neural recording)."""
     old = raw.get("source", {}) if isinstance(raw.get("source"), dict) else {}
     try:
         table = parse_source_spec(source)

@@ -7,9 +7,12 @@ from its own bounded queue, so nothing it sent is lost while its loop starts. It
 file with every ``*`` filled by the robot's chunk: ``[sinks.cmd] key = "lab/*/cmd"`` publishes robot1's
 commands on ``lab/robot1/cmd``, a ``command_log`` path ``out/*.csv`` writes ``out/robot1.csv``.
 
-Threads, not processes: the loops spend their time in numba kernels and in Zenoh's own threads, and
-one process keeps one Zenoh session and one copy of the compiled kernels; bench/robots.py measures 4
-robots against 1 in the same run (missed steps and latency per robot).
+Threads (``[controller] robots = "threads"``, the default) or processes (``"processes"``). Threads share
+one process: one Zenoh session, one copy of the compiled kernels, the least CPU per robot, and a new
+robot's first packets wait in its queue while its loop starts; but the GIL keeps their Python work on
+one core. Processes (``spikeloop launch FILE --robot KEY`` per robot, started when the robot's first
+sample arrives; it subscribes itself, so what the robot sent while that process started is not seen)
+use every core at some CPU cost each. bench/robots.py measures both against 1 robot in the same run.
 
 A robot's loop ends when its stream ends (END), is lost (silent for ``silence_ms``), or reaches
 ``duration_s``; the launch ends when every robot that started has ended (or on a signal). Exit status 4
@@ -17,6 +20,9 @@ when any robot's stream was lost or its loop failed, else 0.
 """
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import Callable
@@ -37,8 +43,12 @@ class RobotLoops:
     make_on_report(key): the report callback of that robot's loop.
     """
 
-    def __init__(self, spec: LaunchSpec, log, make_on_report: Callable[[str], Callable]) -> None:
+    def __init__(self, spec: LaunchSpec, log, make_on_report: Callable[[str], Callable],
+                 child_args: list[str] | None = None) -> None:
         self.spec = spec
+        self.child_args = child_args
+        self.processes = spec.controller["robots"] == "processes"
+        self.children: dict[str, subprocess.Popen] = {}
         self.log = log
         self.make_on_report = make_on_report
         self._stop = threading.Event()
@@ -50,18 +60,23 @@ class RobotLoops:
         kind = wire.KIND_DVS if spec.kind == "dvs" else wire.KIND_SPIKES
         try:
             self.demux = KeyDemux(source["key"], config_file=source["config"] or None,
-                                  queue=source["queue_packets"], kinds=(kind,), max_keys=MAX_ROBOTS)
+                                  queue=1 if self.processes else source["queue_packets"], kinds=(kind,),
+                                  max_keys=MAX_ROBOTS)
         except TransportError as exc:
             raise Context(spec.path, "source", spec.display).fail("config" if source["config"] else "key",
                                                                   str(exc)) from None
 
     def stop(self) -> None:
-        """Stop every loop (thread- and signal-safe)."""
+        """Stop every loop (thread- and signal-safe); robot processes get SIGTERM (motors stop, exit 0)."""
         self._stop.set()
         with self._lock:
             graphs = list(self.graphs.values())
+            children = list(self.children.values())
         for graph in graphs:
             graph.loop.stop()
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
 
     def run(self) -> int:
         """Serve robots until all that started have ended (or a stop); the exit status."""
@@ -71,7 +86,7 @@ class RobotLoops:
             while not self._stop.is_set():
                 for key in self.demux.new_keys(0.05):
                     if not self._stop.is_set():
-                        self._start(key)
+                        self._spawn(key) if self.processes else self._start(key)
                 with self._lock:
                     threads = list(self.threads.values())
                 if threads and not any(t.is_alive() for t in threads):
@@ -89,6 +104,23 @@ class RobotLoops:
             self.demux.close()
         failed = [key for key, outcome in self.outcomes.items() if outcome in ("lost", "failed")]
         return 4 if failed else 0
+
+    def _spawn(self, key: str) -> None:
+        """Processes: ``spikeloop launch FILE --robot KEY`` (same overrides), watched by a thread."""
+        command = [sys.executable, "-m", "pipeline.app.cli", *self.child_args, "--robot", key]
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        self.log("robot", robot=key, process=child.pid)
+        with self._lock:
+            self.children[key] = child
+            thread = threading.Thread(target=self._watch, args=(key, child), name=f"robot {key}", daemon=True)
+            self.threads[key] = thread
+        thread.start()
+
+    def _watch(self, key: str, child: subprocess.Popen) -> None:
+        status = child.wait()
+        outcome = {0: "ended" if not self._stop.is_set() else "stopped", 4: "lost"}.get(status, "failed")
+        self.outcomes[key] = outcome
+        self.log("robot_stopped", robot=key, outcome=outcome, status=status)
 
     def _start(self, key: str) -> None:
         spec = self.spec.for_robot(key)

@@ -43,6 +43,9 @@ def register(subparsers, summary: str) -> None:
                         help="replace the file's source: a recording to replay (.wav audio, .mat DAD, .csv MC_Maze, "
                              "else DVS events), or a live source (loop runs live; zenoh:lab/*/dvs: one loop per "
                              "robot)")
+    parser.add_argument("--robot", metavar="KEY",
+                        help="a file whose [source] key has '*' (one loop per robot): run only the loop of the robot "
+                             "publishing on KEY (e.g. lab/robot2/dvs), its sinks' '*' filled with its name")
     parser.add_argument("--headless", action="store_true",
                         help="controller process: no window, JSON log lines on stderr (unless [controller] "
                              "log_format says text); without it, key=value lines for people and, when a display "
@@ -57,12 +60,14 @@ def register(subparsers, summary: str) -> None:
 class EventLog:
     """One line per event on stderr: ``{"t": unix_s, "event": ..., ...}`` (json) or ``event=... key=value``."""
 
-    def __init__(self, as_json: bool, stream=None) -> None:
+    def __init__(self, as_json: bool, stream=None, **always) -> None:
         self.as_json = as_json
         self.stream = stream or sys.stderr
+        self.always = always  # fields every line carries (a robot's loop: robot=KEY)
         self._lock = threading.Lock()
 
     def __call__(self, event: str, **fields) -> None:
+        fields = {**self.always, **fields}
         if self.as_json:
             clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fields.items()}
             line = json.dumps({"t": round(time.time(), 6), "event": event, **clean}, default=str)
@@ -140,6 +145,31 @@ def motor_shutdown(sinks) -> str:
     return "; ".join(f"{name}: {outcome}" for name, outcome in done.items())
 
 
+def robot_spec(spec, key: str):
+    """``--robot KEY``: the one-robot spec of a per-robot file (LaunchError when the file is not one or KEY
+    is not one of its robots)."""
+    if not spec.per_robot:
+        raise LaunchError(f"{spec.display}: --robot {key}: the [source] key {spec.source.get('key', '')!r} has no "
+                          f"'*' (one loop per robot)")
+    pattern = spec.source["key"].split("/")
+    parts = key.split("/")
+    if len(parts) != len(pattern) or any(p != "*" and p != k for p, k in zip(pattern, parts)) or "*" in key:
+        raise LaunchError(f"{spec.display}: --robot {key}: expected a key matching {spec.source['key']!r}")
+    return spec.for_robot(key)
+
+
+def _child_args(args) -> list[str]:
+    """The command line of one robot's process: this file with the same overrides, plus --robot KEY."""
+    out = ["launch", args.file, "--headless"]
+    for assignment in args.sets:
+        out += ["--set", assignment]
+    if args.source:
+        out += ["--source", args.source]
+    if args.duration is not None:
+        out += ["--duration", str(args.duration)]
+    return out
+
+
 def run(args) -> int:
     stop_signal: list[int] = []
     graph = None
@@ -157,6 +187,8 @@ def run(args) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         spec = load_launch(args.file, sets=args.sets, source=args.source, duration_s=args.duration)
+        if args.robot:
+            spec = robot_spec(spec, args.robot)
     except LaunchError as exc:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -167,7 +199,8 @@ def run(args) -> int:
               f"{spec.source['type']} source", file=sys.stderr)
         return EXIT_INVALID
     log_format = spec.controller["log_format"]
-    log = EventLog(log_format == "json" or (log_format == "auto" and args.headless))
+    log = EventLog(log_format == "json" or (log_format == "auto" and args.headless),
+                   **({"robot": args.robot} if args.robot else {}))
     degradation = Degradation(log)
 
     def on_report(report) -> None:
@@ -195,7 +228,7 @@ def run(args) -> int:
             set_realtime(spec.controller["realtime_priority"], log)
         if spec.per_robot:
             try:
-                robots = RobotLoops(spec, log, robot_reports)
+                robots = RobotLoops(spec, log, robot_reports, child_args=_child_args(args))
             except LaunchError as exc:
                 print(f"spikeloop launch: {exc}", file=sys.stderr)
                 return EXIT_INVALID
