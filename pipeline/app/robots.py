@@ -7,12 +7,13 @@ from its own bounded queue, so nothing it sent is lost while its loop starts. It
 file with every ``*`` filled by the robot's chunk: ``[sinks.cmd] key = "lab/*/cmd"`` publishes robot1's
 commands on ``lab/robot1/cmd``, a ``command_log`` path ``out/*.csv`` writes ``out/robot1.csv``.
 
-Threads (``[controller] robots = "threads"``, the default) or processes (``"processes"``). Threads share
+Processes (``[controller] robots = "processes"``, the default) or threads (``"threads"``). Threads share
 one process: one Zenoh session, one copy of the compiled kernels, the least CPU per robot, and a new
 robot's first packets wait in its queue while its loop starts; but the GIL keeps their Python work on
 one core. Processes (``spikeloop launch FILE --robot KEY`` per robot, started when the robot's first
 sample arrives; it subscribes itself, so what the robot sent while that process started is not seen)
-use every core at some CPU cost each. bench/robots.py measures both against 1 robot in the same run.
+use every core at some CPU cost each. bench/robots.py measures both against 1 robot in the same run:
+4 robots as processes missed fewer steps than as threads, hence the default.
 
 A robot's loop ends when its stream ends (END), is lost (silent for ``silence_ms``), or reaches
 ``duration_s``; the launch ends when every robot that started has ended (or on a signal). Exit status 4
