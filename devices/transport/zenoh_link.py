@@ -522,11 +522,14 @@ class KeyDemux:
     own sequence tracking), created on the sample that first names it, so nothing it sent is lost while
     its consumer starts. ``new_keys(timeout_s)`` hands out keys not yet handed out. At most ``max_keys``
     routes (a peer inventing keys cannot grow memory); samples for further keys are counted
-    (``refused_keys``)."""
+    (``refused_keys``). ``discover_only``: keys are all that is wanted (another process subscribes to each
+    key itself): a known key's samples are ignored undecoded, and drain queries are left to that process."""
 
     def __init__(self, pattern: str, *, config_file=None, queue: int = DEFAULT_QUEUE_PACKETS,
-                 kinds: tuple[int, ...] = (wire.KIND_DVS, wire.KIND_SPIKES), max_keys: int = 64):
+                 kinds: tuple[int, ...] = (wire.KIND_DVS, wire.KIND_SPIKES), max_keys: int = 64,
+                 discover_only: bool = False):
         self.pattern = check_key(pattern)
+        self.discover_only = discover_only
         self.queue = queue
         self.kinds = kinds
         self.max_keys = max_keys
@@ -540,6 +543,8 @@ class KeyDemux:
         self._acks = self.session.declare_queryable(pattern + ACK_SUFFIX, self._answer_drain)
 
     def _answer_drain(self, query) -> None:
+        if self.discover_only:
+            return
         route = self.routes.get(str(query.key_expr)[:-len(ACK_SUFFIX)])
         if route is not None:
             route.answer_drain(query)
@@ -548,6 +553,8 @@ class KeyDemux:
         key = str(sample.key_expr)
         with self._lock:
             route = self.routes.get(key)
+            if route is not None and self.discover_only:
+                return
             if route is None:
                 if len(self.routes) >= self.max_keys or self._closed:
                     self.refused_keys += 1

@@ -62,7 +62,7 @@ class RobotLoops:
         try:
             self.demux = KeyDemux(source["key"], config_file=source["config"] or None,
                                   queue=1 if self.processes else source["queue_packets"], kinds=(kind,),
-                                  max_keys=MAX_ROBOTS)
+                                  max_keys=MAX_ROBOTS, discover_only=self.processes)
         except TransportError as exc:
             raise Context(spec.path, "source", spec.display).fail("config" if source["config"] else "key",
                                                                   str(exc)) from None
