@@ -43,7 +43,7 @@ def _publish(prefix: str, robots: int, stop, cpu) -> None:
     from recordings.replay import ReplaySource
 
     source = ReplaySource(SAMPLE, fast=True, loop=True, chunk_us=1000)
-    publishers = [PacketPublisher(f"{prefix}/robot{i}/dvs", source.info) for i in range(robots)]
+    publishers = [PacketPublisher(f"{prefix}/robot{i}/dvs", source.info, shared=True) for i in range(robots)]
     for publisher in publishers:
         publisher.wait_for_subscribers(60)
     start = time.perf_counter_ns()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -34,6 +35,54 @@ CLI = [sys.executable, "-m", "pipeline.app.cli"]
 #: whole recording, no idle steps, no lag limit in practice.
 EXACT = ["--set", "source.queue_packets=100000", "--set", "loop.queue_packets=100000", "--set", "loop.idle_ms=0",
          "--set", "loop.max_lag_ms=600000", "--set", "loop.report_period_s=0"]
+
+
+HUB = textwrap.dedent("""
+    import sys, time
+    from devices.transport.zenoh_link import open_session
+    session = open_session(sys.argv[1])
+    while True:
+        time.sleep(1)
+""")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def zenoh_hub(tmp_path_factory):
+    """This module's processes meet at a Zenoh peer of its own on a free loopback port (every process gets
+    SPIKELOOP_ZENOH_CONFIG naming it), not at the host-wide default rendezvous port 7447, whose holder is
+    whichever process on the machine opened it first and may exit mid-test."""
+    folder = tmp_path_factory.mktemp("zenoh")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hub = folder / "hub.json5"
+    hub.write_text(f'{{ mode: "peer", listen: {{ endpoints: ["tcp/127.0.0.1:{port}"] }}, '
+                   f'scouting: {{ multicast: {{ enabled: false }} }} }}')
+    member = folder / "member.json5"
+    member.write_text(f'{{ mode: "peer", connect: {{ endpoints: ["tcp/127.0.0.1:{port}"] }}, '
+                      f'listen: {{ endpoints: ["tcp/127.0.0.1:0"] }}, scouting: {{ multicast: {{ enabled: false }} }} }}')
+    process = subprocess.Popen([sys.executable, "-c", HUB, str(hub)], env=ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "the Zenoh hub did not start"
+                time.sleep(0.1)
+        previous = os.environ.get("SPIKELOOP_ZENOH_CONFIG")
+        os.environ["SPIKELOOP_ZENOH_CONFIG"] = ENV["SPIKELOOP_ZENOH_CONFIG"] = str(member)
+        yield member
+    finally:
+        ENV.pop("SPIKELOOP_ZENOH_CONFIG", None)
+        if "previous" in locals():
+            if previous is None:
+                os.environ.pop("SPIKELOOP_ZENOH_CONFIG", None)
+            else:
+                os.environ["SPIKELOOP_ZENOH_CONFIG"] = previous
+        process.kill()
+        process.wait(timeout=30)
 
 
 def _prefix() -> str:
@@ -299,7 +348,7 @@ PUBLISH_ROBOTS = textwrap.dedent("""
     with ReplaySource(path, fast=True) as source:
         packets = list(source.packets())
         info = source.info
-    publishers = [PacketPublisher(f"{prefix}/robot{i}/dvs", info, block=True) for i in range(n)]
+    publishers = [PacketPublisher(f"{prefix}/robot{i}/dvs", info, block=True, shared=True) for i in range(n)]
     for publisher in publishers:
         assert publisher.wait_for_subscribers(120)
     for packet in packets:
@@ -374,6 +423,7 @@ def test_clock_offset_of_a_publisher_with_another_clock_is_estimated():
 def test_loopback_is_the_default_and_launch_errors_name_file_section_and_key(tmp_path):
     config = loopback_config()
     endpoints = json.loads(config.get_json("listen/endpoints")) + json.loads(config.get_json("connect/endpoints"))
+    assert endpoints[0] == "tcp/127.0.0.1:7447"
     assert endpoints and all(e.startswith("tcp/127.0.0.1:") for e in endpoints)
     assert json.loads(config.get_json("scouting/multicast/enabled")) is False
     robots, compute, motors = (str(LAUNCH / f"{n}.toml") for n in ("robots_zenoh", "compute_zenoh",

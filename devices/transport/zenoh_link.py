@@ -45,8 +45,10 @@ DEFAULT_QUEUE_PACKETS = 256
 LATENCY_RING = 1 << 14
 #: Suffix of the key subscribers answer drain queries on: "has the END of stream S arrived?"
 ACK_SUFFIX = "/ack"
-#: How long a blocking publisher's ``end()`` waits for its subscribers to confirm the END (s).
+#: How long a blocking publisher's ``end()`` waits for its subscribers to confirm the END (s), and how
+#: long when subscribers match but none answers (not spikeloop's, or not reachable for queries).
 DRAIN_S = 30.0
+SILENT_DRAIN_S = 5.0
 
 
 class TransportError(OSError):
@@ -220,16 +222,19 @@ class _Publisher:
         END: Zenoh hands a put to its send queue and returns, and closing the session discards what is
         still queued, so a publisher that exits right after its last put would lose the tail of a stream
         its subscribers are slow to take. False after ``timeout_s`` (or when the session is gone)."""
-        deadline = time.monotonic() + timeout_s
+        start = time.monotonic()
         question = self.stream_id.to_bytes(4, "little")
-        while time.monotonic() < deadline:
+        while time.monotonic() - start < timeout_s:
             try:
                 replies = [r.ok.payload.to_bytes() for r in self.session.get(self.key + ACK_SUFFIX, payload=question,
                                                                              timeout=1.0) if r.ok is not None]
             except Exception:  # the session closed under us
                 return False
-            if all(reply == b"\x01" for reply in replies):
+            if replies and all(reply == b"\x01" for reply in replies):
                 return True
+            if not replies and (not self._publisher.matching_status.matching
+                                or time.monotonic() - start > SILENT_DRAIN_S):
+                return not self._publisher.matching_status.matching  # nobody to wait for / nobody answers
             time.sleep(0.01)
         return False
 
