@@ -38,7 +38,10 @@ the latest over the sinks):
   wait for the step to complete. Sensor time t is due at ``clock[0] + (t - clock[1]) * 1000 / speed`` ns:
   in paced mode ``clock`` is the loop's own clock; in live mode it is estimated from the packets, as the
   one whose arrival came earliest relative to its end time (so a constant transport delay before the
-  fastest packet is not counted). In fast mode sensor time has no wall-clock meaning: nan.
+  fastest packet is not counted), or, for packets from another host whose send time is known on our clock
+  (``Packet.origin_ns``: the sender's wall clock corrected by the estimated clock offset), the one sent
+  earliest relative to its end time (so the transport delay is counted). In fast mode sensor time has no
+  wall-clock meaning: nan.
 
 :meth:`Loop.pause` stops the stepping (the sinks get a zero command every 50 ms instead) until
 :meth:`Loop.resume`: a paced replay's clock resumes where it stopped, a fast one simply waits, and a live
@@ -476,10 +479,12 @@ class Loop:
             self._pending.append((t_us, step_input, arrival_ns, t_us))
 
     def _sense_clock(self, packet: Packet) -> None:
-        """Live mode: keep as the sensor clock the packet that arrived earliest relative to its end time."""
+        """Live mode: keep as the sensor clock the packet that arrived earliest relative to its end time
+        (its ``origin_ns`` when a network source knows when the sender handed it over)."""
+        origin_ns = packet.origin_ns or packet.arrival_ns
         clock = self.clock
-        if clock is None or (packet.arrival_ns - clock[0]) * self.config.speed < (packet.t_end_us - clock[1]) * 1000:
-            self.clock = (packet.arrival_ns, packet.t_end_us)
+        if clock is None or (origin_ns - clock[0]) * self.config.speed < (packet.t_end_us - clock[1]) * 1000:
+            self.clock = (origin_ns, packet.t_end_us)
 
     def _idle(self, last: tuple[int, int], idle_ns: int) -> None:
         """Live mode, no packet for ``idle_ms``: the sensor is silent, so sensor time is taken to have

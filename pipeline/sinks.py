@@ -15,7 +15,10 @@ from typing import Sequence
 import numpy as np
 
 from devices.motors import open_motors
-from pipeline.loop import SinkFatalError
+from devices.transport.zenoh_link import CommandPublisher, PacketPublisher, TelemetryPublisher
+from pipeline.core.events import SPIKE_DTYPE
+from pipeline.core.packet import Packet, StreamInfo
+from pipeline.loop import LoopReport, SinkFatalError
 
 LOG_FORMATS = ("csv", "jsonl")
 
@@ -112,3 +115,69 @@ class MotorSink:
 
     def close(self) -> None:
         self.controller.close()
+
+
+class ZenohSink:
+    """Publishes over Zenoh (devices.transport.zenoh_link, spikeloop's wire format): every command on
+    ``key`` (float64 values with the sensor time they answer), and optionally the network's output spikes
+    on ``spikes_key`` (one spikes sample per step: the output indices that fired, at the step's end time,
+    SPIKE_DTYPE, ``n_outputs`` channels) and every loop report on ``telemetry_key`` (the LoopReport as a
+    JSON object, nan as null). One shared Zenoh session per process (``config_file``: a Zenoh JSON5 config,
+    else the loopback peer). ``block``: wait on a congested link instead of dropping (the receiver counts
+    gaps). ``wait_subscriber_s``: at start, wait this long for a command subscriber (0 = do not wait).
+    ``close`` publishes END on each key, so receivers know the stream finished rather than died.
+    """
+
+    def __init__(self, key: str, *, spikes_key: str = "", telemetry_key: str = "", n_outputs: int = 0,
+                 config_file=None, block: bool = False, wait_subscriber_s: float = 0.0, name: str = "zenoh") -> None:
+        self.name = name
+        self.key = key
+        options = dict(config_file=config_file, block=block, shared=True)
+        self._publishers = []
+        try:
+            self.commands = self._add(CommandPublisher(key, **options))
+            self.spike_publisher = (self._add(PacketPublisher(spikes_key, StreamInfo("spikes", channels=n_outputs),
+                                                              **options)) if spikes_key else None)
+            self.telemetry = self._add(TelemetryPublisher(telemetry_key, **options)) if telemetry_key else None
+        except BaseException:
+            self.close()
+            raise
+        if wait_subscriber_s > 0:
+            self.commands.wait_for_subscribers(wait_subscriber_s)
+        self._last_t_us = 0
+
+    def _add(self, publisher):
+        self._publishers.append(publisher)
+        return publisher
+
+    def write(self, command: np.ndarray, t_us: int) -> int:
+        self.commands.send(command, t_us)
+        self._last_t_us = int(t_us)
+        return time.perf_counter_ns()
+
+    def spikes(self, output: np.ndarray, t_us: int) -> None:
+        """Publish one step's output spikes (uint8 (n_outputs,), nonzero = fired) at sensor time ``t_us``."""
+        if self.spike_publisher is None:
+            return
+        fired = np.flatnonzero(output)
+        events = np.empty(len(fired), dtype=SPIKE_DTYPE)
+        events["timestamp"] = t_us
+        events["channel"] = fired
+        self.spike_publisher.send(Packet(events, int(t_us)))
+
+    def report(self, report: LoopReport) -> None:
+        """Publish a loop report (JSON; non-finite numbers as null)."""
+        if self.telemetry is None:
+            return
+        data = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in report.as_dict().items()}
+        self.telemetry.send(data, self._last_t_us)
+
+    def close(self) -> None:
+        """END on every key, then undeclare (safe to call twice; a dead session is not an error here)."""
+        for publisher in self._publishers:
+            try:
+                if not publisher.closed:
+                    publisher.end(self._last_t_us)
+            except Exception:
+                pass
+            publisher.close()

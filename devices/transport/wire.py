@@ -279,6 +279,10 @@ class SequenceTracker:
         """Streams seen whose END has not arrived (and that are still remembered)."""
         return sum(1 for v in self._next.values() if v >= 0)
 
+    def has_ended(self, key: str, stream_id: int) -> bool:
+        """Whether the END marker of ``stream_id`` on ``key`` has been accepted."""
+        return self._next.get((key, stream_id)) == -1
+
     def accept(self, key: str, header: Header) -> bool:
         stream = (key, header.stream_id)
         expected = self._next.get(stream)

@@ -32,6 +32,7 @@ from typing import Iterator
 import numpy as np
 
 from devices.transport import wire
+from devices.transport.clock_sync import ClockOffset, ClockResponder, estimate_offset
 from pipeline.core.packet import Packet, StreamInfo
 
 #: The rendezvous port of the default loopback configuration (Zenoh's own default router port).
@@ -42,6 +43,12 @@ CONFIG_ENV = "SPIKELOOP_ZENOH_CONFIG"
 DEFAULT_QUEUE_PACKETS = 256
 #: Transport latencies kept for percentiles (a ring).
 LATENCY_RING = 1 << 14
+#: Suffix of the key subscribers answer drain queries on: "has the END of stream S arrived?"
+ACK_SUFFIX = "/ack"
+#: How long a blocking publisher's ``end()`` waits for its subscribers to confirm the END (s), and how
+#: long when subscribers match but none answers (not spikeloop's, or not reachable for queries).
+DRAIN_S = 30.0
+SILENT_DRAIN_S = 5.0
 
 
 class TransportError(OSError):
@@ -74,26 +81,70 @@ def loopback_config(port: int = RENDEZVOUS_PORT):
     return config
 
 
+def read_config(config_file: str | os.PathLike):
+    """A Zenoh config read from a JSON5 file; TransportError naming the file when it is missing or invalid."""
+    import zenoh
+
+    path = Path(config_file)
+    if not path.is_file():
+        raise TransportError(str(path), "no such Zenoh config file")
+    try:
+        return zenoh.Config.from_file(str(path))
+    except Exception as error:  # zenoh raises ZError for syntax and schema errors alike
+        raise TransportError(str(path), f"not a valid Zenoh config ({error})") from None
+
+
 def open_session(config_file: str | os.PathLike | None = None):
     """A Zenoh session: as the JSON5 ``config_file`` says, else as the file named by the environment
     variable ``SPIKELOOP_ZENOH_CONFIG``, else the loopback peer."""
     import zenoh
 
     config_file = config_file or os.environ.get(CONFIG_ENV) or None
-    if config_file is None:
-        config = loopback_config()
-    else:
-        path = Path(config_file)
-        if not path.is_file():
-            raise TransportError(str(path), "no such Zenoh config file")
-        try:
-            config = zenoh.Config.from_file(str(path))
-        except Exception as error:  # zenoh raises ZError for syntax and schema errors alike
-            raise TransportError(str(path), f"not a valid Zenoh config ({error})") from None
+    config = loopback_config() if config_file is None else read_config(config_file)
     try:
         return zenoh.open(config)
     except Exception as error:
         raise TransportError(str(config_file or "zenoh"), f"cannot open a Zenoh session: {error}") from None
+
+
+_SHARED_LOCK = threading.Lock()
+_SHARED: dict[str, list] = {}  # config file ('' = default) -> [session, users]
+
+
+def acquire_session(config_file: str | os.PathLike | None = None):
+    """The process's shared session for ``config_file`` (opened by the first user, see
+    :func:`open_session`); every acquire is paired with :func:`release_session`. One session per process
+    keeps the number of peers (and TCP links) independent of how many keys a process uses."""
+    name = str(config_file or os.environ.get(CONFIG_ENV) or "")
+    with _SHARED_LOCK:
+        entry = _SHARED.get(name)
+        if entry is None:
+            entry = _SHARED[name] = [open_session(name or None), 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def release_session(session) -> None:
+    """Give back a session from :func:`acquire_session`; the last user closes it."""
+    with _SHARED_LOCK:
+        for name, entry in list(_SHARED.items()):
+            if entry[0] is session:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del _SHARED[name]
+                    session.close()
+                return
+
+
+def _session(session, config_file, shared: bool):
+    """(session, how to let go of it): the given one (kept open), the shared one, or a new owned one."""
+    if session is not None:
+        return session, lambda: None
+    if shared:
+        opened = acquire_session(config_file)
+        return opened, lambda: release_session(opened)
+    opened = open_session(config_file)
+    return opened, opened.close
 
 
 def check_key(key: str) -> str:
@@ -116,21 +167,30 @@ def parse_spec(spec: str) -> str:
 
 
 class _Publisher:
-    """A Zenoh publisher of one wire kind; owns its session unless one is given."""
+    """A Zenoh publisher of one wire kind. Session: the one given, else the process's shared one
+    (``shared``), else its own. It answers clock queries on ``KEY/clock`` (devices.transport.clock_sync)
+    with ``clock_ns``, the wall clock (ns since the UNIX epoch) it stamps ``sent_ns`` with."""
 
     kind: int
 
-    def __init__(self, key: str, *, session=None, config_file=None, block: bool = False):
+    def __init__(self, key: str, *, session=None, config_file=None, block: bool = False, shared: bool = False,
+                 clock_ns=time.time_ns):
         import zenoh
 
         self.key = check_key(key)
-        self._own_session = session is None
-        self.session = open_session(config_file) if session is None else session
+        self.session, self._release = _session(session, config_file, shared)
+        self.clock_ns = clock_ns
+        self.block = block
         congestion = zenoh.CongestionControl.BLOCK if block else zenoh.CongestionControl.DROP
         self._publisher = self.session.declare_publisher(key, congestion_control=congestion, express=True)
+        self._clock = ClockResponder(self.session, self.key, clock_ns)
         self.stream_id = int.from_bytes(os.urandom(4), "little")
         self.sequence = 0
         self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def wait_for_subscribers(self, timeout_s: float | None) -> bool:
         """Wait until a subscriber matches the key (None: forever); False on timeout."""
@@ -143,7 +203,7 @@ class _Publisher:
 
     def _fields(self, t_end_us: int) -> dict:
         fields = dict(t_end_us=int(t_end_us), sequence=self.sequence, stream_id=self.stream_id,
-                      sent_ns=time.time_ns())
+                      sent_ns=self.clock_ns())
         self.sequence += 1
         return fields
 
@@ -151,17 +211,41 @@ class _Publisher:
         self._publisher.put(data)
 
     def end(self, t_end_us: int = 0) -> None:
-        """Send the END marker (subscribers then know the stream finished, not that the link died)."""
+        """Send the END marker (subscribers then know the stream finished, not that the link died); a
+        blocking publisher then drains (see :meth:`drain`)."""
         self._put(wire.encode_end(self.kind, **self._fields(t_end_us)))
+        if self.block:
+            self.drain()
+
+    def drain(self, timeout_s: float = DRAIN_S) -> bool:
+        """Wait until every subscriber that answers drain queries (``KEY/ack``) has received this stream's
+        END: Zenoh hands a put to its send queue and returns, and closing the session discards what is
+        still queued, so a publisher that exits right after its last put would lose the tail of a stream
+        its subscribers are slow to take. False after ``timeout_s`` (or when the session is gone)."""
+        start = time.monotonic()
+        question = self.stream_id.to_bytes(4, "little")
+        while time.monotonic() - start < timeout_s:
+            try:
+                replies = [r.ok.payload.to_bytes() for r in self.session.get(self.key + ACK_SUFFIX, payload=question,
+                                                                             timeout=1.0) if r.ok is not None]
+            except Exception:  # the session closed under us
+                return False
+            if replies and all(reply == b"\x01" for reply in replies):
+                return True
+            if not replies and (not self._publisher.matching_status.matching
+                                or time.monotonic() - start > SILENT_DRAIN_S):
+                return not self._publisher.matching_status.matching  # nobody to wait for / nobody answers
+            time.sleep(0.01)
+        return False
 
     def close(self) -> None:
         """Undeclare the publisher and close an owned session. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        self._clock.close()
         self._publisher.undeclare()
-        if self._own_session:
-            self.session.close()
+        self._release()
 
     def __enter__(self):
         return self
@@ -207,6 +291,8 @@ class PacketPublisher(_Publisher):
 
     def end(self, t_end_us: int = 0) -> None:
         self._put(wire.encode_end(self.kind, **self._shape, **self._fields(t_end_us)))
+        if self.block:
+            self.drain()
 
 
 class CommandPublisher(_Publisher):
@@ -233,7 +319,7 @@ class Subscription:
     of at most ``queue`` messages (the oldest dropped and counted); everything counted (``stats``)."""
 
     def __init__(self, key: str, *, session=None, config_file=None, queue: int = DEFAULT_QUEUE_PACKETS,
-                 kinds: tuple[int, ...] = tuple(wire.KIND_NAMES)):
+                 kinds: tuple[int, ...] = tuple(wire.KIND_NAMES), shared: bool = False, declare: bool = True):
         if queue < 1:
             raise ValueError(f"queue must hold at least 1 sample, got {queue}")
         self.key = check_key(key)
@@ -246,13 +332,17 @@ class Subscription:
         self.errors: Counter[str] = Counter()
         self.samples = self.messages = self.events = self.dropped_oldest = 0
         self.first_header: wire.Header | None = None
+        self.first_key: str | None = None  # the concrete key of the first accepted sample
         self.last_sample_ns: int | None = None  # perf_counter_ns of the last valid sample
         self.latencies_ns = np.zeros(LATENCY_RING, dtype=np.int64)
         self.latency_count = 0
-        self._own_session = session is None
-        self.session = open_session(config_file) if session is None else session
         self._closed = False
-        self._subscriber = self.session.declare_subscriber(key, self._on_sample)
+        if declare:
+            self.session, self._release = _session(session, config_file, shared)
+            self._subscriber = self.session.declare_subscriber(key, self._on_sample)
+            self._acks = self.session.declare_queryable(key + ACK_SUFFIX, self.answer_drain)
+        else:  # fed by a KeyDemux (whose session it is)
+            self.session, self._release, self._subscriber, self._acks = session, (lambda: None), None, None
 
     def _on_sample(self, sample) -> None:
         arrival_ns = time.perf_counter_ns()
@@ -279,6 +369,7 @@ class Subscription:
                 return
             if self.first_header is None and not message.header.end:
                 self.first_header = message.header
+                self.first_key = key
             self.last_sample_ns = arrival_ns
             self.latencies_ns[self.latency_count % LATENCY_RING] = wall_ns - message.header.sent_ns
             self.latency_count += 1
@@ -287,6 +378,18 @@ class Subscription:
                 self.dropped_oldest += 1
             self._queue.append((key, message, arrival_ns, wall_ns))
             self._ready.notify()
+
+    def answer_drain(self, query) -> None:
+        """Reply to a publisher's drain query (payload: its 4-byte stream id): 1 when that stream's END
+        has arrived here, else 0."""
+        try:
+            question = query.payload.to_bytes() if query.payload is not None else b""
+            key = str(query.key_expr)[:-len(ACK_SUFFIX)]
+            with self._ready:
+                ended = len(question) == 4 and self.tracker.has_ended(key, int.from_bytes(question, "little"))
+            query.reply(query.key_expr, b"\x01" if ended else b"\x00")
+        except Exception:  # a malformed query or a gone asker; never raised on Zenoh's thread
+            pass
 
     def take(self, timeout_s: float) -> tuple[str, wire.Message, int, int] | None:
         """The oldest queued (key, message, arrival perf_counter_ns, arrival wall ns), or None after
@@ -328,9 +431,10 @@ class Subscription:
         if self._closed:
             return
         self._closed = True
-        self._subscriber.undeclare()
-        if self._own_session:
-            self.session.close()
+        if self._subscriber is not None:
+            self._subscriber.undeclare()
+            self._acks.undeclare()
+        self._release()
         with self._ready:
             self._ready.notify_all()
 
@@ -342,16 +446,25 @@ class ZenohSource:
     whose header gives ``info`` (kind, resolution / channel count); TransportError if none comes.
     ``packets()`` yields packets in arrival order (``arrival_ns`` = when the sample arrived) and ends when
     every stream seen has sent END, when ``close()`` is called, or after ``end_after_silence_s`` without a
-    sample (None: never; ``stalled`` then says so). ``queue`` bounds the packets held (oldest dropped).
+    sample (None: never; ``stalled`` then says so: the publisher died or the link broke). ``queue`` bounds
+    the packets held (oldest dropped, counted as ``dropped_oldest``).
+
+    Clock: with ``sync_clock`` the constructor asks the publisher for its wall clock (NTP-style, see
+    devices.transport.clock_sync); ``clock_offset`` is then the estimate (None when the publisher does not
+    answer), and each packet's ``origin_ns`` is the moment, on our ``perf_counter_ns`` clock, at which the
+    publisher sent it, so the loop measures event-to-command latency from the sensor host's send time.
+    ``subscription``: a Subscription to read instead of declaring one (a KeyDemux route; its key).
     """
 
     def __init__(self, key: str, *, session=None, config_file=None, queue: int = DEFAULT_QUEUE_PACKETS,
-                 first_sample_timeout_s: float | None = 10.0, end_after_silence_s: float | None = None):
-        self._sub = Subscription(key, session=session, config_file=config_file, queue=queue,
-                                  kinds=(wire.KIND_DVS, wire.KIND_SPIKES))
+                 first_sample_timeout_s: float | None = 10.0, end_after_silence_s: float | None = None,
+                 shared: bool = False, subscription: "Subscription | None" = None, sync_clock: bool = True):
+        self._sub = subscription or Subscription(key, session=session, config_file=config_file, queue=queue,
+                                                 kinds=(wire.KIND_DVS, wire.KIND_SPIKES), shared=shared)
         self.key = key
         self.end_after_silence_s = end_after_silence_s
         self.stalled = False
+        self.clock_offset: ClockOffset | None = None
         deadline = None if first_sample_timeout_s is None else time.monotonic() + first_sample_timeout_s
         while self._sub.first_header is None:
             if deadline is not None and time.monotonic() > deadline:
@@ -362,11 +475,15 @@ class ZenohSource:
             time.sleep(0.005)
         first = self._sub.first_header
         self.info = StreamInfo(first.kind_name, first.width, first.height, first.channels, name=f"zenoh:{key}")
+        if sync_clock and self._sub.session is not None and self._sub.first_key is not None:
+            self.clock_offset = estimate_offset(self._sub.session, self._sub.first_key)
 
     @property
     def stats(self) -> dict:
-        """The subscription's counters (see Subscription.stats) plus ``stalled``."""
-        return {**self._sub.stats(), "stalled": self.stalled}
+        """The subscription's counters (see Subscription.stats) plus ``stalled`` and the clock offset
+        (``clock_offset_us``, ``clock_uncertainty_us``, ``clock_pings``; absent when not estimated)."""
+        extra = self.clock_offset.as_dict() if self.clock_offset is not None else {}
+        return {**self._sub.stats(), "stalled": self.stalled, **extra}
 
     def silence_s(self) -> float | None:
         """Seconds since the last valid sample."""
@@ -389,13 +506,91 @@ class ZenohSource:
 
     def packets(self) -> Iterator[Packet]:
         """Yield the received packets (events of ``info.kind``; END markers end their stream)."""
-        for _key, message, arrival_ns, _wall in self.messages():
-            if message.payload is not None:
+        offset = self.clock_offset.offset_ns if self.clock_offset is not None else None
+        for _key, message, arrival_ns, wall_ns in self.messages():
+            if message.payload is None:
+                continue
+            if offset is None:
                 yield Packet(message.payload, message.header.t_end_us, arrival_ns)
+            else:  # the publisher's send time on our clocks: its wall clock minus the offset, then to perf
+                in_flight_ns = wall_ns - (message.header.sent_ns - offset)
+                yield Packet(message.payload, message.header.t_end_us, arrival_ns, arrival_ns - max(in_flight_ns, 0))
 
     def close(self) -> None:
         """Stop receiving. Safe to call twice."""
         self._sub.close()
+
+
+class KeyDemux:
+    """One subscription on a key expression with a ``*`` chunk (``lab/*/dvs``) split by the concrete key
+    of each sample: every new key (a robot) gets its own :class:`Subscription` route (own bounded queue,
+    own sequence tracking), created on the sample that first names it, so nothing it sent is lost while
+    its consumer starts. ``new_keys(timeout_s)`` hands out keys not yet handed out. At most ``max_keys``
+    routes (a peer inventing keys cannot grow memory); samples for further keys are counted
+    (``refused_keys``). ``discover_only``: keys are all that is wanted (another process subscribes to each
+    key itself): a known key's samples are ignored undecoded, and drain queries are left to that process."""
+
+    def __init__(self, pattern: str, *, config_file=None, queue: int = DEFAULT_QUEUE_PACKETS,
+                 kinds: tuple[int, ...] = (wire.KIND_DVS, wire.KIND_SPIKES), max_keys: int = 64,
+                 discover_only: bool = False):
+        self.pattern = check_key(pattern)
+        self.discover_only = discover_only
+        self.queue = queue
+        self.kinds = kinds
+        self.max_keys = max_keys
+        self.routes: dict[str, Subscription] = {}
+        self.refused_keys = 0
+        self._new: deque[str] = deque()
+        self._lock = threading.Condition()
+        self._closed = False
+        self.session = acquire_session(config_file)
+        self._subscriber = self.session.declare_subscriber(pattern, self._on_sample)
+        self._acks = self.session.declare_queryable(pattern + ACK_SUFFIX, self._answer_drain)
+
+    def _answer_drain(self, query) -> None:
+        if self.discover_only:
+            return
+        route = self.routes.get(str(query.key_expr)[:-len(ACK_SUFFIX)])
+        if route is not None:
+            route.answer_drain(query)
+
+    def _on_sample(self, sample) -> None:
+        key = str(sample.key_expr)
+        with self._lock:
+            route = self.routes.get(key)
+            if route is not None and self.discover_only:
+                return
+            if route is None:
+                if len(self.routes) >= self.max_keys or self._closed:
+                    self.refused_keys += 1
+                    return
+                route = Subscription(key, session=self.session, queue=self.queue, kinds=self.kinds, declare=False)
+                self.routes[key] = route
+                self._new.append(key)
+                self._lock.notify_all()
+        route._on_sample(sample)
+
+    def new_keys(self, timeout_s: float) -> list[str]:
+        """Keys seen for the first time since the last call (waits up to ``timeout_s`` for one)."""
+        with self._lock:
+            if not self._new:
+                self._lock.wait(timeout_s)
+            keys = list(self._new)
+            self._new.clear()
+            return keys
+
+    def close(self) -> None:
+        """Undeclare, close every route, give back the session. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            routes = list(self.routes.values())
+        self._subscriber.undeclare()
+        self._acks.undeclare()
+        for route in routes:
+            route.close()
+        release_session(self.session)
 
 
 class CommandSubscriber:

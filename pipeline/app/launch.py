@@ -3,8 +3,10 @@
 A launch file names the nodes and their parameters::
 
     [source]            type = "replay" | "webcam" | "camera" | "tcp" (DVS events), "dad" | "mc_maze" (neural
-                        recordings replayed as AER spikes) or "audio" (a WAV file or the microphone through the
-                        cochlea, AER spikes), and the type's keys (pipeline.app.sources.SOURCE_KEYS)
+                        recordings replayed as AER spikes), "audio" (a WAV file or the microphone through the
+                        cochlea, AER spikes) or "zenoh" (packets published on a Zenoh key; key = "lab/*/dvs"
+                        runs one loop per robot, kind = "command" is the robot side: commands -> motors, no
+                        [network]/[decoder]), and the type's keys (pipeline.app.sources.SOURCE_KEYS)
     [loop]              mode, dt_us, speed, max_lag_ms, chunk_ms, ... (pipeline.loop.LoopConfig)
     [stages.<label>]    DVS sources: one table per stage, in file order; type = a pipeline.stages.STAGES name
                         (default: the label), other keys are the fields of its config
@@ -20,7 +22,9 @@ A launch file names the nodes and their parameters::
                         (forward_axis, turn_axis, mps_per_unit, radps_per_unit, deadband, wheel_radius_m,
                         track_m, max_wheel_radps) | "joints" (gain row-major, n_joints, max_joint_radps);
                         without it the decoded kinematics are the command
-    [sinks.<label>]     type = "motors" | "command_log" (default: the label)
+    [sinks.<label>]     type = "motors" | "command_log" | "zenoh" (commands, output spikes, loop reports published
+                        on Zenoh keys) (default: the label); with a [source] key holding "*", every "*" in a
+                        zenoh sink's keys or a command_log path is the robot's matched chunk
     [controller]        process settings: log format, real-time priority
 
 The graph: source -> stages -> binner -> stepper -> decode -> sinks, run by one :class:`pipeline.loop.Loop`.
@@ -42,7 +46,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +55,20 @@ import tomllib
 
 from devices.motors import PROTOCOLS
 from devices.motors.registry import driver_class
+from devices.transport import wire
+from devices.transport.zenoh_link import Subscription, TransportError, read_config
 from pipeline.app.sources import (
     NEURAL_TYPES,
     SOURCE_KEYS,
     SOURCE_TYPES,
     SourceSpecError,
+    check_zenoh_key,
+    fill_robot,
     is_live,
     open_source,
     parse_source_spec,
-    stream_kind,
+    robot_chunks,
+    table_kind,
 )
 from pipeline.core.schema import Context, Key, LaunchError, check_table, check_value
 from pipeline.decoders import DECODERS
@@ -68,7 +77,8 @@ from pipeline.decoders.bci.features import BCIInputError
 from pipeline.decoders.bci.model_io import load_decoder
 from pipeline.decoders.bci.motor import VelocityToDrive, VelocityToJoints
 from pipeline.loop import MODES, Loop, LoopConfig
-from pipeline.sinks import CommandLogSink, MotorSink
+from pipeline.relay import CommandRelay
+from pipeline.sinks import CommandLogSink, MotorSink, ZenohSink
 from pipeline.snn import Network, build
 from pipeline.snn.builders import BUILDERS
 from pipeline.stages import STAGES, Chain, ChainError, StageConfig
@@ -131,7 +141,7 @@ OUTPUT_KEYS: dict[str, dict[str, Key]] = {
     },
 }
 
-SINK_TYPES = ("motors", "command_log")
+SINK_TYPES = ("motors", "command_log", "zenoh")
 SINK_KEYS: dict[str, dict[str, Key]] = {
     "motors": {
         "protocol": Key("str", help="motor protocol (devices.motors.PROTOCOLS)"),
@@ -148,12 +158,23 @@ SINK_KEYS: dict[str, dict[str, Key]] = {
         "path": Key("out_path", help="file to write (relative to the working directory)"),
         "format": Key("str", "csv", choices=("csv", "jsonl"), help="csv | jsonl"),
     },
+    "zenoh": {
+        "key": Key("str", help="Zenoh key the commands are published on, e.g. lab/robot1/cmd"),
+        "spikes_key": Key("str", "", help="also publish the network's output spikes here ('' = no)"),
+        "telemetry_key": Key("str", "", help="also publish every loop report (JSON) here ('' = no)"),
+        "config": Key("str", "", help="Zenoh JSON5 config file, relative to the launch file ('' = a peer on "
+                                      "loopback only)"),
+        "block": Key("bool", False, help="wait on a congested link instead of dropping (receivers count gaps)"),
+        "wait_subscriber_s": Key("number", 0.0, low=0, help="at start, wait this long for a command subscriber (s)"),
+    },
 }
 
 CONTROLLER_KEYS: dict[str, Key] = {
     "log_format": Key("str", "auto", choices=("auto", "text", "json"),
                       help="log lines: key=value text or JSON (auto: JSON when --headless)"),
     "realtime_priority": Key("int", 0, low=0, high=99, help="SCHED_FIFO priority (0 = normal scheduling)"),
+    "robots": Key("str", "processes", choices=("threads", "processes"),
+                  help="[source] key with '*': one loop per robot in threads of this process or one process each"),
 }
 
 #: Longest default packet of a replayed recording (µs), and a microphone's default packet (µs).
@@ -188,8 +209,29 @@ class LaunchSpec:
 
     @property
     def kind(self) -> str:
-        """The source's packets: "dvs" (DVS events) or "spikes" (AER spikes)."""
-        return stream_kind(self.source["type"])
+        """The source's packets: "dvs" (DVS events), "spikes" (AER spikes) or "command" (a zenoh command
+        stream: the robot side, relayed to the sinks)."""
+        return table_kind(self.source)
+
+    @property
+    def per_robot(self) -> bool:
+        """A zenoh source whose key has a ``*`` chunk: one loop per robot (pipeline.app.robots)."""
+        return self.source["type"] == "zenoh" and "*" in self.source["key"]
+
+    def for_robot(self, key: str) -> "LaunchSpec":
+        """The spec of one robot of a per-robot launch: the source's concrete ``key``, every ``*`` of the
+        zenoh sinks' keys and the command_log paths filled with the chunks ``key`` matched."""
+        chunks = robot_chunks(self.source["key"], key)
+        sinks = []
+        for label, kind, values, driver in self.sinks:
+            values = dict(values)
+            if kind == "zenoh":
+                for name in ("key", "spikes_key", "telemetry_key"):
+                    values[name] = fill_robot(values[name], chunks)
+            elif kind == "command_log":
+                values["path"] = Path(fill_robot(str(values["path"]), chunks))
+            sinks.append((label, kind, values, driver))
+        return replace(self, source={**self.source, "key": key}, sinks=sinks)
 
 
 # -- overrides ---------------------------------------------------------------------------------------
@@ -220,7 +262,9 @@ def apply_source(raw: dict, source: str) -> None:
     options for a source of the same type (a replay's loop/start, a neural recording's block and bin width,
     also from DAD to MC_Maze and back, the cochlea's parameters) and the file's loop mode, as does
     ``video:PATH`` (a video through the frame-to-event emulator); ``webcam[:N]``, ``camera[:SERIAL]``,
-    ``tcp://HOST:PORT`` and ``mic`` are live and switch the loop to live mode."""
+    ``tcp://HOST:PORT``, ``zenoh:KEY`` and ``mic`` are live and switch the loop to live mode. ``zenoh:KEY``
+    keeps a zenoh source's options, and otherwise expects the packets the file's source streamed (DVS
+    events, or AER spikes from audio or a neural recording)."""
     old = raw.get("source", {}) if isinstance(raw.get("source"), dict) else {}
     try:
         table = parse_source_spec(source)
@@ -228,6 +272,8 @@ def apply_source(raw: dict, source: str) -> None:
         raise LaunchError(f"--source: {exc}") from None
     if old.get("type") == table["type"] or {old.get("type"), table["type"]} <= set(NEURAL_TYPES):
         table = {**{k: v for k, v in old.items() if k in SOURCE_KEYS[table["type"]]}, **table}
+    elif table["type"] == "zenoh" and old.get("type") in SOURCE_TYPES:  # the same packets, now from the network
+        table["kind"] = table_kind(old)
     raw["source"] = table
     if is_live(table):
         loop = raw.setdefault("loop", {})
@@ -278,12 +324,15 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
     unknown = [s for s in raw if s not in SECTIONS]
     if unknown:
         raise LaunchError(f"{display}: unknown section [{unknown[0]}] (expected: {', '.join(SECTIONS)})")
-    for required in ("source", "decoder") + (("sinks",) if require_sinks else ()):
+    if "source" not in raw:
+        raise LaunchError(f"{display}: missing section [source]")
+    source_spec = _check_source(ctx("source"), raw["source"])
+    kind = table_kind(source_spec)
+    if kind == "command":
+        return _check_relay(raw, path, display, source_spec)
+    for required in ("decoder",) + (("sinks",) if require_sinks else ()):
         if required not in raw:
             raise LaunchError(f"{display}: missing section [{required}]")
-
-    source_spec = _check_source(ctx("source"), raw["source"])
-    kind = stream_kind(source_spec["type"])
     network_given = "network" in raw
     if not network_given and source_spec["type"] not in NEURAL_TYPES:
         raise LaunchError(f"{display}: missing section [network] (the {source_spec['type']} source drives a network; "
@@ -322,9 +371,81 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
     except ValueError as exc:
         raise LaunchError(f"{ctx('loop').where()}: {exc}") from None
     sinks = _check_sinks(path, display, raw["sinks"]) if "sinks" in raw or require_sinks else []
+    _check_zenoh_sinks(path, display, source_spec, sinks, network_given)
     controller = check_table(ctx("controller"), raw.get("controller", {}), CONTROLLER_KEYS)
     return LaunchSpec(path, display, source_spec, loop, stages, network, network_params, decoder, sinks,
                       controller, output, chunk_us)
+
+
+#: The [loop] keys a command relay (robot side of a zenoh command stream) takes.
+RELAY_LOOP_KEYS = {name: LOOP_KEYS[name] for name in ("report_period_s", "duration_s")}
+
+
+def _check_relay(raw: dict, path: Path, display: str, source: dict) -> LaunchSpec:
+    """A robot-side launch file: [source] type = "zenoh", kind = "command" -> [sinks] (motors with their
+    safety layer, command logs); no stages, network or decoder. ``duration_s`` is wall time here."""
+    extra = [name for name in ("stages", "network", "decoder", "output") if name in raw]
+    if extra:
+        raise LaunchError(f"{display}: [{extra[0]}]: a command stream (kind = \"command\") goes straight to the "
+                          f"sinks; remove [{extra[0]}]")
+    if "*" in source["key"]:
+        raise Context(path, "source", display).fail("key", "a command stream drives one robot's motors: expected a "
+                                                           f"key without '*', got {source['key']!r}")
+    if "sinks" not in raw:
+        raise LaunchError(f"{display}: missing section [sinks]")
+    values = check_table(Context(path, "loop", display), raw.get("loop", {}), RELAY_LOOP_KEYS)
+    sinks = _check_sinks(path, display, raw["sinks"])
+    _check_zenoh_sinks(path, display, source, sinks, network_given=False)
+    controller = check_table(Context(path, "controller", display), raw.get("controller", {}), CONTROLLER_KEYS)
+    loop = LoopConfig(mode="live", report_period_s=values["report_period_s"], duration_s=values["duration_s"])
+    return LaunchSpec(path, display, source, loop, [], None, {}, ("relay", {}), sinks, controller)
+
+
+def _check_zenoh_sinks(path: Path, display: str, source: dict, sinks: list, network_given: bool) -> None:
+    """Zenoh sink keys are valid publication keys; a per-robot source (``*`` in its key) needs per-robot
+    outputs: every zenoh key and command_log path holds a ``*`` (the robot's chunk), and no motors (they
+    are on the robots: launch/robot_motors_zenoh.toml)."""
+    per_robot = source["type"] == "zenoh" and "*" in source["key"]
+    if per_robot and "**" in source["key"]:
+        raise Context(path, "source", display).fail("key", f"one loop per robot takes '*' chunks (one robot per "
+                                                           f"match), not '**': got {source['key']!r}")
+    for label, kind, values, _ in sinks:
+        ctx = Context(path, f"sinks.{label}", display)
+        if per_robot and kind == "motors":
+            raise ctx.fail("type", f"a [source] key with '*' runs one loop per robot; their motors subscribe to "
+                                   f"the commands on each robot (zenoh sinks), got motors on {values['port']}")
+        if per_robot and kind == "command_log" and "*" not in str(values["path"]):
+            raise ctx.fail("path", f"one loop per robot: expected a path with '*' (the robot's name), got "
+                                   f"{str(values['path'])!r}")
+        if kind != "zenoh":
+            continue
+        if values["spikes_key"] and not network_given:
+            raise ctx.fail("spikes_key", "only a [network] has output spikes")
+        if values["config"]:
+            values["config"] = _check_zenoh_config(ctx, values["config"])
+        for name in ("key", "spikes_key", "telemetry_key"):
+            key = values[name]
+            if not key:
+                continue
+            if per_robot and "*" not in key:
+                raise ctx.fail(name, f"one loop per robot: expected a key with '*' (filled with the robot's chunk of "
+                                     f"{source['key']!r}), got {key!r}")
+            if not per_robot and "*" in key:
+                raise ctx.fail(name, f"expected a key to publish on (no '*'), got {key!r}")
+            try:
+                check_zenoh_key(key.replace("*", "x") if per_robot else key)
+            except SourceSpecError as exc:
+                raise ctx.fail(name, str(exc)) from None
+
+
+def _check_zenoh_config(ctx: Context, value: str) -> Path:
+    """A Zenoh JSON5 config file (relative to the launch file) that Zenoh can read."""
+    config = check_value(ctx, "config", Key("file"), value)
+    try:
+        read_config(config)
+    except TransportError as exc:
+        raise ctx.fail("config", str(exc)) from None
+    return config
 
 
 def _chunk_us(source: dict, chunk_ms: float, dt_us: int) -> int:
@@ -339,6 +460,14 @@ def _chunk_us(source: dict, chunk_ms: float, dt_us: int) -> int:
 
 def _check_source(ctx: Context, table: Any) -> dict:
     values = _typed_table(ctx, table, SOURCE_TYPES, SOURCE_KEYS, default_type=None)
+    if values["type"] == "zenoh":
+        try:
+            check_zenoh_key(values["key"])
+        except SourceSpecError as exc:
+            raise ctx.fail("key", str(exc)) from None
+        if values["config"]:
+            values["config"] = str(_check_zenoh_config(ctx, values["config"]))
+        return values
     if values["type"] != "audio":
         return values
     if values["microphone"] == bool(values["path"]):
@@ -704,10 +833,12 @@ def make_output_decode(output):
     return lambda kinematics, t_us: output(kinematics)
 
 
-def open_sinks(spec: LaunchSpec, command_length: int) -> list:
-    """Open every sink (motor ports last of all steps). Partly opened sinks are closed on failure."""
+def open_sinks(spec: LaunchSpec, command_length: int, n_outputs: int = 0) -> list:
+    """Open every sink (motor ports last of all steps). Partly opened sinks are closed on failure.
+    command_length: values per command (0 = not known: a command relay); n_outputs: the network's outputs
+    (channels of a zenoh sink's spikes)."""
     for label, kind, values, _ in spec.sinks:
-        if kind == "motors" and len(values["ids"]) != command_length:
+        if kind == "motors" and command_length and len(values["ids"]) != command_length:
             raise Context(spec.path, f"sinks.{label}", spec.display).fail(
                 "ids", f"expected {command_length} motor id(s), one per command value, got {values['ids']!r}")
     opened = []
@@ -715,6 +846,16 @@ def open_sinks(spec: LaunchSpec, command_length: int) -> list:
         for label, kind, values, driver_opts in spec.sinks:
             if kind == "command_log":
                 opened.append(CommandLogSink(values["path"], values["format"], name=label))
+                continue
+            if kind == "zenoh":
+                try:
+                    opened.append(ZenohSink(values["key"], spikes_key=values["spikes_key"],
+                                            telemetry_key=values["telemetry_key"], n_outputs=n_outputs,
+                                            config_file=values["config"] or None, block=values["block"],
+                                            wait_subscriber_s=values["wait_subscriber_s"], name=label))
+                except TransportError as exc:
+                    raise Context(spec.path, f"sinks.{label}", spec.display).fail("config" if values["config"]
+                                                                                 else "key", str(exc)) from None
                 continue
             options = dict(timeout_ms=values["timeout_ms"], feedback_hz=values["feedback_hz"], **driver_opts)
             if values["baud"]:
@@ -735,12 +876,62 @@ def open_sinks(spec: LaunchSpec, command_length: int) -> list:
     return opened
 
 
-def build_graph(spec: LaunchSpec, on_report=None) -> Graph:
-    """Open the source, build and check stages/binner/network or bin-level decoder/decode, open the sinks
-    (last), make the Loop."""
+def publishing(sinks: list, decode, on_report):
+    """The decode step and report callback with the zenoh sinks' extra outputs added: each step's output
+    spikes (a network's) and every loop report go to the zenoh sinks that publish them."""
+    spiking = [sink for sink in sinks if isinstance(sink, ZenohSink) and sink.spike_publisher is not None]
+    reporting = [sink for sink in sinks if isinstance(sink, ZenohSink) and sink.telemetry is not None]
+    if spiking:
+        inner = decode
+
+        def decode(output, t_us):
+            for sink in spiking:
+                sink.spikes(output, t_us)
+            return inner(output, t_us)
+    if reporting:
+        user = on_report
+
+        def on_report(report):
+            for sink in reporting:
+                try:
+                    sink.report(report)
+                except Exception:  # telemetry is best effort; commands keep flowing
+                    pass
+            if user is not None:
+                user(report)
+    return decode, on_report
+
+
+def build_relay(spec: LaunchSpec, on_report=None, on_event=None) -> Graph:
+    """The robot side of a command stream: the subscription on [source] key, the sinks (motors: their
+    safety layer) and the CommandRelay between them (``graph.loop``)."""
+    source = spec.source
+    try:
+        subscription = Subscription(source["key"], config_file=source["config"] or None,
+                                    queue=source["queue_packets"], kinds=(wire.KIND_COMMAND,), shared=True)
+    except TransportError as exc:
+        raise Context(spec.path, "source", spec.display).fail("config" if source["config"] else "key",
+                                                              str(exc)) from None
+    try:
+        sinks = open_sinks(spec, 0)
+    except BaseException:
+        subscription.close()
+        raise
+    motor_ids = [len(values["ids"]) for _, kind, values, _ in spec.sinks if kind == "motors"]
+    graph = Graph(spec, subscription, None, None, None, None, None, sinks)
+    graph.loop = CommandRelay(subscription, sinks, stale_ms=source["stale_ms"],
+                              zero_length=motor_ids[0] if motor_ids else 0,
+                              report_period_s=spec.loop.report_period_s, duration_s=spec.loop.duration_s,
+                              on_report=on_report, on_event=on_event)
+    return graph
+
+
+def build_graph(spec: LaunchSpec, on_report=None, source=None) -> Graph:
+    """Open the source (or take ``source``, already open: a robot's stream of a per-robot launch), build
+    and check stages/binner/network or bin-level decoder/decode, open the sinks (last), make the Loop."""
     if spec.network is None:
-        return _build_bin_decoder_graph(spec, on_report)
-    source = open_graph_source(spec)
+        return _build_bin_decoder_graph(spec, on_report, source)
+    source = source or open_graph_source(spec)
     try:
         if spec.kind == "dvs":
             chain = build_stages(spec, source.info.width, source.info.height)
@@ -749,33 +940,35 @@ def build_graph(spec: LaunchSpec, on_report=None) -> Graph:
             network, runtime = build_network(spec, width, height)
         else:
             chain = None
-            binner = SpikeStepBinner(spec.loop.dt_us, source.info.channels, t0_us=source.t_start_us)
+            binner = SpikeStepBinner(spec.loop.dt_us, source.info.channels, t0_us=getattr(source, "t_start_us", None))
             network, runtime = build_network(spec, *spike_grid(source.info))
         decoder, length = build_decoder(spec, network.n_outputs)
-        sinks = open_sinks(spec, length)
+        sinks = open_sinks(spec, length, network.n_outputs)
     except BaseException:
         source.close()
         raise
     graph = Graph(spec, source, chain, binner, network, runtime, decoder, sinks)
-    graph.loop = Loop(source, chain, binner, runtime, make_decode(decoder), sinks, spec.loop, on_report)
+    decode, on_report = publishing(sinks, make_decode(decoder), on_report)
+    graph.loop = Loop(source, chain, binner, runtime, decode, sinks, spec.loop, on_report)
     return graph
 
 
-def _build_bin_decoder_graph(spec: LaunchSpec, on_report) -> Graph:
+def _build_bin_decoder_graph(spec: LaunchSpec, on_report, source=None) -> Graph:
     decoder = build_bin_decoder(spec)
     output, length = build_output(spec, decoder.n_out)
-    source = open_graph_source(spec)
+    source = source or open_graph_source(spec)
     try:
         if source.info.channels != decoder.n_units:
             key = "model" if spec.decoder[1]["model"] else "fit_path"
             raise Context(spec.path, "decoder", spec.display).fail(
                 key, f"units mismatch: the decoder takes {decoder.n_units} units, {spec.source['path']} has "
                      f"{source.info.channels}")
-        binner = CountBinner(spec.loop.dt_us, source.info.channels, t0_us=source.t_start_us)
+        binner = CountBinner(spec.loop.dt_us, source.info.channels, t0_us=getattr(source, "t_start_us", None))
         sinks = open_sinks(spec, length)
     except BaseException:
         source.close()
         raise
     graph = Graph(spec, source, None, binner, None, None, decoder, sinks, output)
-    graph.loop = Loop(source, None, binner, decoder, make_output_decode(output), sinks, spec.loop, on_report)
+    decode, on_report = publishing(sinks, make_output_decode(output), on_report)
+    graph.loop = Loop(source, None, binner, decoder, decode, sinks, spec.loop, on_report)
     return graph

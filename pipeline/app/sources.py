@@ -8,6 +8,8 @@ a command-line specification string becomes such a table (:func:`parse_source_sp
                webcam   an ordinary camera (index) or a video file through the frame-to-event emulator
                camera   an iniVation DVS camera (dv-processing)
                tcp      an AEDAT 4 network stream (dv-processing NetworkWriter / DV software)
+  either       zenoh    packets published on a Zenoh key (devices.transport.zenoh_link; ``kind`` says
+                        which: dvs or spikes; ``kind = "command"`` is the robot side, commands -> motors)
   AER spikes   dad      a DAD .mat block replayed as spikes of its units (recordings.dad)
                mc_maze  an MC_Maze trial CSV replayed as spikes of its units (recordings.mc_maze)
                audio    a WAV file or the microphone through the cochlea (devices.audio)
@@ -18,9 +20,11 @@ Specification strings:
   webcam                 the first ordinary camera through the frame-to-event emulator;  webcam:N  camera N
   video:PATH             a video file through the frame-to-event emulator
   tcp://HOST:PORT        an AEDAT 4 network stream
+  zenoh:KEY              packets published on a Zenoh key (e.g. zenoh:lab/robot1/dvs; zenoh:lab/*/dvs runs one
+                         loop per robot), over the loopback peer unless the launch file names a Zenoh config
   mic                    the default microphone through the cochlea (needs the optional sounddevice package)
 
-Live types (camera, webcam with a camera index, tcp, audio with ``microphone = true``) run the loop live;
+Live types (camera, webcam with a camera index, tcp, zenoh, audio with ``microphone = true``) run the loop live;
 recordings replay paced, fast, or paced by the source itself in a live loop.
 """
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 from devices.audio import CochleaConfig, MicrophoneCochleaSource, WavCochleaSource
 from devices.dvs import DvsCameraSource, NetworkEventSource
 from devices.errors import CameraError
+from devices.transport.zenoh_link import TransportError, ZenohSource, check_key
 from devices.webcam import WebcamSource
 from pipeline.core.packet import Source
 from pipeline.core.schema import REQUIRED, Key
@@ -41,11 +46,13 @@ from recordings.dad import DadSource
 from recordings.mc_maze import McMazeSource
 from recordings.replay import ReplaySource
 
-SOURCE_KINDS = ("PATH", "camera[:SERIAL]", "webcam[:N]", "video:PATH", "tcp://HOST:PORT", "mic")
+SOURCE_KINDS = ("PATH", "camera[:SERIAL]", "webcam[:N]", "video:PATH", "tcp://HOST:PORT", "zenoh:KEY", "mic")
 
 DVS_TYPES = ("replay", "webcam", "camera", "tcp", "world")
 NEURAL_TYPES = ("dad", "mc_maze")
-SOURCE_TYPES = DVS_TYPES[:4] + NEURAL_TYPES + ("audio", "world")
+SOURCE_TYPES = DVS_TYPES[:4] + NEURAL_TYPES + ("audio", "world", "zenoh")
+#: What a zenoh source carries: a loop's input packets, or (robot side) commands for the motors.
+ZENOH_KINDS = ("dvs", "spikes", "command")
 
 _COCHLEA = CochleaConfig()
 _NEURAL_KEYS = {
@@ -79,6 +86,20 @@ SOURCE_KEYS: dict[str, dict[str, Key]] = {
     },
     "dad": _NEURAL_KEYS,
     "mc_maze": _NEURAL_KEYS,
+    "zenoh": {
+        "key": Key("str", help="Zenoh key expression, e.g. lab/robot1/dvs (a * chunk: one loop per robot)"),
+        "kind": Key("str", "dvs", choices=ZENOH_KINDS, help="dvs | spikes (a loop's input) | command (robot "
+                                                           "side: commands -> [sinks] motors)"),
+        "config": Key("str", "", help="Zenoh JSON5 config file, relative to the launch file ('' = a peer on "
+                                      "loopback only)"),
+        "first_packet_s": Key("number", 10.0, low=0, help="wait this long for the first packet (s, 0 = forever)"),
+        "silence_ms": Key("number", 1000.0, low=0, low_open=True,
+                          help="a stream silent this long is lost: the loop stops, motors stop (ms)"),
+        "queue_packets": Key("int", 256, low=1, high=100_000,
+                             help="received packets held for a slow loop (the oldest are dropped, counted)"),
+        "stale_ms": Key("number", 100.0, low=0, low_open=True,
+                        help="command: a command older than this is stale and the motors get zero (ms)"),
+    },
     "audio": {
         "path": Key("str", "", help="WAV file (integer PCM), relative to the launch file ('' with microphone)"),
         "microphone": Key("bool", False, help="the default microphone instead of a file (sounddevice)"),
@@ -129,6 +150,10 @@ def parse_source_spec(spec: str) -> dict:
         return {"type": "camera", **({"serial": rest} if rest else {})}
     if spec == "mic":
         return {"type": "audio", "microphone": True, "path": ""}
+    if name == "zenoh":
+        if not rest:
+            raise SourceSpecError(f"source {spec!r}: expected zenoh:KEY (e.g. zenoh:lab/robot1/dvs)")
+        return {"type": "zenoh", "key": rest}
     if spec.startswith("tcp://"):
         host, _, port = spec[len("tcp://"):].rpartition(":")
         if not host or not port.isdigit():
@@ -152,12 +177,43 @@ def is_live(table: dict) -> bool:
         return str(table.get("device", "0")).isdigit()
     if kind == "audio":
         return bool(table.get("microphone"))
-    return kind in ("camera", "tcp")
+    return kind in ("camera", "tcp", "zenoh")
 
 
 def stream_kind(source_type: str) -> str:
-    """The packets a source type streams: "dvs" (DVS events) or "spikes" (AER spikes)."""
+    """The packets a source type streams: "dvs" (DVS events) or "spikes" (AER spikes); a zenoh source's
+    are its table's ``kind`` (:func:`table_kind`)."""
     return "dvs" if source_type in DVS_TYPES else "spikes"
+
+
+def table_kind(table: dict) -> str:
+    """What a ``[source]`` table streams: "dvs", "spikes" or (a zenoh source on the robot side) "command"."""
+    if table["type"] == "zenoh":
+        return table.get("kind", "dvs")
+    return stream_kind(table["type"])
+
+
+def robot_chunks(pattern: str, key: str) -> list[str]:
+    """The chunks of ``key`` that fill the ``*`` chunks of ``pattern`` (``lab/*/dvs``, ``lab/robot1/dvs``
+    -> ``["robot1"]``)."""
+    return [part for want, part in zip(pattern.split("/"), key.split("/")) if want == "*"]
+
+
+def fill_robot(template: str, chunks: list[str]) -> str:
+    """``template`` with its ``*`` replaced, in order, by ``chunks`` (``lab/*/cmd`` -> ``lab/robot1/cmd``)."""
+    parts = template.split("*")
+    out = parts[0]
+    for i, part in enumerate(parts[1:]):
+        out += chunks[min(i, len(chunks) - 1)] + part
+    return out
+
+
+def check_zenoh_key(key: str) -> str:
+    """A key Zenoh accepts, or SourceSpecError naming ``key``."""
+    try:
+        return check_key(key)
+    except TransportError as exc:
+        raise SourceSpecError(str(exc), "key") from None
 
 
 def open_source(table: dict, *, speed: float = 1.0, fast: bool = False, chunk_us: int = 1000, bin_us: int = 0,
@@ -194,6 +250,8 @@ def open_source(table: dict, *, speed: float = 1.0, fast: bool = False, chunk_us
             return NetworkEventSource(table["host"], table["port"])
         except CameraError as exc:
             raise SourceSpecError(f"cannot receive tcp://{table['host']}:{table['port']}: {exc}", "host") from None
+    if kind == "zenoh":
+        return open_zenoh(table)
     if kind == "world":
         raise SourceSpecError("'world' is closed through the robot's motors: run it with `spikeloop demo --launch "
                               "FILE`, or replay a recording of it with --source PATH", "type")
@@ -232,3 +290,24 @@ def _open_audio(table: dict, *, speed: float, fast: bool, chunk_us: int, strict:
         match = _COCHLEA_ERROR.match(str(exc))
         key = match["key"] if match else ("device" if table["microphone"] else "path")
         raise SourceSpecError(f"cannot open {table['path'] or 'the microphone'}: {exc}", key) from None
+
+
+def open_zenoh(table: dict, subscription=None) -> ZenohSource:
+    """A Zenoh source for a complete zenoh table (one concrete key; ``subscription``: a KeyDemux route to
+    read instead of subscribing). Raises SourceSpecError naming the key when no packet of the table's kind
+    comes within ``first_packet_s`` or the session cannot be opened."""
+    if table["kind"] == "command":
+        raise SourceSpecError("a command stream drives motors (a launch file with [sinks] motors and no "
+                              "[network]), not a loop", "kind")
+    try:
+        source = ZenohSource(table["key"], config_file=table["config"] or None, queue=table["queue_packets"],
+                             first_sample_timeout_s=table["first_packet_s"] or None,
+                             end_after_silence_s=table["silence_ms"] / 1000, shared=True,
+                             subscription=subscription)
+    except TransportError as exc:
+        raise SourceSpecError(str(exc), "config" if table["config"] and "config" in str(exc) else "key") from None
+    if source.info.kind != table["kind"]:
+        source.close()
+        raise SourceSpecError(f"zenoh:{table['key']} carries {source.info.kind} packets, expected "
+                              f"{table['kind']}", "kind")
+    return source

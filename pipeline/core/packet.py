@@ -36,11 +36,15 @@ class Packet:
     t_end_us: sensor time up to which this packet is complete (µs); >= the last event's timestamp.
         A packet with no events still advances sensor time (the loop can step the network through silence).
     arrival_ns: ``time.perf_counter_ns()`` when the source released the packet.
+    origin_ns: for a packet that crossed a network, when its sender handed it over, on this process's
+        ``perf_counter_ns`` clock (the sender's wall clock corrected by the estimated clock offset between
+        the hosts); 0 when unknown (then the packet's origin is its arrival).
     """
 
     events: np.ndarray
     t_end_us: int
     arrival_ns: int = field(default_factory=time.perf_counter_ns)
+    origin_ns: int = 0
 
     def __len__(self) -> int:
         return len(self.events)

@@ -20,7 +20,7 @@ from pipeline.app.sources import (
     SourceSpecError,
     open_source,
     parse_source_spec,
-    stream_kind,
+    table_kind,
     with_defaults,
 )
 from recordings.aedat4_writer import Aedat4Writer
@@ -60,7 +60,7 @@ def run(args) -> int:
             source = _receiver(args.url, args.idle_timeout)
         else:
             table = with_defaults(parse_source_spec(args.source))
-            if stream_kind(table["type"]) != "dvs":
+            if table_kind(table) != "dvs":
                 raise SourceSpecError(f"source {args.source!r}: the {table['type']} source streams AER spikes, not "
                                       f"DVS events (expected one of {', '.join(SOURCE_KINDS[:-1])})")
             source = open_source(table)

@@ -3,9 +3,14 @@
 Without ``--headless`` and with a display ($DISPLAY / $WAYLAND_DISPLAY), a DVS source runs under the live view
 (pipeline.app.liveview: events, output spikes, commands; keys space pause, e e-stop, r record, q quit).
 
+A zenoh source (``--source zenoh:KEY`` or ``[source] type = "zenoh"``) runs the loop on packets another
+process publishes; a key with a ``*`` chunk runs one loop per robot (pipeline.app.robots); ``kind =
+"command"`` is the robot side: commands received -> motors (pipeline.relay). A network stream silent for
+``[source] silence_ms`` is lost: ``source_lost`` is logged, the motors stop, exit 4.
+
 Exit status: 0 finished or stopped by SIGTERM/SIGINT (motors stopped first); 2 invalid launch file or
 override (nothing was started); 3 a motor device was lost for good (motors stopped); 4 the source or the
-network failed while running (motors stopped).
+network failed while running, or a network stream was lost (motors stopped).
 """
 from __future__ import annotations
 
@@ -14,11 +19,13 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 
 from pipeline.app.dashboard import has_display
-from pipeline.app.launch import LaunchError, build_graph, load_launch
+from pipeline.app.launch import LaunchError, build_graph, build_relay, load_launch
 from pipeline.app.liveview import for_graph
+from pipeline.app.robots import RobotLoops, _transport
 
 EXIT_INVALID = 2
 EXIT_DEVICE_LOST = 3
@@ -32,9 +39,13 @@ def register(subparsers, summary: str) -> None:
     parser.add_argument("file", help="launch file (TOML), e.g. launch/replay.toml")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a value (TOML syntax; repeatable), e.g. --set loop.speed=4")
-    parser.add_argument("--source", metavar="PATH|webcam[:N]|video:PATH|camera[:SERIAL]|tcp://HOST:PORT|mic",
+    parser.add_argument("--source", metavar="PATH|webcam[:N]|video:PATH|camera[:SERIAL]|tcp://HOST:PORT|zenoh:KEY|mic",
                         help="replace the file's source: a recording to replay (.wav audio, .mat DAD, .csv MC_Maze, "
-                             "else DVS events), or a live source (loop runs live)")
+                             "else DVS events), or a live source (loop runs live; zenoh:lab/*/dvs: one loop per "
+                             "robot)")
+    parser.add_argument("--robot", metavar="KEY",
+                        help="a file whose [source] key has '*' (one loop per robot): run only the loop of the robot "
+                             "publishing on KEY (e.g. lab/robot2/dvs), its sinks' '*' filled with its name")
     parser.add_argument("--headless", action="store_true",
                         help="controller process: no window, JSON log lines on stderr (unless [controller] "
                              "log_format says text); without it, key=value lines for people and, when a display "
@@ -49,11 +60,14 @@ def register(subparsers, summary: str) -> None:
 class EventLog:
     """One line per event on stderr: ``{"t": unix_s, "event": ..., ...}`` (json) or ``event=... key=value``."""
 
-    def __init__(self, as_json: bool, stream=None) -> None:
+    def __init__(self, as_json: bool, stream=None, **always) -> None:
         self.as_json = as_json
         self.stream = stream or sys.stderr
+        self.always = always  # fields every line carries (a robot's loop: robot=KEY)
+        self._lock = threading.Lock()
 
     def __call__(self, event: str, **fields) -> None:
+        fields = {**self.always, **fields}
         if self.as_json:
             clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fields.items()}
             line = json.dumps({"t": round(time.time(), 6), "event": event, **clean}, default=str)
@@ -66,7 +80,9 @@ class EventLog:
                     value = json.dumps(value)
                 parts.append(f"{key}={value}")
             line = " ".join(parts)
-        print(line, file=self.stream, flush=True)
+        with self._lock:  # one robot loop per thread may log at once: whole lines only
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
 
 def _flatten(fields: dict, prefix: str = "") -> dict:
@@ -129,20 +145,50 @@ def motor_shutdown(sinks) -> str:
     return "; ".join(f"{name}: {outcome}" for name, outcome in done.items())
 
 
+def robot_spec(spec, key: str):
+    """``--robot KEY``: the one-robot spec of a per-robot file (LaunchError when the file is not one or KEY
+    is not one of its robots)."""
+    if not spec.per_robot:
+        raise LaunchError(f"{spec.display}: --robot {key}: the [source] key {spec.source.get('key', '')!r} has no "
+                          f"'*' (one loop per robot)")
+    pattern = spec.source["key"].split("/")
+    parts = key.split("/")
+    if len(parts) != len(pattern) or any(p != "*" and p != k for p, k in zip(pattern, parts)) or "*" in key:
+        raise LaunchError(f"{spec.display}: --robot {key}: expected a key matching {spec.source['key']!r}")
+    return spec.for_robot(key)
+
+
+def _child_args(args) -> list[str]:
+    """The command line of one robot's process: this file with the same overrides, plus --robot KEY."""
+    out = ["launch", args.file, "--headless"]
+    for assignment in args.sets:
+        out += ["--set", assignment]
+    if args.source:
+        out += ["--source", args.source]
+    if args.duration is not None:
+        out += ["--duration", str(args.duration)]
+    return out
+
+
 def run(args) -> int:
     stop_signal: list[int] = []
     graph = None
+    robots = None
 
     def on_signal(signum, frame) -> None:
         stop_signal.append(signum)
         if graph is not None:
             graph.loop.stop()
+        if robots is not None:
+            robots.stop()
 
     # Installed first, before the imports and the launch file: a signal while they load, while ports open
     # or while kernels compile still ends cleanly (exit 0; before the graph is built nothing opens).
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         spec = load_launch(args.file, sets=args.sets, source=args.source, duration_s=args.duration)
+        if args.robot:
+            spec = robot_spec(spec, args.robot)
     except LaunchError as exc:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -153,13 +199,24 @@ def run(args) -> int:
               f"{spec.source['type']} source", file=sys.stderr)
         return EXIT_INVALID
     log_format = spec.controller["log_format"]
-    log = EventLog(log_format == "json" or (log_format == "auto" and args.headless))
+    log = EventLog(log_format == "json" or (log_format == "auto" and args.headless),
+                   **({"robot": args.robot} if args.robot else {}))
     degradation = Degradation(log)
 
     def on_report(report) -> None:
         log("final" if report.final else "stats", **{k: v for k, v in report.as_dict().items() if k != "final"})
-        if not report.final:
+        if not report.final and spec.kind != "command":
             degradation(report)
+
+    def robot_reports(key: str):
+        seen = Degradation(lambda event, **fields: log(event, robot=key, **fields))
+
+        def on_robot_report(report) -> None:
+            log("final" if report.final else "stats", robot=key,
+                **{k: v for k, v in report.as_dict().items() if k != "final"})
+            if not report.final:
+                seen(report)
+        return on_robot_report
 
     status = 0
     report = None
@@ -169,18 +226,39 @@ def run(args) -> int:
             return status
         if spec.controller["realtime_priority"]:
             set_realtime(spec.controller["realtime_priority"], log)
+        if spec.per_robot:
+            try:
+                robots = RobotLoops(spec, log, robot_reports, child_args=_child_args(args))
+            except LaunchError as exc:
+                print(f"spikeloop launch: {exc}", file=sys.stderr)
+                return EXIT_INVALID
+            log("start", file=spec.display, source=f"zenoh:{spec.source['key']}", mode=spec.loop.mode,
+                dt_us=spec.loop.dt_us, robots="one loop per key",
+                sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks))
+            if stop_signal:
+                robots.stop()
+            status = robots.run()
+            if stop_signal:
+                log("signal", signal=signal.Signals(stop_signal[0]).name)
+            log("stopped", robots={key: outcome for key, outcome in sorted(robots.outcomes.items())})
+            return status
         try:
-            graph = build_graph(spec, on_report=on_report)
+            graph = build_relay(spec, on_report, log) if spec.kind == "command" else build_graph(spec, on_report)
         except LaunchError as exc:
             print(f"spikeloop launch: {exc}", file=sys.stderr)
             return EXIT_INVALID
         try:
             graph.loop.warmup()
             network = graph.network
-            log("start", file=spec.display, source=spec.source["type"], mode=spec.loop.mode,
-                dt_us=spec.loop.dt_us, inputs=network.n_inputs if network else graph.decoder.n_units,
-                outputs=network.n_outputs if network else graph.decoder.n_out,
-                sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks))
+            if spec.kind == "command":
+                log("start", file=spec.display, source=f"zenoh:{spec.source['key']}", relay="commands -> sinks",
+                    stale_ms=spec.source["stale_ms"], sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks))
+            else:
+                log("start", file=spec.display, source=spec.source["type"], mode=spec.loop.mode,
+                    dt_us=spec.loop.dt_us, inputs=network.n_inputs if network else graph.decoder.n_units,
+                    outputs=network.n_outputs if network else graph.decoder.n_out,
+                    sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks),
+                    **(graph.source.clock_offset.as_dict() if getattr(graph.source, "clock_offset", None) else {}))
             viewable = spec.kind == "dvs"  # the live view draws DVS events and a network's spikes
             window = viewable and not args.headless and has_display()
             if not stop_signal and (window or (viewable and args.snapshot and not args.headless)):
@@ -192,6 +270,12 @@ def run(args) -> int:
             if report is not None and report.fatal:
                 log("device_lost", reason=report.fatal)
                 status = EXIT_DEVICE_LOST
+            elif getattr(graph.source, "stalled", False):
+                log("source_lost", source=graph.source.info.name, silent_ms=spec.source["silence_ms"],
+                    **_transport(graph.source))
+                status = EXIT_FAILED
+            elif spec.source["type"] == "zenoh" and spec.kind != "command":
+                log("transport", source=graph.source.info.name, **_transport(graph.source))
         except Exception as exc:  # the source or the network failed: stop the motors, report, non-zero exit
             log("error", kind=type(exc).__name__, message=str(exc))
             status = EXIT_FAILED

@@ -1,0 +1,181 @@
+"""Several robots on one compute node: 1 robot vs 4 robots at 1 kHz in the same run, the 4 as threads of one
+process and as 4 processes (launch/robots_zenoh.toml, key lab/*/dvs, ``[controller] robots = "threads"`` /
+``"processes"``), over Zenoh on loopback.
+
+A publisher process plays the sample recording (recordings/samples/moving_bars.aedat4, looped) in real
+time as 1 ms packets on every robot's key (the same packets to each robot, sent by the same clock), and
+the compute side runs the shipped launch files (stages -> dvs_steering SNN -> drive decoder -> commands
+published on lab/<robot>/cmd) in live mode, dt = 1 ms. Per robot, from the loop's periodic reports after
+``--skip`` seconds of warm-up (kernels load and the first packets queue while they do):
+
+* missed steps: bins that waited longer than max_lag_ms (10 ms) and were merged (the live loop's missed
+  ticks), and packets dropped by a full queue;
+* sensor latency p99: event-to-command latency from the publisher's send time (clock offset corrected),
+  the median over 1 s windows of each window's p99, and the worst window.
+
+    python -m bench.robots [--seconds 12] [--skip 4] [--json]      (from the repository root)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "recordings" / "samples" / "moving_bars.aedat4"
+CLI = [sys.executable, "-m", "pipeline.app.cli"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _publish(prefix: str, robots: int, stop, cpu) -> None:
+    """Child process: the looped sample as 1 ms packets, in real time, on PREFIX/robot<i>/dvs; puts its
+    own CPU seconds on ``cpu`` at the end."""
+    from devices.transport.zenoh_link import PacketPublisher
+    from pipeline.core.clock import wait_until
+    from recordings.replay import ReplaySource
+
+    source = ReplaySource(SAMPLE, fast=True, loop=True, chunk_us=1000)
+    publishers = [PacketPublisher(f"{prefix}/robot{i}/dvs", source.info, shared=True) for i in range(robots)]
+    for publisher in publishers:
+        publisher.wait_for_subscribers(60)
+    start = time.perf_counter_ns()
+    for k, packet in enumerate(source.packets()):
+        if stop.is_set():
+            break
+        wait_until(start + k * 1_000_000, 300_000)
+        for publisher in publishers:
+            publisher.send(packet)
+    for publisher in publishers:
+        publisher.close()
+    source.close()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu.put(usage.ru_utime + usage.ru_stime)
+
+
+def _sets(**values) -> list[str]:
+    return [arg for key, value in values.items() for arg in ("--set", f"{key.replace('__', '.')}={json.dumps(value)}")]
+
+
+def _common(prefix: str, seconds: float) -> list[str]:
+    return ["--headless", *_sets(sinks__robot__spikes_key="", sinks__robot__telemetry_key="",
+                                 loop__duration_s=seconds, loop__report_period_s=1.0, source__first_packet_s=60.0)]
+
+
+def _stats(lines: list[dict], skip_s: float) -> dict:
+    """One robot's numbers from its stats/final events (see the module docstring)."""
+    windows = [e for e in lines if e["event"] == "stats"]
+    final = [e for e in lines if e["event"] == "final"][-1]
+    base = windows[int(skip_s) - 1] if len(windows) >= skip_s else {"merged_steps": 0, "dropped_packets": 0,
+                                                                     "steps": 0}
+    measured = windows[int(skip_s):]
+    p99 = [w["sensor_latency_p99_ms"] for w in measured if w.get("sensor_latency_p99_ms") is not None]
+    return {
+        "steps": final["steps"] - base["steps"],
+        "missed_steps": final["merged_steps"] - base["merged_steps"],
+        "dropped_packets": final["dropped_packets"] - base["dropped_packets"],
+        "sensor_latency_p99_ms": statistics.median(p99) if p99 else float("nan"),
+        "sensor_latency_p99_worst_ms": max(p99) if p99 else float("nan"),
+        "sensor_latency_p50_ms": statistics.median(w["sensor_latency_p50_ms"] for w in measured
+                                                   if w.get("sensor_latency_p50_ms") is not None) if p99 else float("nan"),
+    }
+
+
+def _events(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_case(robots: int, processes: bool, seconds: float, skip_s: float) -> tuple[list[dict], float]:
+    """Robots served by one process (threads) or one process each: per-robot numbers, and the compute
+    side's CPU seconds per robot per second of sensor time (all of its run, start-up included)."""
+    cpu_before = _children_cpu_s()
+    prefix = f"bench-robots/{uuid.uuid4().hex[:8]}"
+    commands = [[*CLI, "launch", str(ROOT / "launch" / "robots_zenoh.toml"), "--source", f"zenoh:{prefix}/*/dvs",
+                 *_common(prefix, seconds), *_sets(sinks__robot__key=f"{prefix}/*/cmd",
+                                                   controller__robots="processes" if processes else "threads")]]
+    computes = [subprocess.Popen(c, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                for c in commands]
+    context = mp.get_context("spawn")
+    stop, cpu = context.Event(), context.Queue()
+    publisher = context.Process(target=_publish, args=(prefix, robots, stop, cpu))
+    publisher.start()
+    try:
+        errs = [c.communicate(timeout=seconds * 4 + 120)[1] for c in computes]
+    finally:
+        stop.set()
+        publisher_cpu = cpu.get(timeout=60)
+        publisher.join(timeout=30)
+        if publisher.is_alive():
+            publisher.kill()
+        for c in computes:
+            if c.poll() is None:
+                c.kill()
+    by_robot: dict[str, list[dict]] = {}
+    for e in (e for err in errs for e in _events(err)):
+        if isinstance(e.get("robot"), str):
+            by_robot.setdefault(e["robot"].split("/")[-2], []).append(e)
+    out = []
+    for name, lines in sorted(by_robot.items()):
+        if not any(e["event"] == "final" for e in lines):
+            raise RuntimeError(f"{name}: no final report:\n" + "\n".join(errs))
+        out.append({"robot": name, **_stats(lines, skip_s)})
+    compute_cpu = _children_cpu_s() - cpu_before - publisher_cpu
+    return out, compute_cpu / robots / seconds
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Per-robot means of one run: missed steps, dropped packets, median p50/p99 sensor latency."""
+    return {"missed_steps": statistics.mean(r["missed_steps"] for r in rows),
+            "dropped_packets": statistics.mean(r["dropped_packets"] for r in rows),
+            "p50_ms": statistics.median(r["sensor_latency_p50_ms"] for r in rows),
+            "p99_ms": statistics.median(r["sensor_latency_p99_ms"] for r in rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=12.0, help="sensor seconds per run (default 12)")
+    parser.add_argument("--skip", type=float, default=4.0, help="warm-up seconds left out (default 4)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the three cases, interleaved (default 3)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    cases = {"1 robot": (1, False), "4 robots, threads": (4, False), "4 robots, processes": (4, True)}
+    loads = [os.getloadavg()[0]]
+    runs: dict[str, list] = {name: [] for name in cases}
+    for _ in range(args.repeats):  # interleaved, so a burst of load elsewhere hits every case alike
+        for name, (n, processes) in cases.items():
+            rows, cpu = run_case(n, processes, args.seconds, args.skip)
+            runs[name].append({"rows": rows, "cpu_s_per_robot_s": cpu, **_summary(rows)})
+            loads.append(os.getloadavg()[0])
+    medians = {name: {key: statistics.median(run[key] for run in per_case)
+                      for key in ("missed_steps", "dropped_packets", "p50_ms", "p99_ms", "cpu_s_per_robot_s")}
+               for name, per_case in runs.items()}
+    if args.json:
+        print(json.dumps({"runs": runs, "medians": medians, "load_average": loads}))
+        return
+    print(f"load average (1 min) during the runs: {min(loads):.1f} .. {max(loads):.1f} on {os.cpu_count()} CPUs")
+    print(f"{'case':22s} {'missed/robot':>12s} {'dropped/robot':>13s} {'p50 ms':>7s} {'p99 ms':>7s} "
+          f"{'CPU s/robot-s':>13s}   (medians of {args.repeats} runs, {args.seconds - args.skip:g} s measured each)")
+    for name, m in medians.items():
+        print(f"{name:22s} {m['missed_steps']:12.1f} {m['dropped_packets']:13.1f} {m['p50_ms']:7.2f} {m['p99_ms']:7.2f} "
+              f"{m['cpu_s_per_robot_s']:13.2f}")
+    one = medians["1 robot"]
+    for name in ("4 robots, threads", "4 robots, processes"):
+        m = medians[name]
+        print(f"{name} vs 1 robot: missed steps per robot {m['missed_steps']:.1f} vs {one['missed_steps']:.1f}, "
+              f"p99 x{m['p99_ms'] / one['p99_ms']:.2f}, CPU per robot x{m['cpu_s_per_robot_s'] / one['cpu_s_per_robot_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
