@@ -67,29 +67,85 @@ def nmnist_frames(path) -> np.ndarray:
     return frames
 
 
+@pytest.fixture(scope="module")
+def cnn_model(nir_dir, tmp_path_factory):
+    """The NIR paper's CNN imported through the CLI (the classifier spec comes from the importer)."""
+    out = tmp_path_factory.mktemp("cnn") / "cnn.npz"
+    assert main(["import", str(nir_dir / "cnn_sinabs.nir"), "--out", str(out)]) == 0
+    return Network.load(out)
+
+
+def test_cnn_import_stores_the_classifier_spec(cnn_model):
+    from pipeline.snn.model import InputSpec
+
+    # README 4.2: 1 ms ToFrame bins of event counts, polarity = channel; 5 projections -> 5 tail steps.
+    assert cnn_model.input_spec == InputSpec(sensor="dvs", bin_us=1000, encoding="counts", polarity="split",
+                                             tail_steps=5)
+    assert cnn_model.readout.kind == "count" and cnn_model.readout.classes == tuple(str(i) for i in range(10))
+
+
 @pytest.mark.parametrize("backend", ["float", "loihi"])
-def test_nmnist_cnn_classifies_the_small_test_set(nir_dir, backend):
-    from pipeline.interop.nir_graph import read_nir
+def test_nmnist_cnn_classifies_the_small_test_set(cnn_model, backend):
     from pipeline.snn.convert import to_loihi
+    from pipeline.train.present import present_file
 
     data = _require(shared_data_dir() / "nmnist_small")
     labels = [line.split() for line in (data / "test_labels.txt").read_text().splitlines() if not line.startswith("#")]
-    network = read_nir(nir_dir / "cnn_sinabs.nir", dt_ms=1.0).network
+    network = cnn_model
     if backend == "loihi":
         network, _ = to_loihi(network)
     runtime = build(network, backend)
     correct = 0
     for sample, label in labels[:100]:
-        frames = nmnist_frames(data / "test" / f"{sample}.bs2").reshape(-1, 2 * 34 * 34)
+        path = data / "test" / f"{sample}.bs2"
+        shown = present_file(path, network.input_spec, network.input_shape, network.n_inputs)
+        # present_file is checked against tonic ToFrame; check the frame count of README 4.2 independently too
+        assert shown.n_steps == nmnist_frames(path).shape[0] + network.input_spec.tail_steps
         runtime.reset()
         counts = np.zeros(10)
-        for t in range(frames.shape[0] + 5):  # 5 more steps: one hop per projection
-            active = np.flatnonzero(frames[t]).astype(np.int32) if t < frames.shape[0] else np.zeros(0, np.int32)
-            counts += runtime.step(active, frames[t, active] if t < frames.shape[0] else None)
-        correct += int(np.argmax(counts) == int(label))
+        for t in range(shown.n_steps):
+            lo, hi = shown.indptr[t], shown.indptr[t + 1]
+            counts += runtime.step(shown.index[lo:hi], shown.count[lo:hi])
+        correct += int(np.argmax(counts) == network.readout.classes.index(label))
     # The paper: 97.1 % (Spyx) .. 98.5 % (sinabs) on the full test set; an independent float
     # simulation (interop README 4.5) gets 100 of these 100. loihi: within 1 point of float.
     assert correct >= 99, correct
+
+
+@pytest.mark.parametrize("flags, spec, classes", [
+    (["--encoding", "spikes", "--classes", "a,b,c,d,e,f,g,h,i,j"], ("spikes", 5), tuple("abcdefghij")),
+    (["--tail-steps", "0"], ("counts", 0), tuple(str(i) for i in range(10))),
+    (["--no-classifier"], None, None),
+])
+def test_import_classifier_flags(nir_dir, tmp_path, capsys, flags, spec, classes):
+    out = tmp_path / "n.npz"
+    assert main(["import", str(nir_dir / "cnn_sinabs.nir"), "--out", str(out)] + flags) == 0
+    printed = capsys.readouterr().out
+    network = Network.load(out)
+    if spec is None:
+        assert network.input_spec is None and network.readout is None and "classifier: none" in printed
+    else:
+        assert (network.input_spec.encoding, network.input_spec.tail_steps) == spec
+        assert network.readout.classes == classes
+        assert f"encoding {spec[0]}" in printed and ",".join(classes) in printed
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--classes", "a,b"], "2 classes but the output population has 10 neurons"),
+    (["--no-classifier", "--classes", "a"], "--no-classifier excludes"),
+    (["--classes", "a,,b"], "empty class name"),
+])
+def test_import_classifier_flag_errors(nir_dir, tmp_path, capsys, flags, expected):
+    out = tmp_path / "n.npz"
+    assert main(["import", str(nir_dir / "cnn_sinabs.nir"), "--out", str(out)] + flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and expected in err and not out.exists(), err
+
+
+def test_lif_import_names_what_nir_cannot_express(nir_dir, tmp_path, capsys):
+    assert main(["import", str(nir_dir / "lif_rockpool.nir"), "--out", str(tmp_path / "n.npz"), "--dt-us", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "Rockpool" in out and "reset by subtraction" in out and "multi-spike" in out
 
 
 @pytest.mark.parametrize("edit, expected", [

@@ -56,18 +56,21 @@ class LayerRow:
 
 @dataclass(frozen=True)
 class Imported:
-    """A network and the per-layer report of how it was made."""
+    """A network, the per-layer report of how it was made, and notes on the whole file (what its format
+    cannot express)."""
 
     network: Network
     layers: tuple[LayerRow, ...] = field(default_factory=tuple)
     source: str = ""
+    notes: tuple[str, ...] = ()
 
     def table(self) -> str:
-        """The layer table as text, one line per block."""
-        lines = [f"{'#':<3}{'type':<9}{'shape':<14}{'population':<12}{'neuron':<44}notes"]
+        """The layer table as text, one line per block, then the file notes."""
+        lines = [f"{'#':<3}{'type':<9}{'shape':<14}{'population':<12} {'neuron':<44}notes"]
         for row in self.layers:
             shape = "x".join(str(s) for s in row.shape)
-            lines.append(f"{row.index:<3}{row.kind:<9}{shape:<14}{row.population or '-':<12}{row.neuron:<44}{row.notes}")
+            lines.append(f"{row.index:<3}{row.kind:<9}{shape:<14}{row.population or '-':<12} {row.neuron:<44}{row.notes}")
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 

@@ -19,8 +19,15 @@ every file seen) becomes a per-step factor by forward Euler, the discretisation 
 Every synapse adds this runtime's one-step hop (recurrent edges: snnTorch's previous-step feedback;
 feed-forward layers: one step later than Norse/snnTorch, which add the input in the same step).
 Projections from the input port carry graded payloads (integer counts, e.g. N-MNIST frames).
-What NIR cannot express or this runtime cannot run (v_reset != 0, a bias into a CubaLIF's current)
-is an error naming the node; what was approximated is listed in the report.
+What this runtime cannot run (v_reset != 0, thresholds <= 0) is an error naming the node; what was
+approximated is listed in the report, and so is what NIR itself cannot express (reset by subtraction,
+multi-spike outputs: a model trained with them runs with reset to 0 and one spike per step).
+
+Two more readings: a Threshold node is a memoryless neuron (spike when its input > threshold); an
+Affine bias into a CubaLIF enters its current (I <- a I + k (W x + b)), whose steady part k b / (1 - a)
+is carried as a voltage bias (exact once the current's start-up a**t has decayed; the report says so).
+Rockpool writes r = (tau / dt) exp(-dt / tau) for its discrete v <- exp(-dt / tau) v + W x: where that
+identity holds at the chosen dt, the neuron is run that way (exponential decay, input gain 1).
 """
 from __future__ import annotations
 
@@ -31,12 +38,20 @@ import numpy as np
 from pipeline.interop.netx import Imported, LayerRow
 from pipeline.snn.network import INPUT, Conv2D, Dense, FloatLIF, Network, Population, Sparse
 
-NEURONS = ("IF", "LIF", "CubaLIF", "LI", "CubaLI")
+NEURONS = ("IF", "LIF", "CubaLIF", "LI", "CubaLI", "Threshold")
 LINEAR = ("Affine", "Linear", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Scale", "Delay")
 #: A neuron that never spikes (LI, CubaLI) gets this threshold (float32 max).
 NEVER = float(np.finfo(np.float32).max)
 #: Input payloads are integer event counts up to 2**24 - 1.
 INPUT_MESSAGE_BITS = 24
+#: A Threshold node has no memory: its membrane time constant is this fraction of dt (exp(-1e6) == 0).
+NO_MEMORY = 1e-6
+#: Relative tolerance of Rockpool's signature r == (tau / dt) exp(-dt / tau) (float32 files).
+ROCKPOOL_RTOL = 1e-5
+#: What NIR v1 cannot express; every import report names it.
+NIR_LIMITS = ("NIR resets v to v_reset (0 here): reset by subtraction (sinabs IAF, snnTorch reset_mechanism="
+              "'subtract') and multi-spike outputs (sinabs MultiSpike) are not in the file, so a model trained "
+              "with them runs with reset to 0 and at most one spike per neuron and step")
 
 
 def _fail(path: Path, node: str, message: str) -> ValueError:
@@ -129,6 +144,12 @@ def _node_map(name: str, node, path: Path, dt_ms: float) -> _Map:
     raise _fail(path, name, f"unknown node type {kind!r} (expected Input, Output, {', '.join(LINEAR + NEURONS)})")
 
 
+def _rockpool(r: np.ndarray, tau: np.ndarray, dt_s: float) -> bool:
+    """Rockpool's exporter writes r = (tau / dt) exp(-dt / tau) for the discrete update
+    v <- exp(-dt / tau) v + I (its own dt); at that dt the identity holds to float32 precision."""
+    return bool(np.allclose(r * dt_s / tau, np.exp(-dt_s / tau), rtol=ROCKPOOL_RTOL, atol=0.0))
+
+
 def _neuron(name: str, node, size: int, dt_ms: float, path: Path) -> tuple[dict, np.ndarray, str]:
     """(FloatLIF fields, input factor (size,), description) for a NIR neuron node."""
     kind = type(node).__name__
@@ -143,35 +164,67 @@ def _neuron(name: str, node, size: int, dt_ms: float, path: Path) -> tuple[dict,
         array = np.broadcast_to(np.asarray(value, dtype=np.float64).ravel(), (size,)) if np.size(value) in (1, size) else None
         if array is None:
             raise _fail(path, name, f"parameter {key!r} must have 1 or {size} values, got {np.size(value)}")
+        if not np.all(np.isfinite(array)):
+            raise _fail(path, name, f"parameter {key!r} must be finite")
         return array
 
     def euler(tau, key):
         k = dt_s / tau
         if np.any(k >= 1) or np.any(k <= 0):
-            raise _fail(path, name, f"{key} must be > dt ({dt_s} s) for forward Euler, got {float(tau.min())}")
+            raise _fail(path, name, f"{key} must be > dt ({dt_s} s) for forward Euler, got {float(tau.min())} s")
         with np.errstate(divide="ignore"):
             return k, -dt_ms / np.log1p(-k)
 
-    if kind != "LI" and kind != "CubaLI" and np.any(param("v_reset", 0.0) != 0):
+    if kind in ("IF", "LIF", "CubaLIF") and np.any(param("v_reset", 0.0) != 0):
         raise _fail(path, name, "v_reset != 0 cannot be run (this runtime resets v to 0)")
-    threshold = np.full(size, NEVER) if kind in ("LI", "CubaLI") else param("v_threshold")
-    if kind == "IF":
+    if kind == "Threshold":
+        threshold = param("threshold")
+    elif kind in ("LI", "CubaLI"):
+        threshold = np.full(size, NEVER)
+    else:
+        threshold = param("v_threshold")
+    if np.any(threshold <= 0):
+        raise _fail(path, name, f"{'threshold' if kind == 'Threshold' else 'v_threshold'} must be > 0 "
+                                f"(this runtime spikes when v > threshold > 0), got {float(threshold.min())}")
+    if kind == "Threshold":
+        factor = np.ones(size)
+        fields = dict(tau_syn_ms=0.0, tau_mem_ms=NO_MEMORY * dt_ms, threshold=threshold, bias=0.0)
+        text = "Threshold: spike when input > threshold, no state"
+    elif kind == "IF":
         factor = param("r")
         fields = dict(tau_syn_ms=0.0, tau_mem_ms=np.inf, threshold=threshold, bias=0.0)
         text = "IF v += r I per step (no dt)"
     elif kind in ("LIF", "LI"):
-        k, tau_mem_ms = euler(param("tau"), "tau")
-        factor = k * param("r")
-        fields = dict(tau_syn_ms=0.0, tau_mem_ms=tau_mem_ms, threshold=threshold, bias=k * param("v_leak", 0.0))
-        text = f"{kind} v decay 1-dt/tau = {float(1 - k[0]):.6g}"
+        tau, r = param("tau"), param("r")
+        if np.any(tau <= 0):
+            raise _fail(path, name, f"tau must be > 0 s, got {float(tau.min())}")
+        if _rockpool(r, tau, dt_s):
+            decay = np.exp(-dt_s / tau)
+            factor = np.ones(size)
+            fields = dict(tau_syn_ms=0.0, tau_mem_ms=tau * 1000.0, threshold=threshold,
+                          bias=(1 - decay) * param("v_leak", 0.0))
+            text = f"{kind} (Rockpool: r = tau/dt exp(-dt/tau)) v decay exp(-dt/tau) = {float(decay[0]):.6g}, input x1"
+        else:
+            k, tau_mem_ms = euler(tau, "tau")
+            factor = k * r
+            fields = dict(tau_syn_ms=0.0, tau_mem_ms=tau_mem_ms, threshold=threshold, bias=k * param("v_leak", 0.0))
+            text = f"{kind} v decay 1-dt/tau = {float(1 - k[0]):.6g}"
     else:
-        k_syn, tau_syn_ms = euler(param("tau_syn"), "tau_syn")
-        k_mem, tau_mem_ms = euler(param("tau_mem"), "tau_mem")
-        factor = k_syn * param("w_in", 1.0) * k_mem * param("r")
-        fields = dict(tau_syn_ms=tau_syn_ms, tau_mem_ms=tau_mem_ms, threshold=threshold, bias=k_mem * param("v_leak", 0.0))
-        text = f"{kind} I decay {float(1 - k_syn[0]):.6g}, v decay {float(1 - k_mem[0]):.6g}"
-    if np.any(threshold <= 0):
-        raise _fail(path, name, "v_threshold must be > 0")
+        tau_syn, tau_mem, r = param("tau_syn"), param("tau_mem"), param("r")
+        if np.any(tau_syn <= 0) or np.any(tau_mem <= 0):
+            raise _fail(path, name, "tau_syn and tau_mem must be > 0 s")
+        if _rockpool(r, tau_mem, dt_s):
+            factor = np.ones(size)
+            fields = dict(tau_syn_ms=tau_syn * 1000.0, tau_mem_ms=tau_mem * 1000.0, threshold=threshold,
+                          bias=(1 - np.exp(-dt_s / tau_mem)) * param("v_leak", 0.0))
+            text = (f"{kind} (Rockpool: r = tau_mem/dt exp(-dt/tau_mem)) I decay {float(np.exp(-dt_s / tau_syn[0])):.6g}, "
+                    f"v decay {float(np.exp(-dt_s / tau_mem[0])):.6g}, input x1")
+        else:
+            k_syn, tau_syn_ms = euler(tau_syn, "tau_syn")
+            k_mem, tau_mem_ms = euler(tau_mem, "tau_mem")
+            factor = k_syn * param("w_in", 1.0) * k_mem * r
+            fields = dict(tau_syn_ms=tau_syn_ms, tau_mem_ms=tau_mem_ms, threshold=threshold, bias=k_mem * param("v_leak", 0.0))
+            text = f"{kind} I decay {float(1 - k_syn[0]):.6g}, v decay {float(1 - k_mem[0]):.6g}"
     return fields, factor, text
 
 
@@ -274,8 +327,14 @@ def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
                 linear = _Map(sparse.identity(size, format="csr"), np.zeros(size), 0)
             if np.any(linear.bias != 0):
                 if kinds[name] in ("CubaLIF", "CubaLI"):
-                    raise _fail(path, chain[-1], f"a bias into {kinds[name]} {name!r} (it enters the current) cannot be run")
-                bias = bias + factor * linear.bias
+                    # The bias enters the current: I <- a I + k (x + b) has the steady part k b / (1 - a);
+                    # carried as a voltage bias it is exact once the current's start-up a**t has decayed.
+                    a = np.exp(-dt_ms / np.asarray(fields["tau_syn_ms"], dtype=np.float64))
+                    bias = bias + factor * linear.bias / (1.0 - a)
+                    notes.append(f"bias of {chain[-1]!r} enters the current: run as its steady state k b/(1-a) "
+                                 f"on v (exact after the start-up transient {float(np.max(a)):.3g}**t)")
+                else:
+                    bias = bias + factor * linear.bias
             common["delay"] = int(linear.delay)
             single = maps[chain[0]].single if len(chain) == 1 else None
             if single is not None and single[0] == "conv":
@@ -308,7 +367,7 @@ def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
                           output=feeding[0], dt_ms=dt_ms, input_shape=input_shape if len(input_shape) == 3 else None)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    return Imported(network, tuple(rows), str(path))
+    return Imported(network, tuple(rows), str(path), (NIR_LIMITS,))
 
 
 def _order(graph, start: str) -> list[str]:
