@@ -169,18 +169,50 @@ def test_bad_nir_gives_one_line_naming_the_node(nir_dir, tmp_path, capsys, edit,
     assert "\n" not in err and str(path) in err and expected in err, err
 
 
-@pytest.mark.parametrize("name, dt_us", [("lif_norse", "100"), ("cnn_sinabs", "1000"),
-                                         ("braille_noDelay_noBias_subtract", "100")])
+def _mixed_graph(path):
+    """Every node kind export writes, in one graph: Conv2d -> Threshold -> SumPool2d, Flatten, Linear, Delay
+    -> CubaLIF -> Scale -> LI -> Output (and a recurrent Linear on the CubaLIF)."""
+    import nir
+
+    rng = np.random.default_rng(3)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2, 6, 6])}),
+        "conv": nir.Conv2d(input_shape=(6, 6), weight=rng.normal(0, 1, (3, 2, 3, 3)), stride=1, padding=1, dilation=1,
+                           groups=1, bias=np.zeros(3)),
+        "th": nir.Threshold(threshold=np.full((3, 6, 6), 0.5)),
+        "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+        "flat": nir.Flatten(input_type={"input": np.array([3, 3, 3])}, start_dim=0, end_dim=-1),
+        "fc": nir.Linear(weight=rng.normal(0, 1, (4, 27))),
+        "delay": nir.Delay(delay=np.full(4, 0.002)),
+        "cuba": nir.CubaLIF(tau_syn=np.full(4, 3e-3), tau_mem=np.full(4, 8e-3), r=np.ones(4), v_leak=np.zeros(4),
+                            v_threshold=np.ones(4), v_reset=np.zeros(4), w_in=np.ones(4)),
+        "rec": nir.Linear(weight=rng.normal(0, 0.3, (4, 4))),
+        "fc2": nir.Linear(weight=rng.normal(0, 1, (2, 4))),
+        "li": nir.LI(tau=np.full(2, 5e-3), r=np.ones(2), v_leak=np.zeros(2)),
+        "output": nir.Output(output_type={"output": np.array([2])}),
+    }
+    edges = [("input", "conv"), ("conv", "th"), ("th", "pool"), ("pool", "flat"), ("flat", "fc"), ("fc", "delay"),
+             ("delay", "cuba"), ("cuba", "rec"), ("rec", "cuba"), ("cuba", "fc2"), ("fc2", "li"), ("li", "output")]
+    nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    return path
+
+
+@pytest.mark.parametrize("name, dt_us", [("lif_norse", "100"), ("cnn_sinabs", "1000"), ("lif_rockpool", "100"),
+                                         ("braille_noDelay_noBias_subtract", "100"),
+                                         ("braille_noDelay_bias_zero", "100"), ("mixed", "1000")])
 def test_export_then_import_gives_the_same_network(nir_dir, tmp_path, name, dt_us):
     import nir
 
     first, model, second = tmp_path / "a.npz", tmp_path / "m.nir", tmp_path / "b.npz"
-    assert main(["import", str(nir_dir / f"{name}.nir"), "--out", str(first), "--dt-us", dt_us]) == 0
+    source = _mixed_graph(tmp_path / "mixed.nir") if name == "mixed" else nir_dir / f"{name}.nir"
+    assert main(["import", str(source), "--out", str(first), "--dt-us", dt_us]) == 0
     assert main(["export", str(first), "--out", str(model)]) == 0
     nir.read(str(model))  # the nir package reads it back, type-checked
     assert main(["import", str(model), "--out", str(second), "--dt-us", dt_us]) == 0
     a, b = Network.load(first), Network.load(second)
     assert [p.name for p in a.populations] == [p.name for p in b.populations]
+    assert a.input_spec == b.input_spec and a.input_shape == b.input_shape and a.dt_ms == b.dt_ms
+    assert (a.readout and a.readout.classes) == (b.readout and b.readout.classes)
     for pa, pb in zip(a.populations, b.populations):
         xa, xb = pa.neuron.arrays("a", pa.size), pb.neuron.arrays("b", pb.size)
         for key in xa:
