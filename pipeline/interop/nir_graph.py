@@ -31,11 +31,12 @@ identity holds at the chosen dt, the neuron is run that way (exponential decay, 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.interop.netx import Imported, LayerRow
+from pipeline.interop.netx import HDF5_ERRORS, MAX_NEURONS, Imported, LayerRow, _first_line
 from pipeline.snn.network import INPUT, Conv2D, Dense, FloatLIF, Network, Population, Sparse
 
 NEURONS = ("IF", "LIF", "CubaLIF", "LI", "CubaLI", "Threshold")
@@ -58,6 +59,18 @@ def _fail(path: Path, node: str, message: str) -> ValueError:
     return ValueError(f"{path}: node {node!r}: {message}")
 
 
+def _guarded(path: Path, name: str, function, *args):
+    """``function(*args)`` with any failure on malformed parameters as one ValueError naming the node."""
+    try:
+        return function(*args)
+    except ValueError as error:
+        if str(error).startswith(f"{path}:"):
+            raise
+        raise _fail(path, name, _first_line(error)) from None
+    except (TypeError, KeyError, IndexError, AttributeError, ArithmeticError) as error:
+        raise _fail(path, name, f"malformed parameters ({type(error).__name__}: {_first_line(error)})") from None
+
+
 def _pair(value, node: str, path: Path, name: str) -> tuple[int, int]:
     array = np.atleast_1d(np.asarray(value))
     if array.dtype.kind not in "iuf" or array.size not in (1, 2) or np.any(array != np.round(array)):
@@ -66,8 +79,16 @@ def _pair(value, node: str, path: Path, name: str) -> tuple[int, int]:
 
 
 def _shape(node, key: str) -> tuple[int, ...]:
+    """The node's input or output type (without the batch axis); ValueError unless it is a bounded shape."""
     types = node.input_type if key == "input" else node.output_type
-    return tuple(int(s) for s in np.asarray(types[key]).ravel())
+    try:
+        shape = np.asarray(types[key]).ravel()
+        dims = tuple(int(s) for s in shape)
+    except (TypeError, KeyError, ValueError, IndexError) as error:
+        raise ValueError(f"{key} type is not a shape ({_first_line(error)})") from None
+    if not dims or min(dims) < 1 or int(np.prod(dims, dtype=object)) > MAX_NEURONS:
+        raise ValueError(f"{key} type {list(dims)} must be positive sizes, at most {MAX_NEURONS} elements")
+    return dims
 
 
 class _Map:
@@ -236,18 +257,54 @@ def read_nir(path: str | Path, dt_ms: float = 1.0) -> Imported:
         raise ValueError(f"{path}: reading NIR needs the 'nir' package (pip install 'spikeloop[interop]')") from error
     path = Path(path)
     _check_node_types(path)
+    mismatch = None
     try:
         graph = nir.read(str(path))
     except Exception as error:  # the nir package raises anything from KeyError to h5py errors
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if "type mismatch" in message:
-            try:
-                graph = nir.read(str(path), type_check=False)
-            except Exception as again:
-                raise ValueError(f"{path}: not a readable NIR graph ({again})") from None
-        else:
+        message = _first_line(error)
+        mismatch = re.search(r"type mismatch: (.+)\.output: (.+) -> (.+)\.input: (.+)$", message)
+        if mismatch is None:
+            _locate_unreadable_node(path)
             raise ValueError(f"{path}: not a readable NIR graph ({type(error).__name__}: {message})") from None
-    return graph_to_network(graph, path, dt_ms)
+        try:  # some exporters write a mismatching Output shape (Rockpool: [1, 1, 1]); the graph may still be sound
+            graph = nir.read(str(path), type_check=False)
+        except Exception as again:
+            raise ValueError(f"{path}: not a readable NIR graph ({_first_line(again)})") from None
+    try:
+        return graph_to_network(graph, path, dt_ms)
+    except ValueError as error:
+        if mismatch is not None:  # the shape inconsistency the nir package found explains the failure best
+            source, out, target, into = mismatch.groups()
+            raise _fail(path, target, f"input type {into} does not match the output type {out} of node {source!r} "
+                                      f"that feeds it (inconsistent shapes)") from None
+        if str(error).startswith(f"{path}:"):
+            raise
+        raise ValueError(f"{path}: {_first_line(error)}") from None
+
+
+def _locate_unreadable_node(path: Path) -> None:
+    """After the nir package failed on ``path``: read node by node with its own per-node reader and raise
+    a ValueError naming the first node it cannot read and why; return when every node reads."""
+    import h5py
+    from nir.serialization import read_node
+
+    try:
+        with h5py.File(path, "r") as handle:
+            for name, group in handle["node/nodes"].items():
+                try:
+                    read_node(group)
+                except KeyError as error:
+                    missing = re.search(r"object '([^']+)' doesn't exist", str(error))
+                    raise _fail(path, name, f"missing parameter {missing.group(1) if missing else _first_line(error)!r}"
+                                ) from None
+                except AssertionError as error:
+                    raise _fail(path, name, f"inconsistent parameters ({_first_line(error)})") from None
+                except Exception as error:  # the nir package's node constructors raise anything
+                    raise _fail(path, name, f"unreadable ({type(error).__name__}: {_first_line(error)})") from None
+    except HDF5_ERRORS as error:
+        if isinstance(error, ValueError) and str(error).startswith(f"{path}:"):
+            raise
+        raise ValueError(f"{path}: not a readable NIR graph ({_first_line(error)})") from None
 
 
 def _check_node_types(path: Path) -> None:
@@ -267,8 +324,10 @@ def _check_node_types(path: Path) -> None:
                 if kind not in NEURONS + LINEAR + ("Input", "Output"):
                     raise _fail(path, name, f"unknown node type {kind!r} (expected Input, Output, "
                                             f"{', '.join(LINEAR + NEURONS)})")
-    except OSError as error:
-        raise ValueError(f"{path}: not a readable HDF5 file ({str(error).splitlines()[0]})") from None
+    except HDF5_ERRORS as error:
+        if isinstance(error, ValueError) and str(error).startswith(f"{path}:"):
+            raise
+        raise ValueError(f"{path}: not a readable NIR graph ({_first_line(error)})") from None
 
 
 def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
@@ -300,7 +359,7 @@ def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
                 if source in seen:
                     raise _fail(path, source, "is part of a cycle with no neuron in it")
                 if source not in maps:
-                    maps[source] = _node_map(source, nodes[source], path, dt_ms)
+                    maps[source] = _guarded(path, source, _node_map, source, nodes[source], path, dt_ms)
                 for origin, before, chain in paths_into(source, seen + (source,)):
                     composed = maps[source] if before is None else before.then(maps[source])
                     found.append((origin, composed, chain + (source,)))
@@ -308,9 +367,9 @@ def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
                 raise _fail(path, source, f"an {kinds[source]} node cannot feed {name!r}")
         return found
 
-    input_shape = _shape(nodes[inputs[0]], "output")
+    input_shape = _guarded(path, inputs[0], _shape, nodes[inputs[0]], "output")
     populations, projections, rows = [], [], []
-    for name in neurons:
+    def add_neuron(name: str) -> None:
         node = nodes[name]
         size = int(np.prod(_shape(node, "output")))
         fields, factor, text = _neuron(name, node, size, dt_ms, path)
@@ -357,8 +416,10 @@ def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
                                           weights=coo.data[order], **common))
             if linear.delay:
                 notes.append(f"delay {linear.delay} steps")
-        populations.append(Population(name, size, FloatLIF(**fields, bias=bias), probe_u=True, probe_v=True))
+        populations.append(Population(name, size, FloatLIF(**fields, bias=bias)))
         rows.append(LayerRow(len(rows), kinds[name], _shape(node, "output"), name, text, "; ".join(notes)))
+    for name in neurons:
+        _guarded(path, name, add_neuron, name)
     feeding = [s for s in incoming[outputs[0]]]
     if len(feeding) != 1 or kinds[feeding[0]] not in NEURONS:
         raise _fail(path, outputs[0], f"expected one neuron node feeding the Output, got {feeding}")
