@@ -217,7 +217,7 @@ def test_export_then_import_gives_the_same_network(nir_dir, tmp_path, name, dt_u
         xa, xb = pa.neuron.arrays("a", pa.size), pb.neuron.arrays("b", pb.size)
         for key in xa:
             np.testing.assert_allclose(xb[key], xa[key], rtol=1e-9, err_msg=f"{pa.name}.{key}")
-    edges = lambda net: sorted((p.source, p.target) for p in net.projections)  # noqa: E731
+    edges = lambda net: sorted((p.source, p.target) for p in net.projections)
     assert edges(a) == edges(b)
     for qa in a.projections:
         qb = next(q for q in b.projections if (q.source, q.target) == (qa.source, qa.target))
@@ -234,3 +234,28 @@ def test_export_refuses_what_nir_cannot_express(tmp_path, capsys):
     assert main(["export", str(tmp_path / "n.npz"), "--out", str(tmp_path / "m.nir")]) == 2
     err = capsys.readouterr().err
     assert "population 'p'" in err and "refractory" in err
+
+
+def test_simulate_records_nir_populations_in_their_chw_layout(nir_dir, cnn_model, tmp_path):
+    """simulate: <name>_s/_u/_v per population in the source's layout, (C, H, W, T) for NIR grids (the
+    SumPool2d -> Conv2d pair is one Conv2D, so population '6' keeps its (8, 8, 8) grid), (n, T) otherwise;
+    the input is given in the same layout; the result equals stepping the runtime directly."""
+    data = _require(shared_data_dir() / "nmnist_small")
+    frames = nmnist_frames(sorted((data / "test").glob("*.bs2"))[0])[:40]  # (T, 2, 34, 34) counts
+    net_file, spikes, out = tmp_path / "cnn.npz", tmp_path / "x.npy", tmp_path / "trace.npz"
+    cnn_model.save(net_file)
+    np.save(spikes, np.moveaxis(frames, 0, -1))  # (2, 34, 34, T)
+    assert main(["simulate", str(net_file), "--input-spikes", str(spikes), "--steps", "45", "--backend", "float",
+                 "--out", str(out)]) == 0
+    trace = np.load(out)
+    shapes = {key: trace[key].shape for key in trace.files}
+    assert shapes["1_s"] == shapes["1_v"] == (16, 16, 16, 45) and shapes["3_u"] == (16, 16, 16, 45)
+    assert shapes["6_s"] == (8, 8, 8, 45) and shapes["10_s"] == (256, 45) and shapes["12_v"] == (10, 45)
+    runtime = build(cnn_model, "float")
+    counts = np.zeros((10, 45))
+    flat = frames.reshape(40, -1)
+    for t in range(45):
+        active = np.flatnonzero(flat[t]).astype(np.int32) if t < 40 else np.zeros(0, np.int32)
+        counts[:, t] = runtime.step(active, flat[t, active] if t < 40 else None)
+    np.testing.assert_array_equal(trace["12_s"], counts)
+    assert trace["1_s"].sum() > 0

@@ -79,7 +79,7 @@ def test_affine_into_lif_euler(tmp_path):
     nodes = {**_io([2], [2]), "aff": nir.Affine(weight=w, bias=b),
              "n": nir.LIF(tau=tau, r=r, v_leak=v_leak, v_threshold=th, v_reset=np.zeros(2))}
     x = _inputs((2,), seed=1, rate=0.5)
-    network, trace = _run(tmp_path, nodes, [("input", "aff"), ("aff", "n"), ("n", "output")], x)
+    _, trace = _run(tmp_path, nodes, [("input", "aff"), ("aff", "n"), ("n", "output")], x)
     k = DT_MS / 1000 / tau
     drive = _hop(x @ w.T)
     v, vs, ss = np.zeros(2), [], []

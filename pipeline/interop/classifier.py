@@ -60,7 +60,7 @@ def infer(network: Network, encoding: str | None = None, classes: tuple[str, ...
         if dt_us != round(dt_us):
             raise ValueError(f"the step {dt_us} µs must be a whole number of µs for a recording's bins")
         graded = any(p.source == INPUT and p.num_message_bits for p in network.projections)
-        spec = InputSpec(sensor="dvs", bin_us=int(round(dt_us)), encoding=encoding or ("counts" if graded else "spikes"),
+        spec = InputSpec(sensor="dvs", bin_us=round(dt_us), encoding=encoding or ("counts" if graded else "spikes"),
                          polarity="split" if grid[0] == 2 else "merge",
                          tail_steps=hops_to_output(network) if tail_steps is None else tail_steps)
     elif tail_steps is not None:

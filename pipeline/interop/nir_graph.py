@@ -43,6 +43,8 @@ NEURONS = ("IF", "LIF", "CubaLIF", "LI", "CubaLI", "Threshold")
 LINEAR = ("Affine", "Linear", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Scale", "Delay")
 #: A neuron that never spikes (LI, CubaLI) gets this threshold (float32 max).
 NEVER = float(np.finfo(np.float32).max)
+#: A composed linear map ending in Affine/Linear at least this full becomes a Dense projection.
+DENSE_FILL = 0.5
 #: Input payloads are integer event counts up to 2**24 - 1.
 INPUT_MESSAGE_BITS = 24
 #: A Threshold node has no memory: its membrane time constant is this fraction of dt (exp(-1e6) == 0).
@@ -69,6 +71,44 @@ def _guarded(path: Path, name: str, function, *args):
         raise _fail(path, name, _first_line(error)) from None
     except (TypeError, KeyError, IndexError, AttributeError, ArithmeticError) as error:
         raise _fail(path, name, f"malformed parameters ({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _pool_then_conv(chain: tuple[str, ...], nodes, maps: dict, linear: _Map) -> tuple[str, Conv2D] | None:
+    """A SumPool2d / AvgPool2d (kernel == stride, no padding, dividing the input) followed by a Conv2d
+    (dilation 1) as one Conv2D on the unpooled grid: kernel repeated over each pooling window (divided
+    by its area for AvgPool2d), stride and padding times the pooling factor. Returned only when its
+    synapses equal the composed matrix exactly; None otherwise."""
+    if len(chain) != 2 or type(nodes[chain[0]]).__name__ not in ("SumPool2d", "AvgPool2d") \
+            or maps[chain[1]].single is None or maps[chain[1]].single[0] != "conv":
+        return None
+    pool, conv = nodes[chain[0]], maps[chain[1]].single[1]
+    kh, kw = (int(k) for k in np.broadcast_to(np.asarray(pool.kernel_size).ravel(), (2,)))
+    stride = tuple(int(k) for k in np.broadcast_to(np.asarray(pool.stride).ravel(), (2,)))
+    grid = _shape(pool, "input")
+    if stride != (kh, kw) or np.any(np.asarray(pool.padding) != 0) or conv.dilation != (1, 1) \
+            or grid[1] % kh or grid[2] % kw:
+        return None
+    kernel = np.repeat(np.repeat(conv.kernel, kh, axis=2), kw, axis=3)
+    if type(pool).__name__ == "AvgPool2d":
+        kernel = kernel / (kh * kw)
+    try:
+        fused = Conv2D(name=conv.name, source=INPUT, target=conv.target, kernel=kernel, in_shape=grid,
+                       stride=(conv.stride[0] * kh, conv.stride[1] * kw),
+                       padding=(conv.padding[0] * kh, conv.padding[1] * kw), groups=conv.groups)
+    except ValueError:
+        return None
+    n_in, n_out = linear.matrix.shape[1], linear.matrix.shape[0]
+    if fused.out_shape() != conv.out_shape():
+        return None
+    from scipy import sparse
+
+    indptr, post, weights, _ = fused.synapses(n_in, n_out)
+    pre = np.repeat(np.arange(n_in), np.diff(indptr))
+    difference = sparse.csr_matrix((weights, (post, pre)), shape=(n_out, n_in)) - linear.matrix
+    scale = float(np.abs(linear.matrix.data).max()) if linear.matrix.nnz else 1.0
+    if difference.nnz and float(np.abs(difference.data).max()) > 1e-12 * scale:
+        return None
+    return ("conv", fused)
 
 
 def _pair(value, node: str, path: Path, name: str) -> tuple[int, int]:
@@ -395,7 +435,10 @@ def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
                 else:
                     bias = bias + factor * linear.bias
             common["delay"] = int(linear.delay)
-            single = maps[chain[0]].single if len(chain) == 1 else None
+            single = maps[chain[0]].single if len(chain) == 1 else _pool_then_conv(chain, nodes, maps, linear)
+            if single is None and kinds[chain[-1]] in ("Affine", "Linear") and linear.matrix.nnz >= DENSE_FILL * \
+                    linear.matrix.shape[0] * linear.matrix.shape[1]:
+                single = ("dense", None)  # e.g. pool -> flatten -> affine: a full matrix runs best as Dense
             if single is not None and single[0] == "conv":
                 conv = single[1]
                 kernel = conv.kernel * factor.reshape(conv.out_shape())[:, :1, :1].reshape(-1, 1, 1, 1) \

@@ -83,9 +83,8 @@ def run(args) -> int:
     if args.backend_check:
         import numpy as np
 
-        from pipeline.snn.runtime import build
-
         from pipeline.interop.fit import loihi_misfits
+        from pipeline.snn.runtime import build
 
         loihi, problems = loihi_misfits(network)
         for problem in problems:
