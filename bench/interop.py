@@ -6,13 +6,13 @@
   of ``--repeats`` reads in this process (h5py/nir already imported), plus one ``spikeloop import``
   subprocess per netx file (Python start-up and every import included).
 * ``step``: the 1 kHz loop's step (``runtime.step``), back to back, median per-step time in µs, for
-  - the MNIST netx import against a native ``Network`` a user writes by hand with the same shape
-    (784 -> 128 -> 64 -> 10 LoihiLIF, Dense, weights drawn from the same range), loihi backend, the
-    same 2 %-Poisson input for both;
-  - the NIR CNN import (float backend, and loihi through ``to_loihi``) against a native network of the
-    same shape: Conv2D 2->16 5x5/2, Conv2D 16->16 3x3, the pool+conv as one Conv2D 16->8 6x6/2 pad 2,
-    pool+flatten+affine as Dense 256x512, Dense 10x256, with random weights of the imported ones'
-    scale, fed the same N-MNIST recording as graded 1 ms counts (../shared/data/nmnist_small).
+  - the MNIST netx import against the native ``Network`` a user writes by hand from the file's arrays
+    (784 -> 128 -> 64 -> 10 LoihiLIF, Dense), loihi backend, the same 2 %-Poisson input for both;
+  - the NIR CNN import (float backend, and loihi through ``to_loihi``) against the native network a
+    user writes from the graph's arrays (:func:`native_cnn`), fed the same N-MNIST recordings as
+    graded 1 ms counts (../shared/data/nmnist_small).
+  Both sides carry the same trained weights, so they do the same synaptic work; the ratio shows what
+  the importer's choices (projection kinds, graded input, probes) cost.
   Import and native alternate ``--repeats`` times; the ratio imported / native is printed per pair.
 
     python bench/interop.py [--json] [--repeats R] [--steps N]
@@ -101,33 +101,47 @@ def poisson(n_inputs: int, steps: int, seed: int = 1) -> list[tuple[np.ndarray, 
     return [(np.flatnonzero(rng.random(n_inputs) < INPUT_RATE).astype(np.int32), None) for _ in range(steps)]
 
 
-def native_mlp(imported: Network, seed: int = 2) -> Network:
-    """What a user writes by hand with the MNIST netx network's shape and neuron parameters."""
-    rng = np.random.default_rng(seed)
-    sizes = [imported.n_inputs] + [p.size for p in imported.populations]
-    populations = [Population(f"p{i}", n, LoihiLIF(du=409, dv=410, vth=64, bias_exp=6)) for i, n in enumerate(sizes[1:])]
-    projections = [Dense(name=f"d{i}", source=INPUT if i == 0 else f"p{i - 1}", target=f"p{i}",
-                         weights=rng.integers(-128, 128, (n_out, n_in)))
-                   for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))]
-    return Network(n_inputs=sizes[0], populations=populations, projections=projections)
+def native_mlp(path: Path) -> Network:
+    """What a user writes by hand from the netx file's arrays (h5py, no importer): LoihiLIF Dense layers."""
+    import h5py
+
+    populations, projections, source = [], [], INPUT
+    with h5py.File(path, "r") as f:
+        for i in range(len(f["layer"])):
+            layer = f[f"layer/{i}"]
+            weights = layer["weight"][()].astype(np.int64)
+            neuron = LoihiLIF(du=int(layer["neuron/iDecay"][()]) - 1, dv=int(layer["neuron/vDecay"][()]),
+                              vth=int(layer["neuron/vThMant"][()]), bias_exp=6)
+            populations.append(Population(f"p{i}", weights.shape[0], neuron))
+            projections.append(Dense(name=f"d{i}", source=source, target=f"p{i}", weights=weights, prepare_weights=False))
+            source = f"p{i}"
+    return Network(n_inputs=projections[0].weights.shape[1], populations=populations, projections=projections)
 
 
-def native_cnn(imported: Network, seed: int = 3) -> Network:
-    """The NIR CNN's shape written by hand (module docstring), IF neurons, weights at the imported scale."""
-    rng = np.random.default_rng(seed)
-    scale = float(np.std(imported.projections[0].kernel))
+def native_cnn(path: Path) -> Network:
+    """The NIR paper's CNN written by hand from the graph's arrays (nir.read, no importer): IF neurons,
+    Conv2D for the convolutions, the 2x2 sum pool before conv 5 folded into its kernel (6x6, stride 2,
+    padding 2), the pool + flatten + affine 9 as one Dense 256x512, Dense 10x256."""
+    import nir
+
+    g = nir.read(str(path)).nodes
     neuron = FloatLIF(tau_syn_ms=0.0, tau_mem_ms=np.inf, threshold=1.0)
     shapes = {"c0": 16 * 16 * 16, "c1": 16 * 16 * 16, "c2": 8 * 8 * 8, "d0": 256, "d1": 10}
     populations = [Population(name, size, neuron) for name, size in shapes.items()]
+    pooled_kernel = np.repeat(np.repeat(g["5"].weight, 2, axis=2), 2, axis=3)
+    pool = np.zeros((128, 512))  # (8, 4, 4) <- (8, 8, 8) sum over 2x2, C order
+    for c in range(8):
+        for y in range(8):
+            for x in range(8):
+                pool[(c * 4 + y // 2) * 4 + x // 2, (c * 8 + y) * 8 + x] = 1.0
     projections = [
-        Conv2D(name="k0", source=INPUT, target="c0", kernel=rng.normal(0, scale, (16, 2, 5, 5)), in_shape=(2, 34, 34),
-               stride=(2, 2), padding=(1, 1), num_message_bits=24),
-        Conv2D(name="k1", source="c0", target="c1", kernel=rng.normal(0, scale, (16, 16, 3, 3)), in_shape=(16, 16, 16),
-               padding=(1, 1)),
-        Conv2D(name="k2", source="c1", target="c2", kernel=rng.normal(0, scale, (8, 16, 6, 6)), in_shape=(16, 16, 16),
-               stride=(2, 2), padding=(2, 2)),
-        Dense(name="w0", source="c2", target="d0", weights=rng.normal(0, scale, (256, 512))),
-        Dense(name="w1", source="d0", target="d1", weights=rng.normal(0, scale, (10, 256))),
+        Conv2D(name="k0", source=INPUT, target="c0", kernel=g["0"].weight, in_shape=(2, 34, 34), stride=(2, 2),
+               padding=(1, 1), num_message_bits=24),
+        Conv2D(name="k1", source="c0", target="c1", kernel=g["2"].weight, in_shape=(16, 16, 16), padding=(1, 1)),
+        Conv2D(name="k2", source="c1", target="c2", kernel=pooled_kernel, in_shape=(16, 16, 16), stride=(2, 2),
+               padding=(2, 2)),
+        Dense(name="w0", source="c2", target="d0", weights=g["9"].weight @ pool),
+        Dense(name="w1", source="d0", target="d1", weights=g["11"].weight),
     ]
     return Network(n_inputs=2 * 34 * 34, populations=populations, projections=projections, input_shape=(2, 34, 34))
 
@@ -169,14 +183,15 @@ def main(argv=None) -> int:
                                           "seconds": time_reads(read_nir, cnn_path, args.repeats)}
     from pipeline.interop.classifier import with_classifier
 
-    mnist = read_netx(interop / "lava-dl" / "mnist" / "trained_mnist_network.net").network
-    cnn = with_classifier(read_nir(interop / "nir" / "cnn_sinabs.nir").network)
+    mnist_path, cnn_path = interop / "lava-dl" / "mnist" / "trained_mnist_network.net", interop / "nir" / "cnn_sinabs.nir"
+    mnist = read_netx(mnist_path).network
+    cnn = with_classifier(read_nir(cnn_path).network)
     pairs = {
-        "mnist_netx/loihi": (mnist, native_mlp(mnist), "loihi", poisson(mnist.n_inputs, args.steps)),
-        "cnn_nir/float": (cnn, native_cnn(cnn), "float", nmnist_inputs(cnn, args.steps)),
+        "mnist_netx/loihi": (mnist, native_mlp(mnist_path), "loihi", poisson(mnist.n_inputs, args.steps)),
+        "cnn_nir/float": (cnn, native_cnn(cnn_path), "float", nmnist_inputs(cnn, args.steps)),
     }
     cnn_loihi, _ = to_loihi(cnn)
-    native_loihi, _ = to_loihi(native_cnn(cnn))
+    native_loihi, _ = to_loihi(native_cnn(cnn_path))
     pairs["cnn_nir/loihi"] = (cnn_loihi, native_loihi, "loihi", pairs["cnn_nir/float"][3])
     for key, (imported, native, backend, inputs) in pairs.items():
         runs = {"imported": [], "native": []}
