@@ -409,17 +409,21 @@ def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
 
     input_shape = _guarded(path, inputs[0], _shape, nodes[inputs[0]], "output")
     populations, projections, rows = [], [], []
+    chains: dict[str, tuple[str, ...]] = {}  # projection name -> the linear nodes it was made of
+
     def add_neuron(name: str) -> None:
         node = nodes[name]
         size = int(np.prod(_shape(node, "output")))
         fields, factor, text = _neuron(name, node, size, dt_ms, path)
         bias = np.asarray(fields.pop("bias"), dtype=np.float64) * np.ones(size)
         notes = []
+        first = len(projections)
         for index, (origin, linear, chain) in enumerate(paths_into(name, ())):
             source = INPUT if kinds[origin] == "Input" else origin
             graded = INPUT_MESSAGE_BITS if source == INPUT else 0
             common = dict(name=f"{'_'.join(chain) or origin}->{name}" if index == 0 else f"{'_'.join(chain) or origin}->{name}#{index}",
                           source=source, target=name, num_message_bits=graded)
+            chains[common["name"]] = chain
             if linear is None:
                 from scipy import sparse
 
@@ -459,6 +463,8 @@ def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
                                           weights=coo.data[order], **common))
             if linear.delay:
                 notes.append(f"delay {linear.delay} steps")
+        notes[:0] = [f"in: {'+'.join(kinds[n] for n in chains[p.name]) or 'edge'} from {p.source} as {type(p).__name__}"
+                     for p in projections[first:]]
         populations.append(Population(name, size, FloatLIF(**fields, bias=bias)))
         rows.append(LayerRow(len(rows), kinds[name], _shape(node, "output"), name, text, "; ".join(notes)))
     for name in neurons:
