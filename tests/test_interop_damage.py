@@ -154,3 +154,19 @@ def test_nir_weights_beyond_loihi_range_are_named_with_the_factor(tmp_path, caps
     assert main(["import", str(path), "--out", str(tmp_path / "n.npz"), "--backend-check"]) == 2
     err = capsys.readouterr().err.strip()
     assert "projection 'lin->n'" in err and "weights do not fit" in err and "x (relative" in err, err
+
+
+@pytest.mark.parametrize("command", ["import", "export", "simulate"])
+def test_unwritable_out_is_one_line_and_nothing_is_left_behind(interop, tmp_path, capsys, command):
+    net = tmp_path / "n.npz"
+    assert main(["import", str(interop / "lava-dl/oxford/network.net"), "--out", str(net)]) == 0
+    np.save(tmp_path / "x.npy", np.zeros((200, 3)))
+    args = {"import": ["import", str(interop / "lava-dl/oxford/network.net")],
+            "export": ["export", str(net)],
+            "simulate": ["simulate", str(net), "--input-spikes", str(tmp_path / "x.npy"), "--steps", "3"]}[command]
+    capsys.readouterr()
+    for out in (tmp_path / "missing" / "o", tmp_path):
+        assert main(args + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and str(out) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.npz", "x.npy"]

@@ -38,6 +38,7 @@ def register(subparsers, summary: str) -> None:
 
 
 def run(args) -> int:
+    from pipeline.app.atomic import check_writable, write_atomic
     from pipeline.interop.classifier import describe, with_classifier
     from pipeline.interop.netx import read_netx
     from pipeline.interop.nir_graph import read_nir
@@ -61,6 +62,11 @@ def run(args) -> int:
             return 2
     if args.tail_steps is not None and args.tail_steps < 0:
         print(f"spikeloop import: --tail-steps must be >= 0, got {args.tail_steps}", file=sys.stderr)
+        return 2
+    try:
+        check_writable(args.out)
+    except ValueError as error:
+        print(f"spikeloop import: --out {error}", file=sys.stderr)
         return 2
     started = time.perf_counter()
     try:
@@ -95,6 +101,10 @@ def run(args) -> int:
             runtime = build(runnable, backend)
             runtime.step(np.zeros(0, dtype=np.int32))
             print(f"backend {backend}: built and stepped" + (" (through to_loihi)" if runnable is not network else ""))
-    network.save(args.out)
+    try:
+        write_atomic(args.out, network.save)
+    except ValueError as error:
+        print(f"spikeloop import: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}")
     return 0
