@@ -250,7 +250,7 @@ def _neuron(name: str, node, size: int, dt_ms: float, path: Path) -> tuple[dict,
     if kind == "Threshold":
         factor = np.ones(size)
         fields = dict(tau_syn_ms=0.0, tau_mem_ms=NO_MEMORY * dt_ms, threshold=threshold, bias=0.0)
-        text = "Threshold: spike when input > threshold, no state"
+        text = "Threshold: spike when input > threshold, no state (to_loihi: v keeps 1/4096 per step, dv=4095)"
     elif kind == "IF":
         factor = param("r")
         fields = dict(tau_syn_ms=0.0, tau_mem_ms=np.inf, threshold=threshold, bias=0.0)
