@@ -141,3 +141,15 @@ def test_input_bias_shape_is_checked(lava_dl):
     network = read_netx(lava_dl / "tinynet" / "tiny.net").network
     with pytest.raises(ValueError, match="768 neurons"):
         with_input_bias(network, np.zeros((4, 4)))
+
+
+def test_netx_import_takes_the_classifier_flags(lava_dl, tmp_path, capsys):
+    out = tmp_path / "mnist.npz"
+    model = str(lava_dl / "mnist" / "trained_mnist_network.net")
+    assert main(["import", model, "--out", str(out)]) == 0
+    assert "classifier: none" in capsys.readouterr().out  # 784 flat inputs: nothing to infer
+    assert main(["import", model, "--out", str(out), "--classes", ",".join("0123456789")]) == 0
+    network = Network.load(out)
+    assert network.input_spec is None and network.readout.classes == tuple("0123456789")
+    assert main(["import", model, "--out", str(tmp_path / "x.npz"), "--encoding", "spikes"]) == 2
+    assert "--encoding needs a (C, H, W) input" in capsys.readouterr().err

@@ -56,19 +56,31 @@ class LayerRow:
 
 @dataclass(frozen=True)
 class Imported:
-    """A network and the per-layer report of how it was made."""
+    """A network, the per-layer report of how it was made, and notes on the whole file (what its format
+    cannot express)."""
 
     network: Network
     layers: tuple[LayerRow, ...] = field(default_factory=tuple)
     source: str = ""
+    notes: tuple[str, ...] = ()
 
     def table(self) -> str:
-        """The layer table as text, one line per block."""
-        lines = [f"{'#':<3}{'type':<9}{'shape':<14}{'population':<12}{'neuron':<44}notes"]
+        """The layer table as text, one line per block, then the file notes."""
+        lines = [f"{'#':<3}{'type':<9}{'shape':<14}{'population':<12} {'neuron':<44}notes"]
         for row in self.layers:
             shape = "x".join(str(s) for s in row.shape)
-            lines.append(f"{row.index:<3}{row.kind:<9}{shape:<14}{row.population or '-':<12}{row.neuron:<44}{row.notes}")
+            lines.append(f"{row.index:<3}{row.kind:<9}{shape:<14}{row.population or '-':<12} {row.neuron:<44}{row.notes}")
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
+
+
+#: What h5py raises on a damaged file (on open, lookup or read).
+HDF5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class _File:
@@ -81,22 +93,28 @@ class _File:
         return ValueError(f"{self.path}: /{key}: {expected}")
 
     def has(self, key: str) -> bool:
-        return key in self.handle
+        try:
+            return key in self.handle
+        except HDF5_ERRORS as error:  # a damaged file fails on lookup, not on open
+            raise self.fail(key, f"unreadable ({_first_line(error)})") from None
 
     def dataset(self, key: str, max_size: int = MAX_WEIGHTS):
         import h5py
 
-        if key not in self.handle:
+        if not self.has(key):
             raise self.fail(key, "missing")
-        node = self.handle[key]
+        try:
+            node = self.handle[key]
+        except HDF5_ERRORS as error:
+            raise self.fail(key, f"unreadable ({_first_line(error)})") from None
         if not isinstance(node, h5py.Dataset):
             raise self.fail(key, "expected a dataset, found a group")
         if node.size > max_size:
             raise self.fail(key, f"has {node.size} elements, expected at most {max_size}")
         try:
             return node[()]
-        except (OSError, RuntimeError, ValueError, TypeError) as error:
-            raise self.fail(key, f"unreadable ({error})") from None
+        except HDF5_ERRORS as error:
+            raise self.fail(key, f"unreadable ({_first_line(error)})") from None
 
     def text(self, key: str) -> str:
         value = self.dataset(key, 16)
@@ -112,6 +130,8 @@ class _File:
 
     def integer(self, key: str, low: int, high: int) -> int:
         value = np.asarray(self.dataset(key, 1))
+        if value.size != 1:
+            raise self.fail(key, f"expected one integer, got {value.size} values")
         if value.dtype.kind not in "iuf" or not np.isfinite(value).all() or value != np.round(value):
             raise self.fail(key, f"expected an integer, got {value!r}")
         number = int(value.ravel()[0])
@@ -134,6 +154,8 @@ class _File:
             raise self.fail(key, f"expected finite numbers, got dtype {value.dtype}")
         if np.any(value != np.trunc(value)):
             raise self.fail(key, "expected integer values (netx truncates fractions; this file has some)")
+        if value.size and np.abs(value).max() >= 2**31:
+            raise self.fail(key, f"expected 32-bit integers, got a value of magnitude {float(np.abs(value).max()):.3g}")
         if shape is not None and value.size != int(np.prod(shape)):
             raise self.fail(key, f"expected {int(np.prod(shape))} values {shape}, got shape {value.shape}")
         return value.astype(np.int64).reshape(shape) if shape is not None else value.astype(np.int64)
@@ -215,12 +237,23 @@ def read_netx(path: str | Path, dt_ms: float = 1.0) -> Imported:
         raise ValueError(f"{path}: not a readable HDF5 file ({str(error).splitlines()[0]})") from None
     with handle:
         f = _File(handle, path)
-        if "layer" not in handle or not isinstance(handle["layer"], h5py.Group):
+        if not f.has("layer"):
             raise f.fail("layer", "missing (a netx file holds /layer/0, /layer/1, ...)")
-        indices = sorted(handle["layer"].keys(), key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
-        if not indices or any(not k.isdigit() for k in indices) or [int(k) for k in indices] != list(range(len(indices))):
-            raise f.fail("layer", f"expected groups 0..N-1, got {list(handle['layer'].keys())}")
-        return _build(f, len(indices), dt_ms)
+        try:
+            group = handle["layer"]
+            names = list(group.keys()) if isinstance(group, h5py.Group) else None
+        except HDF5_ERRORS as error:
+            raise f.fail("layer", f"unreadable ({_first_line(error)})") from None
+        if names is None:
+            raise f.fail("layer", "expected a group of blocks /layer/0, /layer/1, ..., found a dataset")
+        if not names or any(not k.isdigit() for k in names) or sorted(int(k) for k in names) != list(range(len(names))):
+            raise f.fail("layer", f"expected groups 0..N-1, got {names[:10]}")
+        try:
+            return _build(f, len(names), dt_ms)
+        except ValueError as error:
+            if str(error).startswith(f"{path}:"):
+                raise
+            raise ValueError(f"{path}: {_first_line(error)}") from None
 
 
 def _build(f: _File, n_layers: int, dt_ms: float) -> Imported:
@@ -244,7 +277,7 @@ def _build(f: _File, n_layers: int, dt_ms: float) -> Imported:
             notes = ""
             if f.has(f"{base}/neuron"):
                 neuron, text = _neuron(f, base, int(np.prod(grid)), None)
-                populations.append(Population(name, int(np.prod(grid)), neuron, probe_u=True, probe_v=True))
+                populations.append(Population(name, int(np.prod(grid)), neuron))
                 source = name
                 if f.has(f"{base}/weight") or f.has(f"{base}/bias"):
                     notes = "input transform (weight, bias) stored by netx, never applied: drive with simulate --input-bias"
@@ -324,7 +357,7 @@ def _build(f: _File, n_layers: int, dt_ms: float) -> Imported:
             notes = "24-bit wrap of the conv sum not emulated (never reached by 8-bit kernels this size)" \
                 if int(np.abs(kernel).sum(axis=(1, 2, 3)).max()) << 6 >= 2**23 else ""
         neuron, text = _neuron(f, base, size, bias)
-        populations.append(Population(name, size, neuron, probe_u=True, probe_v=True))
+        populations.append(Population(name, size, neuron))
         rows.append(LayerRow(i, kind, shape, name, f"{text} {synapse}", notes))
         source, grid = name, shape
     if not populations:

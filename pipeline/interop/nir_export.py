@@ -1,9 +1,11 @@
 """A float (FloatLIF) :class:`pipeline.snn.Network` -> NIR graph, the inverse of pipeline.interop.nir_graph.
 
 Each population becomes a neuron node, by its per-step decays at the network's dt (forward Euler,
-time constants in seconds): no synaptic filter and no leak -> IF(r=1); no synaptic filter -> LIF(tau =
-dt / (1 - v decay), r=1, v_leak = bias / (dt/tau)); otherwise CubaLIF(tau_syn, tau_mem, r=1, w_in=1,
-v_leak). Each projection becomes a Linear (Dense, Sparse) or Conv2d node whose weights are divided by
+time constants in seconds): no state at all (v decay 0, no synaptic filter) -> Threshold; no synaptic
+filter and no leak -> IF(r=1); no synaptic filter -> LIF(tau = dt / (1 - v decay), r=1, v_leak = bias /
+(dt/tau)); otherwise CubaLIF(tau_syn, tau_mem, r=1, w_in=1, v_leak); a population that never spikes
+(threshold float32 max, as the importer makes LI / CubaLI) -> LI / CubaLI. The classifier spec
+(input spec, readout) has no NIR form and is not written; ``spikeloop import`` infers it again. Each projection becomes a Linear (Dense, Sparse) or Conv2d node whose weights are divided by
 the target's input factor (what the importer multiplies), followed by a Delay node when it has a
 delay. So ``import(export(net))`` gives the same network up to float rounding. Not expressible in NIR,
 hence an error naming the population or projection: refractory periods, a bias on a non-leaky
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.interop.nir_graph import NEVER
 from pipeline.interop.trace import grid_shapes
 from pipeline.snn.network import INPUT, Conv2D, Network
 
@@ -32,6 +35,22 @@ def _neuron_node(nir, population, dt_ms: float, grid):
         k_mem = 1.0 - np.exp(-dt_ms / a["tau_mem_ms"])
     zeros = np.zeros(a["bias"].shape)
     ones = np.ones(a["bias"].shape)
+    never = np.all(a["threshold"] >= NEVER)
+    if np.all(k_syn == 1) and np.all(k_mem == 1) and not never:  # no state at all: a Heaviside step
+        if np.any(a["bias"] != 0):
+            raise ValueError(f"{owner}: NIR's Threshold has no bias (a memoryless neuron with a bias: not expressible)")
+        return nir.Threshold(threshold=a["threshold"]), ones.ravel()
+    if never:  # never spikes: a leaky integrator
+        if np.any(k_mem == 0) or np.any(k_mem == 1):
+            raise ValueError(f"{owner}: a non-spiking population needs a finite, nonzero membrane time constant for NIR")
+        if np.all(k_syn == 1):
+            return nir.LI(tau=dt_s / k_mem, r=ones, v_leak=a["bias"] / k_mem), k_mem.ravel()
+        if np.any(k_syn == 1):
+            raise ValueError(f"{owner}: mixes neurons with and without a synaptic filter")
+        return (nir.CubaLI(tau_syn=dt_s / k_syn, tau_mem=dt_s / k_mem, r=ones, v_leak=a["bias"] / k_mem, w_in=ones),
+                (k_syn * k_mem).ravel())
+    if np.any(k_mem == 1):
+        raise ValueError(f"{owner}: mixes memoryless (Threshold) neurons with leaky ones")
     if np.all(k_syn == 1) and np.all(k_mem == 0):
         if np.any(a["bias"] != 0):
             raise ValueError(f"{owner}: NIR's IF has no bias (no leak and a bias: not expressible)")

@@ -19,28 +19,96 @@ every file seen) becomes a per-step factor by forward Euler, the discretisation 
 Every synapse adds this runtime's one-step hop (recurrent edges: snnTorch's previous-step feedback;
 feed-forward layers: one step later than Norse/snnTorch, which add the input in the same step).
 Projections from the input port carry graded payloads (integer counts, e.g. N-MNIST frames).
-What NIR cannot express or this runtime cannot run (v_reset != 0, a bias into a CubaLIF's current)
-is an error naming the node; what was approximated is listed in the report.
+What this runtime cannot run (v_reset != 0, thresholds <= 0) is an error naming the node; what was
+approximated is listed in the report, and so is what NIR itself cannot express (reset by subtraction,
+multi-spike outputs: a model trained with them runs with reset to 0 and one spike per step).
+
+Two more readings: a Threshold node is a memoryless neuron (spike when its input > threshold); an
+Affine bias into a CubaLIF enters its current (I <- a I + k (W x + b)), whose steady part k b / (1 - a)
+is carried as a voltage bias (exact once the current's start-up a**t has decayed; the report says so).
+Rockpool writes r = (tau / dt) exp(-dt / tau) for its discrete v <- exp(-dt / tau) v + W x: where that
+identity holds at the chosen dt, the neuron is run that way (exponential decay, input gain 1).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.interop.netx import Imported, LayerRow
+from pipeline.interop.netx import HDF5_ERRORS, MAX_NEURONS, Imported, LayerRow, _first_line
 from pipeline.snn.network import INPUT, Conv2D, Dense, FloatLIF, Network, Population, Sparse
 
-NEURONS = ("IF", "LIF", "CubaLIF", "LI", "CubaLI")
+NEURONS = ("IF", "LIF", "CubaLIF", "LI", "CubaLI", "Threshold")
 LINEAR = ("Affine", "Linear", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Scale", "Delay")
 #: A neuron that never spikes (LI, CubaLI) gets this threshold (float32 max).
 NEVER = float(np.finfo(np.float32).max)
+#: A composed linear map ending in Affine/Linear at least this full becomes a Dense projection.
+DENSE_FILL = 0.5
 #: Input payloads are integer event counts up to 2**24 - 1.
 INPUT_MESSAGE_BITS = 24
+#: A Threshold node has no memory: its membrane time constant is this fraction of dt (exp(-1e6) == 0).
+NO_MEMORY = 1e-6
+#: Relative tolerance of Rockpool's signature r == (tau / dt) exp(-dt / tau) (float32 files).
+ROCKPOOL_RTOL = 1e-5
+#: What NIR v1 cannot express; every import report names it.
+NIR_LIMITS = ("NIR resets v to v_reset (0 here): reset by subtraction (sinabs IAF, snnTorch reset_mechanism="
+              "'subtract') and multi-spike outputs (sinabs MultiSpike) are not in the file, so a model trained "
+              "with them runs with reset to 0 and at most one spike per neuron and step")
 
 
 def _fail(path: Path, node: str, message: str) -> ValueError:
     return ValueError(f"{path}: node {node!r}: {message}")
+
+
+def _guarded(path: Path, name: str, function, *args):
+    """``function(*args)`` with any failure on malformed parameters as one ValueError naming the node."""
+    try:
+        return function(*args)
+    except ValueError as error:
+        if str(error).startswith(f"{path}:"):
+            raise
+        raise _fail(path, name, _first_line(error)) from None
+    except (TypeError, KeyError, IndexError, AttributeError, ArithmeticError) as error:
+        raise _fail(path, name, f"malformed parameters ({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _pool_then_conv(chain: tuple[str, ...], nodes, maps: dict, linear: _Map) -> tuple[str, Conv2D] | None:
+    """A SumPool2d / AvgPool2d (kernel == stride, no padding, dividing the input) followed by a Conv2d
+    (dilation 1) as one Conv2D on the unpooled grid: kernel repeated over each pooling window (divided
+    by its area for AvgPool2d), stride and padding times the pooling factor. Returned only when its
+    synapses equal the composed matrix exactly; None otherwise."""
+    if len(chain) != 2 or type(nodes[chain[0]]).__name__ not in ("SumPool2d", "AvgPool2d") \
+            or maps[chain[1]].single is None or maps[chain[1]].single[0] != "conv":
+        return None
+    pool, conv = nodes[chain[0]], maps[chain[1]].single[1]
+    kh, kw = (int(k) for k in np.broadcast_to(np.asarray(pool.kernel_size).ravel(), (2,)))
+    stride = tuple(int(k) for k in np.broadcast_to(np.asarray(pool.stride).ravel(), (2,)))
+    grid = _shape(pool, "input")
+    if stride != (kh, kw) or np.any(np.asarray(pool.padding) != 0) or conv.dilation != (1, 1) \
+            or grid[1] % kh or grid[2] % kw:
+        return None
+    kernel = np.repeat(np.repeat(conv.kernel, kh, axis=2), kw, axis=3)
+    if type(pool).__name__ == "AvgPool2d":
+        kernel = kernel / (kh * kw)
+    try:
+        fused = Conv2D(name=conv.name, source=INPUT, target=conv.target, kernel=kernel, in_shape=grid,
+                       stride=(conv.stride[0] * kh, conv.stride[1] * kw),
+                       padding=(conv.padding[0] * kh, conv.padding[1] * kw), groups=conv.groups)
+    except ValueError:
+        return None
+    n_in, n_out = linear.matrix.shape[1], linear.matrix.shape[0]
+    if fused.out_shape() != conv.out_shape():
+        return None
+    from scipy import sparse
+
+    indptr, post, weights, _ = fused.synapses(n_in, n_out)
+    pre = np.repeat(np.arange(n_in), np.diff(indptr))
+    difference = sparse.csr_matrix((weights, (post, pre)), shape=(n_out, n_in)) - linear.matrix
+    scale = float(np.abs(linear.matrix.data).max()) if linear.matrix.nnz else 1.0
+    if difference.nnz and float(np.abs(difference.data).max()) > 1e-12 * scale:
+        return None
+    return ("conv", fused)
 
 
 def _pair(value, node: str, path: Path, name: str) -> tuple[int, int]:
@@ -51,8 +119,16 @@ def _pair(value, node: str, path: Path, name: str) -> tuple[int, int]:
 
 
 def _shape(node, key: str) -> tuple[int, ...]:
+    """The node's input or output type (without the batch axis); ValueError unless it is a bounded shape."""
     types = node.input_type if key == "input" else node.output_type
-    return tuple(int(s) for s in np.asarray(types[key]).ravel())
+    try:
+        shape = np.asarray(types[key]).ravel()
+        dims = tuple(int(s) for s in shape)
+    except (TypeError, KeyError, ValueError, IndexError) as error:
+        raise ValueError(f"{key} type is not a shape ({_first_line(error)})") from None
+    if not dims or min(dims) < 1 or int(np.prod(dims, dtype=object)) > MAX_NEURONS:
+        raise ValueError(f"{key} type {list(dims)} must be positive sizes, at most {MAX_NEURONS} elements")
+    return dims
 
 
 class _Map:
@@ -129,6 +205,12 @@ def _node_map(name: str, node, path: Path, dt_ms: float) -> _Map:
     raise _fail(path, name, f"unknown node type {kind!r} (expected Input, Output, {', '.join(LINEAR + NEURONS)})")
 
 
+def _rockpool(r: np.ndarray, tau: np.ndarray, dt_s: float) -> bool:
+    """Rockpool's exporter writes r = (tau / dt) exp(-dt / tau) for the discrete update
+    v <- exp(-dt / tau) v + I (its own dt); at that dt the identity holds to float32 precision."""
+    return bool(np.allclose(r * dt_s / tau, np.exp(-dt_s / tau), rtol=ROCKPOOL_RTOL, atol=0.0))
+
+
 def _neuron(name: str, node, size: int, dt_ms: float, path: Path) -> tuple[dict, np.ndarray, str]:
     """(FloatLIF fields, input factor (size,), description) for a NIR neuron node."""
     kind = type(node).__name__
@@ -143,35 +225,67 @@ def _neuron(name: str, node, size: int, dt_ms: float, path: Path) -> tuple[dict,
         array = np.broadcast_to(np.asarray(value, dtype=np.float64).ravel(), (size,)) if np.size(value) in (1, size) else None
         if array is None:
             raise _fail(path, name, f"parameter {key!r} must have 1 or {size} values, got {np.size(value)}")
+        if not np.all(np.isfinite(array)):
+            raise _fail(path, name, f"parameter {key!r} must be finite")
         return array
 
     def euler(tau, key):
         k = dt_s / tau
         if np.any(k >= 1) or np.any(k <= 0):
-            raise _fail(path, name, f"{key} must be > dt ({dt_s} s) for forward Euler, got {float(tau.min())}")
+            raise _fail(path, name, f"{key} must be > dt ({dt_s} s) for forward Euler, got {float(tau.min())} s")
         with np.errstate(divide="ignore"):
             return k, -dt_ms / np.log1p(-k)
 
-    if kind != "LI" and kind != "CubaLI" and np.any(param("v_reset", 0.0) != 0):
+    if kind in ("IF", "LIF", "CubaLIF") and np.any(param("v_reset", 0.0) != 0):
         raise _fail(path, name, "v_reset != 0 cannot be run (this runtime resets v to 0)")
-    threshold = np.full(size, NEVER) if kind in ("LI", "CubaLI") else param("v_threshold")
-    if kind == "IF":
+    if kind == "Threshold":
+        threshold = param("threshold")
+    elif kind in ("LI", "CubaLI"):
+        threshold = np.full(size, NEVER)
+    else:
+        threshold = param("v_threshold")
+    if np.any(threshold <= 0):
+        raise _fail(path, name, f"{'threshold' if kind == 'Threshold' else 'v_threshold'} must be > 0 "
+                                f"(this runtime spikes when v > threshold > 0), got {float(threshold.min())}")
+    if kind == "Threshold":
+        factor = np.ones(size)
+        fields = dict(tau_syn_ms=0.0, tau_mem_ms=NO_MEMORY * dt_ms, threshold=threshold, bias=0.0)
+        text = "Threshold: spike when input > threshold, no state (to_loihi: v keeps 1/4096 per step, dv=4095)"
+    elif kind == "IF":
         factor = param("r")
         fields = dict(tau_syn_ms=0.0, tau_mem_ms=np.inf, threshold=threshold, bias=0.0)
         text = "IF v += r I per step (no dt)"
     elif kind in ("LIF", "LI"):
-        k, tau_mem_ms = euler(param("tau"), "tau")
-        factor = k * param("r")
-        fields = dict(tau_syn_ms=0.0, tau_mem_ms=tau_mem_ms, threshold=threshold, bias=k * param("v_leak", 0.0))
-        text = f"{kind} v decay 1-dt/tau = {float(1 - k[0]):.6g}"
+        tau, r = param("tau"), param("r")
+        if np.any(tau <= 0):
+            raise _fail(path, name, f"tau must be > 0 s, got {float(tau.min())}")
+        if _rockpool(r, tau, dt_s):
+            decay = np.exp(-dt_s / tau)
+            factor = np.ones(size)
+            fields = dict(tau_syn_ms=0.0, tau_mem_ms=tau * 1000.0, threshold=threshold,
+                          bias=(1 - decay) * param("v_leak", 0.0))
+            text = f"{kind} (Rockpool: r = tau/dt exp(-dt/tau)) v decay exp(-dt/tau) = {float(decay[0]):.6g}, input x1"
+        else:
+            k, tau_mem_ms = euler(tau, "tau")
+            factor = k * r
+            fields = dict(tau_syn_ms=0.0, tau_mem_ms=tau_mem_ms, threshold=threshold, bias=k * param("v_leak", 0.0))
+            text = f"{kind} v decay 1-dt/tau = {float(1 - k[0]):.6g}"
     else:
-        k_syn, tau_syn_ms = euler(param("tau_syn"), "tau_syn")
-        k_mem, tau_mem_ms = euler(param("tau_mem"), "tau_mem")
-        factor = k_syn * param("w_in", 1.0) * k_mem * param("r")
-        fields = dict(tau_syn_ms=tau_syn_ms, tau_mem_ms=tau_mem_ms, threshold=threshold, bias=k_mem * param("v_leak", 0.0))
-        text = f"{kind} I decay {float(1 - k_syn[0]):.6g}, v decay {float(1 - k_mem[0]):.6g}"
-    if np.any(threshold <= 0):
-        raise _fail(path, name, "v_threshold must be > 0")
+        tau_syn, tau_mem, r = param("tau_syn"), param("tau_mem"), param("r")
+        if np.any(tau_syn <= 0) or np.any(tau_mem <= 0):
+            raise _fail(path, name, "tau_syn and tau_mem must be > 0 s")
+        if _rockpool(r, tau_mem, dt_s):
+            factor = np.ones(size)
+            fields = dict(tau_syn_ms=tau_syn * 1000.0, tau_mem_ms=tau_mem * 1000.0, threshold=threshold,
+                          bias=(1 - np.exp(-dt_s / tau_mem)) * param("v_leak", 0.0))
+            text = (f"{kind} (Rockpool: r = tau_mem/dt exp(-dt/tau_mem)) I decay {float(np.exp(-dt_s / tau_syn[0])):.6g}, "
+                    f"v decay {float(np.exp(-dt_s / tau_mem[0])):.6g}, input x1")
+        else:
+            k_syn, tau_syn_ms = euler(tau_syn, "tau_syn")
+            k_mem, tau_mem_ms = euler(tau_mem, "tau_mem")
+            factor = k_syn * param("w_in", 1.0) * k_mem * r
+            fields = dict(tau_syn_ms=tau_syn_ms, tau_mem_ms=tau_mem_ms, threshold=threshold, bias=k_mem * param("v_leak", 0.0))
+            text = f"{kind} I decay {float(1 - k_syn[0]):.6g}, v decay {float(1 - k_mem[0]):.6g}"
     return fields, factor, text
 
 
@@ -183,18 +297,54 @@ def read_nir(path: str | Path, dt_ms: float = 1.0) -> Imported:
         raise ValueError(f"{path}: reading NIR needs the 'nir' package (pip install 'spikeloop[interop]')") from error
     path = Path(path)
     _check_node_types(path)
+    mismatch = None
     try:
         graph = nir.read(str(path))
     except Exception as error:  # the nir package raises anything from KeyError to h5py errors
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if "type mismatch" in message:
-            try:
-                graph = nir.read(str(path), type_check=False)
-            except Exception as again:
-                raise ValueError(f"{path}: not a readable NIR graph ({again})") from None
-        else:
+        message = _first_line(error)
+        mismatch = re.search(r"type mismatch: (.+)\.output: (.+) -> (.+)\.input: (.+)$", message)
+        if mismatch is None:
+            _locate_unreadable_node(path)
             raise ValueError(f"{path}: not a readable NIR graph ({type(error).__name__}: {message})") from None
-    return graph_to_network(graph, path, dt_ms)
+        try:  # some exporters write a mismatching Output shape (Rockpool: [1, 1, 1]); the graph may still be sound
+            graph = nir.read(str(path), type_check=False)
+        except Exception as again:
+            raise ValueError(f"{path}: not a readable NIR graph ({_first_line(again)})") from None
+    try:
+        return graph_to_network(graph, path, dt_ms)
+    except ValueError as error:
+        if mismatch is not None:  # the shape inconsistency the nir package found explains the failure best
+            source, out, target, into = mismatch.groups()
+            raise _fail(path, target, f"input type {into} does not match the output type {out} of node {source!r} "
+                                      f"that feeds it (inconsistent shapes)") from None
+        if str(error).startswith(f"{path}:"):
+            raise
+        raise ValueError(f"{path}: {_first_line(error)}") from None
+
+
+def _locate_unreadable_node(path: Path) -> None:
+    """After the nir package failed on ``path``: read node by node with its own per-node reader and raise
+    a ValueError naming the first node it cannot read and why; return when every node reads."""
+    import h5py
+    from nir.serialization import read_node
+
+    try:
+        with h5py.File(path, "r") as handle:
+            for name, group in handle["node/nodes"].items():
+                try:
+                    read_node(group)
+                except KeyError as error:
+                    missing = re.search(r"object '([^']+)' doesn't exist", str(error))
+                    raise _fail(path, name, f"missing parameter {missing.group(1) if missing else _first_line(error)!r}"
+                                ) from None
+                except AssertionError as error:
+                    raise _fail(path, name, f"inconsistent parameters ({_first_line(error)})") from None
+                except Exception as error:  # the nir package's node constructors raise anything
+                    raise _fail(path, name, f"unreadable ({type(error).__name__}: {_first_line(error)})") from None
+    except HDF5_ERRORS as error:
+        if isinstance(error, ValueError) and str(error).startswith(f"{path}:"):
+            raise
+        raise ValueError(f"{path}: not a readable NIR graph ({_first_line(error)})") from None
 
 
 def _check_node_types(path: Path) -> None:
@@ -214,8 +364,10 @@ def _check_node_types(path: Path) -> None:
                 if kind not in NEURONS + LINEAR + ("Input", "Output"):
                     raise _fail(path, name, f"unknown node type {kind!r} (expected Input, Output, "
                                             f"{', '.join(LINEAR + NEURONS)})")
-    except OSError as error:
-        raise ValueError(f"{path}: not a readable HDF5 file ({str(error).splitlines()[0]})") from None
+    except HDF5_ERRORS as error:
+        if isinstance(error, ValueError) and str(error).startswith(f"{path}:"):
+            raise
+        raise ValueError(f"{path}: not a readable NIR graph ({_first_line(error)})") from None
 
 
 def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
@@ -247,7 +399,7 @@ def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
                 if source in seen:
                     raise _fail(path, source, "is part of a cycle with no neuron in it")
                 if source not in maps:
-                    maps[source] = _node_map(source, nodes[source], path, dt_ms)
+                    maps[source] = _guarded(path, source, _node_map, source, nodes[source], path, dt_ms)
                 for origin, before, chain in paths_into(source, seen + (source,)):
                     composed = maps[source] if before is None else before.then(maps[source])
                     found.append((origin, composed, chain + (source,)))
@@ -255,29 +407,42 @@ def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
                 raise _fail(path, source, f"an {kinds[source]} node cannot feed {name!r}")
         return found
 
-    input_shape = _shape(nodes[inputs[0]], "output")
+    input_shape = _guarded(path, inputs[0], _shape, nodes[inputs[0]], "output")
     populations, projections, rows = [], [], []
-    for name in neurons:
+    chains: dict[str, tuple[str, ...]] = {}  # projection name -> the linear nodes it was made of
+
+    def add_neuron(name: str) -> None:
         node = nodes[name]
         size = int(np.prod(_shape(node, "output")))
         fields, factor, text = _neuron(name, node, size, dt_ms, path)
         bias = np.asarray(fields.pop("bias"), dtype=np.float64) * np.ones(size)
         notes = []
+        first = len(projections)
         for index, (origin, linear, chain) in enumerate(paths_into(name, ())):
             source = INPUT if kinds[origin] == "Input" else origin
             graded = INPUT_MESSAGE_BITS if source == INPUT else 0
             common = dict(name=f"{'_'.join(chain) or origin}->{name}" if index == 0 else f"{'_'.join(chain) or origin}->{name}#{index}",
                           source=source, target=name, num_message_bits=graded)
+            chains[common["name"]] = chain
             if linear is None:
                 from scipy import sparse
 
                 linear = _Map(sparse.identity(size, format="csr"), np.zeros(size), 0)
             if np.any(linear.bias != 0):
                 if kinds[name] in ("CubaLIF", "CubaLI"):
-                    raise _fail(path, chain[-1], f"a bias into {kinds[name]} {name!r} (it enters the current) cannot be run")
-                bias = bias + factor * linear.bias
+                    # The bias enters the current: I <- a I + k (x + b) has the steady part k b / (1 - a);
+                    # carried as a voltage bias it is exact once the current's start-up a**t has decayed.
+                    a = np.exp(-dt_ms / np.asarray(fields["tau_syn_ms"], dtype=np.float64))
+                    bias = bias + factor * linear.bias / (1.0 - a)
+                    notes.append(f"bias of {chain[-1]!r} enters the current: run as its steady state k b/(1-a) "
+                                 f"on v (exact after the start-up transient {float(np.max(a)):.3g}**t)")
+                else:
+                    bias = bias + factor * linear.bias
             common["delay"] = int(linear.delay)
-            single = maps[chain[0]].single if len(chain) == 1 else None
+            single = maps[chain[0]].single if len(chain) == 1 else _pool_then_conv(chain, nodes, maps, linear)
+            if single is None and kinds[chain[-1]] in ("Affine", "Linear") and linear.matrix.nnz >= DENSE_FILL * \
+                    linear.matrix.shape[0] * linear.matrix.shape[1]:
+                single = ("dense", None)  # e.g. pool -> flatten -> affine: a full matrix runs best as Dense
             if single is not None and single[0] == "conv":
                 conv = single[1]
                 kernel = conv.kernel * factor.reshape(conv.out_shape())[:, :1, :1].reshape(-1, 1, 1, 1) \
@@ -298,8 +463,12 @@ def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
                                           weights=coo.data[order], **common))
             if linear.delay:
                 notes.append(f"delay {linear.delay} steps")
-        populations.append(Population(name, size, FloatLIF(**fields, bias=bias), probe_u=True, probe_v=True))
+        notes[:0] = [f"in: {'+'.join(kinds[n] for n in chains[p.name]) or 'edge'} from {p.source} as {type(p).__name__}"
+                     for p in projections[first:]]
+        populations.append(Population(name, size, FloatLIF(**fields, bias=bias)))
         rows.append(LayerRow(len(rows), kinds[name], _shape(node, "output"), name, text, "; ".join(notes)))
+    for name in neurons:
+        _guarded(path, name, add_neuron, name)
     feeding = [s for s in incoming[outputs[0]]]
     if len(feeding) != 1 or kinds[feeding[0]] not in NEURONS:
         raise _fail(path, outputs[0], f"expected one neuron node feeding the Output, got {feeding}")
@@ -308,7 +477,7 @@ def graph_to_network(graph, path: Path, dt_ms: float) -> Imported:
                           output=feeding[0], dt_ms=dt_ms, input_shape=input_shape if len(input_shape) == 3 else None)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    return Imported(network, tuple(rows), str(path))
+    return Imported(network, tuple(rows), str(path), (NIR_LIMITS,))
 
 
 def _order(graph, start: str) -> list[str]:

@@ -19,12 +19,14 @@ def register(subparsers, summary: str) -> None:
 
 
 def run(args) -> int:
+    from pipeline.app.atomic import check_writable, write_atomic
     from pipeline.interop.nir_export import write_nir
     from pipeline.snn.network import Network
 
     try:
+        check_writable(args.out)
         network = Network.load(args.network)
-        write_nir(network, args.out)
+        write_atomic(args.out, lambda path: write_nir(network, path))
     except (OSError, ValueError, ImportError) as error:
         print(f"spikeloop export: {error}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ def register(subparsers, summary: str) -> None:
 def run(args) -> int:
     import numpy as np
 
+    from pipeline.app.atomic import check_writable, write_atomic
     from pipeline.interop.trace import simulate, with_input_bias
     from pipeline.snn.network import Network
 
@@ -37,6 +38,7 @@ def run(args) -> int:
         print("spikeloop simulate: --steps and --reset-interval must be positive", file=sys.stderr)
         return 2
     try:
+        check_writable(args.out)
         network = Network.load(args.network)
         spikes = None
         if args.input_bias:
@@ -47,7 +49,15 @@ def run(args) -> int:
     except (OSError, ValueError) as error:
         print(f"spikeloop simulate: {error}", file=sys.stderr)
         return 2
-    np.savez_compressed(args.out, **trace)
+    def write(path):
+        with open(path, "wb") as handle:  # a handle: numpy appends no .npz
+            np.savez_compressed(handle, **trace)
+
+    try:
+        write_atomic(args.out, write)
+    except ValueError as error:
+        print(f"spikeloop simulate: {error}", file=sys.stderr)
+        return 2
     totals = ", ".join(f"{k[:-2]} {int(v.sum())}" for k, v in trace.items() if k.endswith("_s"))
     print(f"{args.steps} steps; spikes: {totals}; wrote {args.out}")
     return 0
