@@ -1,0 +1,316 @@
+"""Unsupervised STDP (Diehl & Cook 2015) on the Loihi learning engine, then neuron -> class assignment.
+
+The network (one Loihi runtime, the same description that is deployed):
+
+* input: DVS events on a (C, H, W) grid, one step per ``bin_us`` (event-driven: an input spikes in a
+  step when it saw an event; :func:`pipeline.train.present.present_file`),
+* ``exc``: ``n_neurons`` LoihiLIF neurons, all-to-all from the input through a Dense projection whose
+  weights learn with a Loihi sum-of-products rule (:mod:`pipeline.snn.learning`; default
+  ``dw = 2^-4*y0*x1 - 2^-6*y0*w``: at every post spike the weight moves towards 4x the pre trace, so a
+  neuron's weights become a running average of the input that made it fire, bounded without a
+  separate normalisation step),
+* lateral inhibition: a fixed Dense projection ``exc -> exc`` with ``-inhibition`` (vth units) between
+  every pair of distinct neurons (Diehl & Cook's excitatory -> inhibitory -> excitatory loop folded
+  into one hop, as their own "lateral inhibition" variant),
+* homeostasis: adaptive thresholds (:mod:`pipeline.snn.learning.homeostasis`) during training,
+  folded into the population's per-neuron ``vth`` at the end.
+
+Between recordings the neuron state and the traces are reset (Diehl & Cook's resting period). After
+learning, every neuron is assigned the class for which its mean spike count over the training set is
+highest (:func:`assign_classes`); the saved network carries ``Readout(kind="assignment")`` and the
+``InputSpec``, so any evaluator runs it. :func:`predict` is the assignment vote (the class whose
+neurons have the highest mean count).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.snn.learning.competitive import WinnerTakeAll
+from pipeline.snn.learning.homeostasis import AdaptiveThreshold, ThresholdAdapter
+from pipeline.snn.learning.normalization import WeightNormalization, normalize_incoming
+from pipeline.snn.learning.rule import LearningRule
+from pipeline.snn.model import InputSpec, Readout
+from pipeline.snn.network import INPUT, Dense, LoihiLIF, Network, Population
+from pipeline.snn.runtime import build
+from pipeline.train.present import Presentation, present_file
+
+#: The N-MNIST sensor grid (Orchard et al. 2015: ATIS, 34 x 34 pixels after saccade stabilisation).
+NMNIST_SIZE = 34
+EXC = "exc"
+FEEDFORWARD = "input_exc"
+INHIBITION = "exc_exc"
+
+
+class StdpDiverged(RuntimeError):
+    """Learning stopped making sense (no excitatory spikes in an epoch); the message names the epoch."""
+
+
+@dataclass(frozen=True)
+class StdpConfig:
+    """Everything that defines a Diehl & Cook run. Units: vth and inhibition in threshold-mantissa units
+    (a weight W with exponent weight_exp adds W * 2**weight_exp to v / 64); times in steps of ``bin_us`` µs.
+
+    Input: ``sensor_size`` (square DVS grid), ``scale`` (event pooling), ``polarity`` ("merge" or "split"),
+    ``bin_us``, ``duration_us`` (0 = whole recording). Neurons: ``n_neurons``, ``du``/``dv`` (12-bit
+    decays), ``vth``, ``refractory`` (steps), ``weight_exp`` of the learned projection, ``inhibition``.
+    Rule: ``rule`` (Lava syntax for dw), pre trace ``x1_impulse``/``x1_tau``, post trace
+    ``y1_impulse``/``y1_tau``, ``t_epoch``, initial weights uniform in 0..``init_weight``. Homeostasis:
+    ``theta_increment`` per spike (vth units), ``theta_tau`` (steps, 0 = none), ``theta_limit``, ``theta_recentre`` (after each
+    recording the smallest theta is subtracted from all, so the least used neuron sits at ``vth``).
+    ``epochs`` passes over the training set (shuffled each pass with ``seed``).
+    """
+
+    n_neurons: int = 400
+    sensor_size: int = NMNIST_SIZE
+    scale: int = 1
+    polarity: str = "merge"
+    bin_us: int = 1000
+    duration_us: int = 0
+    du: int = 4095
+    dv: int = 128
+    vth: int = 6000
+    refractory: int = 5
+    weight_exp: int = 0
+    inhibition: int = 20000
+    rule: str = "2^-4*y0*x1 - 2^-6*y0*w"
+    x1_impulse: float = 32.0
+    x1_tau: float = 20.0
+    y1_impulse: float = 0.0
+    y1_tau: float = 0.0
+    t_epoch: int = 1
+    init_weight: int = 64
+    norm_total: int = 29000
+    winner_only: bool = True
+    theta_increment: float = 200.0
+    theta_tau: float = 0.0
+    theta_limit: float = 100000.0
+    theta_recentre: bool = True
+    epochs: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def positive(name, high):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or not 0 < value <= high:
+                raise ValueError(f"stdp config: {name!r} must be an integer in 1..{high}, got {value!r}")
+        for name, high in (("n_neurons", 10_000), ("sensor_size", 4096), ("scale", 64), ("bin_us", 1_000_000),
+                           ("vth", 2 ** 17 - 1), ("epochs", 1000), ("init_weight", 255), ("inhibition", 255 * 128)):
+            positive(name, high)
+        if self.polarity not in ("merge", "split"):
+            raise ValueError(f"stdp config: 'polarity' must be 'merge' or 'split', got {self.polarity!r}")
+        self.learning_rule()                   # parses and checks the rule and traces
+        AdaptiveThreshold(self.theta_increment, self.theta_tau, self.theta_limit)
+        if self.norm_total:
+            WeightNormalization(self.norm_total)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        side = -(-self.sensor_size // self.scale)
+        return (2 if self.polarity == "split" else 1, side, side)
+
+    @property
+    def n_inputs(self) -> int:
+        c, h, w = self.input_shape
+        return c * h * w
+
+    def input_spec(self) -> InputSpec:
+        return InputSpec(sensor="dvs", bin_us=self.bin_us, encoding="spikes", polarity=self.polarity,
+                         duration_us=self.duration_us, tail_steps=2, scale=self.scale)
+
+    def learning_rule(self) -> LearningRule:
+        return LearningRule.from_strings(dw=self.rule, x1_impulse=self.x1_impulse, x1_tau=self.x1_tau,
+                                         y1_impulse=self.y1_impulse, y1_tau=self.y1_tau, t_epoch=self.t_epoch,
+                                         rng_seed=self.seed + 1, sign_mode="excitatory")
+
+    def homeostasis(self) -> AdaptiveThreshold:
+        return AdaptiveThreshold(self.theta_increment, self.theta_tau, self.theta_limit)
+
+
+def _exp_for(magnitude: int) -> tuple[int, int]:
+    """(mantissa <= 255, exponent >= 0) with mantissa * 2**exponent ~ magnitude."""
+    exponent = 0
+    while magnitude > 255 * 2 ** exponent:
+        exponent += 1
+    return int(round(magnitude / 2 ** exponent)), exponent
+
+
+def build_network(config: StdpConfig, weights: np.ndarray, vth: np.ndarray | int, learning: bool,
+                  readout: Readout | None = None) -> Network:
+    """The Diehl & Cook network: ``weights`` (n_neurons, n_inputs) int 0..255, per-neuron ``vth``; the
+    feed-forward projection learns with ``config.learning_rule()`` when ``learning``."""
+    n = config.n_neurons
+    mantissa, exponent = _exp_for(config.inhibition)
+    lateral = np.full((n, n), -mantissa, np.int64)
+    np.fill_diagonal(lateral, 0)
+    neuron = LoihiLIF(du=config.du, dv=config.dv, vth=vth, refractory=config.refractory)
+    return Network(
+        n_inputs=config.n_inputs,
+        populations=[Population(EXC, n, neuron)],
+        projections=[Dense(name=FEEDFORWARD, source=INPUT, target=EXC, weights=weights, weight_exp=config.weight_exp,
+                           learning=_learning(config) if learning else None),
+                     Dense(name=INHIBITION, source=EXC, target=EXC, weights=lateral, weight_exp=exponent)],
+        output=EXC, input_shape=config.input_shape, input_spec=config.input_spec(), readout=readout)
+
+
+def _learning(config: StdpConfig):
+    rule = config.learning_rule()
+    return WinnerTakeAll(rule) if config.winner_only else rule
+
+
+def present_all(paths, config: StdpConfig) -> list[Presentation]:
+    """Every recording of ``paths`` as the network's input (ValueError names a bad file)."""
+    spec = config.input_spec()
+    return [present_file(p, spec, config.input_shape, config.n_inputs) for p in paths]
+
+
+def run_counts(runtime, presentation: Presentation, after_step: Callable[[], None] | None = None) -> np.ndarray:
+    """Reset ``runtime``, present one recording, return the output spike counts (n_outputs,) int64."""
+    runtime.reset()
+    counts = np.zeros(runtime.network.n_outputs, np.int64)
+    indptr, index = presentation.indptr, presentation.index
+    for k in range(presentation.n_steps):
+        counts += runtime.step(index[indptr[k]:indptr[k + 1]])
+        if after_step is not None:
+            after_step()
+    return counts
+
+
+def responses(network: Network, presentations: list[Presentation]) -> np.ndarray:
+    """(n_samples, n_outputs) spike counts of a (non-learning) network on the loihi backend."""
+    runtime = build(network, "loihi")
+    runtime.warmup()
+    return np.stack([run_counts(runtime, p) for p in presentations]) if presentations else \
+        np.zeros((0, network.n_outputs), np.int64)
+
+
+def assign_classes(counts: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Diehl & Cook's labelling: neuron i -> the class with the highest mean count of i over that class's
+    samples; -1 for a neuron that never spiked. counts (n_samples, n_neurons), labels (n_samples,)."""
+    labels = np.asarray(labels)
+    means = np.zeros((n_classes, counts.shape[1]))
+    for c in range(n_classes):
+        if np.any(labels == c):
+            means[c] = counts[labels == c].mean(axis=0)
+    assignment = means.argmax(axis=0).astype(np.int64)
+    assignment[counts.sum(axis=0) == 0] = -1
+    return assignment
+
+
+def predict(counts: np.ndarray, assignment: np.ndarray, n_classes: int) -> np.ndarray:
+    """The assignment vote per sample: the class whose assigned neurons have the highest mean count
+    (classes without neurons never win; ties go to the lower class). counts (n_samples, n_neurons)."""
+    scores = np.full((counts.shape[0], n_classes), -np.inf)
+    for c in range(n_classes):
+        members = assignment == c
+        if members.any():
+            scores[:, c] = counts[:, members].mean(axis=1)
+    return scores.argmax(axis=1)
+
+
+@dataclass
+class StdpResult:
+    """A trained network (assignment readout set), per-epoch history and final metrics."""
+
+    network: Network
+    history: list[dict]
+    metrics: dict
+
+
+def train(config: StdpConfig, train_paths, train_labels, classes: tuple[str, ...],
+          progress: Callable[..., None] | None = None, presentations: list[Presentation] | None = None
+          ) -> StdpResult:
+    """Learn the input weights and thresholds over ``config.epochs`` passes, then assign classes.
+
+    ``progress(epoch=, samples=, spikes=, ...)`` is called after every epoch. Raises StdpDiverged when an
+    epoch ends without a single excitatory spike.
+    """
+    rng = np.random.default_rng(config.seed)
+    presentations = present_all(train_paths, config) if presentations is None else presentations
+    labels = np.asarray(train_labels, np.int64)
+    weights = rng.integers(0, config.init_weight + 1, size=(config.n_neurons, config.n_inputs))
+    network = build_network(config, weights, config.vth, learning=True)
+    runtime = build(network, "loihi")
+    runtime.warmup()
+    base = np.full(config.n_neurons, config.vth, np.int64)
+    adapter = ThresholdAdapter(config.homeostasis(), base, runtime.spikes_of(EXC), runtime.thresholds(EXC))
+    view = runtime.dense_view(FEEDFORWARD)
+    if config.norm_total:
+        normalize_incoming(view, config.norm_total, 255)
+    history = []
+    for epoch in range(1, config.epochs + 1):
+        order = rng.permutation(len(presentations))
+        spikes = 0
+        silent = 0
+        for i in order:
+            counts = run_counts(runtime, presentations[i], adapter.step)
+            if config.norm_total:
+                normalize_incoming(view, config.norm_total, 255)
+            if config.theta_recentre:
+                adapter.recentre()
+            total = int(counts.sum())
+            spikes += total
+            silent += total == 0
+        if spikes == 0:
+            raise StdpDiverged(f"epoch {epoch}: no excitatory neuron spiked over {len(order)} recordings "
+                               f"(vth {config.vth}, weights at most {int(runtime.learned_weights(FEEDFORWARD).max())}); "
+                               "lower vth or raise the input weights")
+        learned = runtime.learned_weights(FEEDFORWARD)
+        entry = {"epoch": epoch, "samples": len(order), "spikes_per_sample": spikes / len(order),
+                 "silent_samples": silent, "theta_mean": float(adapter.theta.mean()),
+                 "weight_mean": float(learned.mean())}
+        history.append(entry)
+        if progress is not None:
+            progress(**entry)
+    frozen = build_network(config, runtime.learned_weights(FEEDFORWARD), adapter.vth(), learning=False,
+                           readout=Readout(kind="count", classes=tuple(str(i) for i in range(config.n_neurons))))
+    counts = responses(frozen, presentations)
+    assignment = assign_classes(counts, labels, len(classes))
+    accuracy = float(np.mean(predict(counts, assignment, len(classes)) == labels))
+    readout = Readout(kind="assignment", classes=tuple(classes), assignment=assignment)
+    trained = dataclasses.replace(frozen, readout=readout)
+    metrics = {"train_accuracy": accuracy, "neurons_assigned": int((assignment >= 0).sum()),
+               "neurons_per_class": np.bincount(assignment[assignment >= 0], minlength=len(classes)).tolist()}
+    return StdpResult(trained, history, metrics)
+
+
+def evaluate(network: Network, paths, labels) -> float:
+    """Accuracy of an assignment-readout network on labelled recordings (loihi backend)."""
+    if network.readout is None or network.readout.kind != "assignment" or network.input_spec is None:
+        raise ValueError("the network needs an input spec and an 'assignment' readout")
+    spec = network.input_spec
+    presentations = [present_file(p, spec, network.input_shape, network.n_inputs) for p in paths]
+    counts = responses(network, presentations)
+    readout = network.readout
+    return float(np.mean(predict(counts, readout.assignment, len(readout.classes)) == np.asarray(labels)))
+
+
+def receptive_fields_png(network: Network, path: str | Path, columns: int = 20, zoom: int = 3) -> Path:
+    """Tile every excitatory neuron's input weights (one tile per neuron and input channel, side by side)
+    into a grey PNG, brighter = stronger, each tile scaled to its own maximum; written atomically."""
+    import cv2
+
+    c, h, w = network.input_shape
+    weights = np.asarray(network.projection(FEEDFORWARD).weights, np.float64).reshape(-1, c, h, w)
+    n = weights.shape[0]
+    rows = -(-n // columns)
+    tile_w = c * w + (c - 1)
+    canvas = np.full((rows * (h + 1) + 1, columns * (tile_w + 1) + 1), 40, np.uint8)
+    peak = weights.reshape(n, -1).max(axis=1)
+    for i in range(n):
+        r, col = divmod(i, columns)
+        y0, x0 = 1 + r * (h + 1), 1 + col * (tile_w + 1)
+        for ch in range(c):
+            tile = weights[i, ch] / peak[i] * 255 if peak[i] > 0 else weights[i, ch]
+            canvas[y0:y0 + h, x0 + ch * (w + 1):x0 + ch * (w + 1) + w] = tile.astype(np.uint8)
+    image = cv2.resize(canvas, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    if not cv2.imwrite(str(tmp), image):
+        raise ValueError(f"{path}: could not write the PNG")
+    tmp.replace(path)
+    return path
