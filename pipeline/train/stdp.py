@@ -32,7 +32,7 @@ import numpy as np
 
 from pipeline.snn.learning.competitive import WinnerTakeAll
 from pipeline.snn.learning.homeostasis import AdaptiveThreshold, ThresholdAdapter
-from pipeline.snn.learning.normalization import WeightNormalization, normalize_incoming
+from pipeline.snn.learning.normalization import WeightNormalization
 from pipeline.snn.learning.rule import LearningRule
 from pipeline.snn.model import InputSpec, Readout
 from pipeline.snn.network import INPUT, Dense, LoihiLIF, Network, Population
@@ -62,6 +62,10 @@ class StdpConfig:
     ``y1_impulse``/``y1_tau``, ``t_epoch``, initial weights uniform in 0..``init_weight``. Homeostasis:
     ``theta_increment`` per spike (vth units), ``theta_tau`` (steps, 0 = none), ``theta_limit``, ``theta_recentre`` (after each
     recording the smallest theta is subtracted from all, so the least used neuron sits at ``vth``).
+    Deployment (the saved network, also used for the class assignment): ``deploy_vth`` > 0 gives every
+    neuron this threshold instead of vth + theta (0 keeps the learned thresholds, as Diehl & Cook do);
+    ``deploy_dv`` >= 0 replaces dv (-1 keeps it): with dv = 0 and one common threshold the first neuron to
+    fire is the one whose weights have the largest dot product with the events so far.
     ``epochs`` passes over the training set (shuffled each pass with ``seed``).
     """
 
@@ -84,12 +88,15 @@ class StdpConfig:
     y1_tau: float = 0.0
     t_epoch: int = 1
     init_weight: int = 64
-    norm_total: int = 29000
+    norm_total: int = 1500
+    norm_order: int = 2
     winner_only: bool = True
     theta_increment: float = 200.0
     theta_tau: float = 0.0
     theta_limit: float = 100000.0
     theta_recentre: bool = True
+    deploy_vth: int = 0
+    deploy_dv: int = -1
     epochs: int = 3
     seed: int = 0
 
@@ -106,7 +113,10 @@ class StdpConfig:
         self.learning_rule()                   # parses and checks the rule and traces
         AdaptiveThreshold(self.theta_increment, self.theta_tau, self.theta_limit)
         if self.norm_total:
-            WeightNormalization(self.norm_total)
+            self.normalization()
+        if not 0 <= self.deploy_vth < 2 ** 17 or not -1 <= self.deploy_dv <= 4095:
+            raise ValueError(f"stdp config: 'deploy_vth' must be 0..{2 ** 17 - 1} and 'deploy_dv' -1..4095, got "
+                             f"{self.deploy_vth!r}, {self.deploy_dv!r}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -127,6 +137,9 @@ class StdpConfig:
                                          y1_impulse=self.y1_impulse, y1_tau=self.y1_tau, t_epoch=self.t_epoch,
                                          rng_seed=self.seed + 1, sign_mode="excitatory")
 
+    def normalization(self) -> WeightNormalization:
+        return WeightNormalization(self.norm_total, self.norm_order)
+
     def homeostasis(self) -> AdaptiveThreshold:
         return AdaptiveThreshold(self.theta_increment, self.theta_tau, self.theta_limit)
 
@@ -140,14 +153,14 @@ def _exp_for(magnitude: int) -> tuple[int, int]:
 
 
 def build_network(config: StdpConfig, weights: np.ndarray, vth: np.ndarray | int, learning: bool,
-                  readout: Readout | None = None) -> Network:
+                  readout: Readout | None = None, dv: int | None = None) -> Network:
     """The Diehl & Cook network: ``weights`` (n_neurons, n_inputs) int 0..255, per-neuron ``vth``; the
     feed-forward projection learns with ``config.learning_rule()`` when ``learning``."""
     n = config.n_neurons
     mantissa, exponent = _exp_for(config.inhibition)
     lateral = np.full((n, n), -mantissa, np.int64)
     np.fill_diagonal(lateral, 0)
-    neuron = LoihiLIF(du=config.du, dv=config.dv, vth=vth, refractory=config.refractory)
+    neuron = LoihiLIF(du=config.du, dv=config.dv if dv is None else dv, vth=vth, refractory=config.refractory)
     return Network(
         n_inputs=config.n_inputs,
         populations=[Population(EXC, n, neuron)],
@@ -239,8 +252,9 @@ def train(config: StdpConfig, train_paths, train_labels, classes: tuple[str, ...
     base = np.full(config.n_neurons, config.vth, np.int64)
     adapter = ThresholdAdapter(config.homeostasis(), base, runtime.spikes_of(EXC), runtime.thresholds(EXC))
     view = runtime.dense_view(FEEDFORWARD)
-    if config.norm_total:
-        normalize_incoming(view, config.norm_total, 255)
+    normalization = config.normalization() if config.norm_total else None
+    if normalization is not None:
+        normalization.apply(view)
     history = []
     for epoch in range(1, config.epochs + 1):
         order = rng.permutation(len(presentations))
@@ -248,8 +262,8 @@ def train(config: StdpConfig, train_paths, train_labels, classes: tuple[str, ...
         silent = 0
         for i in order:
             counts = run_counts(runtime, presentations[i], adapter.step)
-            if config.norm_total:
-                normalize_incoming(view, config.norm_total, 255)
+            if normalization is not None:
+                normalization.apply(view)
             if config.theta_recentre:
                 adapter.recentre()
             total = int(counts.sum())
@@ -266,8 +280,10 @@ def train(config: StdpConfig, train_paths, train_labels, classes: tuple[str, ...
         history.append(entry)
         if progress is not None:
             progress(**entry)
-    frozen = build_network(config, runtime.learned_weights(FEEDFORWARD), adapter.vth(), learning=False,
-                           readout=Readout(kind="count", classes=tuple(str(i) for i in range(config.n_neurons))))
+    frozen = build_network(config, runtime.learned_weights(FEEDFORWARD),
+                           config.deploy_vth if config.deploy_vth else adapter.vth(), learning=False,
+                           readout=Readout(kind="count", classes=tuple(str(i) for i in range(config.n_neurons))),
+                           dv=config.deploy_dv if config.deploy_dv >= 0 else None)
     counts = responses(frozen, presentations)
     assignment = assign_classes(counts, labels, len(classes))
     accuracy = float(np.mean(predict(counts, assignment, len(classes)) == labels))

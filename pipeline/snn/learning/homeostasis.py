@@ -123,7 +123,8 @@ class ThresholdAdapter:
 
         Competition depends only on the differences of thresholds; without this, thresholds that only
         grow silence the whole layer (Diehl & Cook then re-present the input at a higher rate)."""
-        self.state.theta -= self.state.theta.min()
+        theta = self.state.theta
+        theta -= theta.min()
         self.apply()
 
     @property
