@@ -15,7 +15,9 @@ COLOURS = [(200, 80, 30), (40, 160, 40), (30, 30, 200), (160, 40, 160)]  # BGR
 
 def _panel(title: str, epochs: np.ndarray, series: dict[str, np.ndarray], low: float | None, high: float | None):
     image = np.full((HEIGHT, WIDTH, 3), 255, np.uint8)
-    values = np.concatenate([v[np.isfinite(v)] for v in series.values()] or [np.zeros(1)])
+    values = np.concatenate([v[np.isfinite(v)] for v in series.values()] + [np.zeros(0)])
+    if values.size == 0:                       # e.g. a method without a loss (STDP reports NaN)
+        values = np.zeros(1)
     lo = float(values.min()) if low is None else low
     hi = float(values.max()) if high is None else high
     if hi <= lo:

@@ -6,14 +6,20 @@ The network (one Loihi runtime, the same description that is deployed):
   step when it saw an event; :func:`pipeline.train.present.present_file`),
 * ``exc``: ``n_neurons`` LoihiLIF neurons, all-to-all from the input through a Dense projection whose
   weights learn with a Loihi sum-of-products rule (:mod:`pipeline.snn.learning`; default
-  ``dw = 2^-4*y0*x1 - 2^-6*y0*w``: at every post spike the weight moves towards 4x the pre trace, so a
-  neuron's weights become a running average of the input that made it fire, bounded without a
-  separate normalisation step),
+  ``dw = 2^-1*y0*(x1 - 8)``, Diehl & Cook's pre-trace rule with offset x_tar = 8: at every post spike a
+  weight grows with the pre trace and shrinks where the input was silent), applied only to the winner
+  of each step's volley (:mod:`pipeline.snn.learning.competitive`), and each neuron's input weights
+  rescaled to a fixed L2 norm after every recording (:mod:`pipeline.snn.learning.normalization`),
 * lateral inhibition: a fixed Dense projection ``exc -> exc`` with ``-inhibition`` (vth units) between
   every pair of distinct neurons (Diehl & Cook's excitatory -> inhibitory -> excitatory loop folded
   into one hop, as their own "lateral inhibition" variant),
-* homeostasis: adaptive thresholds (:mod:`pipeline.snn.learning.homeostasis`) during training,
-  folded into the population's per-neuron ``vth`` at the end.
+* homeostasis: adaptive thresholds (:mod:`pipeline.snn.learning.homeostasis`) during training.
+
+The saved network has no learning rule and, by default, one common threshold ``deploy_vth`` and no
+leak (``deploy_dv`` 0): with equal thresholds and L2-normalised weights the first neuron to fire is
+the one whose weights best match the events so far, and its spikes inhibit the rest. (``deploy_vth``
+0 keeps each neuron's learned vth + theta, as Diehl & Cook test; on N-MNIST that lets threshold
+differences, not the match, decide.)
 
 Between recordings the neuron state and the traces are reset (Diehl & Cook's resting period). After
 learning, every neuron is assigned the class for which its mean spike count over the training set is
@@ -30,6 +36,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.core.schema import Key
 from pipeline.snn.learning.competitive import WinnerTakeAll
 from pipeline.snn.learning.homeostasis import AdaptiveThreshold, ThresholdAdapter
 from pipeline.snn.learning.normalization import WeightNormalization
@@ -38,6 +45,8 @@ from pipeline.snn.model import InputSpec, Readout
 from pipeline.snn.network import INPUT, Dense, LoihiLIF, Network, Population
 from pipeline.snn.runtime import build
 from pipeline.train.present import Presentation, present_file
+from pipeline.train.run import Fitted, TrainRun
+from recordings.labelled import open_labelled
 
 #: The N-MNIST sensor grid (Orchard et al. 2015: ATIS, 34 x 34 pixels after saccade stabilisation).
 NMNIST_SIZE = 34
@@ -46,7 +55,7 @@ FEEDFORWARD = "input_exc"
 INHIBITION = "exc_exc"
 
 
-class StdpDiverged(RuntimeError):
+class StdpDiverged(ValueError):
     """Learning stopped making sense (no excitatory spikes in an epoch); the message names the epoch."""
 
 
@@ -55,7 +64,7 @@ class StdpConfig:
     """Everything that defines a Diehl & Cook run. Units: vth and inhibition in threshold-mantissa units
     (a weight W with exponent weight_exp adds W * 2**weight_exp to v / 64); times in steps of ``bin_us`` µs.
 
-    Input: ``sensor_size`` (square DVS grid), ``scale`` (event pooling), ``polarity`` ("merge" or "split"),
+    Input: ``width`` x ``height`` (DVS sensor, px), ``scale`` (event pooling), ``polarity`` ("merge" or "split"),
     ``bin_us``, ``duration_us`` (0 = whole recording). Neurons: ``n_neurons``, ``du``/``dv`` (12-bit
     decays), ``vth``, ``refractory`` (steps), ``weight_exp`` of the learned projection, ``inhibition``.
     Rule: ``rule`` (Lava syntax for dw), pre trace ``x1_impulse``/``x1_tau``, post trace
@@ -70,18 +79,19 @@ class StdpConfig:
     """
 
     n_neurons: int = 400
-    sensor_size: int = NMNIST_SIZE
+    width: int = NMNIST_SIZE
+    height: int = NMNIST_SIZE
     scale: int = 1
     polarity: str = "merge"
     bin_us: int = 1000
     duration_us: int = 0
     du: int = 4095
     dv: int = 128
-    vth: int = 6000
-    refractory: int = 5
-    weight_exp: int = 0
-    inhibition: int = 20000
-    rule: str = "2^-4*y0*x1 - 2^-6*y0*w"
+    vth: int = 300
+    refractory: int = 0
+    weight_exp: int = -3
+    inhibition: int = 32000
+    rule: str = "2^-1*y0*(x1 - 8)"
     x1_impulse: float = 32.0
     x1_tau: float = 20.0
     y1_impulse: float = 0.0
@@ -91,12 +101,12 @@ class StdpConfig:
     norm_total: int = 1500
     norm_order: int = 2
     winner_only: bool = True
-    theta_increment: float = 200.0
+    theta_increment: float = 300.0
     theta_tau: float = 0.0
     theta_limit: float = 100000.0
     theta_recentre: bool = True
-    deploy_vth: int = 0
-    deploy_dv: int = -1
+    deploy_vth: int = 20000
+    deploy_dv: int = 0
     epochs: int = 3
     seed: int = 0
 
@@ -105,7 +115,7 @@ class StdpConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or not 0 < value <= high:
                 raise ValueError(f"stdp config: {name!r} must be an integer in 1..{high}, got {value!r}")
-        for name, high in (("n_neurons", 10_000), ("sensor_size", 4096), ("scale", 64), ("bin_us", 1_000_000),
+        for name, high in (("n_neurons", 10_000), ("width", 4096), ("height", 4096), ("scale", 64), ("bin_us", 1_000_000),
                            ("vth", 2 ** 17 - 1), ("epochs", 1000), ("init_weight", 255), ("inhibition", 255 * 128)):
             positive(name, high)
         if self.polarity not in ("merge", "split"):
@@ -120,8 +130,7 @@ class StdpConfig:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        side = -(-self.sensor_size // self.scale)
-        return (2 if self.polarity == "split" else 1, side, side)
+        return (2 if self.polarity == "split" else 1, -(-self.height // self.scale), -(-self.width // self.scale))
 
     @property
     def n_inputs(self) -> int:
@@ -234,52 +243,66 @@ class StdpResult:
     metrics: dict
 
 
-def train(config: StdpConfig, train_paths, train_labels, classes: tuple[str, ...],
-          progress: Callable[..., None] | None = None, presentations: list[Presentation] | None = None
-          ) -> StdpResult:
+def train(config: StdpConfig, presentations: list[Presentation], labels, classes: tuple[str, ...],
+          progress: Callable[..., None] | None = None, checkpoint: Callable[[dict], None] | None = None,
+          resume: dict | None = None) -> StdpResult:
     """Learn the input weights and thresholds over ``config.epochs`` passes, then assign classes.
 
-    ``progress(epoch=, samples=, spikes=, ...)`` is called after every epoch. Raises StdpDiverged when an
-    epoch ends without a single excitatory spike.
+    ``presentations`` (from :func:`present_all`) with integer ``labels`` into ``classes``. After every epoch
+    ``progress(epoch=, accuracy=, ...)`` is called (epoch 1-based; accuracy: the assignment vote on this
+    epoch's own responses, labels assigned from them) and ``checkpoint(state)`` gets the arrays that
+    ``resume`` takes back (weights, theta, epoch, history). Raises StdpDiverged when an epoch ends
+    without a single excitatory spike.
     """
     rng = np.random.default_rng(config.seed)
-    presentations = present_all(train_paths, config) if presentations is None else presentations
-    labels = np.asarray(train_labels, np.int64)
+    labels = np.asarray(labels, np.int64)
     weights = rng.integers(0, config.init_weight + 1, size=(config.n_neurons, config.n_inputs))
+    theta, first, history = None, 1, []
+    if resume is not None:
+        weights, theta = resume["weights"], resume["theta"]
+        first = int(resume["epoch"]) + 1
+        history = [dict(zip(("epoch", "accuracy", "spikes_per_sample", "silent_samples", "theta_mean",
+                             "weight_mean"), row)) for row in np.asarray(resume["history"]).tolist()]
+        for entry in history:
+            entry["epoch"] = int(entry["epoch"])
+        rng = np.random.default_rng([config.seed, first])
     network = build_network(config, weights, config.vth, learning=True)
     runtime = build(network, "loihi")
     runtime.warmup()
     base = np.full(config.n_neurons, config.vth, np.int64)
-    adapter = ThresholdAdapter(config.homeostasis(), base, runtime.spikes_of(EXC), runtime.thresholds(EXC))
+    adapter = ThresholdAdapter(config.homeostasis(), base, runtime.spikes_of(EXC), runtime.thresholds(EXC), theta)
     view = runtime.dense_view(FEEDFORWARD)
     normalization = config.normalization() if config.norm_total else None
-    if normalization is not None:
+    if normalization is not None and resume is None:
         normalization.apply(view)
-    history = []
-    for epoch in range(1, config.epochs + 1):
+    epoch_counts = np.zeros((len(presentations), config.n_neurons), np.int64)
+    for epoch in range(first, config.epochs + 1):
         order = rng.permutation(len(presentations))
-        spikes = 0
-        silent = 0
         for i in order:
-            counts = run_counts(runtime, presentations[i], adapter.step)
+            epoch_counts[i] = run_counts(runtime, presentations[i], adapter.step)
             if normalization is not None:
                 normalization.apply(view)
             if config.theta_recentre:
                 adapter.recentre()
-            total = int(counts.sum())
-            spikes += total
-            silent += total == 0
-        if spikes == 0:
+        totals = epoch_counts.sum(axis=1)
+        if totals.sum() == 0:
             raise StdpDiverged(f"epoch {epoch}: no excitatory neuron spiked over {len(order)} recordings "
-                               f"(vth {config.vth}, weights at most {int(runtime.learned_weights(FEEDFORWARD).max())}); "
-                               "lower vth or raise the input weights")
-        learned = runtime.learned_weights(FEEDFORWARD)
-        entry = {"epoch": epoch, "samples": len(order), "spikes_per_sample": spikes / len(order),
-                 "silent_samples": silent, "theta_mean": float(adapter.theta.mean()),
-                 "weight_mean": float(learned.mean())}
+                               f"(vth {config.vth}, input weights at most {int(view.max())}); lower vth or raise "
+                               "the input weights (network.weight_exp)")
+        assignment = assign_classes(epoch_counts, labels, len(classes))
+        entry = {"epoch": epoch,
+                 "accuracy": float(np.mean(predict(epoch_counts, assignment, len(classes)) == labels)),
+                 "spikes_per_sample": float(totals.mean()), "silent_samples": int((totals == 0).sum()),
+                 "theta_mean": float(adapter.theta.mean()), "weight_mean": float(view.mean())}
         history.append(entry)
         if progress is not None:
             progress(**entry)
+        if checkpoint is not None:
+            checkpoint({"weights": runtime.learned_weights(FEEDFORWARD), "theta": adapter.theta.copy(),
+                        "epoch": np.array(epoch),
+                        "history": np.array([[h[k] for k in ("epoch", "accuracy", "spikes_per_sample",
+                                                             "silent_samples", "theta_mean", "weight_mean")]
+                                             for h in history], np.float64)})
     frozen = build_network(config, runtime.learned_weights(FEEDFORWARD),
                            config.deploy_vth if config.deploy_vth else adapter.vth(), learning=False,
                            readout=Readout(kind="count", classes=tuple(str(i) for i in range(config.n_neurons))),
@@ -287,8 +310,8 @@ def train(config: StdpConfig, train_paths, train_labels, classes: tuple[str, ...
     counts = responses(frozen, presentations)
     assignment = assign_classes(counts, labels, len(classes))
     accuracy = float(np.mean(predict(counts, assignment, len(classes)) == labels))
-    readout = Readout(kind="assignment", classes=tuple(classes), assignment=assignment)
-    trained = dataclasses.replace(frozen, readout=readout)
+    trained = dataclasses.replace(frozen, readout=Readout(kind="assignment", classes=tuple(classes),
+                                                          assignment=assignment))
     metrics = {"train_accuracy": accuracy, "neurons_assigned": int((assignment >= 0).sum()),
                "neurons_per_class": np.bincount(assignment[assignment >= 0], minlength=len(classes)).tolist()}
     return StdpResult(trained, history, metrics)
@@ -330,3 +353,124 @@ def receptive_fields_png(network: Network, path: str | Path, columns: int = 20, 
         raise ValueError(f"{path}: could not write the PNG")
     tmp.replace(path)
     return path
+
+
+# ---------------------------------------------------------------------------------------- spikeloop train
+#: ``spikeloop train`` config sections of method "stdp" (every key optional; defaults are StdpConfig's).
+_D = StdpConfig()
+SECTIONS: dict[str, dict[str, Key]] = {
+    "train": {
+        "epochs": Key("int", _D.epochs, low=1, high=1000, help="passes over the training set"),
+        "limit": Key("int", 0, low=0, help="use only the first N training recordings (0: all)"),
+    },
+    "data": {
+        "train": Key("str", help="folder of training recordings (relative to $SPIKELOOP_DATA)"),
+        "train_labels": Key("str", "", help="labels file (relative to $SPIKELOOP_DATA)"),
+        "test": Key("str", "", help="folder of test recordings (empty: none)"),
+        "test_labels": Key("str", "", help="labels file of the test folder"),
+    },
+    "input": {
+        "width": Key("int", _D.width, low=1, high=4096, help="sensor width (px)"),
+        "height": Key("int", _D.height, low=1, high=4096, help="sensor height (px)"),
+        "bin_us": Key("int", _D.bin_us, low=1, high=1_000_000, help="step length (µs)"),
+        "polarity": Key("str", _D.polarity, choices=("split", "merge"), help="one channel per polarity or one"),
+        "scale": Key("int", _D.scale, low=1, high=64, help="pool x and y by this factor"),
+        "duration_us": Key("int", _D.duration_us, low=0, high=3_600_000_000, help="present this much (µs; 0: all)"),
+    },
+    "network": {
+        "neurons": Key("int", _D.n_neurons, low=1, high=10_000, help="excitatory neurons"),
+        "du": Key("int", _D.du, low=0, high=4095, help="12-bit current decay (4095: current lasts one step)"),
+        "dv": Key("int", _D.dv, low=0, high=4095, help="12-bit voltage decay (0: no leak)"),
+        "vth": Key("int", _D.vth, low=1, high=2**17 - 1, help="base threshold mantissa while learning"),
+        "refractory": Key("int", _D.refractory, low=0, high=255, help="refractory steps"),
+        "weight_exp": Key("int", _D.weight_exp, low=-8, high=7, help="exponent of the learned input weights"),
+        "inhibition": Key("int", _D.inhibition, low=1, high=255 * 128, help="lateral inhibition per spike "
+                                                                            "(threshold-mantissa units)"),
+        "init_weight": Key("int", _D.init_weight, low=1, high=255, help="initial weights uniform in 0..this"),
+    },
+    "stdp": {
+        "rule": Key("str", _D.rule, help="dw rule, Lava syntax (x0 y0 x1 y1 w ...)"),
+        "x1_impulse": Key("number", _D.x1_impulse, low=0, high=127, help="pre trace impulse"),
+        "x1_tau": Key("number", _D.x1_tau, low=0, high=1e6, help="pre trace time constant (steps)"),
+        "y1_impulse": Key("number", _D.y1_impulse, low=0, high=127, help="post trace impulse"),
+        "y1_tau": Key("number", _D.y1_tau, low=0, high=1e6, help="post trace time constant (steps)"),
+        "t_epoch": Key("int", _D.t_epoch, low=1, high=63, help="learning epoch (steps)"),
+        "norm_total": Key("int", _D.norm_total, low=0, high=10**9, help="input weight norm per neuron (0: off)"),
+        "norm_order": Key("int", _D.norm_order, low=1, high=2, help="1: L1 (sum), 2: L2 norm"),
+        "winner_only": Key("bool", _D.winner_only, help="per step only the strongest-driven spiking neuron learns"),
+    },
+    "homeostasis": {
+        "theta_increment": Key("number", _D.theta_increment, low=0, low_open=True, high=1e6,
+                               help="threshold increase per spike (threshold-mantissa units)"),
+        "theta_tau": Key("number", _D.theta_tau, low=0, high=1e12, help="theta decay time constant (steps; 0: none)"),
+        "theta_limit": Key("number", _D.theta_limit, low=0, high=2**17, help="largest theta"),
+        "theta_recentre": Key("bool", _D.theta_recentre, help="subtract the smallest theta after each recording"),
+    },
+    "deploy": {
+        "vth": Key("int", _D.deploy_vth, low=0, high=2**17 - 1, help="common threshold of the saved network "
+                                                                     "(0: the learned vth + theta)"),
+        "dv": Key("int", _D.deploy_dv, low=-1, high=4095, help="voltage decay of the saved network (-1: as trained)"),
+    },
+}
+
+
+def config_from_sections(config: dict, seed: int) -> StdpConfig:
+    """The validated ``spikeloop train`` sections -> StdpConfig (ValueError names the bad key)."""
+    i, n, r, h, d = config["input"], config["network"], config["stdp"], config["homeostasis"], config["deploy"]
+    try:
+        return StdpConfig(
+            n_neurons=n["neurons"], width=i["width"], height=i["height"], scale=i["scale"], polarity=i["polarity"],
+            bin_us=i["bin_us"], duration_us=i["duration_us"], du=n["du"], dv=n["dv"], vth=n["vth"],
+            refractory=n["refractory"], weight_exp=n["weight_exp"], inhibition=n["inhibition"], rule=r["rule"],
+            x1_impulse=r["x1_impulse"], x1_tau=r["x1_tau"], y1_impulse=r["y1_impulse"], y1_tau=r["y1_tau"],
+            t_epoch=r["t_epoch"], init_weight=n["init_weight"], norm_total=r["norm_total"],
+            norm_order=r["norm_order"], winner_only=r["winner_only"], theta_increment=h["theta_increment"],
+            theta_tau=h["theta_tau"], theta_limit=h["theta_limit"], theta_recentre=h["theta_recentre"],
+            deploy_vth=d["vth"], deploy_dv=d["dv"], epochs=config["train"]["epochs"], seed=seed)
+    except ValueError as error:
+        raise ValueError(f"[stdp] rule: {error}" if "rule" in str(error) else str(error)) from None
+
+
+def _data_path(run: TrainRun, text: str) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else run.data_dir / path
+
+
+def fit(config: dict, run: TrainRun) -> Fitted:
+    """``spikeloop train`` method "stdp": learn, assign classes, report train (and test) accuracy.
+
+    Writes the learned receptive fields next to the model (``MODEL.fields.png``) when the run keeps
+    checkpoints (``spikeloop train`` always does: MODEL.ckpt.npz).
+    """
+    stdp = config_from_sections(config, run.seed)
+    data = config["data"]
+    train_set = open_labelled(_data_path(run, data["train"]),
+                              _data_path(run, data["train_labels"]) if data["train_labels"] else None)
+    if config["train"]["limit"]:
+        train_set = train_set.subset(range(min(config["train"]["limit"], len(train_set))))
+    test_set = None
+    if data["test"]:
+        test_set = open_labelled(_data_path(run, data["test"]),
+                                 _data_path(run, data["test_labels"]) if data["test_labels"] else None,
+                                 train_set.classes)
+    presentations = present_all(train_set.paths, stdp)
+    resume = run.resumed()
+    if resume is not None:
+        for key, shape in (("weights", (stdp.n_neurons, stdp.n_inputs)), ("theta", (stdp.n_neurons,))):
+            if key not in resume or resume[key].shape != shape:
+                raise run.resume_error(key, f"expected an array of shape {shape} for this config")
+    run.plan(stdp.epochs, len(presentations))
+
+    def progress(epoch, accuracy, **more):
+        run.progress(epoch=epoch - 1, samples=len(presentations), loss=float("nan"), accuracy=accuracy, **more)
+
+    result = train(stdp, presentations, train_set.labels, train_set.classes, progress, run.checkpoint, resume)
+    metrics = dict(result.metrics)
+    if test_set is not None:
+        metrics["test_accuracy"] = evaluate(result.network, test_set.paths, test_set.labels)
+        metrics["test_samples"] = len(test_set)
+    if run.checkpoint_path is not None:
+        fields = run.checkpoint_path.with_name(run.checkpoint_path.name.replace(".ckpt.npz", ".fields.png"))
+        receptive_fields_png(result.network, fields)
+        metrics["fields_png"] = str(fields)
+    return Fitted(result.network, result.history, metrics)
