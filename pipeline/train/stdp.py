@@ -73,8 +73,10 @@ class StdpConfig:
     recording the smallest theta is subtracted from all, so the least used neuron sits at ``vth``).
     Deployment (the saved network, also used for the class assignment): ``deploy_vth`` > 0 gives every
     neuron this threshold instead of vth + theta (0 keeps the learned thresholds, as Diehl & Cook do);
-    ``deploy_dv`` >= 0 replaces dv (-1 keeps it): with dv = 0 and one common threshold the first neuron to
-    fire is the one whose weights have the largest dot product with the events so far.
+    ``deploy_dv`` >= 0 replaces dv (-1 keeps it); ``deploy_inhibition`` > 0 replaces the lateral inhibition
+    (0 keeps it). With dv = 0 and inhibition = threshold, every spike lowers every neuron's v by the same
+    amount (the spiker by its reset, the others by inhibition), so v_i = D_i - vth * (spikes so far) with
+    D_i neuron i's dot product with all events so far: each spike goes to the neuron with the largest D_i.
     ``epochs`` passes over the training set (shuffled each pass with ``seed``).
     """
 
@@ -105,8 +107,9 @@ class StdpConfig:
     theta_tau: float = 0.0
     theta_limit: float = 100000.0
     theta_recentre: bool = True
-    deploy_vth: int = 20000
+    deploy_vth: int = 2000
     deploy_dv: int = 0
+    deploy_inhibition: int = 2000
     epochs: int = 3
     seed: int = 0
 
@@ -124,9 +127,11 @@ class StdpConfig:
         AdaptiveThreshold(self.theta_increment, self.theta_tau, self.theta_limit)
         if self.norm_total:
             self.normalization()
-        if not 0 <= self.deploy_vth < 2 ** 17 or not -1 <= self.deploy_dv <= 4095:
-            raise ValueError(f"stdp config: 'deploy_vth' must be 0..{2 ** 17 - 1} and 'deploy_dv' -1..4095, got "
-                             f"{self.deploy_vth!r}, {self.deploy_dv!r}")
+        if not 0 <= self.deploy_vth < 2 ** 17 or not -1 <= self.deploy_dv <= 4095 \
+                or not 0 <= self.deploy_inhibition <= 255 * 128:
+            raise ValueError(f"stdp config: 'deploy_vth' must be 0..{2 ** 17 - 1}, 'deploy_dv' -1..4095 and "
+                             f"'deploy_inhibition' 0..{255 * 128}, got {self.deploy_vth!r}, {self.deploy_dv!r}, "
+                             f"{self.deploy_inhibition!r}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -162,11 +167,11 @@ def _exp_for(magnitude: int) -> tuple[int, int]:
 
 
 def build_network(config: StdpConfig, weights: np.ndarray, vth: np.ndarray | int, learning: bool,
-                  readout: Readout | None = None, dv: int | None = None) -> Network:
+                  readout: Readout | None = None, dv: int | None = None, inhibition: int | None = None) -> Network:
     """The Diehl & Cook network: ``weights`` (n_neurons, n_inputs) int 0..255, per-neuron ``vth``; the
     feed-forward projection learns with ``config.learning_rule()`` when ``learning``."""
     n = config.n_neurons
-    mantissa, exponent = _exp_for(config.inhibition)
+    mantissa, exponent = _exp_for(config.inhibition if inhibition is None else inhibition)
     lateral = np.full((n, n), -mantissa, np.int64)
     np.fill_diagonal(lateral, 0)
     neuron = LoihiLIF(du=config.du, dv=config.dv if dv is None else dv, vth=vth, refractory=config.refractory)
@@ -306,7 +311,8 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
     frozen = build_network(config, runtime.learned_weights(FEEDFORWARD),
                            config.deploy_vth if config.deploy_vth else adapter.vth(), learning=False,
                            readout=Readout(kind="count", classes=tuple(str(i) for i in range(config.n_neurons))),
-                           dv=config.deploy_dv if config.deploy_dv >= 0 else None)
+                           dv=config.deploy_dv if config.deploy_dv >= 0 else None,
+                           inhibition=config.deploy_inhibition or None)
     counts = responses(frozen, presentations)
     assignment = assign_classes(counts, labels, len(classes))
     accuracy = float(np.mean(predict(counts, assignment, len(classes)) == labels))
@@ -407,6 +413,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "theta_recentre": Key("bool", _D.theta_recentre, help="subtract the smallest theta after each recording"),
     },
     "deploy": {
+        "inhibition": Key("int", _D.deploy_inhibition, low=0, high=255 * 128,
+                          help="lateral inhibition of the saved network (0: as trained)"),
         "vth": Key("int", _D.deploy_vth, low=0, high=2**17 - 1, help="common threshold of the saved network "
                                                                      "(0: the learned vth + theta)"),
         "dv": Key("int", _D.deploy_dv, low=-1, high=4095, help="voltage decay of the saved network (-1: as trained)"),
@@ -426,7 +434,8 @@ def config_from_sections(config: dict, seed: int) -> StdpConfig:
             t_epoch=r["t_epoch"], init_weight=n["init_weight"], norm_total=r["norm_total"],
             norm_order=r["norm_order"], winner_only=r["winner_only"], theta_increment=h["theta_increment"],
             theta_tau=h["theta_tau"], theta_limit=h["theta_limit"], theta_recentre=h["theta_recentre"],
-            deploy_vth=d["vth"], deploy_dv=d["dv"], epochs=config["train"]["epochs"], seed=seed)
+            deploy_vth=d["vth"], deploy_dv=d["dv"], deploy_inhibition=d["inhibition"],
+            epochs=config["train"]["epochs"], seed=seed)
     except ValueError as error:
         raise ValueError(f"[stdp] rule: {error}" if "rule" in str(error) else str(error)) from None
 
