@@ -203,3 +203,68 @@ class ClassifierDecoder:
             return 1.0 / self.n_classes
         lead = evidence[index] - (finite.min() if self.kind == "max_membrane" else 0.0)
         return float(lead / total)
+
+
+#: The command a :class:`SampleDecisions` emits per decision (float64, in this order): sample index, final
+#: (0 = the early decision, taken before the sample's end; 1 = the end of the sample), class index,
+#: confidence, latency_ms, label (-1 unknown), the early decision's class index and latency_ms.
+DECISION_FIELDS = ("sample", "final", "class", "confidence", "latency_ms", "label", "early_class", "early_latency_ms")
+
+
+class SampleDecisions:
+    """A :class:`ClassifierDecoder` over a stream of samples laid out in time (the loop's decode step).
+
+    slots: a sequence, growing while the stream plays, of objects with ``start_us``, ``end_us`` (the
+    sample's steps, µs) and ``label`` (class index, -1 unknown), e.g. recordings.sample_replay.SampleSlot.
+    membrane: ``() -> (n_outputs,)`` output membrane voltages after a step (or None). on_sample_end: called
+    after a sample's last step (the graph resets the network there).
+
+    Calling it with one step's output spikes and the step's end time returns a command (see
+    :data:`DECISION_FIELDS`) when a decision is taken in that step, else None: the early decision once, and
+    the end decision at the sample's last step (which carries the early one too). ``results`` collects
+    (slot, early, end) per finished sample.
+    """
+
+    def __init__(self, decoder: ClassifierDecoder, slots, membrane=None, on_sample_end=None):
+        self.decoder = decoder
+        self.slots = slots
+        self.membrane = membrane
+        self.on_sample_end = on_sample_end
+        self.results: list[tuple[object, Decision, Decision]] = []
+        self._current = 0
+        self._started = False
+
+    def __call__(self, spikes, t_us: int) -> np.ndarray | None:
+        decoder = self.decoder
+        slot = self.slots[self._current]
+        if not self._started:
+            decoder.start(slot.start_us)
+            self._started = True
+        had_early = decoder.early is not None
+        decoder.update(spikes, t_us, None if self.membrane is None else self.membrane())
+        if t_us >= slot.end_us:
+            early, end = decoder.finish(t_us)
+            self.results.append((slot, early, end))
+            self._current += 1
+            self._started = False
+            if self.on_sample_end is not None:
+                self.on_sample_end()
+            return self._command(1, end, slot, early)
+        if not had_early and decoder.early is not None:
+            return self._command(0, decoder.early, slot, decoder.early)
+        return None
+
+    def summary(self) -> dict:
+        """Over the finished samples: their number, accuracy of the end and the early decision (over the
+        labelled ones; None without labels) and the early decision's latency (ms, mean and median)."""
+        labelled = [(slot.label, early.index, end.index) for slot, early, end in self.results if slot.label >= 0]
+        latency = np.array([early.latency_ms for _, early, _ in self.results])
+        return {"samples": len(self.results), "labelled": len(labelled),
+                "accuracy": float(np.mean([e == y for y, _, e in labelled])) if labelled else None,
+                "early_accuracy": float(np.mean([e == y for y, e, _ in labelled])) if labelled else None,
+                "latency_ms_mean": float(latency.mean()) if len(latency) else None,
+                "latency_ms_median": float(np.median(latency)) if len(latency) else None}
+
+    def _command(self, final: int, decision: Decision, slot, early: Decision) -> np.ndarray:
+        return np.array([self._current - final, final, decision.index, decision.confidence, decision.latency_ms,
+                         slot.label, early.index, early.latency_ms], dtype=np.float64)
