@@ -22,8 +22,8 @@ from pipeline.train.evaluate import ModelError, evaluate, prepare
 from recordings.labelled import open_labelled
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = (2, 2, 9)  # (C, H, W): polarity split, 2 rows, 9 columns: class c lives in columns 3c..3c+2
-N_IN = 2 * 2 * 9
+GRID = (2, 34, 34)  # (C, H, W): N-MNIST's grid; class c lives in columns 3c..3c+2
+N_IN = 2 * 34 * 34
 
 
 # -- hand-built data and networks -------------------------------------------------------------------------
@@ -289,3 +289,130 @@ def test_cnn_command_reaches_the_paper_on_float_and_loihi(cnn_model, data_dir):
     assert abs(reports["loihi"]["accuracy"] - reports["float"]["accuracy"]) <= 0.01
     assert any("to_loihi" in note for note in reports["loihi"]["notes"])
     assert sum(map(sum, reports["loihi"]["confusion"])) == 100
+
+
+# -- classification in the loop (spikeloop launch) --------------------------------------------------------
+
+def classify_launch(tmp_path: Path, model: Path, source: dict, decisions: Path, name: str = "classify.toml",
+                    **extra) -> Path:
+    """A launch file like launch/nmnist_classify.toml, with this model, source and decisions file."""
+    tables = {"source": {"type": "samples", **source},
+              "loop": {"mode": "fast", "dt_us": 1000, "report_period_s": 0, **extra.get("loop", {})},
+              "network": {"file": str(model), "backend": "loihi", "polarity_channels": True},
+              "decoder": {"type": "classifier", "margin": 3, "min_evidence": 1},
+              "sinks.decisions": {"type": "decisions", "path": str(decisions), "format": "jsonl"}}
+    lines = []
+    for section, values in tables.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_launch(*args, data_dir=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **({"SPIKELOOP_DATA": str(data_dir)} if data_dir else {})}
+    return subprocess.run([sys.executable, "-m", "pipeline.app.cli", "launch", *map(str, args), "--headless"],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_launch_classifies_band_recordings_in_the_loop(band_data, tmp_path):
+    folder, labels = band_data
+    model = tmp_path / "band.npz"
+    band_network(float_neurons=True).save(model)
+    decisions = tmp_path / "decisions.jsonl"
+    done = run_launch(classify_launch(tmp_path, model, {"path": str(folder), "labels": str(labels)}, decisions))
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in decisions.read_text().splitlines()]
+    assert [(r["sample"], r["decision"]) for r in rows] == [(str(i), kind) for i in range(6) for kind in ("early", "end")]
+    assert all(r["correct"] for r in rows)
+    assert {r["latency_ms"] for r in rows if r["decision"] == "early"} == {4.0}  # by the wiring, as evaluate
+    assert {r["latency_ms"] for r in rows if r["decision"] == "end"} == {22.0}  # 20 full steps + 2 tail steps
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    summary = next(e for e in events if e["event"] == "classified")
+    assert (summary["samples"], summary["accuracy"], summary["latency_ms_median"]) == (6, 1.0, 4.0)
+    assert any(e["event"] == "note" and "to_loihi" in e["message"] for e in events)
+
+
+def test_launch_decisions_are_evaluates_on_real_recordings(cnn_model, data_dir, tmp_path):
+    """Five N-MNIST test recordings through the loop (counting binner, loihi, reset between samples) give
+    evaluate's decisions: class, confidence and latency of the early and the end decision."""
+    nmnist = data_dir / "nmnist_small"
+    decisions = tmp_path / "decisions.jsonl"
+    launch = REPO / "launch" / "nmnist_classify.toml"  # the shipped file, with this model
+    sets = ["--set", f"network.file={json.dumps(str(cnn_model))}", "--set", "source.limit=5",
+            "--set", f"sinks.decisions.path={json.dumps(str(decisions))}"]
+    done = run_launch(launch, *sets, data_dir=data_dir)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in decisions.read_text().splitlines()]
+    network = Network.load(cnn_model)
+    data = open_labelled(nmnist / "test", nmnist / "test_labels.txt", network.readout.classes).subset(range(5))
+    result = evaluate(network, data, "loihi")
+    expected = []
+    for r in result.results:
+        name, early, end = Path(r.path).stem, r.early, r.end
+        if early.early and early.t_us < end.t_us:
+            expected.append((name, "early", early.index, round(early.confidence, 6), early.latency_ms))
+        expected.append((name, "end", end.index, round(end.confidence, 6), end.latency_ms))
+    classes = network.readout.classes
+    got = [(r["sample"], r["decision"], classes.index(r["class"]), r["confidence"], r["latency_ms"]) for r in rows]
+    assert got == expected
+    assert all(r["label"] is not None for r in rows)
+
+    one = tmp_path / "one.jsonl"  # --source with one recording keeps the samples source
+    sets[-1] = f"sinks.decisions.path={json.dumps(str(one))}"
+    done = run_launch(launch, "--source", nmnist / "test" / "60002.bs2", *sets, data_dir=data_dir)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["sample"] for line in one.read_text().splitlines()][-1] == "60002"
+
+
+def test_launch_refuses_what_cannot_classify(band_data, tmp_path):
+    folder, labels = band_data
+    model, bare = tmp_path / "band.npz", tmp_path / "bare.npz"
+    band_network().save(model)
+    dataclasses.replace(band_network(), readout=None).save(bare)
+    out = tmp_path / "d.jsonl"
+    source = {"path": str(folder), "labels": str(labels)}
+    cases = [
+        (classify_launch(tmp_path, bare, source, out, "a.toml"), "[network] file: bare.npz: the network has no readout"),
+        (classify_launch(tmp_path, model, source, out, "b.toml", loop={"dt_us": 500}),
+         "[loop] dt_us: the model band.npz steps every 1000 µs"),
+        (classify_launch(tmp_path, model, {"path": str(tmp_path / "nowhere")}, out, "c.toml"), "[source] path: not found"),
+    ]
+    for launch, expected in cases:
+        done = run_launch(launch)
+        assert done.returncode == 2 and expected in done.stderr, done.stderr
+        assert not out.exists()
+    replay = tmp_path / "replay.toml"
+    replay.write_text(classify_launch(tmp_path, model, source, out).read_text()
+                      .replace('type = "samples"', 'type = "replay"').replace(f'labels = "{labels}"\n', "")
+                      .replace(str(folder), str(folder / "0.bin")))
+    done = run_launch(replay)
+    assert done.returncode == 2 and "[decoder] type: the classifier decides per sample" in done.stderr, done.stderr
+
+
+def test_counting_binner_counts_events_per_input_and_step():
+    """Counts against np.add.at over the same events, packets cut at random; a merge adds counts."""
+    from pipeline.core.events import dvs_events
+    from pipeline.stages.binning import CountingStepBinner
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    t = np.sort(rng.integers(0, 50_000, n))
+    x, y, p = rng.integers(0, 5, n), rng.integers(0, 4, n), rng.integers(0, 2, n)
+    events = dvs_events(t, x, y, p)
+    binner = CountingStepBinner(1000, 5, 4, t0_us=0)
+    got = np.zeros((50, 2 * 4 * 5), np.int64)
+    cuts = np.sort(rng.choice(np.arange(1, n), 30, replace=False))
+    for part, end in zip(np.split(events, cuts), [*t[cuts], 50_000]):
+        batch = binner.push(part, int(end))
+        for i in range(len(batch)):
+            step = batch.step_start_us(i) // 1000
+            pairs = batch.step(i)
+            assert len(np.unique(pairs[0])) == pairs.shape[1]
+            got[step, pairs[0]] += pairs[1]
+    expected = np.zeros_like(got)
+    np.add.at(expected, (t // 1000, p * 20 + y * 5 + x), 1)
+    np.testing.assert_array_equal(got, expected)
+    merged = binner.merge([np.array([[3, 5], [2, 1]], np.int32), np.array([[5, 7], [4, 1]], np.int32)])
+    np.testing.assert_array_equal(merged, [[3, 5, 7], [2, 5, 1]])

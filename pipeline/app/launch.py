@@ -79,7 +79,7 @@ from pipeline.sinks import DECISION_FORMATS, CommandLogSink, DecisionLogSink, Mo
 from pipeline.snn import Network, build
 from pipeline.snn.builders import BUILDERS
 from pipeline.stages import STAGES, Chain, ChainError, StageConfig
-from pipeline.stages.binning import CountBinner, SpikeStepBinner, StepBinner
+from pipeline.stages.binning import CountBinner, CountingStepBinner, SpikeStepBinner, StepBinner
 from pipeline.train.evaluate import ModelError, decoder_for, prepare
 from recordings import dad, mc_maze
 from recordings.base import RecordingError
@@ -885,8 +885,9 @@ def _build_classifier_graph(spec: LaunchSpec, on_report) -> Graph:
         if network.n_inputs != channels * width * height:
             raise ctx.fail("file", f"network has {network.n_inputs} inputs, expected {channels * width * height} "
                                    f"({channels} channel(s) x {width} x {height} px after the stages)")
-        binner = StepBinner(spec.loop.dt_us, width, height, channels_by_polarity=spec.network["polarity_channels"],
-                            t0_us=0)
+        graded = model.encoding == "counts"
+        binner = (CountingStepBinner if graded else StepBinner)(
+            spec.loop.dt_us, width, height, channels_by_polarity=spec.network["polarity_channels"], t0_us=0)
         runtime = build(network, backend)
         membrane = runtime.v(network.output_name)
         decisions = SampleDecisions(decoder_for(network, **spec.decoder[1]), source.slots,
@@ -896,5 +897,20 @@ def _build_classifier_graph(spec: LaunchSpec, on_report) -> Graph:
         source.close()
         raise
     graph = Graph(spec, source, chain, binner, network, runtime, decisions, sinks, notes=notes)
-    graph.loop = Loop(source, chain, binner, runtime, decisions, sinks, spec.loop, on_report)
+    stepper = GradedStepper(runtime) if graded else runtime
+    graph.loop = Loop(source, chain, binner, stepper, decisions, sinks, spec.loop, on_report)
     return graph
+
+
+class GradedStepper:
+    """A network runtime fed the steps of a CountingStepBinner (int32 (2, k): active input indices, event
+    counts): the counts are the graded payloads of its input spikes."""
+
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
+
+    def warmup(self) -> None:
+        self.runtime.warmup()
+
+    def step(self, pairs: np.ndarray) -> np.ndarray:
+        return self.runtime.step(pairs[0], pairs[1])
