@@ -19,9 +19,9 @@ once, otherwise each when its window has elapsed at ``speed``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 

@@ -166,7 +166,7 @@ def test_learning_rules_and_missing_descriptions(tmp_path):
 def run_cli(*args, env_extra=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "pipeline.app.cli", "evaluate", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          check=False, capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_command_prints_accuracy_confusion_and_latency(band_data, tmp_path, capsys):
@@ -313,7 +313,7 @@ def classify_launch(tmp_path: Path, model: Path, source: dict, decisions: Path, 
 def run_launch(*args, data_dir=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), **({"SPIKELOOP_DATA": str(data_dir)} if data_dir else {})}
     return subprocess.run([sys.executable, "-m", "pipeline.app.cli", "launch", *map(str, args), "--headless"],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          check=False, capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_launch_classifies_band_recordings_in_the_loop(band_data, tmp_path):

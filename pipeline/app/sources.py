@@ -41,8 +41,8 @@ from pipeline.core.schema import REQUIRED, Key
 from recordings import dad, mc_maze
 from recordings.base import RecordingError
 from recordings.dad import DadSource
-from recordings.mc_maze import McMazeSource
 from recordings.labelled import RECORDING_SUFFIXES, LabelsError, open_labelled, read_labels
+from recordings.mc_maze import McMazeSource
 from recordings.replay import ReplaySource
 from recordings.sample_replay import SampleReplaySource
 

@@ -21,10 +21,10 @@ import dataclasses
 import math
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -190,7 +190,6 @@ class Evaluation:
     def as_dict(self) -> dict:
         latency = self.latencies_ms()
         decided = np.array([r.early.early for r in self.results], dtype=bool)
-        nan = lambda x: None if isinstance(x, float) and not math.isfinite(x) else x  # noqa: E731
         return {
             "accuracy": nan(self.accuracy()),
             "n": self.n,
@@ -210,6 +209,11 @@ class Evaluation:
             "samples_per_s": round(self.n / self.seconds, 2) if self.seconds > 0 else None,
             "workers": self.workers,
         }
+
+
+def nan(value):
+    """JSON has no NaN: None for a non-finite float."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 # -- worker processes ---------------------------------------------------------------------------------------

@@ -106,8 +106,8 @@ def run(args) -> int:
 def _text(args, network, result, report) -> str:
     spec, readout = network.input_spec, network.readout
     n, correct = result.n, int(result.confusion().trace())
-    lines = [f"model     {args.model}: {readout.kind} readout over {len(readout.classes)} classes; input {spec.sensor}, "
-             f"{spec.bin_us} µs steps, {spec.encoding}",
+    lines = [(f"model     {args.model}: {readout.kind} readout over {len(readout.classes)} classes; input "
+              f"{spec.sensor}, {spec.bin_us} µs steps, {spec.encoding}"),
              f"data      {args.data}: {n} recordings",
              f"backend   {result.backend}"]
     lines += [f"          {note}" for note in result.notes]
