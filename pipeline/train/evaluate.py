@@ -218,12 +218,8 @@ def nan(value):
 
 # -- worker processes ---------------------------------------------------------------------------------------
 
+#: The classifier forked worker processes inherit (built once, in the parent, before the pool starts).
 _WORKER: SampleClassifier | None = None
-
-
-def _init_worker(network: Network, backend: str, margin: float, min_evidence: float) -> None:
-    global _WORKER
-    _WORKER = SampleClassifier(network, backend, margin, min_evidence)
 
 
 def _classify_in_worker(item: tuple[str, int]) -> SampleResult:
@@ -255,12 +251,15 @@ def evaluate(network: Network, data: LabelledSet, backend: str = "loihi", margin
             if progress:
                 progress(len(results), len(items))
     else:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(prepared, backend, margin, min_evidence)) as pool:
-            for result in pool.map(_classify_in_worker, rest, chunksize=max(1, len(rest) // (8 * workers))):
-                results.append(result)
-                if progress:
-                    progress(len(results), len(items))
+        global _WORKER
+        _WORKER = local  # forked workers start with the compiled runtime (each sample resets it)
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                for result in pool.map(_classify_in_worker, rest, chunksize=max(1, len(rest) // (8 * workers))):
+                    results.append(result)
+                    if progress:
+                        progress(len(results), len(items))
+        finally:
+            _WORKER = None
     return Evaluation(tuple(data.classes), tuple(results), backend, tuple(notes),
                       time.perf_counter() - started, workers)
