@@ -26,11 +26,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE))
 
-from pipeline.interop.nir_graph import read_nir  # noqa: E402
-from pipeline.snn.model import InputSpec, Readout  # noqa: E402
-from pipeline.train.evaluate import evaluate  # noqa: E402
-from recordings.datasets import shared_data_dir, shared_dir  # noqa: E402
-from recordings.labelled import open_labelled  # noqa: E402
+from pipeline.interop.nir_graph import read_nir
+from pipeline.snn.model import InputSpec, Readout
+from pipeline.train.evaluate import evaluate
+from recordings.datasets import shared_data_dir, shared_dir
+from recordings.labelled import open_labelled
 
 
 def cnn():
