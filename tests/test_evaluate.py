@@ -416,3 +416,25 @@ def test_counting_binner_counts_events_per_input_and_step():
     np.testing.assert_array_equal(got, expected)
     merged = binner.merge([np.array([[3, 5], [2, 1]], np.int32), np.array([[5, 7], [4, 1]], np.int32)])
     np.testing.assert_array_equal(merged, [[3, 5, 7], [2, 5, 1]])
+
+
+def test_wav_clips_go_through_the_cochlea_with_fsdd_labels(data_dir, tmp_path, capsys):
+    """Spoken digits: classes from FSDD names (no labels file), each clip through the cochlea (64 channels)."""
+    import shutil
+
+    clips = tmp_path / "fsdd"
+    clips.mkdir()
+    names = ["0_george_0", "0_jackson_1", "3_lucas_2", "7_nicolas_0", "7_george_1"]
+    for name in names:
+        shutil.copy(data_dir / "audio" / "fsdd" / f"{name}.wav", clips)
+    rng = np.random.default_rng(0)
+    model = tmp_path / "voice.npz"
+    Network(64, [Population("out", 10, LoihiLIF(du=400, dv=400, vth=200))],
+            [Dense(name="p", source="input", target="out", weights=rng.integers(-20, 60, (10, 64)))],
+            input_spec=InputSpec(sensor="cochlea", channels=64, tail_steps=2),
+            readout=Readout("count", tuple("0123456789"))).save(model)
+    assert main(["evaluate", str(model), str(clips), "--json", "--workers", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 5
+    assert [sum(row) for row in report["confusion"]] == [2, 0, 0, 1, 0, 0, 0, 2, 0, 0]
+    assert all(0 < d <= 5000 for d in [report["sample_duration_ms"]["mean"]])
