@@ -12,8 +12,13 @@ import numpy as np
 import pytest
 
 from pipeline.snn.learning.competitive import winner_mask
-from pipeline.snn.learning.homeostasis import (AdaptiveThreshold, ThresholdAdapter, ThresholdParams,
-                                               ThresholdState, adapt_thresholds)
+from pipeline.snn.learning.homeostasis import (
+    AdaptiveThreshold,
+    ThresholdAdapter,
+    ThresholdParams,
+    ThresholdState,
+    adapt_thresholds,
+)
 from pipeline.snn.learning.normalization import WeightNormalization
 from pipeline.snn.network import Network
 from pipeline.train import stdp as S
@@ -166,3 +171,16 @@ def test_spikeloop_train_stdp_small_run_and_errors(tmp_path):
                         "homeostasis.theta_recentre=false", "--out", str(tmp_path / "s.npz"))
     assert silent.returncode == 2 and "epoch 1: no excitatory neuron spiked" in silent.stderr
     assert not (tmp_path / "s.npz").exists()
+
+
+def test_checkpoint_resumes_where_it_stopped(nmnist):
+    train, _ = nmnist
+    subset = train.subset(range(12))
+    config = S.StdpConfig(n_neurons=8, epochs=2)
+    presentations = S.present_all(subset.paths, config)
+    states = []
+    whole = S.train(config, presentations, subset.labels, subset.classes, checkpoint=states.append)
+    assert [int(s["epoch"]) for s in states] == [1, 2]
+    resumed = S.train(config, presentations, subset.labels, subset.classes, resume=states[0])
+    assert [h["epoch"] for h in resumed.history] == [1, 2] and resumed.history[0] == whole.history[0]
+    assert resumed.network.projection(S.FEEDFORWARD).weights.shape == (8, config.n_inputs)

@@ -30,9 +30,9 @@ neurons have the highest mean count).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -51,6 +51,10 @@ from recordings.labelled import open_labelled
 #: The N-MNIST sensor grid (Orchard et al. 2015: ATIS, 34 x 34 pixels after saccade stabilisation).
 NMNIST_SIZE = 34
 EXC = "exc"
+#: Per-epoch history entries, in the order a checkpoint stores them.
+HISTORY_KEYS = ("epoch", "samples", "accuracy", "spikes_per_sample", "silent_samples", "theta_mean", "weight_mean")
+#: Recordings between progress reports inside an epoch.
+PROGRESS_EVERY = 50
 FEEDFORWARD = "input_exc"
 INHIBITION = "exc_exc"
 
@@ -110,7 +114,7 @@ class StdpConfig:
     deploy_vth: int = 2000
     deploy_dv: int = 0
     deploy_inhibition: int = 2000
-    epochs: int = 3
+    epochs: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -254,9 +258,9 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
     """Learn the input weights and thresholds over ``config.epochs`` passes, then assign classes.
 
     ``presentations`` (from :func:`present_all`) with integer ``labels`` into ``classes``. After every epoch
-    ``progress(epoch=, accuracy=, ...)`` is called (epoch 1-based; accuracy: the assignment vote on this
-    epoch's own responses, labels assigned from them) and ``checkpoint(state)`` gets the arrays that
-    ``resume`` takes back (weights, theta, epoch, history). Raises StdpDiverged when an epoch ends
+    ``progress(epoch=, samples=, accuracy=, ...)`` is called (epoch 1-based; accuracy: the assignment vote on
+    this epoch's own responses, labels assigned from them; also every PROGRESS_EVERY recordings) and
+    ``checkpoint(state)`` gets the arrays that ``resume`` takes back (weights, theta, epoch, history). Raises StdpDiverged when an epoch ends
     without a single excitatory spike.
     """
     rng = np.random.default_rng(config.seed)
@@ -266,10 +270,9 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
     if resume is not None:
         weights, theta = resume["weights"], resume["theta"]
         first = int(resume["epoch"]) + 1
-        history = [dict(zip(("epoch", "accuracy", "spikes_per_sample", "silent_samples", "theta_mean",
-                             "weight_mean"), row)) for row in np.asarray(resume["history"]).tolist()]
+        history = [dict(zip(HISTORY_KEYS, row)) for row in np.asarray(resume["history"]).tolist()]
         for entry in history:
-            entry["epoch"] = int(entry["epoch"])
+            entry["epoch"], entry["samples"] = int(entry["epoch"]), int(entry["samples"])
         rng = np.random.default_rng([config.seed, first])
     network = build_network(config, weights, config.vth, learning=True)
     runtime = build(network, "loihi")
@@ -283,19 +286,24 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
     epoch_counts = np.zeros((len(presentations), config.n_neurons), np.int64)
     for epoch in range(first, config.epochs + 1):
         order = rng.permutation(len(presentations))
-        for i in order:
+        for k, i in enumerate(order, 1):
             epoch_counts[i] = run_counts(runtime, presentations[i], adapter.step)
             if normalization is not None:
                 normalization.apply(view)
             if config.theta_recentre:
                 adapter.recentre()
+            if progress is not None and k % PROGRESS_EVERY == 0 and k < len(order):
+                seen = order[:k]
+                so_far = assign_classes(epoch_counts[seen], labels[seen], len(classes))
+                progress(epoch=epoch, samples=k, accuracy=float(np.mean(
+                    predict(epoch_counts[seen], so_far, len(classes)) == labels[seen])))
         totals = epoch_counts.sum(axis=1)
         if totals.sum() == 0:
             raise StdpDiverged(f"epoch {epoch}: no excitatory neuron spiked over {len(order)} recordings "
                                f"(vth {config.vth}, input weights at most {int(view.max())}); lower vth or raise "
                                "the input weights (network.weight_exp)")
         assignment = assign_classes(epoch_counts, labels, len(classes))
-        entry = {"epoch": epoch,
+        entry = {"epoch": epoch, "samples": len(order),
                  "accuracy": float(np.mean(predict(epoch_counts, assignment, len(classes)) == labels)),
                  "spikes_per_sample": float(totals.mean()), "silent_samples": int((totals == 0).sum()),
                  "theta_mean": float(adapter.theta.mean()), "weight_mean": float(view.mean())}
@@ -305,9 +313,7 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
         if checkpoint is not None:
             checkpoint({"weights": runtime.learned_weights(FEEDFORWARD), "theta": adapter.theta.copy(),
                         "epoch": np.array(epoch),
-                        "history": np.array([[h[k] for k in ("epoch", "accuracy", "spikes_per_sample",
-                                                             "silent_samples", "theta_mean", "weight_mean")]
-                                             for h in history], np.float64)})
+                        "history": np.array([[h[k] for k in HISTORY_KEYS] for h in history], np.float64)})
     frozen = build_network(config, runtime.learned_weights(FEEDFORWARD),
                            config.deploy_vth if config.deploy_vth else adapter.vth(), learning=False,
                            readout=Readout(kind="count", classes=tuple(str(i) for i in range(config.n_neurons))),
@@ -470,8 +476,8 @@ def fit(config: dict, run: TrainRun) -> Fitted:
                 raise run.resume_error(key, f"expected an array of shape {shape} for this config")
     run.plan(stdp.epochs, len(presentations))
 
-    def progress(epoch, accuracy, **more):
-        run.progress(epoch=epoch - 1, samples=len(presentations), loss=float("nan"), accuracy=accuracy, **more)
+    def progress(epoch, samples, accuracy, **more):
+        run.progress(epoch=epoch - 1, samples=samples, loss=float("nan"), accuracy=accuracy, **more)
 
     result = train(stdp, presentations, train_set.labels, train_set.classes, progress, run.checkpoint, resume)
     metrics = dict(result.metrics)

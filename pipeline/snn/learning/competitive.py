@@ -60,7 +60,7 @@ class WinnerTakeAll:
         return self.rule.sign_mode
 
     def attach(self, weights: np.ndarray, pre_spikes: np.ndarray, post_spikes: np.ndarray, backend: str,
-               weight_scale: float | None = None) -> "WinnerLearner":
+               weight_scale: float | None = None) -> WinnerLearner:
         if backend != "loihi":
             raise ValueError(f"winner-take-all learning runs on the loihi backend only, not {backend!r}")
         engine = LearningEngine(self.rule, weights, self.rule.sign_mode)

@@ -76,12 +76,10 @@ def adapt_thresholds(spikes, state, params, threshold):
         value = theta[i] * params.decay[i]
         if spikes[i]:
             value += params.increment[i]
-        if value > params.limit[i]:
-            value = params.limit[i]
+        value = min(value, params.limit[i])
         theta[i] = value
         vth = params.base[i] + np.int64(value)
-        if vth > VTH_MAX:
-            vth = VTH_MAX
+        vth = min(vth, VTH_MAX)
         threshold[i] = vth << THRESHOLD_SHIFT
 
 

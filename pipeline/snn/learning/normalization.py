@@ -69,5 +69,5 @@ def normalize_incoming(weights, total, order, w_max):
     for i in range(n_pre):
         for j in range(n_post):
             w = np.int64(np.floor(weights[i, j] * norms[j] + 0.5))
-            weights[i, j] = w if w < w_max else w_max
+            weights[i, j] = min(w_max, w)
     return changed
