@@ -15,11 +15,13 @@ The network (one Loihi runtime, the same description that is deployed):
   into one hop, as their own "lateral inhibition" variant),
 * homeostasis: adaptive thresholds (:mod:`pipeline.snn.learning.homeostasis`) during training.
 
-The saved network has no learning rule and, by default, one common threshold ``deploy_vth`` and no
-leak (``deploy_dv`` 0): with equal thresholds and L2-normalised weights the first neuron to fire is
-the one whose weights best match the events so far, and its spikes inhibit the rest. (``deploy_vth``
-0 keeps each neuron's learned vth + theta, as Diehl & Cook test; on N-MNIST that lets threshold
-differences, not the match, decide.)
+The saved network has no learning rule and, by default, one common threshold ``deploy_vth``, no leak
+(``deploy_dv`` 0) and lateral inhibition equal to the threshold (``deploy_inhibition``): every spike then
+lowers every neuron's v by the same amount (the spiker by its reset, the others by inhibition), so each
+spike goes to the neuron whose weights have the largest dot product with all events so far (the weights
+are L2-normalised: a cosine match). ``deploy_vth`` 0 keeps each neuron's learned vth + theta, as Diehl &
+Cook test; on N-MNIST that let threshold differences, not the match, decide (24 % against 80 % on the
+100 test recordings, same learned weights, one measured run).
 
 Between recordings the neuron state and the traces are reset (Diehl & Cook's resting period). After
 learning, every neuron is assigned the class for which its mean spike count over the training set is
@@ -243,7 +245,7 @@ def predict(counts: np.ndarray, assignment: np.ndarray, n_classes: int) -> np.nd
     return scores.argmax(axis=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class StdpResult:
     """A trained network (assignment readout set), per-epoch history and final metrics."""
 
