@@ -101,7 +101,7 @@ def test_stdp_strengthens_inputs_active_before_post_spikes(nmnist):
     fired moved its weights up on pixels that had events and down on pixels that never did (dw = y0*(x1 - 8)/2:
     x1 = 0 on a silent pixel); a neuron that never fired kept its weights."""
     train, _ = nmnist
-    config = S.StdpConfig(n_neurons=6, epochs=1, norm_total=0, winner_only=False, theta_recentre=False,
+    config = S.StdpConfig(n_neurons=6, epochs=1, norm_total=0, winner_only=False, theta_recentre=False, min_wins=0,
                           weight_exp=-3, vth=300, refractory=0, rule="2^-1*y0*(x1 - 8)", init_weight=60)
     paths = train.paths[:3]
     presentations = S.present_all(paths, config)
@@ -130,7 +130,9 @@ def test_assignment_readout_round_trips(nmnist, tmp_path):
     result = S.train(config, S.present_all(subset.paths, config), subset.labels, subset.classes)
     network = result.network
     assert network.readout.kind == "assignment" and network.readout.classes == tuple(str(d) for d in range(10))
-    assert network.input_spec == config.input_spec() and network.readout.assignment.shape == (20,)
+    kept = result.metrics["neurons"]
+    assert kept + result.metrics["neurons_dropped_unlearned"] == 20 and 0 < kept == network.n_outputs
+    assert network.input_spec == config.input_spec() and network.readout.assignment.shape == (kept,)
     assert all(p.learning is None for p in network.projections)
     network.save(tmp_path / "stdp.npz")
     loaded = Network.load(tmp_path / "stdp.npz")
@@ -144,7 +146,7 @@ def test_assignment_readout_round_trips(nmnist, tmp_path):
     png = S.receptive_fields_png(loaded, tmp_path / "fields.png")
     import cv2
     image = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
-    assert image.shape == ((1 * 35 + 1) * 3, (20 * 35 + 1) * 3)
+    assert image.shape == ((1 * 35 + 1) * 3, (kept * 35 + 1) * 3)
 
 
 # ------------------------------------------------------------------------------------- spikeloop train
@@ -176,7 +178,7 @@ def test_spikeloop_train_stdp_small_run_and_errors(tmp_path):
 def test_checkpoint_resumes_where_it_stopped(nmnist):
     train, _ = nmnist
     subset = train.subset(range(12))
-    config = S.StdpConfig(n_neurons=8, epochs=2)
+    config = S.StdpConfig(n_neurons=8, epochs=2, min_wins=0)
     presentations = S.present_all(subset.paths, config)
     states = []
     whole = S.train(config, presentations, subset.labels, subset.classes, checkpoint=states.append)

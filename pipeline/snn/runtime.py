@@ -376,6 +376,13 @@ class Runtime:
         n_pre, n_post, w_off = int(row["n_src"]), int(row["n_tgt"]), int(row["w_off"])
         return self.synapses.weights[w_off:w_off + n_pre * n_post].reshape(n_pre, n_post)
 
+    def learner(self, projection: str):
+        """The learner attached to a learning projection (what its rule's attach returned)."""
+        names = [p.name for p in self.network.projections if p.learning is not None]
+        if projection not in names:
+            raise ValueError(f"no learning projection named {projection!r} (have {names})")
+        return self._learners[names.index(projection)][0]
+
     def learned_weights(self, projection: str) -> np.ndarray:
         """The current weights of a learning projection as a (n_post, n_pre) copy in the description's
         units (integer mantissas with the projection's weight_exp on loihi), ready for ``Dense(weights=...)``."""

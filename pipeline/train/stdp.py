@@ -74,8 +74,14 @@ class StdpConfig:
     ``bin_us``, ``duration_us`` (0 = whole recording). Neurons: ``n_neurons``, ``du``/``dv`` (12-bit
     decays), ``vth``, ``refractory`` (steps), ``weight_exp`` of the learned projection, ``inhibition``.
     Rule: ``rule`` (Lava syntax for dw), pre trace ``x1_impulse``/``x1_tau``, post trace
-    ``y1_impulse``/``y1_tau``, ``t_epoch``, initial weights uniform in 0..``init_weight``. Homeostasis:
-    ``theta_increment`` per spike (vth units), ``theta_tau`` (steps, 0 = none), ``theta_limit``, ``theta_recentre`` (after each
+    ``y1_impulse``/``y1_tau``, ``t_epoch``, initial weights uniform in 0..``init_weight``; ``norm_total``:
+    every neuron's input weights are rescaled to this L1 or L2 norm (``norm_order``) after each recording
+    (0 = off); ``winner_only``: per step only the spiking neuron with the largest input learns
+    (:mod:`pipeline.snn.learning.competitive`); neurons that learned in fewer than ``min_wins`` steps (won a
+    step; without winner_only: spiked) are left out of the saved network (0 keeps all): their weights are
+    still mostly the random initial ones, which match every digit a little and vote for whichever class
+    drives them most (one seed: 40 such neurons, all assigned to class 3). Homeostasis: ``theta_increment``
+    per spike (vth units), ``theta_tau`` (steps, 0 = none), ``theta_limit``, ``theta_recentre`` (after each
     recording the smallest theta is subtracted from all, so the least used neuron sits at ``vth``).
     Deployment (the saved network, also used for the class assignment): ``deploy_vth`` > 0 gives every
     neuron this threshold instead of vth + theta (0 keeps the learned thresholds, as Diehl & Cook do);
@@ -109,6 +115,7 @@ class StdpConfig:
     norm_total: int = 1500
     norm_order: int = 2
     winner_only: bool = True
+    min_wins: int = 10
     theta_increment: float = 300.0
     theta_tau: float = 0.0
     theta_limit: float = 100000.0
@@ -124,7 +131,10 @@ class StdpConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or not 0 < value <= high:
                 raise ValueError(f"stdp config: {name!r} must be an integer in 1..{high}, got {value!r}")
-        for name, high in (("n_neurons", 10_000), ("width", 4096), ("height", 4096), ("scale", 64), ("bin_us", 1_000_000),
+        if isinstance(self.min_wins, bool) or int(self.min_wins) != self.min_wins or self.min_wins < 0:
+            raise ValueError(f"stdp config: 'min_wins' must be an integer >= 0, got {self.min_wins!r}")
+        for name, high in (("n_neurons", 10_000), ("width", 4096), ("height", 4096), ("scale", 64),
+                           ("bin_us", 1_000_000),
                            ("vth", 2 ** 17 - 1), ("epochs", 1000), ("init_weight", 255), ("inhibition", 255 * 128)):
             positive(name, high)
         if self.polarity not in ("merge", "split"):
@@ -169,7 +179,7 @@ def _exp_for(magnitude: int) -> tuple[int, int]:
     exponent = 0
     while magnitude > 255 * 2 ** exponent:
         exponent += 1
-    return int(round(magnitude / 2 ** exponent)), exponent
+    return round(magnitude / 2 ** exponent), exponent
 
 
 def build_network(config: StdpConfig, weights: np.ndarray, vth: np.ndarray | int, learning: bool,
@@ -262,15 +272,16 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
     ``presentations`` (from :func:`present_all`) with integer ``labels`` into ``classes``. After every epoch
     ``progress(epoch=, samples=, accuracy=, ...)`` is called (epoch 1-based; accuracy: the assignment vote on
     this epoch's own responses, labels assigned from them; also every PROGRESS_EVERY recordings) and
-    ``checkpoint(state)`` gets the arrays that ``resume`` takes back (weights, theta, epoch, history). Raises StdpDiverged when an epoch ends
-    without a single excitatory spike.
+    ``checkpoint(state)`` gets the arrays that ``resume`` takes back (weights, theta, learned, epoch,
+    history). Raises StdpDiverged when an epoch ends without a single excitatory spike.
     """
     rng = np.random.default_rng(config.seed)
     labels = np.asarray(labels, np.int64)
     weights = rng.integers(0, config.init_weight + 1, size=(config.n_neurons, config.n_inputs))
     theta, first, history = None, 1, []
+    learned = np.zeros(config.n_neurons, np.int64)
     if resume is not None:
-        weights, theta = resume["weights"], resume["theta"]
+        weights, theta, learned = resume["weights"], resume["theta"], resume["learned"].astype(np.int64)
         first = int(resume["epoch"]) + 1
         history = [dict(zip(HISTORY_KEYS, row)) for row in np.asarray(resume["history"]).tolist()]
         for entry in history:
@@ -300,6 +311,9 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
                 progress(epoch=epoch, samples=k, accuracy=float(np.mean(
                     predict(epoch_counts[seen], so_far, len(classes)) == labels[seen])))
         totals = epoch_counts.sum(axis=1)
+        learned += runtime.learner(FEEDFORWARD).wins if config.winner_only else epoch_counts.sum(axis=0)
+        if config.winner_only:
+            runtime.learner(FEEDFORWARD).wins[:] = 0
         if totals.sum() == 0:
             raise StdpDiverged(f"epoch {epoch}: no excitatory neuron spiked over {len(order)} recordings "
                                f"(vth {config.vth}, input weights at most {int(view.max())}); lower vth or raise "
@@ -314,11 +328,17 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
             progress(**entry)
         if checkpoint is not None:
             checkpoint({"weights": runtime.learned_weights(FEEDFORWARD), "theta": adapter.theta.copy(),
+                        "learned": learned.copy(),
                         "epoch": np.array(epoch),
                         "history": np.array([[h[k] for k in HISTORY_KEYS] for h in history], np.float64)})
-    frozen = build_network(config, runtime.learned_weights(FEEDFORWARD),
-                           config.deploy_vth if config.deploy_vth else adapter.vth(), learning=False,
-                           readout=Readout(kind="count", classes=tuple(str(i) for i in range(config.n_neurons))),
+    keep = learned >= config.min_wins
+    if not keep.any():
+        raise StdpDiverged(f"epoch {config.epochs}: no neuron learned in {config.min_wins} steps "
+                           f"(most: {int(learned.max())}); lower vth or min_wins")
+    vth = np.full(config.n_neurons, config.deploy_vth) if config.deploy_vth else adapter.vth()
+    deployed = dataclasses.replace(config, n_neurons=int(keep.sum()))
+    frozen = build_network(deployed, runtime.learned_weights(FEEDFORWARD)[keep], vth[keep], learning=False,
+                           readout=Readout(kind="count", classes=tuple(str(i) for i in range(deployed.n_neurons))),
                            dv=config.deploy_dv if config.deploy_dv >= 0 else None,
                            inhibition=config.deploy_inhibition or None)
     counts = responses(frozen, presentations)
@@ -326,7 +346,8 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
     accuracy = float(np.mean(predict(counts, assignment, len(classes)) == labels))
     trained = dataclasses.replace(frozen, readout=Readout(kind="assignment", classes=tuple(classes),
                                                           assignment=assignment))
-    metrics = {"train_accuracy": accuracy, "neurons_assigned": int((assignment >= 0).sum()),
+    metrics = {"train_accuracy": accuracy, "neurons": deployed.n_neurons,
+               "neurons_dropped_unlearned": int((~keep).sum()), "neurons_assigned": int((assignment >= 0).sum()),
                "neurons_per_class": np.bincount(assignment[assignment >= 0], minlength=len(classes)).tolist()}
     return StdpResult(trained, history, metrics)
 
@@ -412,6 +433,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "norm_total": Key("int", _D.norm_total, low=0, high=10**9, help="input weight norm per neuron (0: off)"),
         "norm_order": Key("int", _D.norm_order, low=1, high=2, help="1: L1 (sum), 2: L2 norm"),
         "winner_only": Key("bool", _D.winner_only, help="per step only the strongest-driven spiking neuron learns"),
+        "min_wins": Key("int", _D.min_wins, low=0, high=10**9, help="neurons that learned in fewer steps are "
+                                                                  "left out of the saved network (0: keep all)"),
     },
     "homeostasis": {
         "theta_increment": Key("number", _D.theta_increment, low=0, low_open=True, high=1e6,
@@ -440,7 +463,8 @@ def config_from_sections(config: dict, seed: int) -> StdpConfig:
             refractory=n["refractory"], weight_exp=n["weight_exp"], inhibition=n["inhibition"], rule=r["rule"],
             x1_impulse=r["x1_impulse"], x1_tau=r["x1_tau"], y1_impulse=r["y1_impulse"], y1_tau=r["y1_tau"],
             t_epoch=r["t_epoch"], init_weight=n["init_weight"], norm_total=r["norm_total"],
-            norm_order=r["norm_order"], winner_only=r["winner_only"], theta_increment=h["theta_increment"],
+            norm_order=r["norm_order"], winner_only=r["winner_only"], min_wins=r["min_wins"],
+            theta_increment=h["theta_increment"],
             theta_tau=h["theta_tau"], theta_limit=h["theta_limit"], theta_recentre=h["theta_recentre"],
             deploy_vth=d["vth"], deploy_dv=d["dv"], deploy_inhibition=d["inhibition"],
             epochs=config["train"]["epochs"], seed=seed)

@@ -79,12 +79,16 @@ class WinnerLearner:
         self.pre_spikes = pre_spikes
         self.post_spikes = post_spikes
         self._winner = np.zeros(engine.n_post, np.uint8)
+        #: (n_post,) int64: steps in which each post neuron won and learned (survives reset).
+        self.wins = np.zeros(engine.n_post, np.int64)
 
     def step(self, t: int) -> int:
         if t != self.engine.time_step:
             raise RuntimeError(f"learner is at step {self.engine.time_step} but the runtime is at step {t}; "
                                "reset both together")
-        winner_mask(self.pre_spikes, self.post_spikes, self.engine.weights, self._winner)
+        winner = winner_mask(self.pre_spikes, self.post_spikes, self.engine.weights, self._winner)
+        if winner >= 0:
+            self.wins[winner] += 1
         return self.engine.step_masks(self.pre_spikes, self._winner)
 
     def reset(self) -> None:
