@@ -77,8 +77,9 @@ def loihi_decays(tau_syn_ms: float, tau_mem_ms: float, dt_ms: float) -> tuple[in
 
 
 def weight_exp_for(max_weight: float, vth: int) -> int:
-    """The smallest exponent 0..7 whose int8 mantissa range (254 * 2**e / vth thresholds) holds max_weight."""
-    return int(np.clip(math.ceil(math.log2(max(max_weight * vth / 254.0, 1e-12))), 0, 7))
+    """The smallest exponent 0..7 with max_weight <= 256 * 2**e / vth thresholds (the int8 mantissa range;
+    weights are then clipped to its even maximum 254 * 2**e / vth). The quantum is 2 * 2**e / vth."""
+    return int(np.clip(math.ceil(math.log2(max(max_weight * vth / 256.0, 1e-12)) - 1e-9), 0, 7))
 
 
 def quantize(weights: np.ndarray, weight_exp: int, vth: int) -> np.ndarray:
@@ -154,7 +155,7 @@ class LifStack:
                 graded = 8 if src == INPUT and input_spec is not None and input_spec.encoding == "counts" else 0
                 if self.mode == "loihi":
                     projections.append(Dense(name=f"{kind}{li}", source=src, target=name,
-                                             weights=quantize(w, self.weight_exp[li], self.vth),
+                                             weights=quantize(w, self.weight_exp[li], self.vth).astype(np.int16),
                                              weight_exp=self.weight_exp[li], num_message_bits=graded))
                 else:
                     projections.append(Dense(name=f"{kind}{li}", source=src, target=name, weights=w.copy(),
