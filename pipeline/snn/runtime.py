@@ -355,6 +355,46 @@ class Runtime:
         lo = placement.start - self.n_inputs
         return self.state.v[lo:lo + placement.size]
 
+    def thresholds(self, population: str) -> np.ndarray:
+        """Writable view of the population's firing thresholds (n,), state units (loihi: int64 vth << 6;
+        float: float32 vth * 64 or FloatLIF threshold). Writes take effect at the next step and survive
+        ``reset`` (homeostasis: pipeline.snn.learning.homeostasis)."""
+        placement = self._placement(population)
+        lo = placement.start - self.n_inputs
+        return self.params.threshold[lo:lo + placement.size]
+
+    def dense_view(self, projection: str) -> np.ndarray:
+        """Writable (n_pre, n_post) view of a dense projection's stored weights (loihi: integer mantissas as
+        the kernel reads them, float: float32). Writes take effect at the next step (e.g. weight
+        normalisation between presentations: pipeline.snn.learning.normalization)."""
+        names = [p.name for p in self.network.projections]
+        if projection not in names:
+            raise ValueError(f"no projection named {projection!r} (have {names})")
+        row = self.synapses.table[names.index(projection)]
+        if row["kind"] != K.DENSE:
+            raise ValueError(f"projection {projection!r} is stored sparse; only dense projections have a dense view")
+        n_pre, n_post, w_off = int(row["n_src"]), int(row["n_tgt"]), int(row["w_off"])
+        return self.synapses.weights[w_off:w_off + n_pre * n_post].reshape(n_pre, n_post)
+
+    def learner(self, projection: str):
+        """The learner attached to a learning projection (what its rule's attach returned)."""
+        names = [p.name for p in self.network.projections if p.learning is not None]
+        if projection not in names:
+            raise ValueError(f"no learning projection named {projection!r} (have {names})")
+        return self._learners[names.index(projection)][0]
+
+    def learned_weights(self, projection: str) -> np.ndarray:
+        """The current weights of a learning projection as a (n_post, n_pre) copy in the description's
+        units (integer mantissas with the projection's weight_exp on loihi), ready for ``Dense(weights=...)``."""
+        view = self.dense_view(projection)
+        described = self.network.projection(projection)
+        if described.learning is None:
+            raise ValueError(f"projection {projection!r} has no learning rule; its weights are the description's")
+        weights = view.T.copy()
+        if self.backend == "float" and not self.network.is_float:
+            weights = weights / 2.0 ** (described.weight_exp + 6)
+        return weights
+
     def weight_row_bytes(self) -> int:
         """Bytes of one weight of this runtime's storage (1 int8, 2 int16, 4 float32)."""
         return self.synapses.weights.itemsize

@@ -37,12 +37,18 @@ class BlockDraws:
         self._seed = int(seed)
         self._integer = integer
         self._block = int(block)
-        self.reset()
-
-    def reset(self) -> None:
         self._rng = np.random.default_rng(self._seed)
         self._start = 0
-        self._values = self._draw()
+        self._values = self._first = self._draw()
+        self._first.setflags(write=False)
+        self._after_first = self._rng.bit_generator.state
+
+    def reset(self) -> None:
+        """Back to draw 0: the first block is kept and the generator's state after it restored (a reset per
+        presentation costs no drawing)."""
+        self._rng.bit_generator.state = self._after_first
+        self._start = 0
+        self._values = self._first
 
     def _draw(self) -> np.ndarray:
         if self._integer:
