@@ -66,6 +66,13 @@ def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, data_dir, ed
     assert only_config(tmp_path)
 
 
+def test_shipped_training_config_validates():
+    from pipeline.app.commands.train import load_config
+
+    method, _, config = load_config(REPO / "launch" / "train_nmnist.toml", [])
+    assert method == "bptt" and config["train"]["mode"] == "loihi" and config["network"]["hidden"] == [256]
+
+
 def test_bad_set_names_the_key(tmp_path, data_dir):
     result = train(tmp_path, data_dir, "--set", "loss.slope=-1", "--out", str(tmp_path / "m.npz"))
     assert result.returncode == 2 and "[loss] slope" in result.stderr and "tiny.toml" in result.stderr
