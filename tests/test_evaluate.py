@@ -22,6 +22,7 @@ from pipeline.train.evaluate import ModelError, evaluate, prepare
 from recordings.labelled import open_labelled
 
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "pipeline" / "train" / "models" / "nmnist.npz"  # made by spikeloop train (launch/train_nmnist.toml)
 GRID = (2, 34, 34)  # (C, H, W): N-MNIST's grid; class c lives in columns 3c..3c+2
 N_IN = 2 * 34 * 34
 
@@ -334,18 +335,23 @@ def test_launch_classifies_band_recordings_in_the_loop(band_data, tmp_path):
     assert any(e["event"] == "note" and "to_loihi" in e["message"] for e in events)
 
 
-def test_launch_decisions_are_evaluates_on_real_recordings(cnn_model, data_dir, tmp_path):
-    """Five N-MNIST test recordings through the loop (counting binner, loihi, reset between samples) give
-    evaluate's decisions: class, confidence and latency of the early and the end decision."""
+@pytest.mark.parametrize("which", ["shipped", "cnn"])
+def test_launch_decisions_are_evaluates_on_real_recordings(which, request, data_dir, tmp_path):
+    """Five N-MNIST test recordings through the shipped launch file and the loop (loihi, reset between
+    samples) give evaluate's decisions: class, confidence and latency of the early and the end decision. The
+    shipped model (binary spikes, fixed 300 ms) as the file names it; the NIR CNN (event counts through the
+    counting binner, converted from float) set with --set."""
     nmnist = data_dir / "nmnist_small"
     decisions = tmp_path / "decisions.jsonl"
-    launch = REPO / "launch" / "nmnist_classify.toml"  # the shipped file, with this model
-    sets = ["--set", f"network.file={json.dumps(str(cnn_model))}", "--set", "source.limit=5",
-            "--set", f"sinks.decisions.path={json.dumps(str(decisions))}"]
+    launch = REPO / "launch" / "nmnist_classify.toml"
+    model = SHIPPED if which == "shipped" else request.getfixturevalue("cnn_model")
+    sets = ["--set", "source.limit=5", "--set", f"sinks.decisions.path={json.dumps(str(decisions))}"]
+    if which == "cnn":
+        sets += ["--set", f"network.file={json.dumps(str(model))}"]
     done = run_launch(launch, *sets, data_dir=data_dir)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in decisions.read_text().splitlines()]
-    network = Network.load(cnn_model)
+    network = Network.load(model)
     data = open_labelled(nmnist / "test", nmnist / "test_labels.txt", network.readout.classes).subset(range(5))
     result = evaluate(network, data, "loihi")
     expected = []
@@ -360,7 +366,7 @@ def test_launch_decisions_are_evaluates_on_real_recordings(cnn_model, data_dir, 
     assert all(r["label"] is not None for r in rows)
 
     one = tmp_path / "one.jsonl"  # --source with one recording keeps the samples source
-    sets[-1] = f"sinks.decisions.path={json.dumps(str(one))}"
+    sets[3] = f"sinks.decisions.path={json.dumps(str(one))}"
     done = run_launch(launch, "--source", nmnist / "test" / "60002.bs2", *sets, data_dir=data_dir)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["sample"] for line in one.read_text().splitlines()][-1] == "60002"
@@ -438,3 +444,43 @@ def test_wav_clips_go_through_the_cochlea_with_fsdd_labels(data_dir, tmp_path, c
     assert report["n"] == 5
     assert [sum(row) for row in report["confusion"]] == [2, 0, 0, 1, 0, 0, 0, 2, 0, 0]
     assert all(0 < d <= 5000 for d in [report["sample_duration_ms"]["mean"]])
+
+
+# -- the shipped model (pipeline/train/models/nmnist.npz, made by spikeloop train) -------------------------
+
+
+def test_shipped_model_through_spikeloop_evaluate(data_dir):
+    """``spikeloop evaluate`` on the 100 test recordings: >= 95 % on the loihi backend (the issue's target;
+    the trainer reported 95/100), and its end decisions on ten of them are the count argmax of an independent
+    presentation (binary 1 ms frames from the raw bytes, its fixed 300 steps and tail, run on the runtime)."""
+    nmnist = data_dir / "nmnist_small"
+    done = run_cli(SHIPPED, nmnist / "test", "--labels", nmnist / "test_labels.txt", "--json",
+                   env_extra={"SPIKELOOP_DATA": str(data_dir)})
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["backend"] == "loihi" and report["n"] == 100 and report["accuracy"] >= 0.95
+    assert report["notes"] == []  # a loihi network runs as it is
+
+    network = Network.load(SHIPPED)
+    spec = network.input_spec
+    data = open_labelled(nmnist / "test", nmnist / "test_labels.txt", network.readout.classes).subset(range(10))
+    result = evaluate(network, data, "loihi")
+    runtime = build(network, "loihi")
+    compared = 0
+    for path, r in zip(data.paths, result.results):
+        raw = np.fromfile(path, dtype=np.uint8).reshape(-1, 5).astype(np.int64)
+        x, y, p = raw[:, 0], raw[:, 1], (raw[:, 2] & 128) >> 7
+        t = ((raw[:, 2] & 127) << 16) | (raw[:, 3] << 8) | raw[:, 4]
+        n_steps = spec.duration_us // spec.bin_us
+        frames = np.zeros((n_steps + spec.tail_steps, 2 * 34 * 34), bool)
+        keep = (t - t[0]) // spec.bin_us < n_steps
+        frames[((t - t[0]) // spec.bin_us)[keep], (p * 34 * 34 + y * 34 + x)[keep]] = True
+        runtime.reset()
+        counts = np.zeros(10)
+        for frame in frames:
+            counts += runtime.step(np.flatnonzero(frame).astype(np.int32))
+        assert r.n_steps == len(frames)
+        if np.sum(counts == counts.max()) == 1:  # ties go to the membrane rule, not compared here
+            assert r.end.index == int(np.argmax(counts))
+            compared += 1
+    assert compared >= 8
