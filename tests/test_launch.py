@@ -189,7 +189,7 @@ SHIPPED_DATA = {"bci.toml": "bci/chewie_demo.mat", "audio.toml": "audio/fsdd/6_l
 
 
 #: Shipped files with their own end-to-end test: nmnist_classify.toml decides once per sample, not per step
-#: (tests/test_evaluate.py runs it on real recordings with a model).
+#: (tests/test_evaluate.py runs it on real recordings).
 OWN_TEST = ("nmnist_classify.toml",)
 
 
