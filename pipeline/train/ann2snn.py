@@ -1,0 +1,264 @@
+"""ANN -> SNN conversion (Rueckauer et al. 2017): train a bias-free ReLU network on event-count frames,
+normalize it with the data, and run it as a rate-coded spiking network on the project's runtime.
+
+The ANN has the SNN's layers (Dense, ReLU, no biases) and sees the events of a whole presentation
+summed per input (an (n_inputs,) count frame: the :class:`InputSpec`'s "counts" encoding summed over
+its steps, times ``input_scale``). It is trained with Adam on softmax cross-entropy.
+
+Conversion (data-based normalization): ``lambda_l`` is the ``percentile``-th percentile of the positive
+activations of layer l over the training frames (99.9 in Rueckauer et al.). The SNN presents a
+recording over ``steps`` steps as graded input spikes (payload = events of an input in that step), so
+over the presentation layer 1 receives exactly ``W_1 @ counts``. With integrate-and-fire neurons
+(no leak, no synaptic filter, threshold 1) the weights become
+
+    W_1' = W_1 * input_scale * steps / lambda_1,      W_l' = W_l * lambda_{l-1} / lambda_l  (l > 1),
+
+so a neuron's spike count over the presentation approximates ``steps * a_l / lambda_l`` (a rate in
+spikes per step <= 1 for all but the top 0.1 % of activations). The output is read by spike count.
+
+Reset: the project's neurons (pipeline.snn.kernels, Lava's CUBA LIF) reset to zero, not by
+subtraction; the charge above threshold at a spike is lost. The loss grows with the input per step
+relative to the threshold, i.e. at few steps; the accuracy-against-steps table shows it. With no bias
+and no leak, a ReLU network is positively homogeneous, so the input's scale never changes its class.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.snn.convert import to_loihi
+from pipeline.snn.model import InputSpec, Readout
+from pipeline.snn.network import INPUT, Dense, FloatLIF, Network, Population
+from pipeline.snn.runtime import build
+from pipeline.train.present import present_file
+
+#: N-MNIST (ATIS 34x34, two polarities).
+NMNIST_SHAPE = (2, 34, 34)
+
+
+@dataclass(frozen=True)
+class AnnConfig:
+    """ANN training: ``hidden`` sizes of the hidden Dense layers; Adam (lr, betas 0.9/0.999) with decoupled
+    ``weight_decay``; ``dropout`` on hidden activations while training; ``input_scale`` multiplies counts."""
+
+    hidden: tuple[int, ...] = (256,)
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    dropout: float = 0.2
+    input_scale: float = 0.25
+
+
+# ---------------------------------------------------------------------------------------------- data
+def count_frames(paths, spec: InputSpec, input_shape=NMNIST_SHAPE) -> np.ndarray:
+    """Recordings -> (n, C*H*W) float32 event counts summed over the presentation ``spec`` describes."""
+    n_inputs = int(np.prod(input_shape))
+    frames = np.zeros((len(paths), n_inputs), np.float32)
+    counted = dataclasses.replace(spec, encoding="counts")
+    for i, path in enumerate(paths):
+        p = present_file(path, counted, input_shape, n_inputs)
+        np.add.at(frames[i], p.index, p.count)
+    return frames
+
+
+# ---------------------------------------------------------------------------------------------- ANN
+def ann_forward(weights: list[np.ndarray], x: np.ndarray) -> list[np.ndarray]:
+    """Activations of every layer for inputs x (n, n_in): ReLU on hidden layers, the last are logits.
+
+    weights[l] is (n_out, n_in) like the network's Dense. Returns [a_1, ..., logits], each (n, n_out).
+    """
+    out = []
+    a = x
+    for l, w in enumerate(weights):
+        z = a @ w.T
+        a = np.maximum(z, 0.0) if l < len(weights) - 1 else z
+        out.append(a)
+    return out
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean softmax cross-entropy and its gradient with respect to logits (n, k)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(shifted)
+    p /= p.sum(axis=1, keepdims=True)
+    n = len(labels)
+    loss = float(-np.mean(np.log(p[np.arange(n), labels] + 1e-30)))
+    grad = p
+    grad[np.arange(n), labels] -= 1.0
+    return loss, grad / n
+
+
+def ann_loss_and_grads(weights, x, labels, masks=None) -> tuple[float, list[np.ndarray], np.ndarray]:
+    """Loss, gradients (like weights) and logits of a bias-free ReLU network; ``masks`` (one per hidden
+    layer, (n, n_hidden) scaled dropout masks) or None."""
+    acts = [x]
+    a = x
+    for l, w in enumerate(weights):
+        z = a @ w.T
+        if l < len(weights) - 1:
+            a = np.maximum(z, 0.0)
+            if masks is not None:
+                a = a * masks[l]
+        else:
+            a = z
+        acts.append(a)
+    loss, delta = cross_entropy(acts[-1], labels)
+    grads = [None] * len(weights)
+    for l in range(len(weights) - 1, -1, -1):
+        grads[l] = delta.T @ acts[l]
+        if l:
+            delta = (delta @ weights[l]) * (acts[l] > 0)
+            if masks is not None:
+                delta = delta * masks[l - 1]
+    return loss, grads, acts[-1]
+
+
+class Adam:
+    """Adam with decoupled weight decay (AdamW) over a list of arrays, updated in place."""
+
+    def __init__(self, params, lr, weight_decay, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.lr, self.wd, self.b1, self.b2, self.eps = lr, weight_decay, beta1, beta2, eps
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.t = 0
+
+    def step(self, params, grads) -> None:
+        self.t += 1
+        c1 = 1 - self.b1 ** self.t
+        c2 = 1 - self.b2 ** self.t
+        for p, g, m, v in zip(params, grads, self.m, self.v):
+            m *= self.b1
+            m += (1 - self.b1) * g
+            v *= self.b2
+            v += (1 - self.b2) * g * g
+            p -= self.lr * (m / c1 / (np.sqrt(v / c2) + self.eps) + self.wd * p)
+
+
+def init_weights(sizes: list[int], rng: np.random.Generator) -> list[np.ndarray]:
+    """He-normal (n_out, n_in) float64 matrices for consecutive layer sizes."""
+    return [rng.normal(0.0, np.sqrt(2.0 / n_in), (n_out, n_in)).astype(np.float32) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+
+
+def train_ann(frames: np.ndarray, labels: np.ndarray, n_classes: int, config: AnnConfig, rng: np.random.Generator,
+              progress: Callable[..., None] | None = None, weights: list[np.ndarray] | None = None,
+              first_epoch: int = 0, on_epoch: Callable[[int, list], None] | None = None) -> list[np.ndarray]:
+    """Train the ANN on (n, n_in) frames (already times input_scale) -> weights [(n_out, n_in)] float64.
+
+    ``progress(epoch=, samples=, loss=, accuracy=)`` after each epoch; ``on_epoch(epoch, weights)`` too
+    (checkpoints); ``weights``/``first_epoch`` resume.
+    """
+    sizes = [frames.shape[1], *config.hidden, n_classes]
+    weights = init_weights(sizes, rng) if weights is None else [w.copy() for w in weights]
+    optimizer = Adam(weights, config.lr, config.weight_decay)
+    n = len(frames)
+    keep = 1.0 - config.dropout
+    for epoch in range(first_epoch, config.epochs):
+        order = rng.permutation(n)
+        total, correct = 0.0, 0
+        for start in range(0, n, config.batch_size):
+            batch = order[start:start + config.batch_size]
+            masks = None
+            if config.dropout > 0:
+                masks = [(rng.random((len(batch), h)) < keep) / keep for h in config.hidden]
+            loss, grads, logits = ann_loss_and_grads(weights, frames[batch], labels[batch], masks)
+            optimizer.step(weights, grads)
+            total += loss * len(batch)
+            correct += int(np.sum(np.argmax(logits, axis=1) == labels[batch]))
+        if progress is not None:
+            progress(epoch=epoch + 1, samples=n, loss=total / n, accuracy=correct / n)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, weights)
+    return weights
+
+
+def ann_accuracy(weights, frames, labels) -> float:
+    return float(np.mean(np.argmax(ann_forward(weights, frames)[-1], axis=1) == labels))
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+def activation_scales(weights, frames, percentile: float) -> list[float]:
+    """lambda_l: the ``percentile``-th percentile of the positive activations of every layer (logits too)."""
+    scales = []
+    for a in ann_forward(weights, frames):
+        positive = a[a > 0]
+        scales.append(float(np.percentile(positive, percentile)) if positive.size else 1.0)
+    return scales
+
+
+def snn_weights(weights, scales: list[float], input_scale: float, steps: int, max_rate: float = 1.0
+                ) -> list[np.ndarray]:
+    """The SNN's float weights for threshold 1 (module docstring): layer 1 sees raw event counts; an
+    activation lambda_l maps to ``max_rate`` spikes per step on average over the presentation."""
+    out = [weights[0] * input_scale * steps * max_rate / scales[0]]
+    for l in range(1, len(weights)):
+        out.append(weights[l] * scales[l - 1] / scales[l])
+    return out
+
+
+def snn_network(weights: list[np.ndarray], spec: InputSpec, classes, input_shape=NMNIST_SHAPE,
+                dt_ms: float = 1.0) -> Network:
+    """A FloatLIF integrate-and-fire Network (threshold 1, no leak, no synaptic filter) with the given
+    float weights; input from graded count spikes; populations hidden0.. and "output"."""
+    names = [f"hidden{i}" for i in range(len(weights) - 1)] + ["output"]
+    neuron = FloatLIF(tau_syn_ms=0.0, tau_mem_ms=np.inf, threshold=1.0, bias=0.0, refractory_ms=0.0)
+    populations = [Population(name, w.shape[0], neuron) for name, w in zip(names, weights)]
+    projections = [Dense(name=f"{src}->{dst}", source=src, target=dst, weights=w.astype(np.float32),
+                         num_message_bits=16 if src == INPUT else 0)
+                   for src, dst, w in zip([INPUT, *names[:-1]], names, weights)]
+    return Network(n_inputs=int(np.prod(input_shape)), populations=populations, projections=projections,
+                   output="output", dt_ms=dt_ms, input_shape=tuple(input_shape), input_spec=spec,
+                   readout=Readout("count", tuple(classes)))
+
+
+def presentation_spec(steps: int, duration_us: int, n_layers: int) -> InputSpec:
+    """``duration_us`` of a recording over ``steps`` steps of counts, plus one tail step per layer."""
+    bin_us = duration_us // steps
+    return InputSpec(sensor="dvs", bin_us=bin_us, encoding="counts", polarity="split", duration_us=bin_us * steps,
+                     tail_steps=n_layers)
+
+
+def convert(weights, scales, classes, steps: int, duration_us: int, input_scale: float, vth_target: int,
+            max_rate: float = 1.0, input_shape=NMNIST_SHAPE) -> tuple[Network, Network]:
+    """(float network, loihi network) for ``steps`` steps; the loihi one through pipeline.snn.convert."""
+    spec = presentation_spec(steps, duration_us, len(weights))
+    float_net = snn_network(snn_weights(weights, scales, input_scale, steps, max_rate), spec, classes, input_shape,
+                            dt_ms=spec.bin_us / 1000.0)
+    loihi_net, _ = to_loihi(float_net, vth_target=vth_target)
+    return float_net, loihi_net
+
+
+# ---------------------------------------------------------------------------------------------- running
+def classify(runtime, presentation, readout: Readout) -> int:
+    """Run one presentation (pipeline.train.present.Presentation) on a runtime from reset; the readout's
+    class index (count readout; ties by the lower index)."""
+    runtime.reset()
+    counts = np.zeros(runtime.populations[runtime.output_name].size, np.int64)
+    indptr, index, count = presentation
+    for k in range(len(indptr) - 1):
+        lo, hi = indptr[k], indptr[k + 1]
+        counts += runtime.step(index[lo:hi], count[lo:hi])
+    if readout.kind != "count":
+        raise ValueError(f"classify: readout kind {readout.kind!r} is not 'count'")
+    return int(np.argmax(counts))
+
+
+def snn_accuracy(network: Network, backend: str, paths, labels) -> float:
+    """Accuracy of a converted network on recordings, each presented as its input_spec says."""
+    runtime = build(network, backend)
+    n_inputs = int(network.n_inputs)
+    hits = 0
+    for path, label in zip(paths, labels):
+        p = present_file(path, network.input_spec, network.input_shape, n_inputs)
+        hits += classify(runtime, p, network.readout) == label
+    return hits / max(len(paths), 1)
+
+
+def data_path(data_dir: Path, value: str) -> Path:
+    """A data path from a config: absolute, or relative to $SPIKELOOP_DATA."""
+    path = Path(value)
+    return path if path.is_absolute() else Path(data_dir) / path
