@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "import": "import a NIR graph (.nir) or lava-dl netx model (.net) as a network",
     "simulate": "run a network file and record every population",
     "export": "write a float network as a NIR graph (.nir)",
+    "train": "train a spiking network on labelled recordings (surrogate gradients, QAT for loihi, ...)",
 }
 #: Sub-commands whose module has another name (``import`` is a Python keyword).
 MODULES: dict[str, str] = {"import": "import_model"}

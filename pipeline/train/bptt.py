@@ -1,0 +1,396 @@
+"""Method ``bptt``: surrogate-gradient backpropagation through time for CUBA LIF networks.
+
+Config sections (``spikeloop train``; every key below with its default in :data:`SECTIONS`):
+
+* ``[train]`` epochs, batch_size, lr, weight_decay (AdamW, decoupled), lr_schedule ("constant" or
+  "cosine"), mode ("float": the float backend's dynamics; "loihi": quantization-aware training whose
+  forward is the loihi backend's integer dynamics, so the written network classifies every sample as
+  the trained model does).
+* ``[data]`` train / test: labelled folders relative to $SPIKELOOP_DATA (or absolute), train_labels /
+  test_labels: labels files (``sample class`` lines) relative to the same; test is optional.
+* ``[input]`` how a recording is presented (pipeline.snn.model.InputSpec): width, height (sensor),
+  bin_us, encoding, polarity, scale, duration_us, tail_steps.
+* ``[network]`` hidden (sizes of hidden layers), recurrent, tau_syn_ms, tau_mem_ms, vth (loihi threshold
+  mantissa), max_weight_hidden / max_weight_output (largest |weight| in thresholds; fixes weight_exp),
+  init_gain.
+* ``[loss]`` kind ("count_ce": cross-entropy of output spike counts; "max_membrane_ce": cross-entropy of
+  the output's maximum membrane voltage; "rate": squared error of output rates against rate_true for the
+  labelled class and rate_false for the others), logit_scale, surrogate ("fast_sigmoid", "arctan",
+  "triangle"), slope.
+* ``[augment]`` jitter_px (random shift of every event of a sample, pixels), time_scale (sample time
+  stretched by a factor in [1 - s, 1 + s]), drop (probability an event is dropped); training only.
+
+The written network: populations hidden0.., output (probed v), projections fc0.. (+ rec0..), with
+input_spec and readout (count, or max_membrane for that loss). Metrics: train/test accuracy of the
+model, and of the written network run on the runtime (pipeline.snn.build) on the test set: "loihi" for
+loihi mode; for float mode the float network on the "float" backend and, converted with
+pipeline.snn.convert.to_loihi, on "loihi" (float-trained-then-quantized).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.schema import Key
+from pipeline.snn.model import InputSpec, Readout
+from pipeline.train import kernels as K
+from pipeline.train.lif_stack import LifStack, backward, compile_network, forward
+from pipeline.train.present import Presentation, present_file
+from pipeline.train.run import Fitted, TrainRun
+from recordings.labelled import open_labelled
+
+SECTIONS: dict[str, dict[str, Key]] = {
+    "train": {
+        "epochs": Key("int", 10, low=1, high=100_000, help="passes over the training set"),
+        "batch_size": Key("int", 32, low=1, high=4096, help="samples per gradient step"),
+        "lr": Key("number", 2e-3, low=0, low_open=True, high=10, help="Adam learning rate"),
+        "weight_decay": Key("number", 0.0, low=0, high=1, help="decoupled weight decay per step (AdamW)"),
+        "lr_schedule": Key("str", "cosine", choices=("constant", "cosine"), help="learning-rate schedule"),
+        "mode": Key("str", "loihi", choices=("float", "loihi"), help="forward dynamics"),
+        "limit": Key("int", 0, low=0, help="use only the first N training samples (0: all)"),
+    },
+    "data": {
+        "train": Key("str", help="folder of training recordings (relative to $SPIKELOOP_DATA)"),
+        "train_labels": Key("str", "", help="labels file (relative to $SPIKELOOP_DATA); empty: FSDD names"),
+        "test": Key("str", "", help="folder of test recordings (empty: none)"),
+        "test_labels": Key("str", "", help="labels file of the test folder"),
+    },
+    "input": {
+        "width": Key("int", 34, low=1, high=4096, help="sensor width (px)"),
+        "height": Key("int", 34, low=1, high=4096, help="sensor height (px)"),
+        "bin_us": Key("int", 1000, low=1, high=10_000_000, help="step length (µs)"),
+        "encoding": Key("str", "spikes", choices=("spikes", "counts"), help="binary spikes or event counts"),
+        "polarity": Key("str", "split", choices=("split", "merge"), help="one channel per polarity or one"),
+        "scale": Key("int", 1, low=1, high=1024, help="pool x and y by this factor"),
+        "duration_us": Key("int", 300_000, low=0, help="present this much of each recording (µs; 0: all)"),
+        "tail_steps": Key("int", 2, low=0, high=100_000, help="empty steps after the recording"),
+    },
+    "network": {
+        "hidden": Key("int_list", [256], low=1, high=100_000, help="hidden layer sizes"),
+        "recurrent": Key("bool", False, help="hidden layers get a recurrent projection"),
+        "tau_syn_ms": Key("number", 5.0, low=0, low_open=True, help="synaptic time constant (ms)"),
+        "tau_mem_ms": Key("number", 20.0, low=0, low_open=True, help="membrane time constant (ms)"),
+        "vth": Key("int", 1024, low=1, high=2**17 - 1, help="loihi threshold mantissa (threshold vth * 64)"),
+        "max_weight_hidden": Key("number", 1.0, low=0, low_open=True, help="largest |weight| into hidden layers "
+                                                                               "(thresholds)"),
+        "max_weight_output": Key("number", 2.0, low=0, low_open=True, help="largest |weight| into the output"),
+        "init_gain": Key("number", 1.0, low=0, low_open=True, help="scale of the initial weights"),
+    },
+    "loss": {
+        "kind": Key("str", "count_ce", choices=("count_ce", "max_membrane_ce", "rate"), help="loss"),
+        "logit_scale": Key("number", 0.5, low=0, low_open=True, help="logits = scale * count (or * v/threshold)"),
+        "rate_true": Key("number", 0.1, low=0, high=1, help="target spikes per step of the labelled output"),
+        "rate_false": Key("number", 0.0, low=0, high=1, help="target spikes per step of the other outputs"),
+        "surrogate": Key("str", "fast_sigmoid", choices=tuple(K.SURROGATES), help="surrogate derivative"),
+        "slope": Key("number", 5.0, low=0, low_open=True, help="surrogate slope (per threshold)"),
+    },
+    "augment": {
+        "jitter_px": Key("int", 0, low=0, high=64, help="random shift of a sample's events (px)"),
+        "time_scale": Key("number", 0.0, low=0, high=0.9, help="random time stretch 1 +- this"),
+        "drop": Key("number", 0.0, low=0, high=0.9, help="probability an event is dropped"),
+    },
+}
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _data_path(run: TrainRun, text: str) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else run.data_dir / path
+
+
+def input_spec(config: dict) -> tuple[InputSpec, tuple[int, int, int]]:
+    c = config["input"]
+    spec = InputSpec(sensor="dvs", bin_us=c["bin_us"], encoding=c["encoding"], polarity=c["polarity"],
+                     duration_us=c["duration_us"], tail_steps=c["tail_steps"], scale=c["scale"])
+    shape = (2 if c["polarity"] == "split" else 1, -(-c["height"] // c["scale"]), -(-c["width"] // c["scale"]))
+    return spec, shape
+
+
+def load_set(folder: Path, labels: Path | None, spec: InputSpec, shape, classes=None, limit: int = 0):
+    """(presentations, labels int64, classes) of a labelled folder."""
+    labelled = open_labelled(folder, labels, classes)
+    if limit:
+        labelled = labelled.subset(range(min(limit, len(labelled))))
+    n_inputs = int(np.prod(shape))
+    presentations = [present_file(p, spec, shape, n_inputs) for p in labelled.paths]
+    return presentations, np.array(labelled.labels, np.int64), labelled.classes
+
+
+def augment(p: Presentation, rng: np.random.Generator, shape, aug: dict, binary: bool) -> Presentation:
+    """A randomly shifted / stretched / thinned copy of one presentation (same number of steps)."""
+    c, h, w = shape
+    n_steps = p.n_steps
+    steps = np.repeat(np.arange(n_steps), np.diff(p.indptr))
+    index = p.index.astype(np.int64)
+    count = p.count.astype(np.int64)
+    keep = np.ones(index.size, bool)
+    if aug["drop"] > 0:
+        keep &= rng.random(index.size) >= aug["drop"]
+    if aug["jitter_px"] > 0:
+        j = aug["jitter_px"]
+        dx, dy = rng.integers(-j, j + 1, 2)
+        x = index % w + dx
+        y = (index // w) % h + dy
+        ch = index // (w * h)
+        keep &= (x >= 0) & (x < w) & (y >= 0) & (y < h)
+        index = (ch * h + y) * w + x
+    if aug["time_scale"] > 0:
+        s = rng.uniform(1 - aug["time_scale"], 1 + aug["time_scale"])
+        steps = np.floor(steps * s).astype(np.int64)
+        keep &= steps < n_steps
+    steps, index, count = steps[keep], index[keep], count[keep]
+    key = steps * (c * h * w) + index
+    unique, inverse = np.unique(key, return_inverse=True)
+    total = np.bincount(inverse, weights=count, minlength=unique.size).astype(np.int32)
+    if binary:
+        total[:] = 1
+    out_steps = unique // (c * h * w)
+    indptr = np.zeros(n_steps + 1, np.int64)
+    np.cumsum(np.bincount(out_steps, minlength=n_steps), out=indptr[1:])
+    return Presentation(indptr, (unique % (c * h * w)).astype(np.int32), total)
+
+
+def batch_events(presentations: list[Presentation]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Presentations -> (indptr (B, T + 1) global, index int32, count float32, T = the longest)."""
+    n_steps = max(p.n_steps for p in presentations)
+    indptr = np.empty((len(presentations), n_steps + 1), np.int64)
+    offset = 0
+    for b, p in enumerate(presentations):
+        indptr[b, :p.n_steps + 1] = p.indptr + offset
+        indptr[b, p.n_steps + 1:] = p.indptr[-1] + offset
+        offset += int(p.indptr[-1])
+    index = np.concatenate([p.index for p in presentations]).astype(np.int32)
+    count = np.concatenate([p.count for p in presentations]).astype(np.float32)
+    return indptr, index, count, n_steps
+
+
+# ---------------------------------------------------------------------------------------------- readout
+def classify(counts: np.ndarray, vmax: np.ndarray, kind: str) -> np.ndarray:
+    """Class per sample: "count" most output spikes, ties by the higher membrane maximum, then the lower
+    index; "max_membrane": highest membrane maximum. counts, vmax (B, n_out)."""
+    if kind == "max_membrane":
+        return np.argmax(vmax, axis=1)
+    order = np.lexsort((-np.arange(counts.shape[1])[None, :].repeat(len(counts), 0), vmax, counts), axis=1)
+    return order[:, -1]
+
+
+def output_summary(trace) -> tuple[np.ndarray, np.ndarray]:
+    """(spike counts, maximum post-reset membrane v/threshold) per (sample, output)."""
+    counts = trace.spikes.sum(axis=1).astype(np.float64)
+    v_post = np.where(trace.spikes.astype(bool), 0.0, trace.vnorm)
+    return counts, v_post.max(axis=1)
+
+
+def loss_and_grad(trace, labels: np.ndarray, loss: dict, n_steps: int):
+    """(mean loss, predictions, dL/dspikes (B, T, n), dL/dv' or None) of the output layer."""
+    n_batch, _, n_out = trace.spikes.shape
+    counts, vmax = output_summary(trace)
+    onehot = np.eye(n_out)[labels]
+    kind = loss["kind"]
+    grad_v = None
+    if kind == "rate":
+        target = np.where(onehot > 0, loss["rate_true"], loss["rate_false"])
+        err = counts / n_steps - target
+        value = float(np.mean(np.sum(err * err, axis=1)))
+        g = 2 * err / n_steps / n_batch
+        grad_s = np.broadcast_to(g[:, None, :], trace.spikes.shape)
+        predicted = classify(counts, vmax, "count")
+    else:
+        scale = loss["logit_scale"]
+        logits = scale * (counts if kind == "count_ce" else vmax)
+        logits = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        value = float(-np.mean(np.log(p[np.arange(n_batch), labels] + 1e-12)))
+        g = scale * (p - onehot) / n_batch
+        if kind == "count_ce":
+            grad_s = np.broadcast_to(g[:, None, :], trace.spikes.shape)
+            predicted = classify(counts, vmax, "count")
+        else:
+            grad_s = np.zeros(trace.spikes.shape, np.float32)
+            v_post = np.where(trace.spikes.astype(bool), -np.inf, trace.vnorm)
+            at = np.argmax(v_post, axis=1)  # (B, n_out)
+            grad_v = np.zeros(trace.spikes.shape, np.float32)
+            b_idx, k_idx = np.meshgrid(np.arange(n_batch), np.arange(n_out), indexing="ij")
+            grad_v[b_idx, at, k_idx] = g
+            predicted = classify(counts, vmax, "max_membrane")
+    return value, predicted, np.ascontiguousarray(grad_s, np.float32), grad_v
+
+
+def predict(layers, presentations, readout_kind: str, batch_size: int = 64) -> np.ndarray:
+    """Class of each presentation through compiled layers (pipeline.train.lif_stack.compile_network)."""
+    out = []
+    for start in range(0, len(presentations), batch_size):
+        indptr, index, count, n_steps = batch_events(presentations[start:start + batch_size])
+        traces = forward(layers, indptr, index, count, n_steps)
+        out.append(classify(*output_summary(traces[-1]), readout_kind))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def runtime_predict(network, presentations, backend: str) -> np.ndarray:
+    """Class of each presentation run step by step on the runtime (pipeline.snn.build) with the network's
+    readout (count with the membrane tie-break, or max_membrane)."""
+    from pipeline.snn import build
+
+    runtime = build(network, backend)
+    kind = network.readout.kind
+    out = np.empty(len(presentations), np.int64)
+    n_out = network.n_outputs
+    for k, p in enumerate(presentations):
+        runtime.reset()
+        counts = np.zeros(n_out)
+        vmax = np.full(n_out, -np.inf)
+        graded = network.input_spec.encoding == "counts"
+        for t in range(p.n_steps):
+            lo, hi = p.indptr[t], p.indptr[t + 1]
+            counts += runtime.step(p.index[lo:hi], p.count[lo:hi] if graded else None)
+            vmax = np.maximum(vmax, runtime.v("output"))
+        out[k] = classify(counts[None], vmax[None], kind)[0]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- fit
+def _state(model: LifStack, adam: dict, step: int, epoch: int, rng, history) -> dict[str, np.ndarray]:
+    state = {f"param_{k}": v for k, v in model.params.items()}
+    state.update({f"adam_m_{k}": v for k, v in adam["m"].items()})
+    state.update({f"adam_v_{k}": v for k, v in adam["v"].items()})
+    state["adam_step"] = np.array(step)
+    state["epoch"] = np.array(epoch)
+    state["rng"] = np.array(json.dumps(rng.bit_generator.state))
+    state["history"] = np.array(json.dumps(history))
+    return state
+
+
+def _restore(run: TrainRun, state: dict, model: LifStack, adam: dict):
+    for group, prefix in ((model.params, "param_"), (adam["m"], "adam_m_"), (adam["v"], "adam_v_")):
+        for name, value in group.items():
+            key = prefix + name
+            if key not in state:
+                raise run.resume_error(key, "missing (a checkpoint of another network?)")
+            if state[key].shape != value.shape:
+                raise run.resume_error(key, f"has shape {state[key].shape}, this config's network needs {value.shape}")
+            value[...] = state[key]
+    for key in ("adam_step", "epoch", "rng", "history"):
+        if key not in state:
+            raise run.resume_error(key, "missing")
+    rng = np.random.default_rng()
+    rng.bit_generator.state = json.loads(str(state["rng"]))
+    return int(state["adam_step"]), int(state["epoch"]), rng, json.loads(str(state["history"]))
+
+
+def fit(config: dict, run: TrainRun) -> Fitted:
+    tc, net, lc, ac = config["train"], config["network"], config["loss"], config["augment"]
+    spec, shape = input_spec(config)
+    dc = config["data"]
+    labels_path = _data_path(run, dc["train_labels"]) if dc["train_labels"] else None
+    train_p, train_y, classes = load_set(_data_path(run, dc["train"]), labels_path, spec, shape, limit=tc["limit"])
+    test_p, test_y = [], np.zeros(0, np.int64)
+    if dc["test"]:
+        test_labels = _data_path(run, dc["test_labels"]) if dc["test_labels"] else None
+        test_p, test_y, _ = load_set(_data_path(run, dc["test"]), test_labels, spec, shape, classes)
+    rng = np.random.default_rng(run.seed)
+    n_in = int(np.prod(shape))
+    sizes = [n_in, *net["hidden"], len(classes)]
+    max_weight = [net["max_weight_hidden"]] * len(net["hidden"]) + [net["max_weight_output"]]
+    active = np.mean([p.index.size / max(p.n_steps, 1) / n_in for p in train_p[:100]])
+    model = LifStack(sizes, tc["mode"], net["tau_syn_ms"], net["tau_mem_ms"], spec.bin_us / 1000.0, net["recurrent"],
+                     net["vth"], max_weight, rng, net["init_gain"], input_rate=float(active))
+    adam = {"m": {k: np.zeros_like(v) for k, v in model.params.items()},
+            "v": {k: np.zeros_like(v) for k, v in model.params.items()}}
+    step, first_epoch, history = 0, 0, []
+    resumed = run.resumed()
+    if resumed is not None:
+        step, first_epoch, rng, history = _restore(run, resumed, model, adam)
+    readout_kind = "max_membrane" if lc["kind"] == "max_membrane_ce" else "count"
+    readout = Readout(kind=readout_kind, classes=classes)
+    binary = spec.encoding == "spikes"
+    surrogate = K.SURROGATES[lc["surrogate"]]
+    n = len(train_p)
+    batch = tc["batch_size"]
+    steps_per_epoch = -(-n // batch)
+    total_steps = steps_per_epoch * tc["epochs"]
+    run.plan(tc["epochs"], n)
+    augmenting = ac["jitter_px"] or ac["time_scale"] or ac["drop"]
+    started = time.perf_counter()
+    trained_samples = 0
+    for epoch in range(first_epoch, tc["epochs"]):
+        order = rng.permutation(n)
+        loss_sum = correct = seen = 0
+        epoch_start = time.perf_counter()
+        for start in range(0, n, batch):
+            chosen = order[start:start + batch]
+            samples = [augment(train_p[i], rng, shape, ac, binary) if augmenting else train_p[i] for i in chosen]
+            indptr, index, count, n_steps = batch_events(samples)
+            layers = model.layers()
+            traces = forward(layers, indptr, index, count, n_steps)
+            value, predicted, grad_s, grad_v = loss_and_grad(traces[-1], train_y[chosen], lc, n_steps)
+            grads = backward(layers, traces, (indptr, index, count), grad_s, grad_v, surrogate, lc["slope"],
+                             net["recurrent"])
+            step += 1
+            lr = tc["lr"] if tc["lr_schedule"] == "constant" else \
+                tc["lr"] * 0.5 * (1 + math.cos(math.pi * min(step - 1, total_steps) / total_steps))
+            _adam(model, adam, grads, step, lr, tc["weight_decay"])
+            loss_sum += value * len(chosen)
+            correct += int(np.sum(predicted == train_y[chosen]))
+            seen += len(chosen)
+            trained_samples += len(chosen)
+            run.progress(epoch=epoch, samples=seen, loss=loss_sum / seen, accuracy=correct / seen,
+                         samples_per_s=seen / (time.perf_counter() - epoch_start))
+        record = {"epoch": epoch + 1, "loss": loss_sum / seen, "accuracy": correct / seen,
+                  "samples_per_s": seen / (time.perf_counter() - epoch_start)}
+        if test_p:
+            record["test_accuracy"] = float(np.mean(predict(model.layers(), test_p, readout_kind) == test_y))
+        history.append(record)
+        run.checkpoint(_state(model, adam, step, epoch + 1, rng, history))
+    train_seconds = time.perf_counter() - started
+    network = model.network(shape, spec, readout)
+    metrics = {"mode": tc["mode"], "epochs": tc["epochs"], "train_samples": n, "test_samples": len(test_p),
+               "train_seconds": round(train_seconds, 2),
+               "samples_per_s": round(trained_samples / train_seconds, 1) if trained_samples else None,
+               "train_accuracy": history[-1]["accuracy"] if history else None}
+    if test_p:
+        metrics.update(evaluate(network, test_p, test_y))
+    return Fitted(network, history, metrics)
+
+
+def evaluate(network, presentations, labels) -> dict:
+    """Accuracies of a trained network on a labelled set: the trainer's forward ("model") and the runtime
+    ("loihi" for a LoihiLIF network; "float" and, after to_loihi, "quantized_loihi" for a FloatLIF one),
+    with how many samples the model and the runtime classify alike."""
+    from pipeline.snn.convert import to_loihi
+
+    kind = network.readout.kind
+    model = predict(compile_network(network), presentations, kind)
+    out = {"test_accuracy": float(np.mean(model == labels))}
+    if network.is_float:
+        floated = runtime_predict(network, presentations, "float")
+        out["float_test_accuracy"] = float(np.mean(floated == labels))
+        quantized, _ = to_loihi(network)
+        out["quantized_loihi_test_accuracy"] = float(np.mean(runtime_predict(quantized, presentations, "loihi")
+                                                             == labels))
+        out["runtime_agreement"] = float(np.mean(floated == model))
+    else:
+        deployed = runtime_predict(network, presentations, "loihi")
+        out["loihi_test_accuracy"] = float(np.mean(deployed == labels))
+        out["runtime_agreement"] = float(np.mean(deployed == model))
+    return out
+
+
+def _adam(model: LifStack, adam: dict, grads: dict, step: int, lr: float, weight_decay: float) -> None:
+    b1, b2 = ADAM_BETAS
+    c1, c2 = 1 - b1 ** step, 1 - b2 ** step
+    for name, w in model.params.items():
+        g = grads[name]
+        m, v = adam["m"][name], adam["v"][name]
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        w -= lr * ((m / c1) / (np.sqrt(v / c2) + ADAM_EPS) + weight_decay * w)
+    model.clip()

@@ -1,0 +1,132 @@
+"""What a training method gets from ``spikeloop train`` (:class:`TrainRun`) and gives back (:class:`Fitted`).
+
+:class:`TrainRun` carries the run's fixed ``seed``, the data folder (``$SPIKELOOP_DATA``), progress
+reporting (the command prints it: a bar on a terminal, one line every few seconds otherwise) and
+checkpoints: :meth:`TrainRun.checkpoint` writes the method's state dict atomically (temp file +
+``os.replace``) next to the output, :meth:`TrainRun.resumed` returns the state a ``--resume`` checkpoint
+holds (or None). A checkpoint records the method and the validated config; resuming with another method
+is refused, and the method itself checks that the arrays fit its network (:meth:`TrainRun.resume_error`
+names the checkpoint file and key).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+#: Keys of a checkpoint file that belong to the run, not to the method's state.
+META_KEYS = ("run_method", "run_config")
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A method's result: the trained ``network`` (with input_spec and readout for classifiers), the
+    per-epoch ``history`` (dicts with at least epoch, loss, accuracy) and final ``metrics`` (JSON-ready)."""
+
+    network: object
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temp_path)`` for a temp file in ``path``'s folder, then rename it over ``path`` (a reader
+    sees the old file or the whole new one, never a partial one)."""
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(temp))
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_checkpoint(path: str | Path, method: str) -> dict[str, np.ndarray]:
+    """The method state held by a checkpoint written by :meth:`TrainRun.checkpoint` (ValueError naming the
+    file when it is not one, or was written by another method)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{path}: not a spikeloop train checkpoint ({error})") from None
+    if "run_method" not in arrays:
+        raise ValueError(f"{path}: not a spikeloop train checkpoint (no key 'run_method')")
+    if str(arrays["run_method"]) != method:
+        raise ValueError(f"{path}: key 'run_method' is {str(arrays['run_method'])!r}, the config trains {method!r}")
+    return arrays
+
+
+class TrainRun:
+    """The run a method is fitted in. See the module docstring.
+
+    ``seed``: the config's seed (the method seeds every random choice from it). ``data_dir``: the shared
+    data folder; relative data paths of a config resolve against it. ``checkpoint_path``: where
+    :meth:`checkpoint` writes (None: checkpoints are not kept). ``report``: called with each progress
+    record (the command's printer). ``resume_state``: the arrays of a ``--resume`` checkpoint.
+    """
+
+    def __init__(self, seed: int, data_dir: Path, method: str, config: dict, checkpoint_path: Path | None = None,
+                 report: Callable[[dict], None] | None = None, resume_state: dict[str, np.ndarray] | None = None,
+                 resume_path: Path | None = None):
+        self.seed = int(seed)
+        self.data_dir = Path(data_dir)
+        self.method = method
+        self.config = config
+        self.checkpoint_path = checkpoint_path
+        self.resume_path = resume_path
+        self._report = report
+        self._resume = resume_state
+        self._start = time.perf_counter()
+        self.epochs: int | None = None
+        self.samples_per_epoch: int | None = None
+
+    def plan(self, epochs: int, samples_per_epoch: int) -> None:
+        """Tell the progress display how long the run is (optional; the bar needs it)."""
+        self.epochs = int(epochs)
+        self.samples_per_epoch = int(samples_per_epoch)
+
+    def progress(self, epoch: int, samples: int, loss: float, accuracy: float, **more) -> None:
+        """Report progress: ``epoch`` (0-based), ``samples`` trained so far in this epoch, the running mean
+        ``loss`` and training ``accuracy`` (0..1) of this epoch, anything else by name."""
+        if self._report is not None:
+            self._report({"epoch": int(epoch), "samples": int(samples), "loss": float(loss),
+                          "accuracy": float(accuracy), "elapsed_s": time.perf_counter() - self._start, **more})
+
+    def checkpoint(self, state: dict[str, np.ndarray]) -> None:
+        """Write ``state`` (names -> arrays) atomically to the checkpoint file, with the method and config."""
+        if self.checkpoint_path is None:
+            return
+        bad = [key for key in state if key in META_KEYS]
+        if bad:
+            raise ValueError(f"checkpoint state may not use the reserved key {bad[0]!r}")
+        arrays = {key: np.asarray(value) for key, value in state.items()}
+        arrays["run_method"] = np.array(self.method)
+        arrays["run_config"] = np.array(json.dumps(self.config, default=str, sort_keys=True))
+        def write(temp: Path) -> None:
+            with open(temp, "wb") as handle:
+                np.savez(handle, **arrays)
+
+        write_atomically(self.checkpoint_path, write)
+
+    def resumed(self) -> dict[str, np.ndarray] | None:
+        """The state of the ``--resume`` checkpoint (without the run's own keys), or None."""
+        if self._resume is None:
+            return None
+        return {key: value for key, value in self._resume.items() if key not in META_KEYS}
+
+    def resume_error(self, key: str, message: str) -> ValueError:
+        """A ValueError naming the resumed checkpoint file and key (the method raises it)."""
+        return ValueError(f"{self.resume_path}: key {key!r}: {message}")
