@@ -30,14 +30,57 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.core.schema import Key
 from pipeline.snn.convert import to_loihi
 from pipeline.snn.model import InputSpec, Readout
 from pipeline.snn.network import INPUT, Dense, FloatLIF, Network, Population
 from pipeline.snn.runtime import build
 from pipeline.train.present import present_file
+from pipeline.train.run import Fitted, TrainRun
+from recordings.labelled import open_labelled
 
 #: N-MNIST (ATIS 34x34, two polarities).
 NMNIST_SHAPE = (2, 34, 34)
+
+SECTIONS: dict[str, dict[str, Key]] = {
+    "train": {
+        "epochs": Key("int", 30, low=1, high=100_000, help="passes of the ANN over the training frames"),
+        "batch_size": Key("int", 32, low=1, high=4096, help="frames per gradient step"),
+        "lr": Key("number", 1e-3, low=0, low_open=True, high=10, help="Adam learning rate"),
+        "weight_decay": Key("number", 1e-4, low=0, high=1, help="decoupled weight decay per step (AdamW)"),
+        "dropout": Key("number", 0.2, low=0, high=0.95, help="dropout on hidden activations while training"),
+        "limit": Key("int", 0, low=0, help="use only the first N training recordings (0: all)"),
+    },
+    "data": {
+        "train": Key("str", help="folder of training recordings (relative to $SPIKELOOP_DATA)"),
+        "train_labels": Key("str", "", help="labels file (relative to $SPIKELOOP_DATA); empty: FSDD names"),
+        "test": Key("str", "", help="folder of test recordings (empty: none)"),
+        "test_labels": Key("str", "", help="labels file of the test folder"),
+        "test_limit": Key("int", 0, low=0, help="use only the first N test recordings (0: all)"),
+    },
+    "input": {
+        "width": Key("int", 34, low=1, high=4096, help="sensor width (px)"),
+        "height": Key("int", 34, low=1, high=4096, help="sensor height (px)"),
+        "polarity": Key("str", "split", choices=("split", "merge"), help="one channel per polarity or one"),
+        "scale": Key("int", 1, low=1, high=1024, help="pool x and y by this factor"),
+        "duration_us": Key("int", 300_000, low=1, high=3_600_000_000, help="presented length of a recording (µs)"),
+        "input_scale": Key("number", 0.25, low=0, low_open=True, help="ANN input = event counts * this"),
+    },
+    "network": {
+        "hidden": Key("int_list", [256], low=1, high=100_000, help="hidden Dense layer sizes (ReLU / IF)"),
+    },
+    "convert": {
+        "percentile": Key("number", 99.9, low=0, low_open=True, high=100, help="activation percentile that "
+                          "maps to max_rate (Rueckauer et al. 2017: 99.9)"),
+        "steps": Key("int", 300, low=1, high=1_000_000, help="simulation steps of the written network "
+                     "(bin_us = duration_us / steps)"),
+        "max_rate": Key("number", 1.0, low=0, low_open=True, high=1, help="spikes per step an activation at "
+                        "the percentile maps to"),
+        "vth": Key("int", 1024, low=1, high=2**17 - 1, help="loihi threshold mantissa of the written network"),
+        "eval_steps": Key("int_list", [25, 50, 100, 200, 300], low=1, high=1_000_000,
+                          help="steps at which the converted SNN is evaluated on the test set"),
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -262,3 +305,76 @@ def data_path(data_dir: Path, value: str) -> Path:
     """A data path from a config: absolute, or relative to $SPIKELOOP_DATA."""
     path = Path(value)
     return path if path.is_absolute() else Path(data_dir) / path
+
+
+# ---------------------------------------------------------------------------------------------- spikeloop train
+def _labelled(run: TrainRun, folder: str, labels: str, classes=None, limit: int = 0):
+    labelled = open_labelled(data_path(run.data_dir, folder), data_path(run.data_dir, labels) if labels else None,
+                             classes)
+    if limit:
+        labelled = labelled.subset(range(min(limit, len(labelled))))
+    if not len(labelled):
+        raise ValueError(f"{data_path(run.data_dir, folder)}: no labelled recordings")
+    return labelled
+
+
+def fit(config: dict, run: TrainRun) -> Fitted:
+    """``spikeloop train`` method "ann2snn": train the ANN, convert at ``[convert] steps``, evaluate the
+    ANN and the SNN (float and loihi backends) at every ``eval_steps`` on the test set."""
+    tc, dc, ic, cc = config["train"], config["data"], config["input"], config["convert"]
+    shape = (2 if ic["polarity"] == "split" else 1, -(-ic["height"] // ic["scale"]), -(-ic["width"] // ic["scale"]))
+    ann = AnnConfig(hidden=tuple(config["network"]["hidden"]), epochs=tc["epochs"], batch_size=tc["batch_size"],
+                    lr=tc["lr"], weight_decay=tc["weight_decay"], dropout=tc["dropout"],
+                    input_scale=ic["input_scale"])
+    n_layers = len(ann.hidden) + 1
+    train = _labelled(run, dc["train"], dc["train_labels"], limit=tc["limit"])
+    test = _labelled(run, dc["test"], dc["test_labels"], train.classes, dc["test_limit"]) if dc["test"] else None
+    base = dataclasses.replace(presentation_spec(1, ic["duration_us"], n_layers), polarity=ic["polarity"],
+                               scale=ic["scale"])
+    frames = count_frames(train.paths, base, shape) * ann.input_scale
+    labels = np.array(train.labels, np.int64)
+    rng = np.random.default_rng(run.seed)
+    weights, first_epoch, history = None, 0, []
+    resumed = run.resumed()
+    if resumed is not None:
+        weights = [resumed[f"w{l}"] for l in range(n_layers) if f"w{l}" in resumed]
+        sizes = [frames.shape[1], *ann.hidden, len(train.classes)]
+        for l, w in enumerate(weights):
+            if w.shape != (sizes[l + 1], sizes[l]):
+                raise run.resume_error(f"w{l}", f"shape {w.shape}, the config's network needs {(sizes[l + 1], sizes[l])}")
+        if len(weights) != n_layers:
+            raise run.resume_error(f"w{len(weights)}", "missing")
+        first_epoch = int(resumed["epoch"])
+        history = [dict(zip(("epoch", "loss", "accuracy"), row)) for row in resumed["history"].tolist()]
+        rng = np.random.default_rng([run.seed, first_epoch])
+    run.plan(ann.epochs, len(frames))
+
+    def progress(epoch, samples, loss, accuracy):
+        history.append({"epoch": epoch, "loss": loss, "accuracy": accuracy})
+        run.progress(epoch=epoch - 1, samples=samples, loss=loss, accuracy=accuracy)
+
+    def checkpoint(epoch, current):
+        state = {f"w{l}": w for l, w in enumerate(current)}
+        state["epoch"] = np.array(epoch)
+        state["history"] = np.array([[h["epoch"], h["loss"], h["accuracy"]] for h in history], np.float64)
+        run.checkpoint(state)
+
+    weights = train_ann(frames, labels, len(train.classes), ann, rng, progress, weights, first_epoch, checkpoint)
+    scales = activation_scales(weights, frames, cc["percentile"])
+    _, network = convert(weights, scales, train.classes, cc["steps"], ic["duration_us"], ann.input_scale, cc["vth"],
+                         cc["max_rate"], shape)
+    metrics = {"method": "ann2snn", "train_samples": len(frames), "ann_train_accuracy": ann_accuracy(weights, frames, labels),
+               "activation_scales": scales, "steps": cc["steps"]}
+    if test is not None:
+        test_labels = np.array(test.labels, np.int64)
+        metrics["test_samples"] = len(test)
+        metrics["ann_test_accuracy"] = ann_accuracy(weights, count_frames(test.paths, base, shape) * ann.input_scale,
+                                                    test_labels)
+        table = {}
+        for steps in cc["eval_steps"]:
+            float_net, loihi_net = convert(weights, scales, train.classes, steps, ic["duration_us"], ann.input_scale,
+                                           cc["vth"], cc["max_rate"], shape)
+            table[str(steps)] = {"float": snn_accuracy(float_net, "float", test.paths, test_labels),
+                                 "loihi": snn_accuracy(loihi_net, "loihi", test.paths, test_labels)}
+        metrics["snn_test_accuracy"] = table
+    return Fitted(network, history, metrics)

@@ -17,4 +17,5 @@ from __future__ import annotations
 #: method name -> module path (a module with SECTIONS and fit()).
 METHODS: dict[str, str] = {
     "bptt": "pipeline.train.bptt",
+    "ann2snn": "pipeline.train.ann2snn",
 }
