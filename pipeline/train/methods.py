@@ -18,4 +18,5 @@ from __future__ import annotations
 METHODS: dict[str, str] = {
     "bptt": "pipeline.train.bptt",
     "ann2snn": "pipeline.train.ann2snn",
+    "spiketime": "pipeline.train.spiketime",
 }
