@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _plain_loss(weights, x, labels, masks):
-    """Cross-entropy of the bias-free ReLU net with fixed dropout masks, written out in plain numpy."""
-    a = x
-    for l, w in enumerate(weights):
+    """Cross-entropy of the bias-free ReLU net with fixed dropout masks, written out in plain numpy; the
+    first layer takes the largest of its inputs over the cumulative windows x (K, n, n_in)."""
+    a = np.maximum(np.max([window @ weights[0].T for window in x], axis=0), 0.0) * masks[0]
+    for l, w in enumerate(weights[1:], start=1):
         a = a @ w.T
         if l < len(weights) - 1:
             a = np.maximum(a, 0.0) * masks[l]
@@ -54,13 +55,15 @@ def _error(analytic, numeric):
 def test_ann_gradients_match_finite_differences_and_a_wrong_one_fails():
     rng = np.random.default_rng(2)
     weights = [rng.normal(0, 0.6, (6, 9)), rng.normal(0, 0.6, (5, 6)), rng.normal(0, 0.6, (3, 5))]
-    x = rng.uniform(0, 2, (8, 9))
+    x = np.cumsum(rng.uniform(-1, 2, (3, 8, 9)), axis=0)  # three cumulative windows
     labels = rng.integers(0, 3, 8)
     masks = [(rng.random((8, h)) < 0.7) / 0.7 for h in (6, 5)]
     numeric = _numeric(weights, x, labels, masks)
     loss, grads, _ = A.ann_loss_and_grads(weights, x, labels, masks)
     assert loss == pytest.approx(_plain_loss(weights, x, labels, masks), rel=1e-12)
     assert _error(grads, numeric) < 1e-6
+    _, last_only, _ = A.ann_loss_and_grads(weights, x[-1:], labels, masks)  # ignores the running maximum
+    assert _error(last_only, numeric) > 1e-2
     _, unmasked, _ = A.ann_loss_and_grads(weights, x, labels, None)   # the gradient of another network
     assert _error(unmasked, numeric) > 1e-2
     assert _error([grads[0] * 1.02, *grads[1:]], numeric) > 1e-2

@@ -5,6 +5,12 @@ The ANN has the SNN's layers (Dense, ReLU, no biases) and sees the events of a w
 summed per input (an (n_inputs,) count frame: the :class:`InputSpec`'s "counts" encoding summed over
 its steps, times ``input_scale``). It is trained with Adam on softmax cross-entropy.
 
+Time: the SNN sees a recording's events as they come, and an integrate-and-fire neuron cannot take a
+spike back: its count follows the running maximum of its summed input, not the final sum (a neuron
+driven up by the first saccade and down by the second has spiked anyway). ``windows`` = K > 1 trains
+the ANN with that: its first layer computes ``max_k ReLU(W_1 @ C_k)`` over the cumulative count frames
+C_k of the first k/K of the presentation (K = 1: the plain ReLU layer of Rueckauer et al.).
+
 Conversion (data-based normalization): ``lambda_l`` is the ``percentile``-th percentile of the positive
 activations of layer l over the training frames (99.9 in Rueckauer et al.). The SNN presents a
 recording over ``steps`` steps as graded input spikes (payload = events of an input in that step), so
@@ -24,6 +30,7 @@ and no leak, a ReLU network is positively homogeneous, so the input's scale neve
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -50,6 +57,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "weight_decay": Key("number", 1e-4, low=0, high=1, help="decoupled weight decay per step (AdamW)"),
         "dropout": Key("number", 0.2, low=0, high=0.95, help="dropout on hidden activations while training"),
         "limit": Key("int", 0, low=0, help="use only the first N training recordings (0: all)"),
+        "windows": Key("int", 1, low=1, high=1000, help="1: the ANN sees whole-presentation count frames "
+                       "(Rueckauer); K > 1: its first layer takes the running maximum over K cumulative windows, "
+                       "as integrate-and-fire neurons do"),
     },
     "data": {
         "train": Key("str", help="folder of training recordings (relative to $SPIKELOOP_DATA)"),
@@ -98,27 +108,41 @@ class AnnConfig:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def count_frames(paths, spec: InputSpec, input_shape=NMNIST_SHAPE) -> np.ndarray:
-    """Recordings -> (n, C*H*W) float32 event counts summed over the presentation ``spec`` describes."""
+def count_frames(paths, spec: InputSpec, input_shape=NMNIST_SHAPE, windows: int = 1) -> np.ndarray:
+    """Recordings -> (windows, n, C*H*W) float32 cumulative event counts: window k holds the events of the
+    first (k + 1) / windows of the presentation ``spec`` describes (the last window: all of them)."""
     n_inputs = int(np.prod(input_shape))
-    frames = np.zeros((len(paths), n_inputs), np.float32)
-    counted = dataclasses.replace(spec, encoding="counts")
+    frames = np.zeros((windows, len(paths), n_inputs), np.float32)
+    counted = dataclasses.replace(spec, encoding="counts", tail_steps=0, bin_us=spec.duration_us // windows,
+                                  duration_us=spec.duration_us // windows * windows)
     for i, path in enumerate(paths):
         p = present_file(path, counted, input_shape, n_inputs)
-        np.add.at(frames[i], p.index, p.count)
-    return frames
+        for k in range(windows):
+            lo, hi = p.indptr[k], p.indptr[k + 1]
+            np.add.at(frames[k, i], p.index[lo:hi], p.count[lo:hi])
+    return np.cumsum(frames, axis=0)
 
 
 # ---------------------------------------------------------------------------------------------- ANN
+def _first_layer(w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ReLU of the first layer's running maximum over cumulative windows x (K, n, n_in): (a (n, n_out),
+    winning window (n, n_out) int). With K = 1 the plain ReLU layer; with K > 1 an integrate-and-fire
+    neuron's count (it never takes back a spike when its summed input falls again)."""
+    z = x @ w.T
+    k = np.argmax(z, axis=0)
+    return np.maximum(np.take_along_axis(z, k[None], axis=0)[0], 0.0), k
+
+
 def ann_forward(weights: list[np.ndarray], x: np.ndarray) -> list[np.ndarray]:
-    """Activations of every layer for inputs x (n, n_in): ReLU on hidden layers, the last are logits.
+    """Activations of every layer for inputs x (K, n, n_in) (cumulative windows, :func:`count_frames`):
+    ReLU hidden layers (the first over the windows' running maximum), the last are logits.
 
     weights[l] is (n_out, n_in) like the network's Dense. Returns [a_1, ..., logits], each (n, n_out).
     """
-    out = []
-    a = x
-    for l, w in enumerate(weights):
-        z = a @ w.T
+    a, _ = _first_layer(weights[0], x)
+    out = [a]
+    for l in range(1, len(weights)):
+        z = a @ weights[l].T
         a = np.maximum(z, 0.0) if l < len(weights) - 1 else z
         out.append(a)
     return out
@@ -137,12 +161,13 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.nda
 
 
 def ann_loss_and_grads(weights, x, labels, masks=None) -> tuple[float, list[np.ndarray], np.ndarray]:
-    """Loss, gradients (like weights) and logits of a bias-free ReLU network; ``masks`` (one per hidden
-    layer, (n, n_hidden) scaled dropout masks) or None."""
-    acts = [x]
-    a = x
-    for l, w in enumerate(weights):
-        z = a @ w.T
+    """Loss, gradients (like weights) and logits of a bias-free ReLU network (at least one hidden layer)
+    on x (K, n, n_in); ``masks`` (one per hidden layer, (n, n_hidden) scaled dropout masks) or None."""
+    first, window = _first_layer(weights[0], x)
+    acts = [None, first * masks[0] if masks is not None else first]
+    a = acts[1]
+    for l in range(1, len(weights)):
+        z = a @ weights[l].T
         if l < len(weights) - 1:
             a = np.maximum(z, 0.0)
             if masks is not None:
@@ -152,12 +177,12 @@ def ann_loss_and_grads(weights, x, labels, masks=None) -> tuple[float, list[np.n
         acts.append(a)
     loss, delta = cross_entropy(acts[-1], labels)
     grads = [None] * len(weights)
-    for l in range(len(weights) - 1, -1, -1):
+    for l in range(len(weights) - 1, 0, -1):
         grads[l] = delta.T @ acts[l]
-        if l:
-            delta = (delta @ weights[l]) * (acts[l] > 0)
-            if masks is not None:
-                delta = delta * masks[l - 1]
+        delta = (delta @ weights[l]) * (acts[l] > 0)
+        if masks is not None:
+            delta = delta * masks[l - 1]
+    grads[0] = sum((delta * (window == k)).T @ x[k] for k in range(x.shape[0]))
     return loss, grads, acts[-1]
 
 
@@ -190,17 +215,18 @@ def init_weights(sizes: list[int], rng: np.random.Generator) -> list[np.ndarray]
 def train_ann(frames: np.ndarray, labels: np.ndarray, n_classes: int, config: AnnConfig, rng: np.random.Generator,
               progress: Callable[..., None] | None = None, weights: list[np.ndarray] | None = None,
               first_epoch: int = 0, on_epoch: Callable[[int, list], None] | None = None) -> list[np.ndarray]:
-    """Train the ANN on (n, n_in) frames (already times input_scale) -> weights [(n_out, n_in)] float64.
+    """Train the ANN on (K, n, n_in) cumulative frames (times input_scale) -> weights [(n_out, n_in)] float32.
 
-    ``progress(epoch=, samples=, loss=, accuracy=)`` after each epoch; ``on_epoch(epoch, weights)`` too
+    ``progress(epoch=, samples=, loss=, accuracy=, samples_per_s=)`` after each epoch; ``on_epoch(epoch, weights)`` too
     (checkpoints); ``weights``/``first_epoch`` resume.
     """
-    sizes = [frames.shape[1], *config.hidden, n_classes]
+    sizes = [frames.shape[2], *config.hidden, n_classes]
     weights = init_weights(sizes, rng) if weights is None else [w.copy() for w in weights]
     optimizer = Adam(weights, config.lr, config.weight_decay)
-    n = len(frames)
+    n = frames.shape[1]
     keep = 1.0 - config.dropout
     for epoch in range(first_epoch, config.epochs):
+        started = time.perf_counter()
         order = rng.permutation(n)
         total, correct = 0.0, 0
         for start in range(0, n, config.batch_size):
@@ -208,18 +234,20 @@ def train_ann(frames: np.ndarray, labels: np.ndarray, n_classes: int, config: An
             masks = None
             if config.dropout > 0:
                 masks = [(rng.random((len(batch), h)) < keep) / keep for h in config.hidden]
-            loss, grads, logits = ann_loss_and_grads(weights, frames[batch], labels[batch], masks)
+            loss, grads, logits = ann_loss_and_grads(weights, frames[:, batch], labels[batch], masks)
             optimizer.step(weights, grads)
             total += loss * len(batch)
             correct += int(np.sum(np.argmax(logits, axis=1) == labels[batch]))
         if progress is not None:
-            progress(epoch=epoch + 1, samples=n, loss=total / n, accuracy=correct / n)
+            progress(epoch=epoch + 1, samples=n, loss=total / n, accuracy=correct / n,
+                     samples_per_s=n / (time.perf_counter() - started))
         if on_epoch is not None:
             on_epoch(epoch + 1, weights)
     return weights
 
 
 def ann_accuracy(weights, frames, labels) -> float:
+    """Accuracy of the ANN on frames (K, n, n_in)."""
     return float(np.mean(np.argmax(ann_forward(weights, frames)[-1], axis=1) == labels))
 
 
@@ -331,14 +359,14 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     test = _labelled(run, dc["test"], dc["test_labels"], train.classes, dc["test_limit"]) if dc["test"] else None
     base = dataclasses.replace(presentation_spec(1, ic["duration_us"], n_layers), polarity=ic["polarity"],
                                scale=ic["scale"])
-    frames = count_frames(train.paths, base, shape) * ann.input_scale
+    frames = count_frames(train.paths, base, shape, tc["windows"]) * ann.input_scale
     labels = np.array(train.labels, np.int64)
     rng = np.random.default_rng(run.seed)
     weights, first_epoch, history = None, 0, []
     resumed = run.resumed()
     if resumed is not None:
         weights = [resumed[f"w{l}"] for l in range(n_layers) if f"w{l}" in resumed]
-        sizes = [frames.shape[1], *ann.hidden, len(train.classes)]
+        sizes = [frames.shape[2], *ann.hidden, len(train.classes)]
         for l, w in enumerate(weights):
             if w.shape != (sizes[l + 1], sizes[l]):
                 raise run.resume_error(f"w{l}", f"shape {w.shape}, the config's network needs {(sizes[l + 1], sizes[l])}")
@@ -347,11 +375,11 @@ def fit(config: dict, run: TrainRun) -> Fitted:
         first_epoch = int(resumed["epoch"])
         history = [dict(zip(("epoch", "loss", "accuracy"), row)) for row in resumed["history"].tolist()]
         rng = np.random.default_rng([run.seed, first_epoch])
-    run.plan(ann.epochs, len(frames))
+    run.plan(ann.epochs, frames.shape[1])
 
-    def progress(epoch, samples, loss, accuracy):
+    def progress(epoch, samples, loss, accuracy, samples_per_s):
         history.append({"epoch": epoch, "loss": loss, "accuracy": accuracy})
-        run.progress(epoch=epoch - 1, samples=samples, loss=loss, accuracy=accuracy)
+        run.progress(epoch=epoch - 1, samples=samples, loss=loss, accuracy=accuracy, samples_per_s=samples_per_s)
 
     def checkpoint(epoch, current):
         state = {f"w{l}": w for l, w in enumerate(current)}
@@ -363,12 +391,13 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     scales = activation_scales(weights, frames, cc["percentile"])
     _, network = convert(weights, scales, train.classes, cc["steps"], ic["duration_us"], ann.input_scale, cc["vth"],
                          cc["max_rate"], shape)
-    metrics = {"method": "ann2snn", "train_samples": len(frames), "ann_train_accuracy": ann_accuracy(weights, frames, labels),
+    metrics = {"method": "ann2snn", "train_samples": frames.shape[1], "windows": tc["windows"], "ann_train_accuracy": ann_accuracy(weights, frames, labels),
                "activation_scales": scales, "steps": cc["steps"]}
     if test is not None:
         test_labels = np.array(test.labels, np.int64)
         metrics["test_samples"] = len(test)
-        metrics["ann_test_accuracy"] = ann_accuracy(weights, count_frames(test.paths, base, shape) * ann.input_scale,
+        test_frames = count_frames(test.paths, base, shape, tc["windows"]) * ann.input_scale
+        metrics["ann_test_accuracy"] = ann_accuracy(weights, test_frames,
                                                     test_labels)
         table = {}
         for steps in cc["eval_steps"]:

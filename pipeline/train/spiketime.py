@@ -27,6 +27,7 @@ runtime's spike times lag the exact ones by up to one step per layer (:func:`run
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -56,6 +57,11 @@ class Coding(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------- kernels
+#: Batches at least this large run over both cores; smaller ones (training batches) run on one, where
+#: thread start-up and contention with other processes would cost more than the work.
+PARALLEL_BATCH = 512
+
+
 @njit(cache=True)
 def _neuron_spike(t_sorted, w_sorted, tau):
     """First threshold crossing of one neuron. t_sorted (n,) ascending input times (inf = none),
@@ -79,64 +85,104 @@ def _neuron_spike(t_sorted, w_sorted, tau):
     return np.inf, 0
 
 
+@njit(cache=True)
+def _sample_forward(t_row, w, tau, t_out, n_causal, order):
+    """One sample of :func:`layer_forward` (t_row (n_in,); writes the sample's rows of the outputs)."""
+    o = np.argsort(t_row, kind="mergesort")
+    order[:] = o
+    t_sorted = t_row[o]
+    w_sorted = np.empty(o.shape[0])
+    for j in range(w.shape[0]):
+        for k in range(o.shape[0]):
+            w_sorted[k] = w[j, o[k]]
+        t_out[j], n_causal[j] = _neuron_spike(t_sorted, w_sorted, tau)
+
+
 @njit(cache=True, parallel=True)
-def layer_forward(t_in, w, tau):
+def _forward_parallel(t_in, w, tau, t_out, n_causal, order):
+    for s in prange(t_in.shape[0]):
+        _sample_forward(t_in[s], w, tau, t_out[s], n_causal[s], order[s])
+
+
+@njit(cache=True)
+def _forward_serial(t_in, w, tau, t_out, n_causal, order):
+    for s in range(t_in.shape[0]):
+        _sample_forward(t_in[s], w, tau, t_out[s], n_causal[s], order[s])
+
+
+def layer_forward(t_in: np.ndarray, w: np.ndarray, tau: float):
     """Spike times of a layer. t_in (batch, n_in) ms (inf = silent), w (n_out, n_in).
 
     Returns t_out (batch, n_out) ms (inf = silent), n_causal (batch, n_out) int64 and order
     (batch, n_in) int64 (each sample's inputs by time; the causal set is order[:n_causal])."""
     batch, n_in = t_in.shape
-    n_out = w.shape[0]
-    t_out = np.empty((batch, n_out))
-    n_causal = np.zeros((batch, n_out), np.int64)
+    t_out = np.empty((batch, w.shape[0]))
+    n_causal = np.zeros((batch, w.shape[0]), np.int64)
     order = np.empty((batch, n_in), np.int64)
-    for s in prange(batch):
-        o = np.argsort(t_in[s], kind="mergesort")
-        order[s] = o
-        t_sorted = t_in[s][o]
-        for j in range(n_out):
-            t_out[s, j], n_causal[s, j] = _neuron_spike(t_sorted, w[j][o], tau)
+    kernel = _forward_parallel if batch >= PARALLEL_BATCH else _forward_serial
+    kernel(np.ascontiguousarray(t_in, dtype=np.float64), np.ascontiguousarray(w, dtype=np.float64), float(tau),
+           t_out, n_causal, order)
     return t_out, n_causal, order
 
 
+@njit(cache=True)
+def _sample_backward(t_in, w, t_out, n_causal, order, grad_t_out, tau, gamma, grad_w, grad_t_in):
+    """One sample of :func:`layer_backward`: adds into grad_w (n_out, n_in) and grad_t_in (n_in,)."""
+    n_out, n_in = w.shape
+    for j in range(n_out):
+        if np.isfinite(t_out[j]):
+            g = grad_t_out[j]
+            if g == 0.0:
+                continue
+            a = 0.0
+            for k in range(n_causal[j]):
+                a += w[j, order[k]]
+            denom = a - THRESHOLD
+            for k in range(n_causal[j]):
+                i = order[k]
+                r = np.exp((t_in[i] - t_out[j]) / tau)
+                grad_w[j, i] += g * tau * (r - 1.0) / denom
+                grad_t_in[i] += g * w[j, i] * r / denom
+        elif gamma > 0.0:
+            total = 0.0
+            for i in range(n_in):
+                if np.isfinite(t_in[i]):
+                    total += w[j, i]
+            if total < THRESHOLD:
+                for i in range(n_in):
+                    if np.isfinite(t_in[i]):
+                        grad_w[j, i] -= gamma
+
+
 @njit(cache=True, parallel=True)
+def _backward_parallel(t_in, w, t_out, n_causal, order, grad_t_out, tau, gamma, grad_w, grad_t_in):
+    n_threads = min(t_in.shape[0], 2)
+    partial = np.zeros((n_threads, w.shape[0], w.shape[1]))
+    for part in prange(n_threads):
+        for s in range(part, t_in.shape[0], n_threads):
+            _sample_backward(t_in[s], w, t_out[s], n_causal[s], order[s], grad_t_out[s], tau, gamma, partial[part],
+                             grad_t_in[s])
+    for part in range(n_threads):
+        grad_w += partial[part]
+
+
+@njit(cache=True)
+def _backward_serial(t_in, w, t_out, n_causal, order, grad_t_out, tau, gamma, grad_w, grad_t_in):
+    for s in range(t_in.shape[0]):
+        _sample_backward(t_in[s], w, t_out[s], n_causal[s], order[s], grad_t_out[s], tau, gamma, grad_w, grad_t_in[s])
+
+
 def layer_backward(t_in, w, t_out, n_causal, order, grad_t_out, tau, gamma):
     """Exact gradients of a layer (module docstring) plus the silent-neuron penalty.
 
     grad_t_out (batch, n_out): dL/dt_out (ignored where t_out is inf). gamma: penalty weight per silent
     neuron and sample, ``gamma * max(0, 1 - sum of weights of spiking inputs)``. Returns grad_w
     (n_out, n_in) summed over the batch and grad_t_in (batch, n_in)."""
-    batch, n_in = t_in.shape
-    n_out = w.shape[0]
-    per_sample = np.zeros((batch, n_out, n_in))
-    grad_t_in = np.zeros((batch, n_in))
-    for s in prange(batch):
-        for j in range(n_out):
-            if np.isfinite(t_out[s, j]):
-                g = grad_t_out[s, j]
-                if g == 0.0:
-                    continue
-                a = 0.0
-                for k in range(n_causal[s, j]):
-                    a += w[j, order[s, k]]
-                denom = a - THRESHOLD
-                for k in range(n_causal[s, j]):
-                    i = order[s, k]
-                    r = np.exp((t_in[s, i] - t_out[s, j]) / tau)
-                    per_sample[s, j, i] += g * tau * (r - 1.0) / denom
-                    grad_t_in[s, i] += g * w[j, i] * r / denom
-            elif gamma > 0.0:
-                total = 0.0
-                for i in range(n_in):
-                    if np.isfinite(t_in[s, i]):
-                        total += w[j, i]
-                if total < THRESHOLD:
-                    for i in range(n_in):
-                        if np.isfinite(t_in[s, i]):
-                            per_sample[s, j, i] -= gamma
-    grad_w = np.zeros((n_out, n_in))
-    for s in range(batch):
-        grad_w += per_sample[s]
+    grad_w = np.zeros(w.shape)
+    grad_t_in = np.zeros(t_in.shape)
+    kernel = _backward_parallel if t_in.shape[0] >= PARALLEL_BATCH else _backward_serial
+    kernel(np.ascontiguousarray(t_in, dtype=np.float64), np.ascontiguousarray(w, dtype=np.float64), t_out, n_causal,
+           order, np.ascontiguousarray(grad_t_out, dtype=np.float64), float(tau), float(gamma), grad_w, grad_t_in)
     return grad_w, grad_t_in
 
 
@@ -379,6 +425,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
         lr = st.lr * st.lr_decay ** epoch
         order = rng.permutation(n)
         loss_sum = correct = seen = 0
+        epoch_start = time.perf_counter()
         for start in range(0, n, st.batch_size):
             batch = order[start:start + st.batch_size]
             loss, g_hidden, g_out, trace = gradients(w_hidden, w_out, t_train[batch], y_train[batch], coding,
@@ -387,12 +434,16 @@ def fit(config: dict, run: TrainRun) -> Fitted:
             loss_sum += loss * len(batch)
             correct += int(np.sum(predict(trace.t_out) == y_train[batch]))
             seen += len(batch)
+            if (start // st.batch_size) % 20 == 19:
+                run.progress(epoch=epoch, samples=seen, loss=loss_sum / seen, accuracy=correct / seen,
+                             samples_per_s=seen / (time.perf_counter() - epoch_start))
+        rate = seen / (time.perf_counter() - epoch_start)
         test = evaluate_exact(w_hidden, w_out, t_test, y_test, st.tau_ms)
         record = {"epoch": epoch + 1, "loss": loss_sum / seen, "accuracy": correct / seen,
                   "test_accuracy": test["accuracy"]}
         history.append(record)
         run.progress(epoch=epoch, samples=seen, loss=record["loss"], accuracy=record["accuracy"],
-                     test_accuracy=test["accuracy"])
+                     samples_per_s=rate, test_accuracy=test["accuracy"])
         run.checkpoint({"w_hidden": w_hidden, "w_out": w_out, "m_hidden": adam.m[0], "m_out": adam.m[1],
                         "v_hidden": adam.v[0], "v_out": adam.v[1], "adam_t": np.array(adam.t),
                         "epoch": np.array(epoch + 1),
@@ -424,6 +475,7 @@ def deployed_metrics(times: np.ndarray, exact: np.ndarray, labels: np.ndarray) -
             "mean_decision_ms": float(first[np.isfinite(first)].mean()) if np.isfinite(first).any() else None,
             "same_class_as_exact": float(np.mean(predicted == predict(exact))),
             "spike_time_lag_ms_mean": float(lag.mean()) if lag.size else None,
+            "spike_time_lag_ms_median": float(np.median(lag)) if lag.size else None,
             "spike_time_lag_ms_max_abs": float(np.abs(lag).max()) if lag.size else None,
             "silent_mismatch": int(np.sum(np.isfinite(times) != np.isfinite(exact)))}
 
