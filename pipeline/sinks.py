@@ -8,6 +8,7 @@ bytes were written, which the loop uses for event-to-command latency.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -112,3 +113,55 @@ class MotorSink:
 
     def close(self) -> None:
         self.controller.close()
+
+
+DECISION_FORMATS = ("jsonl", "text")
+
+
+class DecisionLogSink:
+    """Writes the classifier's decisions (commands laid out as pipeline.decoders.classifier.DECISION_FIELDS),
+    one line each, to a new file or to stdout (``path`` "-"): JSON lines ``{"sample", "decision" ("early" |
+    "end"), "class", "confidence", "latency_ms", "early_class", "early_latency_ms", "label", "correct"}`` or
+    ``key=value`` text. ``classes``: class names by index; ``names(i)``: sample i's name. ``label`` and
+    ``correct`` are null when the sample's class is unknown. Lines are flushed as written (a decision is
+    read as it happens)."""
+
+    def __init__(self, path: str | Path, classes: Sequence[str], names, format: str = "jsonl",
+                 name: str = "decisions") -> None:
+        if format not in DECISION_FORMATS:
+            raise ValueError(f"format: expected one of {', '.join(DECISION_FORMATS)}, got {format!r}")
+        self.name = name
+        self.classes = tuple(classes)
+        self.names = names
+        self.format = format
+        self.path = None if str(path) == "-" else Path(path)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "w", encoding="utf-8", newline="\n")
+        else:
+            self._file = sys.stdout
+
+    def record(self, command: np.ndarray) -> dict:
+        """The line's fields for one decision command."""
+        sample, final, index, confidence, latency_ms, label, early_index, early_ms = command.tolist()
+        known = label >= 0
+        return {"sample": self.names(int(sample)), "decision": "end" if final else "early",
+                "class": self.classes[int(index)], "confidence": round(confidence, 6), "latency_ms": latency_ms,
+                "early_class": self.classes[int(early_index)], "early_latency_ms": early_ms,
+                "label": self.classes[int(label)] if known else None,
+                "correct": bool(index == label) if known else None}
+
+    def write(self, command: np.ndarray, t_us: int) -> int:
+        fields = self.record(command)
+        if self.format == "jsonl":
+            line = json.dumps(fields)
+        else:
+            line = " ".join(f"{k}={'-' if v is None else str(v).lower() if isinstance(v, bool) else v}"
+                            for k, v in fields.items())
+        self._file.write(line + "\n")
+        self._file.flush()
+        return time.perf_counter_ns()
+
+    def close(self) -> None:
+        if self.path is not None and not self._file.closed:
+            self._file.close()

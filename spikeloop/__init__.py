@@ -9,6 +9,8 @@
     runtime = spikeloop.build(network, "loihi")                        # bit-exact Loihi integer backend
     report = spikeloop.run_launch("launch/replay.toml", sets=["loop.mode='fast'"])
     motors = spikeloop.open_motors("dynamixel", "emulated:dynamixel", [1, 2])   # rad/s, with safety
+    data = spikeloop.open_labelled("nmnist_small/test", "nmnist_small/test_labels.txt", network.readout.classes)
+    result = spikeloop.evaluate(network, data, "loihi")                # .accuracy(), .confusion(), .as_dict()
 
 The code lives in the project's folders (pipeline/, devices/, recordings/); this package only names what a
 user needs, so scripts do not depend on the internal layout.
@@ -23,11 +25,13 @@ from pipeline.core.events import DVS_EVENT_DTYPE, SPIKE_DTYPE, dvs_events, spike
 from pipeline.core.packet import Packet, StreamInfo
 from pipeline.loop import LoopReport
 from pipeline.snn import Network, build
+from pipeline.train.evaluate import evaluate
 from recordings.detect import open_recording
+from recordings.labelled import open_labelled
 
 __all__ = ["DVS_EVENT_DTYPE", "SPIKE_DTYPE", "LaunchSpec", "LoopReport", "Network", "Packet", "SafeMotors",
-           "StreamInfo", "build", "build_graph", "dvs_events", "load_launch", "open_motors", "open_recording",
-           "run_launch", "spikes"]
+           "StreamInfo", "build", "build_graph", "dvs_events", "evaluate", "load_launch", "open_labelled",
+           "open_motors", "open_recording", "run_launch", "spikes"]
 
 
 def run_launch(path: str | Path, *, sets: list[str] = (), source: str | None = None,

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "simulate": "run a network file and record every population",
     "export": "write a float network as a NIR graph (.nir)",
     "train": "train a spiking network on labelled recordings (surrogate gradients, QAT for loihi, ...)",
+    "evaluate": "classify a labelled folder of recordings with a model: accuracy, confusion, decision latency",
 }
 #: Sub-commands whose module has another name (``import`` is a Python keyword).
 MODULES: dict[str, str] = {"import": "import_model"}

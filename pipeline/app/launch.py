@@ -2,9 +2,10 @@
 
 A launch file names the nodes and their parameters::
 
-    [source]            type = "replay" | "webcam" | "camera" | "tcp" (DVS events), "dad" | "mc_maze" (neural
-                        recordings replayed as AER spikes) or "audio" (a WAV file or the microphone through the
-                        cochlea, AER spikes), and the type's keys (pipeline.app.sources.SOURCE_KEYS)
+    [source]            type = "replay" | "webcam" | "camera" | "tcp" (DVS events), "samples" (a labelled folder
+                        replayed sample by sample, for a classifier), "dad" | "mc_maze" (neural recordings
+                        replayed as AER spikes) or "audio" (a WAV file or the microphone through the cochlea, AER
+                        spikes), and the type's keys (pipeline.app.sources.SOURCE_KEYS)
     [loop]              mode, dt_us, speed, max_lag_ms, chunk_ms, ... (pipeline.loop.LoopConfig)
     [stages.<label>]    DVS sources: one table per stage, in file order; type = a pipeline.stages.STAGES name
                         (default: the label), other keys are the fields of its config
@@ -12,7 +13,10 @@ A launch file names the nodes and their parameters::
                         backend = "loihi" | "float"; polarity_channels = true | false (DVS sources). The inputs
                         are the grid after the stages (DVS) or the source's channels (AER spikes: the cochlea's
                         (ON/OFF, 1, frequency) grid, a neural recording's units in a row)
-    [decoder]           with a [network]: type = a pipeline.decoders.DECODERS name, other keys its parameters.
+    [decoder]           with a [network]: type = a pipeline.decoders.DECODERS name, other keys its parameters;
+                        type = "classifier" (margin, min_evidence) classifies each sample of a samples source
+                        with the model's readout (the network file must hold an input spec and a readout; the
+                        network is reset between samples; a float model on backend "loihi" is converted)
                         Without one (neural recordings only), a bin-level decoder: model = "fitted.npz" (from
                         spikeloop bci fit), or type = "wiener" | "kalman" | "ridge" | "snn" fitted at start on
                         fit_path (default: the source file) block fit_block, with history / lag / ridge / C
@@ -20,7 +24,8 @@ A launch file names the nodes and their parameters::
                         (forward_axis, turn_axis, mps_per_unit, radps_per_unit, deadband, wheel_radius_m,
                         track_m, max_wheel_radps) | "joints" (gain row-major, n_joints, max_joint_radps);
                         without it the decoded kinematics are the command
-    [sinks.<label>]     type = "motors" | "command_log" (default: the label)
+    [sinks.<label>]     type = "motors" | "command_log" | "decisions" (the classifier's decisions: path, "-" =
+                        stdout, format jsonl | text) (default: the label)
     [controller]        process settings: log format, real-time priority
 
 The graph: source -> stages -> binner -> stepper -> decode -> sinks, run by one :class:`pipeline.loop.Loop`.
@@ -57,6 +62,7 @@ from pipeline.app.sources import (
     SOURCE_TYPES,
     SourceSpecError,
     is_live,
+    open_sample_source,
     open_source,
     parse_source_spec,
     stream_kind,
@@ -67,15 +73,18 @@ from pipeline.decoders.bci.factory import DECODER_KINDS, make_decoder
 from pipeline.decoders.bci.features import BCIInputError
 from pipeline.decoders.bci.model_io import load_decoder
 from pipeline.decoders.bci.motor import VelocityToDrive, VelocityToJoints
+from pipeline.decoders.classifier import DECISION_FIELDS, SampleDecisions
 from pipeline.loop import MODES, Loop, LoopConfig
-from pipeline.sinks import CommandLogSink, MotorSink
+from pipeline.sinks import DECISION_FORMATS, CommandLogSink, DecisionLogSink, MotorSink
 from pipeline.snn import Network, build
 from pipeline.snn.builders import BUILDERS
 from pipeline.stages import STAGES, Chain, ChainError, StageConfig
-from pipeline.stages.binning import CountBinner, SpikeStepBinner, StepBinner
+from pipeline.stages.binning import CountBinner, CountingStepBinner, SpikeStepBinner, StepBinner
+from pipeline.train.evaluate import ModelError, decoder_for, prepare
 from recordings import dad, mc_maze
 from recordings.base import RecordingError
 from recordings.bci_data import open_binned
+from recordings.datasets import shared_data_dir
 
 SECTIONS = ("source", "loop", "stages", "network", "decoder", "output", "sinks", "controller")
 
@@ -131,7 +140,7 @@ OUTPUT_KEYS: dict[str, dict[str, Key]] = {
     },
 }
 
-SINK_TYPES = ("motors", "command_log")
+SINK_TYPES = ("motors", "command_log", "decisions")
 SINK_KEYS: dict[str, dict[str, Key]] = {
     "motors": {
         "protocol": Key("str", help="motor protocol (devices.motors.PROTOCOLS)"),
@@ -148,6 +157,16 @@ SINK_KEYS: dict[str, dict[str, Key]] = {
         "path": Key("out_path", help="file to write (relative to the working directory)"),
         "format": Key("str", "csv", choices=("csv", "jsonl"), help="csv | jsonl"),
     },
+    "decisions": {
+        "path": Key("out_path", help="file to write (relative to the working directory; '-' = stdout)"),
+        "format": Key("str", "jsonl", choices=DECISION_FORMATS, help="jsonl | text"),
+    },
+}
+#: [decoder] keys of the classifier (its classes and readout kind come from the model).
+CLASSIFIER_KEYS: dict[str, Key] = {
+    "margin": Key("number", 3.0, low=0, help="early decision: evidence the leading class needs over the runner-up "
+                                             "(spikes; membrane units for a max_membrane readout)"),
+    "min_evidence": Key("number", 1.0, low=0, help="early decision: evidence the leading class needs at least"),
 }
 
 CONTROLLER_KEYS: dict[str, Key] = {
@@ -226,6 +245,8 @@ def apply_source(raw: dict, source: str) -> None:
         table = parse_source_spec(source)
     except SourceSpecError as exc:
         raise LaunchError(f"--source: {exc}") from None
+    if old.get("type") == "samples" and table["type"] == "replay":  # one recording for the classifier
+        table = {"type": "samples", "path": table["path"]}
     if old.get("type") == table["type"] or {old.get("type"), table["type"]} <= set(NEURAL_TYPES):
         table = {**{k: v for k, v in old.items() if k in SOURCE_KEYS[table["type"]]}, **table}
     raw["source"] = table
@@ -309,6 +330,7 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
             raise ctx("network").fail("polarity_channels", f"applies to DVS sources only (the inputs of a "
                                                            f"{source_spec['type']} source are its channels)")
         decoder = _check_decoder(ctx("decoder"), raw["decoder"])
+        _check_classifier_graph(ctx, source_spec, network, decoder, raw["sinks"] if "sinks" in raw else {})
     else:
         network, network_params = None, {}
         decoder = _check_bin_decoder(ctx("decoder"), raw["decoder"])
@@ -316,7 +338,7 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
         if "output" in raw:
             output = _typed_table(ctx("output"), raw["output"], tuple(OUTPUT_KEYS), OUTPUT_KEYS, default_type=None)
     chunk_us = _chunk_us(source_spec, loop_values.pop("chunk_ms"), loop_values["dt_us"])
-    tick_us = chunk_us if source_spec["type"] in ("replay",) + NEURAL_TYPES + ("audio",) else 0
+    tick_us = chunk_us if source_spec["type"] in ("replay", "samples") + NEURAL_TYPES + ("audio",) else 0
     try:
         loop = LoopConfig(**loop_values, tick_us=tick_us)
     except ValueError as exc:
@@ -339,6 +361,17 @@ def _chunk_us(source: dict, chunk_ms: float, dt_us: int) -> int:
 
 def _check_source(ctx: Context, table: Any) -> dict:
     values = _typed_table(ctx, table, SOURCE_TYPES, SOURCE_KEYS, default_type=None)
+    if values["type"] == "samples":
+        for key in ("path", "labels"):
+            if values[key]:
+                path = _data_path(values[key])
+                path = path if path.is_absolute() else (ctx.file.parent / path).resolve()
+                if not path.exists():
+                    raise ctx.fail(key, f"not found: {path}")
+                values[key] = str(path)
+        if not values["path"]:
+            raise ctx.fail("path", "expected a folder of recordings or one recording")
+        return values
     if values["type"] != "audio":
         return values
     if values["microphone"] == bool(values["path"]):
@@ -349,6 +382,14 @@ def _check_source(ctx: Context, table: Any) -> dict:
         raise ctx.fail("microphone", "needs the optional 'sounddevice' package: pip install 'spikeloop[audio]' "
                                      "(and on Debian/Ubuntu: apt-get install libportaudio2)")
     return values
+
+
+def _data_path(value: str) -> Path:
+    """A path whose leading ``$SPIKELOOP_DATA`` is the shared data folder (recordings.datasets.shared_data_dir)."""
+    prefix = "$SPIKELOOP_DATA"
+    if value == prefix or value.startswith(prefix + "/"):
+        return shared_data_dir() / value[len(prefix) + 1:]
+    return Path(value).expanduser()
 
 
 def _typed_table(ctx: Context, table: Any, types: tuple[str, ...], schemas: dict[str, dict[str, Key]],
@@ -449,9 +490,28 @@ def _check_decoder(ctx: Context, table: Any) -> tuple[str, dict]:
     if not isinstance(table, dict):
         raise LaunchError(f"{ctx.where()}: expected a table, got {table!r}")
     kind = table.get("type")
+    if kind == "classifier":
+        return kind, check_table(ctx, table, CLASSIFIER_KEYS, ignore=("type",))
     if kind not in DECODERS:
-        raise ctx.fail("type", f"expected one of {', '.join(map(repr, sorted(DECODERS)))}, got {kind!r}")
+        raise ctx.fail("type", f"expected one of {', '.join(map(repr, sorted([*DECODERS, 'classifier'])))}, "
+                               f"got {kind!r}")
     return kind, _check_free_params(ctx, table, DECODERS[kind], ("n_outputs",))
+
+
+def _check_classifier_graph(ctx, source: dict, network: dict, decoder: tuple[str, dict], sinks) -> None:
+    """A classifier decides per sample of a samples source, with a model file; decisions sinks need it."""
+    classifier = decoder[0] == "classifier"
+    if classifier and source["type"] != "samples":
+        raise ctx("decoder").fail("type", f"the classifier decides per sample: expected [source] type = 'samples' "
+                                          f"(a labelled folder or one recording), got {source['type']!r}")
+    if classifier and not network["file"]:
+        raise ctx("network").fail("builder", "a classifier needs a model file (file = 'model.npz' with an input "
+                                             "spec and a readout)")
+    if not classifier and isinstance(sinks, dict):
+        for label, sink in sinks.items():
+            if isinstance(sink, dict) and sink.get("type", label) == "decisions":
+                raise ctx(f"sinks.{label}").fail("type", "a decisions sink writes a classifier's decisions: "
+                                                         "expected [decoder] type = 'classifier'")
 
 
 def _check_bin_decoder(ctx: Context, table: Any) -> tuple[str, dict]:
@@ -545,6 +605,8 @@ class Graph:
     sinks: list
     output: Any = None
     loop: Loop | None = None
+    #: What building changed about the network (e.g. a float model converted for the loihi backend).
+    notes: tuple[str, ...] | list[str] = ()
 
     @property
     def stepper(self):
@@ -704,8 +766,9 @@ def make_output_decode(output):
     return lambda kinematics, t_us: output(kinematics)
 
 
-def open_sinks(spec: LaunchSpec, command_length: int) -> list:
-    """Open every sink (motor ports last of all steps). Partly opened sinks are closed on failure."""
+def open_sinks(spec: LaunchSpec, command_length: int, classes=(), names=None) -> list:
+    """Open every sink (motor ports last of all steps). Partly opened sinks are closed on failure. A decisions
+    sink names classes by ``classes`` and samples by ``names(index)``."""
     for label, kind, values, _ in spec.sinks:
         if kind == "motors" and len(values["ids"]) != command_length:
             raise Context(spec.path, f"sinks.{label}", spec.display).fail(
@@ -715,6 +778,9 @@ def open_sinks(spec: LaunchSpec, command_length: int) -> list:
         for label, kind, values, driver_opts in spec.sinks:
             if kind == "command_log":
                 opened.append(CommandLogSink(values["path"], values["format"], name=label))
+                continue
+            if kind == "decisions":
+                opened.append(DecisionLogSink(values["path"], classes, names, values["format"], name=label))
                 continue
             options = dict(timeout_ms=values["timeout_ms"], feedback_hz=values["feedback_hz"], **driver_opts)
             if values["baud"]:
@@ -740,6 +806,8 @@ def build_graph(spec: LaunchSpec, on_report=None) -> Graph:
     (last), make the Loop."""
     if spec.network is None:
         return _build_bin_decoder_graph(spec, on_report)
+    if spec.decoder[0] == "classifier":
+        return _build_classifier_graph(spec, on_report)
     source = open_graph_source(spec)
     try:
         if spec.kind == "dvs":
@@ -779,3 +847,70 @@ def _build_bin_decoder_graph(spec: LaunchSpec, on_report) -> Graph:
     graph = Graph(spec, source, None, binner, None, None, decoder, sinks, output)
     graph.loop = Loop(source, None, binner, decoder, make_output_decode(output), sinks, spec.loop, on_report)
     return graph
+
+
+def _build_classifier_graph(spec: LaunchSpec, on_report) -> Graph:
+    """A model classifying the samples of a samples source: the network file's input spec sets the step grid
+    and each sample's slot, its readout the classes; the network (prepared as pipeline.train.evaluate does:
+    learning off, output membrane probed, a float model converted for the loihi backend) is reset after every
+    sample by the decode step (pipeline.decoders.classifier.SampleDecisions)."""
+    ctx = Context(spec.path, "network", spec.display)
+    backend = spec.network["backend"]
+    try:
+        network, notes = prepare(Network.load(spec.network["file"]), backend)
+    except ModelError as exc:
+        raise ctx.fail("file", f"{spec.network['file'].name}: {exc}") from None
+    except ValueError as exc:
+        raise ctx.fail("file", str(exc)) from None
+    model = network.input_spec
+    if model.sensor != "dvs":
+        raise ctx.fail("file", f"the model presents {model.sensor} input; a samples source replays DVS events "
+                               f"(classify WAV clips with spikeloop evaluate)")
+    if spec.loop.dt_us != model.bin_us:
+        raise Context(spec.path, "loop", spec.display).fail(
+            "dt_us", f"the model {spec.network['file'].name} steps every {model.bin_us} µs, got {spec.loop.dt_us}")
+    if spec.network["polarity_channels"] != (model.polarity == "split"):
+        raise ctx.fail("polarity_channels", f"the model's input spec has polarity {model.polarity!r}: expected "
+                                            f"{str(model.polarity == 'split').lower()}")
+    try:
+        source = open_sample_source(spec.source, network.readout.classes, bin_us=model.bin_us,
+                                    duration_us=model.duration_us, tail_steps=model.tail_steps,
+                                    chunk_us=spec.chunk_us, speed=spec.loop.speed, fast=spec.loop.mode != "live")
+    except SourceSpecError as exc:
+        raise Context(spec.path, "source", spec.display).fail(exc.key, str(exc)) from None
+    try:
+        chain = build_stages(spec, source.info.width, source.info.height)
+        width, height = chain.output_resolution
+        channels = 2 if spec.network["polarity_channels"] else 1
+        if network.n_inputs != channels * width * height:
+            raise ctx.fail("file", f"network has {network.n_inputs} inputs, expected {channels * width * height} "
+                                   f"({channels} channel(s) x {width} x {height} px after the stages)")
+        graded = model.encoding == "counts"
+        binner = (CountingStepBinner if graded else StepBinner)(
+            spec.loop.dt_us, width, height, channels_by_polarity=spec.network["polarity_channels"], t0_us=0)
+        runtime = build(network, backend)
+        membrane = runtime.v(network.output_name)
+        decisions = SampleDecisions(decoder_for(network, **spec.decoder[1]), source.slots,
+                                    membrane=lambda: membrane, on_sample_end=runtime.reset)
+        sinks = open_sinks(spec, len(DECISION_FIELDS), network.readout.classes, lambda i: source.slots[i].name)
+    except BaseException:
+        source.close()
+        raise
+    graph = Graph(spec, source, chain, binner, network, runtime, decisions, sinks, notes=notes)
+    stepper = GradedStepper(runtime) if graded else runtime
+    graph.loop = Loop(source, chain, binner, stepper, decisions, sinks, spec.loop, on_report)
+    return graph
+
+
+class GradedStepper:
+    """A network runtime fed the steps of a CountingStepBinner (int32 (2, k): active input indices, event
+    counts): the counts are the graded payloads of its input spikes."""
+
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
+
+    def warmup(self) -> None:
+        self.runtime.warmup()
+
+    def step(self, pairs: np.ndarray) -> np.ndarray:
+        return self.runtime.step(pairs[0], pairs[1])

@@ -8,12 +8,15 @@ a command-line specification string becomes such a table (:func:`parse_source_sp
                webcam   an ordinary camera (index) or a video file through the frame-to-event emulator
                camera   an iniVation DVS camera (dv-processing)
                tcp      an AEDAT 4 network stream (dv-processing NetworkWriter / DV software)
+               samples  a labelled folder (or one recording) replayed sample by sample for a classifier
+                        (recordings.sample_replay; opened with the model it feeds: open_sample_source)
   AER spikes   dad      a DAD .mat block replayed as spikes of its units (recordings.dad)
                mc_maze  an MC_Maze trial CSV replayed as spikes of its units (recordings.mc_maze)
                audio    a WAV file or the microphone through the cochlea (devices.audio)
 
 Specification strings:
-  PATH                   a recording: .wav -> audio, .mat -> dad, .csv -> mc_maze, anything else -> replay
+  PATH                   a recording: .wav -> audio, .mat -> dad, .csv -> mc_maze, a folder -> samples,
+                         anything else -> replay
   camera                 the first attached iniVation camera;  camera:SERIAL  a specific one
   webcam                 the first ordinary camera through the frame-to-event emulator;  webcam:N  camera N
   video:PATH             a video file through the frame-to-event emulator
@@ -38,14 +41,16 @@ from pipeline.core.schema import REQUIRED, Key
 from recordings import dad, mc_maze
 from recordings.base import RecordingError
 from recordings.dad import DadSource
+from recordings.labelled import RECORDING_SUFFIXES, LabelsError, open_labelled, read_labels
 from recordings.mc_maze import McMazeSource
 from recordings.replay import ReplaySource
+from recordings.sample_replay import SampleReplaySource
 
 SOURCE_KINDS = ("PATH", "camera[:SERIAL]", "webcam[:N]", "video:PATH", "tcp://HOST:PORT", "mic")
 
-DVS_TYPES = ("replay", "webcam", "camera", "tcp", "world")
+DVS_TYPES = ("replay", "webcam", "camera", "tcp", "samples", "world")
 NEURAL_TYPES = ("dad", "mc_maze")
-SOURCE_TYPES = DVS_TYPES[:4] + NEURAL_TYPES + ("audio", "world")
+SOURCE_TYPES = DVS_TYPES[:5] + NEURAL_TYPES + ("audio", "world")
 
 _COCHLEA = CochleaConfig()
 _NEURAL_KEYS = {
@@ -76,6 +81,13 @@ SOURCE_KEYS: dict[str, dict[str, Key]] = {
     "tcp": {
         "host": Key("str", help="AEDAT 4 network stream host (dv-processing NetworkWriter / DV software)"),
         "port": Key("int", low=1, high=65535, help="TCP port"),
+    },
+    "samples": {
+        "path": Key("str", help="a folder of recordings or one recording, relative to the launch file "
+                                "($SPIKELOOP_DATA/... = in the shared data folder)"),
+        "labels": Key("str", "", help="'sample class' lines, relative to the launch file or $SPIKELOOP_DATA/... "
+                                      "('' = FSDD names, or no labels when the names are not FSDD's)"),
+        "limit": Key("int", 0, low=0, help="only the first N recordings of the folder (0 = all)"),
     },
     "dad": _NEURAL_KEYS,
     "mc_maze": _NEURAL_KEYS,
@@ -135,6 +147,8 @@ def parse_source_spec(spec: str) -> dict:
             raise SourceSpecError(f"source {spec!r}: expected tcp://HOST:PORT")
         return {"type": "tcp", "host": host, "port": int(port)}
     path = Path(spec).expanduser().resolve()
+    if path.is_dir():
+        return {"type": "samples", "path": str(path)}
     kind = {".wav": "audio", ".mat": "dad", ".csv": "mc_maze"}.get(path.suffix.lower(), "replay")
     return {"type": kind, "path": str(path), **({"microphone": False} if kind == "audio" else {})}
 
@@ -197,6 +211,9 @@ def open_source(table: dict, *, speed: float = 1.0, fast: bool = False, chunk_us
     if kind == "world":
         raise SourceSpecError("'world' is closed through the robot's motors: run it with `spikeloop demo --launch "
                               "FILE`, or replay a recording of it with --source PATH", "type")
+    if kind == "samples":
+        raise SourceSpecError("a samples source feeds a classifier: it is opened with the model "
+                              "(a launch file with [decoder] type = 'classifier')", "type")
     if kind in NEURAL_TYPES:
         return _open_neural(table, speed=speed, fast=fast, chunk_us=chunk_us, bin_us=bin_us)
     if kind == "audio":
@@ -232,3 +249,61 @@ def _open_audio(table: dict, *, speed: float, fast: bool, chunk_us: int, strict:
         match = _COCHLEA_ERROR.match(str(exc))
         key = match["key"] if match else ("device" if table["microphone"] else "path")
         raise SourceSpecError(f"cannot open {table['path'] or 'the microphone'}: {exc}", key) from None
+
+
+def sample_recordings(table: dict, classes) -> tuple[list[Path], list[int] | None]:
+    """The recordings of a ``samples`` table and their class indices (into ``classes``), or None when not
+    labelled: a folder with a labels file (or FSDD names), or one recording (its line of the labels file, if
+    any). Raises SourceSpecError naming the key."""
+    path, labels = Path(table["path"]), table["labels"] or None
+    if labels is not None and not Path(labels).is_file():
+        raise SourceSpecError(f"labels file not found: {labels}", "labels")
+    if path.is_file():
+        if path.suffix.lower() == ".wav":
+            raise SourceSpecError(f"{path}: a samples source replays event recordings (WAV clips: spikeloop "
+                                  f"evaluate, or an audio source)", "path")
+        if labels is None:
+            return [path], None
+        try:
+            table_of = read_labels(labels)
+        except LabelsError as exc:
+            raise SourceSpecError(str(exc), "labels") from None
+        if path.stem not in table_of:
+            raise SourceSpecError(f"{labels}: no label for {path.name}", "labels")
+        if table_of[path.stem] not in classes:
+            raise SourceSpecError(f"{labels}: class {table_of[path.stem]!r} of {path.name} is not among the "
+                                  f"model's classes {list(classes)}", "labels")
+        return [path], [list(classes).index(table_of[path.stem])]
+    if not path.is_dir():
+        raise SourceSpecError(f"not a recording or a folder of recordings: {path}", "path")
+    try:
+        data = open_labelled(path, labels, classes=tuple(classes))
+    except LabelsError as exc:
+        if labels is not None or "not FSDD" not in str(exc):
+            raise SourceSpecError(str(exc), "labels" if labels else "path") from None
+        data = None  # unlabelled: the recordings in the labelled set's order
+        paths = sorted((p for p in path.iterdir() if p.suffix.lower() in RECORDING_SUFFIXES and p.is_file()),
+                       key=lambda p: (0, int(p.stem), "") if p.stem.isdigit() else (1, 0, p.stem))
+    if data is not None:
+        paths, indices = list(data.paths), list(data.labels)
+    else:
+        indices = None
+    if any(p.suffix.lower() == ".wav" for p in paths):
+        raise SourceSpecError(f"{path}: a samples source replays event recordings (WAV clips: spikeloop evaluate)",
+                              "path")
+    if table["limit"]:
+        paths = paths[:table["limit"]]
+        indices = None if indices is None else indices[:table["limit"]]
+    return paths, indices
+
+
+def open_sample_source(table: dict, classes, *, bin_us: int, duration_us: int, tail_steps: int, chunk_us: int,
+                       speed: float = 1.0, fast: bool = False) -> SampleReplaySource:
+    """A ``samples`` table's recordings replayed one after another on the model's step grid (``bin_us``,
+    ``duration_us``, ``tail_steps`` of its input spec); class indices into ``classes`` when labelled."""
+    paths, indices = sample_recordings(table, classes)
+    try:
+        return SampleReplaySource(paths, indices, bin_us=bin_us, duration_us=duration_us, tail_steps=tail_steps,
+                                  chunk_us=chunk_us, speed=speed, fast=fast)
+    except (ValueError, OSError) as exc:
+        raise SourceSpecError(f"cannot replay {table['path']}: {exc}", "path") from None

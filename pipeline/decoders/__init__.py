@@ -3,6 +3,9 @@
 Every decoder here is built from keyword parameters (first ``n_outputs``, the network's output count) and
 has ``update(spikes: uint8 (n_outputs,), t_us) -> value`` (units in each class's docstring) and ``reset()``.
 ``DECODERS`` maps launch-file names to classes; ``MIXERS`` holds the body-velocity -> wheel mixers.
+:mod:`pipeline.decoders.classifier` classifies one sample at a time (early and end-of-sample decisions);
+it takes its classes from a model's readout, so launch files name it ``type = "classifier"`` outside
+``DECODERS``.
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Binners: a packet stream -> the inputs of the loop's steps, one binner per packet kind.
 
 * :class:`StepBinner`: DVS events (DVS_EVENT_DTYPE) -> per-step active input indices of a (C, H, W) grid;
+* :class:`CountingStepBinner`: DVS events -> per-step active input indices with their event counts (graded
+  input, for models trained on event-count frames);
 * :class:`SpikeStepBinner`: AER spikes (SPIKE_DTYPE: cochlea channels, neural units, network outputs) ->
   per-step active input indices (index = channel);
 * :class:`CountBinner`: AER spikes -> per-bin spike counts, the input of bin-level decoders (Kalman, Wiener).
@@ -172,6 +174,52 @@ def bin_kernel(words, aer, width, by_polarity, plane, t0, dt, next_step, done_st
                 out_indices[nnz] = index
                 counts[k - next_step + 1] += 1
                 nnz += 1
+        else:
+            pend_index[n_pend] = index
+            pend_step[n_pend] = k
+            n_pend += 1
+    return nnz, n_pend, late, last_step
+
+
+@njit(cache=True)
+def graded_bin_kernel(words, width, by_polarity, plane, t0, dt, next_step, done_step, last_step, old_index, old_step,
+                      stamp, slot, out_pairs, counts, pend_index, pend_step):
+    """:func:`bin_kernel` for DVS words that also counts: each (index, step) pair with step < done_step is
+    listed once in its step (out_pairs[0]) with the number of its events (out_pairs[1]; ``slot`` holds
+    where an input is listed in the current step). Returns (nnz, n_pending, n_late, last_step)."""
+    nnz = 0
+    n_pend = 0
+    late = 0
+    n_old = old_index.shape[0]
+    step = np.int64(0)
+    step_start = np.int64(1)
+    step_end = np.int64(0)
+    for j in range(n_old + words.shape[0]):
+        if j < n_old:
+            index = np.int64(old_index[j])
+            k = old_step[j]
+        else:
+            t = words[j - n_old, 0]
+            if t < step_start or t >= step_end:
+                step = (t - t0) // dt
+                step_start = t0 + step * dt
+                step_end = step_start + dt
+            k = step
+            if k < next_step:
+                late += 1
+                continue
+            last_step = k
+            index = _input_index(words[j - n_old, 1], False, width, by_polarity, plane)
+        if k < done_step:
+            if stamp[index] != k:
+                stamp[index] = k
+                slot[index] = nnz
+                out_pairs[0, nnz] = index
+                out_pairs[1, nnz] = 1
+                counts[k - next_step + 1] += 1
+                nnz += 1
+            else:
+                out_pairs[1, slot[index]] += 1
         else:
             pend_index[n_pend] = index
             pend_step[n_pend] = k
@@ -356,6 +404,75 @@ class StepBinner(_IndexBinner):
 
     def _one_event(self) -> np.ndarray:
         return dvs_events([0], [0], [0], [1])
+
+
+@dataclass(frozen=True)
+class GradedStepBatch(_Grid):
+    """Complete steps of a :class:`CountingStepBinner`: pairs (2, nnz) int32, row 0 the active input indices,
+    row 1 their event counts; step i at pairs[:, indptr[i]:indptr[i+1]]."""
+
+    indptr: np.ndarray
+    pairs: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    def step(self, i: int) -> np.ndarray:
+        """int32 (2, k) of the i-th step: active input indices (unique) and their event counts (a view)."""
+        return self.pairs[:, self.indptr[i]:self.indptr[i + 1]]
+
+
+class CountingStepBinner(StepBinner):
+    """A :class:`StepBinner` whose steps carry each active input's event count (graded input, as tonic's
+    ToFrame event-count frames): ``batch.step(i)`` is int32 (2, k), active indices and counts. Merged
+    overdue steps add their counts. Same grid, carry and late-event rules as StepBinner."""
+
+    name = "counting binner"
+
+    def _setup(self, *args) -> None:
+        super()._setup(*args)
+        self._slot = np.zeros(self.n_inputs, dtype=np.int64)
+
+    def merge(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """One step standing for several overdue steps: the union of their inputs, counts added."""
+        pairs = np.concatenate(inputs, axis=1)
+        index, inverse = np.unique(pairs[0], return_inverse=True)
+        return np.stack([index, np.bincount(inverse, weights=pairs[1])]).astype(np.int32)
+
+    def _empty_batch(self) -> GradedStepBatch:
+        return GradedStepBatch(self.next_step, self.t0_us or 0, self.dt_us, np.zeros(1, dtype=np.int64),
+                               np.zeros((2, 0), dtype=np.int32))
+
+    def _bin(self, words: np.ndarray, done_step: int) -> GradedStepBatch:
+        n_steps = max(0, done_step - self.next_step)
+        if n_steps > MAX_STEPS_PER_PUSH:
+            raise ValueError(f"{self.name}: one packet would complete {n_steps} steps of {self.dt_us} µs "
+                             f"(t0 = {self.t0_us} µs); check that t_end_us and event timestamps are both µs")
+        done_step = self.next_step + n_steps
+        error = check_kernel(words, False, self.width, self.height, self.t0_us, self.dt_us, self.next_step,
+                             self._last_step)
+        if error:
+            self._raise(words, error)
+        capacity = len(self._pend_index) + len(words)
+        pairs = np.empty((2, capacity), dtype=np.int32)
+        counts = np.zeros(n_steps + 1, dtype=np.int64)
+        pend_index = np.empty(capacity, dtype=np.int32)
+        pend_step = np.empty(capacity, dtype=np.int64)
+        nnz, n_pend, late, last_step = graded_bin_kernel(
+            words, self.width, self.channels_by_polarity, self.width * self.height, self.t0_us, self.dt_us,
+            self.next_step, done_step, self._last_step, self._pend_index, self._pend_step, self._stamp, self._slot,
+            pairs, counts, pend_index, pend_step)
+        batch = GradedStepBatch(self.next_step, self.t0_us, self.dt_us, np.cumsum(counts),
+                                np.ascontiguousarray(pairs[:, :nnz]))
+        self.next_step = done_step
+        self.late_events += late
+        self._last_step = last_step
+        self._pend_index = pend_index[:n_pend]
+        self._pend_step = pend_step[:n_pend]
+        return batch
+
+    def _probe(self) -> "CountingStepBinner":
+        return CountingStepBinner(self.dt_us, self.width, self.height, self.channels_by_polarity)
 
 
 class SpikeStepBinner(_IndexBinner):

@@ -181,12 +181,16 @@ def run(args) -> int:
                 dt_us=spec.loop.dt_us, inputs=network.n_inputs if network else graph.decoder.n_units,
                 outputs=network.n_outputs if network else graph.decoder.n_out,
                 sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks))
+            for note in graph.notes:
+                log("note", message=note)
             viewable = spec.kind == "dvs"  # the live view draws DVS events and a network's spikes
             window = viewable and not args.headless and has_display()
             if not stop_signal and (window or (viewable and args.snapshot and not args.headless)):
                 report = for_graph(graph, log).run(window=window, snapshot=args.snapshot)
             elif not stop_signal:
                 report = graph.loop.run()
+            if report is not None and hasattr(graph.decoder, "summary"):  # a classifier: per-sample decisions
+                log("classified", **graph.decoder.summary())
             if stop_signal:
                 log("signal", signal=signal.Signals(stop_signal[0]).name)
             if report is not None and report.fatal:
