@@ -194,13 +194,13 @@ def test_spikeloop_train_spiketime_writes_a_model(tmp_path):
     out = tmp_path / "yy.npz"
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.app.cli", "train", str(ROOT / "launch/train_yinyang.toml"), "--out", str(out),
-         "--json", "--set", "train.epochs=2", "--set", "data.train_size=400", "--set", "data.test_size=100",
+         "--json", "--set", "train.epochs=3", "--set", "data.train_size=1000", "--set", "data.test_size=100",
          "--set", "deploy.duration_ms=30", "--set", "deploy.dt_ms=0.2"],
         capture_output=True, text=True, timeout=900, env=_env(), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["method"] == "spiketime" and metrics["test_samples"] == 100
-    assert metrics["test_accuracy"] > 0.45  # two epochs on 400 samples already beat chance (1/3)
+    assert metrics["test_accuracy"] > 0.6  # three epochs on 1000 samples: well above chance (1/3)
     assert set(metrics["deployed"]) == {"float", "loihi"}
     assert metrics["deployed"]["float"]["same_class_as_exact"] > 0.8
     network = Network.load(out)
