@@ -70,7 +70,8 @@ def _loss(w_hidden, w_out, t_in, labels, gamma):
 
 
 def _same_structure(a, b):
-    return all(np.array_equal(np.isfinite(x), np.isfinite(y)) for x, y in ((a.t_hidden, b.t_hidden), (a.t_out, b.t_out))) \
+    pairs = ((a.t_hidden, b.t_hidden), (a.t_out, b.t_out))
+    return all(np.array_equal(np.isfinite(x), np.isfinite(y)) for x, y in pairs) \
         and np.array_equal(a.causal_hidden, b.causal_hidden) and np.array_equal(a.causal_out, b.causal_out)
 
 
@@ -196,7 +197,7 @@ def test_spikeloop_train_spiketime_writes_a_model(tmp_path):
         [sys.executable, "-m", "pipeline.app.cli", "train", str(ROOT / "launch/train_yinyang.toml"), "--out", str(out),
          "--json", "--set", "train.epochs=3", "--set", "data.train_size=1000", "--set", "data.test_size=100",
          "--set", "deploy.duration_ms=30", "--set", "deploy.dt_ms=0.2"],
-        capture_output=True, text=True, timeout=900, env=_env(), cwd=tmp_path)
+        check=False, capture_output=True, text=True, timeout=900, env=_env(), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["method"] == "spiketime" and metrics["test_samples"] == 100
@@ -211,5 +212,6 @@ def test_spikeloop_train_spiketime_rejects_a_bad_key(tmp_path):
     out = tmp_path / "yy.npz"
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.app.cli", "train", str(ROOT / "launch/train_yinyang.toml"), "--out", str(out),
-         "--set", "coding.t_late=3"], capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
+         "--set", "coding.t_late=3"],
+        check=False, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
     assert result.returncode == 2 and "t_late" in result.stderr and not out.exists()

@@ -30,10 +30,11 @@ and no leak, a ReLU network is positively homogeneous, so the input's scale neve
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -208,8 +209,9 @@ class Adam:
 
 
 def init_weights(sizes: list[int], rng: np.random.Generator) -> list[np.ndarray]:
-    """He-normal (n_out, n_in) float64 matrices for consecutive layer sizes."""
-    return [rng.normal(0.0, np.sqrt(2.0 / n_in), (n_out, n_in)).astype(np.float32) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    """He-normal (n_out, n_in) float32 matrices for consecutive layer sizes."""
+    return [rng.normal(0.0, np.sqrt(2.0 / n_in), (n_out, n_in)).astype(np.float32)
+            for n_in, n_out in itertools.pairwise(sizes)]
 
 
 def train_ann(frames: np.ndarray, labels: np.ndarray, n_classes: int, config: AnnConfig, rng: np.random.Generator,
@@ -369,7 +371,8 @@ def fit(config: dict, run: TrainRun) -> Fitted:
         sizes = [frames.shape[2], *ann.hidden, len(train.classes)]
         for l, w in enumerate(weights):
             if w.shape != (sizes[l + 1], sizes[l]):
-                raise run.resume_error(f"w{l}", f"shape {w.shape}, the config's network needs {(sizes[l + 1], sizes[l])}")
+                raise run.resume_error(f"w{l}", f"shape {w.shape}, the config's network needs "
+                                                f"{(sizes[l + 1], sizes[l])}")
         if len(weights) != n_layers:
             raise run.resume_error(f"w{len(weights)}", "missing")
         first_epoch = int(resumed["epoch"])
@@ -391,7 +394,8 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     scales = activation_scales(weights, frames, cc["percentile"])
     _, network = convert(weights, scales, train.classes, cc["steps"], ic["duration_us"], ann.input_scale, cc["vth"],
                          cc["max_rate"], shape)
-    metrics = {"method": "ann2snn", "train_samples": frames.shape[1], "windows": tc["windows"], "ann_train_accuracy": ann_accuracy(weights, frames, labels),
+    metrics = {"method": "ann2snn", "train_samples": frames.shape[1], "windows": tc["windows"],
+               "ann_train_accuracy": ann_accuracy(weights, frames, labels),
                "activation_scales": scales, "steps": cc["steps"]}
     if test is not None:
         test_labels = np.array(test.labels, np.int64)

@@ -39,8 +39,8 @@ from pipeline.snn.convert import to_loihi
 from pipeline.snn.model import Readout
 from pipeline.snn.network import INPUT, Dense, FloatLIF, Network, Population
 from pipeline.snn.runtime import build
-from pipeline.train.run import Fitted, TrainRun
 from pipeline.train import yinyang
+from pipeline.train.run import Fitted, TrainRun
 
 THRESHOLD = 1.0
 
@@ -417,7 +417,8 @@ def fit(config: dict, run: TrainRun) -> Fitted:
         adam.v = [resumed["v_hidden"].copy(), resumed["v_out"].copy()]
         adam.t = int(resumed["adam_t"])
         first_epoch = int(resumed["epoch"])
-        history = [dict(zip(("epoch", "loss", "accuracy", "test_accuracy"), row)) for row in resumed["history"].tolist()]
+        history = [dict(zip(("epoch", "loss", "accuracy", "test_accuracy"), row))
+                   for row in resumed["history"].tolist()]
         rng = np.random.default_rng([run.seed, first_epoch])
     n = len(t_train)
     run.plan(st.epochs, n)
@@ -456,7 +457,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
                "test_accuracy": exact_test["accuracy"], "mean_decision_ms": exact_test["mean_decision_ms"],
                "silent_test_samples": exact_test["silent_samples"]}
     exact_out = forward(w_hidden, w_out, t_test, st.tau_ms).t_out
-    n_steps = int(round(pc["duration_ms"] / pc["dt_ms"]))
+    n_steps = round(pc["duration_ms"] / pc["dt_ms"])
     metrics["deployed"] = {}
     for backend in pc["backends"].split(","):
         deployed_net = network if backend == "float" else _loihi_copy(network)

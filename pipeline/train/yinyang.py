@@ -22,7 +22,8 @@ def classify(x: np.ndarray, y: np.ndarray, r_small: float = 0.1, r_big: float = 
     """Class index (int64, shape of x) of points inside the big circle."""
     d_right = np.hypot(x - 1.5 * r_big, y - r_big)
     d_left = np.hypot(x - 0.5 * r_big, y - r_big)
-    yin = (d_right <= r_small) | ((d_left > r_small) & (d_left <= 0.5 * r_big)) | ((y > r_big) & (d_right > 0.5 * r_big))
+    yin = (d_right <= r_small) | ((d_left > r_small) & (d_left <= 0.5 * r_big)) \
+        | ((y > r_big) & (d_right > 0.5 * r_big))
     dot = (d_right < r_small) | (d_left < r_small)
     return np.where(dot, 2, np.where(yin, 0, 1)).astype(np.int64)
 
