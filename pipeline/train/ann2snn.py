@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.schema import Key
+from pipeline.decoders.classifier import ClassifierDecoder
 from pipeline.snn.convert import to_loihi
 from pipeline.snn.model import InputSpec, Readout
 from pipeline.snn.network import INPUT, Dense, FloatLIF, Network, Population
@@ -279,7 +280,7 @@ def snn_network(weights: list[np.ndarray], spec: InputSpec, classes, input_shape
     float weights; input from graded count spikes; populations hidden0.. and "output"."""
     names = [f"hidden{i}" for i in range(len(weights) - 1)] + ["output"]
     neuron = FloatLIF(tau_syn_ms=0.0, tau_mem_ms=np.inf, threshold=1.0, bias=0.0, refractory_ms=0.0)
-    populations = [Population(name, w.shape[0], neuron) for name, w in zip(names, weights)]
+    populations = [Population(name, w.shape[0], neuron, probe_v=name == "output") for name, w in zip(names, weights)]
     projections = [Dense(name=f"{src}->{dst}", source=src, target=dst, weights=w.astype(np.float32),
                          num_message_bits=16 if src == INPUT else 0)
                    for src, dst, w in zip([INPUT, *names[:-1]], names, weights)]
@@ -307,17 +308,19 @@ def convert(weights, scales, classes, steps: int, duration_us: int, input_scale:
 
 # ---------------------------------------------------------------------------------------------- running
 def classify(runtime, presentation, readout: Readout) -> int:
-    """Run one presentation (pipeline.train.present.Presentation) on a runtime from reset; the readout's
-    class index (count readout; ties by the lower index)."""
+    """Run one presentation (pipeline.train.present.Presentation) on a runtime from reset; the class index
+    the readout gives at its end (pipeline.decoders.classifier, as ``spikeloop evaluate`` decides: most
+    spikes, ties by the higher membrane maximum of the probed output, then the lower index)."""
     runtime.reset()
-    counts = np.zeros(runtime.populations[runtime.output_name].size, np.int64)
+    decoder = ClassifierDecoder(runtime.populations[runtime.output_name].size, readout.classes, readout.kind,
+                                readout.assignment)
+    probed = runtime.populations[runtime.output_name].probe_v
     indptr, index, count = presentation
     for k in range(len(indptr) - 1):
         lo, hi = indptr[k], indptr[k + 1]
-        counts += runtime.step(index[lo:hi], count[lo:hi])
-    if readout.kind != "count":
-        raise ValueError(f"classify: readout kind {readout.kind!r} is not 'count'")
-    return int(np.argmax(counts))
+        spikes = runtime.step(index[lo:hi], count[lo:hi])
+        decoder.update(spikes, k, runtime.v(runtime.output_name) if probed else None)
+    return decoder.finish(len(indptr) - 1)[1].index
 
 
 def snn_accuracy(network: Network, backend: str, paths, labels) -> float:

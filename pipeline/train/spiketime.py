@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from pipeline.core.schema import Key
+from pipeline.decoders.classifier import ClassifierDecoder
 from pipeline.snn.convert import to_loihi
 from pipeline.snn.model import Readout
 from pipeline.snn.network import INPUT, Dense, FloatLIF, Network, Population
@@ -322,7 +323,8 @@ def to_network(w_hidden, w_out, tau_ms: float, dt_ms: float, duration_ms: float,
     bias_to_out[:, -1] = w_out[:, -1]
     return Network(
         n_inputs=n_in, dt_ms=dt_ms, output="output",
-        populations=[Population("hidden", n_hidden, neuron), Population("output", w_out.shape[0], neuron)],
+        populations=[Population("hidden", n_hidden, neuron),
+                     Population("output", w_out.shape[0], neuron, probe_v=True)],
         projections=[Dense(name="input->hidden", source=INPUT, target="hidden", weights=w_hidden * gain),
                      Dense(name="hidden->output", source="hidden", target="output", weights=w_out[:, :-1] * gain),
                      Dense(name="bias->output", source=INPUT, target="output", weights=bias_to_out * gain)],
@@ -334,25 +336,28 @@ def _input_steps(t_in, dt_ms):
     return np.rint(t_in / dt_ms).astype(np.int64)
 
 
-def run_deployed(network: Network, backend: str, t_in: np.ndarray, n_steps: int) -> np.ndarray:
-    """First output spike times (n, n_outputs) ms (inf = none within ``n_steps``) of the network on the
-    runtime, inputs (n, n_inputs) ms presented at the nearest step; a spike at step m is time m * dt."""
+def run_deployed(network: Network, backend: str, t_in: np.ndarray, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The network on the runtime, inputs (n, n_inputs) ms presented at the nearest step, ``n_steps`` steps
+    each: first output spike times (n, n_outputs) ms (a spike at step m is time m * dt; inf = none) and the
+    class the first_spike readout decides (pipeline.decoders.classifier, as ``spikeloop evaluate``: earliest
+    spike, ties by the higher membrane maximum, then the lower index; no spike: highest membrane maximum)."""
     runtime = build(network, backend)
+    out = runtime.populations[runtime.output_name]
+    decoder = ClassifierDecoder(out.size, network.readout.classes, "first_spike")
     dt = float(network.dt_ms)
     steps = _input_steps(np.where(np.isfinite(t_in), t_in, -1.0), dt)
-    first = np.full((len(t_in), network.n_outputs), np.inf)
+    first = np.full((len(t_in), out.size), np.inf)
+    decided = np.zeros(len(t_in), np.int64)
     for s in range(len(t_in)):
         runtime.reset()
+        decoder.start(0)
         row = first[s]
         for m in range(n_steps):
-            active = np.flatnonzero(steps[s] == m).astype(np.int32)
-            out = runtime.step(active)
-            if out.any():
-                hit = (out > 0) & np.isinf(row)
-                row[hit] = m * dt
-                if np.all(np.isfinite(row)):
-                    break
-    return first
+            spikes = runtime.step(np.flatnonzero(steps[s] == m).astype(np.int32))
+            decoder.update(spikes, m, runtime.v(runtime.output_name) if out.probe_v else None)
+            row[(spikes > 0) & np.isinf(row)] = m * dt
+        decided[s] = decoder.finish(n_steps)[1].index
+    return first, decided
 
 
 # ---------------------------------------------------------------------------------------------- spikeloop train
@@ -461,14 +466,14 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     metrics["deployed"] = {}
     for backend in pc["backends"].split(","):
         deployed_net = network if backend == "float" else _loihi_copy(network)
-        times = run_deployed(deployed_net, backend, t_test, n_steps)
-        metrics["deployed"][backend] = deployed_metrics(times, exact_out, y_test)
+        times, decided = run_deployed(deployed_net, backend, t_test, n_steps)
+        metrics["deployed"][backend] = deployed_metrics(times, decided, exact_out, y_test)
     return Fitted(network, history, metrics)
 
 
-def deployed_metrics(times: np.ndarray, exact: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy and decision time of the runtime's first spikes, and how far they are from the exact ones."""
-    predicted = predict(times)
+def deployed_metrics(times: np.ndarray, predicted: np.ndarray, exact: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy of the runtime's decisions, its decision time, and how far its first spikes are from the
+    exact ones (times, exact (n, n_outputs) ms; predicted, labels (n,))."""
     first = times.min(axis=1)
     both = np.isfinite(times) & np.isfinite(exact)
     lag = times[both] - exact[both]
