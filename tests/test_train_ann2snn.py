@@ -77,7 +77,7 @@ def converted(data_dir):
     spec = A.presentation_spec(1, 300_000, 2)
     config = A.AnnConfig(hidden=(64,), epochs=12, dropout=0.0)
     frames = A.count_frames(train.paths, spec) * config.input_scale
-    weights = A.train_ann(frames, np.array(train.labels), 10, config, np.random.default_rng(0))
+    weights = A.train_ann(frames, np.array(train.labels), 10, config, seed=0)
     scales = A.activation_scales(weights, frames, 99.9)
     test_frames = A.count_frames(test.paths, spec) * config.input_scale
     return weights, scales, train.classes, test, test_frames, config

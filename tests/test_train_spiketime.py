@@ -217,3 +217,31 @@ def test_spikeloop_train_spiketime_rejects_a_bad_key(tmp_path):
          "--set", "coding.t_late=3"],
         check=False, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
     assert result.returncode == 2 and "t_late" in result.stderr and not out.exists()
+
+
+@pytest.mark.slow
+def test_spikeloop_train_spiketime_resumes_exactly(tmp_path):
+    small = ["--set", "data.train_size=150", "--set", "data.test_size=50", "--set", "deploy.duration_ms=20",
+             "--set", "deploy.dt_ms=0.5", "--set", "deploy.backends='float'"]
+
+    def train(out, epochs, *extra):
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.app.cli", "train", str(ROOT / "launch/train_yinyang.toml"),
+             "--out", str(tmp_path / out), "--set", f"train.epochs={epochs}", *small, *extra],
+            check=False, capture_output=True, text=True, timeout=900, env=_env(), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return Network.load(tmp_path / out)
+
+    first = train("first.npz", 2)
+    resumed = train("resumed.npz", 3, "--resume", str(tmp_path / "first.ckpt.npz"))
+    straight = train("straight.npz", 3)
+    for a, b in zip(resumed.projections, straight.projections):
+        assert np.array_equal(a.weights, b.weights), a.name
+    # The checkpoint is what a resumed run starts from: one that claims all 3 epochs are done trains no more.
+    with np.load(tmp_path / "first.ckpt.npz") as data:
+        state = {key: data[key] for key in data.files}
+    state["epoch"] = np.array(3)
+    np.savez(tmp_path / "done.ckpt.npz", **state)
+    done = train("done.npz", 3, "--resume", str(tmp_path / "done.ckpt.npz"))
+    for a, b, c in zip(done.projections, first.projections, straight.projections):
+        assert np.array_equal(a.weights, b.weights) and not np.array_equal(a.weights, c.weights), a.name

@@ -215,21 +215,25 @@ def init_weights(sizes: list[int], rng: np.random.Generator) -> list[np.ndarray]
             for n_in, n_out in itertools.pairwise(sizes)]
 
 
-def train_ann(frames: np.ndarray, labels: np.ndarray, n_classes: int, config: AnnConfig, rng: np.random.Generator,
+def train_ann(frames: np.ndarray, labels: np.ndarray, n_classes: int, config: AnnConfig, seed: int,
               progress: Callable[..., None] | None = None, weights: list[np.ndarray] | None = None,
-              first_epoch: int = 0, on_epoch: Callable[[int, list], None] | None = None) -> list[np.ndarray]:
+              optimizer: Adam | None = None, first_epoch: int = 0,
+              on_epoch: Callable[[int, list, Adam], None] | None = None) -> list[np.ndarray]:
     """Train the ANN on (K, n, n_in) cumulative frames (times input_scale) -> weights [(n_out, n_in)] float32.
 
-    ``progress(epoch=, samples=, loss=, accuracy=, samples_per_s=)`` after each epoch; ``on_epoch(epoch, weights)`` too
-    (checkpoints); ``weights``/``first_epoch`` resume.
+    ``progress(epoch=, samples=, loss=, accuracy=, samples_per_s=)`` after each epoch; ``on_epoch(epoch,
+    weights, optimizer)`` too (checkpoints); ``weights``/``optimizer``/``first_epoch`` resume. Every random
+    choice of an epoch comes from (seed, epoch), so a resumed run repeats the uninterrupted one.
     """
     sizes = [frames.shape[2], *config.hidden, n_classes]
-    weights = init_weights(sizes, rng) if weights is None else [w.copy() for w in weights]
-    optimizer = Adam(weights, config.lr, config.weight_decay)
+    weights = init_weights(sizes, np.random.default_rng(seed)) if weights is None else [w.copy() for w in weights]
+    if optimizer is None:
+        optimizer = Adam(weights, config.lr, config.weight_decay)
     n = frames.shape[1]
     keep = 1.0 - config.dropout
     for epoch in range(first_epoch, config.epochs):
         started = time.perf_counter()
+        rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(n)
         total, correct = 0.0, 0
         for start in range(0, n, config.batch_size):
@@ -245,7 +249,7 @@ def train_ann(frames: np.ndarray, labels: np.ndarray, n_classes: int, config: An
             progress(epoch=epoch + 1, samples=n, loss=total / n, accuracy=correct / n,
                      samples_per_s=n / (time.perf_counter() - started))
         if on_epoch is not None:
-            on_epoch(epoch + 1, weights)
+            on_epoch(epoch + 1, weights, optimizer)
     return weights
 
 
@@ -366,34 +370,38 @@ def fit(config: dict, run: TrainRun) -> Fitted:
                                scale=ic["scale"])
     frames = count_frames(train.paths, base, shape, tc["windows"]) * ann.input_scale
     labels = np.array(train.labels, np.int64)
-    rng = np.random.default_rng(run.seed)
-    weights, first_epoch, history = None, 0, []
+    weights, optimizer, first_epoch, history = None, None, 0, []
     resumed = run.resumed()
     if resumed is not None:
-        weights = [resumed[f"w{l}"] for l in range(n_layers) if f"w{l}" in resumed]
         sizes = [frames.shape[2], *ann.hidden, len(train.classes)]
-        for l, w in enumerate(weights):
-            if w.shape != (sizes[l + 1], sizes[l]):
-                raise run.resume_error(f"w{l}", f"shape {w.shape}, the config's network needs "
-                                                f"{(sizes[l + 1], sizes[l])}")
-        if len(weights) != n_layers:
-            raise run.resume_error(f"w{len(weights)}", "missing")
+        weights, moments = [], {"m": [], "v": []}
+        for l in range(n_layers):
+            want = (sizes[l + 1], sizes[l])
+            for key, into in ((f"w{l}", weights), (f"m{l}", moments["m"]), (f"v{l}", moments["v"])):
+                if key not in resumed or resumed[key].shape != want:
+                    raise run.resume_error(key, f"missing or not of shape {want} (the config's network)")
+                into.append(resumed[key].astype(np.float32))
+        optimizer = Adam(weights, ann.lr, ann.weight_decay)
+        optimizer.m, optimizer.v, optimizer.t = moments["m"], moments["v"], int(resumed["adam_t"])
         first_epoch = int(resumed["epoch"])
         history = [dict(zip(("epoch", "loss", "accuracy"), row)) for row in resumed["history"].tolist()]
-        rng = np.random.default_rng([run.seed, first_epoch])
     run.plan(ann.epochs, frames.shape[1])
 
     def progress(epoch, samples, loss, accuracy, samples_per_s):
         history.append({"epoch": epoch, "loss": loss, "accuracy": accuracy})
         run.progress(epoch=epoch - 1, samples=samples, loss=loss, accuracy=accuracy, samples_per_s=samples_per_s)
 
-    def checkpoint(epoch, current):
+    def checkpoint(epoch, current, adam):
         state = {f"w{l}": w for l, w in enumerate(current)}
+        state.update({f"m{l}": m for l, m in enumerate(adam.m)})
+        state.update({f"v{l}": v for l, v in enumerate(adam.v)})
+        state["adam_t"] = np.array(adam.t)
         state["epoch"] = np.array(epoch)
         state["history"] = np.array([[h["epoch"], h["loss"], h["accuracy"]] for h in history], np.float64)
         run.checkpoint(state)
 
-    weights = train_ann(frames, labels, len(train.classes), ann, rng, progress, weights, first_epoch, checkpoint)
+    weights = train_ann(frames, labels, len(train.classes), ann, run.seed, progress, weights, optimizer, first_epoch,
+                        checkpoint)
     scales = activation_scales(weights, frames, cc["percentile"])
     _, network = convert(weights, scales, train.classes, cc["steps"], ic["duration_us"], ann.input_scale, cc["vth"],
                          cc["max_rate"], shape)

@@ -424,12 +424,11 @@ def fit(config: dict, run: TrainRun) -> Fitted:
         first_epoch = int(resumed["epoch"])
         history = [dict(zip(("epoch", "loss", "accuracy", "test_accuracy"), row))
                    for row in resumed["history"].tolist()]
-        rng = np.random.default_rng([run.seed, first_epoch])
     n = len(t_train)
     run.plan(st.epochs, n)
     for epoch in range(first_epoch, st.epochs):
         lr = st.lr * st.lr_decay ** epoch
-        order = rng.permutation(n)
+        order = np.random.default_rng([run.seed, epoch]).permutation(n)  # resume replays the same order
         loss_sum = correct = seen = 0
         epoch_start = time.perf_counter()
         for start in range(0, n, st.batch_size):
