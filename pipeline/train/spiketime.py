@@ -44,6 +44,8 @@ from pipeline.train import yinyang
 from pipeline.train.run import Fitted, TrainRun
 
 THRESHOLD = 1.0
+#: Longest presentation of one sample on the runtime (steps).
+MAX_DEPLOY_STEPS = 1_000_000
 
 
 class Coding(NamedTuple):
@@ -390,7 +392,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
     },
     "deploy": {
         "dt_ms": Key("number", 0.1, low=0, low_open=True, high=1000, help="step of the written network (ms)"),
-        "duration_ms": Key("number", 40.0, low=0, low_open=True, help="presentation length on the runtime (ms)"),
+        "duration_ms": Key("number", 40.0, low=0, low_open=True, high=100_000, help="presentation length on the runtime (ms)"),
         "backends": Key("str", "float", choices=("float", "float,loihi"), help="runtime backends evaluated"),
     },
 }
@@ -401,6 +403,9 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     tc, dc, nc, cc, pc = (config[k] for k in ("train", "data", "network", "coding", "deploy"))
     if cc["t_max_ms"] <= cc["t_min_ms"]:
         raise ValueError(f"[coding] t_max_ms {cc['t_max_ms']} must be > t_min_ms {cc['t_min_ms']}")
+    if pc["duration_ms"] / pc["dt_ms"] > MAX_DEPLOY_STEPS:
+        raise ValueError(f"[deploy] duration_ms / dt_ms is {pc['duration_ms'] / pc['dt_ms']:.0f} steps, "
+                         f"at most {MAX_DEPLOY_STEPS}")
     coding = Coding(cc["t_min_ms"], cc["t_max_ms"], cc["t_bias_ms"], cc["t_cap_ms"], cc["xi_ms"])
     st = SpikeTimeConfig(hidden=nc["hidden"], tau_ms=nc["tau_ms"], epochs=tc["epochs"], batch_size=tc["batch_size"],
                          lr=tc["lr"], lr_decay=tc["lr_decay"], gamma=tc["gamma"], init_mean=nc["init_mean"],
