@@ -188,8 +188,9 @@ SHIPPED_DATA = {"bci.toml": "bci/chewie_demo.mat", "audio.toml": "audio/fsdd/6_l
 
 
 #: Shipped files with their own end-to-end test: nmnist_classify.toml decides once per sample, not per step
-#: (tests/test_evaluate.py runs it on real recordings with a model).
-OWN_TEST = ("nmnist_classify.toml",)
+#: (tests/test_evaluate.py runs it on real recordings with a model); launch/train_*.toml are `spikeloop train`
+#: configs, not loop launch files (tests/test_train_*.py run them).
+OWN_TEST = ("nmnist_classify.toml", *(p.name for p in LAUNCH.glob("train_*.toml")))
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in LAUNCH.glob("*.toml") if p.name not in OWN_TEST))
