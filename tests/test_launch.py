@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -188,12 +189,17 @@ SHIPPED_DATA = {"bci.toml": "bci/chewie_demo.mat", "audio.toml": "audio/fsdd/6_l
 
 
 #: Shipped files with their own end-to-end test: nmnist_classify.toml decides once per sample, not per step
-#: (tests/test_evaluate.py runs it on real recordings with a model); launch/train_*.toml are `spikeloop train`
-#: configs, not loop launch files (tests/test_train_*.py run them).
-OWN_TEST = ("nmnist_classify.toml", *(p.name for p in LAUNCH.glob("train_*.toml")))
+#: (tests/test_evaluate.py runs it on real recordings with a model).
+OWN_TEST = ("nmnist_classify.toml",)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in LAUNCH.glob("*.toml") if p.name not in OWN_TEST))
+def _is_training_config(path) -> bool:
+    """Training configs (``[train]`` section) in launch/ are run by ``spikeloop train``, not the loop."""
+    return "train" in tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in LAUNCH.glob("*.toml")
+                                        if p.name not in OWN_TEST and not _is_training_config(p)))
 def test_every_shipped_launch_file_runs_through_the_one_loop(name, data_dir, recording, tmp_path):
     """Each file in launch/, fast for 0.3 s of sensor time, its motors on emulated buses: a live camera
     source replaced by a recording, a shared-data file pointed at the test data folder."""

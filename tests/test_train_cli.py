@@ -66,6 +66,13 @@ def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, data_dir, ed
     assert only_config(tmp_path)
 
 
+def test_shipped_training_config_validates():
+    from pipeline.app.commands.train import load_config
+
+    method, _, config = load_config(REPO / "launch" / "train_nmnist.toml", [])
+    assert method == "bptt" and config["train"]["mode"] == "loihi" and config["network"]["hidden"] == [256]
+
+
 def test_bad_set_names_the_key(tmp_path, data_dir):
     result = train(tmp_path, data_dir, "--set", "loss.slope=-1", "--out", str(tmp_path / "m.npz"))
     assert result.returncode == 2 and "[loss] slope" in result.stderr and "tiny.toml" in result.stderr
@@ -95,17 +102,20 @@ def test_train_writes_model_curves_checkpoint_and_is_reproducible(tmp_path, data
 
 @pytest.mark.slow
 def test_resume_continues_exactly_and_refuses_another_shape(tmp_path, data_dir):
-    two = train(tmp_path, data_dir, "--set", "train.epochs=2", "--out", str(tmp_path / "two.npz"))
+    # a constant learning rate: a cosine schedule depends on the total epochs, so a 1-epoch run is not
+    # the first epoch of a 2-epoch run
+    config = TINY.replace("lr = 1e-3", 'lr = 1e-3\nlr_schedule = "constant"')
+    two = train(tmp_path, data_dir, "--set", "train.epochs=2", "--out", str(tmp_path / "two.npz"), config=config)
     assert two.returncode == 0, two.stderr
-    one = train(tmp_path, data_dir, "--out", str(tmp_path / "one.npz"))
+    one = train(tmp_path, data_dir, "--out", str(tmp_path / "one.npz"), config=config)
     assert one.returncode == 0, one.stderr
     resumed = train(tmp_path, data_dir, "--set", "train.epochs=2", "--resume", str(tmp_path / "one.ckpt.npz"),
-                    "--out", str(tmp_path / "resumed.npz"))
+                    "--out", str(tmp_path / "resumed.npz"), config=config)
     assert resumed.returncode == 0, resumed.stderr
     for p, q in zip(Network.load(tmp_path / "two.npz").projections, Network.load(tmp_path / "resumed.npz").projections):
         np.testing.assert_array_equal(p.weights, q.weights)
     other = train(tmp_path, data_dir, "--set", "network.hidden=[16]", "--resume", str(tmp_path / "one.ckpt.npz"),
-                  "--out", str(tmp_path / "other.npz"))
+                  "--out", str(tmp_path / "other.npz"), config=config)
     assert other.returncode == 2 and "one.ckpt.npz" in other.stderr and "param_w0" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "other.npz").exists()

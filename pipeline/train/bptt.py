@@ -74,10 +74,10 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "recurrent": Key("bool", False, help="hidden layers get a recurrent projection"),
         "tau_syn_ms": Key("number", 5.0, low=0, low_open=True, help="synaptic time constant (ms)"),
         "tau_mem_ms": Key("number", 20.0, low=0, low_open=True, help="membrane time constant (ms)"),
-        "vth": Key("int", 1024, low=1, high=2**17 - 1, help="loihi threshold mantissa (threshold vth * 64)"),
-        "max_weight_hidden": Key("number", 1.0, low=0, low_open=True, help="largest |weight| into hidden layers "
+        "vth": Key("int", 4096, low=1, high=2**17 - 1, help="loihi threshold mantissa (threshold vth * 64)"),
+        "max_weight_hidden": Key("number", 0.0625, low=0, low_open=True, help="largest |weight| into hidden layers "
                                                                                "(thresholds)"),
-        "max_weight_output": Key("number", 2.0, low=0, low_open=True, help="largest |weight| into the output"),
+        "max_weight_output": Key("number", 0.25, low=0, low_open=True, help="largest |weight| into the output"),
         "init_gain": Key("number", 1.0, low=0, low_open=True, help="scale of the initial weights"),
     },
     "loss": {

@@ -40,6 +40,9 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o666 & ~umask)  # mkstemp makes it private; the result gets the usual permissions
     try:
         write(Path(temp))
         with open(temp, "rb+") as handle:

@@ -28,7 +28,7 @@ BAR_WIDTH = 24
 
 
 def register(subparsers, summary: str) -> None:
-    parser = subparsers.add_parser("train", help=summary, description=__doc__.split("\n\n")[0])
+    parser = subparsers.add_parser("train", help=summary, description=__doc__.split("\n\n")[1])
     parser.add_argument("config", help="training config (.toml) with [train] method = ...")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value (TOML syntax; repeatable)")
