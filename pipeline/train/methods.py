@@ -18,4 +18,6 @@ from __future__ import annotations
 METHODS: dict[str, str] = {
     "bptt": "pipeline.train.bptt",
     "stdp": "pipeline.train.stdp",
+    "ann2snn": "pipeline.train.ann2snn",
+    "spiketime": "pipeline.train.spiketime",
 }
