@@ -613,6 +613,7 @@ def build_network(spec: LaunchSpec, width: int, height: int, channels: int | Non
             network.validate()
         except ValueError as exc:
             raise _rephrase(Context(spec.path, "network.params", spec.display), exc) from None
+    _check_input_spec(spec, network)
     expected = channels * width * height
     if network.n_inputs != expected:
         grid = (f"{channels} channel(s) x {width} x {height} px after the stages" if spec.kind == "dvs"
@@ -626,6 +627,24 @@ def build_network(spec: LaunchSpec, width: int, height: int, channels: int | Non
     except ValueError as exc:
         raise ctx.fail("backend", str(exc)) from None
     return network, runtime
+
+
+def _check_input_spec(spec: LaunchSpec, network) -> None:
+    """A trained cochlea model (its input_spec) sees the input it was trained on: the loop steps in its
+    ``bin_us`` and an audio source's cochlea has its channels and LIF threshold (else LaunchError naming
+    the key)."""
+    model = network.input_spec
+    if model is None or model.sensor != "cochlea" or spec.source["type"] != "audio":
+        return
+    name = Path(spec.network["file"]).name if spec.network["file"] else "the network"
+    if spec.loop.dt_us != model.bin_us:
+        raise Context(spec.path, "loop", spec.display).fail(
+            "dt_us", f"{name} was trained on {model.bin_us} µs steps, got {spec.loop.dt_us}")
+    source = Context(spec.path, "source", spec.display)
+    expected = {"method": "lif", "n_channels": model.channels, "threshold": model.cochlea_threshold}
+    for key, value in expected.items():
+        if spec.source[key] != value:
+            raise source.fail(key, f"{name} was trained on cochlea {key} = {value!r}, got {spec.source[key]!r}")
 
 
 def build_decoder(spec: LaunchSpec, n_outputs: int):

@@ -6,6 +6,7 @@ has ``update(spikes: uint8 (n_outputs,), t_us) -> value`` (units in each class's
 """
 from __future__ import annotations
 
+from pipeline.decoders.command_map import CommandMap
 from pipeline.decoders.drive import DifferentialDrive, DriveDecoder
 from pipeline.decoders.population import PopulationVector
 from pipeline.decoders.rate import RateDecoder
@@ -18,10 +19,11 @@ DECODERS: dict[str, type] = {
     "wta": WinnerTakeAll,
     "population_vector": PopulationVector,
     "drive": DriveDecoder,
+    "command_map": CommandMap,
 }
 
 #: Mixer type name -> class (``mix(v_mps, omega_radps) -> wheel rad/s``).
 MIXERS: dict[str, type] = {"differential_drive": DifferentialDrive}
 
-__all__ = ["DECODERS", "MIXERS", "RateDecoder", "WinnerTakeAll", "NO_ACTION", "PopulationVector",
+__all__ = ["CommandMap", "DECODERS", "MIXERS", "RateDecoder", "WinnerTakeAll", "NO_ACTION", "PopulationVector",
            "DifferentialDrive", "DriveDecoder", "SpikeWindow"]

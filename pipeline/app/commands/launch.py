@@ -1,7 +1,8 @@
 """``spikeloop launch FILE``: run a launch file (live demo, replay, BCI, audio, or the headless robot controller).
 
-Without ``--headless`` and with a display ($DISPLAY / $WAYLAND_DISPLAY), a DVS source runs under the live view
-(pipeline.app.liveview: events, output spikes, commands; keys space pause, e e-stop, r record, q quit).
+Without ``--headless`` and with a display ($DISPLAY / $WAYLAND_DISPLAY), a graph with a network runs under the
+live view (pipeline.app.liveview: DVS events or the cochlea raster, output spikes, commands; keys space pause,
+e e-stop, r record (DVS), q quit).
 
 Exit status: 0 finished or stopped by SIGTERM/SIGINT (motors stopped first); 2 invalid launch file or
 override (nothing was started); 3 a motor device was lost for good (motors stopped); 4 the source or the
@@ -148,9 +149,9 @@ def run(args) -> int:
             signal.signal(signum, handler)
         print(f"spikeloop launch: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    if args.snapshot and spec.kind != "dvs":
-        print(f"spikeloop launch: --snapshot draws the live view of DVS events; {spec.display} has a "
-              f"{spec.source['type']} source", file=sys.stderr)
+    if args.snapshot and spec.network is None:
+        print(f"spikeloop launch: --snapshot draws the live view of a network's input and output; {spec.display} "
+              f"has no [network]", file=sys.stderr)
         return EXIT_INVALID
     log_format = spec.controller["log_format"]
     log = EventLog(log_format == "json" or (log_format == "auto" and args.headless))
@@ -181,7 +182,7 @@ def run(args) -> int:
                 dt_us=spec.loop.dt_us, inputs=network.n_inputs if network else graph.decoder.n_units,
                 outputs=network.n_outputs if network else graph.decoder.n_out,
                 sinks=",".join(f"{label}:{kind}" for label, kind, _, _ in spec.sinks))
-            viewable = spec.kind == "dvs"  # the live view draws DVS events and a network's spikes
+            viewable = spec.network is not None  # the live view draws a network's input and output spikes
             window = viewable and not args.headless and has_display()
             if not stop_signal and (window or (viewable and args.snapshot and not args.headless)):
                 report = for_graph(graph, log).run(window=window, snapshot=args.snapshot)
