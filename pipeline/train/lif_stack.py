@@ -49,6 +49,8 @@ class Layer:
     threshold: np.ndarray
     w_eff: np.ndarray
     r_eff: np.ndarray
+    #: the feed-forward projection reads event counts (graded spikes); otherwise a count is one spike
+    graded: bool = True
 
     @property
     def size(self) -> int:
@@ -148,18 +150,50 @@ class LifStack:
                 if key not in self.params:
                     continue
                 w = self.params[key].T
+                # event counts as input (encoding "counts") are graded spikes: payload * weight
+                graded = 8 if src == INPUT and input_spec is not None and input_spec.encoding == "counts" else 0
                 if self.mode == "loihi":
                     projections.append(Dense(name=f"{kind}{li}", source=src, target=name,
                                              weights=quantize(w, self.weight_exp[li], self.vth),
-                                             weight_exp=self.weight_exp[li]))
+                                             weight_exp=self.weight_exp[li], num_message_bits=graded))
                 else:
-                    projections.append(Dense(name=f"{kind}{li}", source=src, target=name, weights=w.copy()))
+                    projections.append(Dense(name=f"{kind}{li}", source=src, target=name, weights=w.copy(),
+                                             num_message_bits=graded))
         return Network(n_inputs=self.sizes[0], populations=populations, projections=projections, output="output",
                        dt_ms=self.dt_ms, input_shape=input_shape, input_spec=input_spec, readout=readout)
 
     def layers(self) -> list[Layer]:
-        """The kernel arguments of the current weights (quantized in loihi mode)."""
-        return compile_network(self.network())
+        """The kernel arguments of the current weights (quantized in loihi mode); the same as
+        ``compile_network(self.network())`` without building the description (once per batch)."""
+        du, dv = loihi_decays(self.tau_syn_ms, self.tau_mem_ms, self.dt_ms)
+        layers = []
+        for li in range(self.n_layers):
+            n = self.sizes[li + 1]
+            if self.mode == "float":
+                decay_u = np.full(n, math.exp(-self.dt_ms / self.tau_syn_ms), np.float32)
+                decay_v = np.full(n, math.exp(-self.dt_ms / self.tau_mem_ms), np.float32)
+                w = self.params[f"w{li}"]
+                r = self.params.get(f"r{li}", np.zeros((0, 0), np.float32))
+                empty = np.zeros(0, np.int64)
+                layers.append(Layer("float", w, 0, r, 0, decay_u, decay_v, empty, empty, empty, w, r))
+                continue
+            u_mult = np.full(n, 4095 - du, np.int64)
+            v_mult = np.full(n, 4096 - dv, np.int64)
+            threshold = np.full(n, self.vth << 6, np.int64)
+            e = self.weight_exp[li]
+
+            def stored(weights_io):
+                effective, bits = truncate_weights(quantize(weights_io, e, self.vth), 8)
+                return (effective >> bits).astype(np.int32), e + bits, \
+                    (effective * (2.0 ** (e + 6) / (self.vth << 6))).astype(np.float32)
+            weights, shift, w_eff = stored(self.params[f"w{li}"])
+            if f"r{li}" in self.params:
+                recurrent, rec_shift, r_eff = stored(self.params[f"r{li}"])
+            else:
+                recurrent, rec_shift, r_eff = np.zeros((0, 0), np.int32), 0, np.zeros((0, 0), np.float32)
+            layers.append(Layer("loihi", weights, shift, recurrent, rec_shift, (u_mult / 4096).astype(np.float32),
+                                (v_mult / 4096).astype(np.float32), u_mult, v_mult, threshold, w_eff, r_eff))
+        return layers
 
 
 def compile_network(network: Network) -> list[Layer]:
@@ -195,7 +229,7 @@ def compile_network(network: Network) -> list[Layer]:
             recurrent, rec_shift, r_eff = stored(rec[0]) if rec else (np.zeros((0, 0), np.int32), 0,
                                                                         np.zeros((0, 0), np.float32))
             layers.append(Layer("loihi", weights, shift, recurrent, rec_shift, decay_u, decay_v, u_mult, v_mult,
-                                threshold, w_eff, r_eff))
+                                threshold, w_eff, r_eff, bool(ff[0].num_message_bits)))
         else:
             if np.any(a["bias"]) or np.any(a["refractory_ms"]):
                 raise ValueError(f"population {population.name!r}: bias and refractory must be 0 for the trainer")
@@ -208,7 +242,8 @@ def compile_network(network: Network) -> list[Layer]:
             r = np.ascontiguousarray(rec[0].weights.T / th[None, :]).astype(np.float32) if rec \
                 else np.zeros((0, 0), np.float32)
             empty = np.zeros(0, np.int64)
-            layers.append(Layer("float", w, 0, r, 0, decay_u, decay_v, empty, empty, empty, w, r))
+            layers.append(Layer("float", w, 0, r, 0, decay_u, decay_v, empty, empty, empty, w, r,
+                                bool(ff[0].num_message_bits)))
     return layers
 
 
@@ -217,8 +252,10 @@ def forward(layers: list[Layer], indptr: np.ndarray, index: np.ndarray, count: n
     """Run a batch (input events CSR, see pipeline.train.kernels) through every layer."""
     traces = []
     n_batch = indptr.shape[0]
-    for layer in layers:
+    for li, layer in enumerate(layers):
         n = layer.size
+        if li == 0 and not layer.graded:
+            count = np.ones_like(count)
         vnorm = np.empty((n_batch, n_steps, n), np.float32)
         spikes = np.empty((n_batch, n_steps, n), np.uint8)
         out_indptr = np.empty((n_batch, n_steps + 1), np.int64)
@@ -265,8 +302,10 @@ def backward(layers: list[Layer], traces: list[Trace], inputs: tuple[np.ndarray,
             slots_r = np.empty((_slots(n_batch), n, n), np.float32)
             grads[f"r{li}"] = K.weight_grad(trace.indptr, trace.index, trace.count, grad_a, n, slots_r)
         if li > 0:
+            # dL/dspike of the source at t = W_eff ga[t + 1] (one 2-D BLAS product, then shifted one step)
+            back = (grad_a.reshape(n_batch * n_steps, n) @ layer.w_eff.T).reshape(n_batch, n_steps, n_in)
             g_s = np.zeros((n_batch, n_steps, n_in), np.float32)
-            np.matmul(grad_a[:, 1:, :], layer.w_eff.T, out=g_s[:, :-1, :])
+            g_s[:, :-1, :] = back[:, 1:, :]
             g_v = np.zeros((0, 0, 0), np.float32)
     return grads
 

@@ -1,0 +1,115 @@
+"""``spikeloop train``: the config contract (bad input: one line, exit 2, nothing written), outputs
+(network file, curves PNG, checkpoint, --json), reproducibility with a fixed seed, and resume."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.snn.network import Network
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """
+[train]
+method = "bptt"
+epochs = 1
+batch_size = 8
+limit = 16
+lr = 1e-3
+[data]
+train = "nmnist_small/train"
+train_labels = "nmnist_small/train_labels.txt"
+test = "nmnist_small/test"
+test_labels = "nmnist_small/test_labels.txt"
+[input]
+scale = 2
+duration_us = 60000
+[network]
+hidden = [24]
+"""
+
+
+def train(tmp_path, data_dir, *args, config=TINY, name="tiny.toml"):
+    path = tmp_path / name
+    path.write_text(config)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SPIKELOOP_DATA": str(data_dir)}
+    return subprocess.run([sys.executable, "-m", "pipeline.app.cli", "train", str(path), *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def only_config(tmp_path):
+    return sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda c: c.replace("[network]", "[network]\nwidth_mult = 2"), "[network] width_mult: unknown key"),
+    (lambda c: c.replace("epochs = 1", "epochs = 'one'"), "[train] epochs: expected an integer in [1, 100000]"),
+    (lambda c: c.replace('method = "bptt"', 'method = "magic"'), "[train] method: expected one of"),
+    (lambda c: c + "\n[optimizer]\nlr = 1\n", "[optimizer]: unknown section"),
+    (lambda c: c.replace('train = "nmnist_small/train"', f'train = "{REPO / "launch"}"'), "no recordings"),
+    (lambda c: c.replace('test_labels = "nmnist_small/test_labels.txt"',
+                         'test_labels = "nmnist_small/train_labels.txt"'), "no label for"),
+])
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, data_dir, edit, expected):
+    result = train(tmp_path, data_dir, "--out", str(tmp_path / "m.npz"), config=edit(TINY))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert only_config(tmp_path)
+
+
+def test_bad_set_names_the_key(tmp_path, data_dir):
+    result = train(tmp_path, data_dir, "--set", "loss.slope=-1", "--out", str(tmp_path / "m.npz"))
+    assert result.returncode == 2 and "[loss] slope" in result.stderr and "tiny.toml" in result.stderr
+    assert only_config(tmp_path)
+
+
+@pytest.mark.slow
+def test_train_writes_model_curves_checkpoint_and_is_reproducible(tmp_path, data_dir):
+    a = train(tmp_path, data_dir, "--out", str(tmp_path / "a.npz"), "--json")
+    assert a.returncode == 0, a.stderr
+    metrics = json.loads(a.stdout)
+    assert metrics["mode"] == "loihi" and metrics["train_samples"] == 16 and metrics["test_samples"] == 100
+    assert metrics["runtime_agreement"] == 1.0            # the loihi runtime classifies as the QAT model
+    assert metrics["loihi_test_accuracy"] == metrics["test_accuracy"]
+    assert "samples/s" in a.stderr and "loss" in a.stderr and "accuracy" in a.stderr
+    network = Network.load(tmp_path / "a.npz")
+    assert network.input_spec.scale == 2 and network.readout.kind == "count" and len(network.readout.classes) == 10
+    image = cv2.imread(str(tmp_path / "a.png"))
+    assert image is not None and image.shape[1] > image.shape[0]
+    assert (tmp_path / "a.ckpt.npz").exists()
+    b = train(tmp_path, data_dir, "--out", str(tmp_path / "b.npz"))
+    assert b.returncode == 0, b.stderr
+    first, second = Network.load(tmp_path / "a.npz"), Network.load(tmp_path / "b.npz")
+    for p, q in zip(first.projections, second.projections):
+        np.testing.assert_array_equal(p.weights, q.weights)
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly_and_refuses_another_shape(tmp_path, data_dir):
+    two = train(tmp_path, data_dir, "--set", "train.epochs=2", "--out", str(tmp_path / "two.npz"))
+    assert two.returncode == 0, two.stderr
+    one = train(tmp_path, data_dir, "--out", str(tmp_path / "one.npz"))
+    assert one.returncode == 0, one.stderr
+    resumed = train(tmp_path, data_dir, "--set", "train.epochs=2", "--resume", str(tmp_path / "one.ckpt.npz"),
+                    "--out", str(tmp_path / "resumed.npz"))
+    assert resumed.returncode == 0, resumed.stderr
+    for p, q in zip(Network.load(tmp_path / "two.npz").projections, Network.load(tmp_path / "resumed.npz").projections):
+        np.testing.assert_array_equal(p.weights, q.weights)
+    other = train(tmp_path, data_dir, "--set", "network.hidden=[16]", "--resume", str(tmp_path / "one.ckpt.npz"),
+                  "--out", str(tmp_path / "other.npz"))
+    assert other.returncode == 2 and "one.ckpt.npz" in other.stderr and "param_w0" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "other.npz").exists()
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a checkpoint")
+    bad = train(tmp_path, data_dir, "--resume", str(garbage), "--out", str(tmp_path / "g.npz"))
+    assert bad.returncode == 2 and "garbage.npz" in bad.stderr and not (tmp_path / "g.npz").exists()
