@@ -217,3 +217,22 @@ def test_voice_drive_headless_from_the_command_line(tmp_path):
                              "--set", 'loop.mode="fast"'], capture_output=True, text=True, env=env, cwd=tmp_path,
                             timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_live_view_draws_the_cochlea_raster_and_class_evidence():
+    from pipeline.app.dashboard import ON
+    from pipeline.app.liveview import for_graph
+
+    graph = build_graph(load_launch(LAUNCH, sets=['loop.mode="fast"', "loop.duration_s=1.2"]))
+    try:
+        view = for_graph(graph)
+        graph.loop.warmup()
+        view.run(window=False)
+    finally:
+        graph.close()
+    x, y, w, h = view.layout.events
+    raster = view.last_image[y:y + h, x:x + w]
+    assert (raster == ON).all(axis=2).sum() > 100  # cochlea spikes drawn (one pixel each)
+    assert view.neuron_names[1] == "output 1 'one' cmd" and view.neuron_names[5] == "output 5 'five'"
+    assert all(" ev " in label for label in view.raster_labels(np.zeros((0, 10), bool)))
+    assert view.command_names == ["left wheel", "right wheel"]
