@@ -59,7 +59,8 @@ class LabelledSet:
         elif split.startswith("leave_out:"):
             speaker = split[len("leave_out:"):]
             if speaker not in speakers:
-                raise LabelsError(f"split {split!r}: no speaker {speaker!r} (speakers: {', '.join(sorted(set(speakers)))})")
+                raise LabelsError(f"split {split!r}: no speaker {speaker!r} "
+                                  f"(speakers: {', '.join(sorted(set(speakers)))})")
             test = [s == speaker for s in speakers]
         else:
             raise LabelsError(f"split {split!r}: expected 'official' or 'leave_out:SPEAKER'")

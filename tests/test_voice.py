@@ -72,7 +72,8 @@ def test_input_spec_keeps_the_cochlea_threshold(tmp_path):
     assert InputSpec().cochlea_threshold == CochleaConfig().threshold
     spec = InputSpec(sensor="cochlea", bin_us=2000, channels=4, cochlea_threshold=3e-5)
     network = Network(n_inputs=4, populations=(Population("output", 2, LoihiLIF(vth=10)),),
-                      projections=(Dense(name="fc", source="input", target="output", weights=np.ones((2, 4), np.int64)),),
+                      projections=(Dense(name="fc", source="input", target="output",
+                                         weights=np.ones((2, 4), np.int64)),),
                       input_spec=spec, readout=Readout(classes=("a", "b")))
     network.save(tmp_path / "net.npz")
     assert Network.load(tmp_path / "net.npz").input_spec == spec

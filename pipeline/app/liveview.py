@@ -75,7 +75,8 @@ def neuron_labels(network, decoder) -> list[str]:
 def command_names(decoder, sinks) -> list[str]:
     """Names of the command components: wheels for a drive decoder, else the first motor sink's ids, else
     none known ([]: the view calls them c0, c1, ...)."""
-    if getattr(decoder, "name", "") in ("drive", "command_map") and getattr(decoder, "command", np.zeros(2)).size == 2:
+    kind = getattr(decoder, "name", "")
+    if kind == "drive" or kind == "command_map" and decoder.command.size == 2:
         return ["left wheel", "right wheel"]
     for sink in sinks:
         if getattr(sink, "ids", ()):
@@ -112,6 +113,7 @@ class LiveView:
         self.event_window_us = int((raster_ms if info.kind == "spikes" else event_window_ms) * 1000)
         self._evidence_of = evidence
         self._evidence: np.ndarray | None = None
+        self._snapshot_evidence: np.ndarray | None = None
         self.raster_ms = raster_ms
         self.plot_s = plot_s
         self.record_dir = Path(record_dir)
@@ -353,11 +355,13 @@ class LiveView:
         cv2.putText(image, keys, (WIDTH - 10 - kw, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DIM, 1, cv2.LINE_AA)
 
     def raster_labels(self, fired: np.ndarray) -> list[str]:
-        """Raster row labels: each neuron's name and its firing rate (Hz) over the raster's time window."""
+        """Raster row labels: each neuron's name and its firing rate (Hz) over the raster's time window (and the
+        decoder's class evidence, when it keeps one)."""
         rates = fired.sum(axis=0) / (self.raster_ms / 1000) if len(fired) else np.zeros(len(self.neuron_names))
-        evidence = getattr(self, "_snapshot_evidence", None)
+        evidence = self._snapshot_evidence
         if evidence is not None and len(evidence) == len(self.neuron_names):
-            return [f"{name}  {rate:.0f} Hz  ev {int(e)}" for name, rate, e in zip(self.neuron_names, rates, evidence)]
+            return [f"{name}  {rate:.0f} Hz  ev {int(e)}"
+                    for name, rate, e in zip(self.neuron_names, rates, evidence)]
         return [f"{name}  {rate:.0f} Hz" for name, rate in zip(self.neuron_names, rates)]
 
     def raster_label_width(self) -> int:
@@ -451,7 +455,7 @@ def for_graph(graph, log: Callable[..., None] | None = None) -> LiveView:
         limits = [v["max_velocity_radps"] for _, k, v, _ in graph.spec.sinks if k == "motors" and v["max_velocity_radps"]]
         limit = max(limits) if limits else None
     title = f"spikeloop live: {graph.spec.display}, source {graph.source.info.name or graph.spec.source['type']}"
-    evidence = getattr(graph.decoder, "evidence", None)
+    evidence = (lambda: graph.decoder.evidence) if hasattr(graph.decoder, "evidence") else None
     return LiveView(graph.loop, graph.source.info, neuron_labels(graph.network, graph.decoder),
                     command_names(graph.decoder, graph.sinks), limit_radps=limit, title=title, log=log,
-                    evidence=None if evidence is None else (lambda: graph.decoder.evidence))
+                    evidence=evidence)
