@@ -90,7 +90,7 @@ def spikes_at(n: int, *on: int) -> np.ndarray:
 
 
 def test_command_map_decides_at_the_word_gap_and_holds_the_command():
-    decoder = CommandMap(3, {"1": [1.0, 1.0], "2": [-1.0, 1.0]}, gap_us=10_000, min_spikes=2)
+    decoder = CommandMap(3, {"1": [1.0, 1.0], "2": [-1.0, 1.0]}, gap_us=10_000, min_spikes=2, boundary="output")
     assert DECODERS["command_map"] is CommandMap
     t = 0
     np.testing.assert_array_equal(decoder.update(spikes_at(3), t), [0.0, 0.0])  # initial: stopped
@@ -118,6 +118,29 @@ def test_command_map_decides_at_the_word_gap_and_holds_the_command():
     assert decoder.decisions[-1][1] == 0
 
 
+class FakeRuntime:
+    """What command_map reads from a runtime: inputs active in the step just run."""
+    input_spikes = 0
+
+
+def test_command_map_input_boundary_cuts_words_at_input_silence():
+    runtime = FakeRuntime()
+    decoder = CommandMap(2, {"0": [1.0], "1": [2.0]}, gap_us=5000, min_spikes=1, min_inputs=2)
+    with pytest.raises(ValueError, match="boundary 'input' needs the network runtime"):
+        decoder.update(spikes_at(2), 0)
+    decoder.attach_runtime(runtime)
+    sound = [3, 1, 4, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0]  # inputs per 1 ms step; 1 is below min_inputs
+    outputs = [(), (), (1,), (1,), (0,), (1,), (), (), (), (0,), (0,), (0,), (), (), (), ()]
+    commands = []
+    for t, (active, fired) in enumerate(zip(sound, outputs)):
+        runtime.input_spikes = active
+        commands.append(decoder.update(spikes_at(2, *fired), t * 1000)[0])
+    # word 1: sound at 0 ms and 2 ms, silence >= 5 ms at 7 ms -> output 1 (3 spikes, incl. after the sound)
+    # word 2: sound at 9 ms, decided at 14 ms -> output 0
+    assert decoder.decisions == [(7000, 1), (14000, 0)]
+    assert commands[6] == 0.0 and commands[7] == 2.0 and commands[13] == 2.0 and commands[14] == 1.0
+
+
 @pytest.mark.parametrize("params, message", [
     ({"commands": {}}, "'commands' must be a non-empty table"),
     ({"commands": {"7": [1.0]}}, "key '7' must be a class index 0..2"),
@@ -126,6 +149,7 @@ def test_command_map_decides_at_the_word_gap_and_holds_the_command():
     ({"commands": {"1": "fast"}}, r"'commands\[1\]' must be a list of finite numbers"),
     ({"commands": {"1": [1.0]}, "gap_us": 0}, "'gap_us'"),
     ({"commands": {"1": [1.0]}, "names": ["a"]}, "'names' must be 3 strings"),
+    ({"commands": {"1": [1.0]}, "boundary": "energy"}, "'boundary' must be one of"),
 ])
 def test_command_map_rejects_bad_parameters(params, message):
     with pytest.raises(ValueError, match=message):

@@ -647,14 +647,17 @@ def _check_input_spec(spec: LaunchSpec, network) -> None:
             raise source.fail(key, f"{name} was trained on cochlea {key} = {value!r}, got {spec.source[key]!r}")
 
 
-def build_decoder(spec: LaunchSpec, n_outputs: int):
-    """The spike decoder for ``n_outputs`` network outputs, plus the length of the command it produces."""
+def build_decoder(spec: LaunchSpec, n_outputs: int, runtime=None):
+    """The spike decoder for ``n_outputs`` network outputs, plus the length of the command it produces. A
+    decoder that also watches the network's input (``attach_runtime``: command_map) is given ``runtime``."""
     kind, params = spec.decoder
     ctx = Context(spec.path, "decoder", spec.display)
     try:
-        probe = DECODERS[kind](n_outputs=n_outputs, **params)
+        probe, decoder = (DECODERS[kind](n_outputs=n_outputs, **params) for _ in range(2))
+        if hasattr(decoder, "attach_runtime"):
+            probe.attach_runtime(runtime)
+            decoder.attach_runtime(runtime)
         length = len(np.atleast_1d(probe.update(np.zeros(n_outputs, dtype=np.uint8), 0)))
-        decoder = DECODERS[kind](n_outputs=n_outputs, **params)
     except (ValueError, TypeError) as exc:
         raise _rephrase(ctx, exc) from None
     return decoder, length
@@ -770,7 +773,7 @@ def build_graph(spec: LaunchSpec, on_report=None) -> Graph:
             chain = None
             binner = SpikeStepBinner(spec.loop.dt_us, source.info.channels, t0_us=source.t_start_us)
             network, runtime = build_network(spec, *spike_grid(source.info))
-        decoder, length = build_decoder(spec, network.n_outputs)
+        decoder, length = build_decoder(spec, network.n_outputs, runtime)
         sinks = open_sinks(spec, length)
     except BaseException:
         source.close()
