@@ -147,12 +147,16 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
         raise
 
 
-def word_sequence(paths, gap_s: float, lead_s: float = 0.0) -> tuple[np.ndarray, int, list[tuple[float, float]]]:
+def word_sequence(paths, gap_s: float, lead_s: float = 0.0, rms: float | None = None
+                  ) -> tuple[np.ndarray, int, list[tuple[float, float]]]:
     """WAV clips of one sample rate joined with ``gap_s`` of silence after each (``lead_s`` before the
-    first) -> (samples float32 (n,), sample rate Hz, [(start_s, end_s) of each clip])."""
+    first) -> (samples float32 (n,), sample rate Hz, [(start_s, end_s) of each clip]). ``rms``: scale each
+    clip to this RMS first (one talker at one level), else keep the recorded levels."""
     parts, spans, rate, at = [], [], None, 0
     for path in paths:
         samples, clip_rate = read_wav(path, strict=True)
+        if rms is not None and len(samples) and np.any(samples):
+            samples = (samples * (rms / np.sqrt(np.mean(np.square(samples, dtype=np.float64))))).astype(np.float32)
         if rate is None:
             rate = clip_rate
             parts.append(np.zeros(int(round(lead_s * rate)), np.float32))

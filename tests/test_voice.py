@@ -200,7 +200,7 @@ COMMANDS = {1: [3.0, 3.0], 3: [-1.5, 1.5], 4: [1.5, -1.5], 2: [-3.0, -3.0], 0: [
 
 def test_voice_drive_replays_fsdd_test_words_into_the_emulated_wheels(tmp_path):
     samples, rate, spans = word_sequence([FSDD / f"{d}_{s}_{i}.wav" for d, s, i in SEQUENCE], gap_s=0.6,
-                                         lead_s=0.3)
+                                         lead_s=0.3, rms=0.05)  # one talker level (the model is level-sensitive)
     wav = tmp_path / "words.wav"
     write_wav(wav, samples, rate)
     log = tmp_path / "commands.csv"
