@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     data = Path(args.data) if args.data else shared_data_dir() / "audio" / "fsdd"
     labelled = open_labelled(data)
     labels = np.array(labelled.labels)
