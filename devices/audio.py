@@ -234,6 +234,28 @@ class Cochlea:
         return out
 
 
+def whole_rms(path, strict: bool = False) -> float:
+    """RMS of every sample of a WAV (0.0 when empty), streamed in bounded blocks."""
+    square_sum, count = 0.0, 0
+    for block in WavReader(path, block_frames=1 << 16, strict=strict).blocks():
+        square_sum += float(np.dot(block.astype(np.float64), block))
+        count += len(block)
+    return (square_sum / count) ** 0.5 if count else 0.0
+
+
+def active_rms(path, sample_rate_hz: float, strict: bool = False) -> float:
+    """RMS of a WAV's active 10 ms blocks: those whose mean square is within ACTIVE_DB of the loudest block's
+    (0.0 when silent or empty). Memory: one float per block."""
+    frames = max(1, int(round(sample_rate_hz / 100)))
+    powers = [float(np.mean(np.square(b, dtype=np.float64)))
+              for b in WavReader(path, block_frames=frames, strict=strict).blocks() if len(b)]
+    if not powers or max(powers) == 0:
+        return 0.0
+    powers = np.array(powers)
+    active = powers[powers >= powers.max() * 10 ** (-ACTIVE_DB / 10)]
+    return float(np.sqrt(active.mean()))
+
+
 def rms_gain(samples: np.ndarray, target_rms: float) -> float:
     """Gain that brings a clip to ``target_rms``; 1.0 for a silent clip."""
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
@@ -247,10 +269,18 @@ def cochlea_info(cochlea: Cochlea, name: str) -> StreamInfo:
     return StreamInfo(kind="spikes", width=cochlea.config.n_channels, height=1, channels=cochlea.n_outputs, name=name)
 
 
+#: How a WAV's level is measured for normalisation: the RMS of every sample, or the active level (the RMS of
+#: the 10 ms blocks within ACTIVE_DB of the loudest block: pauses between words do not count).
+LEVELS = ("rms", "active")
+ACTIVE_DB = 40.0
+
+
 class WavCochleaSource:
     """A WAV file through the cochlea, as a spike source (implements pipeline.core.packet.Source).
 
-    The clip is normalised to ``config.target_rms`` (one streaming pass to measure it, then the real pass),
+    The clip is normalised to ``config.target_rms`` (one streaming pass to measure it, then the real pass;
+    ``level``: "rms" of every sample, or "active": of the 10 ms blocks within 40 dB of the loudest, so a
+    recording of words with pauses between them gets each word at about the level it has alone),
     and streamed in packets of ``packet_ms`` of audio: paced in real time (``speed`` x), or ``fast``.
     ``loop``: play the clip again at the end, the cochlea's state and sensor time running on (never ends).
     Sensor time starts at ``t_start_us`` = 0 (the first sample); a packet's ``t_end_us`` is the time of the
@@ -260,18 +290,17 @@ class WavCochleaSource:
     t_start_us = 0
 
     def __init__(self, path, config: CochleaConfig = CochleaConfig(), *, packet_ms: float = 10.0,
-                 speed: float = 1.0, fast: bool = False, loop: bool = False, strict: bool = False):
+                 speed: float = 1.0, fast: bool = False, loop: bool = False, strict: bool = False,
+                 level: str = "rms"):
         if packet_ms <= 0 or speed <= 0:
             raise ValueError(f"packet_ms and speed must be > 0, got {packet_ms}, {speed}")
+        if level not in LEVELS:
+            raise ValueError(f"cochlea level: expected one of {LEVELS}, got {level!r}")
         self._path, self._strict = path, strict
         probe = WavReader(path, strict=strict)
         self.sample_rate_hz = float(probe.sample_rate)
         self.block_frames = max(1, int(round(packet_ms * 1e-3 * self.sample_rate_hz)))
-        square_sum, count = 0.0, 0
-        for block in WavReader(path, block_frames=1 << 16, strict=strict).blocks():
-            square_sum += float(np.dot(block.astype(np.float64), block))
-            count += len(block)
-        rms = (square_sum / count) ** 0.5 if count else 0.0
+        rms = active_rms(path, self.sample_rate_hz, strict) if level == "active" else whole_rms(path, strict)
         self.cochlea = Cochlea(self.sample_rate_hz, config, input_gain=config.target_rms / rms if rms > 0 else 1.0)
         self.speed, self.fast, self.loop = float(speed), bool(fast), bool(loop)
         self.info = cochlea_info(self.cochlea, str(path))

@@ -20,6 +20,8 @@ RECORDING_SUFFIXES = (".bs2", ".bin", ".aedat4", ".aedat", ".raw", ".dat", ".es"
 #: A labels file larger than this is not a labels file (bounds what we read).
 MAX_LABELS_BYTES = 64 * 1024 * 1024
 FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)$")
+#: FSDD's official split: recordings with index below this are the test set.
+FSDD_OFFICIAL_TEST = 5
 
 
 class LabelsError(ValueError):
@@ -46,6 +48,24 @@ class LabelledSet:
                 raise LabelsError(f"{path}: not an FSDD name digit_speaker_index.wav")
             names.append(match.group(2))
         return tuple(names)
+
+    def fsdd_split(self, split: str) -> tuple[LabelledSet, LabelledSet]:
+        """(train, test) by an FSDD split: ``"official"`` (recordings 0-4 of every speaker are test, the rest
+        train, as FSDD's README) or ``"leave_out:SPEAKER"`` (every recording of SPEAKER is test: speaker-
+        independent). LabelsError for another split, an unknown speaker or a name that is not FSDD's."""
+        speakers = self.speakers()
+        if split == "official":
+            test = [int(FSDD_NAME.match(p.stem).group(3)) < FSDD_OFFICIAL_TEST for p in self.paths]
+        elif split.startswith("leave_out:"):
+            speaker = split[len("leave_out:"):]
+            if speaker not in speakers:
+                raise LabelsError(f"split {split!r}: no speaker {speaker!r} "
+                                  f"(speakers: {', '.join(sorted(set(speakers)))})")
+            test = [s == speaker for s in speakers]
+        else:
+            raise LabelsError(f"split {split!r}: expected 'official' or 'leave_out:SPEAKER'")
+        return (self.subset([i for i, t in enumerate(test) if not t]),
+                self.subset([i for i, t in enumerate(test) if t]))
 
     def subset(self, keep) -> LabelledSet:
         """The recordings whose index is in ``keep`` (same classes)."""

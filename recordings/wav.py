@@ -123,3 +123,50 @@ def read_wav(path: str | Path, *, strict: bool = False) -> tuple[np.ndarray, int
     """(mono float32 samples in [-1, 1], sample rate in Hz) of a whole WAV file."""
     reader = WavReader(path, strict=strict)
     return reader.read(), reader.sample_rate
+
+
+def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
+    """Write mono samples (n,) in [-1, 1] (clipped) as 16-bit PCM at ``sample_rate`` Hz, atomically (a temp
+    file in the same folder renamed over ``path``)."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    pcm = np.round(np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0) * 32767).astype("<i2")
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as raw, wave.open(raw, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(int(sample_rate))
+            out.writeframes(pcm.tobytes())
+        os.chmod(temp, 0o644)  # mkstemp's 0600 would make a shipped sample unreadable to others
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def word_sequence(paths, gap_s: float, lead_s: float = 0.0, rms: float | None = None
+                  ) -> tuple[np.ndarray, int, list[tuple[float, float]]]:
+    """WAV clips of one sample rate joined with ``gap_s`` of silence after each (``lead_s`` before the
+    first) -> (samples float32 (n,), sample rate Hz, [(start_s, end_s) of each clip]). ``rms``: scale each
+    clip to this RMS first (one talker at one level), else keep the recorded levels."""
+    parts, spans, rate, at = [], [], None, 0
+    for path in paths:
+        samples, clip_rate = read_wav(path, strict=True)
+        if rms is not None and len(samples) and np.any(samples):
+            samples = (samples * (rms / np.sqrt(np.mean(np.square(samples, dtype=np.float64))))).astype(np.float32)
+        if rate is None:
+            rate = clip_rate
+            parts.append(np.zeros(int(round(lead_s * rate)), np.float32))
+            at = len(parts[0])
+        elif clip_rate != rate:
+            raise RecordingError(f"{path}: sample rate {clip_rate} Hz, the sequence's is {rate} Hz")
+        gap = np.zeros(int(round(gap_s * rate)), np.float32)
+        spans.append((at / rate, (at + len(samples)) / rate))
+        parts += [samples, gap]
+        at += len(samples) + len(gap)
+    if rate is None:
+        raise RecordingError("word_sequence: no clips given")
+    return np.concatenate(parts), rate, spans

@@ -203,9 +203,10 @@ def test_drive_decoder_end_to_end():
 
 
 def test_registry_builds_every_decoder_from_keywords():
-    params = {"drive": {"forward": [0], "wheel_radius_m": 0.05, "track_m": 0.3, "max_wheel_radps": 5.0}}
+    params = {"drive": {"forward": [0], "wheel_radius_m": 0.05, "track_m": 0.3, "max_wheel_radps": 5.0},
+              "command_map": {"commands": {"1": [1.0, 1.0]}, "boundary": "output"}}
     for name, cls in DECODERS.items():
         decoder = cls(n_outputs=4, **params.get(name, {}))
         decoder.update(one_hot(4, 0), 0)
         decoder.reset()
-    assert set(DECODERS) == {"rate", "wta", "population_vector", "drive"}
+    assert set(DECODERS) == {"rate", "wta", "population_vector", "drive", "command_map"}

@@ -803,6 +803,7 @@ def build_network(spec: LaunchSpec, width: int, height: int, channels: int | Non
             network.validate()
         except ValueError as exc:
             raise _rephrase(Context(spec.path, "network.params", spec.display), exc) from None
+    _check_input_spec(spec, network)
     expected = channels * width * height
     if network.n_inputs != expected:
         grid = (f"{channels} channel(s) x {width} x {height} px after the stages" if spec.kind == "dvs"
@@ -818,14 +819,35 @@ def build_network(spec: LaunchSpec, width: int, height: int, channels: int | Non
     return network, runtime
 
 
-def build_decoder(spec: LaunchSpec, n_outputs: int):
-    """The spike decoder for ``n_outputs`` network outputs, plus the length of the command it produces."""
+def _check_input_spec(spec: LaunchSpec, network) -> None:
+    """A trained cochlea model (its input_spec) sees the input it was trained on: the loop steps in its
+    ``bin_us`` and an audio source's cochlea has its channels and LIF threshold (else LaunchError naming
+    the key)."""
+    model = network.input_spec
+    if model is None or model.sensor != "cochlea" or spec.source["type"] != "audio":
+        return
+    name = Path(spec.network["file"]).name if spec.network["file"] else "the network"
+    if spec.loop.dt_us != model.bin_us:
+        raise Context(spec.path, "loop", spec.display).fail(
+            "dt_us", f"{name} was trained on {model.bin_us} µs steps, got {spec.loop.dt_us}")
+    source = Context(spec.path, "source", spec.display)
+    expected = {"method": "lif", "n_channels": model.channels, "threshold": model.cochlea_threshold}
+    for key, value in expected.items():
+        if spec.source[key] != value:
+            raise source.fail(key, f"{name} was trained on cochlea {key} = {value!r}, got {spec.source[key]!r}")
+
+
+def build_decoder(spec: LaunchSpec, n_outputs: int, runtime=None):
+    """The spike decoder for ``n_outputs`` network outputs, plus the length of the command it produces. A
+    decoder that also watches the network's input (``attach_runtime``: command_map) is given ``runtime``."""
     kind, params = spec.decoder
     ctx = Context(spec.path, "decoder", spec.display)
     try:
-        probe = DECODERS[kind](n_outputs=n_outputs, **params)
+        probe, decoder = (DECODERS[kind](n_outputs=n_outputs, **params) for _ in range(2))
+        if hasattr(decoder, "attach_runtime"):
+            probe.attach_runtime(runtime)
+            decoder.attach_runtime(runtime)
         length = len(np.atleast_1d(probe.update(np.zeros(n_outputs, dtype=np.uint8), 0)))
-        decoder = DECODERS[kind](n_outputs=n_outputs, **params)
     except (ValueError, TypeError) as exc:
         raise _rephrase(ctx, exc) from None
     return decoder, length
@@ -1008,7 +1030,7 @@ def build_graph(spec: LaunchSpec, on_report=None, source=None) -> Graph:
             chain = None
             binner = SpikeStepBinner(spec.loop.dt_us, source.info.channels, t0_us=getattr(source, "t_start_us", None))
             network, runtime = build_network(spec, *spike_grid(source.info))
-        decoder, length = build_decoder(spec, network.n_outputs)
+        decoder, length = build_decoder(spec, network.n_outputs, runtime)
         sinks = open_sinks(spec, length, network.n_outputs)
     except BaseException:
         source.close()

@@ -4,9 +4,11 @@ the network does and what the motors are told, with keys for pause, e-stop and r
 Panels:
 
 * events: the DVS events of the last ``event_window_ms`` ms at the sensor's resolution (ON green, OFF
-  magenta on dark), scaled to fit;
+  magenta on dark), scaled to fit; for an AER spike source (the cochlea) a raster of its channels over the
+  last ``raster_ms`` ms instead (channel 0, the lowest frequency, at the bottom);
 * spikes: a raster of the network's output neurons over the last ``raster_ms`` ms (one row per neuron,
-  labelled with the population name, index and decoder role);
+  labelled with the population name, index and decoder role, and with the decoder's running class
+  evidence when it keeps one: a command_map decoder's spike counts of the word in progress);
 * commands: each command component (rad/s) over the last ``plot_s`` s;
 * status: events/s, steps/s, event-to-command latency p50/p99 (from the loop's periodic report), and the
   paused / e-stop / recording state, with the key help.
@@ -59,6 +61,9 @@ def neuron_labels(network, decoder) -> list[str]:
     """One raster label per output neuron: population name and index, plus the decoder's use of it (for a
     drive decoder: fwd / back / turn L / turn R)."""
     name = network.output_name
+    if getattr(decoder, "name", "") == "command_map":
+        return [f"{name} {i} '{decoder.names[i]}'" + (" cmd" if i in decoder.commands else "")
+                for i in range(network.n_outputs)]
     groups = getattr(decoder, "groups", {})
     labels = []
     for i in range(network.n_outputs):
@@ -70,7 +75,8 @@ def neuron_labels(network, decoder) -> list[str]:
 def command_names(decoder, sinks) -> list[str]:
     """Names of the command components: wheels for a drive decoder, else the first motor sink's ids, else
     none known ([]: the view calls them c0, c1, ...)."""
-    if getattr(decoder, "name", "") == "drive":
+    kind = getattr(decoder, "name", "")
+    if kind == "drive" or kind == "command_map" and decoder.command.size == 2:
         return ["left wheel", "right wheel"]
     for sink in sinks:
         if getattr(sink, "ids", ()):
@@ -97,14 +103,17 @@ class LiveView:
     def __init__(self, loop: Loop, info: StreamInfo, neuron_names: list[str], command_names: list[str],
                  limit_radps: float | None = None, title: str = WINDOW_TITLE, event_window_ms: float = 30.0,
                  raster_ms: int = 1000, plot_s: float = 5.0, record_dir: str | Path = ".",
-                 log: Callable[..., None] | None = None) -> None:
+                 log: Callable[..., None] | None = None, evidence: Callable[[], np.ndarray] | None = None) -> None:
         self.loop = loop
         self.info = info
         self.neuron_names = list(neuron_names)
         self.command_names = list(command_names)
         self.limit_radps = limit_radps
         self.title = title
-        self.event_window_us = int(event_window_ms * 1000)
+        self.event_window_us = int((raster_ms if info.kind == "spikes" else event_window_ms) * 1000)
+        self._evidence_of = evidence
+        self._evidence: np.ndarray | None = None
+        self._snapshot_evidence: np.ndarray | None = None
         self.raster_ms = raster_ms
         self.plot_s = plot_s
         self.record_dir = Path(record_dir)
@@ -139,6 +148,8 @@ class LiveView:
             command = decode(spikes, t_us)
             with self._lock:
                 self._spikes.append(t_us, spikes)
+                if self._evidence_of is not None:
+                    self._evidence = np.array(self._evidence_of())
                 if command is not None:
                     self._commands.append(t_us, command)
             return command
@@ -218,6 +229,9 @@ class LiveView:
             self.log("recording_stopped", path=str(path), events=events)
             print(f"recorded {events} events to {path}", flush=True)
             return
+        if self.info.kind != "dvs":
+            self.record_error = "r records DVS events to AEDAT 4; this source streams AER spikes"
+            return
         path = self.record_dir / recording_name()
         writer = Aedat4Writer(path, self.info.width, self.info.height, source=self.info.name or "spikeloop")
         with self._lock:
@@ -262,6 +276,7 @@ class LiveView:
                 events = None
             spikes = self._spikes.last(self.raster_ms * 1000)
             commands = np.column_stack(self._commands.last(self.plot_s * 1e6))
+            self._snapshot_evidence = None if self._evidence is None else self._evidence.copy()
             return events, spikes, commands, self._report, self._events_per_s
 
     def event_image(self, events: np.ndarray | None) -> np.ndarray:
@@ -273,7 +288,25 @@ class LiveView:
             image[events["y"][on], events["x"][on]] = ON
         return image
 
+    def _channels_panel(self, image: np.ndarray, events) -> None:
+        """AER spikes of the last ``raster_ms`` ms: x = time (newest right), y = channel (0 at the bottom)."""
+        x, y, w, h = self.layout.events
+        n = 0 if events is None else len(events)
+        channels = max(1, self.info.channels)
+        view = _panel(image, (x, y, w, h), f"input spikes (AER), last {self.raster_ms} ms: {channels} channels, "
+                                           f"channel 0 at the bottom, {n} spikes")
+        view[:] = EVENT_BG
+        if n:
+            t_end = int(events["timestamp"][-1])
+            xs = (w - 1 - (t_end - events["timestamp"]) * (w / (self.raster_ms * 1000))).astype(np.int64)
+            ys = (h - 1 - (events["channel"].astype(np.int64) * h) // channels).clip(0, h - 1)
+            inside = (xs >= 0) & (xs < w)
+            view[ys[inside], xs[inside]] = ON
+
     def _events_panel(self, image: np.ndarray, events) -> None:
+        if self.info.kind == "spikes":
+            self._channels_panel(image, events)
+            return
         x, y, w, h = self.layout.events
         scale = min(w / self.info.width, h / self.info.height)
         sw, sh = max(1, int(self.info.width * scale)), max(1, int(self.info.height * scale))
@@ -322,14 +355,20 @@ class LiveView:
         cv2.putText(image, keys, (WIDTH - 10 - kw, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.4, DIM, 1, cv2.LINE_AA)
 
     def raster_labels(self, fired: np.ndarray) -> list[str]:
-        """Raster row labels: each neuron's name and its firing rate (Hz) over the raster's time window."""
+        """Raster row labels: each neuron's name and its firing rate (Hz) over the raster's time window (and the
+        decoder's class evidence, when it keeps one)."""
         rates = fired.sum(axis=0) / (self.raster_ms / 1000) if len(fired) else np.zeros(len(self.neuron_names))
+        evidence = self._snapshot_evidence
+        if evidence is not None and len(evidence) == len(self.neuron_names):
+            return [f"{name}  {rate:.0f} Hz  ev {int(e)}"
+                    for name, rate, e in zip(self.neuron_names, rates, evidence)]
         return [f"{name}  {rate:.0f} Hz" for name, rate in zip(self.neuron_names, rates)]
 
     def raster_label_width(self) -> int:
         """Width (px) of the raster's label column: the longest label (with a 4-digit rate) plus a margin, at
         most half the panel."""
-        widths = [cv2.getTextSize(f"{n}  0000 Hz", cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0] for n in self.neuron_names]
+        suffix = "  0000 Hz  ev 000" if self._evidence_of is not None else "  0000 Hz"
+        widths = [cv2.getTextSize(f"{n}{suffix}", cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0] for n in self.neuron_names]
         return min(16 + max(widths, default=0), self.layout.spikes[2] // 2)
 
     def draw(self) -> np.ndarray:
@@ -416,5 +455,7 @@ def for_graph(graph, log: Callable[..., None] | None = None) -> LiveView:
         limits = [v["max_velocity_radps"] for _, k, v, _ in graph.spec.sinks if k == "motors" and v["max_velocity_radps"]]
         limit = max(limits) if limits else None
     title = f"spikeloop live: {graph.spec.display}, source {graph.source.info.name or graph.spec.source['type']}"
+    evidence = (lambda: graph.decoder.evidence) if hasattr(graph.decoder, "evidence") else None
     return LiveView(graph.loop, graph.source.info, neuron_labels(graph.network, graph.decoder),
-                    command_names(graph.decoder, graph.sinks), limit_radps=limit, title=title, log=log)
+                    command_names(graph.decoder, graph.sinks), limit_radps=limit, title=title, log=log,
+                    evidence=evidence)

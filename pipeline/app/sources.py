@@ -134,6 +134,8 @@ SOURCE_KEYS: dict[str, dict[str, Key]] = {
                                help="delta: envelope low-pass time constant (ms)"),
         "target_rms": Key("number", _COCHLEA.target_rms, low=0, low_open=True,
                           help="WAV: normalise the clip to this RMS"),
+        "level": Key("str", "rms", choices=("rms", "active"),
+                     help="WAV: the level normalised: rms of all samples, or active (pauses excluded)"),
     },
 }
 
@@ -300,7 +302,7 @@ def _open_audio(table: dict, *, speed: float, fast: bool, chunk_us: int, strict:
                                            input_gain=table["input_gain"],
                                            device=None if not device else int(device) if device.isdigit() else device)
         return WavCochleaSource(table["path"], config, packet_ms=chunk_us / 1000, speed=speed, fast=fast,
-                                loop=table["loop"], strict=strict)
+                                loop=table["loop"], strict=strict, level=table["level"])
     except RuntimeError as exc:  # the optional sounddevice package or PortAudio is missing
         raise SourceSpecError(str(exc), "microphone") from None
     except (RecordingError, ValueError, OSError) as exc:

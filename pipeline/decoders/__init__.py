@@ -9,6 +9,7 @@ it takes its classes from a model's readout, so launch files name it ``type = "c
 """
 from __future__ import annotations
 
+from pipeline.decoders.command_map import CommandMap
 from pipeline.decoders.drive import DifferentialDrive, DriveDecoder
 from pipeline.decoders.population import PopulationVector
 from pipeline.decoders.rate import RateDecoder
@@ -21,10 +22,11 @@ DECODERS: dict[str, type] = {
     "wta": WinnerTakeAll,
     "population_vector": PopulationVector,
     "drive": DriveDecoder,
+    "command_map": CommandMap,
 }
 
 #: Mixer type name -> class (``mix(v_mps, omega_radps) -> wheel rad/s``).
 MIXERS: dict[str, type] = {"differential_drive": DifferentialDrive}
 
-__all__ = ["DECODERS", "MIXERS", "RateDecoder", "WinnerTakeAll", "NO_ACTION", "PopulationVector",
+__all__ = ["CommandMap", "DECODERS", "MIXERS", "RateDecoder", "WinnerTakeAll", "NO_ACTION", "PopulationVector",
            "DifferentialDrive", "DriveDecoder", "SpikeWindow"]

@@ -50,7 +50,9 @@ class InputSpec:
     "counts" (graded input = events in the step, tonic ToFrame). ``duration_us``: present this much of a
     recording (0 = all of it). ``tail_steps``: steps without input after the recording, so the last
     spikes reach the output (one hop per projection). ``scale``: input (x, y) divided by this integer
-    factor (event pooling, e.g. 34x34 -> 17x17 with 2).
+    factor (event pooling, e.g. 34x34 -> 17x17 with 2). ``cochlea_threshold``: "cochlea" only, the
+    cochlea's LIF spike threshold (:class:`devices.audio.CochleaConfig` ``threshold``; its default 1.5e-4;
+    lower = more spikes per second of speech).
     """
 
     sensor: str = "dvs"
@@ -61,6 +63,7 @@ class InputSpec:
     tail_steps: int = 0
     scale: int = 1
     channels: int = 64
+    cochlea_threshold: float = 1.5e-4
 
     def __post_init__(self) -> None:
         owner = "input spec"
@@ -75,6 +78,10 @@ class InputSpec:
         if self.duration_us // self.bin_us > MAX_STEPS:
             raise ValueError(f"{owner}: 'duration_us' / 'bin_us' is {self.duration_us // self.bin_us} steps, "
                              f"at most {MAX_STEPS}")
+        if isinstance(self.cochlea_threshold, bool) or not 0 < float(self.cochlea_threshold) < float("inf"):
+            raise ValueError(f"{owner}: parameter 'cochlea_threshold' must be a number > 0, "
+                             f"got {self.cochlea_threshold!r}")
+        object.__setattr__(self, "cochlea_threshold", float(self.cochlea_threshold))
         if isinstance(self.tail_steps, bool) or int(self.tail_steps) != self.tail_steps \
                 or not 0 <= self.tail_steps <= MAX_STEPS:
             raise ValueError(f"{owner}: parameter 'tail_steps' must be an integer in 0..{MAX_STEPS}, "
@@ -95,7 +102,8 @@ class InputSpec:
                 value = arrays[key]
                 if value.ndim != 0:
                     raise ValueError(f"key {key!r} must be a scalar, got shape {value.shape}")
-                values[f.name] = str(value) if value.dtype.kind == "U" else int(value)
+                values[f.name] = str(value) if value.dtype.kind == "U" else \
+                    float(value) if value.dtype.kind == "f" else int(value)
         return cls(**values)
 
 

@@ -7,9 +7,12 @@ Config sections (``spikeloop train``; every key below with its default in :data:
   forward is the loihi backend's integer dynamics, so the written network classifies every sample as
   the trained model does).
 * ``[data]`` train / test: labelled folders relative to $SPIKELOOP_DATA (or absolute), train_labels /
-  test_labels: labels files (``sample class`` lines) relative to the same; test is optional.
-* ``[input]`` how a recording is presented (pipeline.snn.model.InputSpec): width, height (sensor),
-  bin_us, encoding, polarity, scale, duration_us, tail_steps.
+  test_labels: labels files (``sample class`` lines) relative to the same; test is optional. ``split``
+  (FSDD names only): "official" or "leave_out:SPEAKER" divides the train folder into train and test
+  (recordings.labelled.LabelledSet.fsdd_split); test must then be empty.
+* ``[input]`` how a recording is presented (pipeline.snn.model.InputSpec): sensor ("dvs": width, height,
+  polarity, scale; "cochlea": a WAV through the project's cochlea, channels, cochlea_threshold), bin_us,
+  encoding, duration_us, tail_steps.
 * ``[network]`` hidden (sizes of hidden layers), recurrent, tau_syn_ms, tau_mem_ms, vth (loihi threshold
   mantissa), max_weight_hidden / max_weight_output (largest |weight| in thresholds; fixes weight_exp),
   init_gain.
@@ -41,7 +44,7 @@ from pipeline.train import kernels as K
 from pipeline.train.lif_stack import LifStack, backward, compile_network, forward
 from pipeline.train.present import Presentation, present_file
 from pipeline.train.run import Fitted, TrainRun
-from recordings.labelled import open_labelled
+from recordings.labelled import LabelledSet, LabelsError, open_labelled
 
 SECTIONS: dict[str, dict[str, Key]] = {
     "train": {
@@ -58,8 +61,14 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "train_labels": Key("str", "", help="labels file (relative to $SPIKELOOP_DATA); empty: FSDD names"),
         "test": Key("str", "", help="folder of test recordings (empty: none)"),
         "test_labels": Key("str", "", help="labels file of the test folder"),
+        "split": Key("str", "", help="FSDD: 'official' or 'leave_out:SPEAKER' splits the train folder "
+                                     "(empty: the test folder is the test set)"),
     },
     "input": {
+        "sensor": Key("str", "dvs", choices=("dvs", "cochlea"), help="DVS events, or a WAV through the cochlea"),
+        "channels": Key("int", 64, low=1, high=1024, help="cochlea: filterbank channels (network inputs)"),
+        "cochlea_threshold": Key("number", InputSpec.cochlea_threshold, low=0, low_open=True,
+                                 help="cochlea: LIF spike threshold (lower: more spikes)"),
         "width": Key("int", 34, low=1, high=4096, help="sensor width (px)"),
         "height": Key("int", 34, low=1, high=4096, help="sensor height (px)"),
         "bin_us": Key("int", 1000, low=1, high=10_000_000, help="step length (µs)"),
@@ -106,15 +115,19 @@ def _data_path(run: TrainRun, text: str) -> Path:
 
 def input_spec(config: dict) -> tuple[InputSpec, tuple[int, int, int]]:
     c = config["input"]
+    if c["sensor"] == "cochlea":
+        spec = InputSpec(sensor="cochlea", bin_us=c["bin_us"], encoding=c["encoding"], duration_us=c["duration_us"],
+                         tail_steps=c["tail_steps"], channels=c["channels"], cochlea_threshold=c["cochlea_threshold"])
+        return spec, (1, 1, c["channels"])
     spec = InputSpec(sensor="dvs", bin_us=c["bin_us"], encoding=c["encoding"], polarity=c["polarity"],
                      duration_us=c["duration_us"], tail_steps=c["tail_steps"], scale=c["scale"])
     shape = (2 if c["polarity"] == "split" else 1, -(-c["height"] // c["scale"]), -(-c["width"] // c["scale"]))
     return spec, shape
 
 
-def load_set(folder: Path, labels: Path | None, spec: InputSpec, shape, classes=None, limit: int = 0):
-    """(presentations, labels int64, classes) of a labelled folder."""
-    labelled = open_labelled(folder, labels, classes)
+def load_set(folder: Path | LabelledSet, labels: Path | None, spec: InputSpec, shape, classes=None, limit: int = 0):
+    """(presentations, labels int64, classes) of a labelled folder (or an already opened LabelledSet)."""
+    labelled = folder if isinstance(folder, LabelledSet) else open_labelled(folder, labels, classes)
     if limit:
         labelled = labelled.subset(range(min(limit, len(labelled))))
     n_inputs = int(np.prod(shape))
@@ -289,9 +302,19 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     spec, shape = input_spec(config)
     dc = config["data"]
     labels_path = _data_path(run, dc["train_labels"]) if dc["train_labels"] else None
-    train_p, train_y, classes = load_set(_data_path(run, dc["train"]), labels_path, spec, shape, limit=tc["limit"])
+    train_set = _data_path(run, dc["train"])
     test_p, test_y = [], np.zeros(0, np.int64)
-    if dc["test"]:
+    if dc["split"]:
+        if dc["test"]:
+            raise ValueError("[data] test: must be empty with split (the split makes the test set)")
+        try:
+            train_set, test_set = open_labelled(train_set, labels_path).fsdd_split(dc["split"])
+        except LabelsError as error:
+            raise ValueError(f"[data] split: {error}") from None
+    train_p, train_y, classes = load_set(train_set, labels_path, spec, shape, limit=tc["limit"])
+    if dc["split"]:
+        test_p, test_y, _ = load_set(test_set, None, spec, shape)
+    elif dc["test"]:
         test_labels = _data_path(run, dc["test_labels"]) if dc["test_labels"] else None
         test_p, test_y, _ = load_set(_data_path(run, dc["test"]), test_labels, spec, shape, classes)
     rng = np.random.default_rng(run.seed)

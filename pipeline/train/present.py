@@ -118,13 +118,13 @@ def present_dvs(events: np.ndarray, spec: InputSpec, input_shape: tuple[int, int
 
 
 def cochlea_spikes(path: str | Path, spec: InputSpec) -> tuple[np.ndarray, int]:
-    """A WAV file through the project's cochlea (``spec.channels`` channels, clip normalised to the cochlea's
-    target RMS) -> (AER spikes, duration µs)."""
+    """A WAV file through the project's cochlea (``spec.channels`` channels, LIF threshold
+    ``spec.cochlea_threshold``, clip normalised to the cochlea's target RMS) -> (AER spikes, duration µs)."""
     reader = WavReader(path, strict=True)
     samples = np.concatenate(list(reader.blocks()) or [np.zeros(0)])
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
-    config = CochleaConfig(n_channels=spec.channels)
+    config = CochleaConfig(n_channels=spec.channels, threshold=spec.cochlea_threshold)
     cochlea = Cochlea(float(reader.sample_rate), config, input_gain=rms_gain(samples, config.target_rms))
     return cochlea.process(samples), int(round(len(samples) * 1e6 / reader.sample_rate))
 

@@ -1,7 +1,8 @@
 """``spikeloop launch FILE``: run a launch file (live demo, replay, BCI, audio, or the headless robot controller).
 
-Without ``--headless`` and with a display ($DISPLAY / $WAYLAND_DISPLAY), a DVS source runs under the live view
-(pipeline.app.liveview: events, output spikes, commands; keys space pause, e e-stop, r record, q quit).
+Without ``--headless`` and with a display ($DISPLAY / $WAYLAND_DISPLAY), a graph with a network runs under the
+live view (pipeline.app.liveview: DVS events or the cochlea raster, output spikes, commands; keys space pause,
+e e-stop, r record (DVS), q quit).
 
 A zenoh source (``--source zenoh:KEY`` or ``[source] type = "zenoh"``) runs the loop on packets another
 process publishes; a key with a ``*`` chunk runs one loop per robot (pipeline.app.robots); ``kind =
@@ -194,9 +195,9 @@ def run(args) -> int:
             signal.signal(signum, handler)
         print(f"spikeloop launch: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    if args.snapshot and spec.kind != "dvs":
-        print(f"spikeloop launch: --snapshot draws the live view of DVS events; {spec.display} has a "
-              f"{spec.source['type']} source", file=sys.stderr)
+    if args.snapshot and spec.network is None:
+        print(f"spikeloop launch: --snapshot draws the live view of a network's input and output; {spec.display} "
+              f"has no [network]", file=sys.stderr)
         return EXIT_INVALID
     log_format = spec.controller["log_format"]
     log = EventLog(log_format == "json" or (log_format == "auto" and args.headless),
@@ -261,7 +262,7 @@ def run(args) -> int:
                     **(graph.source.clock_offset.as_dict() if getattr(graph.source, "clock_offset", None) else {}))
             for note in graph.notes:
                 log("note", message=note)
-            viewable = spec.kind == "dvs"  # the live view draws DVS events and a network's spikes
+            viewable = spec.network is not None  # the live view draws a network's input and output spikes
             window = viewable and not args.headless and has_display()
             if not stop_signal and (window or (viewable and args.snapshot and not args.headless)):
                 report = for_graph(graph, log).run(window=window, snapshot=args.snapshot)

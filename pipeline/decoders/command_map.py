@@ -1,0 +1,138 @@
+"""Spoken commands: a classifier's output spikes -> one decision per word -> a mapped motor command.
+
+The network is a classifier whose output neuron i stands for class i (a trained model's readout, e.g. the
+ten FSDD digits). Words are cut at silences (the silence / evidence-reset rule), with ``boundary``:
+
+* ``"input"`` (the default; needs :meth:`CommandMap.attach_runtime`, which the launch graph calls): a
+  step is sound when at least ``min_inputs`` network inputs spiked in it (the cochlea's LIF channels are
+  silent in silence). A word starts at the first sound step after a silence and ends when there has
+  been no sound for ``gap_us`` µs.
+* ``"output"``: the same on the classifier's own output spikes (a word starts with the first output spike
+  after a silence and ends when no output has spiked for ``gap_us``); no runtime needed, but a network
+  keeps firing for a while after its input stops, so decisions come later.
+
+While a word lasts, ``evidence[i]`` counts the spikes of output i. When it ends, the decision is the
+output with the most evidence (ties: the lowest index); a word with fewer than ``min_spikes`` output
+spikes in all decides nothing. The evidence is then reset to 0. The decision's command
+(``commands[class]``, e.g. wheel speeds [left, right] rad/s) is held until the next decision; a class
+without an entry leaves the command as it was. Before the first decision the command is ``initial``
+(default: all zeros, i.e. stopped).
+
+A decision comes ``gap_us`` after the word's last sound, so ``gap_us`` must be longer than the pauses
+inside a word (stop closures) and short enough for the decision latency wanted. ``decisions`` lists every
+decision as (t_us, class index).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.core.checks import check_int, check_number
+from pipeline.decoders.window import check_spikes
+
+NO_CLASS = -1
+BOUNDARIES = ("input", "output")
+
+
+class CommandMap:
+    """Per-word class decisions from output spikes, mapped to held commands.
+
+    n_outputs: network outputs (one per class). commands: {class index (int or its decimal string, as a TOML
+    key): command values (list of numbers, e.g. [left, right] rad/s)}; every command has the same length.
+    gap_us: output silence that ends a word (µs). min_spikes: output spikes a word needs to be decided.
+    initial: the command before the first decision (default zeros). names: optional class names (for logs
+    and the live view), one per output. boundary: "input" or "output" (module docstring). min_inputs:
+    active inputs that make a step sound ("input" boundary).
+    """
+
+    name = "command_map"
+
+    def __init__(self, n_outputs: int, commands: dict, gap_us: int = 80_000, min_spikes: int = 3,
+                 initial=None, names=None, boundary: str = "input", min_inputs: int = 1):
+        self.n_outputs = check_int(self.name, "n_outputs", n_outputs, 1, 10**6)
+        if not isinstance(commands, dict) or not commands:
+            raise ValueError(f"{self.name}: parameter 'commands' must be a non-empty table of class index -> "
+                             f"command values, got {commands!r}")
+        table: dict[int, np.ndarray] = {}
+        length = None
+        for key, values in commands.items():
+            text = str(key)
+            if not text.isdigit() or int(text) >= self.n_outputs:
+                raise ValueError(f"{self.name}: parameter 'commands' key {key!r} must be a class index "
+                                 f"0..{self.n_outputs - 1}")
+            if not isinstance(values, (list, tuple)) or not values or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
+                raise ValueError(f"{self.name}: parameter 'commands[{text}]' must be a list of finite numbers, "
+                                 f"got {values!r}")
+            if length is not None and len(values) != length:
+                raise ValueError(f"{self.name}: parameter 'commands[{text}]' has {len(values)} values, the others "
+                                 f"{length}")
+            length = len(values)
+            table[int(text)] = np.array(values, dtype=np.float64)
+        self.commands = table
+        self.gap_us = check_int(self.name, "gap_us", gap_us, 1, 10**9)
+        self.min_spikes = check_int(self.name, "min_spikes", min_spikes, 1, 10**9)
+        if initial is None:
+            initial = [0.0] * length
+        if not isinstance(initial, (list, tuple)) or len(initial) != length:
+            raise ValueError(f"{self.name}: parameter 'initial' must be {length} numbers, got {initial!r}")
+        self.initial = np.array([check_number(self.name, "initial", v) for v in initial], dtype=np.float64)
+        if names is None:
+            names = [str(i) for i in range(self.n_outputs)]
+        if not isinstance(names, (list, tuple)) or len(names) != self.n_outputs \
+                or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{self.name}: parameter 'names' must be {self.n_outputs} strings, got {names!r}")
+        self.names = list(names)
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"{self.name}: parameter 'boundary' must be one of {BOUNDARIES}, got {boundary!r}")
+        self.boundary = boundary
+        self.min_inputs = check_int(self.name, "min_inputs", min_inputs, 1, 10**9)
+        self._runtime = None
+        self.evidence = np.zeros(self.n_outputs, dtype=np.int64)
+        self.command = self.initial.copy()
+        self.reset()
+
+    def attach_runtime(self, runtime) -> None:
+        """The network runtime whose ``input_spikes`` (inputs active in the step just run) tell sound from
+        silence with the "input" boundary."""
+        self._runtime = runtime
+
+    def reset(self) -> None:
+        """No word in progress, no decisions, the initial command."""
+        self.evidence.fill(0)
+        self.command[:] = self.initial
+        self.last_sound_us: int | None = None
+        self.decided = NO_CLASS
+        self.decisions: list[tuple[int, int]] = []
+
+    @property
+    def in_word(self) -> bool:
+        """Whether a word is in progress (sound since the last decision)."""
+        return self.last_sound_us is not None
+
+    def update(self, spikes, t_us: int) -> np.ndarray:
+        """One step's output spikes (uint8 (n_outputs,)) at ``t_us`` µs -> the held command (float64 (m,),
+        a copy)."""
+        spikes = check_spikes(self.name, spikes, self.n_outputs)
+        t_us = int(t_us)
+        if self.boundary == "output":
+            sound = bool(spikes.any())
+        elif self._runtime is None:
+            raise ValueError(f"{self.name}: boundary 'input' needs the network runtime (attach_runtime)")
+        else:
+            sound = self._runtime.input_spikes >= self.min_inputs
+        if sound:
+            self.last_sound_us = t_us
+        if self.last_sound_us is not None:
+            self.evidence += spikes
+            if t_us - self.last_sound_us >= self.gap_us:
+                self._decide(t_us)
+        return self.command.copy()
+
+    def _decide(self, t_us: int) -> None:
+        if self.evidence.sum() >= self.min_spikes:
+            self.decided = int(np.argmax(self.evidence))
+            self.decisions.append((t_us, self.decided))
+            if self.decided in self.commands:
+                self.command[:] = self.commands[self.decided]
+        self.evidence.fill(0)
+        self.last_sound_us = None
