@@ -83,3 +83,17 @@ def test_shipped_model_classifies_real_recordings(data_dir):
     assert metrics["loihi_test_accuracy"] == metrics["test_accuracy"] == SHIPPED_TEST_ACCURACY
     counts, vmax = output_summary(forward(compile_network(network), *batch_events(presentations[:4]))[-1])
     np.testing.assert_array_equal(classify(counts, vmax, "count"), deployed[:4])
+
+
+def test_clips_of_different_lengths_classify_as_on_the_runtime(data_dir):
+    """A batch pads every clip to its longest; the padding neither counts nor trains: the trainer's decision on
+    spoken digits of different lengths (the shipped FSDD model, cochlea input) is the loihi runtime's, each clip
+    run alone for exactly its own steps."""
+    from pipeline.train.bptt import predict
+
+    network = Network.load(MODEL.parent / "fsdd_digits.npz")
+    paths = sorted((data_dir / "audio" / "fsdd").glob("*_[0-1].wav"))[::5][:12]
+    presentations = [present_file(p, network.input_spec, None, network.n_inputs) for p in paths]
+    assert len({p.n_steps for p in presentations}) > 6                       # clips of many lengths in one batch
+    trained = predict(compile_network(network), presentations, network.readout.kind)
+    np.testing.assert_array_equal(trained, runtime_predict(network, presentations, "loihi"))

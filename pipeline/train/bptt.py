@@ -193,26 +193,41 @@ def classify(counts: np.ndarray, vmax: np.ndarray, kind: str) -> np.ndarray:
     return order[:, -1]
 
 
-def output_summary(trace) -> tuple[np.ndarray, np.ndarray]:
-    """(spike counts, maximum post-reset membrane v/threshold) per (sample, output)."""
-    counts = trace.spikes.sum(axis=1).astype(np.float64)
-    v_post = np.where(trace.spikes.astype(bool), 0.0, trace.vnorm)
-    return counts, v_post.max(axis=1)
+def step_mask(lengths, n_steps: int) -> np.ndarray:
+    """(B, T, 1) bool: step t belongs to sample b (t < lengths[b]); a batch is padded to its longest sample."""
+    return (np.arange(n_steps)[None, :] < np.asarray(lengths)[:, None])[:, :, None]
 
 
-def loss_and_grad(trace, labels: np.ndarray, loss: dict, n_steps: int):
-    """(mean loss, predictions, dL/dspikes (B, T, n), dL/dv' or None) of the output layer."""
+def output_summary(trace, lengths=None) -> tuple[np.ndarray, np.ndarray]:
+    """(spike counts, maximum post-reset membrane v/threshold) per (sample, output), over each sample's own
+    ``lengths[b]`` steps (default: every step), as the runtime counts when it runs that sample alone."""
+    spiked = trace.spikes.astype(bool)
+    v_post = np.where(spiked, 0.0, trace.vnorm)
+    if lengths is not None:
+        mask = step_mask(lengths, spiked.shape[1])
+        spiked = spiked & mask
+        v_post = np.where(mask, v_post, -np.inf)
+    return spiked.sum(axis=1).astype(np.float64), v_post.max(axis=1)
+
+
+def loss_and_grad(trace, labels: np.ndarray, loss: dict, n_steps: int, lengths=None):
+    """(mean loss, predictions, dL/dspikes (B, T, n), dL/dv' or None) of the output layer. ``lengths``: each
+    sample's steps (default ``n_steps``); steps past a sample's end (batch padding) neither count nor get
+    gradient."""
     n_batch, _, n_out = trace.spikes.shape
-    counts, vmax = output_summary(trace)
+    lengths = np.full(n_batch, n_steps) if lengths is None else np.asarray(lengths)
+    mask = step_mask(lengths, trace.spikes.shape[1])
+    counts, vmax = output_summary(trace, lengths)
     onehot = np.eye(n_out)[labels]
     kind = loss["kind"]
     grad_v = None
     if kind == "rate":
         target = np.where(onehot > 0, loss["rate_true"], loss["rate_false"])
-        err = counts / n_steps - target
+        steps = np.maximum(lengths, 1)[:, None]
+        err = counts / steps - target
         value = float(np.mean(np.sum(err * err, axis=1)))
-        g = 2 * err / n_steps / n_batch
-        grad_s = np.broadcast_to(g[:, None, :], trace.spikes.shape)
+        g = 2 * err / steps / n_batch
+        grad_s = np.where(mask, g[:, None, :], 0.0)
         predicted = classify(counts, vmax, "count")
     else:
         scale = loss["logit_scale"]
@@ -223,11 +238,11 @@ def loss_and_grad(trace, labels: np.ndarray, loss: dict, n_steps: int):
         value = float(-np.mean(np.log(p[np.arange(n_batch), labels] + 1e-12)))
         g = scale * (p - onehot) / n_batch
         if kind == "count_ce":
-            grad_s = np.broadcast_to(g[:, None, :], trace.spikes.shape)
+            grad_s = np.where(mask, g[:, None, :], 0.0)
             predicted = classify(counts, vmax, "count")
         else:
             grad_s = np.zeros(trace.spikes.shape, np.float32)
-            v_post = np.where(trace.spikes.astype(bool), -np.inf, trace.vnorm)
+            v_post = np.where(trace.spikes.astype(bool) | ~mask, -np.inf, trace.vnorm)
             at = np.argmax(v_post, axis=1)  # (B, n_out)
             grad_v = np.zeros(trace.spikes.shape, np.float32)
             b_idx, k_idx = np.meshgrid(np.arange(n_batch), np.arange(n_out), indexing="ij")
@@ -240,9 +255,10 @@ def predict(layers, presentations, readout_kind: str, batch_size: int = 64) -> n
     """Class of each presentation through compiled layers (pipeline.train.lif_stack.compile_network)."""
     out = []
     for start in range(0, len(presentations), batch_size):
-        indptr, index, count, n_steps = batch_events(presentations[start:start + batch_size])
+        chunk = presentations[start:start + batch_size]
+        indptr, index, count, n_steps = batch_events(chunk)
         traces = forward(layers, indptr, index, count, n_steps)
-        out.append(classify(*output_summary(traces[-1]), readout_kind))
+        out.append(classify(*output_summary(traces[-1], [p.n_steps for p in chunk]), readout_kind))
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
@@ -352,7 +368,8 @@ def fit(config: dict, run: TrainRun) -> Fitted:
             indptr, index, count, n_steps = batch_events(samples)
             layers = model.layers()
             traces = forward(layers, indptr, index, count, n_steps)
-            value, predicted, grad_s, grad_v = loss_and_grad(traces[-1], train_y[chosen], lc, n_steps)
+            value, predicted, grad_s, grad_v = loss_and_grad(traces[-1], train_y[chosen], lc, n_steps,
+                                                             [p.n_steps for p in samples])
             grads = backward(layers, traces, (indptr, index, count), grad_s, grad_v, surrogate, lc["slope"],
                              net["recurrent"])
             step += 1
