@@ -25,30 +25,28 @@ decision latency, and a non-spiking anchor measured in the same run.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import statistics
+import sys
+import time
+from pathlib import Path
 
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")  # one core: before numba is imported
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numba
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devices.audio import Cochlea, CochleaConfig, rms_gain  # noqa: E402
-from pipeline.decoders.command_map import CommandMap  # noqa: E402
-from pipeline.loop import steps_of  # noqa: E402
-from pipeline.snn import Network, build  # noqa: E402
-from pipeline.stages.binning import SpikeStepBinner  # noqa: E402
-from recordings.datasets import shared_data_dir  # noqa: E402
-from recordings.labelled import open_labelled  # noqa: E402
-from recordings.wav import WavReader  # noqa: E402
+from devices.audio import Cochlea, CochleaConfig, rms_gain
+from pipeline.decoders.command_map import CommandMap
+from pipeline.loop import steps_of
+from pipeline.snn import Network, build
+from pipeline.stages.binning import SpikeStepBinner
+from recordings.datasets import shared_data_dir
+from recordings.labelled import open_labelled
+from recordings.wav import WavReader
 
 DEFAULT_MODEL = ROOT / "pipeline" / "train" / "models" / "fsdd_digits.npz"
 BLOCK_MS = 10.0
@@ -173,6 +171,7 @@ def main(argv=None) -> int:
     parser.add_argument("--anchor-only", action="store_true", help="only the MFCC anchor (no model needed)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    numba.set_num_threads(1)  # one core, as the issue measures (an environment variable would leak into importers)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     data = Path(args.data) if args.data else shared_data_dir() / "audio" / "fsdd"
