@@ -42,7 +42,11 @@ def register(subparsers, summary: str) -> None:
     parser.add_argument("--snapshot", metavar="PNG", help="live view: write its last frame to this PNG at the end "
                                                           "(drawn even without a display)")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of sensor time")
-    parser.add_argument("--json", action="store_true", help="print the final report as one JSON object on stdout")
+    parser.add_argument("--json", action="store_true", help="print the final report as one JSON object on stdout "
+                                                            "(with --check: the validated graph)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the file (and --set/--source/--duration) and print the graph it describes, "
+                             "without opening the source, a port or any output file; exit 0 valid, 2 invalid")
     parser.set_defaults(func=run)
 
 
@@ -129,6 +133,51 @@ def motor_shutdown(sinks) -> str:
     return "; ".join(f"{name}: {outcome}" for name, outcome in done.items())
 
 
+def describe_spec(spec) -> dict:
+    """The validated launch graph as JSON-ready tables, section name -> values (defaults filled in, paths
+    resolved), in the order the graph runs: source, loop, stages, network, decoder, output, sinks, controller."""
+    import dataclasses
+    from pathlib import Path
+
+    def plain(value):
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    tables: dict = {"source": plain(spec.source), "loop": plain(dataclasses.asdict(spec.loop))}
+    for label, kind, config in spec.stages:
+        tables[f"stages.{label}"] = {"type": kind, **plain(dataclasses.asdict(config))}
+    if spec.network is not None:
+        tables["network"] = plain(spec.network)
+        if spec.network_params:
+            tables["network.params"] = plain(spec.network_params)
+    kind, params = spec.decoder
+    tables["decoder"] = {"type": kind, **plain(params)}
+    if spec.output is not None:
+        tables["output"] = plain(spec.output)
+    for label, kind, values, driver in spec.sinks:
+        tables[f"sinks.{label}"] = plain({**values, "type": kind})
+        if driver:
+            tables[f"sinks.{label}.driver"] = plain(driver)
+    tables["controller"] = plain(spec.controller)
+    return tables
+
+
+def format_description(display: str, tables: dict) -> str:
+    """``describe_spec``'s tables as text: one ``[section] key=value ...`` line each."""
+    lines = [f"{display}: valid (nothing opened)"]
+    for section, values in tables.items():
+        fields = " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+        lines.append(f"  [{section}] {fields}")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     stop_signal: list[int] = []
     graph = None
@@ -148,6 +197,12 @@ def run(args) -> int:
             signal.signal(signum, handler)
         print(f"spikeloop launch: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    if args.check:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        graph_tables = describe_spec(spec)
+        print(json.dumps(graph_tables) if args.json else format_description(spec.display, graph_tables))
+        return 0
     if args.snapshot and spec.kind != "dvs":
         print(f"spikeloop launch: --snapshot draws the live view of DVS events; {spec.display} has a "
               f"{spec.source['type']} source", file=sys.stderr)
