@@ -7,6 +7,11 @@ import numpy as np
 
 from pipeline.core.events import SPIKE_DTYPE
 
+#: Highest firing rate a replayed count may stand for (Hz): one spike per 100 µs, ten times a neuron's
+#: refractory limit. A count above it (a damaged or hostile file: 1e12 in one bin) is refused before
+#: the spike stream is allocated.
+MAX_RATE_HZ = 10_000.0
+
 
 @dataclass(frozen=True)
 class BinnedData:
@@ -34,7 +39,13 @@ def counts_to_spikes(counts: np.ndarray, bin_us: int, t_start_us: int = 0) -> np
     back: the c spikes of a unit in a bin are spread evenly inside it (at (k + 0.5) * bin_us / c)."""
     counts = np.asarray(counts)
     if np.any(counts < 0) or np.any(counts != np.round(counts)):
-        raise ValueError("counts must be non-negative integers to become spikes (these look like rates)")
+        raise ValueError("counts must be non-negative integers to become spikes (these look like rates: "
+                         "see --rates-to-spikes)")
+    limit = MAX_RATE_HZ * bin_us / 1e6
+    if counts.size and counts.max() > max(limit, 1):
+        row, unit = np.unravel_index(int(np.argmax(counts)), counts.shape)
+        raise ValueError(f"row {row}, unit {unit}: {counts[row, unit]:.4g} spikes in one {bin_us / 1000:g} ms bin "
+                         f"(above {MAX_RATE_HZ:g} Hz: not spike counts)")
     c = counts.astype(np.int64).ravel()
     total = int(c.sum())
     cell = np.repeat(np.arange(c.size), c)
@@ -47,3 +58,16 @@ def counts_to_spikes(counts: np.ndarray, bin_us: int, t_start_us: int = 0) -> np
     out["timestamp"] = ts[order]
     out["channel"] = units[order]
     return out
+
+
+def rates_to_counts(rates: np.ndarray, bin_us: int) -> np.ndarray:
+    """Spike counts (float64 (T, n_units), whole numbers) for firing rates (spikes/s, (T, n_units)) over
+    bins of ``bin_us``: each unit's expected count rate x bin width is accumulated and rounded down along
+    time, so no fraction is lost (a unit at 5 Hz in 50 ms bins spikes every 4th bin) and the same file
+    always gives the same spikes. Negative rates raise ValueError."""
+    rates = np.asarray(rates, dtype=np.float64)
+    if np.any(rates < 0):
+        row, unit = np.argwhere(rates < 0)[0]
+        raise ValueError(f"row {row}, unit {unit}: negative rate {rates[row, unit]:g}")
+    cumulative = np.floor(np.cumsum(rates * (bin_us / 1e6), axis=0) + 1e-9)
+    return np.diff(cumulative, axis=0, prepend=0.0)

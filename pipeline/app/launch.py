@@ -752,7 +752,8 @@ def build_bin_decoder(spec: LaunchSpec):
             decoder = load_decoder(values["model"])
         else:
             fit_path = values["fit_path"] or spec.source["path"]
-            data = open_binned(fit_path, block=values["fit_block"], bin_ms=bin_us / 1000)
+            data = open_binned(fit_path, block=values["fit_block"], bin_ms=bin_us / 1000,
+                               rates=spec.source.get("rates", False))
             decoder = make_decoder(kind, bin_us, history=values["history"] or None, lag=values["lag"],
                                    ridge=None if values["ridge"] < 0 else values["ridge"], C=values["C"])
             decoder.fit(data.counts, data.kinematics)

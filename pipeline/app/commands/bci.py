@@ -55,8 +55,17 @@ def _new_decoder(args: argparse.Namespace, bin_us: int):
                         backend=args.backend, steps=args.steps, neurons=args.neurons)
 
 
+def _bin_ms(args: argparse.Namespace) -> float | None:
+    """The bin width: --rates-to-spikes BIN_MS (the rates' bins) or --bin-ms; both given must agree."""
+    rates_ms = getattr(args, "rates_to_spikes", None)
+    if rates_ms is not None and args.bin_ms is not None and rates_ms != args.bin_ms:
+        raise ValueError(f"--bin-ms {args.bin_ms:g} and --rates-to-spikes {rates_ms:g}: the rates' bins are the "
+                         f"replay's bins (give one of them)")
+    return rates_ms if rates_ms is not None else args.bin_ms
+
+
 def _load(args: argparse.Namespace, block: str):
-    return open_binned(args.data, block=block, bin_ms=args.bin_ms)
+    return open_binned(args.data, block=block, bin_ms=_bin_ms(args), rates=args.rates_to_spikes is not None)
 
 
 def fit(args: argparse.Namespace) -> int:
@@ -132,7 +141,12 @@ def replay(args: argparse.Namespace) -> int:
     without sinks, scored against the recording's kinematics."""
     data = Path(args.data).expanduser().resolve()
     source = {"type": "mc_maze" if data.suffix.lower() == ".csv" else "dad", "path": str(data),
-              "block": args.block or "te", "bin_ms": args.bin_ms or 0.0}
+              "block": args.block or "te", "bin_ms": _bin_ms(args) or 0.0}
+    if args.rates_to_spikes is not None:
+        if source["type"] != "dad":
+            raise ValueError(f"{args.data}: --rates-to-spikes applies to DAD .mat files (an MC_Maze CSV holds spike "
+                             f"times)")
+        source["rates"] = True
     loop = {"mode": "fast" if args.speed is None else "paced", "speed": args.speed or 1.0,
             "chunk_ms": args.chunk_us / 1000, "report_period_s": 0}
     decoder = {"model": str(Path(args.model).expanduser().resolve())}
@@ -163,7 +177,10 @@ def replay(args: argparse.Namespace) -> int:
 
 def run_launch(args: argparse.Namespace) -> int:
     """``bci run``: a BCI launch file through the launch graph, reported with R^2 of the decoded bins."""
-    spec = load_launch(args.launch, args.set)
+    sets = list(args.set)
+    if args.rates_to_spikes is not None:
+        sets += ["source.rates=true", f"source.bin_ms={args.rates_to_spikes!r}"]
+    spec = load_launch(args.launch, sets)
     if spec.network is not None:
         raise ValueError(f"{spec.display}: a BCI launch file has no [network] (its [decoder] steps on binned "
                          f"counts); run it with spikeloop launch")
@@ -205,6 +222,24 @@ def _data_options(p: argparse.ArgumentParser) -> None:
                    help="DAD block: tr = Ytr/Xtr, te = Yte/Xte (default: tr for fit, te for eval/replay)")
     p.add_argument("--bin-ms", type=float, default=None,
                    help="bin width in ms (MC_Maze: binning, default 20; DAD: time base, default 50)")
+    _rates_option(p)
+
+
+def _rates_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rates-to-spikes", type=_positive_ms, default=None, metavar="BIN_MS",
+                   help="DAD files stored as firing rates (spikes/s) over BIN_MS bins: each unit's rate x bin width "
+                        "is accumulated and rounded down along time into whole counts (deterministic, no fraction "
+                        "lost), which replay streams as spikes. Fit and replay with the same flag")
+
+
+def _positive_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a bin width in ms, got {text!r}") from None
+    if not 0 < value <= 10_000:
+        raise argparse.ArgumentTypeError(f"expected a bin width in (0, 10000] ms, got {text!r}")
+    return value
 
 
 def _decoder_options(p: argparse.ArgumentParser) -> None:
@@ -248,5 +283,6 @@ def register(subparsers, summary: str) -> None:
     p.add_argument("launch", help="launch file (e.g. launch/bci.toml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=TOML",
                    help="override a value, e.g. --set loop.mode='\"fast\"' (repeatable)")
+    _rates_option(p)
     p.add_argument("--json", action="store_true", help="print the run report as one JSON record")
     p.set_defaults(func=_guarded(run_launch))
