@@ -7,10 +7,9 @@ import numpy as np
 
 from pipeline.core.events import SPIKE_DTYPE
 
-#: Highest firing rate a replayed count may stand for (Hz): one spike per 100 µs, ten times a neuron's
-#: refractory limit. A count above it (a damaged or hostile file: 1e12 in one bin) is refused before
-#: the spike stream is allocated.
-MAX_RATE_HZ = 10_000.0
+#: Most spikes one replayed block may hold: the stream and its sort take ~80 bytes per spike (0.8 GB here);
+#: a damaged or hostile count (1e12 in one bin asked for 7.28 TiB) is refused before anything is allocated.
+MAX_SPIKES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -41,11 +40,11 @@ def counts_to_spikes(counts: np.ndarray, bin_us: int, t_start_us: int = 0) -> np
     if np.any(counts < 0) or np.any(counts != np.round(counts)):
         raise ValueError("counts must be non-negative integers to become spikes (these look like rates: "
                          "see --rates-to-spikes)")
-    limit = MAX_RATE_HZ * bin_us / 1e6
-    if counts.size and counts.max() > max(limit, 1):
+    total = float(counts.sum(dtype=np.float64))
+    if total > MAX_SPIKES:
         row, unit = np.unravel_index(int(np.argmax(counts)), counts.shape)
-        raise ValueError(f"row {row}, unit {unit}: {counts[row, unit]:.4g} spikes in one {bin_us / 1000:g} ms bin "
-                         f"(above {MAX_RATE_HZ:g} Hz: not spike counts)")
+        raise ValueError(f"{total:.4g} spikes, more than {MAX_SPIKES:,} in one replay (largest count: "
+                         f"{counts[row, unit]:.4g} at row {row}, unit {unit})")
     c = counts.astype(np.int64).ravel()
     total = int(c.sum())
     cell = np.repeat(np.arange(c.size), c)
