@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.packet import StreamInfo
-from recordings.base import RecordingError
+from recordings.base import RecordingError, not_a_file
 from recordings.neural import BinnedData, counts_to_spikes, rates_to_counts
 from recordings.spike_array import SpikeArraySource
 
@@ -57,7 +57,7 @@ def load_dad(path: str | Path, block: str = "te", bin_ms: float = DEFAULT_BIN_MS
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
     if not path.is_file():
-        raise RecordingError(path, "no such file")
+        raise RecordingError(path, not_a_file(path))
     if not bin_ms > 0:
         raise ValueError(f"bin width must be > 0 ms, got {bin_ms}")
     try:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.app.bci_plot import plot_decoded
+from pipeline.app.errors import check_output_path, fail
 from pipeline.app.launch import Graph, build_graph, check_launch, load_launch
 from pipeline.decoders.bci.evaluate import cross_validate, r2_score
 from pipeline.decoders.bci.factory import DECODER_KINDS, make_decoder
@@ -148,7 +149,7 @@ def replay(args: argparse.Namespace) -> int:
                              f"times)")
         source["rates"] = True
     loop = {"mode": "fast" if args.speed is None else "paced", "speed": args.speed or 1.0,
-            "chunk_ms": args.chunk_us / 1000, "report_period_s": 0}
+            "chunk_ms": args.chunk_ms if args.chunk_ms is not None else args.chunk_us / 1000, "report_period_s": 0}
     decoder = {"model": str(Path(args.model).expanduser().resolve())}
     spec = check_launch({"source": source, "loop": loop, "decoder": decoder}, Path.cwd() / "bci-replay",
                         display="bci replay", require_sinks=False)
@@ -208,11 +209,14 @@ def run_launch(args: argparse.Namespace) -> int:
 
 def _guarded(func):
     def run(args: argparse.Namespace) -> int:
+        for flag in ("out", "plot"):
+            problem = getattr(args, flag, None) and check_output_path(getattr(args, flag), f"--{flag}")
+            if problem:
+                return fail("bci", problem)
         try:
             return func(args)
         except (BCIInputError, RecordingError, ValueError, OSError, RuntimeError) as exc:
-            print(f"spikeloop bci: error: {exc}", file=sys.stderr)
-            return 2
+            return fail("bci", str(exc))
     return run
 
 
@@ -274,10 +278,14 @@ def register(subparsers, summary: str) -> None:
     p = sub.add_parser("replay", help="stream DATA as spikes through a fitted model, one bin at a time")
     _data_options(p)
     p.add_argument("--model", required=True, help="model .npz from 'bci fit'")
-    p.add_argument("--plot", default=None, help="write a PNG of decoded vs true kinematics")
+    p.add_argument("--plot", "--png", dest="plot", default=None, metavar="PNG",
+                   help="write a PNG of decoded vs true kinematics")
     p.add_argument("--json", action="store_true", help="print one JSON record")
     p.add_argument("--speed", type=float, default=None, help="pace at X times real time (default: as fast as possible)")
-    p.add_argument("--chunk-us", type=int, default=10_000, help="packet length of the spike stream (µs)")
+    chunk = p.add_mutually_exclusive_group()
+    chunk.add_argument("--chunk-us", type=int, default=10_000, help="packet length of the spike stream (µs)")
+    chunk.add_argument("--chunk-ms", type=float, default=None,
+                       help="packet length of the spike stream (ms; as replay's --chunk-ms)")
     p.set_defaults(func=_guarded(replay))
     p = sub.add_parser("run", help="run a BCI launch file: neural replay -> decoder -> motor commands -> sinks")
     p.add_argument("launch", help="launch file (e.g. launch/bci.toml)")

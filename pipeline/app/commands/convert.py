@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.app.commands.info import guarded
+from pipeline.app.errors import check_output_path, fail, guarded
 from recordings.aedat4_writer import Aedat4Writer
 from recordings.detect import open_recording
 
@@ -40,19 +40,19 @@ def run(args: argparse.Namespace) -> int:
     def body() -> int:
         target = Path(args.output)
         if target.suffix != ".aedat4":
-            print(f"error: {target}: output must end in .aedat4 (dv-processing requires it)", file=sys.stderr)
-            return 1
+            return fail("convert", f"{target}: output must end in .aedat4", "dv-processing requires it")
         if target.exists() and not args.force:
-            print(f"error: {target}: exists (use --force to overwrite)", file=sys.stderr)
-            return 1
+            return fail("convert", f"{target}: exists", "use --force to overwrite")
         if Path(args.input).resolve() == target.resolve():
-            print(f"error: {target}: output is the input file", file=sys.stderr)
-            return 1
+            return fail("convert", f"{target}: output is the input file")
+        problem = check_output_path(target, "output")
+        if problem:
+            return fail("convert", problem)
         count = convert(args.input, target, strict=args.strict)
         print(f"{args.input} -> {target}: {count:,} events", file=sys.stderr)
         return 0
 
-    return guarded(body)
+    return guarded("convert", body)
 
 
 def register(subparsers, summary: str) -> None:

@@ -17,6 +17,7 @@ import sys
 import time
 
 from pipeline.app.dashboard import has_display
+from pipeline.app.errors import check_output_path
 from pipeline.app.launch import LaunchError, build_graph, load_launch
 from pipeline.app.liveview import for_graph
 
@@ -39,7 +40,7 @@ def register(subparsers, summary: str) -> None:
                         help="controller process: no window, JSON log lines on stderr (unless [controller] "
                              "log_format says text); without it, key=value lines for people and, when a display "
                              "exists, the live view window (keys: space pause, e e-stop, r record, q quit)")
-    parser.add_argument("--snapshot", metavar="PNG", help="live view: write its last frame to this PNG at the end "
+    parser.add_argument("--snapshot", "--png", dest="snapshot", metavar="PNG", help="live view: write its last frame to this PNG at the end "
                                                           "(drawn even without a display)")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of sensor time")
     parser.add_argument("--json", action="store_true", help="print the final report as one JSON object on stdout "
@@ -203,6 +204,10 @@ def run(args) -> int:
         graph_tables = describe_spec(spec)
         print(json.dumps(graph_tables) if args.json else format_description(spec.display, graph_tables))
         return 0
+    problem = args.snapshot and check_output_path(args.snapshot, "--snapshot")
+    if problem:
+        print(f"spikeloop launch: {problem}", file=sys.stderr)
+        return EXIT_INVALID
     if args.snapshot and spec.kind != "dvs":
         print(f"spikeloop launch: --snapshot draws the live view of DVS events; {spec.display} has a "
               f"{spec.source['type']} source", file=sys.stderr)
