@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "replay": "stream a recording in real time, xN or as fast as possible",
     "convert": "convert a recording to AEDAT 4",
     "launch": "run a launch file (source -> stages -> SNN or BCI decoder -> decoder -> motors)",
+    "list": "what a launch file can name (sources, stages, networks, decoders, sinks) and their keys",
     "bci": "BCI decoders: fit, cross-validate, replay neural data",
     "echo": "show what flows on a Zenoh key (rate, gaps, latency)",
     "import": "import a NIR graph (.nir) or lava-dl netx model (.net) as a network",

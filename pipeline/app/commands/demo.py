@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline.app.progress import ProgressLine
+
 #: Video frame period in simulated time (µs): 30 frames per simulated second.
 VIDEO_FRAME_US = 33_333
 WINDOW_TITLE = "spikeloop demo"
@@ -321,23 +323,20 @@ class EventRecorder:
 
 
 class Progress:
-    """A progress line on stderr (simulated time, percent, wall time), at most 4 times a second."""
+    """Simulated time, percent and wall time on stderr (pipeline.app.progress: redrawn on a terminal,
+    a line every few seconds in a pipe or log)."""
 
     def __init__(self, duration_s: float, quiet: bool):
         self.duration_s = duration_s
-        self.quiet = quiet or not sys.stderr.isatty()
+        self.line = ProgressLine(quiet)
         self.started = time.monotonic()
-        self.shown = 0.0
 
     def update(self, world) -> None:
-        now = time.monotonic()
-        if self.quiet or now - self.shown < 0.25:
+        if not self.line.due():
             return
-        self.shown = now
         done = world.time_s / self.duration_s if self.duration_s else 0.0
-        print(f"\r{world.time_s:6.1f} / {self.duration_s:g} s simulated ({100 * done:3.0f} %), "
-              f"{world.collisions} collisions, {now - self.started:5.1f} s wall", end="", file=sys.stderr)
+        self.line.show(f"{world.time_s:6.1f} / {self.duration_s:g} s simulated ({100 * done:3.0f} %), "
+                       f"{world.collisions} collisions, {time.monotonic() - self.started:5.1f} s wall")
 
     def done(self) -> None:
-        if not self.quiet:
-            print(file=sys.stderr)
+        self.line.done()
