@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that left shows here, inside the handler below, not at interpreter exit
+        return status
     except KeyboardInterrupt:
         return 0 if launching else EXIT_INTERRUPTED  # launch documents exit 0 for SIGTERM/SIGINT
     except BrokenPipeError:
