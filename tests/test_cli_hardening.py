@@ -161,14 +161,17 @@ def test_a_huge_count_is_refused_before_allocating():
 
 
 def test_bci_replay_of_a_rates_file_matches_the_counts_file(dad_tables, tmp_path):
+    """The same block stored as rates (counts / 30 ms, not whole numbers) replays with --rates-to-spikes 30
+    exactly as the counts do at 30 ms bins."""
     counts_file = _write(tmp_path / "counts.mat", dad_tables)
-    rates = {k: (v / 0.05 if k.startswith("Y") else v) for k, v in dad_tables.items()}
+    rates = {k: (v / 0.03 if k.startswith("Y") else v) for k, v in dad_tables.items()}
     rates_file = _write(tmp_path / "rates.mat", rates)
-    assert np.array_equal(load_dad(rates_file, rates=True).counts, load_dad(counts_file).counts)
+    assert np.array_equal(load_dad(rates_file, bin_ms=30, rates=True).counts, load_dad(counts_file).counts)
     one_line_error(cli("bci", "replay", rates_file, "--model", tmp_path / "m.npz"), "bci", "[decoder] model: file not found")
-    assert cli("bci", "fit", counts_file, "--decoder", "wiener", "--out", tmp_path / "m.npz").returncode == 0
+    assert cli("bci", "fit", counts_file, "--decoder", "wiener", "--bin-ms", "30", "--out", tmp_path / "m.npz").returncode == 0
     refused = cli("bci", "replay", rates_file, "--model", tmp_path / "m.npz")
     one_line_error(refused, "bci", "these look like rates: see --rates-to-spikes")
     reports = [json.loads(cli("bci", "replay", path, "--model", tmp_path / "m.npz", "--json", *extra).stdout)
-               for path, extra in ((counts_file, []), (rates_file, ["--rates-to-spikes", "50"]))]
+               for path, extra in ((counts_file, ["--bin-ms", "30"]), (rates_file, ["--rates-to-spikes", "30"]))]
     assert reports[0]["r2"] == reports[1]["r2"] and reports[0]["bins"] == reports[1]["bins"] == 1818
+    assert reports[1]["bin_ms"] == 30
