@@ -4,8 +4,8 @@ Without ``--headless`` and with a display ($DISPLAY / $WAYLAND_DISPLAY), a DVS s
 (pipeline.app.liveview: events, output spikes, commands; keys space pause, e e-stop, r record, q quit).
 
 Exit status: 0 finished or stopped by SIGTERM/SIGINT (motors stopped first); 2 invalid launch file or
-override (nothing was started); 3 a motor device was lost for good (motors stopped); 4 the source or the
-network failed while running (motors stopped).
+override (nothing was started); 3 a motor device was lost for good (motors stopped); 1 the source or the
+network failed while running (motors stopped) - the scheme of pipeline.app.errors.
 """
 from __future__ import annotations
 
@@ -17,13 +17,10 @@ import sys
 import time
 
 from pipeline.app.dashboard import has_display
-from pipeline.app.errors import check_output_path
+from pipeline.app.errors import EXIT_DEVICE_LOST, EXIT_FAILED, check_output_path
+from pipeline.app.errors import EXIT_USAGE as EXIT_INVALID
 from pipeline.app.launch import LaunchError, build_graph, load_launch
 from pipeline.app.liveview import for_graph
-
-EXIT_INVALID = 2
-EXIT_DEVICE_LOST = 3
-EXIT_FAILED = 4
 
 
 def register(subparsers, summary: str) -> None:
