@@ -134,6 +134,22 @@ def test_a_32767_square_es_header_is_refused_by_launch(data_dir, tmp_path):
     assert "[source] path: the sensor is 32767 x 32767 px" in run.stderr and "Traceback" not in run.stderr
 
 
+def test_paths_the_file_system_cannot_hold_are_refused():
+    """Found by bench/hostile_inputs.py: a 5000-character port made Path.exists() raise ENAMETOOLONG."""
+    for key, value, expected in (("sinks.motors.port", "emulate" + "[" * 5000, "serial device not found"),
+                                 ("source.path", "x" * 5000, "not a usable path"),
+                                 ("source.path", "a\x00b", "not a usable path"),
+                                 ("source.path", "~nosuchuser0/x.aedat4", "not a usable path")):
+        raw = tables("replay.toml")
+        section, _, name = key.rpartition(".")
+        table = raw
+        for part in section.split("."):
+            table = table[part]
+        table[name] = value
+        with pytest.raises(LaunchError, match=expected):
+            check_launch(raw, REPLAY)
+
+
 def test_set_values_nested_too_deeply_are_refused():
     with pytest.raises(LaunchError, match="--set loop.speed: value nested too deeply"):
         load_launch(REPLAY, sets=["loop.speed=" + "[" * 3000 + "]" * 3000])

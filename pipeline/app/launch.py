@@ -594,13 +594,21 @@ def _check_sinks(path: Path, display: str, table: Any) -> list[tuple[str, str, d
     return out
 
 
+def _exists(path: str) -> bool:
+    """Whether ``path`` exists; False for a name the file system cannot hold (too long, a NUL byte)."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _check_motor_sink(ctx: Context, values: dict, driver: Any, driver_ctx: Context) -> dict:
     if values["protocol"] not in PROTOCOLS:
         raise ctx.fail("protocol", f"expected one of {', '.join(map(repr, sorted(PROTOCOLS)))}, got {values['protocol']!r}")
     port = values["port"]
     if port.startswith("emulated:") and port != f"emulated:{values['protocol']}":
         raise ctx.fail("port", f"expected 'emulated:{values['protocol']}' or a device path, got {port!r}")
-    if not port.startswith("emulated:") and not Path(port).exists():
+    if not port.startswith("emulated:") and not _exists(port):
         raise ctx.fail("port", f"serial device not found: {port} (expected a device path or "
                                f"'emulated:{values['protocol']}')")
     if len(set(values["ids"])) != len(values["ids"]):

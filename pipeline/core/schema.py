@@ -123,14 +123,23 @@ def check_value(ctx: Context, name: str, spec: Key, value: Any) -> Any:
         if spec.choices and value not in spec.choices:
             raise bad
         if kind == "file":
-            path = Path(value).expanduser()
-            if not path.is_absolute():
-                path = (ctx.file.parent / path).resolve()
-            if not path.is_file():
+            try:
+                path = Path(value).expanduser()
+                if not path.is_absolute():
+                    path = (ctx.file.parent / path).resolve()
+                found = path.is_file()
+            except (OSError, ValueError, RuntimeError) as exc:  # too long a name, a NUL byte, ~nosuchuser
+                raise ctx.fail(name, f"not a usable path ({exc})") from None
+            if not found:
                 raise ctx.fail(name, f"file not found: {path} (expected {spec.expectation()})")
             return path
         if kind == "out_path":
-            return Path(value).expanduser()
+            try:
+                if "\x00" in value:
+                    raise ValueError("embedded null byte")
+                return Path(value).expanduser()
+            except (ValueError, RuntimeError) as exc:
+                raise ctx.fail(name, f"not a usable path ({exc})") from None
         return value
     if kind in ("int", "number"):
         ok = _is_int(value) if kind == "int" else _is_number(value)
