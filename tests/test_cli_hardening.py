@@ -175,3 +175,41 @@ def test_bci_replay_of_a_rates_file_matches_the_counts_file(dad_tables, tmp_path
                for path, extra in ((counts_file, ["--bin-ms", "30"]), (rates_file, ["--rates-to-spikes", "30"]))]
     assert reports[0]["r2"] == reports[1]["r2"] and reports[0]["bins"] == reports[1]["bins"] == 1818
     assert reports[1]["bin_ms"] == 30
+
+
+# -- convert ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("compression,declared", [("lz4", "LZ4"), ("zstd", "ZSTD"), ("none", "NONE")])
+def test_convert_compresses_keeps_the_camera_name_and_dv_reads_it(data_dir, tmp_path, compression, declared):
+    import dv_processing as dv
+
+    from recordings.detect import open_recording
+
+    source = data_dir / "events" / "dvxplorer_tonic.aedat4"
+    out = tmp_path / "out.aedat4"
+    run = cli("convert", source, out, "--compression", compression)
+    assert run.returncode == 0, run.stderr
+    with open_recording(source) as reader:
+        expected = np.concatenate(list(reader.chunks()))
+    with open_recording(out) as reader:
+        assert reader.header.extra["camera"] == "DVXplorer_DXB00010"
+        assert reader.header.extra["compression"] == declared
+        ours = np.concatenate(list(reader.chunks()))
+    recording = dv.io.MonoCameraRecording(str(out))  # the peer reads the same events
+    peer = []
+    while (batch := recording.getNextEventBatch()) is not None:
+        peer.append(batch.numpy())
+    peer = np.concatenate(peer)
+    for field in ("timestamp", "x", "y", "polarity"):
+        assert np.array_equal(ours[field], expected[field]) and np.array_equal(peer[field], expected[field])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.aedat4"]
+
+
+def test_a_failed_convert_leaves_the_old_output_and_no_temporary(data_dir, tmp_path):
+    cut = tmp_path / "cut.aedat4"
+    cut.write_bytes((data_dir / "events" / "dvxplorer_tonic.aedat4").read_bytes()[:500_000])
+    out = tmp_path / "out.aedat4"
+    out.write_bytes(b"keep me")
+    run = cli("convert", cut, out, "--strict", "--force", "--compression", "lz4")
+    one_line_error(run, "convert", "at byte 494090")
+    assert out.read_bytes() == b"keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["cut.aedat4", "out.aedat4"]
