@@ -10,7 +10,6 @@ another kind, never a large allocation.
 from __future__ import annotations
 
 import io
-import struct
 import subprocess
 import sys
 import tracemalloc
@@ -22,12 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.npz import MAX_NPZ_BYTES, NpzError, load_npz, load_npy
+from pipeline.core.npz import NpzError, load_npz, load_npy
 from pipeline.decoders.bci.features import BCIInputError
 from pipeline.decoders.bci.model_io import load_decoder, save_decoder
 from pipeline.decoders.bci.wiener import WienerDecoder
 from pipeline.snn import Dense, Network, Population
-from pipeline.snn.builders import random_lif
 from pipeline.snn.learning.rule import stdp_loihi
 from pipeline.snn.network import LoihiLIF
 

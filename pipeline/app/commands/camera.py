@@ -15,6 +15,7 @@ import time
 
 from devices.dvs import NetworkEventServer, NetworkEventSource, list_cameras
 from devices.errors import CameraError
+from pipeline.app.errors import EXIT_FAILED, check_output_path, fail
 from pipeline.app.progress import ProgressLine
 from pipeline.app.sources import (
     SOURCE_KINDS,
@@ -52,6 +53,10 @@ def register(subparsers, summary: str) -> None:
 
 
 def run(args) -> int:
+    out = getattr(args, "out", None)
+    problem = out and check_output_path(out, "output" if args.action == "record" else "--out")
+    if problem:
+        return fail("camera", problem)
     try:
         if args.action == "list":
             cameras = list_cameras()
@@ -65,9 +70,10 @@ def run(args) -> int:
                 raise SourceSpecError(f"source {args.source!r}: the {table['type']} source streams AER spikes, not "
                                       f"DVS events (expected one of {', '.join(SOURCE_KINDS[:-1])})")
             source = open_source(table)
-    except (CameraError, SourceSpecError, RecordingError, ValueError) as error:
-        print(f"spikeloop camera: {error}", file=sys.stderr)
-        return 1
+    except CameraError as error:  # a device or a peer that does not answer: a runtime failure
+        return fail("camera", str(error), status=EXIT_FAILED)
+    except (SourceSpecError, RecordingError, ValueError) as error:  # what the user named is wrong
+        return fail("camera", str(error))
     try:
         if args.action == "serve":
             return _serve(source, args)

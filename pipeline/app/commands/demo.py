@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline.app.errors import check_output_path
 from pipeline.app.progress import ProgressLine
 
 #: Video frame period in simulated time (µs): 30 frames per simulated second.
@@ -153,6 +154,11 @@ def run(args) -> int:
     png = args.png if args.png is not None else ("spikeloop-demo.png" if headless else None)
     video = None if video == "none" else video
     png = None if png == "none" else png
+    for flag, path in (("--video", video), ("--png", png), ("--record", args.record)):
+        problem = path and check_output_path(path, flag)
+        if problem:
+            print(f"spikeloop demo: {problem}", file=sys.stderr)
+            return 2
     try:
         config = DemoConfig(seed=args.seed, duration_s=args.duration, backend=args.backend,
                             mode="fast" if headless else "paced", speed=args.speed, zero_weights=args.zero_weights,

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import warnings
-from typing import Callable
 
 from pipeline.app.errors import guarded
 from recordings.detect import open_recording
