@@ -168,10 +168,16 @@ def run(args) -> int:
         return 2
     writer = None
     if video:
-        writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (WIDTH, HEIGHT))
-        if not writer.isOpened():
-            print(f"spikeloop demo: cannot write video {video} (OpenCV's mp4v writer failed)", file=sys.stderr)
+        from pipeline.app.video import VideoWriter, h264_available
+
+        try:
+            writer = VideoWriter(video, (WIDTH, HEIGHT), 30.0)
+        except OSError as error:
+            print(f"spikeloop demo: {error}", file=sys.stderr)
             return 1
+        if not h264_available():
+            print(f"spikeloop demo: {video}: MPEG-4 Part 2 (mp4v), which browsers do not play; "
+                  f"pip install 'spikeloop[video]' for H.264", file=sys.stderr)
     progress = Progress(args.duration, quiet=args.json)
     recorder = EventRecorder(args.record) if args.record else None
     frames: Frames | None = None
@@ -226,7 +232,7 @@ def run(args) -> int:
         demo.stop()
         worker.join(10.0)
         if writer is not None:
-            writer.release()
+            writer.close()
         if screen is not None:
             screen.close()
         progress.done()
