@@ -44,3 +44,36 @@ def test_written_frames_decode_in_order(tmp_path, codec):
 
         with av.open(str(path)) as container:
             assert container.streams.video[0].codec_context.name == "h264"
+
+
+def test_view_renders_the_accumulated_events_headless(tmp_path):
+    """spikeloop view --mp4/--png: 10 frames of 100 ms over 1 s (from the first event after --start); the last frame's coloured pixels are exactly
+    the pixels of the events in its last 20 ms, ON green and OFF red by the latest event (computed here from
+    the recording with numpy)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from recordings.detect import open_recording
+
+    root = Path(__file__).resolve().parent.parent
+    sample = root / "recordings" / "samples" / "moving_bars.aedat4"
+    mp4, png = tmp_path / "v.mp4", tmp_path / "v.png"
+    run = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "view", str(sample), "--mp4", str(mp4), "--png",
+                          str(png), "--fps", "10", "--accumulate-ms", "20", "--duration", "1", "--start", "0.5"],
+                         capture_output=True, text=True, cwd=root, timeout=300,
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    assert "10 frames of 100 ms" in run.stderr
+    with open_recording(sample) as reader:
+        events = np.concatenate(list(reader.chunks()))
+    start = events["timestamp"][events["timestamp"] >= events["timestamp"][0] + 500_000][0]  # frames start here
+    t_end = int(start) + 1_000_000
+    last = events[(events["timestamp"] >= t_end - 20_000) & (events["timestamp"] < t_end)]
+    expected = np.zeros((128, 128), np.int8)  # 0 none, 1 ON, -1 OFF; the latest event wins
+    expected[last["y"], last["x"]] = np.where(last["polarity"] > 0, 1, -1)
+    image = cv2.imread(str(png))[::2, ::2]  # drawn at 2x
+    got = np.where(image[..., 1] > 200, 1, np.where(image[..., 2] > 200, -1, 0))
+    assert len(last) > 50 and np.array_equal(got, expected)
+    capture = cv2.VideoCapture(str(mp4))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
