@@ -150,6 +150,18 @@ def test_paths_the_file_system_cannot_hold_are_refused():
             check_launch(raw, REPLAY)
 
 
+def test_names_with_control_characters_stay_on_one_line():
+    """Found by the hypothesis test: a quoted TOML key holding a newline split the message over two lines."""
+    raw = tables("replay.toml")
+    raw["stages"]["noise_filter"]["\n"] = raw["stages"]["noise_filter"].pop("duration_us")
+    with pytest.raises(LaunchError, match=r"\[stages.noise_filter\] \\n: unknown key"):
+        check_launch(raw, REPLAY)
+    raw = tables("replay.toml")
+    raw["sec\ttion"] = {}
+    with pytest.raises(LaunchError, match=r"unknown section \[sec\\ttion\]"):
+        check_launch(raw, REPLAY)
+
+
 def test_set_values_nested_too_deeply_are_refused():
     with pytest.raises(LaunchError, match="--set loop.speed: value nested too deeply"):
         load_launch(REPLAY, sets=["loop.speed=" + "[" * 3000 + "]" * 3000])

@@ -62,7 +62,7 @@ from pipeline.app.sources import (
     parse_source_spec,
     stream_kind,
 )
-from pipeline.core.schema import Context, Key, LaunchError, check_table, check_value
+from pipeline.core.schema import Context, Key, LaunchError, check_table, check_value, printable
 from pipeline.decoders import DECODERS
 from pipeline.decoders.bci.factory import DECODER_KINDS, make_decoder
 from pipeline.decoders.bci.features import BCIInputError
@@ -328,7 +328,7 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
 
     unknown = [s for s in raw if s not in SECTIONS]
     if unknown:
-        raise LaunchError(f"{display}: unknown section [{unknown[0]}] (expected: {', '.join(SECTIONS)})")
+        raise LaunchError(f"{display}: unknown section [{printable(unknown[0])}] (expected: {', '.join(SECTIONS)})")
     for required in ("source", "decoder") + (("sinks",) if require_sinks else ()):
         if required not in raw:
             raise LaunchError(f"{display}: missing section [{required}]")
@@ -345,7 +345,7 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
         raise ctx("loop").fail("mode", f"expected 'live' for a live {source_spec['type']} source, "
                                        f"got {loop_values['mode']!r}")
     if kind != "dvs" and raw.get("stages"):
-        where = f"stages.{next(iter(raw['stages']))}" if isinstance(raw["stages"], dict) else "stages"
+        where = f"stages.{printable(next(iter(raw['stages'])))}" if isinstance(raw["stages"], dict) else "stages"
         raise LaunchError(f"{display}: [{where}]: stages filter DVS events; the {source_spec['type']} "
                           f"source streams AER spikes")
     stages = _check_stages(path, display, raw.get("stages", {}))

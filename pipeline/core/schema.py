@@ -72,6 +72,13 @@ class Key:
         return f" in {left}{low}, {high}]"
 
 
+def printable(name: str) -> str:
+    """A key or section name as a message shows it on one line: control characters (a TOML quoted key may
+    hold a newline) escaped, as Python writes them."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -87,8 +94,8 @@ class Context:
     def where(self, key: str | None = None) -> str:
         name = self.display or str(self.file)
         if key is None:
-            return f"{name}: [{self.section}]"
-        return f"{name}: [{self.section}] {key}"
+            return f"{name}: [{printable(self.section)}]"
+        return f"{name}: [{printable(self.section)}] {printable(key)}"
 
     def fail(self, key: str | None, message: str) -> LaunchError:
         return LaunchError(f"{self.where(key)}: {message}")
