@@ -244,3 +244,17 @@ def test_cli_refuses_a_recording_and_a_bomb_as_conformance_files(tmp_path):
                              env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
         assert run.returncode == 2, run.stderr
         assert run.stderr.count("\n") == 1 and expected in run.stderr and "allow_pickle" not in run.stderr
+
+
+def test_a_decoder_file_cannot_size_its_buffers(tmp_path):
+    """Found by the hypothesis test above: lag = 633,113,842 made loading allocate 23.6 GiB."""
+    rng = np.random.default_rng(0)
+    decoder = WienerDecoder(bin_us=50_000)
+    decoder.fit(rng.poisson(2, size=(200, 5)).astype(float), rng.normal(size=(200, 2)))
+    path = save_decoder(decoder, tmp_path / "w.npz")
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for key, value in (("lag", 633_113_842), ("history", -1), ("n_units", 2**40)):
+        np.savez(path, **{**arrays, key: np.array(value)})
+        with pytest.raises(BCIInputError, match=rf"w.npz: array '{key}' is {value}, expected 0 .. 10,000"):
+            load_decoder(path)
