@@ -34,6 +34,16 @@ class RecordingError(Exception):
         super().__init__(f"{where}: {message}")
 
 
+def not_a_file(path: str | Path) -> str:
+    """Why ``path`` (which is not a regular file) cannot be read as a recording, for a RecordingError."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a directory (expected a recording file)"
+    if path.exists():
+        return "not a regular file (a device or a pipe; expected a recording file)"
+    return "no such file"
+
+
 class RecordingDamageWarning(UserWarning):
     """A damaged recording was read up to the damage; the events after it were not decoded."""
 

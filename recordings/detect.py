@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from recordings.base import DEFAULT_CHUNK_EVENTS, RecordingError, RecordingReader
+from recordings.base import DEFAULT_CHUNK_EVENTS, RecordingError, RecordingReader, not_a_file
 
 #: Reader modules, in the order they are asked. Each module defines exactly one ``Reader`` class
 #: (a RecordingReader subclass). Headerless formats (N-MNIST) come last.
@@ -35,7 +35,7 @@ def detect_format(path: str | Path) -> type[RecordingReader]:
     """
     path = Path(path)
     if not path.is_file():
-        raise RecordingError(path, "no such file")
+        raise RecordingError(path, not_a_file(path))
     with open(path, "rb") as f:
         head = f.read(HEAD_BYTES)
     if not head:

@@ -72,3 +72,45 @@ def to_event_store(events: np.ndarray, width: int = 65535, height: int = 65535) 
     if store.size() != n:
         raise RuntimeError(f"dv-processing parsed {store.size()} of {n} events from the bridge stream")
     return store
+
+
+#: ``spikeloop convert --compression`` names -> dv-processing's packet compression (as DV writes files).
+COMPRESSIONS = {"lz4": dv.CompressionType.LZ4, "lz4_high": dv.CompressionType.LZ4_HIGH,
+                "zstd": dv.CompressionType.ZSTD, "zstd_high": dv.CompressionType.ZSTD_HIGH}
+
+
+class CompressedAedat4Writer:
+    """DVS events (DVS_EVENT_DTYPE, time-ordered, µs) to an AEDAT 4 file with LZ4 or ZSTD compressed packets,
+    written by dv-processing's own ``MonoCameraWriter`` (the encoder DV uses) under ``camera`` as the
+    camera name. Same interface as :class:`recordings.aedat4_writer.Aedat4Writer`: ``write``, ``close``,
+    ``events_written``, a context manager. ``path`` must end in .aedat4 (dv-processing requires it)."""
+
+    def __init__(self, path: str | Path, width: int, height: int, *, camera: str, compression: str = "lz4"):
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}, got {compression!r}")
+        self.path = Path(path)
+        self.width, self.height = int(width), int(height)
+        config = dv.io.MonoCameraWriter.EventOnlyConfig(camera, (self.width, self.height), COMPRESSIONS[compression])
+        self._writer = dv.io.MonoCameraWriter(str(self.path), config)
+        self.events_written = 0
+
+    def write(self, events: np.ndarray) -> None:
+        """Append time-ordered events inside the declared sensor (ValueError otherwise)."""
+        events = dvs_layout(events)
+        if not len(events):
+            return
+        if (events["x"].min() < 0 or events["x"].max() >= self.width or events["y"].min() < 0
+                or events["y"].max() >= self.height):
+            raise ValueError(f"{self.path}: events outside the declared {self.width}x{self.height} sensor")
+        self._writer.writeEvents(to_event_store(events, self.width, self.height))
+        self.events_written += len(events)
+
+    def close(self) -> None:
+        """Flush and finish the file (dv-processing writes its table when the writer is released)."""
+        self._writer = None
+
+    def __enter__(self) -> "CompressedAedat4Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

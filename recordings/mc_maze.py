@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.core.events import SPIKE_DTYPE
 from pipeline.core.packet import StreamInfo
-from recordings.base import RecordingError
+from recordings.base import RecordingError, not_a_file
 from recordings.neural import BinnedData
 from recordings.spike_array import SpikeArraySource
 
@@ -86,7 +86,7 @@ def load_mc_maze(path: str | Path) -> McMazeTrial:
     """Parse one MC_Maze trial CSV; errors name the file, column and row."""
     path = Path(path)
     if not path.is_file():
-        raise RecordingError(path, "no such file")
+        raise RecordingError(path, not_a_file(path))
     names = _header(path)
     if not names or names[0] != "timestamp":
         raise RecordingError(path, f"first column must be 'timestamp' [s], got {names[:1]}", 0)

@@ -7,6 +7,10 @@ import numpy as np
 
 from pipeline.core.events import SPIKE_DTYPE
 
+#: Most spikes one replayed block may hold: the stream and its sort take ~80 bytes per spike (0.8 GB here);
+#: a damaged or hostile count (1e12 in one bin asked for 7.28 TiB) is refused before anything is allocated.
+MAX_SPIKES = 10_000_000
+
 
 @dataclass(frozen=True)
 class BinnedData:
@@ -34,7 +38,13 @@ def counts_to_spikes(counts: np.ndarray, bin_us: int, t_start_us: int = 0) -> np
     back: the c spikes of a unit in a bin are spread evenly inside it (at (k + 0.5) * bin_us / c)."""
     counts = np.asarray(counts)
     if np.any(counts < 0) or np.any(counts != np.round(counts)):
-        raise ValueError("counts must be non-negative integers to become spikes (these look like rates)")
+        raise ValueError("counts must be non-negative integers to become spikes (these look like rates: "
+                         "see --rates-to-spikes)")
+    total = float(counts.sum(dtype=np.float64))
+    if total > MAX_SPIKES:
+        row, unit = np.unravel_index(int(np.argmax(counts)), counts.shape)
+        raise ValueError(f"{total:.4g} spikes, more than {MAX_SPIKES:,} in one replay (largest count: "
+                         f"{counts[row, unit]:.4g} at row {row}, unit {unit})")
     c = counts.astype(np.int64).ravel()
     total = int(c.sum())
     cell = np.repeat(np.arange(c.size), c)
@@ -47,3 +57,16 @@ def counts_to_spikes(counts: np.ndarray, bin_us: int, t_start_us: int = 0) -> np
     out["timestamp"] = ts[order]
     out["channel"] = units[order]
     return out
+
+
+def rates_to_counts(rates: np.ndarray, bin_us: int) -> np.ndarray:
+    """Spike counts (float64 (T, n_units), whole numbers) for firing rates (spikes/s, (T, n_units)) over
+    bins of ``bin_us``: each unit's expected count rate x bin width is accumulated and rounded down along
+    time, so no fraction is lost (a unit at 5 Hz in 50 ms bins spikes every 4th bin) and the same file
+    always gives the same spikes. Negative rates raise ValueError."""
+    rates = np.asarray(rates, dtype=np.float64)
+    if np.any(rates < 0):
+        row, unit = np.argwhere(rates < 0)[0]
+        raise ValueError(f"row {row}, unit {unit}: negative rate {rates[row, unit]:g}")
+    cumulative = np.floor(np.cumsum(rates * (bin_us / 1e6), axis=0) + 1e-9)
+    return np.diff(cumulative, axis=0, prepend=0.0)

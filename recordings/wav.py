@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from recordings.base import RecordingDamageWarning, RecordingError
+from recordings.base import RecordingDamageWarning, RecordingError, not_a_file
 
 #: Default block length in sample frames (0.5 s at 8 kHz).
 DEFAULT_BLOCK_FRAMES = 4096
@@ -53,7 +53,7 @@ class WavReader:
         self.block_frames = int(block_frames)
         self.strict = strict
         if not self.path.is_file():
-            raise RecordingError(self.path, "no such file")
+            raise RecordingError(self.path, not_a_file(self.path))
         with open(self.path, "rb") as f:
             head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":

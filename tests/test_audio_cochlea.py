@@ -144,7 +144,7 @@ def test_audio_command_writes_spikes_and_a_raster(data_dir, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["channels"] == 64 and summary["spikes"] == len(np.load(out)) > 100
     assert png.stat().st_size > 1000
-    assert main(["audio", str(tmp_path / "missing.wav")]) == 1
+    assert main(["audio", str(tmp_path / "missing.wav")]) == 2
     assert "no such file" in capsys.readouterr().err
 
 

@@ -90,11 +90,11 @@ def test_convert_round_trip_every_format(data_dir, tmp_path, capsys):
 def test_convert_refuses_bad_targets(data_dir, tmp_path, capsys):
     source = data_dir / "events" / "nmnist_tonic.bin"
     code, _, err = run_cli(capsys, "convert", source, tmp_path / "out.dat")
-    assert code == 1 and ".aedat4" in err
+    assert code == 2 and ".aedat4" in err
     existing = tmp_path / "exists.aedat4"
     existing.write_bytes(b"x")
     code, _, err = run_cli(capsys, "convert", source, existing)
-    assert code == 1 and "--force" in err
+    assert code == 2 and "--force" in err
     code, _, err = run_cli(capsys, "convert", source, existing, "--force")
     assert code == 0, err
 
@@ -116,7 +116,7 @@ def test_replay_fast_start_and_loop_flags(data_dir, capsys):
         t = np.concatenate([c["timestamp"] for c in reader.chunks()])
     assert count == int((t >= t[0] + 300_000).sum())
     code, _, err = run_cli(capsys, "replay", path, "--speed", "0")
-    assert code == 1 and "--speed" in err
+    assert code == 2 and "--speed" in err
 
 
 @pytest.mark.parametrize("make,needle", [
@@ -124,12 +124,12 @@ def test_replay_fast_start_and_loop_flags(data_dir, capsys):
     (lambda d, t: d / "audio" / "fsdd" / "0_george_0.wav", "not a recording format"),
     (lambda d, t: t / "empty.aedat4", "empty"),
 ])
-def test_errors_one_line_status_1(data_dir, tmp_path, capsys, make, needle):
+def test_errors_one_line_status_2(data_dir, tmp_path, capsys, make, needle):
     (tmp_path / "empty.aedat4").write_bytes(b"")
     for command in ("info", "replay", "convert"):
         extra = [tmp_path / "o.aedat4"] if command == "convert" else []
         code, out, err = run_cli(capsys, command, make(data_dir, tmp_path), *extra)
-        assert code == 1
+        assert code == 2
         assert needle in err and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
 
@@ -142,9 +142,9 @@ def test_strict_damage_and_lenient_warning(data_dir, tmp_path, capsys):
     assert code == 0 and "warning:" in err and "at byte 494090" in err
     assert json.loads(out)["events"] == 59_065
     code, _, err = run_cli(capsys, "info", cut, "--strict")
-    assert code == 1 and err.startswith("error:") and "at byte 494090" in err
+    assert code == 2 and err.startswith("spikeloop info: ") and "at byte 494090" in err
     code, _, err = run_cli(capsys, "replay", cut, "--fast", "--strict")
-    assert code == 1 and "at byte" in err
+    assert code == 2 and "at byte" in err
 
 
 def test_info_reports_garbage_that_decompresses(data_dir, tmp_path, capsys):
@@ -158,14 +158,14 @@ def test_info_reports_garbage_that_decompresses(data_dir, tmp_path, capsys):
     assert code == 0 and "warning:" in err and "is outside the 346x260 sensor" in err
     assert json.loads(out)["events"] < 117_667 and "damage" in json.loads(out)
     code, _, err = run_cli(capsys, "info", flipped, "--strict")
-    assert code == 1 and err.startswith("error:") and "is outside the 346x260 sensor" in err
+    assert code == 2 and err.startswith("spikeloop info: ") and "is outside the 346x260 sensor" in err
 
 
 def test_console_script_error_has_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "info", str(tmp_path / "nope.raw")],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert result.returncode == 1
-    assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("spikeloop info: ") and "Traceback" not in result.stderr
 
 
 def test_sample_is_generated_deterministically(tmp_path):

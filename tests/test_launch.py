@@ -64,9 +64,9 @@ def error_of(path, **kwargs) -> str:
     (('mode = "paced"', 'mode = "turbo"'), "[loop] mode: expected one of 'live', 'paced', 'fast', got 'turbo'"),
     (("dt_us = 1000", "dt_us = 1.5"), "[loop] dt_us: expected an integer in [1, 1000000], got 1.5"),
     (("dt_us = 1000", 'dt_us = "1000"'), "[loop] dt_us: expected an integer in [1, 1000000], got '1000'"),
-    (("speed = 1.0", "speed = 0"), "[loop] speed: expected a positive number, got 0"),
-    (("speed = 1.0", "speed = -2"), "[loop] speed: expected a positive number, got -2"),
-    (("max_lag_ms = 10", "max_lag_ms = 0"), "[loop] max_lag_ms: expected a positive number, got 0"),
+    (("speed = 1.0", "speed = 0"), "[loop] speed: expected a number in (0, 1000], got 0"),
+    (("speed = 1.0", "speed = -2"), "[loop] speed: expected a number in (0, 1000], got -2"),
+    (("max_lag_ms = 10", "max_lag_ms = 0"), "[loop] max_lag_ms: expected a number in (0, 10000], got 0"),
     (("loop = false", "loop = 1"), "[source] loop: expected true or false, got 1"),
     (('type = "replay"', 'type = "tape"'), "[source] type: expected one of 'replay', 'webcam', 'camera', 'tcp', 'samples', 'dad', 'mc_maze', 'audio', 'world', 'zenoh', got 'tape'"),
     (('builder = "dvs_steering"', 'builder = "resnet"'), "[network] builder: expected one of 'dvs_steering', 'obstacle_avoidance', 'random_lif', got 'resnet'"),
@@ -109,7 +109,7 @@ def test_motor_sink_values_are_checked_before_any_port_opens(tmp_path, base_toml
         (('protocol = "dynamixel"', 'protocol = "canbus"'), "[sinks.motors] protocol: expected one of 'dynamixel'"),
         (("ids = [1, 2]", "ids = [1, 1]"), "[sinks.motors] ids: expected distinct motor ids, got [1, 1]"),
         (("ids = [1, 2]", "ids = []"), "[sinks.motors] ids: expected a non-empty list of integers in [0, 255], got []"),
-        (("timeout_ms = 200", "timeout_ms = -1"), "[sinks.motors] timeout_ms: expected a positive number, got -1"),
+        (("timeout_ms = 200", "timeout_ms = -1"), "[sinks.motors] timeout_ms: expected a number in (0, 10000], got -1"),
         (('port = "emulated:dynamixel"', 'port = "/dev/ttyNOPE9"'),
          "[sinks.motors] port: serial device not found: /dev/ttyNOPE9"),
         (("device_watchdog_ms = 100", "watchdog = 100"), "[sinks.motors.driver] watchdog: unknown key"),
@@ -145,7 +145,7 @@ def test_set_overrides_and_their_errors(tmp_path, base_toml):
                                    "stages.pooling.target=[8, 6]"], duration_s=0.2)
     assert spec.loop.speed == 4.0 and spec.loop.mode == "fast" and spec.loop.duration_s == 0.2
     assert spec.network_params["vth"] == 60 and spec.stages[-1][2].target == (8, 6)
-    assert "[loop] speed: expected a positive number, got -1" in error_of(path, sets=["loop.speed=-1"])
+    assert "[loop] speed: expected a number in (0, 1000], got -1" in error_of(path, sets=["loop.speed=-1"])
     assert "[loop] turbo: unknown key" in error_of(path, sets=["loop.turbo=1"])
     assert "--set 'speed': expected section.key=value" in error_of(path, sets=["speed"])
     # A bare word that is not TOML is taken as a string, then checked like any value.

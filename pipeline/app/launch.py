@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -76,7 +77,7 @@ from pipeline.app.sources import (
     robot_chunks,
     table_kind,
 )
-from pipeline.core.schema import Context, Key, LaunchError, check_table, check_value
+from pipeline.core.schema import Context, Key, LaunchError, check_table, check_value, printable
 from pipeline.decoders import DECODERS
 from pipeline.decoders.bci.factory import DECODER_KINDS, make_decoder
 from pipeline.decoders.bci.features import BCIInputError
@@ -101,16 +102,16 @@ SECTIONS = ("source", "loop", "stages", "network", "decoder", "output", "sinks",
 LOOP_KEYS: dict[str, Key] = {
     "mode": Key("str", "fast", choices=MODES, help="live | paced | fast"),
     "dt_us": Key("int", 1000, low=1, high=1_000_000, help="network step (µs; a bin-level decoder steps per bin)"),
-    "speed": Key("number", 1.0, low=0, low_open=True, help="paced replay speed (1 = real time)"),
-    "max_lag_ms": Key("number", 10.0, low=0, low_open=True, help="a bin waiting longer than this merges (ms)"),
+    "speed": Key("number", 1.0, low=0, low_open=True, high=1000, help="paced replay speed (1 = real time)"),
+    "max_lag_ms": Key("number", 10.0, low=0, low_open=True, high=10_000, help="a bin waiting longer than this merges (ms)"),
     "queue_packets": Key("int", 64, low=1, high=100_000, help="source queue capacity (packets)"),
-    "report_period_s": Key("number", 1.0, low=0, help="periodic report interval (s, 0 = off)"),
-    "duration_s": Key("number", 0.0, low=0, help="stop after this much sensor time (s, 0 = until the end)"),
+    "report_period_s": Key("number", 1.0, low=0, high=3600, help="periodic report interval (s, 0 = off)"),
+    "duration_s": Key("number", 0.0, low=0, high=1e7, help="stop after this much sensor time (s, 0 = until the end)"),
     "command_every_steps": Key("int", 1, low=1, high=1_000_000, help="send a command every N steps"),
     "spin_us": Key("int", 800, low=0, high=100_000, help="pacing: spin this long before each tick (µs)"),
-    "idle_ms": Key("number", 50.0, low=0, help="live: silent this long -> keep stepping on the wall clock (ms)"),
+    "idle_ms": Key("number", 50.0, low=0, high=60_000, help="live: silent this long -> keep stepping on the wall clock (ms)"),
     "switch_interval_us": Key("int", 200, low=1, high=100_000, help="GIL switch interval while running (µs)"),
-    "chunk_ms": Key("number", 0.0, low=0, help="packet length of a replayed recording or the microphone (ms; "
+    "chunk_ms": Key("number", 0.0, low=0, high=10_000, help="packet length of a replayed recording or the microphone (ms; "
                                                "0 = one step but at most 10 ms; the microphone 10 ms)"),
 }
 
@@ -128,8 +129,8 @@ BIN_DECODER_KEYS: dict[str, Key] = {
     "fit_block": Key("str", "tr", choices=("tr", "te"), help="DAD block to fit on"),
     "history": Key("int", 0, low=0, high=100, help="bins per prediction (0 = the decoder's default)"),
     "lag": Key("int", 0, low=0, high=100, help="bins between the newest bin used and the prediction"),
-    "ridge": Key("number", -1.0, help="ridge penalty (-1 = the decoder's default)"),
-    "C": Key("number", 1.0, low=0, low_open=True, help="Kalman process-noise scale"),
+    "ridge": Key("number", -1.0, low=-1, high=1e12, help="ridge penalty (-1 = the decoder's default)"),
+    "C": Key("number", 1.0, low=0, low_open=True, high=1e12, help="Kalman process-noise scale"),
 }
 
 OUTPUT_KEYS: dict[str, dict[str, Key]] = {
@@ -157,11 +158,12 @@ SINK_KEYS: dict[str, dict[str, Key]] = {
         "port": Key("str", help="serial device path or 'emulated:<protocol>'"),
         "ids": Key("int_list", low=0, high=255, help="motor ids, in command order"),
         "baud": Key("int", 0, low=0, high=20_000_000, help="baud rate (0 = the protocol's default)"),
-        "timeout_ms": Key("number", 200.0, low=0, low_open=True, help="command watchdog (ms)"),
-        "max_velocity_radps": Key("number", 0.0, low=0, help="velocity limit (rad/s, 0 = device limit)"),
-        "max_accel_radps2": Key("number", 0.0, low=0, help="acceleration limit (rad/s^2, 0 = none)"),
+        "timeout_ms": Key("number", 200.0, low=0, low_open=True, high=10_000,
+                          help="command watchdog (ms; at most 10 s: a longer one no longer stops a runaway robot)"),
+        "max_velocity_radps": Key("number", 0.0, low=0, high=10_000, help="velocity limit (rad/s, 0 = device limit)"),
+        "max_accel_radps2": Key("number", 0.0, low=0, high=1e6, help="acceleration limit (rad/s^2, 0 = none)"),
         "feedback_hz": Key("number", 50.0, low=0, high=10_000, help="read-back request rate (Hz)"),
-        "fatal_after_ms": Key("number", 2000.0, low=0, help="link down this long = device lost (ms, 0 = never)"),
+        "fatal_after_ms": Key("number", 2000.0, low=0, high=3_600_000, help="link down this long = device lost (ms, 0 = never)"),
     },
     "command_log": {
         "path": Key("out_path", help="file to write (relative to the working directory)"),
@@ -195,6 +197,13 @@ CONTROLLER_KEYS: dict[str, Key] = {
     "robots": Key("str", "processes", choices=("threads", "processes"),
                   help="[source] key with '*': one loop per robot in threads of this process or one process each"),
 }
+
+#: Largest sensor the stages take (pixels): per-pixel state (a noise filter's last-event map) is allocated
+#: for the whole sensor, and a file header may declare 32767 x 32767 (8 GiB of int64). 4096 x 4096 is
+#: above every event camera made (1280 x 720 HD Prophesee, 640 x 480 DVXplorer).
+MAX_SENSOR_PIXELS = 4096 * 4096
+#: Most weights a named builder may allocate (its dense int64 matrices: 256 MiB each at this bound).
+MAX_BUILDER_SYNAPSES = 32 * 1024 * 1024
 
 #: Longest default packet of a replayed recording (µs), and a microphone's default packet (µs).
 MAX_DEFAULT_CHUNK_US = 10_000
@@ -265,6 +274,8 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = text.strip()
+    except RecursionError:
+        raise LaunchError(f"--set {name.strip()}: value nested too deeply") from None
     return path, value
 
 
@@ -304,16 +315,56 @@ def apply_source(raw: dict, source: str) -> None:
 
 # -- phase 1: the file alone -------------------------------------------------------------------------
 
-def read_launch_toml(path: str | Path, sets: list[str] = ()) -> dict:
-    """The TOML tables of a launch file with ``--set key.path=TOML`` overrides applied (not yet validated).
-    Raises LaunchError naming the file when it is missing or not valid TOML."""
+#: Largest launch file read (bytes): a launch file is a page of TOML; /dev/zero or a recording named by
+#: mistake is refused after reading this much.
+MAX_LAUNCH_BYTES = 1 << 20
+
+
+def read_launch_text(path: str | Path) -> str:
+    """The text of a launch file, read at most :data:`MAX_LAUNCH_BYTES` (+1) bytes. LaunchError names the file
+    when it is missing, a directory, larger than the bound (/dev/zero, a recording) or not UTF-8 text."""
     display = str(path)
+    path = Path(path)
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        if path.is_dir():
+            raise LaunchError(f"{display}: is a directory (expected a TOML launch file, e.g. launch/replay.toml)")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_LAUNCH_BYTES + 1)
     except FileNotFoundError:
         raise LaunchError(f"{display}: launch file not found") from None
+    except OSError as exc:
+        raise LaunchError(f"{display}: cannot read the launch file ({exc.strerror or exc})") from None
+    hint = (" (this looks like a recording: replay it with 'spikeloop replay', or run a launch file on it with "
+            "'--source')") if _looks_like_recording(path, data) else ""
+    if len(data) > MAX_LAUNCH_BYTES:
+        raise LaunchError(f"{display}: larger than {MAX_LAUNCH_BYTES >> 20} MiB: not a launch file{hint}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LaunchError(f"{display}: byte {exc.start}: not UTF-8 text (a launch file is TOML){hint}") from None
+
+
+def _looks_like_recording(path: Path, head: bytes) -> bool:
+    """Whether a file handed over as a launch file is an event recording (by suffix or magic bytes)."""
+    return (path.suffix.lower() in (".aedat4", ".aedat", ".raw", ".dat", ".es", ".bin", ".mat", ".wav", ".h5")
+            or head.startswith((b"#!AER-DAT", b"RIFF", b"MATLAB", b"\x89HDF", b"% ")))
+
+
+def _parse_toml(text: str, what: str) -> dict:
+    """tomllib.loads with its failures as one LaunchError line prefixed by ``what`` (nesting deeper than
+    Python's recursion limit included)."""
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise LaunchError(f"{display}: not valid TOML: {exc}") from None
+        raise LaunchError(f"{what}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise LaunchError(f"{what}: not a launch file: arrays or tables nested too deeply") from None
+
+
+def read_launch_toml(path: str | Path, sets: list[str] = ()) -> dict:
+    """The TOML tables of a launch file with ``--set key.path=TOML`` overrides applied (not yet validated).
+    Raises LaunchError naming the file when it is missing, unreadable or not valid TOML."""
+    raw = _parse_toml(read_launch_text(path), str(path))
     for assignment in sets:
         key_path, value = parse_set(assignment)
         apply_set(raw, key_path, value, assignment)
@@ -344,7 +395,7 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
 
     unknown = [s for s in raw if s not in SECTIONS]
     if unknown:
-        raise LaunchError(f"{display}: unknown section [{unknown[0]}] (expected: {', '.join(SECTIONS)})")
+        raise LaunchError(f"{display}: unknown section [{printable(unknown[0])}] (expected: {', '.join(SECTIONS)})")
     if "source" not in raw:
         raise LaunchError(f"{display}: missing section [source]")
     source_spec = _check_source(ctx("source"), raw["source"])
@@ -364,7 +415,7 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
         raise ctx("loop").fail("mode", f"expected 'live' for a live {source_spec['type']} source, "
                                        f"got {loop_values['mode']!r}")
     if kind != "dvs" and raw.get("stages"):
-        where = f"stages.{next(iter(raw['stages']))}" if isinstance(raw["stages"], dict) else "stages"
+        where = f"stages.{printable(next(iter(raw['stages'])))}" if isinstance(raw["stages"], dict) else "stages"
         raise LaunchError(f"{display}: [{where}]: stages filter DVS events; the {source_spec['type']} "
                           f"source streams AER spikes")
     stages = _check_stages(path, display, raw.get("stages", {}))
@@ -524,14 +575,22 @@ def _typed_table(ctx: Context, table: Any, types: tuple[str, ...], schemas: dict
                  default_type: str | None) -> dict:
     if not isinstance(table, dict):
         raise LaunchError(f"{ctx.where()}: expected a table, got {table!r}")
-    kind = table.get("type", default_type)
-    if kind is None:
-        raise ctx.fail("type", f"missing (expected one of {', '.join(map(repr, types))})")
-    if kind not in types:
-        raise ctx.fail("type", f"expected one of {', '.join(map(repr, types))}, got {kind!r}")
+    kind = _type_name(ctx, table, types, default_type)
     values = check_table(ctx, table, schemas[kind], ignore=("type",))
     values["type"] = kind
     return values
+
+
+def _type_name(ctx: Context, table: dict, types: tuple[str, ...], default: str | None) -> str:
+    """The ``type`` of a table: one of ``types`` (a string; a list or number there is refused, not hashed),
+    else ``default``."""
+    kind = table.get("type", default)
+    expected = f"expected one of {', '.join(map(repr, types))}"
+    if kind is None:
+        raise ctx.fail("type", f"missing ({expected})")
+    if not isinstance(kind, str) or kind not in types:
+        raise ctx.fail("type", f"{expected}, got {kind!r}")
+    return kind
 
 
 _PARAMETER_ERROR = re.compile(r"parameter '(?P<key>[\w\[\]]+)'\s*(?:=\s*)?(?P<rest>.*)$", re.S)
@@ -563,7 +622,39 @@ def _check_free_params(ctx: Context, table: dict, cls, skip: tuple[str, ...]) ->
     for name, parameter in accepted.items():
         if parameter.default is inspect.Parameter.empty and name not in params:
             raise ctx.fail(name, "missing (required by this type)")
+    for name, value in params.items():
+        _check_parameter_type(ctx, name, accepted[name], value)
     return params
+
+
+def _check_parameter_type(ctx: Context, name: str, parameter: inspect.Parameter, value: Any) -> None:
+    """A registry class's parameter value against its annotation (``int``, ``float``, ``bool``, ``str``,
+    ``list[...]``, ``X | None``: None cannot be written in TOML); an unannotated parameter (index lists,
+    groups, names) takes a list. The class checks ranges itself; this refuses what it would silently
+    coerce: ``true`` for a number (bool is an int in Python), ``""`` for an index list, a non-finite
+    number."""
+    annotation = parameter.annotation
+    if annotation is inspect.Parameter.empty:
+        annotation = ""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    kinds = {part.strip() for part in text.split("|")} - {"None"} if text else set()
+    if not kinds:
+        expected, ok = "a list", isinstance(value, list)
+    elif kinds == {"int"}:
+        expected, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
+    elif kinds == {"float"}:
+        expected = "a finite number"
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif kinds == {"bool"}:
+        expected, ok = "true or false", isinstance(value, bool)
+    elif kinds == {"str"}:
+        expected, ok = "a non-empty string", isinstance(value, str) and bool(value)
+    elif all(kind.startswith(("list", "tuple")) for kind in kinds):
+        expected, ok = "a list", isinstance(value, list)
+    else:
+        return
+    if not ok:
+        raise ctx.fail(name, f"expected {expected}, got {value!r}")
 
 
 def _check_stages(path: Path, display: str, table: Any) -> list[tuple[str, str, StageConfig]]:
@@ -577,9 +668,7 @@ def _check_stages(path: Path, display: str, table: Any) -> list[tuple[str, str, 
         ctx = Context(path, f"stages.{label}", display)
         if not isinstance(stage, dict):
             raise LaunchError(f"{ctx.where()}: expected a table, got {stage!r}")
-        kind = stage.get("type", label)
-        if kind not in STAGES:
-            raise ctx.fail("type", f"expected one of {', '.join(map(repr, sorted(STAGES)))}, got {kind!r}")
+        kind = _type_name(ctx, stage, tuple(sorted(STAGES)), label)
         fields = STAGES[kind].describe().params
         names = sorted(field.name for field in fields)
         params = {key: value for key, value in stage.items() if key != "type"}
@@ -617,12 +706,9 @@ def _check_network(ctx: Context, table: Any, params_ctx: Context) -> tuple[dict,
 def _check_decoder(ctx: Context, table: Any) -> tuple[str, dict]:
     if not isinstance(table, dict):
         raise LaunchError(f"{ctx.where()}: expected a table, got {table!r}")
-    kind = table.get("type")
+    kind = _type_name(ctx, table, tuple(sorted([*DECODERS, "classifier"])), None)
     if kind == "classifier":
         return kind, check_table(ctx, table, CLASSIFIER_KEYS, ignore=("type",))
-    if kind not in DECODERS:
-        raise ctx.fail("type", f"expected one of {', '.join(map(repr, sorted([*DECODERS, 'classifier'])))}, "
-                               f"got {kind!r}")
     return kind, _check_free_params(ctx, table, DECODERS[kind], ("n_outputs",))
 
 
@@ -644,7 +730,7 @@ def _check_classifier_graph(ctx, source: dict, network: dict, decoder: tuple[str
 
 def _check_bin_decoder(ctx: Context, table: Any) -> tuple[str, dict]:
     """A bin-level decoder's [decoder] table, its model / fit_path resolved against the launch file."""
-    if isinstance(table, dict) and table.get("type") in DECODERS:
+    if isinstance(table, dict) and isinstance(table.get("type"), str) and table["type"] in DECODERS:
         raise ctx.fail("type", f"a spike decoder ({table['type']!r}) needs a [network]; without one the "
                                f"decoder steps on binned counts: expected one of {', '.join(map(repr, DECODER_KINDS))}")
     values = check_table(ctx, table, BIN_DECODER_KEYS)
@@ -695,13 +781,21 @@ def _check_sinks(path: Path, display: str, table: Any) -> list[tuple[str, str, d
     return out
 
 
+def _exists(path: str) -> bool:
+    """Whether ``path`` exists; False for a name the file system cannot hold (too long, a NUL byte)."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _check_motor_sink(ctx: Context, values: dict, driver: Any, driver_ctx: Context) -> dict:
     if values["protocol"] not in PROTOCOLS:
         raise ctx.fail("protocol", f"expected one of {', '.join(map(repr, sorted(PROTOCOLS)))}, got {values['protocol']!r}")
     port = values["port"]
     if port.startswith("emulated:") and port != f"emulated:{values['protocol']}":
         raise ctx.fail("port", f"expected 'emulated:{values['protocol']}' or a device path, got {port!r}")
-    if not port.startswith("emulated:") and not Path(port).exists():
+    if not port.startswith("emulated:") and not _exists(port):
         raise ctx.fail("port", f"serial device not found: {port} (expected a device path or "
                                f"'emulated:{values['protocol']}')")
     if len(set(values["ids"])) != len(values["ids"]):
@@ -767,7 +861,13 @@ def open_graph_source(spec: LaunchSpec):
 
 def build_stages(spec: LaunchSpec, width: int, height: int) -> Chain:
     """The file's stages, in order, as one Chain for a width x height (px) sensor; a config that does not
-    fit the resolution it receives (a crop outside the sensor) is named by its section."""
+    fit the resolution it receives (a crop outside the sensor) is named by its section; a sensor larger
+    than :data:`MAX_SENSOR_PIXELS` is refused at [source] before any per-pixel state is allocated."""
+    if width * height > MAX_SENSOR_PIXELS:
+        key = "path" if "path" in spec.source else "type"
+        raise Context(spec.path, "source", spec.display).fail(
+            key, f"the sensor is {width} x {height} px, larger than the {MAX_SENSOR_PIXELS:,} px the stages "
+                 f"hold state for (a header declaring a size no camera has?)")
     try:
         return Chain([config for _, _, config in spec.stages], width, height)
     except ChainError as exc:
@@ -798,6 +898,12 @@ def build_network(spec: LaunchSpec, width: int, height: int, channels: int | Non
             raise ctx.fail("file", str(exc)) from None
     else:
         builder = BUILDERS[spec.network["builder"]]
+        synapses = builder.synapses(width, height, channels, **spec.network_params)
+        if synapses > MAX_BUILDER_SYNAPSES:
+            raise Context(spec.path, "network.params", spec.display).fail(
+                None, f"the {spec.network['builder']} network for {channels} x {width} x {height} inputs would "
+                      f"allocate {synapses:,} weights, more than {MAX_BUILDER_SYNAPSES:,} (fewer neurons, or pool "
+                      f"the input with a pooling stage)")
         try:
             network = builder.build(width, height, channels, **spec.network_params)
             network.validate()
@@ -865,7 +971,8 @@ def build_bin_decoder(spec: LaunchSpec):
             decoder = load_decoder(values["model"])
         else:
             fit_path = values["fit_path"] or spec.source["path"]
-            data = open_binned(fit_path, block=values["fit_block"], bin_ms=bin_us / 1000)
+            data = open_binned(fit_path, block=values["fit_block"], bin_ms=bin_us / 1000,
+                               rates=spec.source.get("rates", False))
             decoder = make_decoder(kind, bin_us, history=values["history"] or None, lag=values["lag"],
                                    ridge=None if values["ridge"] < 0 else values["ridge"], C=values["C"])
             decoder.fit(data.counts, data.kinematics)

@@ -16,8 +16,8 @@ use every core at some CPU cost each. bench/robots.py measures both against 1 ro
 4 robots as processes missed fewer steps than as threads, hence the default.
 
 A robot's loop ends when its stream ends (END), is lost (silent for ``silence_ms``), or reaches
-``duration_s``; the launch ends when every robot that started has ended (or on a signal). Exit status 4
-when any robot's stream was lost or its loop failed, else 0.
+``duration_s``; the launch ends when every robot that started has ended (or on a signal). Exit status 1
+(pipeline.app.errors.EXIT_FAILED) when any robot's stream was lost or its loop failed, else 0.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from typing import Callable
 
 from devices.transport import wire
 from devices.transport.zenoh_link import KeyDemux, TransportError
+from pipeline.app.errors import EXIT_FAILED
 from pipeline.app.launch import Context, LaunchError, LaunchSpec, build_graph
 from pipeline.app.sources import SourceSpecError, open_zenoh
 
@@ -95,7 +96,7 @@ class RobotLoops:
                 if not threads and wait_s and time.monotonic() - started > wait_s:
                     self.log("error", kind="TransportError",
                              message=f"zenoh:{self.spec.source['key']}: no robot published within {wait_s:g} s")
-                    return 4
+                    return EXIT_FAILED
         finally:
             self.stop()
             with self._lock:
@@ -104,7 +105,7 @@ class RobotLoops:
                 thread.join()
             self.demux.close()
         failed = [key for key, outcome in self.outcomes.items() if outcome in ("lost", "failed")]
-        return 4 if failed else 0
+        return EXIT_FAILED if failed else 0
 
     def _spawn(self, key: str) -> None:
         """Processes: ``spikeloop launch FILE --robot KEY`` (same overrides), watched by a thread."""

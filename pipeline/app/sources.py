@@ -63,7 +63,7 @@ _COCHLEA = CochleaConfig()
 _NEURAL_KEYS = {
     "path": Key("file", help="DAD .mat (dad) or MC_Maze trial CSV (mc_maze), relative to the launch file"),
     "block": Key("str", "te", choices=("tr", "te"), help="DAD block replayed (te = Yte/Xte; mc_maze: unused)"),
-    "bin_ms": Key("number", 0.0, low=0, help="bin width (ms; 0 = the model's, else 50 DAD / 20 MC_Maze)"),
+    "bin_ms": Key("number", 0.0, low=0, high=10_000, help="bin width (ms; 0 = the model's, else 50 DAD / 20 MC_Maze)"),
     "loop": Key("bool", False, help="start over at the end"),
 }
 
@@ -96,7 +96,8 @@ SOURCE_KEYS: dict[str, dict[str, Key]] = {
                                       "('' = FSDD names, or no labels when the names are not FSDD's)"),
         "limit": Key("int", 0, low=0, help="only the first N recordings of the folder (0 = all)"),
     },
-    "dad": _NEURAL_KEYS,
+    "dad": {**_NEURAL_KEYS, "rates": Key("bool", False, help="Y holds firing rates (spikes/s over bin_ms bins), "
+                                                             "replayed as whole counts (recordings.neural.rates_to_counts)")},
     "mc_maze": _NEURAL_KEYS,
     "zenoh": {
         "key": Key("str", help="Zenoh key expression, e.g. lab/robot1/dvs (a * chunk: one loop per robot)"),
@@ -286,7 +287,7 @@ def _open_neural(table: dict, *, speed: float, fast: bool, chunk_us: int, bin_us
     try:
         if table["type"] == "dad":
             return DadSource(path, table["block"], (bin_us or round(dad.DEFAULT_BIN_MS * 1000)) / 1000, speed=speed,
-                             fast=fast, loop=table["loop"], chunk_us=chunk_us)
+                             fast=fast, loop=table["loop"], chunk_us=chunk_us, rates=table["rates"])
         return McMazeSource(path, bin_ms=(bin_us or round(mc_maze.DEFAULT_BIN_MS * 1000)) / 1000, speed=speed,
                             fast=fast, loop=table["loop"], chunk_us=chunk_us)
     except (RecordingError, ValueError, OSError) as exc:

@@ -72,6 +72,13 @@ class Key:
         return f" in {left}{low}, {high}]"
 
 
+def printable(name: str) -> str:
+    """A key or section name as a message shows it on one line: control characters (a TOML quoted key may
+    hold a newline) escaped, as Python writes them."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -87,8 +94,8 @@ class Context:
     def where(self, key: str | None = None) -> str:
         name = self.display or str(self.file)
         if key is None:
-            return f"{name}: [{self.section}]"
-        return f"{name}: [{self.section}] {key}"
+            return f"{name}: [{printable(self.section)}]"
+        return f"{name}: [{printable(self.section)}] {printable(key)}"
 
     def fail(self, key: str | None, message: str) -> LaunchError:
         return LaunchError(f"{self.where(key)}: {message}")
@@ -123,14 +130,23 @@ def check_value(ctx: Context, name: str, spec: Key, value: Any) -> Any:
         if spec.choices and value not in spec.choices:
             raise bad
         if kind == "file":
-            path = Path(value).expanduser()
-            if not path.is_absolute():
-                path = (ctx.file.parent / path).resolve()
-            if not path.is_file():
+            try:
+                path = Path(value).expanduser()
+                if not path.is_absolute():
+                    path = (ctx.file.parent / path).resolve()
+                found = path.is_file()
+            except (OSError, ValueError, RuntimeError) as exc:  # too long a name, a NUL byte, ~nosuchuser
+                raise ctx.fail(name, f"not a usable path ({exc})") from None
+            if not found:
                 raise ctx.fail(name, f"file not found: {path} (expected {spec.expectation()})")
             return path
         if kind == "out_path":
-            return Path(value).expanduser()
+            try:
+                if "\x00" in value:
+                    raise ValueError("embedded null byte")
+                return Path(value).expanduser()
+            except (ValueError, RuntimeError) as exc:
+                raise ctx.fail(name, f"not a usable path ({exc})") from None
         return value
     if kind in ("int", "number"):
         ok = _is_int(value) if kind == "int" else _is_number(value)

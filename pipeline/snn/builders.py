@@ -18,11 +18,20 @@ from pipeline.core.schema import Key
 
 @dataclass(frozen=True)
 class Builder:
-    """A named network recipe: ``build(width, height, channels, **params) -> Network``."""
+    """A named network recipe: ``build(width, height, channels, **params) -> Network``.
+
+    synapses: ``(width, height, channels, **params) -> int``, the weights the recipe allocates (its dense
+    matrices while building), so a caller can refuse a size before any memory is touched.
+    """
 
     build: Callable
     params: Mapping[str, Key]
     doc: str
+    synapses: Callable
+
+
+def _random_lif_synapses(width: int, height: int, channels: int, hidden: int = 1024, outputs: int = 10, **_) -> int:
+    return hidden * channels * height * width + outputs * hidden
 
 
 def _loihi_lif(du: int, dv: int, vth: int):
@@ -130,6 +139,7 @@ BUILDERS: dict[str, Builder] = {
         {"weight": Key("int", 8, low=1, high=255, help="excitatory weight per pixel (8-bit)"),
          **{k: Key(v.kind, d, v.low, v.high, help=v.help) for (k, v), d in zip(_LIF_KEYS.items(), (48, 4095, 256))}},
         "left/right halves of the input grid -> two LIF neurons [left, right]",
+        lambda width, height, channels, **_: 2 * channels * height * width,
     ),
     "random_lif": Builder(
         random_lif,
@@ -140,10 +150,12 @@ BUILDERS: dict[str, Builder] = {
          "seed": Key("int", 0, low=0, help="random seed"),
          **{k: Key(v.kind, d, v.low, v.high, help=v.help) for (k, v), d in zip(_LIF_KEYS.items(), (200, 2048, 256))}},
         "seeded random inputs -> hidden LIF -> output LIF load generator (benchmarks)",
+        _random_lif_synapses,
     ),
     "obstacle_avoidance": Builder(
         obstacle_avoidance,
         _avoidance_keys(),
         "spikeloop demo's looming + steering network -> motor [forward, turn_left, turn_right]",
+        lambda width, height, channels, **_: 4 * channels * height * width,
     ),
 }

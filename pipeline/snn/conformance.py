@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.npz import load_npz
 from pipeline.snn.network import INPUT, Conv2D, Dense, LoihiLIF, Network, Population, Sparse
 from pipeline.snn.runtime import build
 
@@ -67,12 +68,12 @@ class _Arrays:
         self.data, self.path = data, path
 
     def __call__(self, key: str) -> np.ndarray:
-        if key not in self.data.files:
+        if key not in self.data:
             raise ValueError(f"{self.path}: missing key {key!r}")
         return self.data[key]
 
     def optional(self, key: str, default: int) -> int:
-        return int(self.data[key]) if key in self.data.files else default
+        return int(self.data[key]) if key in self.data else default
 
 
 def _xyc_to_flat(values: np.ndarray) -> np.ndarray:
@@ -311,8 +312,8 @@ def run_learning(arrays: _Arrays) -> list[Check]:
 
 def scenario_names(data) -> tuple[list[str], list[str]]:
     """(one-layer names, two-layer names) present in an opened npz."""
-    one = sorted(k[: -len("_weights")] for k in data.files if k.endswith("_weights"))
-    two = sorted(k[: -len("_W1")] for k in data.files if k.endswith("_W1"))
+    one = sorted(k[: -len("_weights")] for k in data if k.endswith("_weights"))
+    two = sorted(k[: -len("_W1")] for k in data if k.endswith("_W1"))
     return one, two
 
 
@@ -320,44 +321,44 @@ def run_file(path: str | Path) -> list[Check]:
     """Run every scenario of ``path``; one Check per recorded quantity, in file order."""
     path = Path(path)
     checks: list[Check] = []
-    with np.load(path, allow_pickle=False) as data:
-        arrays = _Arrays(data, path)
-        if "scenarios" in data.files:
-            for name in (str(n) for n in data["scenarios"]):
-                try:
-                    checks.extend(structure_scenario(arrays, name))
-                except ValueError as error:
-                    if str(path) in str(error):
-                        raise
-                    raise ValueError(f"{path}: scenario {name}: {error}") from error
-            return checks
-        one, two = scenario_names(data)
-        learning = all(k in data.files for k in LEARNING_KEYS)
-        if not one and not two and not learning:
-            raise ValueError(f"{path}: no scenario found (expected keys '<name>_weights', '<name>_W1' or "
-                             f"{', '.join(LEARNING_KEYS)})")
-        for name in one:
+    data = load_npz(path)
+    arrays = _Arrays(data, path)
+    if "scenarios" in data:
+        for name in (str(n) for n in data["scenarios"]):
             try:
-                network = one_layer_network(arrays, name)
-                got = _run(network, arrays(f"{name}_spikes_in"),
-                           {"spikes": ("lif", "spikes"), "v": ("lif", "v"), "u": ("lif", "u")})
+                checks.extend(structure_scenario(arrays, name))
             except ValueError as error:
+                if str(path) in str(error):
+                    raise
                 raise ValueError(f"{path}: scenario {name}: {error}") from error
-            for quantity in ("spikes", "v", "u"):
-                expected = arrays(f"{name}_{quantity}")
-                checks.append(Check(name, quantity, expected.shape, _first_mismatch(expected, got[quantity])))
-        for name in two:
-            try:
-                network = two_layer_network(arrays, name)
-                got = _run(network, arrays(f"{name}_spikes_in"),
-                           {"s1": ("l1", "spikes"), "s2": ("l2", "spikes"), "v2": ("l2", "v")})
-            except ValueError as error:
-                raise ValueError(f"{path}: scenario {name}: {error}") from error
-            for quantity in ("s1", "s2", "v2"):
-                expected = arrays(f"{name}_{quantity}")
-                checks.append(Check(name, quantity, expected.shape, _first_mismatch(expected, got[quantity])))
-        if learning:
-            checks.extend(run_learning(arrays))
+        return checks
+    one, two = scenario_names(data)
+    learning = all(k in data for k in LEARNING_KEYS)
+    if not one and not two and not learning:
+        raise ValueError(f"{path}: no scenario found (expected keys '<name>_weights', '<name>_W1' or "
+                         f"{', '.join(LEARNING_KEYS)})")
+    for name in one:
+        try:
+            network = one_layer_network(arrays, name)
+            got = _run(network, arrays(f"{name}_spikes_in"),
+                       {"spikes": ("lif", "spikes"), "v": ("lif", "v"), "u": ("lif", "u")})
+        except ValueError as error:
+            raise ValueError(f"{path}: scenario {name}: {error}") from error
+        for quantity in ("spikes", "v", "u"):
+            expected = arrays(f"{name}_{quantity}")
+            checks.append(Check(name, quantity, expected.shape, _first_mismatch(expected, got[quantity])))
+    for name in two:
+        try:
+            network = two_layer_network(arrays, name)
+            got = _run(network, arrays(f"{name}_spikes_in"),
+                       {"s1": ("l1", "spikes"), "s2": ("l2", "spikes"), "v2": ("l2", "v")})
+        except ValueError as error:
+            raise ValueError(f"{path}: scenario {name}: {error}") from error
+        for quantity in ("s1", "s2", "v2"):
+            expected = arrays(f"{name}_{quantity}")
+            checks.append(Check(name, quantity, expected.shape, _first_mismatch(expected, got[quantity])))
+    if learning:
+        checks.extend(run_learning(arrays))
     return checks
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.npz import NpzError, load_npz
 from pipeline.snn.learning.rule import RULE_CLASSES
 from pipeline.snn.model import InputSpec, Readout
 
@@ -623,15 +624,21 @@ class Network:
 
     @classmethod
     def load(cls, path: str | Path) -> Network:
-        """Read a network written by :meth:`save` (no pickle); ValueError names the file and key."""
+        """Read a network written by :meth:`save` (no pickle, at most pipeline.core.npz.MAX_NPZ_BYTES of
+        arrays); ValueError names the file and key."""
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return cls._from_arrays({key: data[key] for key in data.files}, path)
-        except (OSError, ValueError) as error:
-            if str(path) in str(error):
+            arrays = load_npz(path)
+        except NpzError:
+            raise
+        except OSError as error:
+            raise ValueError(f"{path}: cannot read ({error.strerror or error})") from None
+        try:
+            return cls._from_arrays(arrays, path)
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as error:
+            if isinstance(error, ValueError) and str(path) in str(error):
                 raise
-            raise ValueError(f"{path}: not a spikeloop network file ({error})") from error
+            raise ValueError(f"{path}: not a spikeloop network file ({type(error).__name__}: {error})") from None
 
     @classmethod
     def _from_arrays(cls, arrays: dict[str, np.ndarray], path: Path) -> Network:

@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 
+from pipeline.app.errors import check_output_path, fail, write_atomically
 from pipeline.app.sources import SourceSpecError, open_source, parse_source_spec, with_defaults
 from pipeline.core.events import empty_spikes
 
@@ -27,7 +27,8 @@ def register(subparsers, summary: str) -> None:
     parser.add_argument("--channels", type=int, default=64, help="filterbank channels (default 64)")
     parser.add_argument("--f-lo", type=float, default=100.0, help="lowest centre frequency, Hz (default 100)")
     parser.add_argument("--f-hi", type=float, default=3600.0, help="highest centre frequency, Hz (default 3600)")
-    parser.add_argument("--png", help="write a spike raster (time x channel) to this PNG")
+    parser.add_argument("--png", "--plot", dest="png", metavar="PNG",
+                        help="write a spike raster (time x channel) to this PNG")
     parser.add_argument("--out", help="write the spikes (timestamp µs, channel) to this .npy file")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     parser.set_defaults(func=run)
@@ -35,16 +36,18 @@ def register(subparsers, summary: str) -> None:
 
 def run(args) -> int:
     if bool(args.wav) == bool(args.mic):
-        print("spikeloop audio: give a WAV file or --mic (one of them)", file=sys.stderr)
-        return 2
+        return fail("audio", "give a WAV file or --mic (one of them)")
+    for flag, path in (("--png", args.png), ("--out", args.out)):
+        problem = path and check_output_path(path, flag)
+        if problem:
+            return fail("audio", problem)
     table = with_defaults({**parse_source_spec("mic" if args.mic else args.wav), "type": "audio",
                            "n_channels": args.channels, "f_lo_hz": args.f_lo, "f_hi_hz": args.f_hi,
                            "method": args.method})
     try:
         source = open_source(table, fast=True, chunk_us=round(PACKET_MS * 1000))
     except SourceSpecError as error:
-        print(f"spikeloop audio: {error}", file=sys.stderr)
-        return 1
+        return fail("audio", str(error))
     parts, t_end = [], 0
     try:
         for packet in source.packets():
@@ -65,7 +68,7 @@ def run(args) -> int:
         "active_channels": int(len(np.unique(spikes["channel"]))),
     }
     if args.out:
-        np.save(args.out, spikes)
+        write_atomically(args.out, lambda handle: np.save(handle, spikes))
     if args.png:
         write_raster(args.png, spikes, source.info.channels, t_end)
     if args.json:
@@ -90,5 +93,7 @@ def write_raster(path: str, spikes: np.ndarray, channels: int, t_end_us: int, wi
             image[np.clip(rows - dy, 0, height - 1), cols] = (40, 40, 40)
     cv2.putText(image, f"0 .. {t_end_us / 1e6:.2f} s   channels 0 (low) .. {channels - 1} (high)",
                 (5, height + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    if not cv2.imwrite(path, image):
-        raise OSError(f"could not write {path}")
+    ok, png = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"{path}: could not encode the raster as PNG")
+    write_atomically(path, lambda handle: handle.write(png.tobytes()))

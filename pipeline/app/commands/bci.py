@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.app.bci_plot import plot_decoded
+from pipeline.app.errors import check_output_path, fail
 from pipeline.app.launch import Graph, build_graph, check_launch, load_launch
 from pipeline.decoders.bci.evaluate import cross_validate, r2_score
 from pipeline.decoders.bci.factory import DECODER_KINDS, make_decoder
@@ -55,8 +55,17 @@ def _new_decoder(args: argparse.Namespace, bin_us: int):
                         backend=args.backend, steps=args.steps, neurons=args.neurons)
 
 
+def _bin_ms(args: argparse.Namespace) -> float | None:
+    """The bin width: --rates-to-spikes BIN_MS (the rates' bins) or --bin-ms; both given must agree."""
+    rates_ms = getattr(args, "rates_to_spikes", None)
+    if rates_ms is not None and args.bin_ms is not None and rates_ms != args.bin_ms:
+        raise ValueError(f"--bin-ms {args.bin_ms:g} and --rates-to-spikes {rates_ms:g}: the rates' bins are the "
+                         f"replay's bins (give one of them)")
+    return rates_ms if rates_ms is not None else args.bin_ms
+
+
 def _load(args: argparse.Namespace, block: str):
-    return open_binned(args.data, block=block, bin_ms=args.bin_ms)
+    return open_binned(args.data, block=block, bin_ms=_bin_ms(args), rates=args.rates_to_spikes is not None)
 
 
 def fit(args: argparse.Namespace) -> int:
@@ -132,9 +141,14 @@ def replay(args: argparse.Namespace) -> int:
     without sinks, scored against the recording's kinematics."""
     data = Path(args.data).expanduser().resolve()
     source = {"type": "mc_maze" if data.suffix.lower() == ".csv" else "dad", "path": str(data),
-              "block": args.block or "te", "bin_ms": args.bin_ms or 0.0}
+              "block": args.block or "te", "bin_ms": _bin_ms(args) or 0.0}
+    if args.rates_to_spikes is not None:
+        if source["type"] != "dad":
+            raise ValueError(f"{args.data}: --rates-to-spikes applies to DAD .mat files (an MC_Maze CSV holds spike "
+                             f"times)")
+        source["rates"] = True
     loop = {"mode": "fast" if args.speed is None else "paced", "speed": args.speed or 1.0,
-            "chunk_ms": args.chunk_us / 1000, "report_period_s": 0}
+            "chunk_ms": args.chunk_ms if args.chunk_ms is not None else args.chunk_us / 1000, "report_period_s": 0}
     decoder = {"model": str(Path(args.model).expanduser().resolve())}
     spec = check_launch({"source": source, "loop": loop, "decoder": decoder}, Path.cwd() / "bci-replay",
                         display="bci replay", require_sinks=False)
@@ -163,7 +177,10 @@ def replay(args: argparse.Namespace) -> int:
 
 def run_launch(args: argparse.Namespace) -> int:
     """``bci run``: a BCI launch file through the launch graph, reported with R^2 of the decoded bins."""
-    spec = load_launch(args.launch, args.set)
+    sets = list(args.set)
+    if args.rates_to_spikes is not None:
+        sets += ["source.rates=true", f"source.bin_ms={args.rates_to_spikes!r}"]
+    spec = load_launch(args.launch, sets)
     if spec.network is not None:
         raise ValueError(f"{spec.display}: a BCI launch file has no [network] (its [decoder] steps on binned "
                          f"counts); run it with spikeloop launch")
@@ -191,11 +208,14 @@ def run_launch(args: argparse.Namespace) -> int:
 
 def _guarded(func):
     def run(args: argparse.Namespace) -> int:
+        for flag in ("out", "plot"):
+            problem = getattr(args, flag, None) and check_output_path(getattr(args, flag), f"--{flag}")
+            if problem:
+                return fail("bci", problem)
         try:
             return func(args)
         except (BCIInputError, RecordingError, ValueError, OSError, RuntimeError) as exc:
-            print(f"spikeloop bci: error: {exc}", file=sys.stderr)
-            return 2
+            return fail("bci", str(exc))
     return run
 
 
@@ -205,6 +225,24 @@ def _data_options(p: argparse.ArgumentParser) -> None:
                    help="DAD block: tr = Ytr/Xtr, te = Yte/Xte (default: tr for fit, te for eval/replay)")
     p.add_argument("--bin-ms", type=float, default=None,
                    help="bin width in ms (MC_Maze: binning, default 20; DAD: time base, default 50)")
+    _rates_option(p)
+
+
+def _rates_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rates-to-spikes", type=_positive_ms, default=None, metavar="BIN_MS",
+                   help="DAD files stored as firing rates (spikes/s) over BIN_MS bins: each unit's rate x bin width "
+                        "is accumulated and rounded down along time into whole counts (deterministic, no fraction "
+                        "lost), which replay streams as spikes. Fit and replay with the same flag")
+
+
+def _positive_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a bin width in ms, got {text!r}") from None
+    if not 0 < value <= 10_000:
+        raise argparse.ArgumentTypeError(f"expected a bin width in (0, 10000] ms, got {text!r}")
+    return value
 
 
 def _decoder_options(p: argparse.ArgumentParser) -> None:
@@ -239,14 +277,19 @@ def register(subparsers, summary: str) -> None:
     p = sub.add_parser("replay", help="stream DATA as spikes through a fitted model, one bin at a time")
     _data_options(p)
     p.add_argument("--model", required=True, help="model .npz from 'bci fit'")
-    p.add_argument("--plot", default=None, help="write a PNG of decoded vs true kinematics")
+    p.add_argument("--plot", "--png", dest="plot", default=None, metavar="PNG",
+                   help="write a PNG of decoded vs true kinematics")
     p.add_argument("--json", action="store_true", help="print one JSON record")
     p.add_argument("--speed", type=float, default=None, help="pace at X times real time (default: as fast as possible)")
-    p.add_argument("--chunk-us", type=int, default=10_000, help="packet length of the spike stream (µs)")
+    chunk = p.add_mutually_exclusive_group()
+    chunk.add_argument("--chunk-us", type=int, default=10_000, help="packet length of the spike stream (µs)")
+    chunk.add_argument("--chunk-ms", type=float, default=None,
+                       help="packet length of the spike stream (ms; as replay's --chunk-ms)")
     p.set_defaults(func=_guarded(replay))
     p = sub.add_parser("run", help="run a BCI launch file: neural replay -> decoder -> motor commands -> sinks")
     p.add_argument("launch", help="launch file (e.g. launch/bci.toml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=TOML",
                    help="override a value, e.g. --set loop.mode='\"fast\"' (repeatable)")
+    _rates_option(p)
     p.add_argument("--json", action="store_true", help="print the run report as one JSON record")
     p.set_defaults(func=_guarded(run_launch))

@@ -15,6 +15,8 @@ import time
 
 from devices.dvs import NetworkEventServer, NetworkEventSource, list_cameras
 from devices.errors import CameraError
+from pipeline.app.errors import EXIT_FAILED, check_output_path, fail
+from pipeline.app.progress import ProgressLine
 from pipeline.app.sources import (
     SOURCE_KINDS,
     SourceSpecError,
@@ -51,6 +53,10 @@ def register(subparsers, summary: str) -> None:
 
 
 def run(args) -> int:
+    out = getattr(args, "out", None)
+    problem = out and check_output_path(out, "output" if args.action == "record" else "--out")
+    if problem:
+        return fail("camera", problem)
     try:
         if args.action == "list":
             cameras = list_cameras()
@@ -64,9 +70,10 @@ def run(args) -> int:
                 raise SourceSpecError(f"source {args.source!r}: the {table['type']} source streams AER spikes, not "
                                       f"DVS events (expected one of {', '.join(SOURCE_KINDS[:-1])})")
             source = open_source(table)
-    except (CameraError, SourceSpecError, RecordingError, ValueError) as error:
-        print(f"spikeloop camera: {error}", file=sys.stderr)
-        return 1
+    except CameraError as error:  # a device or a peer that does not answer: a runtime failure
+        return fail("camera", str(error), status=EXIT_FAILED)
+    except (SourceSpecError, RecordingError, ValueError) as error:  # what the user named is wrong
+        return fail("camera", str(error))
     try:
         if args.action == "serve":
             return _serve(source, args)
@@ -96,15 +103,14 @@ def _limited(source, duration_s: float | None):
 
 def _record(source, out: str | None, duration_s: float | None) -> int:
     writer = Aedat4Writer(out, source.info.width, source.info.height) if out else None
-    events, started, shown, failure = 0, time.monotonic(), 0.0, None
+    events, started, failure = 0, time.monotonic(), None
+    progress = ProgressLine()
     try:
         for packet in _limited(source, duration_s):
             if writer:
                 writer.write(packet.events)
             events += len(packet.events)
-            if time.monotonic() - shown > 0.25:
-                shown = time.monotonic()
-                print(f"\r{events:,} events  {shown - started:6.1f} s", end="", file=sys.stderr)
+            progress.show(f"{events:,} events  {time.monotonic() - started:6.1f} s")
     except KeyboardInterrupt:
         pass
     except CameraError as error:  # the stream or camera broke: keep what arrived, say so, fail
@@ -112,7 +118,8 @@ def _record(source, out: str | None, duration_s: float | None) -> int:
     finally:
         if writer:
             writer.close()
-    print(f"\n{events:,} events from {source.info.name}" + (f" written to {out}" if out else ""), file=sys.stderr)
+    progress.done()
+    print(f"{events:,} events from {source.info.name}" + (f" written to {out}" if out else ""), file=sys.stderr)
     if failure is not None:
         print(f"spikeloop camera: {failure}", file=sys.stderr)
         return 1

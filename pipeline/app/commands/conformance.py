@@ -28,6 +28,10 @@ def run(args) -> int:
     except (OSError, ValueError) as error:
         print(f"spikeloop conformance: {error}", file=sys.stderr)
         return 2
+    except (TypeError, KeyError, IndexError) as error:  # arrays of the wrong kind in a readable archive
+        print(f"spikeloop conformance: {args.file}: not a Lava reference file ({type(error).__name__}: {error})",
+              file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(summary(checks)))
     else:

@@ -20,6 +20,9 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline.app.errors import check_output_path
+from pipeline.app.progress import ProgressLine
+
 #: Video frame period in simulated time (µs): 30 frames per simulated second.
 VIDEO_FRAME_US = 33_333
 WINDOW_TITLE = "spikeloop demo"
@@ -151,6 +154,11 @@ def run(args) -> int:
     png = args.png if args.png is not None else ("spikeloop-demo.png" if headless else None)
     video = None if video == "none" else video
     png = None if png == "none" else png
+    for flag, path in (("--video", video), ("--png", png), ("--record", args.record)):
+        problem = path and check_output_path(path, flag)
+        if problem:
+            print(f"spikeloop demo: {problem}", file=sys.stderr)
+            return 2
     try:
         config = DemoConfig(seed=args.seed, duration_s=args.duration, backend=args.backend,
                             mode="fast" if headless else "paced", speed=args.speed, zero_weights=args.zero_weights,
@@ -160,10 +168,16 @@ def run(args) -> int:
         return 2
     writer = None
     if video:
-        writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (WIDTH, HEIGHT))
-        if not writer.isOpened():
-            print(f"spikeloop demo: cannot write video {video} (OpenCV's mp4v writer failed)", file=sys.stderr)
+        from pipeline.app.video import VideoWriter, h264_available
+
+        try:
+            writer = VideoWriter(video, (WIDTH, HEIGHT), 30.0)
+        except OSError as error:
+            print(f"spikeloop demo: {error}", file=sys.stderr)
             return 1
+        if not h264_available():
+            print(f"spikeloop demo: {video}: MPEG-4 Part 2 (mp4v), which browsers do not play; "
+                  f"pip install 'spikeloop[video]' for H.264", file=sys.stderr)
     progress = Progress(args.duration, quiet=args.json)
     recorder = EventRecorder(args.record) if args.record else None
     frames: Frames | None = None
@@ -218,7 +232,7 @@ def run(args) -> int:
         demo.stop()
         worker.join(10.0)
         if writer is not None:
-            writer.release()
+            writer.close()
         if screen is not None:
             screen.close()
         progress.done()
@@ -321,23 +335,20 @@ class EventRecorder:
 
 
 class Progress:
-    """A progress line on stderr (simulated time, percent, wall time), at most 4 times a second."""
+    """Simulated time, percent and wall time on stderr (pipeline.app.progress: redrawn on a terminal,
+    a line every few seconds in a pipe or log)."""
 
     def __init__(self, duration_s: float, quiet: bool):
         self.duration_s = duration_s
-        self.quiet = quiet or not sys.stderr.isatty()
+        self.line = ProgressLine(quiet)
         self.started = time.monotonic()
-        self.shown = 0.0
 
     def update(self, world) -> None:
-        now = time.monotonic()
-        if self.quiet or now - self.shown < 0.25:
+        if not self.line.due():
             return
-        self.shown = now
         done = world.time_s / self.duration_s if self.duration_s else 0.0
-        print(f"\r{world.time_s:6.1f} / {self.duration_s:g} s simulated ({100 * done:3.0f} %), "
-              f"{world.collisions} collisions, {now - self.started:5.1f} s wall", end="", file=sys.stderr)
+        self.line.show(f"{world.time_s:6.1f} / {self.duration_s:g} s simulated ({100 * done:3.0f} %), "
+                       f"{world.collisions} collisions, {time.monotonic() - self.started:5.1f} s wall")
 
     def done(self) -> None:
-        if not self.quiet:
-            print(file=sys.stderr)
+        self.line.done()

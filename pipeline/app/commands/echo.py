@@ -17,6 +17,7 @@ import time
 
 from devices.transport import wire
 from devices.transport.zenoh_link import Subscription, TransportError, parse_spec
+from pipeline.app.errors import EXIT_FAILED, fail
 
 #: Seconds between progress lines.
 REPORT_EVERY_S = 1.0
@@ -72,15 +73,13 @@ def echo(key: str, duration_s: float | None, config_file: str | None, progress) 
 
 def run(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
-        print(f"error: --duration must be > 0 s, got {args.duration}", file=sys.stderr)
-        return 1
+        return fail("echo", f"--duration: expected a time > 0 s, got {args.duration:g}")
     try:
         key = parse_spec(args.spec)
         progress = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
         summary = echo(key, args.duration, args.zenoh_config, progress)
     except TransportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return fail("echo", str(error), status=EXIT_FAILED)
     except KeyboardInterrupt:
         return 130
     if args.json:

@@ -8,30 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import warnings
-from typing import Callable
 
-from recordings.base import RecordingDamageWarning, RecordingError
+from pipeline.app.errors import guarded
 from recordings.detect import open_recording
-
-
-def guarded(body: Callable[[], int]) -> int:
-    """Run a command body: RecordingError/OSError -> one stderr line + status 1; damage warnings are
-    printed as one ``warning:`` line each instead of Python's multi-line format."""
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"warning: {message}", file=sys.stderr)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", RecordingDamageWarning)
-        warnings.showwarning = show
-        try:
-            return body()
-        except RecordingError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-        except OSError as exc:
-            print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
 
 
 def recording_facts(path: str, strict: bool = False) -> dict:
@@ -92,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             print_facts(facts)
         return 0
 
-    return guarded(body)
+    return guarded("info", body)
 
 
 def register(subparsers, summary: str) -> None:

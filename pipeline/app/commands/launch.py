@@ -7,11 +7,12 @@ e e-stop, r record (DVS), q quit).
 A zenoh source (``--source zenoh:KEY`` or ``[source] type = "zenoh"``) runs the loop on packets another
 process publishes; a key with a ``*`` chunk runs one loop per robot (pipeline.app.robots); ``kind =
 "command"`` is the robot side: commands received -> motors (pipeline.relay). A network stream silent for
-``[source] silence_ms`` is lost: ``source_lost`` is logged, the motors stop, exit 4.
+``[source] silence_ms`` is lost: ``source_lost`` is logged, the motors stop, exit 1.
 
 Exit status: 0 finished or stopped by SIGTERM/SIGINT (motors stopped first); 2 invalid launch file or
-override (nothing was started); 3 a motor device was lost for good (motors stopped); 4 the source or the
-network failed while running, or a network stream was lost (motors stopped).
+override (nothing was started); 3 a motor device was lost for good (motors stopped); 1 the source or the
+network failed while running, or a network stream was lost (motors stopped) - the scheme of
+pipeline.app.errors.
 """
 from __future__ import annotations
 
@@ -24,13 +25,11 @@ import threading
 import time
 
 from pipeline.app.dashboard import has_display
+from pipeline.app.errors import EXIT_DEVICE_LOST, EXIT_FAILED, check_output_path
+from pipeline.app.errors import EXIT_USAGE as EXIT_INVALID
 from pipeline.app.launch import LaunchError, build_graph, build_relay, load_launch
 from pipeline.app.liveview import for_graph
 from pipeline.app.robots import RobotLoops, _transport
-
-EXIT_INVALID = 2
-EXIT_DEVICE_LOST = 3
-EXIT_FAILED = 4
 
 
 def register(subparsers, summary: str) -> None:
@@ -51,10 +50,14 @@ def register(subparsers, summary: str) -> None:
                         help="controller process: no window, JSON log lines on stderr (unless [controller] "
                              "log_format says text); without it, key=value lines for people and, when a display "
                              "exists, the live view window (keys: space pause, e e-stop, r record, q quit)")
-    parser.add_argument("--snapshot", metavar="PNG", help="live view: write its last frame to this PNG at the end "
+    parser.add_argument("--snapshot", "--png", dest="snapshot", metavar="PNG", help="live view: write its last frame to this PNG at the end "
                                                           "(drawn even without a display)")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of sensor time")
-    parser.add_argument("--json", action="store_true", help="print the final report as one JSON object on stdout")
+    parser.add_argument("--json", action="store_true", help="print the final report as one JSON object on stdout "
+                                                            "(with --check: the validated graph)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the file (and --set/--source/--duration) and print the graph it describes, "
+                             "without opening the source, a port or any output file; exit 0 valid, 2 invalid")
     parser.set_defaults(func=run)
 
 
@@ -171,6 +174,51 @@ def _child_args(args) -> list[str]:
     return out
 
 
+def describe_spec(spec) -> dict:
+    """The validated launch graph as JSON-ready tables, section name -> values (defaults filled in, paths
+    resolved), in the order the graph runs: source, loop, stages, network, decoder, output, sinks, controller."""
+    import dataclasses
+    from pathlib import Path
+
+    def plain(value):
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    tables: dict = {"source": plain(spec.source), "loop": plain(dataclasses.asdict(spec.loop))}
+    for label, kind, config in spec.stages:
+        tables[f"stages.{label}"] = {"type": kind, **plain(dataclasses.asdict(config))}
+    if spec.network is not None:
+        tables["network"] = plain(spec.network)
+        if spec.network_params:
+            tables["network.params"] = plain(spec.network_params)
+    kind, params = spec.decoder
+    tables["decoder"] = {"type": kind, **plain(params)}
+    if spec.output is not None:
+        tables["output"] = plain(spec.output)
+    for label, kind, values, driver in spec.sinks:
+        tables[f"sinks.{label}"] = plain({**values, "type": kind})
+        if driver:
+            tables[f"sinks.{label}.driver"] = plain(driver)
+    tables["controller"] = plain(spec.controller)
+    return tables
+
+
+def format_description(display: str, tables: dict) -> str:
+    """``describe_spec``'s tables as text: one ``[section] key=value ...`` line each."""
+    lines = [f"{display}: valid (nothing opened)"]
+    for section, values in tables.items():
+        fields = " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+        lines.append(f"  [{section}] {fields}")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     stop_signal: list[int] = []
     graph = None
@@ -194,6 +242,16 @@ def run(args) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         print(f"spikeloop launch: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.check:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        graph_tables = describe_spec(spec)
+        print(json.dumps(graph_tables) if args.json else format_description(spec.display, graph_tables))
+        return 0
+    problem = args.snapshot and check_output_path(args.snapshot, "--snapshot")
+    if problem:
+        print(f"spikeloop launch: {problem}", file=sys.stderr)
         return EXIT_INVALID
     if args.snapshot and spec.network is None:
         print(f"spikeloop launch: --snapshot draws the live view of a network's input and output; {spec.display} "

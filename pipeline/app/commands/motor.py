@@ -45,9 +45,27 @@ def _option(text: str) -> tuple[str, object]:
     return key, value
 
 
+def protocol_options() -> str:
+    """One line per protocol: the driver options ``--opt KEY=VALUE`` takes, with their types and defaults
+    (read from each driver's signature, so the help cannot drift from the code)."""
+    import inspect
+
+    from devices.motors.registry import driver_class
+
+    lines = []
+    for name in sorted(PROTOCOLS):
+        params = inspect.signature(driver_class(name).__init__).parameters.values()
+        options = [f"{p.name}={p.default!r} ({p.annotation})" if p.annotation is not p.empty else f"{p.name}={p.default!r}"
+                   for p in params if p.name not in ("self", "ids") and p.default is not p.empty]
+        lines.append(f"  {name:<10} " + (", ".join(options) if options else "(none)"))
+    return "\n".join(lines)
+
+
 def register(subparsers, summary: str) -> None:
-    p = subparsers.add_parser("motor", help=summary,
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    description = __doc__.replace("``", "")
+    p = subparsers.add_parser("motor", help=summary, description=description,
+                              epilog="driver options per protocol (--opt KEY=VALUE, repeatable):\n" + protocol_options(),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", required=True, choices=sorted(PROTOCOLS))
     p.add_argument("--port", required=True, help="serial device path, or emulated:<protocol>")
     p.add_argument("--ids", required=True, type=_int_list,
@@ -58,8 +76,10 @@ def register(subparsers, summary: str) -> None:
     p.add_argument("--duration", type=float, default=1.0, help="how long to hold the command, s (default 1)")
     p.add_argument("--rate", type=float, default=50.0, help="command re-send rate, Hz (default 50)")
     p.add_argument("--timeout-ms", type=float, default=200.0, help="safety watchdog timeout, ms (default 200)")
-    p.add_argument("--max-velocity", type=float, default=None, help="velocity limit, rad/s")
-    p.add_argument("--max-accel", type=float, default=None, help="acceleration limit, rad/s^2")
+    p.add_argument("--max-velocity", "--max-velocity-radps", dest="max_velocity", type=float, default=None,
+                   help="velocity limit, rad/s (the launch key's name also works)")
+    p.add_argument("--max-accel", "--max-accel-radps2", dest="max_accel", type=float, default=None,
+                   help="acceleration limit, rad/s^2")
     p.add_argument("--opt", action="append", type=_option, default=[], metavar="KEY=VALUE",
                    help="protocol driver option (repeatable), e.g. counts_per_rev=2048")
     p.set_defaults(func=run)
@@ -91,6 +111,12 @@ def run(args) -> int:
         return 1
     stopper = StopOnSignal([controller])
     command = np.asarray(args.velocity, dtype=float)
+    limit = controller.velocity_limit
+    for motor_id, wanted, most in zip(args.ids, command, np.broadcast_to(limit, command.shape)):
+        if abs(wanted) > most:
+            print(f"spikeloop motor: id {motor_id}: --velocity {wanted:g} rad/s is clamped to "
+                  f"{np.copysign(most, wanted):+.4g} rad/s (the {'device' if args.max_velocity is None or most < args.max_velocity else '--max-velocity'} limit)",
+                  file=sys.stderr)
     period = 1.0 / args.rate
     try:
         start = time.monotonic()

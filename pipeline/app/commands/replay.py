@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from devices.transport.zenoh_link import publisher_for
-from pipeline.app.commands.info import guarded
+from pipeline.app.errors import EXIT_INTERRUPTED, fail, guarded
 from recordings.replay import ReplaySource
 
 #: Seconds between progress updates (terminal) / progress lines (pipe or file).
@@ -94,20 +94,20 @@ def replay(args: argparse.Namespace) -> int:
         p50, p99, worst = np.percentile(kept, [50, 99, 100])
         print(f"packet release vs schedule: p50 {p50:.0f} µs, p99 {p99:.0f} µs, max {worst:.0f} µs",
               file=sys.stderr)
-    return 130 if interrupted else 0
+    if packets == 0 and args.start and not interrupted:
+        return fail("replay", f"{args.file}: --start {args.start:g} s is past the last event",
+                    "nothing was replayed; 'spikeloop info FILE' gives the duration")
+    return EXIT_INTERRUPTED if interrupted else 0
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.speed <= 0:
-        print(f"error: --speed must be > 0, got {args.speed}", file=sys.stderr)
-        return 1
-    if args.chunk_ms <= 0:
-        print(f"error: --chunk-ms must be > 0, got {args.chunk_ms}", file=sys.stderr)
-        return 1
-    if args.start is not None and args.start < 0:
-        print(f"error: --start must be >= 0 s, got {args.start}", file=sys.stderr)
-        return 1
-    return guarded(lambda: replay(args))
+    if not args.speed > 0:
+        return fail("replay", f"--speed: expected a number > 0, got {args.speed:g}")
+    if not args.chunk_ms > 0:
+        return fail("replay", f"--chunk-ms: expected a number > 0, got {args.chunk_ms:g}")
+    if args.start is not None and not args.start >= 0:
+        return fail("replay", f"--start: expected a time >= 0 s, got {args.start:g}")
+    return guarded("replay", lambda: replay(args))
 
 
 def register(subparsers, summary: str) -> None:

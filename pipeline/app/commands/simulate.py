@@ -64,9 +64,9 @@ def run(args) -> int:
 
 
 def _load(path: str):
-    import numpy as np
+    from pipeline.core.npz import load_npy
 
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a .npy array ({error})") from None
+        return load_npy(path)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read ({error.strerror or error})") from None

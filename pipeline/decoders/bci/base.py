@@ -9,6 +9,10 @@ import numpy as np
 from pipeline.decoders.bci import kernels
 from pipeline.decoders.bci.features import BCIInputError, UnitScaler, check_counts
 
+#: Largest history, lag, output count or unit count a model file may declare (its online buffers are
+#: (history + lag) x units): a hostile file's 633,113,842-bin lag asked for 23.6 GiB.
+MAX_MODEL_SIZE = 10_000
+
 
 class BinDecoder:
     """Base of the bin-by-bin decoders. Subclasses implement ``fit``, ``_predict_rows`` and ``_step``.
@@ -140,10 +144,14 @@ class BinDecoder:
         }
 
     def _load_base(self, arrays) -> None:
-        self.history = int(arrays["history"])
-        self.lag = int(arrays["lag"])
+        sizes = {key: int(arrays[key]) for key in ("history", "lag", "n_out", "n_units")}
+        for key, value in sizes.items():  # a file's sizes decide the online buffers: bound them first
+            if not 0 <= value <= MAX_MODEL_SIZE:
+                raise BCIInputError(f"array '{key}' is {value}, expected 0 .. {MAX_MODEL_SIZE:,}")
+        self.history = sizes["history"]
+        self.lag = sizes["lag"]
         self.bin_us = int(arrays["bin_us"])
-        self.n_out = int(arrays["n_out"])
+        self.n_out = sizes["n_out"]
         self.scaler = UnitScaler(int(arrays["n_units"]), np.asarray(arrays["keep"], dtype=np.int64),
                                  np.asarray(arrays["mean"], dtype=np.float64),
                                  np.asarray(arrays["inv_scale"], dtype=np.float64))

@@ -1,11 +1,11 @@
 """Fitted decoders to and from .npz files: plain arrays plus a ``kind`` string, never pickled objects."""
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.npz import NpzError, load_npz
 from pipeline.decoders.bci.base import BinDecoder
 from pipeline.decoders.bci.features import BCIInputError
 from pipeline.decoders.bci.kalman import KalmanDecoder
@@ -31,10 +31,11 @@ def load_decoder(path: str | Path) -> BinDecoder:
     if not path.is_file():
         raise BCIInputError(f"{path}: no such model file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise BCIInputError(f"{path}: not a spikeloop decoder .npz file ({exc})") from None
+        arrays = load_npz(path)
+    except NpzError as exc:
+        raise BCIInputError(f"{exc} (not a spikeloop decoder .npz file)") from None
+    except OSError as exc:
+        raise BCIInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if "kind" not in arrays:
         raise BCIInputError(f"{path}: no 'kind' array: not a spikeloop decoder file")
     kind = str(arrays["kind"])
@@ -47,3 +48,5 @@ def load_decoder(path: str | Path) -> BinDecoder:
         raise BCIInputError(f"{path}: {kind} model is missing array {exc}") from None
     except BCIInputError as exc:
         raise BCIInputError(f"{path}: {exc}") from None
+    except (ValueError, TypeError, IndexError, OverflowError, np.linalg.LinAlgError) as exc:
+        raise BCIInputError(f"{path}: {kind} model has a bad array ({type(exc).__name__}: {exc})") from None

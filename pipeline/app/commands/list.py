@@ -1,0 +1,100 @@
+"""spikeloop list [WHAT] [--json]: what a launch file can name, with the keys each takes.
+
+WHAT is one of: sources, stages, networks, decoders, outputs, sinks, motors (default: all). Every entry is
+read from the registry the launch file is checked against (pipeline.app.sources.SOURCE_KEYS,
+pipeline.stages.STAGES, pipeline.snn.builders.BUILDERS, pipeline.decoders.DECODERS, the bin-level decoders,
+the [output] mappings, the sinks and the motor drivers), so the list is what the code accepts.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+
+CATEGORIES = ("sources", "stages", "networks", "decoders", "outputs", "sinks", "motors")
+
+
+def register(subparsers, summary: str) -> None:
+    parser = subparsers.add_parser("list", help=summary, description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", nargs="?", choices=CATEGORIES, metavar="WHAT",
+                        help=f"one of {', '.join(CATEGORIES)} (default: all)")
+    parser.add_argument("--json", action="store_true", help="print {category: {name: {key: description}}} as JSON")
+    parser.set_defaults(func=run)
+
+
+def _key_text(key) -> str:
+    """A pipeline.core.schema.Key as ``<expectation> (default X): help``."""
+    from pipeline.core.schema import REQUIRED
+
+    default = "required" if key.default is REQUIRED else f"default {json.dumps(key.default, default=str)}"
+    return f"{key.expectation()}, {default}" + (f": {key.help}" if key.help else "")
+
+
+def _signature_keys(cls, skip: tuple[str, ...]) -> dict[str, str]:
+    """Keyword parameters of a registry class as ``{name: "type, default X"}``."""
+    out = {}
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name in ("self", *skip) or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        kind = p.annotation if p.annotation is not p.empty else "list"
+        default = "required" if p.default is p.empty else f"default {p.default!r}"
+        out[name] = f"{kind}, {default}"
+    return out
+
+
+def _first_line(obj) -> str:
+    return (inspect.getdoc(obj) or "").split("\n")[0]
+
+
+def catalogue() -> dict[str, dict[str, dict]]:
+    """{category: {name: {"about": one line, "keys": {key: description}}}} from the registries."""
+    from devices.motors import PROTOCOLS
+    from devices.motors.registry import driver_class
+    from pipeline.app.launch import BIN_DECODER_KEYS, OUTPUT_KEYS, SINK_KEYS
+    from pipeline.app.sources import SOURCE_KEYS
+    from pipeline.decoders import DECODERS
+    from pipeline.decoders.bci.factory import DECODER_KINDS
+    from pipeline.snn.builders import BUILDERS
+    from pipeline.stages import STAGES
+
+    stages = {}
+    for name, config in sorted(STAGES.items()):
+        info = config.describe()
+        stages[name] = {"about": info.summary, "keys": {
+            p.name: f"{p.type}{' (' + p.unit + ')' if p.unit else ''}, "
+                    f"{'required' if p.required else f'default {p.default!r}'}: {p.help}" for p in info.params}}
+    decoders = {name: {"about": "spike decoder (with a [network]): " + _first_line(cls),
+                       "keys": _signature_keys(cls, ("n_outputs",))} for name, cls in sorted(DECODERS.items())}
+    bin_keys = {k: _key_text(v) for k, v in BIN_DECODER_KEYS.items() if k != "type"}
+    for kind in DECODER_KINDS:
+        decoders[kind] = {"about": "bin-level decoder (neural sources, no [network]): type = "
+                                   f"{kind!r} fitted at start, or model = a fitted .npz", "keys": bin_keys}
+    return {
+        "sources": {name: {"about": f"[source] type = {name!r}", "keys": {k: _key_text(v) for k, v in keys.items()}}
+                    for name, keys in SOURCE_KEYS.items()},
+        "stages": stages,
+        "networks": {name: {"about": builder.doc, "keys": {k: _key_text(v) for k, v in builder.params.items()}}
+                     for name, builder in sorted(BUILDERS.items())},
+        "decoders": decoders,
+        "outputs": {name: {"about": "[output] of a bin-level decoder: decoded kinematics -> command",
+                           "keys": {k: _key_text(v) for k, v in keys.items()}} for name, keys in OUTPUT_KEYS.items()},
+        "sinks": {name: {"about": f"[sinks.<label>] type = {name!r}", "keys": {k: _key_text(v) for k, v in keys.items()}}
+                  for name, keys in SINK_KEYS.items()},
+        "motors": {name: {"about": "[sinks.<label>.driver] options of this protocol (spikeloop motor --opt)",
+                          "keys": _signature_keys(driver_class(name), ("ids",))} for name in sorted(PROTOCOLS)},
+    }
+
+
+def run(args) -> int:
+    data = catalogue()
+    if args.what:
+        data = {args.what: data[args.what]}
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    for category, entries in data.items():
+        print(f"{category}:")
+        for name, entry in entries.items():
+            print(f"  {name}: {entry['about']}")
+            for key, text in entry["keys"].items():
+                print(f"      {key}: {text}")
+    return 0

@@ -1,0 +1,215 @@
+"""Issue #14's command-line and BCI cases, one regression test each: one line
+``spikeloop <command>: <file/key>: <what> (<hint>)`` on stderr, the documented exit status (2 bad input),
+nothing written when the input is refused."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+from pipeline.app.cli import COMMANDS
+from recordings.dad import load_dad
+from recordings.neural import counts_to_spikes, rates_to_counts
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "recordings" / "samples" / "moving_bars.aedat4"
+
+
+def cli(*args, cwd: Path = ROOT, **kwargs) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "SPIKELOOP_DATA": os.environ.get("SPIKELOOP_DATA", "")}
+    return subprocess.run([sys.executable, "-m", "pipeline.app.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300, env=env, **kwargs)
+
+
+def one_line_error(run: subprocess.CompletedProcess, command: str, needle: str, status: int = 2) -> None:
+    assert run.returncode == status, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith(f"spikeloop {command}: ") and needle in lines[-1], run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_info_of_a_directory(tmp_path):
+    one_line_error(cli("info", tmp_path), "info", f"{tmp_path}: is a directory (expected a recording file)")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--seed", "-1"], "--seed: expected an integer >= 0"),
+    (["--duration", "0"], "--duration: expected a positive number, got '0'"),
+    (["--duration", "-3"], "--duration: expected a positive number, got '-3'"),
+])
+def test_demo_refuses_bad_numbers_before_writing(tmp_path, args, needle):
+    run = cli("demo", "--headless", *args, cwd=tmp_path)
+    assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_audio_png_in_a_missing_folder_is_refused_first(data_dir, tmp_path):
+    wav = data_dir / "audio" / "fsdd" / "0_george_0.wav"
+    one_line_error(cli("audio", wav, "--png", "/nodir/x.png"), "audio", "--png /nodir/x.png: folder /nodir does not exist")
+    one_line_error(cli("audio", wav, "--out", tmp_path), "audio", "is a directory")
+    run = cli("audio", wav, "--plot", tmp_path / "r.png", "--out", tmp_path / "s.npy")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "r.png").stat().st_size > 1000 and len(np.load(tmp_path / "s.npy")) > 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.png", "s.npy"]  # no temporary left behind
+
+
+def test_a_closed_pipe_is_not_an_error():
+    """``spikeloop info FILE | head`` printed "error: : Broken pipe": the reader left, nothing failed."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "info", SAMPLE, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and err == b""
+
+
+def test_replay_start_past_the_end():
+    one_line_error(cli("replay", SAMPLE, "--fast", "--start", "1000"), "replay",
+                   "--start 1000 s is past the last event")
+    assert cli("replay", SAMPLE, "--fast", "--start", "1").returncode == 0
+
+
+def test_version_and_help_without_markup():
+    run = cli("--version")
+    assert run.returncode == 0 and run.stdout.startswith("spikeloop ")
+    for command in COMMANDS:
+        text = cli(command, "--help").stdout
+        assert text and "``" not in text and ":class:" not in text and ":func:" not in text, command
+    assert "Exit status: 0 ok, 1 runtime failure, 2 bad input or usage, 3 device lost, 130" in cli("--help").stdout
+
+
+def test_motor_help_lists_driver_options_and_a_clamp_is_reported():
+    text = cli("motor", "--help").stdout
+    for option in ("device_watchdog_ms=100.0", "counts_per_rev=None", "neutral_us=1500.0", "max_turns_s=None",
+                   "boot_wait_s=3.0"):
+        assert option in text
+    run = cli("motor", "--protocol", "dynamixel", "--port", "emulated:dynamixel", "--ids", "1,2",
+              "--velocity", "100,1", "--duration", "0.2")
+    assert run.returncode == 0, run.stderr
+    assert "id 1: --velocity 100 rad/s is clamped to +6.355 rad/s (the device limit)" in run.stderr
+    assert "id 2" not in run.stderr
+
+
+def test_list_shows_every_registry_entry_with_its_keys():
+    from pipeline.app.sources import SOURCE_KEYS
+    from pipeline.decoders import DECODERS
+    from pipeline.snn.builders import BUILDERS
+    from pipeline.stages import STAGES
+
+    data = json.loads(cli("list", "--json").stdout)
+    assert set(data["sources"]) == set(SOURCE_KEYS) and set(data["stages"]) == set(STAGES)
+    assert set(data["networks"]) == set(BUILDERS) and set(DECODERS) <= set(data["decoders"])
+    assert set(data["stages"]["noise_filter"]["keys"]) == {"duration_us"}
+    assert "timeout_ms" in data["sinks"]["motors"]["keys"] and "device_watchdog_ms" in data["motors"]["dynamixel"]["keys"]
+    assert "hidden" in cli("list", "networks").stdout
+
+
+# -- BCI -----------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def dad_tables(data_dir) -> dict:
+    mat = scipy.io.loadmat(data_dir / "bci" / "chewie_demo.mat")
+    return {k: v for k, v in mat.items() if not k.startswith("__")}
+
+
+def _write(path: Path, tables: dict, **changes) -> Path:
+    scipy.io.savemat(path, {**tables, **changes})
+    return path
+
+
+def test_bci_hostile_dad_files_are_one_line_errors(dad_tables, tmp_path):
+    big = dad_tables["Yte"].astype(float)
+    big[3, 5] = 1e12
+    cases = {
+        "big": ({"Yte": big}, "variable 'Yte' row 3, unit 5: 1e+12 is not a spike count or rate"),
+        "nan": ({"Tte": np.full(len(big), np.nan)}, "variable 'Tte' has 1818 values that are not target indices"),
+        "row": ({"Yte": dad_tables["Yte"][:, 0].ravel()}, "variable 'Yte' is a single row of 1818 values"),
+    }
+    fit = tmp_path / "w.npz"
+    assert cli("bci", "fit", data_dir_file(dad_tables, tmp_path), "--decoder", "wiener", "--out", fit).returncode == 0
+    for name, (changes, needle) in cases.items():
+        path = _write(tmp_path / f"{name}.mat", dad_tables, **changes)
+        one_line_error(cli("bci", "eval", path, "--decoder", "wiener", "--folds", "2"), "bci", needle)
+        one_line_error(cli("bci", "replay", path, "--model", fit), "bci", needle)
+
+
+def data_dir_file(tables: dict, tmp_path: Path) -> Path:
+    return _write(tmp_path / "ok.mat", tables)
+
+
+def test_rates_to_counts_is_the_inverse_of_dividing_by_the_bin():
+    """Independent check: counts / bin width (Hz) back to counts, exactly, for every count up to 40."""
+    counts = np.random.default_rng(3).integers(0, 40, size=(500, 30)).astype(float)
+    assert np.array_equal(rates_to_counts(counts / 0.05, 50_000), counts)
+    slow = rates_to_counts(np.full((20, 1), 5.0), 50_000)  # 5 Hz in 50 ms bins: one spike every 4th bin
+    assert slow.ravel().tolist() == [0, 0, 0, 1] * 5
+    with pytest.raises(ValueError, match="negative rate"):
+        rates_to_counts(-counts, 50_000)
+
+
+def test_a_huge_count_is_refused_before_allocating():
+    counts = np.zeros((10, 3))
+    counts[4, 1] = 1e12
+    with pytest.raises(ValueError, match="1e\\+12 spikes, more than 10,000,000 in one replay"):
+        counts_to_spikes(counts, 50_000)
+
+
+def test_bci_replay_of_a_rates_file_matches_the_counts_file(dad_tables, tmp_path):
+    """The same block stored as rates (counts / 30 ms, not whole numbers) replays with --rates-to-spikes 30
+    exactly as the counts do at 30 ms bins."""
+    counts_file = _write(tmp_path / "counts.mat", dad_tables)
+    rates = {k: (v / 0.03 if k.startswith("Y") else v) for k, v in dad_tables.items()}
+    rates_file = _write(tmp_path / "rates.mat", rates)
+    assert np.array_equal(load_dad(rates_file, bin_ms=30, rates=True).counts, load_dad(counts_file).counts)
+    one_line_error(cli("bci", "replay", rates_file, "--model", tmp_path / "m.npz"), "bci", "[decoder] model: file not found")
+    assert cli("bci", "fit", counts_file, "--decoder", "wiener", "--bin-ms", "30", "--out", tmp_path / "m.npz").returncode == 0
+    refused = cli("bci", "replay", rates_file, "--model", tmp_path / "m.npz")
+    one_line_error(refused, "bci", "these look like rates: see --rates-to-spikes")
+    reports = [json.loads(cli("bci", "replay", path, "--model", tmp_path / "m.npz", "--json", *extra).stdout)
+               for path, extra in ((counts_file, ["--bin-ms", "30"]), (rates_file, ["--rates-to-spikes", "30"]))]
+    assert reports[0]["r2"] == reports[1]["r2"] and reports[0]["bins"] == reports[1]["bins"] == 1818
+    assert reports[1]["bin_ms"] == 30
+
+
+# -- convert ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("compression,declared", [("lz4", "LZ4"), ("zstd", "ZSTD"), ("none", "NONE")])
+def test_convert_compresses_keeps_the_camera_name_and_dv_reads_it(data_dir, tmp_path, compression, declared):
+    import dv_processing as dv
+
+    from recordings.detect import open_recording
+
+    source = data_dir / "events" / "dvxplorer_tonic.aedat4"
+    out = tmp_path / "out.aedat4"
+    run = cli("convert", source, out, "--compression", compression)
+    assert run.returncode == 0, run.stderr
+    with open_recording(source) as reader:
+        expected = np.concatenate(list(reader.chunks()))
+    with open_recording(out) as reader:
+        assert reader.header.extra["camera"] == "DVXplorer_DXB00010"
+        assert reader.header.extra["compression"] == declared
+        ours = np.concatenate(list(reader.chunks()))
+    recording = dv.io.MonoCameraRecording(str(out))  # the peer reads the same events
+    peer = []
+    while (batch := recording.getNextEventBatch()) is not None:
+        peer.append(batch.numpy())
+    peer = np.concatenate(peer)
+    for field in ("timestamp", "x", "y", "polarity"):
+        assert np.array_equal(ours[field], expected[field]) and np.array_equal(peer[field], expected[field])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.aedat4"]
+
+
+def test_a_failed_convert_leaves_the_old_output_and_no_temporary(data_dir, tmp_path):
+    cut = tmp_path / "cut.aedat4"
+    cut.write_bytes((data_dir / "events" / "dvxplorer_tonic.aedat4").read_bytes()[:500_000])
+    out = tmp_path / "out.aedat4"
+    out.write_bytes(b"keep me")
+    run = cli("convert", cut, out, "--strict", "--force", "--compression", "lz4")
+    one_line_error(run, "convert", "at byte 494090")
+    assert out.read_bytes() == b"keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["cut.aedat4", "out.aedat4"]
