@@ -80,6 +80,7 @@ from pipeline.app.sources import (
 from pipeline.core.schema import Context, Key, LaunchError, check_table, check_value, printable
 from pipeline.decoders import DECODERS
 from pipeline.decoders.bci.factory import DECODER_KINDS, make_decoder
+from pipeline.train.bci import fit_decoder
 from pipeline.decoders.bci.features import BCIInputError
 from pipeline.decoders.bci.model_io import load_decoder
 from pipeline.decoders.bci.motor import VelocityToDrive, VelocityToJoints
@@ -974,7 +975,8 @@ def build_bin_decoder(spec: LaunchSpec):
             data = open_binned(fit_path, block=values["fit_block"], bin_ms=bin_us / 1000,
                                rates=spec.source.get("rates", False))
             decoder = make_decoder(kind, bin_us, history=values["history"] or None, lag=values["lag"],
-                                   ridge=None if values["ridge"] < 0 else values["ridge"], C=values["C"])
+                                   ridge=None if values["ridge"] < 0 else values["ridge"], C=values["C"],
+                                   trainer=fit_decoder)
             decoder.fit(data.counts, data.kinematics)
     except (BCIInputError, RecordingError, ValueError) as exc:
         raise ctx.fail("model" if values["model"] else "fit_path" if values["fit_path"] else "type", str(exc)) \

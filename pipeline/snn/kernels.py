@@ -135,6 +135,16 @@ class Synapses(NamedTuple):
 
 
 @njit(cache=True)
+def set_payloads(inputs, payloads, payload, n_inputs):
+    """Write the graded value payloads[k] of input spike inputs[k] into payload (n_total,) int32 for the
+    indices inside [0, n_inputs) (the step reports the others); the last of a duplicated index counts."""
+    for k in range(inputs.shape[0]):
+        i = inputs[k]
+        if 0 <= i < n_inputs:
+            payload[i] = payloads[k]
+
+
+@njit(cache=True)
 def _begin_step(inputs, events, counters):
     """Clear last step's spikes, zero the last-step counters, load the input spikes (deduplicated).
 

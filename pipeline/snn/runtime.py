@@ -289,6 +289,9 @@ class Runtime:
         return self._output
 
     def _set_payloads(self, input_indices: np.ndarray, payloads) -> None:
+        if type(payloads) is np.ndarray and payloads.dtype.kind in "iu" and payloads.shape == input_indices.shape:
+            K.set_payloads(input_indices, payloads, self.events.payload, self.n_inputs)   # the fast path (~1 µs)
+            return
         if payloads is None:
             payloads = 1
         elif np.shape(payloads) != input_indices.shape:

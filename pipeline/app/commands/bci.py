@@ -13,11 +13,12 @@ DATA is a DAD .mat file (block "tr" = Ytr/Xtr, "te" = Yte/Xte) or an MC_Maze tri
 --bin-ms, hand velocity). Decoders: ``wiener`` (least squares on the current bin; --history/--ridge),
 ``kalman`` (Wu et al. / Neural_Decoding form; --C), ``ridge`` (Wiener over 10 bins of history with the
 ridge penalty chosen by inner cross-validation on the training folds: the causal decoder that beats the
-plain Kalman filter), ``snn`` (the current-bin Wiener filter as a spiking network; --backend).
+plain Kalman filter), ``snn`` (a recurrent spiking network trained with surrogate gradients; --backend).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from pipeline.app.errors import check_output_path, fail
 from pipeline.app.launch import Graph, build_graph, check_launch, load_launch
 from pipeline.decoders.bci.evaluate import cross_validate, r2_score
 from pipeline.decoders.bci.factory import DECODER_KINDS, make_decoder
+from pipeline.train.bci import RSNNConfig, fit_decoder
 from pipeline.decoders.bci.features import BCIInputError
 from pipeline.decoders.bci.model_io import save_decoder
 from pipeline.loop import LoopReport
@@ -52,7 +54,13 @@ def _ridge(text: str):
 def _new_decoder(args: argparse.Namespace, bin_us: int):
     """A fresh (unfitted) decoder as selected by the command-line options."""
     return make_decoder(args.decoder, bin_us, history=args.history, lag=args.lag, ridge=args.ridge, C=args.C,
-                        backend=args.backend, steps=args.steps, neurons=args.neurons)
+                        backend=args.backend, steps=args.steps, trainer=snn_trainer(args.neurons))
+
+
+def snn_trainer(neurons: int | None):
+    """The snn decoder's trainer (pipeline.train.bci.fit_decoder) with ``neurons`` in the population."""
+    config = RSNNConfig() if neurons is None else RSNNConfig(neurons=neurons)
+    return functools.partial(fit_decoder, config=config)
 
 
 def _bin_ms(args: argparse.Namespace) -> float | None:
@@ -255,8 +263,8 @@ def _decoder_options(p: argparse.ArgumentParser) -> None:
                    help="eval, Kalman: score the steady-state gain (the online fast path) instead of the full filter "
                         "(fitted models always step online with the steady-state gain)")
     p.add_argument("--backend", choices=("loihi", "float"), default="loihi", help="snn: SNN backend")
-    p.add_argument("--steps", type=int, default=None, help="snn: SNN steps per bin (default: bin width in ms)")
-    p.add_argument("--neurons", type=int, default=4, help="snn: output neurons per sign and axis")
+    p.add_argument("--steps", type=int, default=None, help="snn: SNN steps per bin (the decoder runs 1)")
+    p.add_argument("--neurons", type=int, default=None, help="snn: neurons in the recurrent population (default 128)")
 
 
 def register(subparsers, summary: str) -> None:

@@ -122,6 +122,14 @@ class BinDecoder:
     # -- subclass hooks -----------------------------------------------------------------------------
     uses_initial_state: ClassVar[bool] = False
 
+    @property
+    def context_bins(self) -> int:
+        """Bins before a block that a decoder already running would have seen and that its output on the
+        block's first bin depends on (history + lag - 1 for the lagged filters; 0 for state-space
+        decoders, which start from true kinematics instead). ``bci eval`` decodes them before each
+        held-out fold (neural counts only, never kinematics: still causal) and scores only the fold."""
+        return 0 if self.uses_initial_state else self.history + self.lag - 1
+
     def _set_state(self, x0) -> None:
         self._x[:] = 0.0
 

@@ -4,9 +4,12 @@ make a fresh, unfitted decoder.
     wiener  least squares on the current bin (history 1 by default)
     kalman  Kalman filter in the Wu et al. / Neural_Decoding form, stepping with its steady-state gain
     ridge   Wiener over 10 bins of history, ridge penalty chosen by inner cross-validation ("auto")
-    snn     the current-bin Wiener filter as a spiking network on the SNN runtime (loihi or float backend)
+    snn     a trained recurrent spiking network + linear readout filter on the SNN runtime (loihi or float
+            backend); trained by the ``trainer`` the caller passes (pipeline.train.bci.fit_decoder)
 """
 from __future__ import annotations
+
+from typing import Callable
 
 from pipeline.decoders.bci.base import BinDecoder
 from pipeline.decoders.bci.kalman import KalmanDecoder
@@ -22,13 +25,13 @@ DEFAULT_RIDGE = {"wiener": 0.0, "kalman": 0.0, "ridge": "auto", "snn": 0.0}
 
 def make_decoder(kind: str, bin_us: int, *, history: int | None = None, lag: int = 0,
                  ridge: float | str | None = None, C: float = 1.0, backend: str = "loihi",
-                 steps: int | None = None, neurons: int = 4) -> BinDecoder:
+                 steps: int | None = None, trainer: Callable | None = None) -> BinDecoder:
     """A fresh (unfitted) decoder of ``kind`` (one of DECODER_KINDS) for bins of ``bin_us`` µs.
 
     history: bins per prediction (None: DEFAULT_HISTORY); lag: bins between the newest bin used and the
     predicted one; ridge: penalty >= 0 or "auto" (None: DEFAULT_RIDGE); C: Kalman process-noise scale;
-    snn only: backend ("loihi" | "float"), steps (SNN steps per bin, None: the bin width in ms), neurons
-    (output neurons per sign and axis). Raises ValueError for an unknown kind or impossible options.
+    snn only: backend ("loihi" | "float"), steps (SNN steps per bin: the decoder runs 1), trainer
+    (see pipeline.decoders.bci.snn.SNNDecoder). Raises ValueError for an unknown kind or impossible options.
     """
     if kind not in DECODER_KINDS:
         raise ValueError(f"decoder: expected one of {', '.join(DECODER_KINDS)}, got {kind!r}")
@@ -38,7 +41,8 @@ def make_decoder(kind: str, bin_us: int, *, history: int | None = None, lag: int
         return KalmanDecoder(history=history, lag=lag, C=C, steady_state=True, bin_us=bin_us)
     if kind == "snn":
         if history != 1 or lag:
-            raise ValueError("the snn decoder implements the current-bin filter (no history or lag)")
-        return SNNDecoder(steps=steps or max(1, round(bin_us / 1000)), neurons=neurons, backend=backend, ridge=ridge,
-                          bin_us=bin_us)
+            raise ValueError("the snn decoder keeps its own memory (recurrence, readout filter): no history or lag")
+        if steps not in (None, 1):
+            raise ValueError(f"the snn decoder runs one SNN step per bin, got steps {steps}")
+        return SNNDecoder(backend=backend, trainer=trainer, bin_us=bin_us)
     return WienerDecoder(history=history, lag=lag, ridge=ridge, bin_us=bin_us)

@@ -185,3 +185,48 @@ def kalman_run(counts, first, keep, mean, inv_scale, ring, pos, lag, A, W, HtQiH
         if pos == -2:
             return -1
     return pos
+
+
+@njit(cache=True)
+def graded_inputs(counts, index, payload):
+    """Active units of a bin as graded spikes: counts (n_units,) float64 -> index int32 and payload int64
+    (preallocated (n_units,)) filled with the units whose rounded count is >= 1 and that count (at most 255,
+    the 8-bit payload); returns how many, or -1 for a non-finite or negative count."""
+    k = 0
+    for j in range(counts.shape[0]):
+        c = counts[j]
+        if not np.isfinite(c) or c < 0:
+            return -1
+        r = np.rint(c)
+        if r >= 1:
+            index[k] = j
+            payload[k] = min(int(r), 255)
+            k += 1
+    return k
+
+
+@njit(cache=True)
+def readout_filter(spikes, v, ring, pos, R, Rv, bias, out):
+    """The SNN decoder's readout: push spikes (n,) uint8 into ring (taps, n) at the next slot and write
+    out (d,) = bias + sum_k R[k]^T spikes_{t-k} + Rv^T v (R (taps, n, d), Rv (n, d), v (n,)); returns the
+    new slot (ring[slot] holds the newest spikes)."""
+    taps, n = ring.shape
+    pos = (pos + 1) % taps
+    for j in range(n):
+        ring[pos, j] = spikes[j]
+    d = out.shape[0]
+    for i in range(d):
+        out[i] = bias[i]
+    for j in range(n):
+        x = v[j]
+        if x != 0.0:
+            for i in range(d):
+                out[i] += x * Rv[j, i]
+    for k in range(taps):
+        row = ring[(pos - k + taps) % taps]
+        Rk = R[k]
+        for j in range(n):
+            if row[j] != 0.0:
+                for i in range(d):
+                    out[i] += Rk[j, i]
+    return pos

@@ -37,8 +37,9 @@ def fit_linear(F: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, 
     return coef, y_mean - f_mean @ coef
 
 
-#: Ridge penalties tried by ``ridge="auto"`` (z-scored features, so the scale is data-independent).
-RIDGE_GRID = tuple(float(v) for v in np.logspace(0, 5, 11))
+#: Ridge penalties tried by ``ridge="auto"`` (z-scored features, so the scale is data-independent);
+#: 10^-2..10^6, four per decade (short, sparse recordings such as an MC_Maze trial choose 10^6).
+RIDGE_GRID = tuple(float(v) for v in np.logspace(-2, 6, 33))
 
 
 def choose_ridge(F: np.ndarray, y: np.ndarray, grid, folds: int = 4) -> tuple[float, np.ndarray]:

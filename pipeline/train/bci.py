@@ -1,0 +1,181 @@
+"""Surrogate-gradient training of the recurrent spiking BCI decoder (``spikeloop bci eval --decoder snn``).
+
+The network is one recurrent population of CUBA LIF neurons (synaptic current tau_syn_ms, membrane leak
+tau_mem_ms) stepped once per bin (dt = the bin width): each unit's spike count of bin t is a graded
+spike into the population (payload = count), the population's spikes feed back through recurrent
+weights. The decoded velocity is a learned linear readout filter of the population::
+
+    y_t = b + sum_{k=0}^{taps-1} R_k s_{t-k} + R_v v_t        (s spikes (n,), v post-reset v/threshold)
+
+Training: the engine's kernels (pipeline.train.lif_stack.forward/backward, QAT: the loihi forward is
+the runtime bit for bit) on chunks of ``chunk`` bins cut from the training segments; loss = mean squared
+error of the z-scored velocity after ``burn_in`` bins of each chunk; Adam on input, recurrent and readout
+weights. Afterwards the readout is refitted by ridge on the features of the whole training data run
+through the deployed (quantized) network.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.decoders.bci.snn import TrainedSNN
+from pipeline.train.bptt import ADAM_BETAS, ADAM_EPS
+from pipeline.train.kernels import SURROGATES
+from pipeline.train.lif_stack import LifStack, backward, forward, loihi_decays, quantize
+
+
+@dataclass(frozen=True)
+class RSNNConfig:
+    """neurons: population size; taps: readout filter length (bins); tau_syn_ms, tau_mem_ms: time
+    constants (ms); epochs, batch, chunk (bins per training sequence), burn_in (bins of a chunk not
+    scored), lr (Adam), ridge (readout refit penalty, z-scored targets), mode "loihi" (QAT) or "float"."""
+
+    neurons: int = 128
+    taps: int = 10
+    tau_syn_ms: float = 50.0
+    tau_mem_ms: float = 100.0
+    epochs: int = 40
+    batch: int = 16
+    chunk: int = 60
+    burn_in: int = 10
+    lr: float = 5e-4
+    ridge: float = 3000.0
+    vth: int = 256
+    max_weight: float = 2.0
+    mode: str = "loihi"
+    seed: int = 0
+
+
+def features(spikes: np.ndarray, vpost: np.ndarray, taps: int) -> np.ndarray:
+    """Readout features (B, T, taps * n + n): spikes of bins t, t-1, ..., t-taps+1 (0 before the start)
+    then the post-reset membrane v/threshold of bin t; spikes, vpost (B, T, n)."""
+    B, T, n = spikes.shape
+    out = np.zeros((B, T, (taps + 1) * n), np.float32)
+    for k in range(taps):
+        out[:, k:, k * n:(k + 1) * n] = spikes[:, :T - k]
+    out[:, :, taps * n:] = vpost
+    return out
+
+
+def _events(counts: np.ndarray):
+    """Graded input events (CSR, pipeline.train.kernels) of a batch of count chunks (B, T, n_units)."""
+    B, T, _ = counts.shape
+    b, t, i = np.nonzero(counts)
+    # global positions: row (b, t) holds the events of sample b at bin t
+    flat = np.zeros(B * T + 1, np.int64)
+    np.add.at(flat, b * T + t + 1, 1)
+    flat = np.cumsum(flat)
+    indptr = np.empty((B, T + 1), np.int64)
+    for s in range(B):
+        indptr[s] = flat[s * T:(s + 1) * T + 1]
+    return indptr, i.astype(np.int32), counts[b, t, i].astype(np.int32)
+
+
+def run(stack: LifStack, counts: np.ndarray):
+    """Forward chunks (B, T, n_units) through the stack -> (trace, features (B, T, p))."""
+    indptr, index, count = _events(counts)
+    trace = forward(stack.layers(), indptr, index, count, counts.shape[1])[0]
+    vpost = np.where(trace.spikes.astype(bool), 0.0, trace.vnorm).astype(np.float32)
+    return trace, (indptr, index, count), features(trace.spikes.astype(np.float32), vpost, stack.taps)
+
+
+def make_stack(n_units: int, config: RSNNConfig, bin_ms: float, rng: np.random.Generator) -> LifStack:
+    """A one-population recurrent LifStack (weights w0 input-major, r0 recurrent) for counts of n_units."""
+    stack = LifStack([n_units, config.neurons], config.mode, config.tau_syn_ms, config.tau_mem_ms, bin_ms,
+                     recurrent=False, vth=config.vth, max_weight=[config.max_weight], rng=rng, input_rate=0.5)
+    n = config.neurons
+    stack.params["w0"] = np.clip(rng.normal(0, 0.6 / math.sqrt(n_units), (n_units, n)), -stack.limit[0],
+                                 stack.limit[0]).astype(np.float32)
+    stack.params["r0"] = np.clip(rng.normal(0, 0.3 / math.sqrt(n), (n, n)), -stack.limit[0],
+                                 stack.limit[0]).astype(np.float32)
+    stack.taps = config.taps
+    return stack
+
+
+def ridge_readout(F: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Readout (p, d) and bias (d,) by ridge regression of y (N, d) on features F (N, p)."""
+    fm, ym = F.mean(axis=0), y.mean(axis=0)
+    Fc = F - fm
+    R = np.linalg.solve(Fc.T @ Fc + ridge * np.eye(F.shape[1]), Fc.T @ (y - ym))
+    return R, ym - fm @ R
+
+
+def train(counts: np.ndarray, y: np.ndarray, segments, config: RSNNConfig, bin_ms: float, progress=None):
+    """Train on counts (T, n_units) (raw counts: graded spikes) and targets y (T, d) (z-scored) over
+    ``segments`` ([start, stop) bin ranges, each a continuous recording). Returns (stack, readout (p, d),
+    bias (d,), history: list of per-epoch mean losses)."""
+    rng = np.random.default_rng(config.seed)
+    d = y.shape[1]
+    stack = make_stack(counts.shape[1], config, bin_ms, rng)
+    p = (config.taps + 1) * config.neurons
+    R = np.zeros((p, d), np.float32)
+    bias = np.zeros(d, np.float32)
+    starts = [(a, s) for a, b in segments for s in range(a, b - config.chunk + 1, config.chunk // 2)]
+    if not starts:
+        raise ValueError(f"training segments are shorter than one chunk of {config.chunk} bins")
+    params = {"w0": stack.params["w0"], "r0": stack.params["r0"], "R": R, "bias": bias}
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v2 = {k: np.zeros_like(v) for k, v in params.items()}
+    kind, slope, step, history = SURROGATES["fast_sigmoid"], 5.0, 0, []
+    L, burn = config.chunk, config.burn_in
+    for epoch in range(config.epochs):
+        order = rng.permutation(len(starts))
+        losses = []
+        for i0 in range(0, len(order), config.batch):
+            idx = [starts[j][1] for j in order[i0:i0 + config.batch]]
+            xb = np.stack([counts[s:s + L] for s in idx])
+            yb = np.stack([y[s:s + L] for s in idx])
+            trace, inputs, F = run(stack, xb)
+            pred = F @ R + bias
+            err = (pred - yb)[:, burn:]
+            n_scored = err.shape[0] * err.shape[1] * d
+            losses.append(float((err ** 2).sum() / n_scored))
+            gy = np.zeros_like(pred)
+            gy[:, burn:] = 2 * err / n_scored
+            gF = gy @ R.T                                                  # (B, T, p)
+            n = config.neurons
+            g_s = np.zeros(trace.spikes.shape, np.float32)
+            for k in range(config.taps):
+                g_s[:, :L - k] += gF[:, k:, k * n:(k + 1) * n]
+            g_v = (gF[:, :, config.taps * n:] * (1 - trace.spikes)).astype(np.float32)
+            grads = backward(stack.layers(), [trace], inputs, g_s, g_v, kind, slope, True)
+            grads["R"] = np.einsum("btp,btd->pd", F, gy).astype(np.float32)
+            grads["bias"] = gy.sum(axis=(0, 1)).astype(np.float32)
+            step += 1
+            b1, b2 = ADAM_BETAS
+            for name, w in params.items():
+                g = grads[name]
+                m[name] = b1 * m[name] + (1 - b1) * g
+                v2[name] = b2 * v2[name] + (1 - b2) * g * g
+                w -= config.lr * (m[name] / (1 - b1 ** step)) / (np.sqrt(v2[name] / (1 - b2 ** step)) + ADAM_EPS)
+            stack.clip()
+        history.append(float(np.mean(losses)))
+        if progress is not None:
+            progress(epoch=epoch + 1, loss=history[-1])
+        if not np.all([np.isfinite(w).all() for w in params.values()]):
+            raise ValueError(f"snn decoder training diverged (non-finite weights) at epoch {epoch + 1}")
+    # refit the readout on the deployed network's features over whole segments
+    Fs, ys = [], []
+    for a, b in segments:
+        _, _, F = run(stack, counts[None, a:b])
+        Fs.append(F[0, burn:])
+        ys.append(y[a + burn:b])
+    R, bias = ridge_readout(np.concatenate(Fs).astype(np.float64), np.concatenate(ys), config.ridge)
+    return stack, R, bias, history
+
+
+def fit_decoder(counts: np.ndarray, kinematics: np.ndarray, segments, bin_ms: float,
+                config: RSNNConfig = RSNNConfig()) -> TrainedSNN:
+    """The trainer of pipeline.decoders.bci.snn.SNNDecoder: z-score the kinematics (T, d), train on counts
+    (T, n_units) over ``segments``, and return the network and readout (in kinematics units)."""
+    y_mean, y_std = kinematics.mean(axis=0), kinematics.std(axis=0)
+    y_std = np.where(y_std > 0, y_std, 1.0)
+    stack, R, bias, _ = train(counts, (kinematics - y_mean) / y_std, segments, config, bin_ms)
+    du, dv = loihi_decays(config.tau_syn_ms, config.tau_mem_ms, bin_ms)
+    e = stack.weight_exp[0]
+    w_in, w_rec = stack.params["w0"].T.astype(np.float64), stack.params["r0"].T.astype(np.float64)
+    return TrainedSNN(w_in, w_rec, quantize(w_in, e, config.vth).astype(np.int16),
+                      quantize(w_rec, e, config.vth).astype(np.int16), e, du, dv, config.vth, config.tau_syn_ms,
+                      config.tau_mem_ms, bin_ms, config.taps, R * y_std, bias * y_std + y_mean)
