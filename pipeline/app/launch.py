@@ -1050,6 +1050,7 @@ def open_sinks(spec: LaunchSpec, command_length: int, n_outputs: int = 0, classe
                 except TransportError as exc:
                     raise Context(spec.path, f"sinks.{label}", spec.display).fail("config" if values["config"]
                                                                                  else "key", str(exc)) from None
+                continue
             if kind == "decisions":
                 opened.append(DecisionLogSink(values["path"], classes, names, values["format"], name=label))
                 continue
