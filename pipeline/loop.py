@@ -560,17 +560,7 @@ class Loop:
 
     def _write(self, command: np.ndarray, t_us: int) -> int:
         """Write ``command`` to every sink; returns the latest write time (ns), 0 if no sink wrote it."""
-        written_ns = 0
-        for sink in self.sinks:
-            try:
-                written_ns = max(written_ns, sink.write(command, t_us))
-            except SinkFatalError as exc:
-                self.sink_errors += 1
-                self.fatal = f"{sink.name}: {exc}"
-                self._stop.set()
-            except Exception:  # counted and reported; the motor layer's own watchdog keeps the robot safe
-                self.sink_errors += 1
-        return written_ns
+        return write_to_sinks(self, command, t_us)
 
     def _hold(self, reader: _Reader) -> int:
         """Paused: send a zero command (as long as the last one) every 50 ms and, in live mode, drop and
@@ -822,3 +812,21 @@ class Loop:
             step_time_p99_us=step.percentile_ms(99) * 1000,
             step_time_max_us=step.max_ms * 1000,
         )
+
+
+def write_to_sinks(owner, command: np.ndarray, t_us: int) -> int:
+    """Write ``command`` to every sink of ``owner`` (a Loop or a CommandRelay: ``sinks``, ``sink_errors``,
+    ``fatal``, ``_stop``); returns the latest write time (ns), 0 if no sink wrote it. A failing sink is counted
+    and reported; a SinkFatalError also sets ``fatal`` and stops the owner (the motor layer's own watchdog
+    keeps the robot safe either way)."""
+    written_ns = 0
+    for sink in owner.sinks:
+        try:
+            written_ns = max(written_ns, sink.write(command, t_us))
+        except SinkFatalError as exc:
+            owner.sink_errors += 1
+            owner.fatal = f"{sink.name}: {exc}"
+            owner._stop.set()
+        except Exception:
+            owner.sink_errors += 1
+    return written_ns

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from devices.transport.clock_sync import estimate_offset
-from pipeline.loop import LatencyHistogram, Sink, SinkFatalError
+from pipeline.loop import LatencyHistogram, Sink, write_to_sinks
 
 #: While stale, zero velocity is re-written this often (s).
 HOLD_PERIOD_S = 0.05
@@ -108,17 +108,7 @@ class CommandRelay:
         self._stop.set()
 
     def _write(self, command: np.ndarray, t_us: int) -> int:
-        written_ns = 0
-        for sink in self.sinks:
-            try:
-                written_ns = max(written_ns, sink.write(command, t_us))
-            except SinkFatalError as exc:
-                self.sink_errors += 1
-                self.fatal = f"{sink.name}: {exc}"
-                self._stop.set()
-            except Exception:  # counted; the motor layer's own watchdog keeps the robot safe
-                self.sink_errors += 1
-        return written_ns
+        return write_to_sinks(self, command, t_us)
 
     def run(self) -> RelayReport:
         """Relay until stopped; returns the final report (also passed to ``on_report``)."""
