@@ -317,6 +317,11 @@ def scenario_names(data) -> tuple[list[str], list[str]]:
     return one, two
 
 
+# Recorded quantity -> (population, state variable) of the Dense scenarios, in the files' order.
+ONE_LAYER_PROBES = {"spikes": ("lif", "spikes"), "v": ("lif", "v"), "u": ("lif", "u")}
+TWO_LAYER_PROBES = {"s1": ("l1", "spikes"), "s2": ("l2", "spikes"), "v2": ("l2", "v")}
+
+
 def run_file(path: str | Path) -> list[Check]:
     """Run every scenario of ``path``; one Check per recorded quantity, in file order."""
     path = Path(path)
@@ -337,24 +342,14 @@ def run_file(path: str | Path) -> list[Check]:
     if not one and not two and not learning:
         raise ValueError(f"{path}: no scenario found (expected keys '<name>_weights', '<name>_W1' or "
                          f"{', '.join(LEARNING_KEYS)})")
-    for name in one:
+    scenarios = [(name, one_layer_network, ONE_LAYER_PROBES) for name in one]
+    scenarios += [(name, two_layer_network, TWO_LAYER_PROBES) for name in two]
+    for name, build, probes in scenarios:
         try:
-            network = one_layer_network(arrays, name)
-            got = _run(network, arrays(f"{name}_spikes_in"),
-                       {"spikes": ("lif", "spikes"), "v": ("lif", "v"), "u": ("lif", "u")})
+            got = _run(build(arrays, name), arrays(f"{name}_spikes_in"), probes)
         except ValueError as error:
             raise ValueError(f"{path}: scenario {name}: {error}") from error
-        for quantity in ("spikes", "v", "u"):
-            expected = arrays(f"{name}_{quantity}")
-            checks.append(Check(name, quantity, expected.shape, _first_mismatch(expected, got[quantity])))
-    for name in two:
-        try:
-            network = two_layer_network(arrays, name)
-            got = _run(network, arrays(f"{name}_spikes_in"),
-                       {"s1": ("l1", "spikes"), "s2": ("l2", "spikes"), "v2": ("l2", "v")})
-        except ValueError as error:
-            raise ValueError(f"{path}: scenario {name}: {error}") from error
-        for quantity in ("s1", "s2", "v2"):
+        for quantity in probes:
             expected = arrays(f"{name}_{quantity}")
             checks.append(Check(name, quantity, expected.shape, _first_mismatch(expected, got[quantity])))
     if learning:
