@@ -423,14 +423,12 @@ def evaluate(network, presentations, labels) -> dict:
 
 
 def _adam(model: LifStack, adam: dict, grads: dict, step: int, lr: float, weight_decay: float) -> None:
+    """AdamW in place (kernels.adam, float32, numpy's elementwise order), then the weights are clipped."""
     b1, b2 = ADAM_BETAS
-    c1, c2 = 1 - b1 ** step, 1 - b2 ** step
+    f32 = np.float32
+    scalars = (f32(lr), f32(b1), f32(1 - b1), f32(b2), f32(1 - b2), f32(1 - b1 ** step), f32(1 - b2 ** step),
+               f32(ADAM_EPS), f32(weight_decay))
     for name, w in model.params.items():
-        g = grads[name]
-        m, v = adam["m"][name], adam["v"][name]
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * g * g
-        w -= lr * ((m / c1) / (np.sqrt(v / c2) + ADAM_EPS) + weight_decay * w)
+        g = np.ascontiguousarray(grads[name], np.float32)
+        K.adam(w.reshape(-1), g.reshape(-1), adam["m"][name].reshape(-1), adam["v"][name].reshape(-1), *scalars)
     model.clip()
