@@ -43,22 +43,12 @@ the other thread takes the rest), inside one parallel region per kernel call.
 """
 from __future__ import annotations
 
-import os
-import warnings
-
 import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-# The parallel kernels run in numba's OpenMP pool. GNU OpenMP's default wait between parallel regions is a
-# spin of ~300k iterations: on a 2-core machine shared with other processes it made the idle thread burn
-# the core the busy one needed (2-thread training steps cost 3x the CPU of 1-thread ones, and small batches
-# ran 70x slower). libgomp reads the policy once, when numba starts its pool; pipeline.train sets it on import.
-if numba.np.ufunc.parallel._is_initialized and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
-    warnings.warn("numba's thread pool started before pipeline.train set OMP_WAIT_POLICY=PASSIVE: parallel "
-                  "training may spin-wait (set OMP_WAIT_POLICY=PASSIVE in the environment)", stacklevel=2)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# (OMP_WAIT_POLICY=PASSIVE for numba's OpenMP pool: pipeline/train/__init__.py.)
 
 FAST_SIGMOID, ARCTAN, TRIANGLE = 0, 1, 2
 SURROGATES = {"fast_sigmoid": FAST_SIGMOID, "arctan": ARCTAN, "triangle": TRIANGLE}
