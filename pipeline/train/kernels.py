@@ -193,23 +193,29 @@ def _shifted(s, shift):
 
 
 @njit(cache=True, error_model="numpy")
-def _lif_loihi_step(s, r, has_rec, shift, rec_shift, u, v, u_mult, v_mult, threshold, vnorm_row, spikes_row):
-    """One loihi LIF step of a layer from the int32 input sums s (and r, recurrent), bit-exact."""
+def _lif_loihi_step(s, r, has_rec, in_scale, rec_scale, u, v, u_mult, v_mult, threshold, vnorm_row, spikes_row):
+    """One loihi LIF step of a layer from the int32 input sums s (and r, recurrent), bit-exact. The integer
+    state is held in float64, where every value here (< 2**46) is exact: products, the power-of-two scalings
+    (in_scale = 2**shift; a right shift is the floor of the scaled value) and floor(|x| / 2**12) are the
+    integer operations' results, and the loop vectorizes (AVX2 has no 64-bit integer multiply)."""
+    limit = np.float64(UV_LIMIT)
+    decay_scale = np.float64(1.0 / (1 << DECAY_BITS))
+    in_gain = np.float64(1 << A_IN_SHIFT)
     for j in range(s.size):
-        a = _shifted(np.int64(s[j]), shift)
+        a = np.floor(np.float64(s[j]) * in_scale)
         if has_rec:
-            a += _shifted(np.int64(r[j]), rec_shift)
+            a += np.floor(np.float64(r[j]) * rec_scale)
         x = u[j] * u_mult[j]
-        q = np.abs(x) >> DECAY_BITS
-        u1 = (q if x >= 0 else -q) + (a << A_IN_SHIFT)
-        u1 = u1 - 2 * UV_LIMIT if u1 > UV_LIMIT else (u1 + 2 * UV_LIMIT if u1 <= -UV_LIMIT else u1)
+        q = np.floor(abs(x) * decay_scale)
+        u1 = (q if x >= 0 else -q) + a * in_gain
+        u1 = u1 - 2 * limit if u1 > limit else (u1 + 2 * limit if u1 <= -limit else u1)
         y = v[j] * v_mult[j]
-        q = np.abs(y) >> DECAY_BITS
+        q = np.floor(abs(y) * decay_scale)
         v1 = (q if y >= 0 else -q) + u1
-        v1 = min(max(v1, -(UV_LIMIT - 1)), UV_LIMIT - 1)
+        v1 = min(max(v1, -(limit - 1)), limit - 1)
         spike = v1 > threshold[j]
         u[j] = u1
-        v[j] = 0 if spike else v1
+        v[j] = 0.0 if spike else v1
         vnorm_row[j] = v1 / threshold[j]
         spikes_row[j] = spike
 
@@ -219,8 +225,10 @@ def _forward_loihi_sample(b, indptr, index, count, weights, shift, recurrent, re
                           vnorm, spikes, out_indptr, out_index):
     n_steps, n = vnorm.shape[1], vnorm.shape[2]
     has_rec = recurrent.shape[0] == n
-    u = np.zeros(n, np.int64)
-    v = np.zeros(n, np.int64)
+    u = np.zeros(n, np.float64)   # integer values (see _lif_loihi_step)
+    v = np.zeros(n, np.float64)
+    u_mult_f, v_mult_f, threshold_f = u_mult.astype(np.float64), v_mult.astype(np.float64), threshold.astype(np.float64)
+    in_scale, rec_scale = 2.0 ** shift, 2.0 ** rec_shift
     s = np.zeros(n, np.int32)     # the runtime's ring slots are int32 too
     r = np.zeros(n, np.int32)
     out_indptr[b, 0] = b * n_steps * n
@@ -231,15 +239,16 @@ def _forward_loihi_sample(b, indptr, index, count, weights, shift, recurrent, re
             _gather(s, indptr[b, t - 1], indptr[b, t], index, count, weights)
             if has_rec:
                 _gather_spikes(r, out_indptr[b, t - 1], out_indptr[b, t], out_index, recurrent)
-        _lif_loihi_step(s, r, has_rec, shift, rec_shift, u, v, u_mult, v_mult, threshold, vnorm[b, t], spikes[b, t])
+        _lif_loihi_step(s, r, has_rec, in_scale, rec_scale, u, v, u_mult_f, v_mult_f, threshold_f, vnorm[b, t],
+                        spikes[b, t])
         _emit(b, t, n, spikes[b, t], out_indptr, out_index)
 
 
 @njit(cache=True, parallel=True)
 def forward_loihi(indptr, index, count, weights, shift, recurrent, rec_shift, u_mult, v_mult, threshold,
                   vnorm, spikes, out_indptr, out_index, n_workers):
-    """Loihi-integer forward of one layer (bit-exact with the loihi runtime). weights int32 (n_in, n)
-    stored mantissas (after Lava's truncation, as the runtime stores them), shift the projection's
+    """Loihi-integer forward of one layer (bit-exact with the loihi runtime). weights int8/int16/int32 (n_in, n)
+    stored mantissas (the narrowest type that holds them: less memory per event) (after Lava's truncation, as the runtime stores them), shift the projection's
     delivery shift; recurrent int32 (n, n) or (0, 0) with rec_shift; u_mult, v_mult, threshold int64 (n,)
     (pipeline.snn.kernels.LoihiParams). Writes vnorm = v' / threshold, spikes and spike events."""
     n_batch = vnorm.shape[0]
