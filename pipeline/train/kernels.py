@@ -187,11 +187,6 @@ def forward_float(indptr, index, count, weights, recurrent, decay_u, decay_v, vn
     return 0
 
 
-@njit(cache=True, inline="always")
-def _shifted(s, shift):
-    return s << shift if shift >= 0 else s >> -shift
-
-
 @njit(cache=True, error_model="numpy")
 def _lif_loihi_step(s, r, has_rec, in_scale, rec_scale, u, v, u_mult, v_mult, threshold, vnorm_row, spikes_row):
     """One loihi LIF step of a layer from the int32 input sums s (and r, recurrent), bit-exact. The integer
