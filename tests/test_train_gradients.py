@@ -129,3 +129,28 @@ def test_a_wrong_kernel_fails_the_check(recurrent):
     wrong_decay = [dataclasses.replace(layer, decay_u=layer.decay_u * np.float32(0.95)) for layer in layers]
     assert not close(backward(wrong_decay, traces, inputs, g_s.copy(), g_v, K.FAST_SIGMOID, 2.0, recurrent), ref)
     assert not close(backward(layers, traces, inputs, g_s.copy(), g_v, K.FAST_SIGMOID, 2.2, recurrent), ref)
+
+
+@pytest.mark.parametrize("recurrent", [False, True], ids=["dense", "recurrent"])
+def test_results_do_not_depend_on_the_thread_count(recurrent):
+    """Samples and weight-gradient rows are taken by whichever thread is free; every output is still summed
+    in one fixed order, so 1 and 2 threads give the same bits."""
+    import numba
+
+    model, layers, traces, inputs, g_s, g_v, _, _ = case("arctan", recurrent, seed=4, batch=9, steps=40)
+    runs = []
+    previous = numba.get_num_threads()
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            t = forward(layers, *inputs, 40)
+            runs.append(([x.spikes for x in t] + [x.vnorm for x in t],
+                         backward(layers, t, inputs, g_s, g_v, K.ARCTAN, 2.0, recurrent)))
+    finally:
+        numba.set_num_threads(previous)
+    (fwd1, grads1), (fwd2, grads2) = runs
+    for a, b in zip(fwd1, fwd2):
+        np.testing.assert_array_equal(a, b)
+    assert set(grads1) == set(grads2)
+    for name in grads1:
+        np.testing.assert_array_equal(grads1[name], grads2[name], err_msg=name)

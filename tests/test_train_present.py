@@ -63,3 +63,46 @@ def test_a_wav_through_the_cochlea(data_dir):
     path = data_dir / "audio" / "fsdd" / "0_george_0.wav"
     presented = present_file(path, InputSpec(sensor="cochlea", channels=64, bin_us=1000), None, 64)
     assert 200 <= presented.n_steps <= 2000 and presented.index.max() < 64 and len(presented.index) > 100
+
+
+def reference_augment(p, rng, shape, aug, binary):
+    """The augmentation written with numpy set operations (independent of present.transform's loops)."""
+    c, h, w = shape
+    steps = np.repeat(np.arange(p.n_steps), np.diff(p.indptr))
+    index, count = p.index.astype(np.int64), p.count.astype(np.int64)
+    keep = rng.random(index.size) >= aug["drop"] if aug["drop"] > 0 else np.ones(index.size, bool)
+    if aug["jitter_px"] > 0:
+        dx, dy = rng.integers(-aug["jitter_px"], aug["jitter_px"] + 1, 2)
+        x, y = index % w + dx, (index // w) % h + dy
+        keep &= (x >= 0) & (x < w) & (y >= 0) & (y < h)
+        index = (index // (w * h) * h + y) * w + x
+    if aug["time_scale"] > 0:
+        steps = np.floor(steps * rng.uniform(1 - aug["time_scale"], 1 + aug["time_scale"])).astype(np.int64)
+        keep &= steps < p.n_steps
+    key = steps[keep] * (c * h * w) + index[keep]
+    unique, inverse = np.unique(key, return_inverse=True)
+    total = np.bincount(inverse, weights=count[keep], minlength=unique.size).astype(np.int32)
+    indptr = np.zeros(p.n_steps + 1, np.int64)
+    np.cumsum(np.bincount(unique // (c * h * w), minlength=p.n_steps), out=indptr[1:])
+    return indptr, unique % (c * h * w), np.ones_like(total) if binary else total
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["spikes", "counts"])
+def test_augmentation_moves_drops_and_stretches_events(data_dir, binary):
+    from pipeline.train.bptt import augment
+    from pipeline.train.present import Presentation
+
+    spec = InputSpec(bin_us=1000, duration_us=300_000, tail_steps=2, encoding="spikes" if binary else "counts")
+    labelled = open_labelled(data_dir / "nmnist_small" / "train", data_dir / "nmnist_small" / "train_labels.txt")
+    shape = (2, 34, 34)
+    for path in labelled.paths[:4]:
+        p = present_file(path, spec, shape, 2312)
+        if not binary:   # counts up to 3 so that merged events add
+            p = Presentation(p.indptr, p.index, (p.index % 3 + 1).astype(np.int32))
+        for aug in ({"jitter_px": 2, "drop": 0.2, "time_scale": 0.2}, {"jitter_px": 0, "drop": 0.0, "time_scale": 0.6},
+                    {"jitter_px": 5, "drop": 0.5, "time_scale": 0.0}):
+            ours = augment(p, np.random.default_rng(7), shape, aug, binary)
+            ref = reference_augment(p, np.random.default_rng(7), shape, aug, binary)
+            assert ours.n_steps == p.n_steps and ours.index.size > 0
+            for a, b in zip(ours, ref):
+                np.testing.assert_array_equal(a, b)

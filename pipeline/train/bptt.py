@@ -42,7 +42,7 @@ from pipeline.core.schema import Key
 from pipeline.snn.model import InputSpec, Readout
 from pipeline.train import kernels as K
 from pipeline.train.lif_stack import LifStack, backward, compile_network, forward
-from pipeline.train.present import Presentation, present_file
+from pipeline.train.present import Presentation, present_file, transform
 from pipeline.train.run import Fitted, TrainRun
 from recordings.labelled import LabelledSet, LabelsError, open_labelled
 
@@ -136,37 +136,17 @@ def load_set(folder: Path | LabelledSet, labels: Path | None, spec: InputSpec, s
 
 
 def augment(p: Presentation, rng: np.random.Generator, shape, aug: dict, binary: bool) -> Presentation:
-    """A randomly shifted / stretched / thinned copy of one presentation (same number of steps)."""
-    c, h, w = shape
-    n_steps = p.n_steps
-    steps = np.repeat(np.arange(n_steps), np.diff(p.indptr))
-    index = p.index.astype(np.int64)
-    count = p.count.astype(np.int64)
-    keep = np.ones(index.size, bool)
-    if aug["drop"] > 0:
-        keep &= rng.random(index.size) >= aug["drop"]
+    """A randomly shifted / stretched / thinned copy of one presentation (same number of steps): every event
+    dropped with probability ``drop``, the sample shifted by up to ``jitter_px`` pixels, its time stretched
+    by a factor in [1 - time_scale, 1 + time_scale] (pipeline.train.present.transform)."""
+    keep = rng.random(p.index.size) >= aug["drop"] if aug["drop"] > 0 else np.ones(p.index.size, bool)
+    dx = dy = 0
     if aug["jitter_px"] > 0:
         j = aug["jitter_px"]
-        dx, dy = rng.integers(-j, j + 1, 2)
-        x = index % w + dx
-        y = (index // w) % h + dy
-        ch = index // (w * h)
-        keep &= (x >= 0) & (x < w) & (y >= 0) & (y < h)
-        index = (ch * h + y) * w + x
-    if aug["time_scale"] > 0:
-        s = rng.uniform(1 - aug["time_scale"], 1 + aug["time_scale"])
-        steps = np.floor(steps * s).astype(np.int64)
-        keep &= steps < n_steps
-    steps, index, count = steps[keep], index[keep], count[keep]
-    key = steps * (c * h * w) + index
-    unique, inverse = np.unique(key, return_inverse=True)
-    total = np.bincount(inverse, weights=count, minlength=unique.size).astype(np.int32)
-    if binary:
-        total[:] = 1
-    out_steps = unique // (c * h * w)
-    indptr = np.zeros(n_steps + 1, np.int64)
-    np.cumsum(np.bincount(out_steps, minlength=n_steps), out=indptr[1:])
-    return Presentation(indptr, (unique % (c * h * w)).astype(np.int32), total)
+        dx, dy = (int(d) for d in rng.integers(-j, j + 1, 2))
+    scale = rng.uniform(1 - aug["time_scale"], 1 + aug["time_scale"]) if aug["time_scale"] > 0 else 1.0
+    return Presentation(*transform(p.indptr, p.index, p.count, tuple(int(n) for n in shape), keep, dx, dy,
+                                   float(scale), binary))
 
 
 def batch_events(presentations: list[Presentation]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -423,14 +403,12 @@ def evaluate(network, presentations, labels) -> dict:
 
 
 def _adam(model: LifStack, adam: dict, grads: dict, step: int, lr: float, weight_decay: float) -> None:
+    """AdamW in place (kernels.adam, float32, numpy's elementwise order), then the weights are clipped."""
     b1, b2 = ADAM_BETAS
-    c1, c2 = 1 - b1 ** step, 1 - b2 ** step
+    f32 = np.float32
+    scalars = (f32(lr), f32(b1), f32(1 - b1), f32(b2), f32(1 - b2), f32(1 - b1 ** step), f32(1 - b2 ** step),
+               f32(ADAM_EPS), f32(weight_decay))
     for name, w in model.params.items():
-        g = grads[name]
-        m, v = adam["m"][name], adam["v"][name]
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * g * g
-        w -= lr * ((m / c1) / (np.sqrt(v / c2) + ADAM_EPS) + weight_decay * w)
+        g = np.ascontiguousarray(grads[name], np.float32)
+        K.adam(w.reshape(-1), g.reshape(-1), adam["m"][name].reshape(-1), adam["v"][name].reshape(-1), *scalars)
     model.clip()

@@ -26,8 +26,6 @@ from pipeline.snn.weights import truncate_weights
 from pipeline.train import kernels as K
 
 MODES = ("float", "loihi")
-#: Parallel partial sums of the weight gradient (fixed, so results do not depend on the thread count).
-GRAD_SLOTS = 4
 
 
 @dataclass(frozen=True)
@@ -184,6 +182,10 @@ class LifStack:
             e = self.weight_exp[li]
 
             def stored(weights_io):
+                mantissas = np.empty(weights_io.shape, np.int32)
+                w_eff = np.empty(weights_io.shape, np.float32)
+                if all(K.quantize_mixed(weights_io, self.vth, e, mantissas, w_eff)):  # the usual case, one pass
+                    return mantissas, e + 1, w_eff
                 effective, bits = truncate_weights(quantize(weights_io, e, self.vth), 8)
                 return (effective >> bits).astype(np.int32), e + bits, \
                     (effective * (2.0 ** (e + 6) / (self.vth << 6))).astype(np.float32)
@@ -262,55 +264,79 @@ def forward(layers: list[Layer], indptr: np.ndarray, index: np.ndarray, count: n
         out_indptr = np.empty((n_batch, n_steps + 1), np.int64)
         out_index = np.empty(n_batch * n_steps * n, np.int32)
         if layer.mode == "loihi":
-            K.forward_loihi(indptr, index, count.astype(np.int32, copy=False), layer.weights, layer.shift,
-                            layer.recurrent, layer.rec_shift, layer.u_mult, layer.v_mult, layer.threshold,
-                            vnorm, spikes, out_indptr, out_index)
+            counts = _ones(count.shape[0], np.int32) if li > 0 else count.astype(np.int32, copy=False)
+            K.forward_loihi(indptr, index, counts, _narrow(layer.weights), layer.shift,
+                            _narrow(layer.recurrent), layer.rec_shift, layer.u_mult, layer.v_mult, layer.threshold,
+                            vnorm, spikes, out_indptr, out_index, K.workers(n_batch))
         else:
             K.forward_float(indptr, index, count.astype(np.float32, copy=False), layer.weights, layer.recurrent,
-                            layer.decay_u, layer.decay_v, vnorm, spikes, out_indptr, out_index)
-        trace = Trace(vnorm, spikes, out_indptr, out_index, np.ones(1, np.float32))
-        traces.append(trace)
+                            layer.decay_u, layer.decay_v, vnorm, spikes, out_indptr, out_index, K.workers(n_batch))
+        count = _ones(out_index.shape[0])
+        traces.append(Trace(vnorm, spikes, out_indptr, out_index, count))
         indptr, index = out_indptr, out_index
-        count = np.ones(out_index.shape[0], np.float32)
-        trace.count = count
     return traces
+
+
+def _narrow(weights: np.ndarray) -> np.ndarray:
+    """Integer weights in the narrowest of int8, int16, int32 that holds them (the forward reads a row per
+    event: 4x fewer bytes for the int8 mantissas of QAT)."""
+    if weights.size == 0:
+        return weights.astype(np.int8)
+    low, high = weights.min(), weights.max()
+    for dtype in (np.int8, np.int16):
+        if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+            return weights.astype(dtype)
+    return weights
+
+
+_ONES: dict[type, np.ndarray] = {}
+
+
+def _ones(n: int, dtype=np.float32) -> np.ndarray:
+    """n ones (the counts of spike events), one array shared by all batches: never write to it."""
+    ones = _ONES.get(dtype)
+    if ones is None or ones.shape[0] < n:
+        ones = _ONES[dtype] = np.ones(n, dtype)
+    return ones[:n]
 
 
 def backward(layers: list[Layer], traces: list[Trace], inputs: tuple[np.ndarray, np.ndarray, np.ndarray],
              grad_spikes: np.ndarray, grad_v: np.ndarray | None, kind: int, slope: float,
              has_recurrent: bool) -> dict[str, np.ndarray]:
     """Gradients (input-major, threshold units) of every weight: ``w{l}`` and ``r{l}``. ``grad_spikes``
-    (B, T, n_out) and ``grad_v`` (same or None) are the loss gradients w.r.t. the output layer."""
+    (B, T, n_out) and ``grad_v`` (same or None) are the loss gradients w.r.t. the output layer (not modified).
+    Each layer's reverse pass reads the gradient of the layer it feeds directly (kernels.backward)."""
     grads = {}
+    none3, none2 = np.zeros((0, 0, 0), np.float32), np.zeros((0, 0), np.float32)
     g_s = np.ascontiguousarray(grad_spikes, np.float32)
-    g_v = np.zeros((0, 0, 0), np.float32) if grad_v is None else np.ascontiguousarray(grad_v, np.float32)
+    g_v = none3 if grad_v is None else np.ascontiguousarray(grad_v, np.float32)
+    next_grad_a, next_weights = none3, none2
     for li in range(len(layers) - 1, -1, -1):
         layer, trace = layers[li], traces[li]
         n_batch, n_steps, n = trace.vnorm.shape
         grad_a = np.empty_like(trace.vnorm)
-        rec_tm = np.ascontiguousarray(layer.r_eff.T) if layer.r_eff.shape[0] else np.zeros((0, 0), np.float32)
-        K.backward(g_s, g_v, trace.vnorm, trace.spikes, layer.decay_u, layer.decay_v, rec_tm, kind, float(slope),
-                   grad_a)
+        rec_tm = np.ascontiguousarray(layer.r_eff.T) if layer.r_eff.shape[0] else none2
+        K.backward(g_s, g_v, next_grad_a, next_weights, trace.vnorm, trace.spikes, layer.decay_u, layer.decay_v,
+                   rec_tm, kind, np.float32(slope), grad_a,
+                   K.workers(n_batch))
         if li == 0:
             src = inputs
         else:
             prev = traces[li - 1]
             src = (prev.indptr, prev.index, prev.count)
-        n_in = layer.w_eff.shape[0]
-        slots = np.empty((_slots(n_batch), n_in, n), np.float32)
-        grads[f"w{li}"] = K.weight_grad(src[0], src[1], src[2].astype(np.float32, copy=False), grad_a, n_in, slots)
+        flat = grad_a.reshape(n_batch * n_steps, n)
+        grads[f"w{li}"] = _weight_grad(src, flat, layer.w_eff.shape[0], n)
         if layer.r_eff.shape[0]:
-            slots_r = np.empty((_slots(n_batch), n, n), np.float32)
-            grads[f"r{li}"] = K.weight_grad(trace.indptr, trace.index, trace.count, grad_a, n, slots_r)
+            grads[f"r{li}"] = _weight_grad((trace.indptr, trace.index, trace.count), flat, n, n)
+        g_s, g_v = none3, none3
         if li > 0:
-            # dL/dspike of the source at t = W_eff ga[t + 1] (one 2-D BLAS product, then shifted one step)
-            back = (grad_a.reshape(n_batch * n_steps, n) @ layer.w_eff.T).reshape(n_batch, n_steps, n_in)
-            g_s = np.zeros((n_batch, n_steps, n_in), np.float32)
-            g_s[:, :-1, :] = back[:, 1:, :]
-            g_v = np.zeros((0, 0, 0), np.float32)
+            next_grad_a, next_weights = grad_a, np.ascontiguousarray(layer.w_eff.T)
     return grads
 
 
-def _slots(n_batch: int) -> int:
-    """Partial sums of the weight gradient for a batch of n_batch samples."""
-    return max(1, min(GRAD_SLOTS, n_batch))
+def _weight_grad(events, grad_a_flat: np.ndarray, n_in: int, n: int) -> np.ndarray:
+    """dL/dW (n_in, n) float32 of one projection from its source events and the target's grad_a (B * T, n)."""
+    ptr, rows, counts = K.by_source(events[0], events[1], events[2].astype(np.float32, copy=False), n_in)
+    out = np.empty((n_in, n), np.float32)
+    K.weight_grad(ptr, rows, counts, grad_a_flat, out, K.workers(-(-n_in // K.ROWS_PER_ITEM)))
+    return out

@@ -168,3 +168,68 @@ def present_file(path: str | Path, spec: InputSpec, input_shape: tuple[int, int,
         if str(path) in str(error):
             raise
         raise ValueError(f"{path}: {error}") from error
+
+
+@njit(cache=True, error_model="numpy")
+def transform(indptr, index, count, shape, keep, dx, dy, scale, binary):
+    """A presentation's events shifted by (dx, dy) pixels on the (C, H, W) ``shape`` grid and their steps
+    stretched to floor(step * scale) (scale > 0), keeping event k only if keep[k] and it stays on the grid and
+    inside the n_steps = len(indptr) - 1 steps; events that meet on one (step, input) merge (counts add; 1
+    when binary). Returns the new (indptr int64, index int32, count int32), inputs ascending in each step."""
+    c, h, w = shape
+    n_steps = indptr.shape[0] - 1
+    n_in = c * h * w
+    out_indptr = np.zeros(n_steps + 1, np.int64)
+    out_index = np.empty(index.shape[0], np.int32)
+    out_count = np.empty(index.shape[0], np.int32)
+    seen_at = np.full(n_in, -1, np.int64)     # the output step an input last appeared in
+    total = np.zeros(n_in, np.int64)
+    nnz = 0
+    group_start = 0
+    current = -1
+    for t in range(n_steps):
+        step = np.int64(np.floor(t * scale))
+        if step >= n_steps:
+            break
+        if step != current:
+            if current >= 0:
+                nnz = _close_step(out_index, out_count, group_start, nnz, total, binary)
+                out_indptr[current + 1] = nnz
+            current = step
+            group_start = nnz
+        for k in range(indptr[t], indptr[t + 1]):
+            if not keep[k]:
+                continue
+            i = np.int64(index[k])
+            x = i % w + dx
+            y = (i // w) % h + dy
+            if x < 0 or x >= w or y < 0 or y >= h:
+                continue
+            j = ((i // (w * h)) * h + y) * w + x
+            if seen_at[j] != step:
+                seen_at[j] = step
+                total[j] = 0
+                out_index[nnz] = j
+                nnz += 1
+            total[j] += count[k]
+    if current >= 0:
+        nnz = _close_step(out_index, out_count, group_start, nnz, total, binary)
+        out_indptr[current + 1] = nnz
+    for s in range(n_steps):          # steps without events end where the previous one did
+        out_indptr[s + 1] = max(out_indptr[s + 1], out_indptr[s])
+    return out_indptr, out_index[:nnz], out_count[:nnz]
+
+
+@njit(cache=True)
+def _close_step(out_index, out_count, start, end, total, binary):
+    """Sort one output step's inputs (insertion sort: the steps are short and nearly sorted) and set counts."""
+    for k in range(start + 1, end):
+        x = out_index[k]
+        m = k - 1
+        while m >= start and out_index[m] > x:
+            out_index[m + 1] = out_index[m]
+            m -= 1
+        out_index[m + 1] = x
+    for k in range(start, end):
+        out_count[k] = 1 if binary else total[out_index[k]]
+    return end
