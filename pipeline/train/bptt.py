@@ -15,7 +15,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
   encoding, duration_us, tail_steps.
 * ``[network]`` hidden (sizes of hidden layers), recurrent, tau_syn_ms, tau_mem_ms, vth (loihi threshold
   mantissa), max_weight_hidden / max_weight_output (largest |weight| in thresholds; fixes weight_exp),
-  init_gain.
+  init_gain; layers: a list of conv / sumpool / avgpool / dense (with per-synapse delays) hidden layers
+  that replaces ``hidden`` (pipeline.train.layer_stack; not with recurrent).
 * ``[loss]`` kind ("count_ce": cross-entropy of output spike counts; "max_membrane_ce": cross-entropy of
   the output's maximum membrane voltage; "rate": squared error of output rates against rate_true for the
   labelled class and rate_false for the others), logit_scale, surrogate ("fast_sigmoid", "arctan",
@@ -41,6 +42,7 @@ import numpy as np
 from pipeline.core.schema import Key
 from pipeline.snn.model import InputSpec, Readout
 from pipeline.train import kernels as K
+from pipeline.train import layer_stack
 from pipeline.train.lif_stack import LifStack, backward, compile_network, forward
 from pipeline.train.present import Presentation, present_file
 from pipeline.train.run import Fitted, TrainRun
@@ -88,6 +90,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
                                                                                "(thresholds)"),
         "max_weight_output": Key("number", 0.25, low=0, low_open=True, help="largest |weight| into the output"),
         "init_gain": Key("number", 1.0, low=0, low_open=True, help="scale of the initial weights"),
+        "layers": Key("table_list", [], check=layer_stack.check_layers,
+                      help="hidden layers [{type=conv|sumpool|avgpool|dense, ...}] (replaces hidden)"),
     },
     "loss": {
         "kind": Key("str", "count_ce", choices=("count_ce", "max_membrane_ce", "rate"), help="loss"),
@@ -257,7 +261,7 @@ def predict(layers, presentations, readout_kind: str, batch_size: int = 64) -> n
     for start in range(0, len(presentations), batch_size):
         chunk = presentations[start:start + batch_size]
         indptr, index, count, n_steps = batch_events(chunk)
-        traces = forward(layers, indptr, index, count, n_steps)
+        traces = passes(layers)[0](layers, indptr, index, count, n_steps)
         out.append(classify(*output_summary(traces[-1], [p.n_steps for p in chunk]), readout_kind))
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
@@ -282,6 +286,16 @@ def runtime_predict(network, presentations, backend: str) -> np.ndarray:
             vmax = np.maximum(vmax, runtime.v("output"))
         out[k] = classify(counts[None], vmax[None], kind)[0]
     return out
+
+
+def passes(layers):
+    """(forward, backward) for compiled layers: pipeline.train.layer_stack's or pipeline.train.lif_stack's."""
+    return (layer_stack.forward, layer_stack.backward) if layer_stack.is_stack(layers) else (forward, backward)
+
+
+def compile_any(network):
+    """Kernel arguments of a trained network file: layer_stack for Conv2D or delays, else lif_stack."""
+    return layer_stack.compile_layers(network) if layer_stack.is_stack_network(network) else compile_network(network)
 
 
 # ---------------------------------------------------------------------------------------------- fit
@@ -338,8 +352,16 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     sizes = [n_in, *net["hidden"], len(classes)]
     max_weight = [net["max_weight_hidden"]] * len(net["hidden"]) + [net["max_weight_output"]]
     active = np.mean([p.index.size / max(p.n_steps, 1) / n_in for p in train_p[:100]])
-    model = LifStack(sizes, tc["mode"], net["tau_syn_ms"], net["tau_mem_ms"], spec.bin_us / 1000.0, net["recurrent"],
-                     net["vth"], max_weight, rng, net["init_gain"], input_rate=float(active))
+    if net["layers"]:
+        if net["recurrent"]:
+            raise ValueError("[network] recurrent: not available with layers (use hidden for recurrent layers)")
+        model = layer_stack.LayerStack(net["layers"], shape, len(classes), tc["mode"], net["tau_syn_ms"],
+                                       net["tau_mem_ms"], spec.bin_us / 1000.0, net["vth"],
+                                       (net["max_weight_hidden"], net["max_weight_output"]), rng, net["init_gain"],
+                                       input_rate=float(active))
+    else:
+        model = LifStack(sizes, tc["mode"], net["tau_syn_ms"], net["tau_mem_ms"], spec.bin_us / 1000.0,
+                         net["recurrent"], net["vth"], max_weight, rng, net["init_gain"], input_rate=float(active))
     adam = {"m": {k: np.zeros_like(v) for k, v in model.params.items()},
             "v": {k: np.zeros_like(v) for k, v in model.params.items()}}
     step, first_epoch, history = 0, 0, []
@@ -367,10 +389,11 @@ def fit(config: dict, run: TrainRun) -> Fitted:
             samples = [augment(train_p[i], rng, shape, ac, binary) if augmenting else train_p[i] for i in chosen]
             indptr, index, count, n_steps = batch_events(samples)
             layers = model.layers()
-            traces = forward(layers, indptr, index, count, n_steps)
+            run_forward, run_backward = passes(layers)
+            traces = run_forward(layers, indptr, index, count, n_steps)
             value, predicted, grad_s, grad_v = loss_and_grad(traces[-1], train_y[chosen], lc, n_steps,
                                                              [p.n_steps for p in samples])
-            grads = backward(layers, traces, (indptr, index, count), grad_s, grad_v, surrogate, lc["slope"],
+            grads = run_backward(layers, traces, (indptr, index, count), grad_s, grad_v, surrogate, lc["slope"],
                              net["recurrent"])
             step += 1
             lr = tc["lr"] if tc["lr_schedule"] == "constant" else \
@@ -406,7 +429,7 @@ def evaluate(network, presentations, labels) -> dict:
     from pipeline.snn.convert import to_loihi
 
     kind = network.readout.kind
-    model = predict(compile_network(network), presentations, kind)
+    model = predict(compile_any(network), presentations, kind)
     out = {"test_accuracy": float(np.mean(model == labels))}
     if network.is_float:
         floated = runtime_predict(network, presentations, "float")
