@@ -307,3 +307,15 @@ def test_train_writes_a_conv_network_the_runtime_runs_alike(tmp_path, data_dir):
     assert [type(p).__name__ for p in network.projections] == ["Conv2D", "Conv2D", "Dense", "Dense"]
     assert metrics["runtime_agreement"] == 1.0
     assert metrics["test_accuracy"] == metrics["loihi_test_accuracy"]
+
+
+@pytest.mark.slow
+def test_shipped_conv_config_trains(tmp_path, data_dir):
+    """launch/train_nmnist_conv.toml (shortened with --set) trains and deploys bit-exact on loihi."""
+    out = tmp_path / "conv.npz"
+    result = run_cli("train", str(ROOT / "launch" / "train_nmnist_conv.toml"), "--out", str(out), "--json",
+                     "--set", "train.epochs=1", "--set", "train.limit=32", "--set", "input.duration_us=50000")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["runtime_agreement"] == 1.0
+    assert out.exists() and out.with_suffix(".png").exists()
