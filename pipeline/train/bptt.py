@@ -24,7 +24,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
 * ``[augment]`` jitter_px (random shift of every event of a sample, pixels), time_scale (sample time
   stretched by a factor in [1 - s, 1 + s]), drop (probability an event is dropped); training only.
 
-The written network: populations hidden0.., output (probed v), projections fc0.. (+ rec0..), with
+The written network: populations hidden0.., output (probed v), projections fc0.. (+ rec0..; with
+``layers``: conv0.. / pool0.. Conv2D and delayed fc0.., pipeline.train.layer_stack), with
 input_spec and readout (count, or max_membrane for that loss). Metrics: train/test accuracy of the
 model, and of the written network run on the runtime (pipeline.snn.build) on the test set: "loihi" for
 loihi mode; for float mode the float network on the "float" backend and, converted with
@@ -394,7 +395,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
             value, predicted, grad_s, grad_v = loss_and_grad(traces[-1], train_y[chosen], lc, n_steps,
                                                              [p.n_steps for p in samples])
             grads = run_backward(layers, traces, (indptr, index, count), grad_s, grad_v, surrogate, lc["slope"],
-                             net["recurrent"])
+                                 net["recurrent"])
             step += 1
             lr = tc["lr"] if tc["lr_schedule"] == "constant" else \
                 tc["lr"] * 0.5 * (1 + math.cos(math.pi * min(step - 1, total_steps) / total_steps))

@@ -234,9 +234,9 @@ class LayerStack:
             values = self._values(li)
             e = self.weight_exp[li]
             stored = quantize(values, e, self.vth).astype(np.int16) if self.mode == "loihi" else values.copy()
-            common = dict(source=source, target=name, weight_exp=e if self.mode == "loihi" else 0,
-                          num_message_bits=8 if source == INPUT and input_spec is not None
-                          and input_spec.encoding == "counts" else 0)
+            graded = source == INPUT and input_spec is not None and input_spec.encoding == "counts"
+            common = {"source": source, "target": name, "weight_exp": e if self.mode == "loihi" else 0,
+                      "num_message_bits": 8 if graded else 0}
             if spec.kind == "dense":
                 delay = self.delays[li].T.astype(np.int64) if li in self.delays else 0
                 projections.append(Dense(name=f"fc{li}", weights=stored.T.copy(), delay=delay, **common))
