@@ -8,7 +8,7 @@ import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 REQUIRED = object()
 
@@ -22,12 +22,15 @@ class Key:
     """One launch-file key.
 
     kind: "int", "number", "str", "bool", "int_list", "number_list", "file" (a path to an existing file,
-        relative to the launch file) or "out_path" (a path to write, relative to the working directory).
+        relative to the launch file), "out_path" (a path to write, relative to the working directory) or
+        "table_list" (a list of tables, e.g. ``[{type = "conv", channels = 8}, ...]``, checked by ``check``).
     default: the value when the key is absent (REQUIRED: the key must be given).
     low, high: inclusive bounds for numbers and list items (``low_open``: low is exclusive).
     choices: allowed string values.
     length: exact list length (0 = any non-empty length).
     help: one line with the unit.
+    check: for "table_list": ``check(ctx, name, tables) -> value`` checks every table (raising
+        ``ctx.fail``) and returns the checked value.
     """
 
     kind: str
@@ -38,6 +41,7 @@ class Key:
     choices: tuple = ()
     length: int = 0
     help: str = ""
+    check: Callable | None = None
 
     def expectation(self) -> str:
         if self.choices:
@@ -50,6 +54,8 @@ class Key:
             return "a path to an existing file"
         if self.kind == "out_path":
             return "a file path to write"
+        if self.kind == "table_list":
+            return "a list of tables"
         noun = "integer" if self.kind in ("int", "int_list") else "number"
         if self.kind.endswith("_list"):
             count = f"a list of {self.length} " if self.length else "a non-empty list of "
@@ -160,6 +166,10 @@ def check_value(ctx: Context, name: str, spec: Key, value: Any) -> Any:
         if not all(item_ok(v) and _in_range(spec, v) for v in value):
             raise bad
         return [int(v) if kind == "int_list" else float(v) for v in value]
+    if kind == "table_list":
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise bad
+        return spec.check(ctx, name, value) if spec.check is not None else value
     raise AssertionError(f"unknown key kind {kind!r}")
 
 

@@ -15,7 +15,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
   encoding, duration_us, tail_steps.
 * ``[network]`` hidden (sizes of hidden layers), recurrent, tau_syn_ms, tau_mem_ms, vth (loihi threshold
   mantissa), max_weight_hidden / max_weight_output (largest |weight| in thresholds; fixes weight_exp),
-  init_gain.
+  init_gain; layers: a list of conv / sumpool / avgpool / dense (with per-synapse delays) hidden layers
+  that replaces ``hidden`` (pipeline.train.layer_stack; not with recurrent).
 * ``[loss]`` kind ("count_ce": cross-entropy of output spike counts; "max_membrane_ce": cross-entropy of
   the output's maximum membrane voltage; "rate": squared error of output rates against rate_true for the
   labelled class and rate_false for the others), logit_scale, surrogate ("fast_sigmoid", "arctan",
@@ -23,7 +24,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
 * ``[augment]`` jitter_px (random shift of every event of a sample, pixels), time_scale (sample time
   stretched by a factor in [1 - s, 1 + s]), drop (probability an event is dropped); training only.
 
-The written network: populations hidden0.., output (probed v), projections fc0.. (+ rec0..), with
+The written network: populations hidden0.., output (probed v), projections fc0.. (+ rec0..; with
+``layers``: conv0.. / pool0.. Conv2D and delayed fc0.., pipeline.train.layer_stack), with
 input_spec and readout (count, or max_membrane for that loss). Metrics: train/test accuracy of the
 model, and of the written network run on the runtime (pipeline.snn.build) on the test set: "loihi" for
 loihi mode; for float mode the float network on the "float" backend and, converted with
@@ -41,6 +43,7 @@ import numpy as np
 from pipeline.core.schema import Key
 from pipeline.snn.model import InputSpec, Readout
 from pipeline.train import kernels as K
+from pipeline.train import layer_stack
 from pipeline.train.lif_stack import LifStack, backward, compile_network, forward
 from pipeline.train.present import Presentation, present_file, transform
 from pipeline.train.run import Fitted, TrainRun
@@ -88,6 +91,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
                                                                                "(thresholds)"),
         "max_weight_output": Key("number", 0.25, low=0, low_open=True, help="largest |weight| into the output"),
         "init_gain": Key("number", 1.0, low=0, low_open=True, help="scale of the initial weights"),
+        "layers": Key("table_list", [], check=layer_stack.check_layers,
+                      help="hidden layers [{type=conv|sumpool|avgpool|dense, ...}] (replaces hidden)"),
     },
     "loss": {
         "kind": Key("str", "count_ce", choices=("count_ce", "max_membrane_ce", "rate"), help="loss"),
@@ -237,7 +242,7 @@ def predict(layers, presentations, readout_kind: str, batch_size: int = 64) -> n
     for start in range(0, len(presentations), batch_size):
         chunk = presentations[start:start + batch_size]
         indptr, index, count, n_steps = batch_events(chunk)
-        traces = forward(layers, indptr, index, count, n_steps)
+        traces = passes(layers)[0](layers, indptr, index, count, n_steps)
         out.append(classify(*output_summary(traces[-1], [p.n_steps for p in chunk]), readout_kind))
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
@@ -262,6 +267,16 @@ def runtime_predict(network, presentations, backend: str) -> np.ndarray:
             vmax = np.maximum(vmax, runtime.v("output"))
         out[k] = classify(counts[None], vmax[None], kind)[0]
     return out
+
+
+def passes(layers):
+    """(forward, backward) for compiled layers: pipeline.train.layer_stack's or pipeline.train.lif_stack's."""
+    return (layer_stack.forward, layer_stack.backward) if layer_stack.is_stack(layers) else (forward, backward)
+
+
+def compile_any(network):
+    """Kernel arguments of a trained network file: layer_stack for Conv2D or delays, else lif_stack."""
+    return layer_stack.compile_layers(network) if layer_stack.is_stack_network(network) else compile_network(network)
 
 
 # ---------------------------------------------------------------------------------------------- fit
@@ -318,8 +333,16 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     sizes = [n_in, *net["hidden"], len(classes)]
     max_weight = [net["max_weight_hidden"]] * len(net["hidden"]) + [net["max_weight_output"]]
     active = np.mean([p.index.size / max(p.n_steps, 1) / n_in for p in train_p[:100]])
-    model = LifStack(sizes, tc["mode"], net["tau_syn_ms"], net["tau_mem_ms"], spec.bin_us / 1000.0, net["recurrent"],
-                     net["vth"], max_weight, rng, net["init_gain"], input_rate=float(active))
+    if net["layers"]:
+        if net["recurrent"]:
+            raise ValueError("[network] recurrent: not available with layers (use hidden for recurrent layers)")
+        model = layer_stack.LayerStack(net["layers"], shape, len(classes), tc["mode"], net["tau_syn_ms"],
+                                       net["tau_mem_ms"], spec.bin_us / 1000.0, net["vth"],
+                                       (net["max_weight_hidden"], net["max_weight_output"]), rng, net["init_gain"],
+                                       input_rate=float(active))
+    else:
+        model = LifStack(sizes, tc["mode"], net["tau_syn_ms"], net["tau_mem_ms"], spec.bin_us / 1000.0,
+                         net["recurrent"], net["vth"], max_weight, rng, net["init_gain"], input_rate=float(active))
     adam = {"m": {k: np.zeros_like(v) for k, v in model.params.items()},
             "v": {k: np.zeros_like(v) for k, v in model.params.items()}}
     step, first_epoch, history = 0, 0, []
@@ -347,11 +370,12 @@ def fit(config: dict, run: TrainRun) -> Fitted:
             samples = [augment(train_p[i], rng, shape, ac, binary) if augmenting else train_p[i] for i in chosen]
             indptr, index, count, n_steps = batch_events(samples)
             layers = model.layers()
-            traces = forward(layers, indptr, index, count, n_steps)
+            run_forward, run_backward = passes(layers)
+            traces = run_forward(layers, indptr, index, count, n_steps)
             value, predicted, grad_s, grad_v = loss_and_grad(traces[-1], train_y[chosen], lc, n_steps,
                                                              [p.n_steps for p in samples])
-            grads = backward(layers, traces, (indptr, index, count), grad_s, grad_v, surrogate, lc["slope"],
-                             net["recurrent"])
+            grads = run_backward(layers, traces, (indptr, index, count), grad_s, grad_v, surrogate, lc["slope"],
+                                 net["recurrent"])
             step += 1
             lr = tc["lr"] if tc["lr_schedule"] == "constant" else \
                 tc["lr"] * 0.5 * (1 + math.cos(math.pi * min(step - 1, total_steps) / total_steps))
@@ -386,7 +410,7 @@ def evaluate(network, presentations, labels) -> dict:
     from pipeline.snn.convert import to_loihi
 
     kind = network.readout.kind
-    model = predict(compile_network(network), presentations, kind)
+    model = predict(compile_any(network), presentations, kind)
     out = {"test_accuracy": float(np.mean(model == labels))}
     if network.is_float:
         floated = runtime_predict(network, presentations, "float")
