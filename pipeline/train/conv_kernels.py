@@ -33,7 +33,22 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from pipeline.train.kernels import A_IN_SHIFT, DECAY_BITS, FLUSH_BELOW, UV_LIMIT, surrogate
+from pipeline.train.kernels import A_IN_SHIFT, ARCTAN, DECAY_BITS, FAST_SIGMOID, FLUSH_BELOW, UV_LIMIT
+
+# Partial weight-gradient sums kept side by side (one per batch slice), added in a fixed order.
+GRAD_SLOTS = 4
+
+
+@njit(cache=True, inline="always")
+def surrogate(kind, slope, x):
+    """d spike / d (v'/threshold) at x = v'/threshold - 1 (the Dense kernels' ``_surrogate_row``, one value)."""
+    if kind == FAST_SIGMOID:
+        d = 1.0 + slope * abs(x)
+        return 1.0 / (d * d)
+    if kind == ARCTAN:
+        z = 0.5 * np.pi * slope * x
+        return 1.0 / (1.0 + z * z)
+    return max(0.0, 1.0 - slope * abs(x))
 
 #: The fields of a Conv2D layer's ``geometry`` int64 array, in order.
 GEOMETRY = ("C", "H", "W", "OC", "OH", "OW", "KH", "KW", "SH", "SW", "PH", "PW", "G")

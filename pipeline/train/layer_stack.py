@@ -34,7 +34,7 @@ from pipeline.core.schema import Key, check_table
 from pipeline.snn.network import INPUT, MAX_DELAY, Conv2D, Dense, FloatLIF, LoihiLIF, Network, Population
 from pipeline.snn.weights import sign_mode, truncate_weights
 from pipeline.train import conv_kernels as CK
-from pipeline.train.lif_stack import GRAD_SLOTS, MODES, Trace, loihi_decays, quantize, weight_exp_for
+from pipeline.train.lif_stack import MODES, Trace, loihi_decays, quantize, weight_exp_for
 
 KINDS = ("conv", "sumpool", "avgpool", "dense")
 _TYPE = Key("str", choices=KINDS, help="layer type")
@@ -404,7 +404,7 @@ def backward(layers: list[StackLayer], traces: list[Trace], inputs: tuple[np.nda
         else:
             prev = traces[li - 1]
             src = (prev.indptr, prev.index, prev.count)
-        slots = max(1, min(GRAD_SLOTS, n_batch))
+        slots = max(1, min(CK.GRAD_SLOTS, n_batch))
         if layer.param:
             count = src[2].astype(np.float32, copy=False)
             if layer.kind == "conv":
