@@ -361,12 +361,15 @@ PUBLISH_ROBOTS = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_one_compute_process_serves_four_robots_each_with_the_in_process_commands(tmp_path):
+@pytest.mark.parametrize("robots", ["threads", "scheduler"])
+def test_one_compute_process_serves_four_robots_each_with_the_in_process_commands(tmp_path, robots):
+    """Threads (one loop each) or the scheduler (one thread steps all four): each robot's own state and
+    command key, and exactly the commands of the in-process run of the same recording."""
     t_ref, c_ref = _reference(tmp_path)
     prefix = _prefix()
     compute = subprocess.Popen(
         [*CLI, "launch", str(LAUNCH / "robots_zenoh.toml"), "--headless", "--source", f"zenoh:{prefix}/*/dvs",
-         *EXACT, *_sets(controller__robots="threads", sinks__robot__key=f"{prefix}/*/cmd", sinks__robot__spikes_key="",
+         *EXACT, *_sets(controller__robots=robots, sinks__robot__key=f"{prefix}/*/cmd", sinks__robot__spikes_key="",
                         sinks__robot__telemetry_key=f"{prefix}/*/telemetry", source__first_packet_s=120.0,
                         source__silence_ms=20000.0, sinks__log__type="command_log",
                         sinks__log__path=str(tmp_path / "robot_*.csv"))],

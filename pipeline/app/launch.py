@@ -196,7 +196,7 @@ CONTROLLER_KEYS: dict[str, Key] = {
     "log_format": Key("str", "auto", choices=("auto", "text", "json"),
                       help="log lines: key=value text or JSON (auto: JSON when --headless)"),
     "realtime_priority": Key("int", 0, low=0, high=99, help="SCHED_FIFO priority (0 = normal scheduling)"),
-    "robots": Key("str", "processes", choices=("threads", "processes"),
+    "robots": Key("str", "processes", choices=("threads", "processes", "scheduler"),
                   help="[source] key with '*': one loop per robot in threads of this process or one process each"),
 }
 
