@@ -756,6 +756,7 @@ class Loop:
         self.clock = None
         self._reader = counters
         self._last_packet: tuple[int, int] | None = None
+        self._offered = False
         self._t_start_ns = time.perf_counter_ns()
         self._window_start = (self._t_start_ns, 0, 0)
         self._next_report_ns = self._t_start_ns + int(self.config.report_period_s * 1e9)
@@ -763,6 +764,7 @@ class Loop:
     def offer(self, packet: Packet) -> None:
         """Driven loop: take one packet (its ``arrival_ns`` set by the source)."""
         self._last_packet = (packet.arrival_ns, packet.t_end_us)
+        self._offered = True
         self._sense_clock(packet)
         self._ingest(packet, packet.arrival_ns)
 
@@ -772,8 +774,9 @@ class Loop:
         True when the loop is done (stopped, duration reached, a sink failed for good, or ended)."""
         if ended:
             self._flush(time.perf_counter_ns())
-        elif self._last_packet is not None and self.config.idle_ms > 0:  # steps only after idle_ms of silence
-            self._idle(self._last_packet, int(self.config.idle_ms * 1e6))
+        elif not self._offered and self._last_packet is not None and self.config.idle_ms > 0:
+            self._idle(self._last_packet, int(self.config.idle_ms * 1e6))  # as run(): only when no packet came
+        self._offered = False
         self._run_pending(merge=True)
         self._maybe_report()
         return ended or self._stop.is_set()
