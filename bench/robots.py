@@ -1,6 +1,8 @@
-"""Several robots on one compute node: 1 robot vs 4 robots at 1 kHz in the same run, the 4 as threads of one
-process and as 4 processes (launch/robots_zenoh.toml, key lab/*/dvs, ``[controller] robots = "threads"`` /
-``"processes"``), over Zenoh on loopback.
+"""Several robots on one compute node: 1 robot vs 4 robots at 1 kHz in the same run, for each way of running
+them (``[controller] robots`` = "scheduler": one thread steps all; "threads": a loop thread each;
+"processes": a process each; launch/robots_zenoh.toml, key lab/*/dvs), over Zenoh on loopback. The cases
+alternate (1 robot, 4 robots, next mode, ..., ``--repeats`` rounds), so load from other jobs hits both alike;
+the load average and ``uptime`` are printed with the medians and the 4-vs-1 ratios.
 
 A publisher process plays the sample recording (recordings/samples/moving_bars.aedat4, looped) in real
 time as 1 ms packets on every robot's key (the same packets to each robot, sent by the same clock), and
@@ -9,11 +11,13 @@ published on lab/<robot>/cmd) in live mode, dt = 1 ms. Per robot, from the loop'
 ``--skip`` seconds of warm-up (kernels load and the first packets queue while they do):
 
 * missed steps: bins that waited longer than max_lag_ms (10 ms) and were merged (the live loop's missed
-  ticks), and packets dropped by a full queue;
+  ticks, counted by the same Loop code for 1 and 4 robots in every mode), and packets dropped by a full queue;
+* CPU per tick: user+sys of the compute process and its children (/proc) over the measured window, per
+  robot per 1 ms of sensor time;
 * sensor latency p99: event-to-command latency from the publisher's send time (clock offset corrected),
   the median over 1 s windows of each window's p99, and the worst window.
 
-    python -m bench.robots [--seconds 12] [--skip 4] [--json]      (from the repository root)
+    python -m bench.robots [--seconds 12] [--skip 4] [--repeats 3] [--modes scheduler,threads,processes] [--json]
 """
 from __future__ import annotations
 

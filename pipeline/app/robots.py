@@ -2,18 +2,24 @@
 
 ``[source] type = "zenoh"``, ``key = "lab/*/dvs"``: one subscription on the pattern is split by the key
 each sample names (devices.transport.zenoh_link.KeyDemux); the first sample of a new key (a robot) starts
-that robot's own graph (stages, network, decoder state, binner: nothing shared) in its own thread, fed
-from its own bounded queue, so nothing it sent is lost while its loop starts. Its sinks come from the
+that robot's own graph (stages, network, decoder state, binner: nothing shared), fed from its own
+bounded queue, so nothing it sent is lost while its loop starts. Its sinks come from the
 file with every ``*`` filled by the robot's chunk: ``[sinks.cmd] key = "lab/*/cmd"`` publishes robot1's
 commands on ``lab/robot1/cmd``, a ``command_log`` path ``out/*.csv`` writes ``out/robot1.csv``.
 
-Processes (``[controller] robots = "processes"``, the default) or threads (``"threads"``). Threads share
-one process: one Zenoh session, one copy of the compiled kernels, the least CPU per robot, and a new
-robot's first packets wait in its queue while its loop starts; but the GIL keeps their Python work on
-one core. Processes (``spikeloop launch FILE --robot KEY`` per robot, started when the robot's first
-sample arrives; it subscribes itself, so what the robot sent while that process started is not seen)
-use every core at some CPU cost each. bench/robots.py measures both against 1 robot in the same run:
-4 robots as processes missed fewer steps than as threads, hence the default.
+``[controller] robots``: ``"processes"``: ``spikeloop launch FILE --robot KEY`` per robot,
+started when the robot's first sample arrives (it subscribes itself, so what the robot sent while that
+process started is not seen); every core, the most CPU per robot. ``"threads"``: one process, one Zenoh
+session and one copy of the compiled kernels; each robot's Loop.run in its own thread with its reader
+thread; the GIL keeps their Python work on one core. ``"scheduler"`` (the default): one process, one thread steps every
+robot (Loop.begin/offer/service/finish): it wakes when any robot's sample arrives, and at least every
+dt_us (the 1 kHz tick that runs a silent sensor's idle steps), hands each robot the packets its own queue
+holds (ZenohSource.ready) and runs that robot's due steps, merging overdue ones exactly as Loop.run does.
+Each robot keeps its own state, command keys, silence watch and counters; a robot that fails or is lost
+is closed and the others go on. No reader thread and no hand-off queue per robot: the least CPU per
+robot. bench/robots.py measures the three modes, 1 robot against 4 in the same run (README "Several
+robots, measured"): the scheduler used the least CPU in every run (about half of processes') and had the
+smallest 4-vs-1 gap in two of three runs; one thread's fair share of an overloaded machine is its limit.
 
 A robot's loop ends when its stream ends (END), is lost (silent for ``silence_ms``), or reaches
 ``duration_s``; the launch ends when every robot that started has ended (or on a signal). Exit status 1
