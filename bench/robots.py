@@ -220,13 +220,14 @@ def main() -> None:
           f"{'CPU us/tick':>11s}   (medians of {args.repeats} runs, {args.seconds - args.skip:g} s measured each;"
           f" CPU per robot per 1 ms tick)")
     for name, m in medians.items():
-        print(f"{name:24s} {m['missed_steps']:12.1f} {m['dropped_packets']:13.1f} {m['p50_ms']:7.2f} {m['p99_ms']:7.2f} "
-              f"{m['cpu_us_per_tick']:11.0f}")
+        print(f"{name:24s} {m['missed_steps']:12.1f} {m['dropped_packets']:13.1f} {m['p50_ms']:7.2f} "
+              f"{m['p99_ms']:7.2f} {m['cpu_us_per_tick']:11.0f}")
     for mode in modes:
         one, four = medians[f"1 robot, {mode}"], medians[f"4 robots, {mode}"]
         print(f"{mode}: 4 robots vs 1 in the same run: missed steps per robot {four['missed_steps']:.1f} vs "
               f"{one['missed_steps']:.1f} ({_ratio(four['missed_steps'], one['missed_steps'])}), "
-              f"p99 {_ratio(four['p99_ms'], one['p99_ms'])}, CPU per tick {_ratio(four['cpu_us_per_tick'], one['cpu_us_per_tick'])}"
+              f"p99 {_ratio(four['p99_ms'], one['p99_ms'])}, "
+              f"CPU per tick {_ratio(four['cpu_us_per_tick'], one['cpu_us_per_tick'])}"
               f"; per-run missed 1 robot {[round(r['missed_steps']) for r in runs[f'1 robot, {mode}']]}, "
               f"4 robots {[round(r['missed_steps']) for r in runs[f'4 robots, {mode}']]}")
 
