@@ -1,6 +1,8 @@
-"""Several robots on one compute node: 1 robot vs 4 robots at 1 kHz in the same run, the 4 as threads of one
-process and as 4 processes (launch/robots_zenoh.toml, key lab/*/dvs, ``[controller] robots = "threads"`` /
-``"processes"``), over Zenoh on loopback.
+"""Several robots on one compute node: 1 robot vs 4 robots at 1 kHz in the same run, for each way of running
+them (``[controller] robots`` = "scheduler": one thread steps all; "threads": a loop thread each;
+"processes": a process each; launch/robots_zenoh.toml, key lab/*/dvs), over Zenoh on loopback. The cases
+alternate (1 robot, 4 robots, next mode, ..., ``--repeats`` rounds), so load from other jobs hits both alike;
+the load average and ``uptime`` are printed with the medians and the 4-vs-1 ratios.
 
 A publisher process plays the sample recording (recordings/samples/moving_bars.aedat4, looped) in real
 time as 1 ms packets on every robot's key (the same packets to each robot, sent by the same clock), and
@@ -9,11 +11,13 @@ published on lab/<robot>/cmd) in live mode, dt = 1 ms. Per robot, from the loop'
 ``--skip`` seconds of warm-up (kernels load and the first packets queue while they do):
 
 * missed steps: bins that waited longer than max_lag_ms (10 ms) and were merged (the live loop's missed
-  ticks), and packets dropped by a full queue;
+  ticks, counted by the same Loop code for 1 and 4 robots in every mode), and packets dropped by a full queue;
+* CPU per tick: user+sys of the compute process and its children (/proc) over the measured window, per
+  robot per 1 ms of sensor time;
 * sensor latency p99: event-to-command latency from the publisher's send time (clock offset corrected),
   the median over 1 s windows of each window's p99, and the worst window.
 
-    python -m bench.robots [--seconds 12] [--skip 4] [--json]      (from the repository root)
+    python -m bench.robots [--seconds 12] [--skip 4] [--repeats 3] [--modes scheduler,threads,processes] [--json]
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -92,47 +97,80 @@ def _events(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + sys) used so far by process ``pid`` and its live descendants (/proc)."""
+    total, todo = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
 
 
-def run_case(robots: int, processes: bool, seconds: float, skip_s: float) -> tuple[list[dict], float]:
-    """Robots served by one process (threads) or one process each: per-robot numbers, and the compute
-    side's CPU seconds per robot per second of sensor time (all of its run, start-up included)."""
-    cpu_before = _children_cpu_s()
+def run_case(robots: int, mode: str, seconds: float, skip_s: float) -> tuple[list[dict], float]:
+    """Robots served by the compute launch in ``mode`` (threads | processes | scheduler): per-robot numbers,
+    and the compute side's steady-state CPU per robot per 1 ms tick: its process tree's CPU over the
+    measured window (from ``skip_s`` after the last robot started until 1 s before the end) divided by
+    robots x 1,000 ticks per second of that window."""
     prefix = f"bench-robots/{uuid.uuid4().hex[:8]}"
-    commands = [[*CLI, "launch", str(ROOT / "launch" / "robots_zenoh.toml"), "--source", f"zenoh:{prefix}/*/dvs",
-                 *_common(prefix, seconds), *_sets(sinks__robot__key=f"{prefix}/*/cmd",
-                                                   controller__robots="processes" if processes else "threads")]]
-    computes = [subprocess.Popen(c, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                for c in commands]
+    command = [*CLI, "launch", str(ROOT / "launch" / "robots_zenoh.toml"), "--source", f"zenoh:{prefix}/*/dvs",
+               *_common(prefix, seconds), *_sets(sinks__robot__key=f"{prefix}/*/cmd", controller__robots=mode)]
+    compute = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    started: list[float] = []
+
+    def read() -> None:
+        for line in compute.stderr:
+            lines.append(line)
+            if not started and '"stats"' in line:
+                started.append(time.monotonic())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     context = mp.get_context("spawn")
     stop, cpu = context.Event(), context.Queue()
     publisher = context.Process(target=_publish, args=(prefix, robots, stop, cpu))
     publisher.start()
+    cpu_s = float("nan")
     try:
-        errs = [c.communicate(timeout=seconds * 4 + 120)[1] for c in computes]
+        deadline = time.monotonic() + 180
+        while not started and time.monotonic() < deadline and compute.poll() is None:
+            time.sleep(0.05)
+        if started:  # the first robot's first report; the others started within a few ms (same publisher)
+            window = seconds - skip_s - 1.0
+            time.sleep(max(0.0, started[0] + skip_s - 1.0 - time.monotonic()))
+            before = _tree_cpu_s(compute.pid)
+            time.sleep(window)
+            cpu_s = (_tree_cpu_s(compute.pid) - before) / (robots * window * 1000)
+        compute.wait(timeout=seconds * 4 + 120)
+        reader.join(timeout=30)
     finally:
         stop.set()
-        publisher_cpu = cpu.get(timeout=60)
+        cpu.get(timeout=60)
         publisher.join(timeout=30)
         if publisher.is_alive():
             publisher.kill()
-        for c in computes:
-            if c.poll() is None:
-                c.kill()
+        if compute.poll() is None:
+            compute.kill()
+    err = "".join(lines)
     by_robot: dict[str, list[dict]] = {}
-    for e in (e for err in errs for e in _events(err)):
+    for e in _events(err):
         if isinstance(e.get("robot"), str):
             by_robot.setdefault(e["robot"].split("/")[-2], []).append(e)
     out = []
-    for name, lines in sorted(by_robot.items()):
-        if not any(e["event"] == "final" for e in lines):
-            raise RuntimeError(f"{name}: no final report:\n" + "\n".join(errs))
-        out.append({"robot": name, **_stats(lines, skip_s)})
-    compute_cpu = _children_cpu_s() - cpu_before - publisher_cpu
-    return out, compute_cpu / robots / seconds
+    for name, robot_lines in sorted(by_robot.items()):
+        if not any(e["event"] == "final" for e in robot_lines):
+            raise RuntimeError(f"{name}: no final report:\n{err}")
+        out.append({"robot": name, **_stats(robot_lines, skip_s)})
+    if len(out) != robots:
+        raise RuntimeError(f"{len(out)} of {robots} robots reported:\n{err}")
+    return out, cpu_s
 
 
 def _summary(rows: list[dict]) -> dict:
@@ -143,38 +181,55 @@ def _summary(rows: list[dict]) -> dict:
             "p99_ms": statistics.median(r["sensor_latency_p99_ms"] for r in rows)}
 
 
+def _ratio(a: float, b: float) -> str:
+    return f"x{a / b:.2f}" if b else ("x1.00" if a == b else "inf")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=12.0, help="sensor seconds per run (default 12)")
     parser.add_argument("--skip", type=float, default=4.0, help="warm-up seconds left out (default 4)")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of the three cases, interleaved (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="A/B rounds per mode: 1 robot, then 4 (default 3)")
+    parser.add_argument("--modes", default="scheduler,threads,processes",
+                        help="[controller] robots values to measure, comma-separated (default all three)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    cases = {"1 robot": (1, False), "4 robots, threads": (4, False), "4 robots, processes": (4, True)}
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("scheduler", "threads", "processes")]
+    if bad:
+        parser.error(f"--modes: unknown {', '.join(bad)} (scheduler, threads, processes)")
+    cases = {f"{n} robot{'s' if n > 1 else ''}, {mode}": (n, mode) for mode in modes for n in (1, 4)}
     loads = [os.getloadavg()[0]]
+    uptimes = [subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()]
     runs: dict[str, list] = {name: [] for name in cases}
-    for _ in range(args.repeats):  # interleaved, so a burst of load elsewhere hits every case alike
-        for name, (n, processes) in cases.items():
-            rows, cpu = run_case(n, processes, args.seconds, args.skip)
-            runs[name].append({"rows": rows, "cpu_s_per_robot_s": cpu, **_summary(rows)})
+    for _ in range(args.repeats):  # A/B/A/B: a burst of load elsewhere hits 1 and 4 robots alike
+        for name, (n, mode) in cases.items():
+            rows, cpu = run_case(n, mode, args.seconds, args.skip)
+            runs[name].append({"rows": rows, "cpu_us_per_tick": cpu * 1e6, **_summary(rows)})
             loads.append(os.getloadavg()[0])
-    medians = {name: {key: statistics.median(run[key] for run in per_case)
-                      for key in ("missed_steps", "dropped_packets", "p50_ms", "p99_ms", "cpu_s_per_robot_s")}
+    uptimes.append(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    keys = ("missed_steps", "dropped_packets", "p50_ms", "p99_ms", "cpu_us_per_tick")
+    medians = {name: {key: statistics.median(run[key] for run in per_case) for key in keys}
                for name, per_case in runs.items()}
     if args.json:
-        print(json.dumps({"runs": runs, "medians": medians, "load_average": loads}))
+        print(json.dumps({"runs": runs, "medians": medians, "load_average": loads, "uptime": uptimes}))
         return
     print(f"load average (1 min) during the runs: {min(loads):.1f} .. {max(loads):.1f} on {os.cpu_count()} CPUs")
-    print(f"{'case':22s} {'missed/robot':>12s} {'dropped/robot':>13s} {'p50 ms':>7s} {'p99 ms':>7s} "
-          f"{'CPU s/robot-s':>13s}   (medians of {args.repeats} runs, {args.seconds - args.skip:g} s measured each)")
+    print("\n".join(f"  uptime: {u}" for u in uptimes))
+    print(f"{'case':24s} {'missed/robot':>12s} {'dropped/robot':>13s} {'p50 ms':>7s} {'p99 ms':>7s} "
+          f"{'CPU us/tick':>11s}   (medians of {args.repeats} runs, {args.seconds - args.skip:g} s measured each;"
+          f" CPU per robot per 1 ms tick)")
     for name, m in medians.items():
-        print(f"{name:22s} {m['missed_steps']:12.1f} {m['dropped_packets']:13.1f} {m['p50_ms']:7.2f} {m['p99_ms']:7.2f} "
-              f"{m['cpu_s_per_robot_s']:13.2f}")
-    one = medians["1 robot"]
-    for name in ("4 robots, threads", "4 robots, processes"):
-        m = medians[name]
-        print(f"{name} vs 1 robot: missed steps per robot {m['missed_steps']:.1f} vs {one['missed_steps']:.1f}, "
-              f"p99 x{m['p99_ms'] / one['p99_ms']:.2f}, CPU per robot x{m['cpu_s_per_robot_s'] / one['cpu_s_per_robot_s']:.2f}")
+        print(f"{name:24s} {m['missed_steps']:12.1f} {m['dropped_packets']:13.1f} {m['p50_ms']:7.2f} "
+              f"{m['p99_ms']:7.2f} {m['cpu_us_per_tick']:11.0f}")
+    for mode in modes:
+        one, four = medians[f"1 robot, {mode}"], medians[f"4 robots, {mode}"]
+        print(f"{mode}: 4 robots vs 1 in the same run: missed steps per robot {four['missed_steps']:.1f} vs "
+              f"{one['missed_steps']:.1f} ({_ratio(four['missed_steps'], one['missed_steps'])}), "
+              f"p99 {_ratio(four['p99_ms'], one['p99_ms'])}, "
+              f"CPU per tick {_ratio(four['cpu_us_per_tick'], one['cpu_us_per_tick'])}"
+              f"; per-run missed 1 robot {[round(r['missed_steps']) for r in runs[f'1 robot, {mode}']]}, "
+              f"4 robots {[round(r['missed_steps']) for r in runs[f'4 robots, {mode}']]}")
 
 
 if __name__ == "__main__":

@@ -737,6 +737,58 @@ class Loop:
                 return
             k += 1
 
+    # -- driven from outside: one thread steps several loops (pipeline.app.robots' scheduler) ------------
+
+    def begin(self, counters) -> None:
+        """Start a live loop that the caller drives instead of :meth:`run` (no reader thread): it hands
+        each packet to :meth:`offer` and calls :meth:`service` after each batch (and at least every
+        ``idle_ms``); :meth:`finish` gives the final report. Steps, merges (``max_lag_ms`` from each packet's
+        ``arrival_ns``), idle steps, latency and reports are counted exactly as :meth:`run` counts them.
+        counters: where the packets the loop never got are counted (``dropped_packets``, ``dropped_events``
+        attributes; e.g. a Zenoh subscription's oldest-dropped count). Pausing is not supported here."""
+        if self.config.mode != "live":
+            raise ValueError(f"loop: only a live loop can be driven from outside, not {self.config.mode!r}")
+        self._reset_counters()
+        for hist in self._histograms(window=False) + self._histograms(window=True):
+            hist.clear()
+        self._tick_late.clear()
+        self._stop.clear()
+        self.clock = None
+        self._reader = counters
+        self._last_packet: tuple[int, int] | None = None
+        self._offered = False
+        self._t_start_ns = time.perf_counter_ns()
+        self._window_start = (self._t_start_ns, 0, 0)
+        self._next_report_ns = self._t_start_ns + int(self.config.report_period_s * 1e9)
+
+    def offer(self, packet: Packet) -> None:
+        """Driven loop: take one packet (its ``arrival_ns`` set by the source)."""
+        self._last_packet = (packet.arrival_ns, packet.t_end_us)
+        self._offered = True
+        self._sense_clock(packet)
+        self._ingest(packet, packet.arrival_ns)
+
+    def service(self, ended: bool = False) -> bool:
+        """Driven loop: run the complete steps (merging overdue ones), the idle steps of a silent sensor, and
+        a periodic report when due; ``ended``: the stream has ended (its last partial step runs). Returns
+        True when the loop is done (stopped, duration reached, a sink failed for good, or ended)."""
+        if ended:
+            self._flush(time.perf_counter_ns())
+        elif not self._offered and self._last_packet is not None and self.config.idle_ms > 0:
+            self._idle(self._last_packet, int(self.config.idle_ms * 1e6))  # as run(): only when no packet came
+        self._offered = False
+        self._run_pending(merge=True)
+        self._maybe_report()
+        return ended or self._stop.is_set()
+
+    def finish(self) -> LoopReport:
+        """Driven loop: the final report (also passed to ``on_report``)."""
+        self._stop.set()
+        report = self._report(final=True)
+        if self.on_report is not None:
+            self.on_report(report)
+        return report
+
     # -- reports ------------------------------------------------------------------------------------------
 
     def _maybe_report(self) -> None:

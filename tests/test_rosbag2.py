@@ -182,7 +182,7 @@ def test_damaged_message_keeps_the_events_before_it(tmp_path):
             assert reader.header.extra["messages"] == 3
 
 
-def test_info_and_convert_commands_on_a_bag(tmp_path):
+def test_info_replay_and_convert_commands_on_a_bag(tmp_path):
     truth = _truth()
     bag = _write_bag(tmp_path / "bag", "mcap", [_event_array(*m) for m in truth], "dvs_msgs/msg/EventArray")
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
@@ -192,6 +192,10 @@ def test_info_and_convert_commands_on_a_bag(tmp_path):
     facts = json.loads(info.stdout)
     t, x, _y, _p = _concat(truth)
     assert facts["format"] == "rosbag2" and facts["events"] == len(t) and facts["t_start_us"] == t[0]
+    replayed = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "replay", str(bag), "--fast"],
+                              capture_output=True, text=True, env=env, timeout=120)
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"replayed {len(t):,} events in " in replayed.stdout + replayed.stderr
     out = tmp_path / "out.aedat4"
     done = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "convert", str(bag), str(out)],
                           capture_output=True, text=True, env=env, timeout=120)

@@ -256,6 +256,49 @@ def test_killed_sensor_is_a_lost_stream_compute_exits_4_without_a_traceback(tmp_
     assert lost and lost[0]["silent_ms"] == 500.0 and lost[0]["ended"] == 0
 
 
+@pytest.mark.slow
+def test_scheduled_robots_keep_separate_safety_one_killed_sensor_is_lost_the_other_ends(tmp_path):
+    """[controller] robots = "scheduler": one thread steps both robots, yet each has its own silence watch:
+    robot a's sensor killed mid-stream is lost (source_lost names it, exit 1, no traceback) while robot b's
+    stream, sent whole, ends normally with all its steps."""
+    prefix = _prefix()
+    compute = subprocess.Popen(
+        [*CLI, "launch", str(LAUNCH / "robots_zenoh.toml"), "--headless", "--source", f"zenoh:{prefix}/*/dvs",
+         *_sets(controller__robots="scheduler", sinks__robot__key=f"{prefix}/*/cmd", sinks__robot__spikes_key="",
+                sinks__robot__telemetry_key="", source__first_packet_s=120.0, source__silence_ms=500.0,
+                source__queue_packets=100000, loop__max_lag_ms=600000, loop__report_period_s=0.2)],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # b's packets wait while its loop starts
+    killed = subprocess.Popen([*CLI, "replay", str(SAMPLE), "--loop", "--publish", f"zenoh:{prefix}/a/dvs"],
+                              env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    whole = subprocess.Popen([*CLI, "replay", str(SAMPLE), "--publish", f"zenoh:{prefix}/b/dvs"],
+                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # robot a's loop is stepping on its sensor's packets
+            line = compute.stderr.readline()
+            lines.append(line)
+            if '"event": "stats"' in line and f"{prefix}/a/dvs" in line and json.loads(line)["steps"] > 100:
+                break
+        else:
+            pytest.fail("".join(lines))
+        killed.send_signal(signal.SIGKILL)
+        assert whole.wait(timeout=120) == 0
+        out, err = compute.communicate(timeout=120)
+    finally:
+        _stop(compute, killed, whole)
+    err = "".join(lines) + err
+    assert compute.returncode == 1, err
+    assert "Traceback" not in err
+    events = _events(err)
+    lost = [e for e in events if e["event"] == "source_lost"]
+    assert [e["robot"] for e in lost] == [f"{prefix}/a/dvs"] and lost[0]["silent_ms"] == 500.0
+    assert [e for e in events if e["event"] == "stopped" and "robots" in e][0]["robots"] == {
+        f"{prefix}/a/dvs": "lost", f"{prefix}/b/dvs": "ended"}
+    final_b = [e for e in events if e["event"] == "final" and e["robot"] == f"{prefix}/b/dvs"]
+    assert len(final_b) == 1 and final_b[0]["steps"] > 2900
+
+
 PUBLISH_COMMANDS = textwrap.dedent("""
     import sys, time
     from devices.transport.zenoh_link import CommandPublisher
@@ -361,12 +404,15 @@ PUBLISH_ROBOTS = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_one_compute_process_serves_four_robots_each_with_the_in_process_commands(tmp_path):
+@pytest.mark.parametrize("robots", ["threads", "scheduler"])
+def test_one_compute_process_serves_four_robots_each_with_the_in_process_commands(tmp_path, robots):
+    """Threads (one loop each) or the scheduler (one thread steps all four): each robot's own state and
+    command key, and exactly the commands of the in-process run of the same recording."""
     t_ref, c_ref = _reference(tmp_path)
     prefix = _prefix()
     compute = subprocess.Popen(
         [*CLI, "launch", str(LAUNCH / "robots_zenoh.toml"), "--headless", "--source", f"zenoh:{prefix}/*/dvs",
-         *EXACT, *_sets(controller__robots="threads", sinks__robot__key=f"{prefix}/*/cmd", sinks__robot__spikes_key="",
+         *EXACT, *_sets(controller__robots=robots, sinks__robot__key=f"{prefix}/*/cmd", sinks__robot__spikes_key="",
                         sinks__robot__telemetry_key=f"{prefix}/*/telemetry", source__first_packet_s=120.0,
                         source__silence_ms=20000.0, sinks__log__type="command_log",
                         sinks__log__path=str(tmp_path / "robot_*.csv"))],

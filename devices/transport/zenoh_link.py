@@ -330,7 +330,7 @@ class Subscription:
         self._ready = threading.Condition()
         self.tracker = wire.SequenceTracker()
         self.errors: Counter[str] = Counter()
-        self.samples = self.messages = self.events = self.dropped_oldest = 0
+        self.samples = self.messages = self.events = self.dropped_oldest = self.dropped_oldest_events = 0
         self.first_header: wire.Header | None = None
         self.first_key: str | None = None  # the concrete key of the first accepted sample
         self.last_sample_ns: int | None = None  # perf_counter_ns of the last valid sample
@@ -374,8 +374,9 @@ class Subscription:
             self.latencies_ns[self.latency_count % LATENCY_RING] = wall_ns - message.header.sent_ns
             self.latency_count += 1
             if len(self._queue) >= self._capacity:
-                self._queue.popleft()
+                dropped = self._queue.popleft()[1].payload
                 self.dropped_oldest += 1
+                self.dropped_oldest_events += 0 if dropped is None else len(dropped)
             self._queue.append((key, message, arrival_ns, wall_ns))
             self._ready.notify()
 
@@ -398,6 +399,14 @@ class Subscription:
             if not self._queue:
                 self._ready.wait(timeout_s)
             return self._queue.popleft() if self._queue else None
+
+    def take_all(self) -> tuple[list[tuple[str, wire.Message, int, int]], bool]:
+        """Without waiting: every queued item (as ``take`` returns them), and whether, at that moment,
+        every stream seen had sent END (taken together, so no sample before an END is left behind)."""
+        with self._ready:
+            items = list(self._queue)
+            self._queue.clear()
+            return items, bool(self.tracker.ended and not self.tracker.open_streams)
 
     def silence_s(self) -> float | None:
         """Seconds since the last valid sample (None before the first)."""
@@ -489,32 +498,60 @@ class ZenohSource:
         """Seconds since the last valid sample."""
         return self._sub.silence_s()
 
+    @property
+    def dropped_packets(self) -> int:
+        """Packets dropped (the oldest) because the consumer was behind."""
+        return self._sub.dropped_oldest
+
+    @property
+    def dropped_events(self) -> int:
+        """Events in those packets."""
+        return self._sub.dropped_oldest_events
+
+    def _finished(self) -> bool:
+        """No sample queued: has every stream seen sent END, or has the link been silent for
+        ``end_after_silence_s`` (then ``stalled``)?"""
+        if self._sub.tracker.ended and not self._sub.tracker.open_streams:
+            return True
+        silence = self._sub.silence_s()
+        if self.end_after_silence_s is not None and silence is not None and silence > self.end_after_silence_s:
+            self.stalled = True
+            return True
+        return False
+
     def messages(self, poll_s: float = 0.05) -> Iterator[tuple[str, wire.Message, int, int]]:
         """(key, message, arrival perf_counter_ns, arrival wall ns) per accepted sample, END markers
         included; ends as ``packets()`` does."""
         while not self._sub._closed:
             item = self._sub.take(poll_s)
             if item is None:
-                if self._sub.tracker.ended and not self._sub.tracker.open_streams:
-                    return
-                silence = self._sub.silence_s()
-                if self.end_after_silence_s is not None and silence is not None and silence > self.end_after_silence_s:
-                    self.stalled = True
+                if self._finished():
                     return
                 continue
             yield item
+
+    def _packet(self, message: wire.Message, arrival_ns: int, wall_ns: int, offset: int | None) -> Packet:
+        if offset is None:
+            return Packet(message.payload, message.header.t_end_us, arrival_ns)
+        # the publisher's send time on our clocks: its wall clock minus the offset, then to perf
+        in_flight_ns = wall_ns - (message.header.sent_ns - offset)
+        return Packet(message.payload, message.header.t_end_us, arrival_ns, arrival_ns - max(in_flight_ns, 0))
 
     def packets(self) -> Iterator[Packet]:
         """Yield the received packets (events of ``info.kind``; END markers end their stream)."""
         offset = self.clock_offset.offset_ns if self.clock_offset is not None else None
         for _key, message, arrival_ns, wall_ns in self.messages():
-            if message.payload is None:
-                continue
-            if offset is None:
-                yield Packet(message.payload, message.header.t_end_us, arrival_ns)
-            else:  # the publisher's send time on our clocks: its wall clock minus the offset, then to perf
-                in_flight_ns = wall_ns - (message.header.sent_ns - offset)
-                yield Packet(message.payload, message.header.t_end_us, arrival_ns, arrival_ns - max(in_flight_ns, 0))
+            if message.payload is not None:
+                yield self._packet(message, arrival_ns, wall_ns, offset)
+
+    def ready(self) -> tuple[list[Packet], bool]:
+        """Without waiting: the packets received so far (as ``packets()`` yields them), and whether the
+        stream has ended as ``packets()`` ends (END from every stream, silence, or closed)."""
+        offset = self.clock_offset.offset_ns if self.clock_offset is not None else None
+        items, ended = self._sub.take_all()
+        packets = [self._packet(message, arrival_ns, wall_ns, offset)
+                   for _key, message, arrival_ns, wall_ns in items if message.payload is not None]
+        return packets, ended or self._sub._closed or (not items and self._finished())
 
     def close(self) -> None:
         """Stop receiving. Safe to call twice."""
@@ -543,6 +580,8 @@ class KeyDemux:
         self._new: deque[str] = deque()
         self._lock = threading.Condition()
         self._closed = False
+        #: Set after every sample routed to a known key (a consumer of all routes waits on it, then clears it).
+        self.arrived = threading.Event()
         self.session = acquire_session(config_file)
         self._subscriber = self.session.declare_subscriber(pattern, self._on_sample)
         self._acks = self.session.declare_queryable(pattern + ACK_SUFFIX, self._answer_drain)
@@ -569,6 +608,7 @@ class KeyDemux:
                 self._new.append(key)
                 self._lock.notify_all()
         route._on_sample(sample)
+        self.arrived.set()
 
     def new_keys(self, timeout_s: float) -> list[str]:
         """Keys seen for the first time since the last call (waits up to ``timeout_s`` for one)."""

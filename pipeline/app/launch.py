@@ -196,8 +196,9 @@ CONTROLLER_KEYS: dict[str, Key] = {
     "log_format": Key("str", "auto", choices=("auto", "text", "json"),
                       help="log lines: key=value text or JSON (auto: JSON when --headless)"),
     "realtime_priority": Key("int", 0, low=0, high=99, help="SCHED_FIFO priority (0 = normal scheduling)"),
-    "robots": Key("str", "processes", choices=("threads", "processes"),
-                  help="[source] key with '*': one loop per robot in threads of this process or one process each"),
+    "robots": Key("str", "scheduler", choices=("scheduler", "threads", "processes"),
+                  help="[source] key with '*': one loop per robot, in a process each, in threads of this process, or "
+                       "all stepped by one scheduler thread"),
 }
 
 #: Largest sensor the stages take (pixels): per-pixel state (a noise filter's last-event map) is allocated

@@ -2,18 +2,24 @@
 
 ``[source] type = "zenoh"``, ``key = "lab/*/dvs"``: one subscription on the pattern is split by the key
 each sample names (devices.transport.zenoh_link.KeyDemux); the first sample of a new key (a robot) starts
-that robot's own graph (stages, network, decoder state, binner: nothing shared) in its own thread, fed
-from its own bounded queue, so nothing it sent is lost while its loop starts. Its sinks come from the
+that robot's own graph (stages, network, decoder state, binner: nothing shared), fed from its own
+bounded queue, so nothing it sent is lost while its loop starts. Its sinks come from the
 file with every ``*`` filled by the robot's chunk: ``[sinks.cmd] key = "lab/*/cmd"`` publishes robot1's
 commands on ``lab/robot1/cmd``, a ``command_log`` path ``out/*.csv`` writes ``out/robot1.csv``.
 
-Processes (``[controller] robots = "processes"``, the default) or threads (``"threads"``). Threads share
-one process: one Zenoh session, one copy of the compiled kernels, the least CPU per robot, and a new
-robot's first packets wait in its queue while its loop starts; but the GIL keeps their Python work on
-one core. Processes (``spikeloop launch FILE --robot KEY`` per robot, started when the robot's first
-sample arrives; it subscribes itself, so what the robot sent while that process started is not seen)
-use every core at some CPU cost each. bench/robots.py measures both against 1 robot in the same run:
-4 robots as processes missed fewer steps than as threads, hence the default.
+``[controller] robots``: ``"processes"``: ``spikeloop launch FILE --robot KEY`` per robot,
+started when the robot's first sample arrives (it subscribes itself, so what the robot sent while that
+process started is not seen); every core, the most CPU per robot. ``"threads"``: one process, one Zenoh
+session and one copy of the compiled kernels; each robot's Loop.run in its own thread with its reader
+thread; the GIL keeps their Python work on one core. ``"scheduler"`` (the default): one process, one thread steps every
+robot (Loop.begin/offer/service/finish): it wakes when any robot's sample arrives, and at least every
+dt_us (the 1 kHz tick that runs a silent sensor's idle steps), hands each robot the packets its own queue
+holds (ZenohSource.ready) and runs that robot's due steps, merging overdue ones exactly as Loop.run does.
+Each robot keeps its own state, command keys, silence watch and counters; a robot that fails or is lost
+is closed and the others go on. No reader thread and no hand-off queue per robot: the least CPU per
+robot. bench/robots.py measures the three modes, 1 robot against 4 in the same run (README "Several
+robots, measured"): the scheduler used the least CPU in every run (about half of processes') and had the
+smallest 4-vs-1 gap in two of three runs; one thread's fair share of an overloaded machine is its limit.
 
 A robot's loop ends when its stream ends (END), is lost (silent for ``silence_ms``), or reaches
 ``duration_s``; the launch ends when every robot that started has ended (or on a signal). Exit status 1
@@ -50,6 +56,9 @@ class RobotLoops:
         self.spec = spec
         self.child_args = child_args
         self.processes = spec.controller["robots"] == "processes"
+        self.scheduled = spec.controller["robots"] == "scheduler"
+        self._scheduler: threading.Thread | None = None
+        self._joining: list = []  # (key, graph) started, not yet picked up by the scheduler
         self.children: dict[str, subprocess.Popen] = {}
         self.log = log
         self.make_on_report = make_on_report
@@ -91,9 +100,12 @@ class RobotLoops:
                         self._spawn(key) if self.processes else self._start(key)
                 with self._lock:
                     threads = list(self.threads.values())
-                if threads and not any(t.is_alive() for t in threads):
+                    running = threads or list(self.graphs)
+                    alive = (any(key not in self.outcomes for key in self.graphs) if self.scheduled
+                             else any(t.is_alive() for t in threads))
+                if running and not alive:
                     break
-                if not threads and wait_s and time.monotonic() - started > wait_s:
+                if not running and wait_s and time.monotonic() - started > wait_s:
                     self.log("error", kind="TransportError",
                              message=f"zenoh:{self.spec.source['key']}: no robot published within {wait_s:g} s")
                     return EXIT_FAILED
@@ -103,6 +115,8 @@ class RobotLoops:
                 threads = list(self.threads.values())
             for thread in threads:
                 thread.join()
+            if self._scheduler is not None:
+                self._scheduler.join()
             self.demux.close()
         failed = [key for key, outcome in self.outcomes.items() if outcome in ("lost", "failed")]
         return EXIT_FAILED if failed else 0
@@ -137,6 +151,16 @@ class RobotLoops:
         clock = getattr(source, "clock_offset", None)
         self.log("robot", robot=key, sinks=",".join(sink.name for sink in graph.sinks),
                  **(clock.as_dict() if clock is not None else {}))
+        if self.scheduled:
+            graph.loop.begin(source)  # counts the packets dropped while the loop was behind
+            with self._lock:
+                self.graphs[key] = graph
+                self._joining.append((key, graph))
+                if self._scheduler is None:
+                    self._scheduler = threading.Thread(target=self._schedule, name="robots", daemon=True)
+                    self._scheduler.start()
+            self.demux.arrived.set()
+            return
         with self._lock:
             self.graphs[key] = graph
             thread = threading.Thread(target=self._run_one, args=(key, graph), name=f"robot {key}", daemon=True)
@@ -144,6 +168,65 @@ class RobotLoops:
         if self._stop.is_set():
             graph.loop.stop()
         thread.start()
+
+    def _schedule(self) -> None:
+        """``robots = "scheduler"``: one thread steps every robot's loop. It wakes when any robot's sample
+        arrives (at the latest every dt_us: the 1 kHz tick that also runs a silent sensor's idle steps),
+        hands each robot the packets its own queue holds and runs that robot's due steps; a robot whose
+        stream ended, was lost or failed is closed, the others go on."""
+        tick_s = min(0.05, self.spec.loop.dt_us / 1e6)
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(self.spec.loop.switch_interval_us / 1e6)
+        active: dict[str, object] = {}
+        try:
+            while True:
+                self.demux.arrived.wait(tick_s)
+                self.demux.arrived.clear()
+                with self._lock:
+                    active.update(self._joining)
+                    self._joining.clear()
+                stopping = self._stop.is_set()
+                for key, graph in list(active.items()):
+                    try:
+                        packets, ended = graph.source.ready()
+                        loop = graph.loop
+                        for packet in packets:
+                            loop.offer(packet)
+                        done = loop.service(ended) or stopping
+                    except Exception as exc:  # this robot's source or network failed; the others keep running
+                        self.log("error", robot=key, kind=type(exc).__name__, message=str(exc))
+                        self._finish(key, graph, "failed")
+                        del active[key]
+                        continue
+                    if done:
+                        self._finish(key, graph, None)
+                        del active[key]
+                if stopping:
+                    with self._lock:
+                        if not self._joining:
+                            return
+        finally:
+            sys.setswitchinterval(switch_interval)
+            for key, graph in active.items():
+                self._finish(key, graph, "stopped")
+
+    def _finish(self, key: str, graph, outcome: str | None) -> None:
+        """A scheduled robot is done: its final report, outcome (as ``_run_one`` decides it), and close."""
+        try:
+            report = graph.loop.finish()
+            if outcome is None:
+                source = graph.source
+                if source.stalled:
+                    outcome = "lost"
+                    self.log("source_lost", robot=key, silent_ms=graph.spec.source["silence_ms"], **_transport(source))
+                else:
+                    outcome = "stopped" if self._stop.is_set() else "ended"
+                if report.fatal:
+                    outcome = "failed"
+        except Exception as exc:
+            outcome = "failed"
+            self.log("error", robot=key, kind=type(exc).__name__, message=str(exc))
+        self._close(key, graph, outcome)
 
     def _run_one(self, key: str, graph) -> None:
         outcome = "stopped"
@@ -162,12 +245,15 @@ class RobotLoops:
             outcome = "failed"
             self.log("error", robot=key, kind=type(exc).__name__, message=str(exc))
         finally:
-            self.outcomes[key] = outcome
-            try:
-                graph.close()
-            except Exception as exc:
-                self.log("error", robot=key, kind=type(exc).__name__, message=f"while stopping: {exc}")
-            self.log("robot_stopped", robot=key, outcome=outcome, **_transport(graph.source))
+            self._close(key, graph, outcome)
+
+    def _close(self, key: str, graph, outcome: str) -> None:
+        try:
+            graph.close()
+        except Exception as exc:
+            self.log("error", robot=key, kind=type(exc).__name__, message=f"while stopping: {exc}")
+        self.log("robot_stopped", robot=key, outcome=outcome, **_transport(graph.source))
+        self.outcomes[key] = outcome
 
 
 def _transport(source) -> dict:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from pipeline.core.checks import check_resolution
+from pipeline.stages._common import event_words, words_to_events
 from pipeline.stages.stage import Stage, StageConfig
 
 
@@ -51,9 +52,13 @@ class Chain:
     def __call__(self, events: np.ndarray) -> np.ndarray:
         """events: DVS_EVENT_DTYPE, shape (n,), time-ordered, inside the sensor; returns the events every
         stage kept, in the output resolution."""
+        if not self.stages:
+            return events
+        words = event_words(events)
         for stage in self.stages:
-            events = stage(events)
-        return events
+            out, count = stage.apply_words(words)
+            words = out[:count]
+        return words_to_events(words, len(words))
 
     def warmup(self) -> None:
         """Compile (or load from the numba cache) every stage's kernel on an empty packet, before any

@@ -123,12 +123,17 @@ class Stage:
         self(np.zeros(0, DVS_EVENT_DTYPE))
 
     def __call__(self, events: np.ndarray) -> np.ndarray:
-        words = event_words(events)
+        return words_to_events(*self.apply_words(event_words(events)))
+
+    def apply_words(self, words: np.ndarray) -> tuple[np.ndarray, int]:
+        """The stage on events viewed as words (int64 (n, 2), see pipeline.stages._common): returns the
+        output word buffer and how many rows of it are kept (a Chain passes words from stage to stage
+        without viewing them as events in between)."""
         out = new_word_buffer(len(words))
         count = self._entry(words, self._state_args, self._param_args, out)
         if count < 0:
-            raise_out_of_range(self.config.name, events, count, self.width, self.height)
-        return words_to_events(out, count)
+            raise_out_of_range(self.config.name, words_to_events(words, len(words)), count, self.width, self.height)
+        return out, count
 
     def __repr__(self) -> str:
         return f"Stage({self.config!r}, {self.width}x{self.height} -> {self.output_resolution[0]}x" \
