@@ -275,7 +275,7 @@ def runtime_predict(network, presentations, backend: str) -> np.ndarray:
         runtime.reset()
         counts = np.zeros(n_out)
         vmax = np.full(n_out, -np.inf)
-        graded = network.input_spec.encoding == "counts"
+        graded = network.input_spec.graded
         for t in range(p.n_steps):
             lo, hi = p.indptr[t], p.indptr[t + 1]
             counts += runtime.step(p.index[lo:hi], p.count[lo:hi] if graded else None)
