@@ -44,6 +44,20 @@ def test_fixed_duration_and_pooling(data_dir):
     np.testing.assert_array_equal(presented.dense(289), np.minimum(pooled, 1))
 
 
+def test_frame_encoding_repeats_the_window_count_in_every_step(data_dir):
+    """"frame": the events of the first 300 ms counted once (from the raw records), in each of 25 steps."""
+    path = data_dir / "nmnist_small" / "test" / "60001.bs2"
+    spec = InputSpec(encoding="frame", bin_us=12_000, duration_us=300_000, tail_steps=2)
+    presented = present_file(path, spec, (2, 34, 34), 2 * 34 * 34)
+    window = tonic_frames(path, bin_us=300_000)[0].reshape(-1)
+    dense = presented.dense(2 * 34 * 34)
+    assert dense.shape[0] == 25 + 2 and spec.start_us == 300_000 and spec.graded
+    np.testing.assert_array_equal(dense[:25], np.broadcast_to(window, (25, window.size)))
+    assert not dense[25:].any()
+    with pytest.raises(ValueError, match="duration_us"):
+        InputSpec(encoding="frame", bin_us=1000, duration_us=0)
+
+
 def test_labelled_folders(data_dir, tmp_path):
     nmnist = data_dir / "nmnist_small"
     test = open_labelled(nmnist / "test", nmnist / "test_labels.txt")

@@ -245,3 +245,49 @@ def test_spikeloop_train_spiketime_resumes_exactly(tmp_path):
     done = train("done.npz", 3, "--resume", str(tmp_path / "done.ckpt.npz"))
     for a, b, c in zip(done.projections, first.projections, straight.projections):
         assert np.array_equal(a.weights, b.weights) and not np.array_equal(a.weights, c.weights), a.name
+
+
+def test_first_spike_times_of_a_recording_are_its_first_events(data_dir):
+    """first_spike_times against the events read straight from the file (independent of the binning code)."""
+    from pipeline.snn.model import InputSpec
+    from pipeline.train.present import present_file, read_events
+
+    path = sorted((data_dir / "nmnist_small" / "test").iterdir())[0]
+    spec = InputSpec(sensor="dvs", bin_us=1000, encoding="spikes", duration_us=100_000, scale=2)
+    times = S.first_spike_times(present_file(path, spec, (2, 17, 17), 578), 578, 1.0)
+    events = read_events(path)
+    t = events["timestamp"].astype(np.int64) - int(events["timestamp"][0])
+    want = np.full(578, np.inf)
+    inside = t < 100_000
+    index = (events["polarity"].astype(np.int64) * 17 + events["y"] // 2) * 17 + events["x"] // 2
+    np.minimum.at(want, index[inside], (t[inside] // 1000).astype(np.float64))
+    assert np.array_equal(times[:-1], want) and times[-1] == 0.0
+    assert 50 < np.isfinite(want).sum() < 578
+
+
+def test_spikeloop_train_spiketime_on_nmnist_deploys_and_evaluates(tmp_path, data_dir):
+    """Short training on real N-MNIST; the written network is evaluated by spikeloop evaluate on the loihi backend
+    with the accuracy the trainer measured on its runtime, and the runtime follows the exact spike times."""
+    out = tmp_path / "st.npz"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPIKELOOP_DATA": str(data_dir)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.app.cli", "train", str(ROOT / "launch/train_nmnist_spiketime.toml"),
+         "--out", str(out), "--json", "--set", "train.epochs=6", "--set", "data.limit=600",
+         "--set", "network.hidden=60"],
+        check=False, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["dataset"] == "nmnist" and metrics["test_samples"] == 100
+    assert metrics["test_accuracy"] > 0.3                      # chance is 0.1
+    assert 0 < metrics["mean_decision_ms"] < 200
+    assert metrics["deployed"]["float"]["same_class_as_exact"] >= 0.9
+    network = Network.load(out)
+    assert network.readout.kind == "first_spike" and network.input_spec.encoding == "spikes"
+    folder = data_dir / "nmnist_small"
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "pipeline.app.cli", "evaluate", str(out), str(folder / "test"), "--labels",
+         str(folder / "test_labels.txt"), "--backend", "loihi", "--json", "--workers", "1"],
+        check=False, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["n"] == 100 and report["accuracy"] == pytest.approx(metrics["deployed"]["loihi"]["accuracy"])

@@ -1191,6 +1191,9 @@ def _build_classifier_graph(spec: LaunchSpec, on_report) -> Graph:
     if model.sensor != "dvs":
         raise ctx.fail("file", f"the model presents {model.sensor} input; a samples source replays DVS events "
                                f"(classify WAV clips with spikeloop evaluate)")
+    if model.encoding == "frame":
+        raise ctx.fail("file", f"the model presents each recording as one counted window repeated (encoding "
+                               f"'frame'); the loop streams steps: classify it with spikeloop evaluate")
     if spec.loop.dt_us != model.bin_us:
         raise Context(spec.path, "loop", spec.display).fail(
             "dt_us", f"the model {spec.network['file'].name} steps every {model.bin_us} µs, got {spec.loop.dt_us}")

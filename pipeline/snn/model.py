@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 SENSORS = ("dvs", "cochlea")
-ENCODINGS = ("spikes", "counts")
+ENCODINGS = ("spikes", "counts", "frame")
 POLARITIES = ("split", "merge")
 READOUTS = ("count", "max_membrane", "first_spike", "assignment")
 #: Longest presentation a file may ask for: one hour of 1 ms steps bounds what a model file can make us allocate.
@@ -46,8 +46,11 @@ class InputSpec:
     ``sensor``: "dvs" (events binned onto the network's ``input_shape`` (C, H, W); with ``polarity``
     "split" channel = polarity (C = 2), "merge" one channel) or "cochlea" (a WAV file through
     :mod:`devices.cochlea` with ``channels`` channels; input i = channel i). ``bin_us``: step length in µs
-    (the network's dt). ``encoding``: "spikes" (an input is active in a step when it saw >= 1 event) or
-    "counts" (graded input = events in the step, tonic ToFrame). ``duration_us``: present this much of a
+    (the network's dt). ``encoding``: "spikes" (an input is active in a step when it saw >= 1 event),
+    "counts" (graded input = events in the step, tonic ToFrame) or "frame" (graded input = the events of
+    the whole ``duration_us`` window counted once, presented unchanged in every one of its
+    ``duration_us // bin_us`` steps: a constant input current, Rueckauer et al. 2017's analog input; the
+    first step can start only once the window has been seen). ``duration_us``: present this much of a
     recording (0 = all of it). ``tail_steps``: steps without input after the recording, so the last
     spikes reach the output (one hop per projection). ``scale``: input (x, y) divided by this integer
     factor (event pooling, e.g. 34x34 -> 17x17 with 2). ``cochlea_threshold``: "cochlea" only, the
@@ -75,6 +78,9 @@ class InputSpec:
         _positive_int(owner, "channels", self.channels, 4096)
         if isinstance(self.duration_us, bool) or int(self.duration_us) != self.duration_us or self.duration_us < 0:
             raise ValueError(f"{owner}: parameter 'duration_us' must be an integer >= 0 µs, got {self.duration_us!r}")
+        if self.encoding == "frame" and self.duration_us < self.bin_us:
+            raise ValueError(f"{owner}: encoding 'frame' needs 'duration_us' >= 'bin_us' (the counted window), "
+                             f"got {self.duration_us} µs")
         if self.duration_us // self.bin_us > MAX_STEPS:
             raise ValueError(f"{owner}: 'duration_us' / 'bin_us' is {self.duration_us // self.bin_us} steps, "
                              f"at most {MAX_STEPS}")
@@ -86,6 +92,16 @@ class InputSpec:
                 or not 0 <= self.tail_steps <= MAX_STEPS:
             raise ValueError(f"{owner}: parameter 'tail_steps' must be an integer in 0..{MAX_STEPS}, "
                              f"got {self.tail_steps!r}")
+
+    @property
+    def graded(self) -> bool:
+        """True when a step's input spikes carry event counts as payloads ("counts", "frame")."""
+        return self.encoding != "spikes"
+
+    @property
+    def start_us(self) -> int:
+        """When step 0 can start, from the recording's first event (µs): 0, or the whole window for "frame"."""
+        return self.duration_us if self.encoding == "frame" else 0
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {f"input_{f.name}": np.array(getattr(self, f.name)) for f in fields(self)}

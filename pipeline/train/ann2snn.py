@@ -5,27 +5,33 @@ The ANN has the SNN's layers (Dense, ReLU, no biases) and sees the events of a w
 summed per input (an (n_inputs,) count frame: the :class:`InputSpec`'s "counts" encoding summed over
 its steps, times ``input_scale``). It is trained with Adam on softmax cross-entropy.
 
-Time: the SNN sees a recording's events as they come, and an integrate-and-fire neuron cannot take a
-spike back: its count follows the running maximum of its summed input, not the final sum (a neuron
-driven up by the first saccade and down by the second has spiked anyway). ``windows`` = K > 1 trains
-the ANN with that: its first layer computes ``max_k ReLU(W_1 @ C_k)`` over the cumulative count frames
-C_k of the first k/K of the presentation (K = 1: the plain ReLU layer of Rueckauer et al.).
+Input (``[convert] input``): "frame" (default) presents the ANN's own input to the SNN: the recording's
+count frame over the window, as a constant graded input in every step (InputSpec encoding "frame";
+Rueckauer et al.'s analog input current). Step 0 can start only once the window has been seen, so the
+decision comes after the window plus the simulated steps. "stream" presents the events as they come
+(encoding "counts", ``steps`` steps over the window); then a neuron's input changes over time, and an
+integrate-and-fire neuron cannot take back a spike when its summed input falls again later (its count
+follows the running maximum of its summed input, not the final sum); ``windows`` = K > 1 trains the
+ANN's first layer on that running maximum over K cumulative windows.
 
 Conversion (data-based normalization): ``lambda_l`` is the ``percentile``-th percentile of the positive
-activations of layer l over the training frames (99.9 in Rueckauer et al.). The SNN presents a
-recording over ``steps`` steps as graded input spikes (payload = events of an input in that step), so
-over the presentation layer 1 receives exactly ``W_1 @ counts``. With integrate-and-fire neurons
-(no leak, no synaptic filter, threshold 1) the weights become
+activations of layer l over the training frames (99.9 in Rueckauer et al.). With integrate-and-fire
+neurons (threshold 1) the weights become
 
-    W_1' = W_1 * input_scale * steps / lambda_1,      W_l' = W_l * lambda_{l-1} / lambda_l  (l > 1),
+    W_1' = W_1 * input_scale * max_rate / lambda_1   (frame; stream: times ``steps``, each event comes once),
+    W_l' = W_l * lambda_{l-1} / lambda_l  (l > 1),
 
-so a neuron's spike count over the presentation approximates ``steps * a_l / lambda_l`` (a rate in
-spikes per step <= 1 for all but the top 0.1 % of activations). The output is read by spike count.
+so a neuron's spike count over T steps approximates ``T * max_rate * a_l / lambda_l`` (at most one spike
+per step). The output is read by spike count (ties: the higher membrane maximum).
 
-Reset: the project's neurons (pipeline.snn.kernels, Lava's CUBA LIF) reset to zero, not by
-subtraction; the charge above threshold at a spike is lost. The loss grows with the input per step
-relative to the threshold, i.e. at few steps; the accuracy-against-steps table shows it. With no bias
-and no leak, a ReLU network is positively homogeneous, so the input's scale never changes its class.
+Reset (``[convert] reset``): the runtime's neurons (Lava's CUBA LIF) reset v to zero at a spike, which
+loses the charge above threshold. "subtract" (default) builds reset by subtraction from the same CUBA
+parts (:func:`if_neuron`): u integrates the input without decay, v follows u, and a self-inhibition of one
+threshold per spike takes it off u. With constant input and reset by subtraction a neuron's count is
+``floor(T z / lambda)`` for its pre-activation z: the quantized ReLU, exactly on the float backend. With no
+bias and no leak, a ReLU network is positively homogeneous, so the input's scale never changes its class.
+On Loihi u is 24 bits: a neuron driven below zero accumulates its negative input over the steps, so
+``vth`` bounds the steps (:func:`worst_drive`; ``fit`` refuses a vth that would wrap u).
 """
 from __future__ import annotations
 
@@ -42,7 +48,7 @@ from pipeline.core.schema import Key
 from pipeline.decoders.classifier import ClassifierDecoder
 from pipeline.snn.convert import to_loihi
 from pipeline.snn.model import InputSpec, Readout
-from pipeline.snn.network import INPUT, Dense, FloatLIF, Network, Population
+from pipeline.snn.network import INPUT, Dense, FloatLIF, Network, Population, Sparse
 from pipeline.snn.runtime import build
 from pipeline.train.present import present_file
 from pipeline.train.run import Fitted, TrainRun
@@ -59,6 +65,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "weight_decay": Key("number", 1e-4, low=0, high=1, help="decoupled weight decay per step (AdamW)"),
         "dropout": Key("number", 0.2, low=0, high=0.95, help="dropout on hidden activations while training"),
         "limit": Key("int", 0, low=0, help="use only the first N training recordings (0: all)"),
+        "jitter_px": Key("int", 0, low=0, high=16, help="shift each training frame by a random whole number of "
+                         "pixels in [-jitter_px, jitter_px] in x and y (augmentation; 0: none)"),
         "windows": Key("int", 1, low=1, high=1000, help="1: the ANN sees whole-presentation count frames "
                        "(Rueckauer); K > 1: its first layer takes the running maximum over K cumulative windows, "
                        "as integrate-and-fire neurons do"),
@@ -88,6 +96,11 @@ SECTIONS: dict[str, dict[str, Key]] = {
                      "(bin_us = duration_us / steps)"),
         "max_rate": Key("number", 1.0, low=0, low_open=True, high=1, help="spikes per step an activation at "
                         "the percentile maps to"),
+        "input": Key("str", "frame", choices=("frame", "stream"), help="frame: the SNN receives the ANN's input, "
+                     "the recording's count frame, as a constant graded input in every step (Rueckauer et al.'s "
+                     "analog input); stream: the events as they come, counted per step"),
+        "reset": Key("str", "subtract", choices=("subtract", "zero"), help="subtract: integrate-and-fire with reset by "
+                     "subtraction (the charge above threshold is kept); zero: the runtime's plain reset to zero"),
         "vth": Key("int", 1024, low=1, high=2**17 - 1, help="loihi threshold mantissa of the written network"),
         "eval_steps": Key("int_list", [25, 50, 100, 200, 300], low=1, high=1_000_000,
                           help="steps at which the converted SNN is evaluated on the test set"),
@@ -98,7 +111,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
 @dataclass(frozen=True)
 class AnnConfig:
     """ANN training: ``hidden`` sizes of the hidden Dense layers; Adam (lr, betas 0.9/0.999) with decoupled
-    ``weight_decay``; ``dropout`` on hidden activations while training; ``input_scale`` multiplies counts."""
+    ``weight_decay``; ``dropout`` on hidden activations while training; ``input_scale`` multiplies counts;
+    ``jitter_px``: each training frame shifted by up to that many pixels in x and y (``input_shape`` (C, H, W))."""
 
     hidden: tuple[int, ...] = (256,)
     epochs: int = 30
@@ -107,6 +121,8 @@ class AnnConfig:
     weight_decay: float = 1e-4
     dropout: float = 0.2
     input_scale: float = 0.25
+    jitter_px: int = 0
+    input_shape: tuple[int, int, int] = NMNIST_SHAPE
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -123,6 +139,19 @@ def count_frames(paths, spec: InputSpec, input_shape=NMNIST_SHAPE, windows: int 
             lo, hi = p.indptr[k], p.indptr[k + 1]
             np.add.at(frames[k, i], p.index[lo:hi], p.count[lo:hi])
     return np.cumsum(frames, axis=0)
+
+
+def jitter(frames: np.ndarray, shape: tuple[int, int, int], px: int, rng: np.random.Generator) -> np.ndarray:
+    """Frames (K, n, C*H*W) with every sample's (H, W) grid shifted by its own random (dy, dx) in [-px, px]
+    (pixels moved off the grid are dropped, the uncovered ones are 0); the same shift in all K windows."""
+    k, n, _ = frames.shape
+    c, h, w = shape
+    grid = np.pad(frames.reshape(k, n, c, h, w), ((0, 0), (0, 0), (0, 0), (px, px), (px, px)))
+    shifts = rng.integers(-px, px + 1, (n, 2))
+    out = np.empty((k, n, c, h, w), frames.dtype)
+    for i, (dy, dx) in enumerate(shifts):
+        out[:, i] = grid[:, i, :, px + dy:px + dy + h, px + dx:px + dx + w]
+    return out.reshape(frames.shape)
 
 
 # ---------------------------------------------------------------------------------------------- ANN
@@ -241,7 +270,10 @@ def train_ann(frames: np.ndarray, labels: np.ndarray, n_classes: int, config: An
             masks = None
             if config.dropout > 0:
                 masks = [(rng.random((len(batch), h)) < keep) / keep for h in config.hidden]
-            loss, grads, logits = ann_loss_and_grads(weights, frames[:, batch], labels[batch], masks)
+            x = frames[:, batch]
+            if config.jitter_px:
+                x = jitter(x, config.input_shape, config.jitter_px, rng)
+            loss, grads, logits = ann_loss_and_grads(weights, x, labels[batch], masks)
             optimizer.step(weights, grads)
             total += loss * len(batch)
             correct += int(np.sum(np.argmax(logits, axis=1) == labels[batch]))
@@ -268,44 +300,80 @@ def activation_scales(weights, frames, percentile: float) -> list[float]:
     return scales
 
 
-def snn_weights(weights, scales: list[float], input_scale: float, steps: int, max_rate: float = 1.0
-                ) -> list[np.ndarray]:
-    """The SNN's float weights for threshold 1 (module docstring): layer 1 sees raw event counts; an
-    activation lambda_l maps to ``max_rate`` spikes per step on average over the presentation."""
-    out = [weights[0] * input_scale * steps * max_rate / scales[0]]
+def worst_drive(weights, scales: list[float], frames: np.ndarray) -> float:
+    """The most negative input per step, in thresholds, that any neuron of the converted network receives on
+    ``frames`` with "frame" input (its pre-activation / lambda_l): with reset by subtraction u integrates it,
+    so over n steps u reaches n times this, which must stay inside Loihi's 24-bit u."""
+    acts = ann_forward(weights, frames)
+    worst = float(np.min(frames[-1] @ weights[0].T)) / scales[0]
+    for l in range(1, len(weights)):
+        worst = min(worst, float(np.min(acts[l - 1] @ weights[l].T)) / scales[l])
+    return min(worst, 0.0)
+
+
+def snn_weights(weights, scales: list[float], input_scale: float, steps: int, max_rate: float = 1.0,
+                input_kind: str = "frame") -> list[np.ndarray]:
+    """The SNN's float weights for threshold 1 (module docstring): an activation lambda_l maps to ``max_rate``
+    spikes per step. Layer 1 sees raw event counts: with ``input_kind`` "frame" the whole count frame in every
+    step, with "stream" each event once over the ``steps`` steps."""
+    per_step = 1.0 if input_kind == "frame" else float(steps)
+    out = [weights[0] * input_scale * per_step * max_rate / scales[0]]
     for l in range(1, len(weights)):
         out.append(weights[l] * scales[l - 1] / scales[l])
     return out
 
 
+def if_neuron(reset: str, dt_ms: float) -> FloatLIF:
+    """The integrate-and-fire neuron (threshold 1) of the converted network in the runtime's CUBA LIF terms.
+
+    "zero": no synaptic filter, no leak: v integrates the input and resets to 0 at a spike. "subtract": u
+    integrates the input without decay (tau_syn = inf) and v follows u each step (tau_mem -> 0), so v is the
+    charge integrated so far; a self-inhibition of -1 per spike (:func:`snn_network`) takes one threshold off
+    u in the next step: reset by subtraction, the charge above threshold carries over (Rueckauer et al.
+    2017). On the loihi backend (to_loihi) u decays by 1/4096 per step (Lava's du = 0) and v keeps 1/4096.
+    """
+    if reset == "zero":
+        return FloatLIF(tau_syn_ms=0.0, tau_mem_ms=np.inf, threshold=1.0, bias=0.0, refractory_ms=0.0)
+    if reset == "subtract":
+        return FloatLIF(tau_syn_ms=np.inf, tau_mem_ms=dt_ms * 1e-3, threshold=1.0, bias=0.0, refractory_ms=0.0)
+    raise ValueError(f"reset: expected 'subtract' or 'zero', got {reset!r}")
+
+
 def snn_network(weights: list[np.ndarray], spec: InputSpec, classes, input_shape=NMNIST_SHAPE,
-                dt_ms: float = 1.0) -> Network:
-    """A FloatLIF integrate-and-fire Network (threshold 1, no leak, no synaptic filter) with the given
-    float weights; input from graded count spikes; populations hidden0.. and "output"."""
+                dt_ms: float = 1.0, reset: str = "subtract") -> Network:
+    """An integrate-and-fire FloatLIF Network (threshold 1, :func:`if_neuron`) with the given float weights;
+    input from graded count spikes; populations hidden0.. and "output" (membrane probed); with reset
+    "subtract" every population also has a self-inhibition ``NAME->NAME`` of weight -1 (one threshold)."""
     names = [f"hidden{i}" for i in range(len(weights) - 1)] + ["output"]
-    neuron = FloatLIF(tau_syn_ms=0.0, tau_mem_ms=np.inf, threshold=1.0, bias=0.0, refractory_ms=0.0)
+    neuron = if_neuron(reset, dt_ms)
     populations = [Population(name, w.shape[0], neuron, probe_v=name == "output") for name, w in zip(names, weights)]
     projections = [Dense(name=f"{src}->{dst}", source=src, target=dst, weights=w.astype(np.float32),
                          num_message_bits=16 if src == INPUT else 0)
                    for src, dst, w in zip([INPUT, *names[:-1]], names, weights)]
+    if reset == "subtract":
+        projections += [Sparse.from_dense(-np.eye(w.shape[0], dtype=np.float32), name=f"{name}->{name}", source=name,
+                                          target=name) for name, w in zip(names, weights)]
     return Network(n_inputs=int(np.prod(input_shape)), populations=populations, projections=projections,
                    output="output", dt_ms=dt_ms, input_shape=tuple(input_shape), input_spec=spec,
                    readout=Readout("count", tuple(classes)))
 
 
-def presentation_spec(steps: int, duration_us: int, n_layers: int) -> InputSpec:
-    """``duration_us`` of a recording over ``steps`` steps of counts, plus one tail step per layer."""
+def presentation_spec(steps: int, duration_us: int, n_layers: int, input_kind: str = "stream") -> InputSpec:
+    """``duration_us`` of a recording over ``steps`` steps, plus one tail step per layer: "stream" counts the
+    events of each step ("counts" encoding), "frame" presents the window's counts in every step."""
     bin_us = duration_us // steps
-    return InputSpec(sensor="dvs", bin_us=bin_us, encoding="counts", polarity="split", duration_us=bin_us * steps,
-                     tail_steps=n_layers)
+    return InputSpec(sensor="dvs", bin_us=bin_us, encoding="frame" if input_kind == "frame" else "counts",
+                     polarity="split", duration_us=bin_us * steps, tail_steps=n_layers)
 
 
 def convert(weights, scales, classes, steps: int, duration_us: int, input_scale: float, vth_target: int,
-            max_rate: float = 1.0, input_shape=NMNIST_SHAPE) -> tuple[Network, Network]:
+            max_rate: float = 1.0, input_shape=NMNIST_SHAPE, input_kind: str = "frame", reset: str = "subtract",
+            polarity: str = "split", scale: int = 1) -> tuple[Network, Network]:
     """(float network, loihi network) for ``steps`` steps; the loihi one through pipeline.snn.convert."""
-    spec = presentation_spec(steps, duration_us, len(weights))
-    float_net = snn_network(snn_weights(weights, scales, input_scale, steps, max_rate), spec, classes, input_shape,
-                            dt_ms=spec.bin_us / 1000.0)
+    spec = dataclasses.replace(presentation_spec(steps, duration_us, len(weights), input_kind), polarity=polarity,
+                               scale=scale)
+    float_net = snn_network(snn_weights(weights, scales, input_scale, steps, max_rate, input_kind), spec, classes,
+                            input_shape, dt_ms=spec.bin_us / 1000.0, reset=reset)
     loihi_net, _ = to_loihi(float_net, vth_target=vth_target)
     return float_net, loihi_net
 
@@ -359,10 +427,13 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     """``spikeloop train`` method "ann2snn": train the ANN, convert at ``[convert] steps``, evaluate the
     ANN and the SNN (float and loihi backends) at every ``eval_steps`` on the test set."""
     tc, dc, ic, cc = config["train"], config["data"], config["input"], config["convert"]
+    if cc["input"] == "frame" and tc["windows"] != 1:
+        raise ValueError(f"config key [train] windows = {tc['windows']} models events arriving over time; with "
+                         f"[convert] input = \"frame\" the SNN sees the whole window at once: use windows = 1")
     shape = (2 if ic["polarity"] == "split" else 1, -(-ic["height"] // ic["scale"]), -(-ic["width"] // ic["scale"]))
     ann = AnnConfig(hidden=tuple(config["network"]["hidden"]), epochs=tc["epochs"], batch_size=tc["batch_size"],
                     lr=tc["lr"], weight_decay=tc["weight_decay"], dropout=tc["dropout"],
-                    input_scale=ic["input_scale"])
+                    input_scale=ic["input_scale"], jitter_px=tc["jitter_px"], input_shape=shape)
     n_layers = len(ann.hidden) + 1
     train = _labelled(run, dc["train"], dc["train_labels"], limit=tc["limit"])
     test = _labelled(run, dc["test"], dc["test_labels"], train.classes, dc["test_limit"]) if dc["test"] else None
@@ -403,11 +474,21 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     weights = train_ann(frames, labels, len(train.classes), ann, run.seed, progress, weights, optimizer, first_epoch,
                         checkpoint)
     scales = activation_scales(weights, frames, cc["percentile"])
+    if cc["reset"] == "subtract" and cc["input"] == "frame":
+        longest = max([cc["steps"], *cc["eval_steps"]]) + n_layers
+        room = (1 << 23) / (cc["vth"] << 6)   # thresholds u can hold before it wraps (24-bit)
+        need = -worst_drive(weights, scales, frames) * longest
+        if need >= room:
+            raise ValueError(f"config key [convert] vth = {cc['vth']}: over {longest} steps a neuron's u would reach "
+                             f"{need:.0f} thresholds below zero, Loihi's 24-bit u holds {room:.0f}; lower vth to at "
+                             f"most {int((1 << 17) / need)} or use fewer steps")
+    conversion = dict(input_shape=shape, input_kind=cc["input"], reset=cc["reset"], polarity=ic["polarity"],
+                      scale=ic["scale"])
     _, network = convert(weights, scales, train.classes, cc["steps"], ic["duration_us"], ann.input_scale, cc["vth"],
-                         cc["max_rate"], shape)
+                         cc["max_rate"], **conversion)
     metrics = {"method": "ann2snn", "train_samples": frames.shape[1], "windows": tc["windows"],
                "ann_train_accuracy": ann_accuracy(weights, frames, labels),
-               "activation_scales": scales, "steps": cc["steps"]}
+               "activation_scales": scales, "steps": cc["steps"], "input": cc["input"], "reset": cc["reset"]}
     if test is not None:
         test_labels = np.array(test.labels, np.int64)
         metrics["test_samples"] = len(test)
@@ -417,7 +498,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
         table = {}
         for steps in cc["eval_steps"]:
             float_net, loihi_net = convert(weights, scales, train.classes, steps, ic["duration_us"], ann.input_scale,
-                                           cc["vth"], cc["max_rate"], shape)
+                                           cc["vth"], cc["max_rate"], **conversion)
             table[str(steps)] = {"float": snn_accuracy(float_net, "float", test.paths, test_labels),
                                  "loihi": snn_accuracy(loihi_net, "loihi", test.paths, test_labels)}
         metrics["snn_test_accuracy"] = table

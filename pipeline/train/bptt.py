@@ -19,7 +19,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
   that replaces ``hidden`` (pipeline.train.layer_stack; not with recurrent).
 * ``[loss]`` kind ("count_ce": cross-entropy of output spike counts; "max_membrane_ce": cross-entropy of
   the output's maximum membrane voltage; "rate": squared error of output rates against rate_true for the
-  labelled class and rate_false for the others), logit_scale, surrogate ("fast_sigmoid", "arctan",
+  labelled class and rate_false for the others), logit_scale (count_ce), membrane_scale (max_membrane_ce,
+  :data:`MEMBRANE_SCALE`), surrogate ("fast_sigmoid", "arctan",
   "triangle"), slope.
 * ``[augment]`` jitter_px (random shift of every event of a sample, pixels), time_scale (sample time
   stretched by a factor in [1 - s, 1 + s]), drop (probability an event is dropped); training only.
@@ -48,6 +49,12 @@ from pipeline.train.lif_stack import LifStack, backward, compile_network, forwar
 from pipeline.train.present import Presentation, present_file, transform
 from pipeline.train.run import Fitted, TrainRun
 from recordings.labelled import LabelledSet, LabelsError, open_labelled
+
+#: max_membrane_ce's default logit scale. The readout is the output's largest membrane voltage over a sample
+#: as the runtime probes it: after reset, so below one threshold, and at least the 0 it starts from. Logits
+#: scale * v/threshold therefore differ by less than ``scale``; count_ce's 0.5 caps the labelled class's
+#: softmax probability at e^0.5 / (e^0.5 + 9) = 0.15 with ten classes, and training stalls (README, Training).
+MEMBRANE_SCALE = 8.0
 
 SECTIONS: dict[str, dict[str, Key]] = {
     "train": {
@@ -96,7 +103,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
     },
     "loss": {
         "kind": Key("str", "count_ce", choices=("count_ce", "max_membrane_ce", "rate"), help="loss"),
-        "logit_scale": Key("number", 0.5, low=0, low_open=True, help="logits = scale * count (or * v/threshold)"),
+        "logit_scale": Key("number", 0.5, low=0, low_open=True, help="count_ce: logits = scale * spike count"),
+        "membrane_scale": Key("number", MEMBRANE_SCALE, low=0, low_open=True,
+                              help="max_membrane_ce: logits = scale * maximum v/threshold (which lies in [0, 1))"),
         "rate_true": Key("number", 0.1, low=0, high=1, help="target spikes per step of the labelled output"),
         "rate_false": Key("number", 0.0, low=0, high=1, help="target spikes per step of the other outputs"),
         "surrogate": Key("str", "fast_sigmoid", choices=tuple(K.SURROGATES), help="surrogate derivative"),
@@ -215,7 +224,7 @@ def loss_and_grad(trace, labels: np.ndarray, loss: dict, n_steps: int, lengths=N
         grad_s = np.where(mask, g[:, None, :], 0.0)
         predicted = classify(counts, vmax, "count")
     else:
-        scale = loss["logit_scale"]
+        scale = loss["logit_scale"] if kind == "count_ce" else loss["membrane_scale"]
         logits = scale * (counts if kind == "count_ce" else vmax)
         logits = logits - logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
@@ -260,7 +269,7 @@ def runtime_predict(network, presentations, backend: str) -> np.ndarray:
         runtime.reset()
         counts = np.zeros(n_out)
         vmax = np.full(n_out, -np.inf)
-        graded = network.input_spec.encoding == "counts"
+        graded = network.input_spec.graded
         for t in range(p.n_steps):
             lo, hi = p.indptr[t], p.indptr[t + 1]
             counts += runtime.step(p.index[lo:hi], p.count[lo:hi] if graded else None)

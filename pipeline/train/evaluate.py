@@ -64,8 +64,8 @@ def check_model(network: Network) -> None:
     elif spec.channels != network.n_inputs:
         raise ModelError(f"input spec: the cochlea has {spec.channels} channels, the network {network.n_inputs} "
                          f"inputs")
-    if spec.encoding == "counts" and not any(p.source == INPUT and p.num_message_bits for p in network.projections):
-        raise ModelError("input spec encoding 'counts' needs graded input spikes, but no projection from the input "
+    if spec.graded and not any(p.source == INPUT and p.num_message_bits for p in network.projections):
+        raise ModelError(f"input spec encoding {spec.encoding!r} needs graded input spikes, but no projection from the input "
                          "has num_message_bits > 0")
 
 
@@ -117,24 +117,25 @@ class SampleClassifier:
         self.runtime = build(network, backend)
         self.decoder = decoder_for(network, margin, min_evidence)
         self.output = network.output_name
-        self.graded = self.spec.encoding == "counts"
+        self.graded = self.spec.graded
 
     def present(self, path: str | Path) -> Presentation:
         return present_file(path, self.spec, self.network.input_shape, self.network.n_inputs)
 
     def run(self, presentation: Presentation) -> tuple[Decision, Decision]:
-        """Run one presentation from a reset network: (early, end) decisions; time 0 = the first event."""
+        """Run one presentation from a reset network: (early, end) decisions; time 0 = the first event (a
+        "frame" presentation starts after its window, :attr:`InputSpec.start_us`)."""
         runtime, decoder = self.runtime, self.decoder
         runtime.reset()
         decoder.start(0)
         indptr, index, count = presentation
-        bin_us = self.spec.bin_us
+        bin_us, start_us = self.spec.bin_us, self.spec.start_us
         v = runtime.v(self.output)
         for k in range(presentation.n_steps):
             lo, hi = indptr[k], indptr[k + 1]
             spikes = runtime.step(index[lo:hi], count[lo:hi] if self.graded else None)
-            decoder.update(spikes, (k + 1) * bin_us, v)
-        return decoder.finish(presentation.n_steps * bin_us)
+            decoder.update(spikes, start_us + (k + 1) * bin_us, v)
+        return decoder.finish(start_us + presentation.n_steps * bin_us)
 
     def classify(self, path: str | Path, label: int = -1) -> SampleResult:
         presentation = self.present(path)

@@ -8,12 +8,15 @@ Steps: for DVS recordings, bins start at the first event and only full bins coun
 ``ToFrame(time_window=bin_us)``, which the NIR paper's CNN was trained with); with ``duration_us`` the
 presentation is exactly ``duration_us // bin_us`` steps (later events dropped, missing steps empty).
 For WAV files, step 0 starts at the first sample and the last partial step is kept. Then
-``tail_steps`` empty steps follow. Input index of a DVS event: ``(c * H + y // scale) * W + x // scale``
+``tail_steps`` empty steps follow. With the "frame" encoding the events of the ``duration_us`` window are
+counted once (one step of ``duration_us`` as above) and that frame is every one of ``duration_us // bin_us``
+steps. Input index of a DVS event: ``(c * H + y // scale) * W + x // scale``
 with (C, H, W) the network's ``input_shape`` and c = polarity ("split") or 0 ("merge"); of a cochlea
 spike: its channel.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -151,10 +154,24 @@ def read_events(path: str | Path) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=DVS_EVENT_DTYPE)
 
 
+def repeat_frame(frame: Presentation, n_steps: int, tail_steps: int) -> Presentation:
+    """A one-step Presentation (the window's counts) repeated in each of ``n_steps`` steps, then ``tail_steps``
+    empty steps (encoding "frame")."""
+    lo, hi = int(frame.indptr[0]), int(frame.indptr[1])
+    nnz = hi - lo
+    indptr = np.concatenate([np.arange(n_steps + 1, dtype=np.int64) * nnz,
+                             np.full(tail_steps, n_steps * nnz, np.int64)])
+    return Presentation(indptr, np.tile(frame.index[lo:hi], n_steps), np.tile(frame.count[lo:hi], n_steps))
+
+
 def present_file(path: str | Path, spec: InputSpec, input_shape: tuple[int, int, int] | None, n_inputs: int
                  ) -> Presentation:
     """One recording (any event format, or a WAV for the cochlea) -> Presentation; ValueError names the file."""
     path = Path(path)
+    if spec.encoding == "frame":
+        window = replace(spec, encoding="counts", bin_us=spec.duration_us, tail_steps=0)
+        return repeat_frame(present_file(path, window, input_shape, n_inputs), spec.duration_us // spec.bin_us,
+                            spec.tail_steps)
     try:
         if spec.sensor == "cochlea":
             spikes, duration_us = cochlea_spikes(path, spec)

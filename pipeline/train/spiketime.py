@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -37,11 +38,13 @@ from numba import njit, prange
 from pipeline.core.schema import Key
 from pipeline.decoders.classifier import ClassifierDecoder
 from pipeline.snn.convert import to_loihi
-from pipeline.snn.model import Readout
-from pipeline.snn.network import INPUT, Dense, FloatLIF, Network, Population
+from pipeline.snn.model import InputSpec, Readout
+from pipeline.snn.network import INPUT, Dense, FloatLIF, Network, Population, Sparse
 from pipeline.snn.runtime import build
 from pipeline.train import yinyang
+from pipeline.train.present import Presentation, present_file
 from pipeline.train.run import Fitted, TrainRun
+from recordings.labelled import open_labelled
 
 THRESHOLD = 1.0
 #: Longest presentation of one sample on the runtime (steps).
@@ -362,6 +365,100 @@ def run_deployed(network: Network, backend: str, t_in: np.ndarray, n_steps: int)
     return first, decided
 
 
+# ---------------------------------------------------------------------------------------------- event recordings
+def first_spike_times(presentation: Presentation, n_inputs: int, dt_ms: float) -> np.ndarray:
+    """(n_inputs + 1,) ms: the start of the first step in which each input saw an event (inf: none), then the
+    bias spike at 0 (the recording's first event is in step 0)."""
+    steps = np.repeat(np.arange(presentation.n_steps), np.diff(presentation.indptr)).astype(np.float64)
+    times = np.full(n_inputs + 1, np.inf)
+    np.minimum.at(times, presentation.index, steps * dt_ms)
+    times[-1] = 0.0
+    return times
+
+
+def event_network(w_hidden, w_out, tau_ms: float, spec: InputSpec, input_shape, classes) -> Network:
+    """The trained net for event recordings presented as ``spec`` says (binary "spikes", ``duration_us`` +
+    ``tail_steps``): a relay population "first" (one neuron per input, weight 2 thresholds, refractory for
+    the presentation) spikes once, one step after its input's first event, and a one-neuron population "bias"
+    driven by every input spikes one step after the recording's first event (the bias spike); then
+    "hidden" and "output" as :func:`to_network`. Every input time is one step later than in the exact model,
+    the same for all, plus one step per layer as there."""
+    n_in = int(np.prod(input_shape))
+    dt_ms = spec.bin_us / 1000.0
+    whole_ms = (spec.duration_us // spec.bin_us + spec.tail_steps) * dt_ms
+    relay = FloatLIF(tau_syn_ms=0.0, tau_mem_ms=np.inf, threshold=THRESHOLD, bias=0.0, refractory_ms=whole_ms)
+    base = to_network(w_hidden, w_out, tau_ms, dt_ms, whole_ms, classes)
+    hidden = base.projection("input->hidden").weights
+    to_out = base.projection("bias->output").weights[:, -1:]
+    return Network(
+        n_inputs=n_in, dt_ms=dt_ms, output="output", input_shape=tuple(input_shape), input_spec=spec,
+        populations=[Population("first", n_in, relay), Population("bias", 1, relay), *base.populations],
+        projections=[Sparse.from_dense(2.0 * THRESHOLD * np.eye(n_in), name="input->first", source=INPUT,
+                                       target="first"),
+                     Dense(name="input->bias", source=INPUT, target="bias", weights=np.full((1, n_in), 2.0 * THRESHOLD)),
+                     Dense(name="first->hidden", source="first", target="hidden", weights=hidden[:, :-1]),
+                     Dense(name="bias->hidden", source="bias", target="hidden", weights=hidden[:, -1:]),
+                     base.projection("hidden->output"),
+                     Dense(name="bias->output", source="bias", target="output", weights=to_out)],
+        readout=base.readout)
+
+
+def run_presented(network: Network, backend: str, presentations) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`run_deployed` for presentations of recordings (pipeline.train.present): first output
+    spike times (n, n_outputs) ms from the recording's first event (step m ends at (m + 1) dt) and the
+    classes the first_spike readout decides."""
+    runtime = build(network, backend)
+    out = runtime.populations[runtime.output_name]
+    decoder = ClassifierDecoder(out.size, network.readout.classes, "first_spike")
+    dt = float(network.dt_ms)
+    first = np.full((len(presentations), out.size), np.inf)
+    decided = np.zeros(len(presentations), np.int64)
+    for s, p in enumerate(presentations):
+        runtime.reset()
+        decoder.start(0)
+        row = first[s]
+        for m in range(p.n_steps):
+            spikes = runtime.step(p.index[p.indptr[m]:p.indptr[m + 1]])
+            decoder.update(spikes, m, runtime.v(runtime.output_name) if out.probe_v else None)
+            row[(spikes > 0) & np.isinf(row)] = (m + 1) * dt
+        decided[s] = decoder.finish(p.n_steps)[1].index
+    return first, decided
+
+
+def _recordings(run: TrainRun, dc: dict, ic: dict):
+    """N-MNIST-style labelled folders -> (t_train, y_train, t_test, y_test, classes, spec, input_shape,
+    test presentations): inputs' first event times (ms, bias last) over the ``[input]`` window."""
+    shape = (2 if ic["polarity"] == "split" else 1, -(-ic["height"] // ic["scale"]), -(-ic["width"] // ic["scale"]))
+    n_in = int(np.prod(shape))
+    bin_us = ic["bin_us"]
+    spec = InputSpec(sensor="dvs", bin_us=bin_us, encoding="spikes", polarity=ic["polarity"],
+                     duration_us=ic["duration_us"] // bin_us * bin_us, tail_steps=ic["tail_steps"], scale=ic["scale"])
+    if spec.duration_us == 0:
+        raise ValueError(f"[input] duration_us {ic['duration_us']} is shorter than bin_us {bin_us}")
+    for key in ("train", "test"):
+        if not dc[key]:
+            raise ValueError(f"[data] {key}: a folder of recordings is needed with dataset \"nmnist\"")
+
+    def folder(value):
+        path = Path(value)
+        return path if path.is_absolute() else run.data_dir / path
+
+    sets = []
+    for key, classes in (("train", None), ("test", "train")):
+        labelled = open_labelled(folder(dc[key]), folder(dc[key + "_labels"]) if dc[key + "_labels"] else None,
+                                 sets[0][0].classes if classes else None)
+        if key == "train" and dc["limit"]:
+            labelled = labelled.subset(range(min(dc["limit"], len(labelled))))
+        if not len(labelled):
+            raise ValueError(f"{folder(dc[key])}: no labelled recordings")
+        presented = [present_file(p, spec, shape, n_in) for p in labelled.paths]
+        times = np.array([first_spike_times(p, n_in, bin_us / 1000.0) for p in presented])
+        sets.append((labelled, presented, times))
+    (train, _, t_train), (test, test_p, t_test) = sets
+    return (t_train, np.array(train.labels, np.int64), t_test, np.array(test.labels, np.int64), train.classes, spec,
+            shape, test_p)
+
+
 # ---------------------------------------------------------------------------------------------- spikeloop train
 SECTIONS: dict[str, dict[str, Key]] = {
     "train": {
@@ -372,10 +469,28 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "gamma": Key("number", 1.0, low=0, high=100, help="silent-neuron penalty weight (Mostafa 2017)"),
     },
     "data": {
-        "dataset": Key("str", "yinyang", choices=("yinyang",), help="data set (generated from its formula)"),
-        "train_size": Key("int", 5000, low=1, high=10_000_000, help="training samples"),
-        "test_size": Key("int", 1000, low=1, high=10_000_000, help="test samples"),
-        "data_seed": Key("int", 42, low=0, help="seed of the generated training set (test: data_seed + 1)"),
+        "dataset": Key("str", "yinyang", choices=("yinyang", "nmnist"), help="yinyang: generated from its formula; "
+                       "nmnist: labelled event recordings (train / test folders), first event time per input"),
+        "train_size": Key("int", 5000, low=1, high=10_000_000, help="yinyang: training samples"),
+        "test_size": Key("int", 1000, low=1, high=10_000_000, help="yinyang: test samples"),
+        "data_seed": Key("int", 42, low=0, help="yinyang: seed of the training set (test: data_seed + 1)"),
+        "train": Key("str", "", help="nmnist: folder of training recordings (relative to $SPIKELOOP_DATA)"),
+        "train_labels": Key("str", "", help="nmnist: labels file of the training folder"),
+        "test": Key("str", "", help="nmnist: folder of test recordings"),
+        "test_labels": Key("str", "", help="nmnist: labels file of the test folder"),
+        "limit": Key("int", 0, low=0, help="nmnist: use only the first N training recordings (0: all)"),
+    },
+    "input": {
+        "width": Key("int", 34, low=1, high=4096, help="nmnist: sensor width (px)"),
+        "height": Key("int", 34, low=1, high=4096, help="nmnist: sensor height (px)"),
+        "polarity": Key("str", "split", choices=("split", "merge"), help="nmnist: one input per polarity or one"),
+        "scale": Key("int", 1, low=1, high=1024, help="nmnist: pool x and y by this factor"),
+        "duration_us": Key("int", 100_000, low=1, high=10_000_000, help="nmnist: window whose first events code "
+                           "the sample (µs from the first event)"),
+        "bin_us": Key("int", 1000, low=1, high=1_000_000, help="nmnist: time resolution of the input spike times "
+                      "and step of the written network (µs; [deploy] dt_ms is not used)"),
+        "tail_steps": Key("int", 100, low=0, high=100_000, help="nmnist: steps after the window in which the "
+                          "runtime may still decide"),
     },
     "network": {
         "hidden": Key("int", 120, low=1, high=100_000, help="hidden neurons"),
@@ -410,11 +525,15 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     st = SpikeTimeConfig(hidden=nc["hidden"], tau_ms=nc["tau_ms"], epochs=tc["epochs"], batch_size=tc["batch_size"],
                          lr=tc["lr"], lr_decay=tc["lr_decay"], gamma=tc["gamma"], init_mean=nc["init_mean"],
                          init_std=nc["init_std"])
-    x_train, y_train = yinyang.generate(dc["train_size"], dc["data_seed"])
-    x_test, y_test = yinyang.generate(dc["test_size"], dc["data_seed"] + 1)
-    t_train, t_test = encode(x_train, coding), encode(x_test, coding)
+    if dc["dataset"] == "nmnist":
+        t_train, y_train, t_test, y_test, classes, spec, shape, test_p = _recordings(run, dc, config["input"])
+    else:
+        x_train, y_train = yinyang.generate(dc["train_size"], dc["data_seed"])
+        x_test, y_test = yinyang.generate(dc["test_size"], dc["data_seed"] + 1)
+        t_train, t_test = encode(x_train, coding), encode(x_test, coding)
+        classes = yinyang.CLASSES
     rng = np.random.default_rng(run.seed)
-    w_hidden, w_out = init_weights(t_train.shape[1], st.hidden, len(yinyang.CLASSES), st, rng)
+    w_hidden, w_out = init_weights(t_train.shape[1], st.hidden, len(classes), st, rng)
     adam = _Adam([w_hidden.shape, w_out.shape])
     history, first_epoch = [], 0
     resumed = run.resumed()
@@ -459,7 +578,10 @@ def fit(config: dict, run: TrainRun) -> Fitted:
                         "epoch": np.array(epoch + 1),
                         "history": np.array([[h["epoch"], h["loss"], h["accuracy"], h["test_accuracy"]]
                                              for h in history])})
-    network = to_network(w_hidden, w_out, st.tau_ms, pc["dt_ms"], pc["duration_ms"])
+    if dc["dataset"] == "nmnist":
+        network = event_network(w_hidden, w_out, st.tau_ms, spec, shape, classes)
+    else:
+        network = to_network(w_hidden, w_out, st.tau_ms, pc["dt_ms"], pc["duration_ms"])
     exact_test = evaluate_exact(w_hidden, w_out, t_test, y_test, st.tau_ms)
     metrics = {"method": "spiketime", "dataset": dc["dataset"], "train_samples": n, "test_samples": len(t_test),
                "train_accuracy": evaluate_exact(w_hidden, w_out, t_train, y_train, st.tau_ms)["accuracy"],
@@ -470,7 +592,10 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     metrics["deployed"] = {}
     for backend in pc["backends"].split(","):
         deployed_net = network if backend == "float" else _loihi_copy(network)
-        times, decided = run_deployed(deployed_net, backend, t_test, n_steps)
+        if dc["dataset"] == "nmnist":
+            times, decided = run_presented(deployed_net, backend, test_p)
+        else:
+            times, decided = run_deployed(deployed_net, backend, t_test, n_steps)
         metrics["deployed"][backend] = deployed_metrics(times, decided, exact_out, y_test)
     return Fitted(network, history, metrics)
 
