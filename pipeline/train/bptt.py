@@ -20,8 +20,10 @@ Config sections (``spikeloop train``; every key below with its default in :data:
   the output's maximum membrane voltage; "rate": squared error of output rates against rate_true for the
   labelled class and rate_false for the others), logit_scale, surrogate ("fast_sigmoid", "arctan",
   "triangle"), slope.
-* ``[augment]`` jitter_px (random shift of every event of a sample, pixels), time_scale (sample time
-  stretched by a factor in [1 - s, 1 + s]), drop (probability an event is dropped); training only.
+* ``[augment]`` jitter_px (random shift of every event of a sample, pixels), channel_shift (random shift of
+  every input along the last axis, x: for the cochlea its frequency channels, ~0.35 ERB each, a cheap
+  vocal-tract-length perturbation), time_scale (sample time stretched by a factor in [1 - s, 1 + s]), drop
+  (probability an event is dropped); training only.
 
 The written network: populations hidden0.., output (probed v), projections fc0.. (+ rec0..), with
 input_spec and readout (count, or max_membrane for that loss). Metrics: train/test accuracy of the
@@ -99,6 +101,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
     },
     "augment": {
         "jitter_px": Key("int", 0, low=0, high=64, help="random shift of a sample's events (px)"),
+        "channel_shift": Key("int", 0, low=0, high=64, help="random shift of a sample's inputs along x "
+                                                             "(cochlea: frequency channels)"),
         "time_scale": Key("number", 0.0, low=0, high=0.9, help="random time stretch 1 +- this"),
         "drop": Key("number", 0.0, low=0, high=0.9, help="probability an event is dropped"),
     },
@@ -153,6 +157,11 @@ def augment(p: Presentation, rng: np.random.Generator, shape, aug: dict, binary:
         ch = index // (w * h)
         keep &= (x >= 0) & (x < w) & (y >= 0) & (y < h)
         index = (ch * h + y) * w + x
+    if aug["channel_shift"] > 0:
+        j = aug["channel_shift"]
+        x = index % w + rng.integers(-j, j + 1)
+        keep &= (x >= 0) & (x < w)
+        index = index - index % w + x
     if aug["time_scale"] > 0:
         s = rng.uniform(1 - aug["time_scale"], 1 + aug["time_scale"])
         steps = np.floor(steps * s).astype(np.int64)
@@ -355,7 +364,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     steps_per_epoch = -(-n // batch)
     total_steps = steps_per_epoch * tc["epochs"]
     run.plan(tc["epochs"], n)
-    augmenting = ac["jitter_px"] or ac["time_scale"] or ac["drop"]
+    augmenting = ac["jitter_px"] or ac["channel_shift"] or ac["time_scale"] or ac["drop"]
     started = time.perf_counter()
     trained_samples = 0
     for epoch in range(first_epoch, tc["epochs"]):
