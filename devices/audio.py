@@ -364,6 +364,12 @@ class MicrophoneCochleaSource:
                 f" [{error}]"
             ) from None
         self._sounddevice = sounddevice
+        try:  # a missing device, or one that cannot capture at this rate, is refused here, before the loop
+            sounddevice.check_input_settings(device=device, channels=1, dtype="float32", samplerate=sample_rate_hz)
+        except Exception as error:  # sounddevice.PortAudioError or ValueError (no such device)
+            raise ValueError(f"microphone {device if device is not None else '(default)'} cannot capture 1 channel "
+                             f"at {sample_rate_hz:g} Hz: {error} (list the devices: python3 -m sounddevice; choose "
+                             f"one with [source] device or --set source.device)") from None
         self._blocks: queue.Queue = queue.Queue(maxsize=200)
         self.cochlea = Cochlea(sample_rate_hz, config, input_gain=input_gain)
         self.cochlea.process(np.zeros(16))
@@ -383,10 +389,15 @@ class MicrophoneCochleaSource:
 
     def packets(self):
         """Yield spike packets until ``close()``; sensor time is audio time since the stream started."""
-        self._stream = self._sounddevice.InputStream(samplerate=self.sample_rate_hz, channels=1, dtype="float32",
-                                                     blocksize=self.block_frames, callback=self._callback,
-                                                     device=self._device)
-        self._stream.start()
+        try:
+            self._stream = self._sounddevice.InputStream(samplerate=self.sample_rate_hz, channels=1, dtype="float32",
+                                                         blocksize=self.block_frames, callback=self._callback,
+                                                         device=self._device)
+            self._stream.start()
+        except Exception as error:  # sounddevice.PortAudioError: busy, unplugged since the check
+            self._stream = None
+            raise OSError(f"microphone: cannot start capturing ({error}); is another program using it? "
+                          f"(list the devices: python3 -m sounddevice)") from None
         samples_done = 0
         while self._stream is not None:
             try:

@@ -369,7 +369,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     trained_samples = 0
     for epoch in range(first_epoch, tc["epochs"]):
         order = rng.permutation(n)
-        loss_sum = correct = seen = 0
+        loss_sum = correct = seen = network_spikes = 0
         epoch_start = time.perf_counter()
         for start in range(0, n, batch):
             chosen = order[start:start + batch]
@@ -377,6 +377,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
             indptr, index, count, n_steps = batch_events(samples)
             layers = model.layers()
             traces = forward(layers, indptr, index, count, n_steps)
+            network_spikes += sum(int(np.count_nonzero(t.spikes)) for t in traces)
             value, predicted, grad_s, grad_v = loss_and_grad(traces[-1], train_y[chosen], lc, n_steps,
                                                              [p.n_steps for p in samples])
             grads = backward(layers, traces, (indptr, index, count), grad_s, grad_v, surrogate, lc["slope"],
@@ -391,6 +392,11 @@ def fit(config: dict, run: TrainRun) -> Fitted:
             trained_samples += len(chosen)
             run.progress(epoch=epoch, samples=seen, loss=loss_sum / seen, accuracy=correct / seen,
                          samples_per_s=seen / (time.perf_counter() - epoch_start))
+        if not math.isfinite(loss_sum) or not all(np.isfinite(v).all() for v in model.params.values()):
+            raise ValueError(f"training diverged in epoch {epoch + 1}: non-finite loss or weights (lower [train] lr)")
+        if network_spikes == 0:
+            raise ValueError(f"training stopped in epoch {epoch + 1}: every neuron was silent for every training "
+                             f"sample (raise [network] init_gain or lower vth)")
         record = {"epoch": epoch + 1, "loss": loss_sum / seen, "accuracy": correct / seen,
                   "samples_per_s": seen / (time.perf_counter() - epoch_start)}
         if test_p:
