@@ -11,7 +11,7 @@ decision latency, and a non-spiking anchor measured in the same run.
    wall clock and by this thread's CPU time (on a shared machine the wall clock also counts the time other
    processes had the core). The cochlea alone is timed on the same blocks (what the network adds is the
    difference). Goal: >= 20x.
-2. Accuracy and decision latency of the model on all 500 official test recordings, run as a live stream
+2. Accuracy and decision latency of the model on all 250 official test recordings, run as a live stream
    would be: the clip, then silence; the count readout over the clip (the trainer's rule) and the
    command_map decision (the word ends when the cochlea has been silent for gap_us), whose time after the
    clip's last sample is the decision latency (FSDD clips are trimmed to the word, with near-minimal
