@@ -327,3 +327,10 @@ def test_channel_shift_moves_every_input_along_the_frequency_axis():
         assert rows == kept and abs(shift) <= 2
         seen.add(shift)
     assert seen == {-2, -1, 0, 1, 2}
+
+
+def test_loso_bench_names_the_speaker_whose_training_failed(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((ROOT / "launch" / "train_fsdd.toml").read_text().replace("lr = 0.002", "lr = -1"))
+    with pytest.raises(RuntimeError, match=r"leave_out:george: training failed \(exit 2\): .*\[train\] lr"):
+        load_bench().loso(bad, ["george"], 1, 1)
