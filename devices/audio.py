@@ -71,7 +71,9 @@ class CochleaConfig:
             raise ValueError(f"cochlea f_lo_hz/f_hi_hz: expected 0 < f_lo < f_hi, got {self.f_lo_hz}, {self.f_hi_hz}")
         if self.f_hi_hz >= sample_rate_hz / 2:
             raise ValueError(
-                f"cochlea f_hi_hz: expected below the Nyquist frequency {sample_rate_hz / 2:g} Hz, got {self.f_hi_hz:g}"
+                f"cochlea f_hi_hz: expected below the Nyquist frequency {sample_rate_hz / 2:g} Hz of "
+                f"{sample_rate_hz:g} Hz audio, got {self.f_hi_hz:g} (audio at {sample_rate_hz:g} Hz is refused: "
+                f"resample it to >= {2 * self.f_hi_hz:g} Hz)"
             )
         for name in ("tau_ms", "threshold", "delta", "envelope_tau_ms", "target_rms"):
             if getattr(self, name) <= 0:
@@ -256,6 +258,14 @@ def active_rms(path, sample_rate_hz: float, strict: bool = False) -> float:
     return float(np.sqrt(active.mean()))
 
 
+def check_audible(samples: np.ndarray, path) -> None:
+    """ValueError naming ``path`` when a WAV has no samples or only zeros (nothing for the cochlea to hear)."""
+    if len(samples) == 0:
+        raise ValueError(f"{path}: empty WAV (no samples)")
+    if not np.any(samples):
+        raise ValueError(f"{path}: silent WAV (all {len(samples)} samples are 0)")
+
+
 def rms_gain(samples: np.ndarray, target_rms: float) -> float:
     """Gain that brings a clip to ``target_rms``; 1.0 for a silent clip."""
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
@@ -301,6 +311,9 @@ class WavCochleaSource:
         self.sample_rate_hz = float(probe.sample_rate)
         self.block_frames = max(1, int(round(packet_ms * 1e-3 * self.sample_rate_hz)))
         rms = active_rms(path, self.sample_rate_hz, strict) if level == "active" else whole_rms(path, strict)
+        if rms == 0:
+            empty = next(iter(WavReader(path, block_frames=1, strict=strict).blocks()), None) is None
+            raise ValueError('empty WAV (no samples)' if empty else 'silent WAV (every sample is 0)')
         self.cochlea = Cochlea(self.sample_rate_hz, config, input_gain=config.target_rms / rms if rms > 0 else 1.0)
         self.speed, self.fast, self.loop = float(speed), bool(fast), bool(loop)
         self.info = cochlea_info(self.cochlea, str(path))
@@ -351,6 +364,12 @@ class MicrophoneCochleaSource:
                 f" [{error}]"
             ) from None
         self._sounddevice = sounddevice
+        try:  # a missing device, or one that cannot capture at this rate, is refused here, before the loop
+            sounddevice.check_input_settings(device=device, channels=1, dtype="float32", samplerate=sample_rate_hz)
+        except Exception as error:  # sounddevice.PortAudioError or ValueError (no such device)
+            raise ValueError(f"microphone {device if device is not None else '(default)'} cannot capture 1 channel "
+                             f"at {sample_rate_hz:g} Hz: {error} (list the devices: python3 -m sounddevice; choose "
+                             f"one with [source] device or --set source.device)") from None
         self._blocks: queue.Queue = queue.Queue(maxsize=200)
         self.cochlea = Cochlea(sample_rate_hz, config, input_gain=input_gain)
         self.cochlea.process(np.zeros(16))
@@ -370,10 +389,15 @@ class MicrophoneCochleaSource:
 
     def packets(self):
         """Yield spike packets until ``close()``; sensor time is audio time since the stream started."""
-        self._stream = self._sounddevice.InputStream(samplerate=self.sample_rate_hz, channels=1, dtype="float32",
-                                                     blocksize=self.block_frames, callback=self._callback,
-                                                     device=self._device)
-        self._stream.start()
+        try:
+            self._stream = self._sounddevice.InputStream(samplerate=self.sample_rate_hz, channels=1, dtype="float32",
+                                                         blocksize=self.block_frames, callback=self._callback,
+                                                         device=self._device)
+            self._stream.start()
+        except Exception as error:  # sounddevice.PortAudioError: busy, unplugged since the check
+            self._stream = None
+            raise OSError(f"microphone: cannot start capturing ({error}); is another program using it? "
+                          f"(list the devices: python3 -m sounddevice)") from None
         samples_done = 0
         while self._stream is not None:
             try:

@@ -134,6 +134,31 @@ def test_microphone_without_sounddevice_says_how_to_install(monkeypatch):
         MicrophoneCochleaSource()
 
 
+def test_missing_or_busy_microphone_names_the_device(monkeypatch):
+    import sys
+    import types
+
+    from devices.audio import MicrophoneCochleaSource
+
+    class PortAudioError(Exception):
+        pass
+
+    def check_input_settings(device=None, **settings):
+        if device == 7:
+            raise PortAudioError("Error querying device 7")
+
+    def busy(**settings):
+        raise PortAudioError("Device unavailable [PaErrorCode -9985]")
+
+    fake = types.SimpleNamespace(check_input_settings=check_input_settings, InputStream=busy)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    with pytest.raises(ValueError, match=r"microphone 7 cannot capture .*device 7.*python3 -m sounddevice"):
+        MicrophoneCochleaSource(device=7)
+    source = MicrophoneCochleaSource()
+    with pytest.raises(OSError, match=r"cannot start capturing \(Device unavailable.*another program"):
+        next(source.packets())
+
+
 def test_audio_command_writes_spikes_and_a_raster(data_dir, tmp_path, capsys):
     import json
 

@@ -66,6 +66,14 @@ def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, data_dir, ed
     assert only_config(tmp_path)
 
 
+def test_a_network_silent_for_a_whole_epoch_stops_naming_the_epoch(tmp_path, data_dir):
+    result = train(tmp_path, data_dir, "--set", "network.init_gain=1e-6", "--set", "network.vth=131071",
+                   "--out", str(tmp_path / "m.npz"))
+    assert result.returncode == 2, result.stderr
+    assert "epoch 1: every neuron was silent" in result.stderr.strip().splitlines()[-1]
+    assert only_config(tmp_path)
+
+
 def test_shipped_training_config_validates():
     from pipeline.app.commands.train import load_config
 

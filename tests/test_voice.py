@@ -262,3 +262,75 @@ def test_live_view_draws_the_cochlea_raster_and_class_evidence():
     assert view.neuron_names[1] == "output 1 'one' cmd" and view.neuron_names[5] == "output 5 'five'"
     assert all(" ev " in label for label in view.raster_labels(np.zeros((0, 10), bool)))
     assert view.command_names == ["left wheel", "right wheel"]
+
+
+# -- bad input ------------------------------------------------------------------------------------------------
+
+def _cli(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "pipeline.app.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300, check=False)
+
+
+@pytest.mark.parametrize("samples, rate, message", [
+    (np.zeros(0), 8000, "empty WAV"),
+    (np.zeros(4000), 8000, "silent WAV"),
+    (None, 6000, "Nyquist frequency 3000 Hz of 6000 Hz audio"),
+])
+def test_unusable_wavs_are_refused_with_one_line(tmp_path, samples, rate, message):
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    if samples is None:  # a real word at 6 kHz: below the cochlea's 3.6 kHz top channel's Nyquist rate
+        from scipy.signal import resample_poly
+        word, _ = read_wav(FSDD / "3_jackson_0.wav")
+        samples = resample_poly(word, 3, 4)
+    write_wav(folder / "3_jackson_0.wav", samples, rate)
+    result = _cli("evaluate", str(MODEL), str(folder), "--backend", "loihi", cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and "3_jackson_0.wav" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = _cli("launch", str(LAUNCH), "--headless", "--source", str(folder / "3_jackson_0.wav"),
+                  "--set", 'loop.mode="fast"', cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_wav_at_another_rate_runs_the_cochlea_at_that_rate(tmp_path):
+    """16 kHz audio: the cochlea's filters are designed at the file's rate (the same centre frequencies),
+    so the spikes match the 8 kHz original's closely (independent: scipy's resampler makes the 16 kHz file)."""
+    from scipy.signal import resample_poly
+
+    from pipeline.train.present import cochlea_spikes
+
+    word, _ = read_wav(FSDD / "3_jackson_0.wav")
+    write_wav(tmp_path / "16k.wav", resample_poly(word, 2, 1), 16000)
+    spec = Network.load(MODEL).input_spec
+    a, duration_a = cochlea_spikes(FSDD / "3_jackson_0.wav", spec)
+    b, duration_b = cochlea_spikes(tmp_path / "16k.wav", spec)
+    assert abs(duration_a - duration_b) <= 125
+    per_channel = [np.bincount(s["channel"], minlength=64) for s in (a, b)]
+    assert abs(len(a) - len(b)) < 0.1 * len(a)
+    assert np.corrcoef(*per_channel)[0, 1] > 0.95
+
+
+def test_channel_shift_moves_every_input_along_the_frequency_axis():
+    from pipeline.train.bptt import augment
+    from pipeline.train.present import Presentation
+
+    p = Presentation(np.array([0, 3, 4]), np.array([0, 10, 63, 20], np.int32), np.ones(4, np.int32))
+    aug = {"drop": 0.0, "jitter_px": 0, "channel_shift": 2, "time_scale": 0.0}
+    seen = set()
+    for seed in range(40):
+        out = augment(p, np.random.default_rng(seed), (1, 1, 64), aug, True)
+        shift = int(out.index[out.indptr[1]]) - 20  # step 1's one input, in range for any shift
+        rows = [(out.index[out.indptr[k]:out.indptr[k + 1]] - shift).tolist() for k in range(2)]
+        kept = [[i for i in row if 0 <= i + shift < 64] for row in ([0, 10, 63], [20])]
+        assert rows == kept and abs(shift) <= 2
+        seen.add(shift)
+    assert seen == {-2, -1, 0, 1, 2}
+
+
+def test_loso_bench_names_the_speaker_whose_training_failed(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((ROOT / "launch" / "train_fsdd.toml").read_text().replace("lr = 0.002", "lr = -1"))
+    with pytest.raises(RuntimeError, match=r"leave_out:george: training failed \(exit 2\): .*\[train\] lr"):
+        load_bench().loso(bad, ["george"], 1, 1)

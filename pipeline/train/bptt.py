@@ -22,8 +22,10 @@ Config sections (``spikeloop train``; every key below with its default in :data:
   labelled class and rate_false for the others), logit_scale (count_ce), membrane_scale (max_membrane_ce,
   :data:`MEMBRANE_SCALE`), surrogate ("fast_sigmoid", "arctan",
   "triangle"), slope.
-* ``[augment]`` jitter_px (random shift of every event of a sample, pixels), time_scale (sample time
-  stretched by a factor in [1 - s, 1 + s]), drop (probability an event is dropped); training only.
+* ``[augment]`` jitter_px (random shift of every event of a sample, pixels), channel_shift (random shift of
+  every input along the last axis, x: for the cochlea its frequency channels, ~0.35 ERB each, a cheap
+  vocal-tract-length perturbation), time_scale (sample time stretched by a factor in [1 - s, 1 + s]), drop
+  (probability an event is dropped); training only.
 
 The written network: populations hidden0.., output (probed v), projections fc0.. (+ rec0..; with
 ``layers``: conv0.. / pool0.. Conv2D and delayed fc0.., pipeline.train.layer_stack), with
@@ -113,6 +115,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
     },
     "augment": {
         "jitter_px": Key("int", 0, low=0, high=64, help="random shift of a sample's events (px)"),
+        "channel_shift": Key("int", 0, low=0, high=64, help="random shift of a sample's inputs along x "
+                                                             "(cochlea: frequency channels)"),
         "time_scale": Key("number", 0.0, low=0, high=0.9, help="random time stretch 1 +- this"),
         "drop": Key("number", 0.0, low=0, high=0.9, help="probability an event is dropped"),
     },
@@ -151,13 +155,17 @@ def load_set(folder: Path | LabelledSet, labels: Path | None, spec: InputSpec, s
 
 def augment(p: Presentation, rng: np.random.Generator, shape, aug: dict, binary: bool) -> Presentation:
     """A randomly shifted / stretched / thinned copy of one presentation (same number of steps): every event
-    dropped with probability ``drop``, the sample shifted by up to ``jitter_px`` pixels, its time stretched
+    dropped with probability ``drop``, the sample shifted by up to ``jitter_px`` pixels and by up to
+    ``channel_shift`` more along x, its time stretched
     by a factor in [1 - time_scale, 1 + time_scale] (pipeline.train.present.transform)."""
     keep = rng.random(p.index.size) >= aug["drop"] if aug["drop"] > 0 else np.ones(p.index.size, bool)
     dx = dy = 0
     if aug["jitter_px"] > 0:
         j = aug["jitter_px"]
         dx, dy = (int(d) for d in rng.integers(-j, j + 1, 2))
+    if aug["channel_shift"] > 0:  # along x only: for the cochlea (1, 1, channels), its frequency channels
+        j = aug["channel_shift"]
+        dx += int(rng.integers(-j, j + 1))
     scale = rng.uniform(1 - aug["time_scale"], 1 + aug["time_scale"]) if aug["time_scale"] > 0 else 1.0
     return Presentation(*transform(p.indptr, p.index, p.count, tuple(int(n) for n in shape), keep, dx, dy,
                                    float(scale), binary))
@@ -367,12 +375,12 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     steps_per_epoch = -(-n // batch)
     total_steps = steps_per_epoch * tc["epochs"]
     run.plan(tc["epochs"], n)
-    augmenting = ac["jitter_px"] or ac["time_scale"] or ac["drop"]
+    augmenting = ac["jitter_px"] or ac["channel_shift"] or ac["time_scale"] or ac["drop"]
     started = time.perf_counter()
     trained_samples = 0
     for epoch in range(first_epoch, tc["epochs"]):
         order = rng.permutation(n)
-        loss_sum = correct = seen = 0
+        loss_sum = correct = seen = network_spikes = 0
         epoch_start = time.perf_counter()
         for start in range(0, n, batch):
             chosen = order[start:start + batch]
@@ -381,6 +389,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
             layers = model.layers()
             run_forward, run_backward = passes(layers)
             traces = run_forward(layers, indptr, index, count, n_steps)
+            network_spikes += sum(int(np.count_nonzero(t.spikes)) for t in traces)
             value, predicted, grad_s, grad_v = loss_and_grad(traces[-1], train_y[chosen], lc, n_steps,
                                                              [p.n_steps for p in samples])
             grads = run_backward(layers, traces, (indptr, index, count), grad_s, grad_v, surrogate, lc["slope"],
@@ -395,6 +404,11 @@ def fit(config: dict, run: TrainRun) -> Fitted:
             trained_samples += len(chosen)
             run.progress(epoch=epoch, samples=seen, loss=loss_sum / seen, accuracy=correct / seen,
                          samples_per_s=seen / (time.perf_counter() - epoch_start))
+        if not math.isfinite(loss_sum) or not all(np.isfinite(v).all() for v in model.params.values()):
+            raise ValueError(f"training diverged in epoch {epoch + 1}: non-finite loss or weights (lower [train] lr)")
+        if network_spikes == 0:
+            raise ValueError(f"training stopped in epoch {epoch + 1}: every neuron was silent for every training "
+                             f"sample (raise [network] init_gain or lower vth)")
         record = {"epoch": epoch + 1, "loss": loss_sum / seen, "accuracy": correct / seen,
                   "samples_per_s": seen / (time.perf_counter() - epoch_start)}
         if test_p:

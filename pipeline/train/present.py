@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from devices.audio import Cochlea, CochleaConfig, rms_gain
+from devices.audio import Cochlea, CochleaConfig, check_audible, rms_gain
 from pipeline.core.events import DVS_EVENT_DTYPE
 from pipeline.snn.model import InputSpec
 from recordings.base import RecordingError
@@ -127,6 +127,7 @@ def cochlea_spikes(path: str | Path, spec: InputSpec) -> tuple[np.ndarray, int]:
     samples = np.concatenate(list(reader.blocks()) or [np.zeros(0)])
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
+    check_audible(samples, path)
     config = CochleaConfig(n_channels=spec.channels, threshold=spec.cochlea_threshold)
     cochlea = Cochlea(float(reader.sample_rate), config, input_gain=rms_gain(samples, config.target_rms))
     return cochlea.process(samples), int(round(len(samples) * 1e6 / reader.sample_rate))
