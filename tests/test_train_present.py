@@ -85,8 +85,12 @@ def reference_augment(p, rng, shape, aug, binary):
     steps = np.repeat(np.arange(p.n_steps), np.diff(p.indptr))
     index, count = p.index.astype(np.int64), p.count.astype(np.int64)
     keep = rng.random(index.size) >= aug["drop"] if aug["drop"] > 0 else np.ones(index.size, bool)
+    dx = dy = 0
     if aug["jitter_px"] > 0:
         dx, dy = rng.integers(-aug["jitter_px"], aug["jitter_px"] + 1, 2)
+    if aug["channel_shift"] > 0:
+        dx += rng.integers(-aug["channel_shift"], aug["channel_shift"] + 1)
+    if dx or dy:
         x, y = index % w + dx, (index // w) % h + dy
         keep &= (x >= 0) & (x < w) & (y >= 0) & (y < h)
         index = (index // (w * h) * h + y) * w + x
@@ -113,8 +117,10 @@ def test_augmentation_moves_drops_and_stretches_events(data_dir, binary):
         p = present_file(path, spec, shape, 2312)
         if not binary:   # counts up to 3 so that merged events add
             p = Presentation(p.indptr, p.index, (p.index % 3 + 1).astype(np.int32))
-        for aug in ({"jitter_px": 2, "drop": 0.2, "time_scale": 0.2}, {"jitter_px": 0, "drop": 0.0, "time_scale": 0.6},
-                    {"jitter_px": 5, "drop": 0.5, "time_scale": 0.0}):
+        for aug in ({"jitter_px": 2, "channel_shift": 0, "drop": 0.2, "time_scale": 0.2},
+                    {"jitter_px": 0, "channel_shift": 0, "drop": 0.0, "time_scale": 0.6},
+                    {"jitter_px": 5, "channel_shift": 0, "drop": 0.5, "time_scale": 0.0},
+                    {"jitter_px": 1, "channel_shift": 3, "drop": 0.1, "time_scale": 0.1}):
             ours = augment(p, np.random.default_rng(7), shape, aug, binary)
             ref = reference_augment(p, np.random.default_rng(7), shape, aug, binary)
             assert ours.n_steps == p.n_steps and ours.index.size > 0
