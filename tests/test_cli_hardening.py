@@ -135,8 +135,19 @@ def test_bci_hostile_dad_files_are_one_line_errors(dad_tables, tmp_path):
     assert cli("bci", "fit", data_dir_file(dad_tables, tmp_path), "--decoder", "wiener", "--out", fit).returncode == 0
     for name, (changes, needle) in cases.items():
         path = _write(tmp_path / f"{name}.mat", dad_tables, **changes)
-        one_line_error(cli("bci", "eval", path, "--decoder", "wiener", "--folds", "2"), "bci", needle)
-        one_line_error(cli("bci", "replay", path, "--model", fit), "bci", needle)
+        one_line_error(cli("bci", "eval", path, "--decoder", "wiener", "--folds", "2"), "bci eval", needle)
+        one_line_error(cli("bci", "replay", path, "--model", fit), "bci replay", needle)
+
+
+def test_bci_errors_name_the_action_once(data_dir, tmp_path):
+    """``spikeloop bci replay: [decoder] model: ...``, not "spikeloop bci: bci replay: ..." (the launch check's
+    display name used to follow the command's prefix)."""
+    missing = tmp_path / "none.npz"
+    run = cli("bci", "replay", data_dir / "bci" / "chewie_demo.mat", "--model", missing)
+    one_line_error(run, "bci replay", f"[decoder] model: file not found: {missing}")
+    assert run.stderr.count("bci replay") == 1 and run.stderr.count("spikeloop ") == 1, run.stderr
+    one_line_error(cli("bci", "eval", tmp_path / "none.mat", "--decoder", "kalman"), "bci eval", "none.mat: no such file")
+    one_line_error(cli("bci", "run", tmp_path / "none.toml"), "bci run", "none.toml: launch file not found")
 
 
 def data_dir_file(tables: dict, tmp_path: Path) -> Path:
@@ -167,10 +178,11 @@ def test_bci_replay_of_a_rates_file_matches_the_counts_file(dad_tables, tmp_path
     rates = {k: (v / 0.03 if k.startswith("Y") else v) for k, v in dad_tables.items()}
     rates_file = _write(tmp_path / "rates.mat", rates)
     assert np.array_equal(load_dad(rates_file, bin_ms=30, rates=True).counts, load_dad(counts_file).counts)
-    one_line_error(cli("bci", "replay", rates_file, "--model", tmp_path / "m.npz"), "bci", "[decoder] model: file not found")
+    one_line_error(cli("bci", "replay", rates_file, "--model", tmp_path / "m.npz"), "bci replay",
+                   "[decoder] model: file not found")
     assert cli("bci", "fit", counts_file, "--decoder", "wiener", "--bin-ms", "30", "--out", tmp_path / "m.npz").returncode == 0
     refused = cli("bci", "replay", rates_file, "--model", tmp_path / "m.npz")
-    one_line_error(refused, "bci", "these look like rates: see --rates-to-spikes")
+    one_line_error(refused, "bci replay", "these look like rates: see --rates-to-spikes")
     reports = [json.loads(cli("bci", "replay", path, "--model", tmp_path / "m.npz", "--json", *extra).stdout)
                for path, extra in ((counts_file, ["--bin-ms", "30"]), (rates_file, ["--rates-to-spikes", "30"]))]
     assert reports[0]["r2"] == reports[1]["r2"] and reports[0]["bins"] == reports[1]["bins"] == 1818

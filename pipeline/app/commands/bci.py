@@ -215,15 +215,18 @@ def run_launch(args: argparse.Namespace) -> int:
 
 
 def _guarded(func):
+    """Run a ``bci ACTION`` body; a failure is one line ``spikeloop bci ACTION: <file/key>: <what>``. Launch
+    errors of ``replay`` already start with its display name ("bci replay: "), which is not repeated."""
     def run(args: argparse.Namespace) -> int:
+        command = f"bci {args.bci_command}"
         for flag in ("out", "plot"):
             problem = getattr(args, flag, None) and check_output_path(getattr(args, flag), f"--{flag}")
             if problem:
-                return fail("bci", problem)
+                return fail(command, problem)
         try:
             return func(args)
         except (BCIInputError, RecordingError, ValueError, OSError, RuntimeError) as exc:
-            return fail("bci", str(exc))
+            return fail(command, str(exc).removeprefix(f"{command}: "))
     return run
 
 
