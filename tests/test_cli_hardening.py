@@ -225,3 +225,23 @@ def test_a_failed_convert_leaves_the_old_output_and_no_temporary(data_dir, tmp_p
     run = cli("convert", cut, out, "--strict", "--force", "--compression", "lz4")
     one_line_error(run, "convert", "at byte 494090")
     assert out.read_bytes() == b"keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["cut.aedat4", "out.aedat4"]
+
+
+# -- launch ----------------------------------------------------------------------------------------------
+
+def test_a_launch_whose_motor_port_fails_leaves_an_earlier_command_log_untouched(tmp_path):
+    """Issue 14: a [sinks.log] listed before [sinks.motors] was opened (truncating the file) before the
+    motor port failed and the launch exited 2 with "nothing was started"."""
+    text = (ROOT / "launch" / "replay.toml").read_text().replace("../recordings/samples/moving_bars.aedat4", str(SAMPLE))
+    not_a_port = tmp_path / "not-a-port"
+    not_a_port.write_text("a regular file: opens, then refuses serial settings\n")
+    log = tmp_path / "commands.csv"
+    log.write_text("yesterday's commands\n")
+    text = text.replace("[sinks.motors]", f'[sinks.log]\ntype = "command_log"\npath = "{log}"\n\n[sinks.motors]')
+    text = text.replace('port = "emulated:dynamixel"', f'port = "{not_a_port}"')
+    launch = tmp_path / "bad.toml"
+    launch.write_text(text)
+    run = cli("launch", launch, cwd=tmp_path)
+    one_line_error(run, "launch", "[sinks.motors]: dynamixel: cannot open serial port")
+    assert log.read_text() == "yesterday's commands\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "commands.csv", "not-a-port"]

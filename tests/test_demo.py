@@ -303,3 +303,26 @@ def test_the_summary_png_shows_the_path_the_collisions_and_the_numbers():
     assert np.min(np.abs(near_end - end.astype(int)).sum(axis=1)) < 60, "path end not drawn in the end colour"
     assert not np.array_equal(image, draw_summary(world, path, [crash], _summary(collisions=2)))
     assert not np.array_equal(image, draw_summary(world, path, [crash], _summary(mean_speed_mps=0.11)))
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_a_playable_video_and_says_so(tmp_path):
+    """Issue 14: SIGTERM used to leave an MP4 no player opens. Now the video is finished up to that point,
+    the exit is 130 (interrupted) and stderr says where the video is and that no summary was written."""
+    import signal
+
+    video, png = tmp_path / "v.mp4", tmp_path / "s.png"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "demo", "--headless", "--duration", "600",
+                             "--seed", str(SEEDS[0]), "--video", str(video), "--png", str(png)],
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    first = proc.stderr.readline()  # the first progress line: the world is running and frames are written
+    assert "simulated" in first, first
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, rest
+    assert f"video up to there: {video}" in rest and "no summary PNG written" in rest
+    capture = cv2.VideoCapture(str(video))
+    ok, frame = capture.read()
+    assert ok and frame.shape == (540, 960, 3) and capture.get(cv2.CAP_PROP_FRAME_COUNT) >= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]  # no temporary, no PNG

@@ -226,7 +226,7 @@ def run(args) -> int:
     except KeyboardInterrupt:
         demo.stop()
         worker.join(5.0)
-        return 130
+        outcome["interrupted"] = True
     finally:
         if frames is not None:
             frames.close()
@@ -239,6 +239,11 @@ def run(args) -> int:
         progress.done()
         if recorder is not None:
             recorder.close()
+    if outcome.get("interrupted"):
+        print(f"spikeloop demo: interrupted at {demo.world.time_s:.1f} s simulated"
+              + (f"; video up to there: {Path(video).resolve()}" if video else "")
+              + ("; no summary PNG written" if png else ""), file=sys.stderr)
+        return 130
     if "error" in outcome:
         raise outcome["error"]
     summary = outcome["result"].summary()
