@@ -216,4 +216,6 @@ def test_cli_names_what_each_format_drops_and_refuses_misuse(davis, tmp_path):
     assert not (tmp_path / "x.es").exists()
     run = cli("convert", source, tmp_path / "x.txt")
     assert run.returncode == 2 and "name it .aedat4, .h5, .hdf5, .npy or .es" in run.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]  # no temporary left behind
+    run = cli("convert", source, tmp_path / "X.AEDAT4")  # dv-processing aborts on an upper-case temporary name
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.AEDAT4", "x.npy"]  # no temporary left behind

@@ -130,7 +130,8 @@ def convert(source: str | Path, target: str | Path, strict: bool = False, compre
     ``notes`` one line naming what the output cannot hold (if anything) and what was carried."""
     target = Path(target)
     notes = notes if notes is not None else []
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
+    # dv-processing insists on a lower-case .aedat4 name (an upper-case one aborts the process).
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix.lower()}")
     try:
         with open_recording(source, strict=strict) as reader:
             width, height = sensor_size(reader)
