@@ -245,3 +245,46 @@ def test_a_launch_whose_motor_port_fails_leaves_an_earlier_command_log_untouched
     one_line_error(run, "launch", "[sinks.motors]: dynamixel: cannot open serial port")
     assert log.read_text() == "yesterday's commands\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "commands.csv", "not-a-port"]
+
+
+# -- one command line ------------------------------------------------------------------------------------
+
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                for inner, subsub in _subparsers(sub):
+                    yield f"{name} {inner}", subsub
+
+
+def test_the_same_flag_for_the_same_thing_everywhere():
+    """Issue 14: --png vs --plot, --chunk-ms vs --chunk-us. Every command taking one takes both spellings."""
+    from pipeline.app.cli import build_parser
+
+    checked = 0
+    for command in COMMANDS:
+        for name, sub in _subparsers(build_parser(command)):
+            flags = {flag for action in sub._actions for flag in action.option_strings}
+            for pair in (("--png", "--plot"), ("--chunk-ms", "--chunk-us")):
+                if flags & set(pair):
+                    assert set(pair) <= flags, f"spikeloop {name}: has {sorted(flags & set(pair))}, not both {pair}"
+                    checked += 1
+    assert checked >= 6
+
+
+@pytest.mark.parametrize("flag, value", [("--chunk-ms", "0.0001"), ("--chunk-ms", "inf"), ("--chunk-ms", "nan"),
+                                         ("--chunk-ms", "1e12"), ("--chunk-us", "0")])
+def test_replay_packet_lengths_outside_1us_to_1h_are_refused(flag, value):
+    """--chunk-ms 0.0001 rounded to a 0 µs packet (ValueError traceback), inf overflowed, 1e12 reported
+    a packet's length as the recording's sensor time."""
+    one_line_error(cli("replay", SAMPLE, "--fast", flag, value), "replay",
+                   f"{flag}: expected 1 µs to 1 h of sensor time per packet, got")
+
+
+def test_replay_chunk_us_equals_chunk_ms():
+    runs = [cli("replay", SAMPLE, "--fast", *args) for args in (["--chunk-us", "2000"], ["--chunk-ms", "2"])]
+    assert all(run.returncode == 0 for run in runs)
+    assert "26,411 events in 1,497 packets" in runs[0].stderr and "26,411 events in 1,497 packets" in runs[1].stderr

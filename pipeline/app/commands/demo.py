@@ -58,7 +58,8 @@ def register(subparsers, summary: str) -> None:
                         help="no window: run unpaced and write --video and --png instead")
     parser.add_argument("--video", default=None, help="MP4 to write (headless default: spikeloop-demo.mp4; "
                                                       "'none' to skip)")
-    parser.add_argument("--png", default=None, help="summary PNG to write (headless default: spikeloop-demo.png)")
+    parser.add_argument("--png", "--plot", dest="png", default=None,
+                        help="summary PNG to write (headless default: spikeloop-demo.png)")
     parser.add_argument("--record", default=None, help="also write the robot camera's DVS events to this .aedat4")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the results")
     parser.add_argument("--backend", choices=("loihi", "float"), default=None,
