@@ -288,3 +288,33 @@ def test_replay_chunk_us_equals_chunk_ms():
     runs = [cli("replay", SAMPLE, "--fast", *args) for args in (["--chunk-us", "2000"], ["--chunk-ms", "2"])]
     assert all(run.returncode == 0 for run in runs)
     assert "26,411 events in 1,497 packets" in runs[0].stderr and "26,411 events in 1,497 packets" in runs[1].stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--decoder", "wiener", "--history", "100000"], "history 100000 bins x 71 units x 1455 bins is a 77.0 GiB design "
+                                                     "matrix, more than 1 GiB"),
+    (["--decoder", "snn", "--neurons", "100000000"], "argument --neurons: expected an integer in [1, 4096]"),
+])
+def test_bci_sizes_that_would_allocate_gigabytes_are_refused(data_dir, args, needle):
+    """Found probing issue 14's list again: these were numpy MemoryError tracebacks (77 GiB, 53 GiB)."""
+    one_line_error(cli("bci", "eval", data_dir / "bci" / "chewie_demo.mat", *args), "bci eval", needle)
+
+
+def test_replay_start_at_infinity_is_refused():
+    one_line_error(cli("replay", SAMPLE, "--fast", "--start", "inf"), "replay", "--start: expected a time >= 0 s, got inf")
+
+
+@pytest.mark.parametrize("args, command, needle", [
+    (["view", SAMPLE, "--png", "{tmp}/v.png", "--start", "inf"], "view", "--start: expected a time >= 0 s, got inf"),
+    (["view", SAMPLE, "--png", "{tmp}/v.png", "--duration", "inf"], "view", "--duration: expected a time > 0 s, got inf"),
+    (["motor", "--protocol", "dynamixel", "--port", "emulated:dynamixel", "--ids", "1", "--velocity", "nan"], "motor",
+     "--velocity: expected finite numbers (rad/s), got [nan]"),
+    (["motor", "--protocol", "dynamixel", "--port", "emulated:dynamixel", "--ids", "1", "--velocity", "1",
+      "--duration", "nan"], "motor", "--duration must be a finite number >= 0"),
+])
+def test_non_finite_times_and_velocities_are_refused(tmp_path, args, command, needle):
+    """Found probing issue 14's list again: view --start/--duration inf were OverflowError tracebacks; motor
+    --velocity nan ran for a second sending nothing (exit 0) and --duration nan never ended."""
+    run = cli(*[str(a).replace("{tmp}", str(tmp_path)) for a in args])
+    one_line_error(run, command, needle)
+    assert list(tmp_path.iterdir()) == []

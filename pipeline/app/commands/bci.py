@@ -256,6 +256,23 @@ def _positive_ms(text: str) -> float:
     return value
 
 
+#: Largest recurrent population ``--neurons`` may ask for (its weights are neurons^2 floats per layer).
+MAX_NEURONS = 4096
+
+
+def _count(low: int, high: int):
+    """argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}")
+        return value
+    return parse
+
+
 def _decoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder", choices=DECODER_KINDS, required=True)
     p.add_argument("--history", type=int, default=None, help="bins per prediction (default: 1; ridge: 10)")
@@ -267,7 +284,8 @@ def _decoder_options(p: argparse.ArgumentParser) -> None:
                         "(fitted models always step online with the steady-state gain)")
     p.add_argument("--backend", choices=("loihi", "float"), default="loihi", help="snn: SNN backend")
     p.add_argument("--steps", type=int, default=None, help="snn: SNN steps per bin (the decoder runs 1)")
-    p.add_argument("--neurons", type=int, default=None, help="snn: neurons in the recurrent population (default 128)")
+    p.add_argument("--neurons", type=_count(1, MAX_NEURONS), default=None,
+                   help=f"snn: neurons in the recurrent population, 1..{MAX_NEURONS} (default 128)")
 
 
 def register(subparsers, summary: str) -> None:

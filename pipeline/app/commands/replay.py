@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         given = args.chunk_us if args.chunk_us is not None else args.chunk_ms
         return fail("replay", f"{flag}: expected 1 µs to 1 h of sensor time per packet, got {given:g}")
     args.chunk_us = round(chunk_us)
-    if args.start is not None and not args.start >= 0:
+    if args.start is not None and not 0 <= args.start < math.inf:
         return fail("replay", f"--start: expected a time >= 0 s, got {args.start:g}")
     return guarded("replay", lambda: replay(args))
 
