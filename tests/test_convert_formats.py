@@ -219,3 +219,12 @@ def test_cli_names_what_each_format_drops_and_refuses_misuse(davis, tmp_path):
     run = cli("convert", source, tmp_path / "X.AEDAT4")  # dv-processing aborts on an upper-case temporary name
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["X.AEDAT4", "x.npy"]  # no temporary left behind
+
+
+def test_hdf5_without_h5py_is_a_one_line_hint(davis, tmp_path, monkeypatch, capsys):
+    from pipeline.app.cli import main
+
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py -> ImportError
+    assert main(["convert", str(davis[0]), str(tmp_path / "x.h5")]) == 1
+    assert capsys.readouterr().err.strip() == "spikeloop convert: HDF5 output needs h5py: python3 -m pip install h5py"
+    assert list(tmp_path.iterdir()) == []
