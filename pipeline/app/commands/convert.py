@@ -151,13 +151,15 @@ def convert(source: str | Path, target: str | Path, strict: bool = False, compre
         dropped = [name.replace("imu", "IMU") for name in streams if name not in writer.holds]
         suffix = target.suffix.lower()
         if suffix == ".npy":
-            dropped += [f"the {width}x{height} sensor size"] + ([f"camera name {source_camera!r}"] if source_camera else [])
+            dropped.append(f"the {width}x{height} sensor size")
+            dropped += [f"camera name {source_camera!r}"] if source_camera else []
         if suffix == ".es":
             dropped += ([f"camera name {source_camera!r}"] if source_camera else [])
             if writer.t_origin_us:
                 dropped.append(f"the time origin (times start at the first event, t = {writer.t_origin_us} µs)")
             if writer.events_retimed:
-                notes.append(f"{writer.events_retimed:,} events earlier than their predecessor were written at its time")
+                notes.append(f"{writer.events_retimed:,} events earlier than their predecessor were written "
+                             f"at its time")
         if dropped:
             notes.append(f"{OUTPUTS[suffix]} cannot hold these, not written: " + ", ".join(dropped))
         if carried:
