@@ -75,22 +75,37 @@ def to_event_store(events: np.ndarray, width: int = 65535, height: int = 65535) 
 
 
 #: ``spikeloop convert --compression`` names -> dv-processing's packet compression (as DV writes files).
-COMPRESSIONS = {"lz4": dv.CompressionType.LZ4, "lz4_high": dv.CompressionType.LZ4_HIGH,
+COMPRESSIONS = {"none": dv.CompressionType.NONE, "lz4": dv.CompressionType.LZ4, "lz4_high": dv.CompressionType.LZ4_HIGH,
                 "zstd": dv.CompressionType.ZSTD, "zstd_high": dv.CompressionType.ZSTD_HIGH}
 
 
 class CompressedAedat4Writer:
-    """DVS events (DVS_EVENT_DTYPE, time-ordered, µs) to an AEDAT 4 file with LZ4 or ZSTD compressed packets,
+    """DVS events (DVS_EVENT_DTYPE, time-ordered, µs) to an AEDAT 4 file with LZ4, ZSTD or no compression,
     written by dv-processing's own ``MonoCameraWriter`` (the encoder DV uses) under ``camera`` as the
     camera name. Same interface as :class:`recordings.aedat4_writer.Aedat4Writer`: ``write``, ``close``,
-    ``events_written``, a context manager. ``path`` must end in .aedat4 (dv-processing requires it)."""
+    ``events_written``, a context manager. ``path`` must end in .aedat4 (dv-processing requires it).
 
-    def __init__(self, path: str | Path, width: int, height: int, *, camera: str, compression: str = "lz4"):
+    Optional streams, as DV names them: ``frames=(width, height)`` adds a ``frames`` stream
+    (:meth:`write_frame`), ``imu=True`` an ``imu`` stream (:meth:`write_imu`), ``triggers=True`` a
+    ``triggers`` stream (:meth:`write_triggers`); ``holds`` names the streams this writer carries.
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, *, camera: str, compression: str = "lz4",
+                 frames: tuple[int, int] | None = None, imu: bool = False, triggers: bool = False):
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}, got {compression!r}")
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
-        config = dv.io.MonoCameraWriter.EventOnlyConfig(camera, (self.width, self.height), COMPRESSIONS[compression])
+        config = dv.io.MonoCameraWriter.Config(camera, COMPRESSIONS[compression])
+        config.addEventStream((self.width, self.height))
+        if frames is not None:
+            config.addFrameStream((int(frames[0]), int(frames[1])))
+        if imu:
+            config.addImuStream()
+        if triggers:
+            config.addTriggerStream()
+        self.holds = frozenset(name for name, on in (("frames", frames is not None), ("imu", imu),
+                                                     ("triggers", triggers)) if on)
         self._writer = dv.io.MonoCameraWriter(str(self.path), config)
         self.events_written = 0
 
@@ -104,6 +119,30 @@ class CompressedAedat4Writer:
             raise ValueError(f"{self.path}: events outside the declared {self.width}x{self.height} sensor")
         self._writer.writeEvents(to_event_store(events, self.width, self.height))
         self.events_written += len(events)
+
+    def write_frame(self, frame) -> None:
+        """Append one frame (recordings.aedat4.Frame: image uint8 (H, W) or (H, W, 3), timestamp/exposure µs)."""
+        image = np.ascontiguousarray(frame.image, dtype=np.uint8)
+        self._writer.writeFrame(dv.Frame(int(frame.timestamp), int(frame.exposure_us), 0, 0, image,
+                                         dv.FrameSource.SENSOR))
+
+    def write_imu(self, samples: np.ndarray) -> None:
+        """Append IMU samples (recordings.aedat4.IMU_DTYPE, shape (n,))."""
+        packet = dv.IMUPacket()
+        columns = ("temperature", "accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z",
+                   "mag_x", "mag_y", "mag_z")
+        for row in zip(samples["timestamp"].tolist(), *(samples[c].tolist() for c in columns)):
+            packet.elements.append(dv.IMU(*row))
+        if len(samples):
+            self._writer.writeImuPacket(packet)
+
+    def write_triggers(self, triggers: np.ndarray) -> None:
+        """Append triggers (recordings.aedat4.TRIGGER_DTYPE, shape (n,))."""
+        packet = dv.TriggerPacket()
+        for t, kind in zip(triggers["timestamp"].tolist(), triggers["type"].tolist()):
+            packet.elements.append(dv.Trigger(t, dv.TriggerType(kind)))
+        if len(triggers):
+            self._writer.writeTriggerPacket(packet)
 
     def close(self) -> None:
         """Flush and finish the file (dv-processing writes its table when the writer is released)."""

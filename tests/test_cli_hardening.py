@@ -135,8 +135,19 @@ def test_bci_hostile_dad_files_are_one_line_errors(dad_tables, tmp_path):
     assert cli("bci", "fit", data_dir_file(dad_tables, tmp_path), "--decoder", "wiener", "--out", fit).returncode == 0
     for name, (changes, needle) in cases.items():
         path = _write(tmp_path / f"{name}.mat", dad_tables, **changes)
-        one_line_error(cli("bci", "eval", path, "--decoder", "wiener", "--folds", "2"), "bci", needle)
-        one_line_error(cli("bci", "replay", path, "--model", fit), "bci", needle)
+        one_line_error(cli("bci", "eval", path, "--decoder", "wiener", "--folds", "2"), "bci eval", needle)
+        one_line_error(cli("bci", "replay", path, "--model", fit), "bci replay", needle)
+
+
+def test_bci_errors_name_the_action_once(data_dir, tmp_path):
+    """``spikeloop bci replay: [decoder] model: ...``, not "spikeloop bci: bci replay: ..." (the launch check's
+    display name used to follow the command's prefix)."""
+    missing = tmp_path / "none.npz"
+    run = cli("bci", "replay", data_dir / "bci" / "chewie_demo.mat", "--model", missing)
+    one_line_error(run, "bci replay", f"[decoder] model: file not found: {missing}")
+    assert run.stderr.count("bci replay") == 1 and run.stderr.count("spikeloop ") == 1, run.stderr
+    one_line_error(cli("bci", "eval", tmp_path / "none.mat", "--decoder", "kalman"), "bci eval", "none.mat: no such file")
+    one_line_error(cli("bci", "run", tmp_path / "none.toml"), "bci run", "none.toml: launch file not found")
 
 
 def data_dir_file(tables: dict, tmp_path: Path) -> Path:
@@ -167,10 +178,11 @@ def test_bci_replay_of_a_rates_file_matches_the_counts_file(dad_tables, tmp_path
     rates = {k: (v / 0.03 if k.startswith("Y") else v) for k, v in dad_tables.items()}
     rates_file = _write(tmp_path / "rates.mat", rates)
     assert np.array_equal(load_dad(rates_file, bin_ms=30, rates=True).counts, load_dad(counts_file).counts)
-    one_line_error(cli("bci", "replay", rates_file, "--model", tmp_path / "m.npz"), "bci", "[decoder] model: file not found")
+    one_line_error(cli("bci", "replay", rates_file, "--model", tmp_path / "m.npz"), "bci replay",
+                   "[decoder] model: file not found")
     assert cli("bci", "fit", counts_file, "--decoder", "wiener", "--bin-ms", "30", "--out", tmp_path / "m.npz").returncode == 0
     refused = cli("bci", "replay", rates_file, "--model", tmp_path / "m.npz")
-    one_line_error(refused, "bci", "these look like rates: see --rates-to-spikes")
+    one_line_error(refused, "bci replay", "these look like rates: see --rates-to-spikes")
     reports = [json.loads(cli("bci", "replay", path, "--model", tmp_path / "m.npz", "--json", *extra).stdout)
                for path, extra in ((counts_file, ["--bin-ms", "30"]), (rates_file, ["--rates-to-spikes", "30"]))]
     assert reports[0]["r2"] == reports[1]["r2"] and reports[0]["bins"] == reports[1]["bins"] == 1818
@@ -213,3 +225,96 @@ def test_a_failed_convert_leaves_the_old_output_and_no_temporary(data_dir, tmp_p
     run = cli("convert", cut, out, "--strict", "--force", "--compression", "lz4")
     one_line_error(run, "convert", "at byte 494090")
     assert out.read_bytes() == b"keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["cut.aedat4", "out.aedat4"]
+
+
+# -- launch ----------------------------------------------------------------------------------------------
+
+def test_a_launch_whose_motor_port_fails_leaves_an_earlier_command_log_untouched(tmp_path):
+    """Issue 14: a [sinks.log] listed before [sinks.motors] was opened (truncating the file) before the
+    motor port failed and the launch exited 2 with "nothing was started"."""
+    text = (ROOT / "launch" / "replay.toml").read_text().replace("../recordings/samples/moving_bars.aedat4", str(SAMPLE))
+    not_a_port = tmp_path / "not-a-port"
+    not_a_port.write_text("a regular file: opens, then refuses serial settings\n")
+    log = tmp_path / "commands.csv"
+    log.write_text("yesterday's commands\n")
+    text = text.replace("[sinks.motors]", f'[sinks.log]\ntype = "command_log"\npath = "{log}"\n\n[sinks.motors]')
+    text = text.replace('port = "emulated:dynamixel"', f'port = "{not_a_port}"')
+    launch = tmp_path / "bad.toml"
+    launch.write_text(text)
+    run = cli("launch", launch, cwd=tmp_path)
+    one_line_error(run, "launch", "[sinks.motors]: dynamixel: cannot open serial port")
+    assert log.read_text() == "yesterday's commands\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "commands.csv", "not-a-port"]
+
+
+# -- one command line ------------------------------------------------------------------------------------
+
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                for inner, subsub in _subparsers(sub):
+                    yield f"{name} {inner}", subsub
+
+
+def test_the_same_flag_for_the_same_thing_everywhere():
+    """Issue 14: --png vs --plot, --chunk-ms vs --chunk-us. Every command taking one takes both spellings."""
+    from pipeline.app.cli import build_parser
+
+    checked = 0
+    for command in COMMANDS:
+        for name, sub in _subparsers(build_parser(command)):
+            flags = {flag for action in sub._actions for flag in action.option_strings}
+            for pair in (("--png", "--plot"), ("--chunk-ms", "--chunk-us")):
+                if flags & set(pair):
+                    assert set(pair) <= flags, f"spikeloop {name}: has {sorted(flags & set(pair))}, not both {pair}"
+                    checked += 1
+    assert checked >= 6
+
+
+@pytest.mark.parametrize("flag, value", [("--chunk-ms", "0.0001"), ("--chunk-ms", "inf"), ("--chunk-ms", "nan"),
+                                         ("--chunk-ms", "1e12"), ("--chunk-us", "0")])
+def test_replay_packet_lengths_outside_1us_to_1h_are_refused(flag, value):
+    """--chunk-ms 0.0001 rounded to a 0 µs packet (ValueError traceback), inf overflowed, 1e12 reported
+    a packet's length as the recording's sensor time."""
+    one_line_error(cli("replay", SAMPLE, "--fast", flag, value), "replay",
+                   f"{flag}: expected 1 µs to 1 h of sensor time per packet, got")
+
+
+def test_replay_chunk_us_equals_chunk_ms():
+    runs = [cli("replay", SAMPLE, "--fast", *args) for args in (["--chunk-us", "2000"], ["--chunk-ms", "2"])]
+    assert all(run.returncode == 0 for run in runs)
+    assert "26,411 events in 1,497 packets" in runs[0].stderr and "26,411 events in 1,497 packets" in runs[1].stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--decoder", "wiener", "--history", "100000"], "history 100000 bins x 71 units x 1455 bins is a 77.0 GiB design "
+                                                     "matrix, more than 1 GiB"),
+    (["--decoder", "snn", "--neurons", "100000000"], "argument --neurons: expected an integer in [1, 4096]"),
+])
+def test_bci_sizes_that_would_allocate_gigabytes_are_refused(data_dir, args, needle):
+    """Found probing issue 14's list again: these were numpy MemoryError tracebacks (77 GiB, 53 GiB)."""
+    one_line_error(cli("bci", "eval", data_dir / "bci" / "chewie_demo.mat", *args), "bci eval", needle)
+
+
+def test_replay_start_at_infinity_is_refused():
+    one_line_error(cli("replay", SAMPLE, "--fast", "--start", "inf"), "replay", "--start: expected a time >= 0 s, got inf")
+
+
+@pytest.mark.parametrize("args, command, needle", [
+    (["view", SAMPLE, "--png", "{tmp}/v.png", "--start", "inf"], "view", "--start: expected a time >= 0 s, got inf"),
+    (["view", SAMPLE, "--png", "{tmp}/v.png", "--duration", "inf"], "view", "--duration: expected a time > 0 s, got inf"),
+    (["motor", "--protocol", "dynamixel", "--port", "emulated:dynamixel", "--ids", "1", "--velocity", "nan"], "motor",
+     "--velocity: expected finite numbers (rad/s), got [nan]"),
+    (["motor", "--protocol", "dynamixel", "--port", "emulated:dynamixel", "--ids", "1", "--velocity", "1",
+      "--duration", "nan"], "motor", "--duration must be a finite number >= 0"),
+])
+def test_non_finite_times_and_velocities_are_refused(tmp_path, args, command, needle):
+    """Found probing issue 14's list again: view --start/--duration inf were OverflowError tracebacks; motor
+    --velocity nan ran for a second sending nothing (exit 0) and --duration nan never ended."""
+    run = cli(*[str(a).replace("{tmp}", str(tmp_path)) for a in args])
+    one_line_error(run, command, needle)
+    assert list(tmp_path.iterdir()) == []

@@ -179,14 +179,20 @@ def test_demo_command_prints_json_and_writes_video_and_summary(tmp_path, capsys)
     status = main(["demo", "--headless", "--duration", "2", "--seed", str(SEEDS[2]), "--json",
                    "--video", str(video), "--png", str(png)])
     assert status == 0
-    summary = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out)
     assert JSON_KEYS <= summary.keys()
     assert summary["sim_seconds"] == pytest.approx(2.0) and summary["steps"] == 2000
     capture = cv2.VideoCapture(str(video))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) >= 55
     ok, frame = capture.read()
     assert ok and frame.shape == (540, 960, 3)
-    assert cv2.imread(str(png)).shape == (540, 960, 3)
+    summary_image = cv2.imread(str(png))
+    assert summary_image.shape == (540, 960, 3)
+    capture.set(cv2.CAP_PROP_POS_FRAMES, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) - 1)
+    ok, last = capture.read()
+    assert ok and np.abs(summary_image.astype(int) - last.astype(int)).mean() > 20  # not the last frame
+    assert f"summary: {png}" in printed.err  # --json: where the files went is said on stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -260,3 +266,63 @@ def test_the_lockstep_ends_promptly_when_stopped_or_when_the_loop_dies():
     with pytest.raises(RuntimeError, match="decoder failed"):
         dying.run()
     assert time.monotonic() - started < 30.0 and dying.world.time_s < 1.0
+
+
+def _summary(**changes) -> dict:
+    base = {"seed": 5, "sim_seconds": 20.0, "collisions": 1, "distance_m": 3.2, "mean_speed_mps": 0.16,
+            "mean_speed_fraction": 0.8, "top_speed_mps": 0.2, "events": 40_000, "latency_p50_us": 900.0,
+            "latency_p99_us": 4000.0, "sensor_latency_p50_us": 2000.0, "sensor_latency_p99_us": 9000.0,
+            "realtime_factor": 3.1, "mode": "fast", "energy_uj_per_s": 0.7, "static_energy_uj_per_s": 29000.0,
+            "backend": "loihi", "controller": "snn", "zero_weights": False, "sync_timeouts": 0, "sink_errors": 0}
+    return {**base, **changes}
+
+
+def test_the_summary_png_shows_the_path_the_collisions_and_the_numbers():
+    """The summary is not the last dashboard frame: the whole path (coloured start -> end), a red cross at
+    each collision and the headline numbers (drawn: changing a number changes the picture)."""
+    from devices.world import World
+    from pipeline.app.demo_summary import MAP_SIDE, MAP_X, MAP_Y, draw_summary, path_colours
+
+    world = World(seed=5)
+    size = world.arena.size_m
+    path = [(0.3 * size + 0.004 * i, 0.3 * size) for i in range(300)]  # 1.2 m east, along y = 0.3 size
+    crash = (0.8 * size, 0.8 * size)
+    image = draw_summary(world, path, [crash], _summary())
+    assert image.shape == (540, 960, 3) and image.dtype == np.uint8
+
+    def at(point):
+        scale = MAP_SIDE / size
+        return MAP_Y + int(MAP_SIDE - 1 - point[1] * scale), MAP_X + int(point[0] * scale)
+
+    row, col = at(crash)
+    patch = image[row - 3:row + 4, col - 3:col + 4].reshape(-1, 3).astype(int)
+    assert np.any((patch[:, 2] > 200) & (patch[:, 0] < 60) & (patch[:, 1] < 60)), "no red cross at the collision"
+    start, end = path_colours(2)
+    row, col = at(path[-5])
+    near_end = image[row - 1:row + 2, col - 1:col + 2].reshape(-1, 3).astype(int)
+    assert np.min(np.abs(near_end - end.astype(int)).sum(axis=1)) < 60, "path end not drawn in the end colour"
+    assert not np.array_equal(image, draw_summary(world, path, [crash], _summary(collisions=2)))
+    assert not np.array_equal(image, draw_summary(world, path, [crash], _summary(mean_speed_mps=0.11)))
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_a_playable_video_and_says_so(tmp_path):
+    """Issue 14: SIGTERM used to leave an MP4 no player opens. Now the video is finished up to that point,
+    the exit is 130 (interrupted) and stderr says where the video is and that no summary was written."""
+    import signal
+
+    video, png = tmp_path / "v.mp4", tmp_path / "s.png"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.app.cli", "demo", "--headless", "--duration", "600",
+                             "--seed", str(SEEDS[0]), "--video", str(video), "--png", str(png)],
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    first = proc.stderr.readline()  # the first progress line: the world is running and frames are written
+    assert "simulated" in first, first
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, rest
+    assert f"video up to there: {video}" in rest and "no summary PNG written" in rest
+    capture = cv2.VideoCapture(str(video))
+    ok, frame = capture.read()
+    assert ok and frame.shape == (540, 960, 3) and capture.get(cv2.CAP_PROP_FRAME_COUNT) >= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]  # no temporary, no PNG

@@ -124,6 +124,11 @@ class DashboardRecorder:
             commands = np.column_stack(self._commands.last(self.plot_s * 1e6))
             return self._spikes.last(self.raster_ms * 1000), commands, events
 
+    def track(self) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """Copies of the whole path driven (points 1 cm apart) and the collision points, metres (x, y up)."""
+        with self._lock:
+            return list(self.path), list(self.collision_points)
+
     def view(self) -> "DashboardView":
         """A copy of everything :func:`draw` reads, to draw later or in another thread."""
         with self._lock:

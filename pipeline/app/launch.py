@@ -154,6 +154,8 @@ OUTPUT_KEYS: dict[str, dict[str, Key]] = {
 }
 
 SINK_TYPES = ("motors", "command_log", "zenoh", "decisions")
+#: Sinks that create or truncate a file when opened (opened after every other sink).
+FILE_SINKS = ("command_log", "decisions")
 SINK_KEYS: dict[str, dict[str, Key]] = {
     "motors": {
         "protocol": Key("str", help="motor protocol (devices.motors.PROTOCOLS)"),
@@ -1028,7 +1030,8 @@ def make_output_decode(output):
 
 
 def open_sinks(spec: LaunchSpec, command_length: int, n_outputs: int = 0, classes=(), names=None) -> list:
-    """Open every sink (motor ports last of all steps). Partly opened sinks are closed on failure.
+    """Open every sink (motor ports last of all steps; among sinks, files last). Partly opened sinks are closed
+    on failure.
     command_length: values per command (0 = not known: a command relay); n_outputs: the network's outputs
     (channels of a zenoh sink's spikes). A decisions sink names classes by ``classes`` and samples by
     ``names(index)``."""
@@ -1036,24 +1039,28 @@ def open_sinks(spec: LaunchSpec, command_length: int, n_outputs: int = 0, classe
         if kind == "motors" and command_length and len(values["ids"]) != command_length:
             raise Context(spec.path, f"sinks.{label}", spec.display).fail(
                 "ids", f"expected {command_length} motor id(s), one per command value, got {values['ids']!r}")
-    opened = []
+    # Files last: a sink that fails to open (a motor port, a zenoh session) must not leave an existing
+    # command log or decisions file truncated. ``opened`` keeps the launch file's order.
+    order = sorted(range(len(spec.sinks)), key=lambda i: spec.sinks[i][1] in FILE_SINKS)
+    opened: list = [None] * len(spec.sinks)
     try:
-        for label, kind, values, driver_opts in spec.sinks:
+        for index in order:
+            label, kind, values, driver_opts = spec.sinks[index]
             if kind == "command_log":
-                opened.append(CommandLogSink(values["path"], values["format"], name=label))
+                opened[index] = CommandLogSink(values["path"], values["format"], name=label)
                 continue
             if kind == "zenoh":
                 try:
-                    opened.append(ZenohSink(values["key"], spikes_key=values["spikes_key"],
-                                            telemetry_key=values["telemetry_key"], n_outputs=n_outputs,
-                                            config_file=values["config"] or None, block=values["block"],
-                                            wait_subscriber_s=values["wait_subscriber_s"], name=label))
+                    opened[index] = ZenohSink(values["key"], spikes_key=values["spikes_key"],
+                                              telemetry_key=values["telemetry_key"], n_outputs=n_outputs,
+                                              config_file=values["config"] or None, block=values["block"],
+                                              wait_subscriber_s=values["wait_subscriber_s"], name=label)
                 except TransportError as exc:
                     raise Context(spec.path, f"sinks.{label}", spec.display).fail("config" if values["config"]
                                                                                  else "key", str(exc)) from None
                 continue
             if kind == "decisions":
-                opened.append(DecisionLogSink(values["path"], classes, names, values["format"], name=label))
+                opened[index] = DecisionLogSink(values["path"], classes, names, values["format"], name=label)
                 continue
             options = dict(timeout_ms=values["timeout_ms"], feedback_hz=values["feedback_hz"], **driver_opts)
             if values["baud"]:
@@ -1063,13 +1070,14 @@ def open_sinks(spec: LaunchSpec, command_length: int, n_outputs: int = 0, classe
             if values["max_accel_radps2"]:
                 options["max_accel"] = values["max_accel_radps2"]
             try:
-                opened.append(MotorSink(values["protocol"], values["port"], values["ids"], name=label,
-                                        fatal_after_ms=values["fatal_after_ms"], **options))
+                opened[index] = MotorSink(values["protocol"], values["port"], values["ids"], name=label,
+                                          fatal_after_ms=values["fatal_after_ms"], **options)
             except (ValueError, OSError, RuntimeError) as exc:
                 raise _rephrase(Context(spec.path, f"sinks.{label}", spec.display), exc) from None
     except BaseException:
         for sink in opened:
-            sink.close()
+            if sink is not None:
+                sink.close()
         raise
     return opened
 

@@ -215,15 +215,18 @@ def run_launch(args: argparse.Namespace) -> int:
 
 
 def _guarded(func):
+    """Run a ``bci ACTION`` body; a failure is one line ``spikeloop bci ACTION: <file/key>: <what>``. Launch
+    errors of ``replay`` already start with its display name ("bci replay: "), which is not repeated."""
     def run(args: argparse.Namespace) -> int:
+        command = f"bci {args.bci_command}"
         for flag in ("out", "plot"):
             problem = getattr(args, flag, None) and check_output_path(getattr(args, flag), f"--{flag}")
             if problem:
-                return fail("bci", problem)
+                return fail(command, problem)
         try:
             return func(args)
         except (BCIInputError, RecordingError, ValueError, OSError, RuntimeError) as exc:
-            return fail("bci", str(exc))
+            return fail(command, str(exc).removeprefix(f"{command}: "))
     return run
 
 
@@ -253,6 +256,23 @@ def _positive_ms(text: str) -> float:
     return value
 
 
+#: Largest recurrent population ``--neurons`` may ask for (its weights are neurons^2 floats per layer).
+MAX_NEURONS = 4096
+
+
+def _count(low: int, high: int):
+    """argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}")
+        return value
+    return parse
+
+
 def _decoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder", choices=DECODER_KINDS, required=True)
     p.add_argument("--history", type=int, default=None, help="bins per prediction (default: 1; ridge: 10)")
@@ -264,7 +284,8 @@ def _decoder_options(p: argparse.ArgumentParser) -> None:
                         "(fitted models always step online with the steady-state gain)")
     p.add_argument("--backend", choices=("loihi", "float"), default="loihi", help="snn: SNN backend")
     p.add_argument("--steps", type=int, default=None, help="snn: SNN steps per bin (the decoder runs 1)")
-    p.add_argument("--neurons", type=int, default=None, help="snn: neurons in the recurrent population (default 128)")
+    p.add_argument("--neurons", type=_count(1, MAX_NEURONS), default=None,
+                   help=f"snn: neurons in the recurrent population, 1..{MAX_NEURONS} (default 128)")
 
 
 def register(subparsers, summary: str) -> None:

@@ -1,11 +1,19 @@
-"""``spikeloop convert IN OUT.aedat4 [--compression none|lz4|zstd] [--strict] [--force]``: any supported
-recording to AEDAT 4.
+"""``spikeloop convert IN OUT [--compression none|lz4|zstd] [--strict] [--force]``: any supported recording to
+AEDAT 4 (.aedat4), HDF5 (.h5/.hdf5), NumPy (.npy) or Event Stream (.es); the output's suffix picks the format.
 
-The output opens in dv-processing (``dv.io.MonoCameraRecording``) with identical events (timestamps,
-x, y, polarity) and the input's camera name (AEDAT 4 inputs). ``--compression lz4|zstd`` (and the _high
-levels) writes packets compressed as DV does, through dv-processing's writer; the default writes them
-uncompressed with spikeloop's own writer. The output appears only when complete (written beside it, then
-renamed). Only DVS events are converted; frames/IMU/triggers of an AEDAT 4 input are not copied.
+* .aedat4 opens in dv-processing (``dv.io.MonoCameraRecording``) with identical events (timestamps, x, y,
+  polarity), the input's camera name, and the frames, IMU samples and triggers of an AEDAT 4 input.
+  ``--compression lz4|zstd`` (and the _high levels) writes packets compressed as DV does, through
+  dv-processing's writer (also used, uncompressed, when frames/IMU/triggers are carried); otherwise
+  spikeloop's own writer.
+* .h5/.hdf5: the DSEC layout (``/events/{t,x,y,p}``, ``/t_offset``, ``/ms_to_idx``; recordings.hdf5_writer)
+  plus ``/frames``, ``/imu``, ``/triggers`` groups and the sensor size and camera name as attributes.
+* .npy: one structured array with tonic's field names t (µs), x, y, p (recordings.npy_writer).
+* .es: Event Stream 2.0 DVS (recordings.eventstream_writer); time starts at the first event.
+
+What the output format cannot hold (frames, IMU, triggers, sensor size, camera name, time origin) is named
+in one line on stderr. Events are streamed chunk by chunk (memory does not grow with the file); the output
+appears only when complete (written beside it, then renamed).
 """
 from __future__ import annotations
 
@@ -13,10 +21,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
-from pipeline.app.errors import check_output_path, fail, guarded
+from pipeline.app.errors import EXIT_FAILED, check_output_path, fail, guarded
 from recordings.aedat4_writer import Aedat4Writer
 from recordings.detect import open_recording
+
+#: Output suffix -> format name.
+OUTPUTS = {".aedat4": "AEDAT 4", ".h5": "HDF5", ".hdf5": "HDF5", ".npy": "NumPy .npy", ".es": "Event Stream"}
+#: AEDAT 4 stream type -> name of the non-event stream convert carries (and the reader's iterator method).
+OTHER_STREAMS = {"FRME": "frames", "IMUS": "imu", "TRIG": "triggers"}
 
 
 def sensor_size(reader) -> tuple[int, int]:
@@ -31,26 +45,126 @@ def sensor_size(reader) -> tuple[int, int]:
     return max(width, max_x + 1), max(height, max_y + 1)
 
 
-def convert(source: str | Path, target: str | Path, strict: bool = False, compression: str = "none") -> int:
-    """Write the events of ``source`` to the AEDAT 4 file ``target`` (a temporary file beside it, renamed
-    when complete; ``compression`` "none" or a recordings.dv_bridge.COMPRESSIONS name); returns the event
-    count. The camera name of an AEDAT 4 source is kept."""
+def other_streams(reader) -> dict[str, object]:
+    """Non-event streams of the input: name ("frames", "imu", "triggers") -> its StreamDescription
+    (AEDAT 4 inputs; other formats carry none that convert reads)."""
+    found = {}
+    for stream in getattr(reader, "streams", ()):
+        name = OTHER_STREAMS.get(stream.type_identifier)
+        if name and name not in found:
+            found[name] = stream
+    return found
+
+
+def open_writer(target: Path, tmp: Path, width: int, height: int, camera: str, compression: str, streams: dict):
+    """The writer for ``target``'s suffix, writing to ``tmp``; carries the ``streams`` it can hold."""
+    suffix = target.suffix.lower()
+    if suffix == ".aedat4":
+        if compression == "none" and not streams:
+            return Aedat4Writer(tmp, width, height, source=camera)
+        from recordings.dv_bridge import CompressedAedat4Writer
+
+        frames = streams.get("frames")
+        return CompressedAedat4Writer(tmp, width, height, camera=camera, compression=compression,
+                                      frames=(frames.width, frames.height) if frames else None,
+                                      imu="imu" in streams, triggers="triggers" in streams)
+    if suffix in (".h5", ".hdf5"):
+        from recordings.hdf5_writer import Hdf5Writer
+
+        return Hdf5Writer(tmp, width, height, camera=camera)
+    if suffix == ".npy":
+        from recordings.npy_writer import NpyEventWriter
+
+        return NpyEventWriter(tmp)
+    from recordings.eventstream_writer import EventStreamWriter
+
+    return EventStreamWriter(tmp, width, height)
+
+
+def _timestamp(item) -> int:
+    """Time (µs) of a Frame, or of the first element of an IMU/trigger packet."""
+    return int(item.timestamp) if hasattr(item, "timestamp") else int(item["timestamp"][0])
+
+
+class _Merge:
+    """The carried non-event streams, written in time order between event chunks (one item held per
+    stream, so memory stays bounded)."""
+
+    def __init__(self, reader, writer, names):
+        methods = {"frames": "write_frame", "imu": "write_imu", "triggers": "write_triggers"}
+        self._writes = {name: getattr(writer, methods[name]) for name in names}
+        self._iters: dict[str, Iterator] = {name: iter(getattr(reader, name)()) for name in names}
+        self._next: dict[str, object] = {}
+        self.counts = dict.fromkeys(names, 0)
+        for name in names:
+            self._pull(name)
+
+    def _pull(self, name: str) -> None:
+        for item in self._iters[name]:
+            if _timestamp_ok(item):
+                self._next[name] = item
+                return
+        self._next.pop(name, None)
+
+    def write_until(self, t_us: float) -> None:
+        """Write every held item starting at or before ``t_us``."""
+        while self._next:
+            name, item = min(self._next.items(), key=lambda pair: _timestamp(pair[1]))
+            if _timestamp(item) > t_us:
+                return
+            self._writes[name](item)
+            self.counts[name] += 1 if name == "frames" else len(item)
+            self._pull(name)
+
+
+def _timestamp_ok(item) -> bool:
+    """False for an empty IMU/trigger packet (nothing to write)."""
+    return hasattr(item, "timestamp") or len(item) > 0
+
+
+def convert(source: str | Path, target: str | Path, strict: bool = False, compression: str = "none",
+            notes: list[str] | None = None) -> int:
+    """Write the recording ``source`` to ``target`` in the format its suffix names (OUTPUTS), through a
+    temporary file beside it renamed when complete; ``compression`` ("none" or a
+    recordings.dv_bridge.COMPRESSIONS name) applies to .aedat4. Returns the event count; appends to
+    ``notes`` one line naming what the output cannot hold (if anything) and what was carried."""
     target = Path(target)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.aedat4")
+    notes = notes if notes is not None else []
+    # dv-processing insists on a lower-case .aedat4 name (an upper-case one aborts the process).
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix.lower()}")
     try:
         with open_recording(source, strict=strict) as reader:
             width, height = sensor_size(reader)
-            camera = reader.header.extra.get("camera") or f"spikeloop convert {Path(source).name}"
-            if compression == "none":
-                writer = Aedat4Writer(tmp, width, height, source=camera)
-            else:
-                from recordings.dv_bridge import CompressedAedat4Writer
-
-                writer = CompressedAedat4Writer(tmp, width, height, camera=camera, compression=compression)
+            source_camera = reader.header.extra.get("camera") or ""
+            camera = source_camera or f"spikeloop convert {Path(source).name}"
+            streams = other_streams(reader)
+            writer = open_writer(target, tmp, width, height, camera, compression, streams)
+            carried = [name for name in streams if name in writer.holds]
             with writer:
+                merge = _Merge(reader, writer, carried)
                 for chunk in reader.chunks():
+                    if len(chunk):
+                        merge.write_until(int(chunk["timestamp"][-1]))
                     writer.write(chunk)
+                merge.write_until(float("inf"))
         os.replace(tmp, target)
+        dropped = [name.replace("imu", "IMU") for name in streams if name not in writer.holds]
+        suffix = target.suffix.lower()
+        if suffix == ".npy":
+            dropped.append(f"the {width}x{height} sensor size")
+            dropped += [f"camera name {source_camera!r}"] if source_camera else []
+        if suffix == ".es":
+            dropped += ([f"camera name {source_camera!r}"] if source_camera else [])
+            if writer.t_origin_us:
+                dropped.append(f"the time origin (times start at the first event, t = {writer.t_origin_us} µs)")
+            if writer.events_retimed:
+                notes.append(f"{writer.events_retimed:,} events earlier than their predecessor were written "
+                             f"at its time")
+        if dropped:
+            notes.append(f"{OUTPUTS[suffix]} cannot hold these, not written: " + ", ".join(dropped))
+        if carried:
+            notes.append("carried " + ", ".join(f"{merge.counts[name]:,} {name.replace('imu', 'IMU samples')}"
+                                              for name in carried))
         return writer.events_written
     finally:
         if tmp.exists():
@@ -60,8 +174,10 @@ def convert(source: str | Path, target: str | Path, strict: bool = False, compre
 def run(args: argparse.Namespace) -> int:
     def body() -> int:
         target = Path(args.output)
-        if target.suffix != ".aedat4":
-            return fail("convert", f"{target}: output must end in .aedat4", "dv-processing requires it")
+        if target.suffix.lower() not in OUTPUTS:
+            return fail("convert", f"{target}: unknown output format", "name it .aedat4, .h5, .hdf5, .npy or .es")
+        if args.compression != "none" and target.suffix.lower() != ".aedat4":
+            return fail("convert", f"--compression {args.compression}: applies to .aedat4 outputs only")
         if target.exists() and not args.force:
             return fail("convert", f"{target}: exists", "use --force to overwrite")
         if Path(args.input).resolve() == target.resolve():
@@ -69,7 +185,13 @@ def run(args: argparse.Namespace) -> int:
         problem = check_output_path(target, "output")
         if problem:
             return fail("convert", problem)
-        count = convert(args.input, target, strict=args.strict, compression=args.compression)
+        notes: list[str] = []
+        try:
+            count = convert(args.input, target, strict=args.strict, compression=args.compression, notes=notes)
+        except (ValueError, RuntimeError) as exc:  # a writer refusing the data, h5py missing
+            return fail("convert", str(exc), status=EXIT_FAILED)
+        for note in notes:
+            print(f"spikeloop convert: {target}: {note}", file=sys.stderr)
         print(f"{args.input} -> {target}: {count:,} events", file=sys.stderr)
         return 0
 
@@ -78,9 +200,13 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser("convert", help=summary,
-                                   description=__doc__.splitlines()[0])
+                                   description="Convert any supported event recording to AEDAT 4 (.aedat4), HDF5 "
+                                               "(.h5/.hdf5, DSEC layout), NumPy (.npy, tonic field names) or Event "
+                                               "Stream (.es); the output's suffix picks the format. Frames, IMU and "
+                                               "triggers of an AEDAT 4 input are carried into .aedat4 and HDF5; what "
+                                               "a format cannot hold is named on stderr.")
     parser.add_argument("input", help="event recording (any supported format)")
-    parser.add_argument("output", help="AEDAT 4 file to write (.aedat4)")
+    parser.add_argument("output", help="file to write: .aedat4, .h5/.hdf5, .npy or .es")
     parser.add_argument("--strict", action="store_true", help="fail on damage instead of warning")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     parser.add_argument("--compression", choices=("none", "lz4", "lz4_high", "zstd", "zstd_high"), default="none",

@@ -3,6 +3,7 @@
   spikeloop demo                          a window (when a display exists), real time; q quits, e e-stops,
                                           c clears the e-stop, space pauses
   spikeloop demo --headless               as fast as the machine allows; writes an MP4 and a PNG summary
+                                          (path, collisions and the run's numbers; where: printed at the end)
   spikeloop demo --headless --duration 60 --seed 3 --json     one JSON object with the run's numbers
 
 The demo's parameters are launch/demo.toml (--launch FILE for another). Headless runs are the same for a
@@ -20,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.app.errors import check_output_path
+from pipeline.app.errors import check_output_path, write_atomically
 from pipeline.app.progress import ProgressLine
 
 #: Video frame period in simulated time (µs): 30 frames per simulated second.
@@ -57,7 +58,8 @@ def register(subparsers, summary: str) -> None:
                         help="no window: run unpaced and write --video and --png instead")
     parser.add_argument("--video", default=None, help="MP4 to write (headless default: spikeloop-demo.mp4; "
                                                       "'none' to skip)")
-    parser.add_argument("--png", default=None, help="summary PNG to write (headless default: spikeloop-demo.png)")
+    parser.add_argument("--png", "--plot", dest="png", default=None,
+                        help="summary PNG to write (headless default: spikeloop-demo.png)")
     parser.add_argument("--record", default=None, help="also write the robot camera's DVS events to this .aedat4")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the results")
     parser.add_argument("--backend", choices=("loihi", "float"), default=None,
@@ -225,7 +227,7 @@ def run(args) -> int:
     except KeyboardInterrupt:
         demo.stop()
         worker.join(5.0)
-        return 130
+        outcome["interrupted"] = True
     finally:
         if frames is not None:
             frames.close()
@@ -238,11 +240,16 @@ def run(args) -> int:
         progress.done()
         if recorder is not None:
             recorder.close()
+    if outcome.get("interrupted"):
+        print(f"spikeloop demo: interrupted at {demo.world.time_s:.1f} s simulated"
+              + (f"; video up to there: {Path(video).resolve()}" if video else "")
+              + ("; no summary PNG written" if png else ""), file=sys.stderr)
+        return 130
     if "error" in outcome:
         raise outcome["error"]
-    if png:
-        cv2.imwrite(png, draw_dashboard(demo, demo.world, demo.recorder.view(), int(round(demo.world.time_s * 1e6))))
     summary = outcome["result"].summary()
+    if png:
+        write_summary_png(png, demo, summary)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -256,10 +263,23 @@ def run(args) -> int:
                  f"per-op energy) + {summary['static_energy_uj_per_s']:.0f} µJ/s static (measured idle, Blouw et al. "
                  f"2019); not counted: host I/O, barrier sync, x86 cores' per-step work"
                  if summary["energy_uj_per_s"] is not None else ""))
-        for path, what in ((video, "video"), (png, "summary"), (args.record, "events")):
-            if path:
-                print(f"{what}: {Path(path).resolve()}")
+    for path, what in ((video, "video"), (png, "summary"), (args.record, "events")):
+        if path:  # with --json, stdout holds the JSON object only: say where files went on stderr
+            print(f"{what}: {Path(path).resolve()}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def write_summary_png(path: str, demo, summary: dict) -> None:
+    """The run's summary picture (pipeline.app.demo_summary) as a PNG, written atomically."""
+    import cv2
+
+    from pipeline.app.demo_summary import draw_summary
+
+    path_m, collisions = demo.recorder.track()
+    ok, data = cv2.imencode(".png", draw_summary(demo.world, path_m, collisions, summary))
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode the summary PNG")
+    write_atomically(path, lambda handle: handle.write(data.tobytes()))
 
 
 class Screen:

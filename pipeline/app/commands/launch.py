@@ -50,8 +50,8 @@ def register(subparsers, summary: str) -> None:
                         help="controller process: no window, JSON log lines on stderr (unless [controller] "
                              "log_format says text); without it, key=value lines for people and, when a display "
                              "exists, the live view window (keys: space pause, e e-stop, r record, q quit)")
-    parser.add_argument("--snapshot", "--png", dest="snapshot", metavar="PNG", help="live view: write its last frame to this PNG at the end "
-                                                          "(drawn even without a display)")
+    parser.add_argument("--snapshot", "--png", "--plot", dest="snapshot", metavar="PNG",
+                        help="live view: write its last frame to this PNG at the end (drawn even without a display)")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of sensor time")
     parser.add_argument("--json", action="store_true", help="print the final report as one JSON object on stdout "
                                                             "(with --check: the validated graph)")

@@ -8,6 +8,7 @@ zero velocity and torque off.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import time
@@ -99,8 +100,12 @@ def run(args) -> int:
         print(f"spikeloop motor: --velocity has {len(args.velocity)} values for {len(args.ids)} ids "
               f"({args.ids})", file=sys.stderr)
         return 2
-    if args.duration < 0 or args.rate <= 0:
-        print("spikeloop motor: --duration must be >= 0 and --rate > 0", file=sys.stderr)
+    if not all(math.isfinite(v) for v in args.velocity):
+        print(f"spikeloop motor: --velocity: expected finite numbers (rad/s), got {args.velocity}", file=sys.stderr)
+        return 2
+    if not (0 <= args.duration < math.inf and 0 < args.rate < math.inf):
+        print("spikeloop motor: --duration must be a finite number >= 0 and --rate a finite number > 0",
+              file=sys.stderr)
         return 2
     try:
         controller = open_motors(args.protocol, args.port, args.ids, baud=args.baud,

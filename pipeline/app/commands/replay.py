@@ -1,4 +1,4 @@
-"""``spikeloop replay FILE [--speed X | --fast] [--loop] [--start S] [--chunk-ms MS] [--strict]``.
+"""``spikeloop replay FILE [--speed X | --fast] [--loop] [--start S] [--chunk-ms MS | --chunk-us US] [--strict]``.
 
 Streams a recording through :class:`recordings.replay.ReplaySource` (the pipeline's source interface),
 paced in real time, ×X, or as fast as possible, with a live progress line on stderr (events/s, sensor
@@ -7,6 +7,7 @@ position, real-time factor) and a summary (events, packets, durations, packet re
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -16,6 +17,8 @@ from devices.transport.zenoh_link import publisher_for
 from pipeline.app.errors import EXIT_INTERRUPTED, fail, guarded
 from recordings.replay import ReplaySource
 
+#: Longest packet --chunk-ms/--chunk-us may ask for (µs): an hour of sensor time.
+MAX_CHUNK_US = 3_600_000_000
 #: Seconds between progress updates (terminal) / progress lines (pipe or file).
 PROGRESS_TTY_S = 0.1
 PROGRESS_PIPE_S = 1.0
@@ -40,7 +43,7 @@ def _progress(events: int, position_s: float, wall_s: float, rate: float) -> str
 def replay(args: argparse.Namespace) -> int:
     start_us = None if args.start is None else round(args.start * 1e6)
     source = ReplaySource(args.file, speed=args.speed, fast=args.fast, loop=args.loop, start_us=start_us,
-                          chunk_us=round(args.chunk_ms * 1000), strict=args.strict)
+                          chunk_us=args.chunk_us, strict=args.strict)
     publisher = args.publish and publisher_for(args.publish, source.info, block=True, wait_s=None, waiting=lambda key:
                                                print(f"waiting for a subscriber on {key}", file=sys.stderr))
     tty = sys.stderr.isatty()
@@ -103,9 +106,13 @@ def replay(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if not args.speed > 0:
         return fail("replay", f"--speed: expected a number > 0, got {args.speed:g}")
-    if not args.chunk_ms > 0:
-        return fail("replay", f"--chunk-ms: expected a number > 0, got {args.chunk_ms:g}")
-    if args.start is not None and not args.start >= 0:
+    flag, chunk_us = ("--chunk-us", args.chunk_us) if args.chunk_us is not None else (
+        "--chunk-ms", args.chunk_ms * 1000 if args.chunk_ms is not None else 1000)
+    if not (math.isfinite(chunk_us) and 1 <= round(chunk_us) <= MAX_CHUNK_US):
+        given = args.chunk_us if args.chunk_us is not None else args.chunk_ms
+        return fail("replay", f"{flag}: expected 1 µs to 1 h of sensor time per packet, got {given:g}")
+    args.chunk_us = round(chunk_us)
+    if args.start is not None and not 0 <= args.start < math.inf:
         return fail("replay", f"--start: expected a time >= 0 s, got {args.start:g}")
     return guarded("replay", lambda: replay(args))
 
@@ -120,7 +127,9 @@ def register(subparsers, summary: str) -> None:
     parser.add_argument("--loop", action="store_true", help="start again at the end (Ctrl-C stops)")
     parser.add_argument("--start", type=float, default=None, metavar="S",
                         help="start S seconds after the first event")
-    parser.add_argument("--chunk-ms", type=float, default=1.0, help="sensor time per packet in ms (default 1)")
+    chunk = parser.add_mutually_exclusive_group()
+    chunk.add_argument("--chunk-ms", type=float, default=None, help="sensor time per packet in ms (default 1)")
+    chunk.add_argument("--chunk-us", type=int, default=None, help="sensor time per packet in µs (as bci replay's)")
     parser.add_argument("--strict", action="store_true", help="fail on damage instead of warning")
     parser.add_argument("--publish", metavar="zenoh:KEY", help="also publish the packets on a Zenoh key")
     parser.set_defaults(func=run)

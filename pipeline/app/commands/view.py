@@ -9,6 +9,7 @@ last frame). --start/--duration select a span of sensor time.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections import deque
 
@@ -59,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
                              ("--fps", args.fps, 0)):
         if not (value > low and value < 1e6):
             return fail("view", f"{flag}: expected a number > 0, got {value:g}")
-    if args.start is not None and not args.start >= 0:
+    if args.start is not None and not 0 <= args.start < math.inf:
         return fail("view", f"--start: expected a time >= 0 s, got {args.start:g}")
-    if args.duration is not None and not args.duration > 0:
+    if args.duration is not None and not 0 < args.duration < math.inf:
         return fail("view", f"--duration: expected a time > 0 s, got {args.duration:g}")
     for flag, path in (("--mp4", args.mp4), ("--png", args.png)):
         problem = path and check_output_path(path, flag)

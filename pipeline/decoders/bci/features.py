@@ -15,6 +15,10 @@ class BCIInputError(ValueError):
     """Binned data or kinematics that a decoder cannot use (shape, NaN, unit count)."""
 
 
+#: Largest design matrix (values, float64) a history may ask for: 2^27 values = 1 GiB.
+MAX_DESIGN_VALUES = 1 << 27
+
+
 def check_counts(counts, n_units: int | None = None, what: str = "neural data") -> np.ndarray:
     """``counts`` as a float64 (T, n_units) array; raises BCIInputError naming ``what`` otherwise."""
     arr = np.asarray(counts)
@@ -102,6 +106,9 @@ def lagged(z: np.ndarray, history: int, lag: int, segments=None) -> np.ndarray:
     segment sees another one's data and nothing from the future is used.
     """
     T, n = z.shape
+    if T * history * n > MAX_DESIGN_VALUES:
+        raise BCIInputError(f"history {history} bins x {n} units x {T} bins is a {T * history * n * 8 / 2**30:.1f} GiB "
+                            f"design matrix, more than {MAX_DESIGN_VALUES * 8 / 2**30:g} GiB (use a shorter history)")
     out = np.zeros((T, history * n), dtype=np.float64)
     for start, stop in check_segments(segments, T):
         for k in range(history):
