@@ -38,7 +38,7 @@ class RSNNConfig:
     networks averaged (see :func:`fit_decoder`)."""
 
     neurons: int = 128
-    taps: int = 10
+    taps: int = 15
     tau_syn_ms: float = 50.0
     tau_mem_ms: float = 100.0
     epochs: int = 40
