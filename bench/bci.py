@@ -3,7 +3,7 @@
 Measured in the same run, one bin at a time through the online API (``decoder.step(counts)``):
 steady-state Kalman (the real-time fast path; goal p99 <= 50 µs), the full Kalman filter (covariance
 recursion per bin), Wiener (current bin), ridge Wiener over 10 bins, the spiking decoder (recurrent
-population of 128 LIF neurons, one SNN step per bin, readout filter of 10 bins; loihi and float backends;
+population of 128 LIF neurons, one SNN step per bin, readout filter of 15 bins; loihi and float backends;
 trained for 10 epochs here: the time per bin depends on the sizes and the spike rate, not on the fit),
 and Neural_Decoding's KalmanFilterRegression.predict per bin (when installed).
 

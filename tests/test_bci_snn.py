@@ -3,6 +3,7 @@ loihi forward in the loop) on real chewie bins: the runtime reproduces the train
 loihi backends agree, the readout is the documented filter of spikes and membranes, save/load, errors."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -95,3 +96,31 @@ def test_errors(fitted):
         fitted.step(np.zeros(3))
     with pytest.raises(ValueError, match="trainer"):
         SNNDecoder().fit(np.ones((10, 3)), np.ones((10, 2)))
+
+
+def test_ensemble_is_the_mean_of_its_members(chewie):
+    """ensemble=2 runs as one block-diagonal population: its output equals the mean of the two members'
+    own trainer forwards (seeds 0 and 1, each with its readout), bin for bin."""
+    tr, te = chewie
+    pair = dataclasses.replace(SMALL, ensemble=2)
+    dec = SNNDecoder(trainer=functools.partial(fit_decoder, config=pair), bin_us=tr.bin_us).fit(tr.counts,
+                                                                                               tr.kinematics)
+    assert dec.trained.w_rec.shape == (64, 64) and not dec.trained.w_rec[:32, 32:].any()
+    y_mean, y_std = tr.kinematics.mean(0), tr.kinematics.std(0)
+    members = []
+    for seed in (0, 1):
+        stack, R, bias, _ = train(tr.counts, (tr.kinematics - y_mean) / y_std, [(0, len(tr))],
+                                  dataclasses.replace(SMALL, seed=seed), tr.bin_us / 1000)
+        _, _, F = run(stack, te.counts[None, :150])
+        members.append((F[0] @ R + bias) * y_std + y_mean)
+    np.testing.assert_allclose(dec.predict(te.counts[:150]), np.mean(members, axis=0), atol=1e-9)
+
+
+def test_validation_split_is_the_end_of_the_last_segment():
+    from pipeline.train.bci import split_validation
+    config = RSNNConfig(validation=0.2, chunk=60, burn_in=10)
+    learn, check = split_validation([(0, 400), (400, 1000)], config)
+    assert learn == [(0, 400), (400, 800)] and check == (740, 800, 1000)
+    # too little left to learn from in the last segment: no split
+    assert split_validation([(0, 900), (900, 1000)], config) == ([(0, 900), (900, 1000)], None)
+    assert split_validation([(0, 1000)], RSNNConfig(validation=0.0))[1] is None

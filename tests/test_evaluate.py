@@ -122,6 +122,17 @@ def test_max_membrane_first_spike_and_assignment_readouts():
     np.testing.assert_allclose(vote.evidence(), [1.0, 2.0])
     assert vote.finish(2000)[1].index == 1
 
+    # "vote": each neuron's spikes shared by its row; neuron 0 is mostly "x", neuron 1 all "y"
+    soft = ClassifierDecoder(2, classes=("x", "y"), kind="vote", votes=[[0.75, 0.25], [0.0, 1.0]], margin=1)
+    soft.update(np.array([1, 0], np.uint8), 1000)
+    assert soft.early is None                                   # evidence 0.75 vs 0.25: margin not reached
+    soft.update(np.array([1, 0], np.uint8), 2000)
+    np.testing.assert_allclose(soft.evidence(), [1.5, 0.5])
+    early, end = soft.finish(2000)
+    assert (early.index, early.latency_ms, end.index) == (0, 2.0, 0)
+    with pytest.raises(ValueError, match="votes"):
+        ClassifierDecoder(2, kind="vote", votes=[[0.5, -1.0], [1.0, 0.0]])
+
 
 # -- the engine on hand-built networks --------------------------------------------------------------------
 

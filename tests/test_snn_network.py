@@ -229,6 +229,11 @@ def test_classifier_input_spec_and_readout_travel_with_the_network(tmp_path):
     assert back.input_spec == net.input_spec
     assert back.readout.kind == "assignment" and back.readout.classes == ("a", "b")
     assert back.readout.assignment.tolist() == [0, 1, -1]
+    voting = replace(net, readout=Readout("vote", classes=("a", "b"), votes=[[0.5, 0.5], [1, 0], [0, 0]]))
+    voting.save(tmp_path / "v.npz")
+    assert Network.load(tmp_path / "v.npz").readout.votes.tolist() == [[0.5, 0.5], [1, 0], [0, 0]]
+    with pytest.raises(ValueError, match="'votes' has 2 rows"):
+        replace(net, readout=Readout("vote", classes=("a", "b"), votes=[[1, 0], [0, 1]])).save(tmp_path / "x.npz")
     plain = replace(net, input_spec=None, readout=None)
     plain.save(tmp_path / "p.npz")
     assert Network.load(tmp_path / "p.npz").readout is None

@@ -92,6 +92,11 @@ def test_assignment_and_vote_known_answers():
     assert assignment.tolist() == [0, 1, 0, -1]          # neuron 3 never spiked
     # class 0 neurons {0, 2}: means 3.0/2.0/0/0.5; class 1 neuron {1}: 0/1/3/2; class 2: no neurons
     assert S.predict(counts, assignment, 3).tolist() == [0, 0, 1, 1]
+    # the vote readout: per neuron its class means (0: 4.5/0.5, 1: 0.5/2.5, 2: 0.5/0, 3: none), normalised
+    votes = S.class_votes(counts, labels, 3)
+    np.testing.assert_allclose(votes, [[0.9, 0.1, 0], [1 / 6, 5 / 6, 0], [1, 0, 0], [0, 0, 0]])
+    # sample 3 [1, 2, 0, 0]: class 0 gets 0.9 + 2/6, class 1 gets 0.1 + 10/6
+    assert S.predict_votes(counts, votes).tolist() == [0, 0, 1, 1]
 
 
 # ------------------------------------------------------------------------------------- learning on real data
@@ -122,26 +127,33 @@ def test_stdp_strengthens_inputs_active_before_post_spikes(nmnist):
     assert result.history[0]["spikes_per_sample"] > 0
 
 
-def test_assignment_readout_round_trips(nmnist, tmp_path):
+@pytest.mark.parametrize("readout", ["assignment", "vote"])
+def test_readout_round_trips(nmnist, tmp_path, readout):
     train, test = nmnist
     config = S.StdpConfig(n_neurons=20, epochs=1, weight_exp=-3, vth=300, refractory=0, theta_increment=300,
-                          rule="2^-1*y0*(x1 - 8)", deploy_vth=20000, deploy_dv=0)
+                          rule="2^-1*y0*(x1 - 8)", deploy_vth=20000, deploy_dv=0, readout=readout)
     subset = train.subset(range(40))
     result = S.train(config, S.present_all(subset.paths, config), subset.labels, subset.classes)
     network = result.network
-    assert network.readout.kind == "assignment" and network.readout.classes == tuple(str(d) for d in range(10))
+    assert network.readout.kind == readout and network.readout.classes == tuple(str(d) for d in range(10))
     kept = result.metrics["neurons"]
     assert kept + result.metrics["neurons_dropped_unlearned"] == 20 and 0 < kept == network.n_outputs
-    assert network.input_spec == config.input_spec() and network.readout.assignment.shape == (kept,)
+    table = network.readout.assignment if readout == "assignment" else network.readout.votes
+    assert network.input_spec == config.input_spec() and len(table) == kept
     assert all(p.learning is None for p in network.projections)
     network.save(tmp_path / "stdp.npz")
     loaded = Network.load(tmp_path / "stdp.npz")
-    assert np.array_equal(loaded.readout.assignment, network.readout.assignment)
+    loaded_table = loaded.readout.assignment if readout == "assignment" else loaded.readout.votes
+    assert np.array_equal(loaded_table, table)
     assert loaded.input_spec == network.input_spec
     assert np.array_equal(loaded.projection(S.FEEDFORWARD).weights, network.projection(S.FEEDFORWARD).weights)
     paths, labels = test.paths[:10], test.labels[:10]
     counts = S.responses(loaded, S.present_all(paths, config))
-    expected = np.mean(S.predict(counts, network.readout.assignment, 10) == np.asarray(labels))
+    if readout == "assignment":
+        expected = np.mean(S.predict(counts, network.readout.assignment, 10) == np.asarray(labels))
+    else:                                   # an independent reading: each neuron's count times its votes
+        expected = np.mean([np.argmax(sum(c[i] * network.readout.votes[i] for i in range(kept))) == y
+                            for c, y in zip(counts, labels)])
     assert S.evaluate(loaded, paths, labels) == expected
     png = S.receptive_fields_png(loaded, tmp_path / "fields.png")
     import cv2
@@ -166,7 +178,7 @@ def test_spikeloop_train_stdp_small_run_and_errors(tmp_path):
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)
     assert 0 <= metrics["train_accuracy"] <= 1 and Path(metrics["fields_png"]).is_file()
-    assert Network.load(out).readout.kind == "assignment"
+    assert Network.load(out).readout.kind == "vote"
     bad = _train_cli(tmp_path, str(config), "--set", "stdp.rule=\"x1*y1\"", "--out", str(tmp_path / "b.npz"))
     assert bad.returncode == 2 and "no dependency" in bad.stderr and not (tmp_path / "b.npz").exists()
     silent = _train_cli(tmp_path, str(config), *small, "--set", "network.vth=131071", "--set",

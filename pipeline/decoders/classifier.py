@@ -7,15 +7,17 @@ Evidence per class accumulates from the sample's first step, by readout kind (th
 * ``"count"``: spikes of the class's output neuron so far;
 * ``"assignment"``: mean spike count over the output neurons assigned to the class (Diehl & Cook 2015;
   a class without neurons never leads);
+* ``"vote"``: every output neuron's spikes so far shared among the classes by its row of ``votes``
+  (n_outputs, n_classes), summed per class (a probabilistic assignment);
 * ``"max_membrane"``: the highest membrane voltage the class's neuron reached so far (membrane units);
 * ``"first_spike"``: the step of the class's first spike (earlier wins).
 
 The early decision is taken at the first step where the leading class's evidence exceeds the runner-up's by
-at least ``margin`` and reaches ``min_evidence`` (spikes for count/assignment, membrane units for
+at least ``margin`` and reaches ``min_evidence`` (spikes for count/assignment/vote, membrane units for
 max_membrane); for ``"first_spike"`` it is the first step in which an output neuron spikes. A sample that
 never reaches it is decided at its end, by the end rule. The end decision follows the readout: count (most
 spikes; ties by the higher membrane maximum when membrane voltages are given, then the lower class index),
-assignment and max_membrane (highest evidence, ties to the lower index), first_spike (earliest spike, ties
+assignment, vote and max_membrane (highest evidence, ties to the lower index), first_spike (earliest spike, ties
 by membrane maximum then index; no spike at all: the highest membrane maximum).
 
 Confidence in [0, 1]: the leading class's share of the evidence (count, assignment), of the evidence above
@@ -34,7 +36,7 @@ import numpy as np
 from pipeline.core.checks import check_number
 from pipeline.decoders.window import check_spikes
 
-KINDS = ("count", "max_membrane", "first_spike", "assignment")
+KINDS = ("count", "max_membrane", "first_spike", "assignment", "vote")
 UNDECIDED = -1
 
 
@@ -56,7 +58,7 @@ class ClassifierDecoder:
 
     n_outputs: output neurons. classes: class names in index order (default "0".."n-1" with one neuron per
     class). kind: readout kind (see the module docstring). assignment: (n_outputs,) class index per neuron
-    (-1 = none), kind "assignment" only. margin: evidence the leader needs over the runner-up for the early
+    (-1 = none), kind "assignment" only. votes: (n_outputs, n_classes) float >= 0, kind "vote" only. margin: evidence the leader needs over the runner-up for the early
     decision (>= 0; spikes, or membrane units). min_evidence: evidence the leader needs at least (>= 0).
 
     Use: ``start(t0_us)`` at the sample's first event, ``update(spikes, t_us, v)`` once per step (returns the
@@ -66,7 +68,7 @@ class ClassifierDecoder:
     name = "classifier"
 
     def __init__(self, n_outputs: int, classes=None, kind: str = "count", assignment=None,
-                 margin: float = 3.0, min_evidence: float = 1.0):
+                 margin: float = 3.0, min_evidence: float = 1.0, votes=None):
         if kind not in KINDS:
             raise ValueError(f"{self.name}: parameter 'kind' must be one of {KINDS}, got {kind!r}")
         self.n_outputs = int(n_outputs)
@@ -79,6 +81,16 @@ class ClassifierDecoder:
                 raise ValueError(f"{self.name}: parameter 'assignment' must have {self.n_outputs} entries, "
                                  f"got shape {self.assignment.shape}")
             n_classes = len(classes) if classes is not None else int(self.assignment.max()) + 1
+        elif kind == "vote":
+            if votes is None:
+                raise ValueError(f"{self.name}: parameter 'votes' is required with kind 'vote'")
+            self.assignment = None
+            self.votes = np.asarray(votes, dtype=np.float64)
+            if self.votes.ndim != 2 or self.votes.shape[0] != self.n_outputs or not np.all(np.isfinite(self.votes)) \
+                    or self.votes.min(initial=0.0) < 0:
+                raise ValueError(f"{self.name}: parameter 'votes' must be a finite ({self.n_outputs}, n_classes) "
+                                 f"array >= 0, got shape {self.votes.shape}")
+            n_classes = self.votes.shape[1]
         else:
             self.assignment = None
             n_classes = self.n_outputs
@@ -153,6 +165,8 @@ class ClassifierDecoder:
             sums = np.bincount(self._voter_class, weights=self.counts[self._voters], minlength=self.n_classes)
             with np.errstate(invalid="ignore", divide="ignore"):
                 return np.where(self._class_size > 0, sums / np.maximum(self._class_size, 1), -np.inf)
+        if self.kind == "vote":
+            return self.counts @ self.votes
         if self.kind == "max_membrane":
             return self.v_max.copy()
         return np.where(self.first_step < np.iinfo(np.int64).max, -self.first_step.astype(np.float64), -np.inf)

@@ -22,7 +22,7 @@ import numpy as np
 SENSORS = ("dvs", "cochlea")
 ENCODINGS = ("spikes", "counts", "frame")
 POLARITIES = ("split", "merge")
-READOUTS = ("count", "max_membrane", "first_spike", "assignment")
+READOUTS = ("count", "max_membrane", "first_spike", "assignment", "vote")
 #: Longest presentation a file may ask for: one hour of 1 ms steps bounds what a model file can make us allocate.
 MAX_STEPS = 3_600_000
 
@@ -130,13 +130,16 @@ class Readout:
     ``kind``: "count" (most spikes wins; ties by the higher membrane maximum, then the lower index),
     "max_membrane" (highest membrane voltage reached), "first_spike" (earliest spike; time-to-first-spike
     coding) or "assignment" (each output neuron votes for ``assignment[i]``; the class with the highest
-    mean count over its neurons wins, Diehl & Cook 2015). ``classes``: class names in class-index order.
-    ``assignment``: (n_outputs,) int class index per output neuron (-1 = no vote), "assignment" only.
+    mean count over its neurons wins, Diehl & Cook 2015) or "vote" (each output neuron's count is shared
+    among the classes by ``votes[i]``; the class with the largest sum wins: a probabilistic assignment).
+    ``classes``: class names in class-index order. ``assignment``: (n_outputs,) int class index per output
+    neuron (-1 = no vote), "assignment" only. ``votes``: (n_outputs, n_classes) float >= 0, "vote" only.
     """
 
     kind: str = "count"
     classes: tuple[str, ...] = ()
     assignment: np.ndarray | None = None
+    votes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         owner = "readout"
@@ -154,12 +157,26 @@ class Readout:
                                  f"-1..{len(self.classes) - 1}")
             assignment.setflags(write=False)
             object.__setattr__(self, "assignment", assignment)
+        if (self.kind == "vote") != (self.votes is not None):
+            raise ValueError(f"{owner}: parameter 'votes' is required with kind 'vote' and only then")
+        if self.votes is not None:
+            votes = np.array(self.votes, dtype=np.float64)
+            if votes.ndim != 2 or votes.shape[0] == 0 or votes.shape[1] != len(self.classes) \
+                    or not np.all(np.isfinite(votes)) or votes.min() < 0:
+                raise ValueError(f"{owner}: parameter 'votes' must be a finite (n_outputs, {len(self.classes)}) "
+                                 f"array >= 0, got shape {votes.shape}")
+            votes.setflags(write=False)
+            object.__setattr__(self, "votes", votes)
 
     def check_outputs(self, n_outputs: int) -> None:
         """ValueError unless this readout fits an output population of ``n_outputs`` neurons."""
         if self.kind == "assignment":
             if self.assignment.size != n_outputs:
                 raise ValueError(f"readout: 'assignment' has {self.assignment.size} entries, "
+                                 f"the output population {n_outputs} neurons")
+        elif self.kind == "vote":
+            if self.votes.shape[0] != n_outputs:
+                raise ValueError(f"readout: 'votes' has {self.votes.shape[0]} rows, "
                                  f"the output population {n_outputs} neurons")
         elif len(self.classes) != n_outputs:
             raise ValueError(f"readout: {len(self.classes)} classes but the output population has {n_outputs} "
@@ -169,6 +186,8 @@ class Readout:
         arrays = {"readout_kind": np.array(self.kind), "readout_classes": np.array(self.classes, dtype=str)}
         if self.assignment is not None:
             arrays["readout_assignment"] = np.asarray(self.assignment, dtype=np.int64)
+        if self.votes is not None:
+            arrays["readout_votes"] = np.asarray(self.votes, dtype=np.float64)
         return arrays
 
     @classmethod
@@ -180,4 +199,4 @@ class Readout:
         if classes.ndim != 1:
             raise ValueError(f"key 'readout_classes' must be 1-D, got shape {classes.shape}")
         return cls(kind=str(arrays["readout_kind"]), classes=tuple(str(c) for c in classes),
-                   assignment=arrays.get("readout_assignment"))
+                   assignment=arrays.get("readout_assignment"), votes=arrays.get("readout_votes"))

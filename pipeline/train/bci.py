@@ -15,6 +15,7 @@ through the deployed (quantized) network.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -30,10 +31,14 @@ from pipeline.train.lif_stack import LifStack, backward, forward, loihi_decays, 
 class RSNNConfig:
     """neurons: population size; taps: readout filter length (bins); tau_syn_ms, tau_mem_ms: time
     constants (ms); epochs, batch, chunk (bins per training sequence), burn_in (bins of a chunk not
-    scored), lr (Adam), ridge (readout refit penalty, z-scored targets), mode "loihi" (QAT) or "float"."""
+    scored), lr (Adam), ridge (readout refit penalty, z-scored targets), mode "loihi" (QAT) or "float";
+    validation: fraction of the training bins held out at the end of the last training segment (causal,
+    contiguous; 0 = none): after every epoch the network is scored there (mean squared error of the
+    z-scored targets through the current readout) and the weights of the best epoch are kept; ensemble:
+    networks averaged (see :func:`fit_decoder`)."""
 
     neurons: int = 128
-    taps: int = 10
+    taps: int = 15
     tau_syn_ms: float = 50.0
     tau_mem_ms: float = 100.0
     epochs: int = 40
@@ -46,6 +51,8 @@ class RSNNConfig:
     max_weight: float = 2.0
     mode: str = "loihi"
     seed: int = 0
+    validation: float = 0.0
+    ensemble: int = 1
 
 
 def features(spikes: np.ndarray, vpost: np.ndarray, taps: int) -> np.ndarray:
@@ -102,23 +109,49 @@ def ridge_readout(F: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarra
     return R, ym - fm @ R
 
 
+def split_validation(segments, config: RSNNConfig):
+    """(segments to learn from, validation (context_start, start, stop) or None): the last
+    ``config.validation`` of all training bins, cut from the end of the last segment (contiguous; the
+    validation run starts up to one chunk earlier so that its state has warmed up). No split when it would
+    leave the last segment shorter than one chunk or hold out fewer than 2 * burn_in bins."""
+    segments = list(segments)
+    total = sum(b - a for a, b in segments)
+    held = int(round(config.validation * total))
+    a, b = segments[-1]
+    if held < 2 * config.burn_in or b - held - a < config.chunk:
+        return segments, None
+    start = b - held
+    return segments[:-1] + [(a, start)], (max(a, start - config.chunk), start, b)
+
+
+def validation_loss(stack: LifStack, counts: np.ndarray, y: np.ndarray, check, R: np.ndarray,
+                    bias: np.ndarray) -> float:
+    """Mean squared error of the z-scored targets y over bins [start, stop) of ``check`` = (context_start,
+    start, stop), the network run from context_start, through the readout R (p, d), bias (d,)."""
+    c, start, stop = check
+    _, _, F = run(stack, counts[None, c:stop])
+    return float(((F[0, start - c:] @ R + bias - y[start:stop]) ** 2).mean())
+
+
 def train(counts: np.ndarray, y: np.ndarray, segments, config: RSNNConfig, bin_ms: float, progress=None):
     """Train on counts (T, n_units) (raw counts: graded spikes) and targets y (T, d) (z-scored) over
     ``segments`` ([start, stop) bin ranges, each a continuous recording). Returns (stack, readout (p, d),
     bias (d,), history: list of per-epoch mean losses)."""
     rng = np.random.default_rng(config.seed)
     d = y.shape[1]
+    all_segments = list(segments)
+    learn, check = split_validation(all_segments, config)
     stack = make_stack(counts.shape[1], config, bin_ms, rng)
     p = (config.taps + 1) * config.neurons
     R = np.zeros((p, d), np.float32)
     bias = np.zeros(d, np.float32)
-    starts = [(a, s) for a, b in segments for s in range(a, b - config.chunk + 1, config.chunk // 2)]
+    starts = [(a, s) for a, b in learn for s in range(a, b - config.chunk + 1, config.chunk // 2)]
     if not starts:
         raise ValueError(f"training segments are shorter than one chunk of {config.chunk} bins")
     params = {"w0": stack.params["w0"], "r0": stack.params["r0"], "R": R, "bias": bias}
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v2 = {k: np.zeros_like(v) for k, v in params.items()}
-    kind, slope, step, history = SURROGATES["fast_sigmoid"], 5.0, 0, []
+    kind, slope, step, history, best = SURROGATES["fast_sigmoid"], 5.0, 0, [], None
     L, burn = config.chunk, config.burn_in
     for epoch in range(config.epochs):
         order = rng.permutation(len(starts))
@@ -156,9 +189,16 @@ def train(counts: np.ndarray, y: np.ndarray, segments, config: RSNNConfig, bin_m
             progress(epoch=epoch + 1, loss=history[-1])
         if not np.all([np.isfinite(w).all() for w in params.values()]):
             raise ValueError(f"snn decoder training diverged (non-finite weights) at epoch {epoch + 1}")
-    # refit the readout on the deployed network's features over whole segments
+        if check is not None:
+            score = validation_loss(stack, counts, y, check, R, bias)
+            if best is None or score < best[0]:
+                best = (score, {k: v.copy() for k, v in params.items()})
+    if best is not None:                       # the epoch that scored best on the held-out bins
+        for name, w in params.items():
+            w[...] = best[1][name]
+    # refit the readout on the deployed network's features over whole segments (validation bins included)
     Fs, ys = [], []
-    for a, b in segments:
+    for a, b in all_segments:
         _, _, F = run(stack, counts[None, a:b])
         Fs.append(F[0, burn:])
         ys.append(y[a + burn:b])
@@ -169,13 +209,27 @@ def train(counts: np.ndarray, y: np.ndarray, segments, config: RSNNConfig, bin_m
 def fit_decoder(counts: np.ndarray, kinematics: np.ndarray, segments, bin_ms: float,
                 config: RSNNConfig = RSNNConfig()) -> TrainedSNN:
     """The trainer of pipeline.decoders.bci.snn.SNNDecoder: z-score the kinematics (T, d), train on counts
-    (T, n_units) over ``segments``, and return the network and readout (in kinematics units)."""
+    (T, n_units) over ``segments``, and return the network and readout (in kinematics units).
+
+    With ``config.ensemble`` K > 1, K networks are trained (seeds seed .. seed + K - 1, each with its own
+    readout) and returned as one population of K * neurons with block-diagonal recurrent weights whose
+    readout is the mean of the K readouts: the ensemble average, run as one network."""
     y_mean, y_std = kinematics.mean(axis=0), kinematics.std(axis=0)
     y_std = np.where(y_std > 0, y_std, 1.0)
-    stack, R, bias, _ = train(counts, (kinematics - y_mean) / y_std, segments, config, bin_ms)
+    z = (kinematics - y_mean) / y_std
+    members = [train(counts, z, segments, dataclasses.replace(config, seed=config.seed + k), bin_ms)[:3]
+               for k in range(config.ensemble)]
     du, dv = loihi_decays(config.tau_syn_ms, config.tau_mem_ms, bin_ms)
-    e = stack.weight_exp[0]
-    w_in, w_rec = stack.params["w0"].T.astype(np.float64), stack.params["r0"].T.astype(np.float64)
+    e = members[0][0].weight_exp[0]
+    n, K, taps = config.neurons, config.ensemble, config.taps
+    w_in = np.concatenate([stack.params["w0"].T for stack, _, _ in members]).astype(np.float64)
+    w_rec = np.zeros((K * n, K * n))
+    readout = np.zeros(((taps + 1) * K * n, kinematics.shape[1]))
+    for k, (stack, R, _) in enumerate(members):
+        w_rec[k * n:(k + 1) * n, k * n:(k + 1) * n] = stack.params["r0"].T
+        for t in range(taps + 1):              # rows t * n + i of member k -> t * K n + k n + i
+            readout[t * K * n + k * n:t * K * n + (k + 1) * n] = R[t * n:(t + 1) * n] / K
+    bias = np.mean([b for _, _, b in members], axis=0)
     return TrainedSNN(w_in, w_rec, quantize(w_in, e, config.vth).astype(np.int16),
                       quantize(w_rec, e, config.vth).astype(np.int16), e, du, dv, config.vth, config.tau_syn_ms,
-                      config.tau_mem_ms, bin_ms, config.taps, R * y_std, bias * y_std + y_mean)
+                      config.tau_mem_ms, bin_ms, taps, readout * y_std, bias * y_std + y_mean)

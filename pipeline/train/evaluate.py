@@ -93,7 +93,8 @@ def decoder_for(network: Network, margin: float, min_evidence: float) -> Classif
     """The streaming classifier for ``network``'s readout."""
     readout = network.readout
     return ClassifierDecoder(network.n_outputs, classes=readout.classes, kind=readout.kind,
-                             assignment=readout.assignment, margin=margin, min_evidence=min_evidence)
+                             assignment=readout.assignment, margin=margin, min_evidence=min_evidence,
+                             votes=readout.votes)
 
 
 @dataclass(frozen=True)

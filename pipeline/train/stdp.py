@@ -24,10 +24,13 @@ Cook test; on N-MNIST that let threshold differences, not the match, decide (24 
 100 test recordings, same learned weights, one measured run).
 
 Between recordings the neuron state and the traces are reset (Diehl & Cook's resting period). After
-learning, every neuron is assigned the class for which its mean spike count over the training set is
-highest (:func:`assign_classes`); the saved network carries ``Readout(kind="assignment")`` and the
-``InputSpec``, so any evaluator runs it. :func:`predict` is the assignment vote (the class whose
-neurons have the highest mean count).
+learning, the saved network's responses over the training set name the neurons: by default every neuron's
+count is shared among the classes by its mean count per class, normalised (:func:`class_votes`,
+``Readout(kind="vote")``: a probabilistic assignment; 81.4 % against 78.8 % mean over 5 seeds on the
+100 N-MNIST test recordings, same networks); ``readout = "assignment"`` gives each neuron the one class with the
+highest mean count, as Diehl & Cook (:func:`assign_classes`, :func:`predict`: the class whose neurons
+have the highest mean count). The saved network carries the readout and the ``InputSpec``, so any
+evaluator runs it.
 """
 from __future__ import annotations
 
@@ -86,7 +89,9 @@ class StdpConfig:
     Deployment (the saved network, also used for the class assignment): ``deploy_vth`` > 0 gives every
     neuron this threshold instead of vth + theta (0 keeps the learned thresholds, as Diehl & Cook do);
     ``deploy_dv`` >= 0 replaces dv (-1 keeps it); ``deploy_inhibition`` > 0 replaces the lateral inhibition
-    (0 keeps it). With dv = 0 and inhibition = threshold, every spike lowers every neuron's v by the same
+    (0 keeps it); ``readout``: "vote" (each neuron's count shared among the classes by its mean response
+    per class over the training set: Readout kind "vote") or "assignment" (each neuron votes for its one
+    best class, Diehl & Cook). With dv = 0 and inhibition = threshold, every spike lowers every neuron's v by the same
     amount (the spiker by its reset, the others by inhibition), so v_i = D_i - vth * (spikes so far) with
     D_i neuron i's dot product with all events so far: each spike goes to the neuron with the largest D_i.
     ``epochs`` passes over the training set (shuffled each pass with ``seed``).
@@ -123,6 +128,7 @@ class StdpConfig:
     deploy_vth: int = 2000
     deploy_dv: int = 0
     deploy_inhibition: int = 2000
+    readout: str = "vote"
     epochs: int = 1
     seed: int = 0
 
@@ -137,6 +143,8 @@ class StdpConfig:
                            ("bin_us", 1_000_000),
                            ("vth", 2 ** 17 - 1), ("epochs", 1000), ("init_weight", 255), ("inhibition", 255 * 128)):
             positive(name, high)
+        if self.readout not in ("vote", "assignment"):
+            raise ValueError(f"stdp config: 'readout' must be 'vote' or 'assignment', got {self.readout!r}")
         if self.polarity not in ("merge", "split"):
             raise ValueError(f"stdp config: 'polarity' must be 'merge' or 'split', got {self.polarity!r}")
         self.learning_rule()                   # parses and checks the rule and traces
@@ -255,6 +263,31 @@ def predict(counts: np.ndarray, assignment: np.ndarray, n_classes: int) -> np.nd
     return scores.argmax(axis=1)
 
 
+def class_votes(counts: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """A probabilistic assignment: (n_neurons, n_classes), row i = neuron i's mean count per class over the
+    training samples, normalised to sum 1 (zeros for a neuron that never spiked). counts (n_samples,
+    n_neurons), labels (n_samples,)."""
+    labels = np.asarray(labels)
+    means = np.zeros((counts.shape[1], n_classes))
+    for c in range(n_classes):
+        if np.any(labels == c):
+            means[:, c] = counts[labels == c].mean(axis=0)
+    total = means.sum(axis=1, keepdims=True)
+    return np.divide(means, total, out=np.zeros_like(means), where=total > 0)
+
+
+def predict_votes(counts: np.ndarray, votes: np.ndarray) -> np.ndarray:
+    """The vote readout per sample: argmax over classes of counts @ votes (ties to the lower class)."""
+    return (counts @ votes).argmax(axis=1)
+
+
+def readout_predict(counts: np.ndarray, readout: Readout) -> np.ndarray:
+    """Class per sample of an "assignment" or "vote" readout; counts (n_samples, n_neurons)."""
+    if readout.kind == "vote":
+        return predict_votes(counts, readout.votes)
+    return predict(counts, readout.assignment, len(readout.classes))
+
+
 @dataclass(frozen=True)
 class StdpResult:
     """A trained network (assignment readout set), per-epoch history and final metrics."""
@@ -343,9 +376,12 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
                            inhibition=config.deploy_inhibition or None)
     counts = responses(frozen, presentations)
     assignment = assign_classes(counts, labels, len(classes))
-    accuracy = float(np.mean(predict(counts, assignment, len(classes)) == labels))
-    trained = dataclasses.replace(frozen, readout=Readout(kind="assignment", classes=tuple(classes),
-                                                          assignment=assignment))
+    if config.readout == "vote":
+        readout = Readout(kind="vote", classes=tuple(classes), votes=class_votes(counts, labels, len(classes)))
+    else:
+        readout = Readout(kind="assignment", classes=tuple(classes), assignment=assignment)
+    accuracy = float(np.mean(readout_predict(counts, readout) == labels))
+    trained = dataclasses.replace(frozen, readout=readout)
     metrics = {"train_accuracy": accuracy, "neurons": deployed.n_neurons,
                "neurons_dropped_unlearned": int((~keep).sum()), "neurons_assigned": int((assignment >= 0).sum()),
                "neurons_per_class": np.bincount(assignment[assignment >= 0], minlength=len(classes)).tolist()}
@@ -353,14 +389,13 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
 
 
 def evaluate(network: Network, paths, labels) -> float:
-    """Accuracy of an assignment-readout network on labelled recordings (loihi backend)."""
-    if network.readout is None or network.readout.kind != "assignment" or network.input_spec is None:
-        raise ValueError("the network needs an input spec and an 'assignment' readout")
+    """Accuracy of an assignment- or vote-readout network on labelled recordings (loihi backend)."""
+    if network.readout is None or network.readout.kind not in ("assignment", "vote") or network.input_spec is None:
+        raise ValueError("the network needs an input spec and an 'assignment' or 'vote' readout")
     spec = network.input_spec
     presentations = [present_file(p, spec, network.input_shape, network.n_inputs) for p in paths]
     counts = responses(network, presentations)
-    readout = network.readout
-    return float(np.mean(predict(counts, readout.assignment, len(readout.classes)) == np.asarray(labels)))
+    return float(np.mean(readout_predict(counts, network.readout) == np.asarray(labels)))
 
 
 def receptive_fields_png(network: Network, path: str | Path, columns: int = 20, zoom: int = 3) -> Path:
@@ -449,6 +484,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "vth": Key("int", _D.deploy_vth, low=0, high=2**17 - 1, help="common threshold of the saved network "
                                                                      "(0: the learned vth + theta)"),
         "dv": Key("int", _D.deploy_dv, low=-1, high=4095, help="voltage decay of the saved network (-1: as trained)"),
+        "readout": Key("str", _D.readout, choices=("vote", "assignment"),
+                       help="vote: each neuron's spikes shared among classes by its training responses; "
+                            "assignment: one class per neuron (Diehl & Cook)"),
     },
 }
 
@@ -466,7 +504,7 @@ def config_from_sections(config: dict, seed: int) -> StdpConfig:
             norm_order=r["norm_order"], winner_only=r["winner_only"], min_wins=r["min_wins"],
             theta_increment=h["theta_increment"],
             theta_tau=h["theta_tau"], theta_limit=h["theta_limit"], theta_recentre=h["theta_recentre"],
-            deploy_vth=d["vth"], deploy_dv=d["dv"], deploy_inhibition=d["inhibition"],
+            deploy_vth=d["vth"], deploy_dv=d["dv"], deploy_inhibition=d["inhibition"], readout=d["readout"],
             epochs=config["train"]["epochs"], seed=seed)
     except ValueError as error:
         raise ValueError(f"[stdp] rule: {error}" if "rule" in str(error) else str(error)) from None

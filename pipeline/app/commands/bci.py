@@ -54,13 +54,25 @@ def _ridge(text: str):
 def _new_decoder(args: argparse.Namespace, bin_us: int):
     """A fresh (unfitted) decoder as selected by the command-line options."""
     return make_decoder(args.decoder, bin_us, history=args.history, lag=args.lag, ridge=args.ridge, C=args.C,
-                        backend=args.backend, steps=args.steps, trainer=snn_trainer(args.neurons))
+                        backend=args.backend, steps=args.steps,
+                        trainer=snn_trainer(args.neurons, args.seed))
 
 
-def snn_trainer(neurons: int | None):
-    """The snn decoder's trainer (pipeline.train.bci.fit_decoder) with ``neurons`` in the population."""
-    config = RSNNConfig() if neurons is None else RSNNConfig(neurons=neurons)
+def snn_trainer(neurons: int | None, seed: int = 0):
+    """The snn decoder's trainer (pipeline.train.bci.fit_decoder) with ``neurons`` in the population and
+    training ``seed``."""
+    config = RSNNConfig(seed=seed) if neurons is None else RSNNConfig(neurons=neurons, seed=seed)
     return functools.partial(fit_decoder, config=config)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed must be an integer >= 0, got {value}")
+    return value
 
 
 def _bin_ms(args: argparse.Namespace) -> float | None:
@@ -286,6 +298,7 @@ def _decoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="snn: SNN steps per bin (the decoder runs 1)")
     p.add_argument("--neurons", type=_count(1, MAX_NEURONS), default=None,
                    help=f"snn: neurons in the recurrent population, 1..{MAX_NEURONS} (default 128)")
+    p.add_argument("--seed", type=_seed, default=0, help="snn: training seed (weights, chunk order; default 0)")
 
 
 def register(subparsers, summary: str) -> None:
