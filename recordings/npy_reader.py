@@ -49,7 +49,7 @@ class Reader(RecordingReader):
                     shape, fortran, dtype = npy_format.read_array_header_2_0(f, max_header_size=MAX_HEADER_BYTES)
                 else:
                     raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported (1.0, 2.0)")
-            except (ValueError, EOFError, SyntaxError, TypeError) as error:
+            except Exception as error:  # garbage headers raise ValueError, SyntaxError, tokenize.TokenError, ...
                 message = " ".join(str(error).split())
                 raise RecordingError(self.path, f"not a readable .npy header ({message[:200]})", 0) from None
             data_offset = f.tell()

@@ -13,12 +13,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_formats import decode
+from test_formats_damage import SETTINGS, assert_contract, run
 
 from pipeline.app.commands.convert import convert
 from recordings import hdf5_reader, npy_reader
 from recordings.base import RecordingDamageWarning, RecordingError
 from recordings.detect import detect_format, open_recording
+from recordings.hdf5_writer import Hdf5Writer
+from recordings.npy_writer import NpyEventWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Real recordings of different sensors and formats (AEDAT 4 with frames/IMU, EVT 3.0, Event Stream).
@@ -276,3 +281,56 @@ def test_hdf5_reader_needs_no_hdf5plugin_for_plain_files():
     """The DSEC hint is added to filter errors only (the plugin is optional)."""
     assert "hdf5plugin" in hdf5_reader._hint(OSError("required filter 'blosc' is not registered"))
     assert "hdf5plugin" not in hdf5_reader._hint(OSError("truncated file"))
+
+
+
+READERS = {".npy": npy_reader.Reader, ".h5": hdf5_reader.Reader}
+
+
+@pytest.fixture(scope="module")
+def small_files(data_dir, tmp_path_factory) -> dict[str, tuple[bytes, np.ndarray]]:
+    """The first 400 events of a real recording written as .npy and .h5: suffix -> (file bytes, events)."""
+    with open_recording(data_dir / "events" / "evt3_expelliarmus.raw", chunk_events=400) as reader:
+        events = next(iter(reader.chunks()))
+        width, height = reader.header.width, reader.header.height
+    folder = tmp_path_factory.mktemp("small")
+    out = {}
+    for suffix, writer in ((".npy", NpyEventWriter(folder / "s.npy")), (".h5", Hdf5Writer(folder / "s.h5", width, height))):
+        with writer:
+            writer.write(events)
+        out[suffix] = ((folder / f"s{suffix}").read_bytes(), events)
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".h5"])
+@SETTINGS
+@given(data=st.data())
+def test_flipped_bytes_never_crash_and_keep_the_contract(small_files, tmp_path, suffix, data):
+    raw, _events = small_files[suffix]
+    raw = bytearray(raw)
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+    for position, value in flips:
+        raw[position] = value
+    path = tmp_path / f"flipped{suffix}"
+    path.write_bytes(bytes(raw))
+    events, _error, _damage = run(READERS[suffix], path)
+    if events is not None:
+        assert_contract(events, READERS[suffix], path)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_npy_cut_anywhere_gives_a_prefix_and_names_the_byte(small_files, tmp_path, data):
+    raw, events = small_files[".npy"]
+    header = len(raw) - len(events) * 13
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    path = tmp_path / "cut.npy"
+    path.write_bytes(raw[:cut])
+    back, error, damage = run(npy_reader.Reader, path)
+    if cut < header:
+        assert error is not None and back is None
+        return
+    whole = (cut - header) // 13
+    np.testing.assert_array_equal(back, events[:whole])
+    [warning] = damage
+    assert f"at byte {header + whole * 13}: file ends after {whole:,} of the 400 events" in str(warning.message)
