@@ -12,6 +12,7 @@ and ``info`` says so.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -40,7 +41,8 @@ class Reader(RecordingReader):
 
     def _parse(self) -> tuple[np.dtype, int, int]:
         """(dtype, declared event count, byte offset of the data), or RecordingError."""
-        with open(self.path, "rb") as f:
+        with open(self.path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the header literal's own SyntaxWarnings (a garbage header is refused)
             try:
                 version = npy_format.read_magic(f)
                 if version == (1, 0):
