@@ -51,7 +51,7 @@ class Reader(RecordingReader):
                     shape, fortran, dtype = npy_format.read_array_header_2_0(f, max_header_size=MAX_HEADER_BYTES)
                 else:
                     raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported (1.0, 2.0)")
-            except Exception as error:  # garbage headers raise ValueError, SyntaxError, tokenize.TokenError, ...
+            except Exception as error:  # noqa: BLE001 (garbage: ValueError, SyntaxError, TokenError...)
                 message = " ".join(str(error).split())
                 raise RecordingError(self.path, f"not a readable .npy header ({message[:200]})", 0) from None
             data_offset = f.tell()
@@ -90,7 +90,6 @@ class Reader(RecordingReader):
         events = self._map()
         width, height = largest_coordinates(lambda a, b: (events["x"][a:b], events["y"][a:b]), self._available,
                                             self.chunk_events)
-        del events
         fields = ", ".join(f"{name} {self._dtype.fields[name][0]}" for name in FIELDS)
         extra = {"sensor_size": SIZE_NOTE, "fields": fields}
         if self._available < self._count:

@@ -56,7 +56,8 @@ def _duration(text: str) -> float:
     """argparse type of --duration: simulated seconds in (0, MAX_DURATION_S]."""
     value = _positive(text)
     if value > MAX_DURATION_S:
-        raise argparse.ArgumentTypeError(f"expected at most {MAX_DURATION_S:g} s (24 h) of simulated time, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_DURATION_S:g} s (24 h) of simulated time, "
+                                         f"got {text!r}")
     return value
 
 
