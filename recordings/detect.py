@@ -17,6 +17,8 @@ FORMAT_MODULES: tuple[str, ...] = (
     "evt3",
     "prophesee_dat",
     "rosbag2",
+    "hdf5_reader",
+    "npy_reader",
     "nmnist",
 )
 

@@ -42,6 +42,9 @@ def test_info_of_a_directory(tmp_path):
     (["--seed", "-1"], "--seed: expected an integer >= 0"),
     (["--duration", "0"], "--duration: expected a positive number, got '0'"),
     (["--duration", "-3"], "--duration: expected a positive number, got '-3'"),
+    (["--duration", "1e300"], "--duration: expected at most 86400 s (24 h) of simulated time, got '1e300'"),
+    (["--duration", "86400.5"], "--duration: expected at most 86400 s (24 h) of simulated time, got '86400.5'"),
+    (["--duration", "inf"], "--duration: expected a positive number, got 'inf'"),
 ])
 def test_demo_refuses_bad_numbers_before_writing(tmp_path, args, needle):
     run = cli("demo", "--headless", *args, cwd=tmp_path)
@@ -294,6 +297,8 @@ def test_replay_chunk_us_equals_chunk_ms():
     (["--decoder", "wiener", "--history", "100000"], "history 100000 bins x 71 units x 1455 bins is a 77.0 GiB design "
                                                      "matrix, more than 1 GiB"),
     (["--decoder", "snn", "--neurons", "100000000"], "argument --neurons: expected an integer in [1, 4096]"),
+    (["--decoder", "snn", "--steps", "100000000"], "argument --steps: expected an integer in [1, 1000]"),
+    (["--decoder", "snn", "--steps", "0"], "argument --steps: expected an integer in [1, 1000]"),
 ])
 def test_bci_sizes_that_would_allocate_gigabytes_are_refused(data_dir, args, needle):
     """Found probing issue 14's list again: these were numpy MemoryError tracebacks (77 GiB, 53 GiB)."""
@@ -318,3 +323,9 @@ def test_non_finite_times_and_velocities_are_refused(tmp_path, args, command, ne
     run = cli(*[str(a).replace("{tmp}", str(tmp_path)) for a in args])
     one_line_error(run, command, needle)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_duration_bound_includes_24_hours():
+    from pipeline.app.commands.demo import MAX_DURATION_S, _duration
+
+    assert _duration("86400") == MAX_DURATION_S == 24 * 3600

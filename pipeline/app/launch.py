@@ -351,8 +351,9 @@ def read_launch_text(path: str | Path) -> str:
 
 def _looks_like_recording(path: Path, head: bytes) -> bool:
     """Whether a file handed over as a launch file is an event recording (by suffix or magic bytes)."""
-    return (path.suffix.lower() in (".aedat4", ".aedat", ".raw", ".dat", ".es", ".bin", ".mat", ".wav", ".h5")
-            or head.startswith((b"#!AER-DAT", b"RIFF", b"MATLAB", b"\x89HDF", b"% ")))
+    suffixes = (".aedat4", ".aedat", ".raw", ".dat", ".es", ".bin", ".mat", ".wav", ".h5", ".hdf5", ".npy")
+    return (path.suffix.lower() in suffixes
+            or head.startswith((b"#!AER-DAT", b"RIFF", b"MATLAB", b"\x89HDF", b"% ", b"\x93NUMPY")))
 
 
 def _parse_toml(text: str, what: str) -> dict:

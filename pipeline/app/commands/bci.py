@@ -268,6 +268,8 @@ def _positive_ms(text: str) -> float:
     return value
 
 
+#: Largest --steps (SNN steps per bin): a bound on the work per bin (the snn decoder itself runs 1 and says so).
+MAX_STEPS = 1000
 #: Largest recurrent population ``--neurons`` may ask for (its weights are neurons^2 floats per layer).
 MAX_NEURONS = 4096
 
@@ -295,7 +297,8 @@ def _decoder_options(p: argparse.ArgumentParser) -> None:
                    help="eval, Kalman: score the steady-state gain (the online fast path) instead of the full filter "
                         "(fitted models always step online with the steady-state gain)")
     p.add_argument("--backend", choices=("loihi", "float"), default="loihi", help="snn: SNN backend")
-    p.add_argument("--steps", type=int, default=None, help="snn: SNN steps per bin (the decoder runs 1)")
+    p.add_argument("--steps", type=_count(1, MAX_STEPS), default=None,
+                   help=f"snn: SNN steps per bin, 1..{MAX_STEPS} (the decoder runs 1)")
     p.add_argument("--neurons", type=_count(1, MAX_NEURONS), default=None,
                    help=f"snn: neurons in the recurrent population, 1..{MAX_NEURONS} (default 128)")
     p.add_argument("--seed", type=_seed, default=0, help="snn: training seed (weights, chunk order; default 0)")

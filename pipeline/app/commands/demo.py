@@ -24,6 +24,9 @@ from pathlib import Path
 from pipeline.app.errors import check_output_path, write_atomically
 from pipeline.app.progress import ProgressLine
 
+#: Longest --duration (simulated s): 24 h. Beyond it a typo (1e300) ran until stopped, writing 30 video frames
+#: per simulated second.
+MAX_DURATION_S = 24 * 3600.0
 #: Video frame period in simulated time (µs): 30 frames per simulated second.
 VIDEO_FRAME_US = 33_333
 WINDOW_TITLE = "spikeloop demo"
@@ -49,11 +52,21 @@ def _positive(text: str) -> float:
     return value
 
 
+def _duration(text: str) -> float:
+    """argparse type of --duration: simulated seconds in (0, MAX_DURATION_S]."""
+    value = _positive(text)
+    if value > MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_DURATION_S:g} s (24 h) of simulated time, "
+                                         f"got {text!r}")
+    return value
+
+
 def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser("demo", help=summary,
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=_seed, default=0, help="arena seed, >= 0 (default 0; 0-15 were used for tuning)")
-    parser.add_argument("--duration", type=_positive, default=60.0, help="simulated seconds, > 0 (default 60)")
+    parser.add_argument("--duration", type=_duration, default=60.0,
+                        help="simulated seconds, > 0 and at most 86400 (24 h; default 60)")
     parser.add_argument("--headless", action="store_true",
                         help="no window: run unpaced and write --video and --png instead")
     parser.add_argument("--video", default=None, help="MP4 to write (headless default: spikeloop-demo.mp4; "
