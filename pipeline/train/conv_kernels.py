@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from pipeline.train.kernels import A_IN_SHIFT, ARCTAN, DECAY_BITS, FAST_SIGMOID, FLUSH_BELOW, UV_LIMIT
+from pipeline.train.kernels import A_IN_SHIFT, ARCTAN, DECAY_BITS, FAST_SIGMOID, FLUSH_BELOW, UV_LIMIT, emit_spikes
 
 # Partial weight-gradient sums kept side by side (one per batch slice), added in a fixed order.
 GRAD_SLOTS = 4
@@ -123,16 +123,6 @@ def conv_current(indptr, index, count, kernel, geometry, current):
 
 
 # ---------------------------------------------------------------------------------------------- neurons
-@njit(cache=True, inline="always")
-def _emit(b, t, n, spikes_row, out_indptr, out_index):
-    pos = out_indptr[b, t]
-    for j in range(n):
-        if spikes_row[j]:
-            out_index[pos] = j
-            pos += 1
-    out_indptr[b, t + 1] = pos
-
-
 @njit(cache=True, parallel=True)
 def lif_float(current, decay_u, decay_v, vnorm, spikes, out_indptr, out_index):
     """Float LIF over a batch from its input current float32 (B, T, n) (threshold units). Writes vnorm,
@@ -154,7 +144,7 @@ def lif_float(current, decay_u, decay_v, vnorm, spikes, out_indptr, out_index):
                 v[j] = np.float32(0.0) if spike else v1
                 vnorm[b, t, j] = v1
                 spikes[b, t, j] = spike
-            _emit(b, t, n, spikes[b, t], out_indptr, out_index)
+            emit_spikes(b, t, n, spikes[b, t], out_indptr, out_index)
     return 0
 
 
@@ -185,7 +175,7 @@ def lif_loihi(current, shift, u_mult, v_mult, threshold, vnorm, spikes, out_indp
                 v[j] = 0 if spike else v1
                 vnorm[b, t, j] = v1 / threshold[j]
                 spikes[b, t, j] = spike
-            _emit(b, t, n, spikes[b, t], out_indptr, out_index)
+            emit_spikes(b, t, n, spikes[b, t], out_indptr, out_index)
     return 0
 
 

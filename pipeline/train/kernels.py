@@ -98,7 +98,7 @@ def _surrogate_row(kind, slope, vnorm_row, out):
 
 
 @njit(cache=True, inline="always")
-def _emit(b, t, n, spikes_row, out_indptr, out_index):
+def emit_spikes(b, t, n, spikes_row, out_indptr, out_index):
     """List the spiking neurons of (b, t) after position out_indptr[b, t]; set out_indptr[b, t + 1]."""
     pos = out_indptr[b, t]
     for j in range(n):
@@ -166,7 +166,7 @@ def _forward_float_sample(b, indptr, index, count, weights, recurrent, decay_u, 
                 for j in range(n):
                     a[j] += r[j]
         _lif_float_step(a, u, v, decay_u, decay_v, vnorm[b, t], spikes[b, t])
-        _emit(b, t, n, spikes[b, t], out_indptr, out_index)
+        emit_spikes(b, t, n, spikes[b, t], out_indptr, out_index)
 
 
 @njit(cache=True, parallel=True)
@@ -236,7 +236,7 @@ def _forward_loihi_sample(b, indptr, index, count, weights, shift, recurrent, re
                 _gather_spikes(r, out_indptr[b, t - 1], out_indptr[b, t], out_index, recurrent)
         _lif_loihi_step(s, r, has_rec, in_scale, rec_scale, u, v, u_mult_f, v_mult_f, threshold_f, vnorm[b, t],
                         spikes[b, t])
-        _emit(b, t, n, spikes[b, t], out_indptr, out_index)
+        emit_spikes(b, t, n, spikes[b, t], out_indptr, out_index)
 
 
 @njit(cache=True, parallel=True)
