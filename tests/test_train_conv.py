@@ -50,25 +50,7 @@ def dense(size, delay_max=0, max_weight=1.0):
 # ---------------------------------------------------------------------------------------------- JAX reference
 jax = pytest.importorskip("jax", reason="JAX (the test extra) is the independent autodiff")
 import jax.numpy as jnp
-
-
-def jax_surrogate(kind: str, slope: float):
-    """The Heaviside step with the surrogate derivative as its JVP (pipeline.train.kernels.surrogate's formulas)."""
-    @jax.custom_jvp
-    def spike(x):
-        return (x > 0).astype(jnp.float32)
-
-    @spike.defjvp
-    def _(primals, tangents):
-        (x,), (dx,) = primals, tangents
-        if kind == "fast_sigmoid":
-            d = 1.0 / (1.0 + slope * jnp.abs(x)) ** 2
-        elif kind == "arctan":
-            d = 1.0 / (1.0 + (0.5 * jnp.pi * slope * x) ** 2)
-        else:
-            d = jnp.maximum(0.0, 1.0 - slope * jnp.abs(x))
-        return spike(x), d * dx
-    return spike
+from jax_reference import jax_surrogate
 
 
 def events_of(x):

@@ -18,24 +18,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from pipeline.train import kernels as K  # noqa: E402
 from pipeline.train.lif_stack import LifStack, backward, forward  # noqa: E402
-
-
-def jax_surrogate(kind: str, slope: float):
-    @jax.custom_jvp
-    def spike(x):
-        return (x > 0).astype(jnp.float32)
-
-    @spike.defjvp
-    def _(primals, tangents):
-        (x,), (dx,) = primals, tangents
-        if kind == "fast_sigmoid":
-            d = 1.0 / (1.0 + slope * jnp.abs(x)) ** 2
-        elif kind == "arctan":
-            d = 1.0 / (1.0 + (0.5 * jnp.pi * slope * x) ** 2)
-        else:
-            d = jnp.maximum(0.0, 1.0 - slope * jnp.abs(x))
-        return spike(x), d * dx
-    return spike
+from jax_reference import jax_surrogate  # noqa: E402
 
 
 def jax_model(params, x, decays, n_layers, spike):
