@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.app import arguments
 from pipeline.app.bci_plot import plot_decoded
 from pipeline.app.errors import check_output_path, fail
 from pipeline.app.launch import Graph, build_graph, check_launch, load_launch
@@ -63,16 +64,6 @@ def snn_trainer(neurons: int | None, seed: int = 0):
     training ``seed``."""
     config = RSNNConfig(seed=seed) if neurons is None else RSNNConfig(neurons=neurons, seed=seed)
     return functools.partial(fit_decoder, config=config)
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed must be an integer >= 0, got {value}")
-    return value
 
 
 def _bin_ms(args: argparse.Namespace) -> float | None:
@@ -274,19 +265,6 @@ MAX_STEPS = 1000
 MAX_NEURONS = 4096
 
 
-def _count(low: int, high: int):
-    """argparse type: an integer in [low, high]."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}")
-        return value
-    return parse
-
-
 def _decoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder", choices=DECODER_KINDS, required=True)
     p.add_argument("--history", type=int, default=None, help="bins per prediction (default: 1; ridge: 10)")
@@ -297,11 +275,11 @@ def _decoder_options(p: argparse.ArgumentParser) -> None:
                    help="eval, Kalman: score the steady-state gain (the online fast path) instead of the full filter "
                         "(fitted models always step online with the steady-state gain)")
     p.add_argument("--backend", choices=("loihi", "float"), default="loihi", help="snn: SNN backend")
-    p.add_argument("--steps", type=_count(1, MAX_STEPS), default=None,
+    p.add_argument("--steps", type=arguments.integer_in(1, MAX_STEPS), default=None,
                    help=f"snn: SNN steps per bin, 1..{MAX_STEPS} (the decoder runs 1)")
-    p.add_argument("--neurons", type=_count(1, MAX_NEURONS), default=None,
+    p.add_argument("--neurons", type=arguments.integer_in(1, MAX_NEURONS), default=None,
                    help=f"snn: neurons in the recurrent population, 1..{MAX_NEURONS} (default 128)")
-    p.add_argument("--seed", type=_seed, default=0, help="snn: training seed (weights, chunk order; default 0)")
+    p.add_argument("--seed", type=arguments.seed("a training seed"), default=0, help="snn: training seed (weights, chunk order; default 0)")
 
 
 def register(subparsers, summary: str) -> None:

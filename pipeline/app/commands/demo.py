@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline.app import arguments
 from pipeline.app.errors import check_output_path, write_atomically
 from pipeline.app.progress import ProgressLine
 
@@ -30,16 +31,6 @@ MAX_DURATION_S = 24 * 3600.0
 #: Video frame period in simulated time (µs): 30 frames per simulated second.
 VIDEO_FRAME_US = 33_333
 WINDOW_TITLE = "spikeloop demo"
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (an arena seed), got {text!r}")
-    return value
 
 
 def _positive(text: str) -> float:
@@ -64,7 +55,7 @@ def _duration(text: str) -> float:
 def register(subparsers, summary: str) -> None:
     parser = subparsers.add_parser("demo", help=summary,
                                    description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=_seed, default=0, help="arena seed, >= 0 (default 0; 0-15 were used for tuning)")
+    parser.add_argument("--seed", type=arguments.seed("an arena seed"), default=0, help="arena seed, >= 0 (default 0; 0-15 were used for tuning)")
     parser.add_argument("--duration", type=_duration, default=60.0,
                         help="simulated seconds, > 0 and at most 86400 (24 h; default 60)")
     parser.add_argument("--headless", action="store_true",
