@@ -9,7 +9,13 @@ them and as ``spikeloop convert IN OUT.h5`` writes them (recordings.hdf5_writer)
   so); ``/ms_to_idx`` is not needed for streaming and is not read;
 * ``/frames``, ``/imu``, ``/triggers`` groups are counted for ``info`` (their contents are not replayed).
 
-Refused at open with one line: not HDF5, no ``/events`` group, a missing or non-integer column, columns of
+Before libhdf5 parses the metadata in this process, it walks the same metadata (the groups, dataset shapes
+and dtypes, chunk indexes of the event columns, ``/t_offset`` and the attributes read here) in a forked child
+(recordings.contained) bounded by ``metadata_timeout_s``: libhdf5 can loop forever or crash on damaged
+metadata (seen while fuzzing: a loop reading the ``camera`` attribute from a damaged global heap), and a
+child that hangs or crashes makes the file refused in one line instead.
+
+Refused at open with one line: damaged metadata that hangs or crashes libhdf5, not HDF5, no ``/events`` group, a missing or non-integer column, columns of
 different lengths or not one-dimensional, more than 2^40 events, a sensor size outside 1..32767. Events
 are read in chunks of ``chunk_events`` from each dataset (memory does not grow with the file); an
 unreadable chunk (a damaged file, a compression filter that is not installed) is damage naming the
@@ -26,12 +32,16 @@ import numpy as np
 from recordings import invariants
 from recordings._columns import FIELDS, MAX_EVENTS, column_problem, largest_coordinates, validated_chunks
 from recordings.base import RecordingError, RecordingHeader, RecordingReader
+from recordings.contained import run_contained
 
 MAGIC = b"\x89HDF\r\n\x1a\n"
 #: What ``info`` shows when the file has no width/height attributes.
 SIZE_NOTE = "largest x, y + 1 (no width/height attributes in the file)"
 #: What h5py raises on a damaged or unreadable file, group or dataset.
 H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError)
+#: The datasets and root attributes the reader looks at (walked first in a child process).
+DATASETS_READ = tuple(f"events/{name}" for name in FIELDS) + ("t_offset", "frames/t", "imu/t", "triggers/t")
+ATTRIBUTES_READ = ("camera", "width", "height")
 
 
 def _import_h5py():
@@ -48,6 +58,29 @@ def _import_h5py():
     return h5py
 
 
+def walk_metadata(h5py, path: Path) -> None:
+    """Touch every piece of metadata the reader uses: the objects of DATASETS_READ (type, shape, dtype, the
+    chunk index of a chunked one, the value of /t_offset) and the root ATTRIBUTES_READ. Meant for a child
+    process (it may hang or crash on a damaged file); exceptions are caught per item so the walk goes on."""
+    with h5py.File(path, "r") as f:
+        for name in DATASETS_READ:
+            try:
+                dataset = f.get(name)
+                if isinstance(dataset, h5py.Dataset):
+                    _ = dataset.shape, dataset.dtype
+                    if dataset.chunks:
+                        dataset.id.chunk_iter(lambda chunk: None)
+                    if name == "t_offset" and dataset.size == 1:
+                        dataset[()]
+            except H5_ERRORS:
+                pass
+        for name in ATTRIBUTES_READ:
+            try:
+                f.attrs.get(name)
+            except H5_ERRORS:
+                pass
+
+
 def _hint(error: BaseException) -> str:
     """The error text, with how to get a missing compression filter."""
     text = " ".join(str(error).split())
@@ -61,6 +94,8 @@ class Reader(RecordingReader):
 
     format_name = "hdf5"
     extensions = (".h5", ".hdf5")
+    #: Bound (s) on the child's walk of the metadata; a healthy file takes milliseconds.
+    metadata_timeout_s: float = 30.0
 
     @classmethod
     def sniff(cls, head: bytes, path: Path) -> bool:
@@ -78,6 +113,10 @@ class Reader(RecordingReader):
             self._h5py = _import_h5py()
         except RuntimeError as error:
             raise RecordingError(self.path, str(error)) from None
+        failure = run_contained(lambda: walk_metadata(self._h5py, self.path), self.metadata_timeout_s)
+        if failure:
+            raise RecordingError(self.path, f"damaged HDF5 metadata: libhdf5 {failure} reading it in a child "
+                                            f"process (not opened here)")
         with self._open() as f:
             try:
                 return self._check(f)

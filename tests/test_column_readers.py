@@ -293,8 +293,8 @@ READERS = {".npy": npy_reader.Reader, ".h5": hdf5_reader.Reader}
 @pytest.fixture(scope="module")
 def small_files(data_dir, tmp_path_factory) -> dict[str, tuple[bytes, np.ndarray, list[tuple[int, int]]]]:
     """The first 400 events of a real recording written as .npy and .h5: suffix -> (file bytes, events,
-    byte ranges a fuzz may flip: the whole .npy; the .h5's event-data chunks only, since corrupt HDF5
-    metadata can hang or crash libhdf5 itself, which no reader above it can prevent)."""
+    byte ranges a fuzz may flip: the whole .npy; the .h5's event-data chunks, its metadata being fuzzed
+    by test_hdf5_metadata_damage.py, each case in a process of its own)."""
     with open_recording(data_dir / "events" / "evt3_expelliarmus.raw", chunk_events=400) as reader:
         events = next(iter(reader.chunks()))
         width, height = reader.header.width, reader.header.height
