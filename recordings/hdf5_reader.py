@@ -15,9 +15,9 @@ and dtypes, chunk indexes of the event columns, ``/t_offset`` and the attributes
 metadata (seen while fuzzing: a loop reading the ``camera`` attribute from a damaged global heap), and a
 child that hangs or crashes makes the file refused in one line instead.
 
-Refused at open with one line: damaged metadata that hangs or crashes libhdf5, not HDF5, no ``/events`` group, a missing or non-integer column, columns of
-different lengths or not one-dimensional, more than 2^40 events, a sensor size outside 1..32767. Events
-are read in chunks of ``chunk_events`` from each dataset (memory does not grow with the file); an
+Refused at open with one line: damaged metadata that hangs or crashes libhdf5, not HDF5, no ``/events``
+group, a missing or non-integer column, columns of different lengths or not one-dimensional, more than 2^40
+events, a sensor size outside 1..32767. Events are read in chunks of ``chunk_events`` from each dataset (memory does not grow with the file); an
 unreadable chunk (a damaged file, a compression filter that is not installed) is damage naming the
 dataset index. DSEC's own files are Blosc-compressed: reading them needs ``hdf5plugin``, imported when
 installed.
