@@ -3,7 +3,9 @@ dsec.ifi.uzh.ch "events.h5"), which tonic's DSEC loader and the DSEC tools read:
 
 * ``/events/t`` int64 µs (relative to ``/t_offset``; DSEC stores uint32, which caps a recording at
   71.6 min), ``/events/x`` uint16, ``/events/y`` uint16 (origin top-left), ``/events/p`` uint8 (1 = ON);
-* ``/t_offset`` int64 µs: the first timestamp written; absolute time = t + t_offset;
+* ``/t_offset`` int64 µs: the earliest time written (given by the caller, else the first item's time);
+  absolute time = t + t_offset, and every t is >= 0 as the DSEC tools assume (an item earlier than
+  t_offset is refused);
 * ``/ms_to_idx`` uint64, shape (ceil(duration ms) + 1,): index of the first event with t >= i ms.
 
 Added by spikeloop (absent from DSEC): root attributes ``width``, ``height`` (pixels), ``camera`` and
@@ -43,12 +45,15 @@ class Hdf5Writer:
 
     holds = frozenset({"frames", "imu", "triggers"})
 
-    def __init__(self, path: str | Path, width: int, height: int, camera: str = ""):
+    def __init__(self, path: str | Path, width: int, height: int, camera: str = "", t_offset: int | None = None):
+        """t_offset: µs subtracted from every time written, at most the earliest time of anything that will be
+        written (events, frames, IMU, triggers; spikeloop convert passes it); None: the first item's time,
+        which suits a caller writing in time order."""
         h5py = _import_h5py()
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         self.events_written = 0
-        self.t_offset: int | None = None
+        self.t_offset: int | None = None if t_offset is None else int(t_offset)
         self._file = h5py.File(self.path, "w")
         self._file.attrs.update({"width": self.width, "height": self.height, "camera": camera, "layout": "dsec"})
         group = self._file.create_group("events")
@@ -58,9 +63,14 @@ class Hdf5Writer:
         self._ms_to_idx: list[np.ndarray] = []
         self._ms_next = 0
 
-    def _offset(self, t: int) -> int:
+    def _offset(self, earliest: int, what: str) -> int:
+        """t_offset (µs), set by the first item when not given; ValueError if ``earliest`` (the item's
+        earliest time, µs) is before it (a time < 0 would be written)."""
         if self.t_offset is None:
-            self.t_offset = int(t)
+            self.t_offset = int(earliest)
+        if earliest < self.t_offset:
+            raise ValueError(f"{self.path}: {what} at {int(earliest)} µs is earlier than t_offset {self.t_offset} "
+                             f"µs (HDF5 times are written relative to it and must be >= 0)")
         return self.t_offset
 
     @staticmethod
@@ -85,7 +95,8 @@ class Hdf5Writer:
         x, y = events["x"], events["y"]
         if x.min() < 0 or x.max() >= self.width or y.min() < 0 or y.max() >= self.height:
             raise ValueError(f"{self.path}: events outside the declared {self.width}x{self.height} sensor")
-        t = events["timestamp"].astype(np.int64) - self._offset(events["timestamp"][0])
+        t = events["timestamp"].astype(np.int64)
+        t -= self._offset(int(t.min()), "an event")
         self._append(self._events["t"], t)
         self._append(self._events["x"], x.astype(np.uint16))
         self._append(self._events["y"], y.astype(np.uint16))
@@ -105,7 +116,7 @@ class Hdf5Writer:
         group = self._group("frames", {"t": ("<i8", ()), "exposure_us": ("<i8", ()), "images": ("u1", image.shape)})
         if group["images"].shape[1:] != image.shape:
             raise ValueError(f"{self.path}: frame of shape {image.shape} after frames of {group['images'].shape[1:]}")
-        self._append(group["t"], np.array([frame.timestamp - self._offset(frame.timestamp)], dtype=np.int64))
+        self._append(group["t"], np.array([frame.timestamp - self._offset(frame.timestamp, "a frame")], dtype=np.int64))
         self._append(group["exposure_us"], np.array([frame.exposure_us], dtype=np.int64))
         self._append(group["images"], image[None])
 
@@ -115,7 +126,7 @@ class Hdf5Writer:
             return
         group = self._group("imu", {"t": ("<i8", ()), "temperature": ("<f4", ()), "accelerometer": ("<f4", (3,)),
                                     "gyroscope": ("<f4", (3,)), "magnetometer": ("<f4", (3,))})
-        offset = self._offset(samples["timestamp"][0])
+        offset = self._offset(int(samples["timestamp"].min()), "an IMU sample")
         self._append(group["t"], samples["timestamp"].astype(np.int64) - offset)
         self._append(group["temperature"], samples["temperature"])
         for column, prefix in (("accelerometer", "accel"), ("gyroscope", "gyro"), ("magnetometer", "mag")):
@@ -126,7 +137,7 @@ class Hdf5Writer:
         if not len(triggers):
             return
         group = self._group("triggers", {"t": ("<i8", ()), "type": ("i1", ())})
-        offset = self._offset(triggers["timestamp"][0])
+        offset = self._offset(int(triggers["timestamp"].min()), "a trigger")
         self._append(group["t"], triggers["timestamp"].astype(np.int64) - offset)
         self._append(group["type"], triggers["type"])
 

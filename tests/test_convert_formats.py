@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from pipeline.app.commands.convert import convert
+from pipeline.core.events import DVS_EVENT_DTYPE
 from recordings import eventstream_writer
 from recordings.eventstream_writer import EventStreamWriter
+from recordings.hdf5_writer import Hdf5Writer
 from recordings.npy_writer import NpyEventWriter, npy_header
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +132,31 @@ def test_hdf5_dsec_layout_read_with_h5py(davis, tmp_path):
         np.testing.assert_allclose(f["imu/gyroscope"][:], imu[:, 5:8], rtol=1e-6)
         np.testing.assert_array_equal(np.stack([f["triggers/t"][:] + offset, f["triggers/type"][:]], 1),
                                       np.array(want["triggers"]))
+        # t_offset is the earliest time of any kind (here an event 568 µs before the first frame), so every
+        # time written is >= 0 as the DSEC tools assume.
+        firsts = [want["t"].min(), want["frames"][0][0], imu[:, 0].min(), min(t for t, _ in want["triggers"])]
+        assert offset == min(firsts) == want["t"].min() == want["frames"][0][0] - 568
+        assert all(f[name][:].min() >= 0 for name in ("events/t", "frames/t", "imu/t", "triggers/t"))
+
+
+def test_hdf5_writer_refuses_a_time_before_t_offset(tmp_path):
+    """Never a negative time: an item earlier than the given t_offset, or than the first item, is an error."""
+    def events(*times):
+        out = np.zeros(len(times), dtype=DVS_EVENT_DTYPE)
+        out["timestamp"] = times
+        return out
+
+    with Hdf5Writer(tmp_path / "given.h5", 4, 4, t_offset=100) as writer:
+        writer.write(events(100, 150))
+        with pytest.raises(ValueError, match="an event at 99 µs is earlier than t_offset 100 µs"):
+            writer.write(events(99))
+    with Hdf5Writer(tmp_path / "first.h5", 4, 4) as writer:
+        writer.write(events(500, 400))
+        assert writer.t_offset == 400
+        with pytest.raises(ValueError, match="earlier than t_offset 400"):
+            writer.write(events(399))
+    with h5py.File(tmp_path / "first.h5", "r") as f:
+        assert f["events/t"][:].tolist() == [100, 0] and f["t_offset"][()] == 400
 
 
 def test_npy_loads_with_numpy(davis, tmp_path):

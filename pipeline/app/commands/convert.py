@@ -18,6 +18,7 @@ appears only when complete (written beside it, then renamed).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -26,11 +27,14 @@ from typing import Iterator
 from pipeline.app.errors import EXIT_FAILED, check_output_path, fail, guarded
 from recordings.aedat4_writer import Aedat4Writer
 from recordings.detect import open_recording
+from recordings.invariants import BACKWARD_TOLERANCE_US
 
 #: Output suffix -> format name.
 OUTPUTS = {".aedat4": "AEDAT 4", ".h5": "HDF5", ".hdf5": "HDF5", ".npy": "NumPy .npy", ".es": "Event Stream"}
 #: AEDAT 4 stream type -> name of the non-event stream convert carries (and the reader's iterator method).
 OTHER_STREAMS = {"FRME": "frames", "IMUS": "imu", "TRIG": "triggers"}
+#: Output suffixes whose writers can carry non-event streams (see each writer's ``holds``).
+CARRIERS = (".aedat4", ".h5", ".hdf5")
 
 
 def sensor_size(reader) -> tuple[int, int]:
@@ -56,8 +60,10 @@ def other_streams(reader) -> dict[str, object]:
     return found
 
 
-def open_writer(target: Path, tmp: Path, width: int, height: int, camera: str, compression: str, streams: dict):
-    """The writer for ``target``'s suffix, writing to ``tmp``; carries the ``streams`` it can hold."""
+def open_writer(target: Path, tmp: Path, width: int, height: int, camera: str, compression: str, streams: dict,
+                earliest_us: int | None = None):
+    """The writer for ``target``'s suffix, writing to ``tmp``; carries the ``streams`` it can hold. HDF5 writes
+    times relative to ``earliest_us`` (the earliest time of anything written; None: the first item's)."""
     suffix = target.suffix.lower()
     if suffix == ".aedat4":
         if compression == "none" and not streams:
@@ -71,7 +77,7 @@ def open_writer(target: Path, tmp: Path, width: int, height: int, camera: str, c
     if suffix in (".h5", ".hdf5"):
         from recordings.hdf5_writer import Hdf5Writer
 
-        return Hdf5Writer(tmp, width, height, camera=camera)
+        return Hdf5Writer(tmp, width, height, camera=camera, t_offset=earliest_us)
     if suffix == ".npy":
         from recordings.npy_writer import NpyEventWriter
 
@@ -86,18 +92,45 @@ def _timestamp(item) -> int:
     return int(item.timestamp) if hasattr(item, "timestamp") else int(item["timestamp"][0])
 
 
+def _earliest(item) -> int:
+    """Earliest time (µs) of a Frame or of an IMU/trigger packet."""
+    return int(item.timestamp) if hasattr(item, "timestamp") else int(item["timestamp"].min())
+
+
+def earliest_time(first_chunk, heads) -> int | None:
+    """A lower bound (µs) on every time a conversion writes: the first event chunk's earliest event, or its
+    latest minus the reader contract's tolerance (recordings.invariants: a later event is never more than
+    BACKWARD_TOLERANCE_US behind the latest before it), and the earliest of the first item of each other
+    stream (``heads``; each stream in time order). None when there is nothing to write."""
+    times = [_earliest(item) for item in heads]
+    if first_chunk is not None and len(first_chunk):
+        t = first_chunk["timestamp"]
+        times.append(min(int(t.min()), int(t.max()) - BACKWARD_TOLERANCE_US))
+    return min(times) if times else None
+
+
 class _Merge:
     """The carried non-event streams, written in time order between event chunks (one item held per
-    stream, so memory stays bounded)."""
+    stream, so memory stays bounded). ``heads`` are the items held now; ``carry`` binds a writer."""
 
-    def __init__(self, reader, writer, names):
-        methods = {"frames": "write_frame", "imu": "write_imu", "triggers": "write_triggers"}
-        self._writes = {name: getattr(writer, methods[name]) for name in names}
+    def __init__(self, reader, names):
         self._iters: dict[str, Iterator] = {name: iter(getattr(reader, name)()) for name in names}
         self._next: dict[str, object] = {}
-        self.counts = dict.fromkeys(names, 0)
+        self._writes: dict = {}
         for name in names:
             self._pull(name)
+
+    @property
+    def heads(self) -> list:
+        return list(self._next.values())
+
+    def carry(self, writer) -> list[str]:
+        """Write the streams ``writer`` holds (the others are dropped); their names."""
+        methods = {"frames": "write_frame", "imu": "write_imu", "triggers": "write_triggers"}
+        self._writes = {name: getattr(writer, methods[name]) for name in self._iters if name in writer.holds}
+        self.counts = dict.fromkeys(self._writes, 0)
+        self._next = {name: item for name, item in self._next.items() if name in self._writes}
+        return list(self._writes)
 
     def _pull(self, name: str) -> None:
         for item in self._iters[name]:
@@ -138,11 +171,14 @@ def convert(source: str | Path, target: str | Path, strict: bool = False, compre
             source_camera = reader.header.extra.get("camera") or ""
             camera = source_camera or f"spikeloop convert {Path(source).name}"
             streams = other_streams(reader)
-            writer = open_writer(target, tmp, width, height, camera, compression, streams)
-            carried = [name for name in streams if name in writer.holds]
+            merge = _Merge(reader, list(streams) if target.suffix.lower() in CARRIERS else [])
+            chunks = reader.chunks()
+            first = next(chunks, None)
+            writer = open_writer(target, tmp, width, height, camera, compression, streams,
+                                 earliest_time(first, merge.heads))
+            carried = merge.carry(writer)
             with writer:
-                merge = _Merge(reader, writer, carried)
-                for chunk in reader.chunks():
+                for chunk in itertools.chain([] if first is None else [first], chunks):
                     if len(chunk):
                         merge.write_until(int(chunk["timestamp"][-1]))
                     writer.write(chunk)
