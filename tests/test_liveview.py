@@ -71,6 +71,20 @@ def open_graph(recording):
         graph.close()
 
 
+#: Upper bound (s) on waiting for the loop thread on a loaded machine (a wait ends as soon as its condition holds).
+LOADED_S = 60.0
+
+
+def wait_for(condition, timeout_s: float = LOADED_S) -> bool:
+    """Poll ``condition()`` every 10 ms until it holds (True) or ``timeout_s`` passes (False)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
 def run_in_thread(view) -> threading.Thread:
     thread = threading.Thread(target=view.run, kwargs={"window": False, "fps": 50}, daemon=True)
     thread.start()
@@ -133,24 +147,31 @@ def test_pause_sends_zero_commands_and_resumes(open_graph, mode):
     graph = open_graph(f"loop.mode='{mode}'", "loop.idle_ms=0", loop_replay=True)
     trace = CommandTrace()
     graph.loop.sinks.append(trace)
+    holding = threading.Event()  # set when the loop starts holding (the packet in progress is done)
+    hold = graph.loop._hold
+
+    def spy(reader):
+        holding.set()
+        return hold(reader)
+
+    graph.loop._hold = spy
     view = for_graph(graph)
     thread = run_in_thread(view)
     try:
-        time.sleep(0.5)
+        assert wait_for(lambda: graph.loop.steps > 100)
         view.toggle_pause()
-        time.sleep(0.05)  # the step in progress finishes
+        assert holding.wait(LOADED_S)
         paused_at, steps = time.perf_counter_ns(), graph.loop.steps
-        time.sleep(0.4)
+        assert wait_for(lambda: len(trace.between(paused_at, time.perf_counter_ns())) >= 3)  # one every 50 ms
+        if mode == "live":
+            assert wait_for(lambda: graph.loop.paused_events > 0)  # the replay kept arriving and was dropped
         resumed_at = time.perf_counter_ns()
         assert graph.loop.paused and graph.loop.steps == steps
-        zeros = trace.between(paused_at, resumed_at)
-        assert len(zeros) >= 3 and not zeros.any()  # a zero command every 50 ms
-        if mode == "live":
-            assert graph.loop.paused_events > 0  # the replay kept arriving and was dropped
+        assert not trace.between(paused_at, resumed_at).any()
         binned = graph.loop.steps + graph.loop.merged_steps
         view.toggle_pause()
-        time.sleep(0.4)
-        assert not graph.loop.paused and graph.loop.steps > steps + 100
+        assert wait_for(lambda: graph.loop.steps > steps + 100)
+        assert not graph.loop.paused
         assert np.abs(trace.between(resumed_at, time.perf_counter_ns())).max() > 0
         # no step for the 0.4 s paused (~400 bins if a paced clock kept its origin, or a live binner
         # stepped through the time it dropped): steps run + merged since the resume ~ wall time since
@@ -166,26 +187,29 @@ def test_estop_latches_on_the_motor_sink(open_graph):
     graph = open_graph("loop.mode='paced'", loop_replay=True)
     motors = graph.sinks[0]
     assert motors.port == "emulated:dynamixel"
+    def counters() -> dict[str, int]:
+        return motors.controller.counters
+
     view = for_graph(graph)
     thread = run_in_thread(view)
     try:
-        time.sleep(0.3)
+        assert wait_for(lambda: graph.loop.steps > 100)
         assert not motors.controller.estopped
         view.handle_key(ord("e"))
         steps = graph.loop.steps
-        time.sleep(0.3)
-        assert motors.controller.estopped and view.estopped  # latched while commands keep coming
-        assert graph.loop.steps > steps + 100
-        assert motors.controller.counters["estops"] == 1
-        refused = motors.controller.counters["refused"]
-        assert refused > 50  # commands kept coming and were refused while e-stopped
+        # latched while commands keep coming, and they are refused
+        assert wait_for(lambda: graph.loop.steps > steps + 100 and counters()["refused"] > 50)
+        assert motors.controller.estopped and view.estopped
+        assert counters()["estops"] == 1
         view.handle_key(ord("c"))
         assert not motors.controller.estopped and not view.estopped
-        time.sleep(0.05)  # a send that was already past the e-stop check when it cleared may still count
-        sent, refused = motors.controller.counters["commands_sent"], motors.controller.counters["refused"]
-        time.sleep(0.5)
-        assert motors.controller.counters["commands_sent"] > sent + 50
-        assert motors.controller.counters["refused"] == refused
+        # a send already past the e-stop check when it cleared may still count as refused: once one command
+        # has been sent since, every later send sees the cleared latch (the loop sends from one thread)
+        sent = counters()["commands_sent"]
+        assert wait_for(lambda: counters()["commands_sent"] > sent)
+        sent, refused = counters()["commands_sent"], counters()["refused"]
+        assert wait_for(lambda: counters()["commands_sent"] > sent + 50)
+        assert counters()["refused"] == refused
     finally:
         graph.loop.stop()
         thread.join(10)
