@@ -113,10 +113,12 @@ def run_zenoh(mode: str, seconds: float) -> dict:
     child.start()
 
     def packets():
+        wait_s = 60.0  # the first packet: the spawned sender imports and connects first (slow under load)
         while True:
-            item = subscription.take(5.0)
+            item = subscription.take(wait_s)
             if item is None or item[1].payload is None:
                 return
+            wait_s = 5.0
             yield item[1].payload, item[3]
 
     events, span, latencies = _receive(packets(), seconds)

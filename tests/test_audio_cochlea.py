@@ -179,11 +179,11 @@ LAUNCH = Path(__file__).resolve().parent.parent / "launch" / "audio.toml"
 
 
 def audio_launch(data_dir, tmp_path, name="6_lucas_3.wav") -> Path:
-    """launch/audio.toml with its WAV named relative to the copy (as the shipped file names it relative to
-    itself) and its command log in tmp_path."""
+    """launch/audio.toml with its WAV named relative to the copy (relative paths resolve against the launch
+    file) and its command log in tmp_path."""
     text = LAUNCH.read_text()
     wav = os.path.relpath(fsdd(data_dir, name), tmp_path)
-    text = text.replace('"../../shared/data/audio/fsdd/6_lucas_3.wav"', json.dumps(wav))
+    text = text.replace('"$SPIKELOOP_DATA/audio/fsdd/6_lucas_3.wav"', json.dumps(wav))
     text = text.replace('"audio_commands.csv"', json.dumps(str(tmp_path / "audio.csv")))
     path = tmp_path / "audio.toml"
     path.write_text(text)

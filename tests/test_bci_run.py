@@ -50,8 +50,8 @@ def test_velocity_to_joints_clips():
 
 @pytest.fixture()
 def launch_copy(tmp_path, data_dir):
-    """launch/bci.toml pointed at the test data folder (the file's default is ../shared/data)."""
-    text = LAUNCH.read_text().replace("../../shared/data/bci/chewie_demo.mat",
+    """launch/bci.toml pointed at the test data folder (the file names $SPIKELOOP_DATA/bci/chewie_demo.mat)."""
+    text = LAUNCH.read_text().replace("$SPIKELOOP_DATA/bci/chewie_demo.mat",
                                       str(data_dir / "bci" / "chewie_demo.mat"))
     path = tmp_path / "bci.toml"
     path.write_text(text)

@@ -457,6 +457,21 @@ def test_wav_clips_go_through_the_cochlea_with_fsdd_labels(data_dir, tmp_path, c
     assert all(0 < d <= 5000 for d in [report["sample_duration_ms"]["mean"]])
 
 
+
+def test_a_sensor_mismatch_names_the_model_and_the_file(data_dir, tmp_path, capsys):
+    """WAV clips given to a DVS model (the shipped N-MNIST one) are refused in one line that says the model
+    takes DVS events, not that the WAV is an unknown format; exit 2."""
+    clips = tmp_path / "fsdd"
+    clips.mkdir()
+    (clips / "0_george_0.wav").write_bytes((data_dir / "audio" / "fsdd" / "0_george_0.wav").read_bytes())
+    labels = tmp_path / "labels.txt"
+    labels.write_text("0_george_0 0\n")
+    assert main(["evaluate", str(SHIPPED), str(clips), "--labels", str(labels), "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "0_george_0.wav" in err
+    assert "DVS" in err and "cochlea" in err and "not a recording format" not in err
+
+
 # -- the shipped model (pipeline/train/models/nmnist.npz, made by spikeloop train) -------------------------
 
 

@@ -234,6 +234,8 @@ def test_export_refuses_what_nir_cannot_express(tmp_path, capsys):
     assert main(["export", str(tmp_path / "n.npz"), "--out", str(tmp_path / "m.nir")]) == 2
     err = capsys.readouterr().err
     assert "population 'p'" in err and "refractory" in err
+    assert err.startswith(f"spikeloop export: {tmp_path / 'n.npz'}: ")  # names the file, as every error
+    assert not (tmp_path / "m.nir").exists()
 
 
 def test_simulate_records_nir_populations_in_their_chw_layout(nir_dir, cnn_model, tmp_path):

@@ -184,8 +184,33 @@ def test_shipped_launch_files_validate(recording):
     assert load_launch(LAUNCH / "robot_controller.toml", source=str(recording)).controller["log_format"] == "json"
 
 
-#: Data the shipped files name relative to themselves (../../shared/data from a checkout next to shared/).
-SHIPPED_DATA = {"bci.toml": "bci/chewie_demo.mat", "audio.toml": "audio/fsdd/6_lucas_3.wav"}
+#: Shipped files that name shared data ($SPIKELOOP_DATA/...), and the file each names.
+SHIPPED_DATA = {"bci.toml": "bci/chewie_demo.mat", "audio.toml": "audio/fsdd/6_lucas_3.wav",
+                "nmnist_classify.toml": "nmnist_small/test"}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_DATA))
+def test_shipped_files_find_the_shared_data_from_any_checkout(name, data_dir, tmp_path):
+    """A fresh clone need not sit next to shared/: the shipped files name the data folder as
+    $SPIKELOOP_DATA/..., so a copy of launch/ anywhere (here tmp_path) finds it through the variable."""
+    copy = tmp_path / "elsewhere" / "launch"
+    copy.mkdir(parents=True)
+    (copy.parent / "pipeline").symlink_to(REPO / "pipeline")  # the shipped models, as in a clone
+    (copy / name).write_text((LAUNCH / name).read_text())
+    spec = load_launch(copy / name)
+    assert Path(spec.source["path"]) == data_dir / SHIPPED_DATA[name]
+
+
+def test_spikeloop_data_prefix_works_for_every_path_key(tmp_path, data_dir, monkeypatch):
+    """$SPIKELOOP_DATA/... is the shared data folder in any path a launch file names ([source] path of a
+    replay, a [network] file ...), not only in a samples source; elsewhere it is an ordinary name."""
+    monkeypatch.setenv("SPIKELOOP_DATA", str(data_dir))
+    text = (LAUNCH / "replay.toml").read_text().replace('"../recordings/samples/moving_bars.aedat4"',
+                                                         f'"$SPIKELOOP_DATA/{RECORDING}"')
+    spec = load_launch(write(tmp_path, text))
+    assert Path(spec.source["path"]) == data_dir / RECORDING
+    missing = text.replace(RECORDING, "events/no_such_file.aedat4")
+    assert f"file not found: {data_dir / 'events/no_such_file.aedat4'}" in error_of(write(tmp_path, missing))
 
 
 #: Shipped files with their own end-to-end test: nmnist_classify.toml decides once per sample, not per step
@@ -203,13 +228,11 @@ def _is_training_config(path) -> bool:
                                         and "zenoh" not in p.name))
 def test_every_shipped_launch_file_runs_through_the_one_loop(name, data_dir, recording, tmp_path):
     """Each file in launch/, fast for 0.3 s of sensor time, its motors on emulated buses: a live camera
-    source replaced by a recording, a shared-data file pointed at the test data folder. (The *_zenoh.toml
+    source replaced by a recording, shared data found through $SPIKELOOP_DATA. (The *_zenoh.toml
     files run between processes in tests/test_zenoh_launch.py.)"""
     # live_demo's camera and demo's closed-loop world (run by `spikeloop demo`) give way to a recording
     source = str(recording) if name in ("live_demo.toml", "demo.toml") else None
-    sets = ['loop.mode="fast"'] + ([f"source.path={json.dumps(str(data_dir / SHIPPED_DATA[name]))}"]
-                                   if name in SHIPPED_DATA else [])
-    spec = load_launch(LAUNCH / name, sets=sets, source=source, duration_s=0.3)
+    spec = load_launch(LAUNCH / name, sets=['loop.mode="fast"'], source=source, duration_s=0.3)
     graph = build_graph(spec)
     try:
         graph.loop.warmup()

@@ -27,7 +27,7 @@ COMMANDS: dict[str, str] = {
     "info": "show what an event recording holds",
     "replay": "stream a recording in real time, xN or as fast as possible",
     "view": "play a recording as event frames (window, or MP4/PNG headless)",
-    "convert": "convert a recording to AEDAT 4",
+    "convert": "convert a recording to AEDAT 4, HDF5, .npy or Event Stream (.es)",
     "launch": "run a launch file (source -> stages -> SNN or BCI decoder -> decoder -> motors)",
     "list": "what a launch file can name (sources, stages, networks, decoders, sinks) and their keys",
     "bci": "BCI decoders: fit, cross-validate, replay neural data",

@@ -395,6 +395,7 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
     write somewhere, a graph built in code (e.g. ``spikeloop bci replay``) may only be observed."""
     display = str(path) if display is None else display
     path = Path(path).resolve()
+    raw = _expand_data_prefix(raw)
 
     def ctx(section: str) -> Context:
         return Context(path, section, display)
@@ -549,7 +550,7 @@ def _check_source(ctx: Context, table: Any) -> dict:
     if values["type"] == "samples":
         for key in ("path", "labels"):
             if values[key]:
-                path = _data_path(values[key])
+                path = Path(values[key]).expanduser()
                 path = path if path.is_absolute() else (ctx.file.parent / path).resolve()
                 if not path.exists():
                     raise ctx.fail(key, f"not found: {path}")
@@ -569,12 +570,21 @@ def _check_source(ctx: Context, table: Any) -> dict:
     return values
 
 
-def _data_path(value: str) -> Path:
-    """A path whose leading ``$SPIKELOOP_DATA`` is the shared data folder (recordings.datasets.shared_data_dir)."""
-    prefix = "$SPIKELOOP_DATA"
-    if value == prefix or value.startswith(prefix + "/"):
-        return shared_data_dir() / value[len(prefix) + 1:]
-    return Path(value).expanduser()
+DATA_PREFIX = "$SPIKELOOP_DATA"
+
+
+def _expand_data_prefix(value: Any) -> Any:
+    """``value`` (launch tables, lists, strings) with every string that starts with ``$SPIKELOOP_DATA/``
+    (or is ``$SPIKELOOP_DATA``) turned into a path in the shared data folder
+    (recordings.datasets.shared_data_dir), so a shipped file finds the data from any checkout; other values
+    are returned as they are (no other variable is expanded)."""
+    if isinstance(value, dict):
+        return {k: _expand_data_prefix(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_data_prefix(v) for v in value]
+    if isinstance(value, str) and (value == DATA_PREFIX or value.startswith(DATA_PREFIX + "/")):
+        return str(shared_data_dir() / value[len(DATA_PREFIX) + 1:])
+    return value
 
 
 def _typed_table(ctx: Context, table: Any, types: tuple[str, ...], schemas: dict[str, dict[str, Key]],

@@ -173,6 +173,11 @@ def present_file(path: str | Path, spec: InputSpec, input_shape: tuple[int, int,
         window = replace(spec, encoding="counts", bin_us=spec.duration_us, tail_steps=0)
         return repeat_frame(present_file(path, window, input_shape, n_inputs), spec.duration_us // spec.bin_us,
                             spec.tail_steps)
+    if (path.suffix.lower() == ".wav") != (spec.sensor == "cochlea"):
+        raise ValueError(f"{path}: a WAV file needs a model whose input_spec.sensor is 'cochlea'; this model's is "
+                         f"'dvs' (DVS event recordings)" if spec.sensor != "cochlea" else
+                         f"{path}: the model's input_spec.sensor is 'cochlea' (WAV files through the cochlea), "
+                         f"not DVS events")
     try:
         if spec.sensor == "cochlea":
             spikes, duration_us = cochlea_spikes(path, spec)

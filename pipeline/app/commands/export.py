@@ -2,8 +2,8 @@
 
 Populations become IF / LIF / CubaLIF nodes by their per-step decays at the network's dt (time
 constants in seconds), projections Linear / Conv2d (+ Delay) nodes; ``spikeloop import`` of the result
-gives the same network up to float rounding. Exit status 0, or 2 with one line naming what NIR cannot
-express (refractory periods, per-synapse delays, LoihiLIF networks).
+gives the same network up to float rounding. Exit status 0; 2 with one line naming the file and what NIR
+cannot express (refractory periods, per-synapse delays, LoihiLIF networks); 1 when writing fails.
 """
 from __future__ import annotations
 
@@ -25,10 +25,17 @@ def run(args) -> int:
 
     try:
         check_writable(args.out)
-        network = Network.load(args.network)
-        write_atomic(args.out, lambda path: write_nir(network, path))
-    except (OSError, ValueError, ImportError) as error:
+        network = Network.load(args.network)  # its errors name the file
+    except (OSError, ValueError) as error:
         print(f"spikeloop export: {error}", file=sys.stderr)
         return 2
+    try:
+        write_atomic(args.out, lambda path: write_nir(network, path))
+    except (ValueError, ImportError) as error:  # what NIR cannot express, or no nir package
+        print(f"spikeloop export: {args.network}: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the write failed (disk full ...): a runtime failure
+        print(f"spikeloop export: {args.out}: {error}", file=sys.stderr)
+        return 1
     print(f"wrote {args.out}: {len(network.populations)} populations, {len(network.projections)} projections")
     return 0
