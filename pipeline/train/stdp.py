@@ -61,6 +61,8 @@ HISTORY_KEYS = ("epoch", "samples", "accuracy", "spikes_per_sample", "silent_sam
 #: Recordings between progress reports inside an epoch.
 PROGRESS_EVERY = 50
 FEEDFORWARD = "input_exc"
+#: How the saved network's training responses become its class readout (StdpConfig.readout).
+READOUTS = ("vote", "assignment", "ridge")
 INHIBITION = "exc_exc"
 
 
@@ -129,6 +131,7 @@ class StdpConfig:
     deploy_dv: int = 0
     deploy_inhibition: int = 2000
     readout: str = "vote"
+    ridge_penalty: float = 30.0
     epochs: int = 1
     seed: int = 0
 
@@ -143,8 +146,11 @@ class StdpConfig:
                            ("bin_us", 1_000_000),
                            ("vth", 2 ** 17 - 1), ("epochs", 1000), ("init_weight", 255), ("inhibition", 255 * 128)):
             positive(name, high)
-        if self.readout not in ("vote", "assignment"):
-            raise ValueError(f"stdp config: 'readout' must be 'vote' or 'assignment', got {self.readout!r}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"stdp config: 'readout' must be one of {', '.join(READOUTS)}, got {self.readout!r}")
+        if isinstance(self.ridge_penalty, bool) or not isinstance(self.ridge_penalty, (int, float)) \
+                or not 0 < self.ridge_penalty < float("inf"):
+            raise ValueError(f"stdp config: 'ridge_penalty' must be a finite number > 0, got {self.ridge_penalty!r}")
         if self.polarity not in ("merge", "split"):
             raise ValueError(f"stdp config: 'polarity' must be 'merge' or 'split', got {self.polarity!r}")
         self.learning_rule()                   # parses and checks the rule and traces
@@ -276,6 +282,21 @@ def class_votes(counts: np.ndarray, labels: np.ndarray, n_classes: int) -> np.nd
     return np.divide(means, total, out=np.zeros_like(means), where=total > 0)
 
 
+def ridge_votes(counts: np.ndarray, labels: np.ndarray, n_classes: int, penalty: float) -> np.ndarray:
+    """A least-squares readout as a vote table: (n_neurons, n_classes) float >= 0.
+
+    W = argmin |counts @ W - onehot(labels)|^2 + penalty * |W|^2 (ridge regression of the one-hot labels
+    on the spike counts, no intercept), then each row shifted by its minimum: that adds the same amount
+    (counts @ row minima) to every class of a sample, so argmax(counts @ votes) is the linear classifier's
+    decision, in the form a "vote" Readout stores (votes >= 0). counts (n_samples, n_neurons), labels
+    (n_samples,) ints in 0..n_classes-1; ``penalty`` > 0 in squared-count units."""
+    x = np.asarray(counts, np.float64)
+    targets = np.zeros((x.shape[0], n_classes))
+    targets[np.arange(x.shape[0]), np.asarray(labels)] = 1.0
+    w = np.linalg.solve(x.T @ x + penalty * np.eye(x.shape[1]), x.T @ targets)
+    return w - w.min(axis=1, keepdims=True)
+
+
 def predict_votes(counts: np.ndarray, votes: np.ndarray) -> np.ndarray:
     """The vote readout per sample: argmax over classes of counts @ votes (ties to the lower class)."""
     return (counts @ votes).argmax(axis=1)
@@ -378,6 +399,9 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
     assignment = assign_classes(counts, labels, len(classes))
     if config.readout == "vote":
         readout = Readout(kind="vote", classes=tuple(classes), votes=class_votes(counts, labels, len(classes)))
+    elif config.readout == "ridge":
+        readout = Readout(kind="vote", classes=tuple(classes),
+                          votes=ridge_votes(counts, labels, len(classes), config.ridge_penalty))
     else:
         readout = Readout(kind="assignment", classes=tuple(classes), assignment=assignment)
     accuracy = float(np.mean(readout_predict(counts, readout) == labels))
@@ -484,9 +508,12 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "vth": Key("int", _D.deploy_vth, low=0, high=2**17 - 1, help="common threshold of the saved network "
                                                                      "(0: the learned vth + theta)"),
         "dv": Key("int", _D.deploy_dv, low=-1, high=4095, help="voltage decay of the saved network (-1: as trained)"),
-        "readout": Key("str", _D.readout, choices=("vote", "assignment"),
+        "readout": Key("str", _D.readout, choices=READOUTS,
                        help="vote: each neuron's spikes shared among classes by its training responses; "
-                            "assignment: one class per neuron (Diehl & Cook)"),
+                            "assignment: one class per neuron (Diehl & Cook); ridge: a least-squares linear "
+                            "readout of the counts, saved as a vote table"),
+        "ridge_penalty": Key("number", _D.ridge_penalty, low=0, low_open=True, high=1e12,
+                             help="ridge readout: L2 penalty (squared spike counts)"),
     },
 }
 
@@ -505,6 +532,7 @@ def config_from_sections(config: dict, seed: int) -> StdpConfig:
             theta_increment=h["theta_increment"],
             theta_tau=h["theta_tau"], theta_limit=h["theta_limit"], theta_recentre=h["theta_recentre"],
             deploy_vth=d["vth"], deploy_dv=d["dv"], deploy_inhibition=d["inhibition"], readout=d["readout"],
+            ridge_penalty=d["ridge_penalty"],
             epochs=config["train"]["epochs"], seed=seed)
     except ValueError as error:
         raise ValueError(f"[stdp] rule: {error}" if "rule" in str(error) else str(error)) from None
