@@ -112,7 +112,9 @@ def test_ridge_votes_against_an_augmented_least_squares_solve():
     plain = np.linalg.lstsq(augmented, np.vstack([targets, np.zeros((7, 3))]), rcond=None)[0]
     votes = S.ridge_votes(counts, labels, 3, penalty)
     assert votes.min() == 0 and np.all(votes.min(axis=1) == 0)
-    np.testing.assert_allclose(votes - votes[:, :1], plain - plain[:, :1], atol=1e-9)
+    spread = (plain.max(axis=1) - plain.min(axis=1)).mean()    # rows' ranges average 1
+    np.testing.assert_allclose((votes - votes[:, :1]) * spread, plain - plain[:, :1], atol=1e-9)
+    assert np.isclose((votes.max(axis=1) - votes.min(axis=1)).mean(), 1.0)
     assert np.array_equal(S.predict_votes(counts, votes), (counts @ plain).argmax(axis=1))
     # neuron 0 fires for class 0 and more for class 1, neuron 1 a little for class 1 only, neuron 2 for class 2:
     # the vote table sends class 0 to class 1 (neuron 0 votes 0.4 / 0.6); the linear readout weighs neuron 1

@@ -21,7 +21,11 @@ lowers every neuron's v by the same amount (the spiker by its reset, the others 
 spike goes to the neuron whose weights have the largest dot product with all events so far (the weights
 are L2-normalised: a cosine match). ``deploy_vth`` 0 keeps each neuron's learned vth + theta, as Diehl &
 Cook test; on N-MNIST that let threshold differences, not the match, decide (24 % against 80 % on the
-100 test recordings, same learned weights, one measured run).
+100 test recordings, same learned weights, one measured run). With a leak (``deploy_dv`` > 0) the same
+holds for the leaky sums: each spike goes to the neuron that best matches the last ~4096 / dv steps of events,
+so a low threshold makes the counts a record of which learned digit matched each stretch of the recording
+(the shipped launch/train_nmnist_stdp.toml: vth = inhibition = 250, dv = 256, ~250 spikes per recording),
+a code the "ridge" readout reads far better than the vote table (README "Unsupervised STDP").
 
 Between recordings the neuron state and the traces are reset (Diehl & Cook's resting period). After
 learning, the saved network's responses over the training set name the neurons: by default every neuron's
@@ -29,8 +33,9 @@ count is shared among the classes by its mean count per class, normalised (:func
 ``Readout(kind="vote")``: a probabilistic assignment; 81.4 % against 78.8 % mean over 5 seeds on the
 100 N-MNIST test recordings, same networks); ``readout = "assignment"`` gives each neuron the one class with the
 highest mean count, as Diehl & Cook (:func:`assign_classes`, :func:`predict`: the class whose neurons
-have the highest mean count). The saved network carries the readout and the ``InputSpec``, so any
-evaluator runs it.
+have the highest mean count); ``readout = "ridge"`` fits a linear readout of the counts by least squares
+(:func:`ridge_votes`), stored as a vote table. Either way labels are used only after learning, to read the
+frozen network out. The saved network carries the readout and the ``InputSpec``, so any evaluator runs it.
 """
 from __future__ import annotations
 
@@ -92,8 +97,9 @@ class StdpConfig:
     neuron this threshold instead of vth + theta (0 keeps the learned thresholds, as Diehl & Cook do);
     ``deploy_dv`` >= 0 replaces dv (-1 keeps it); ``deploy_inhibition`` > 0 replaces the lateral inhibition
     (0 keeps it); ``readout``: "vote" (each neuron's count shared among the classes by its mean response
-    per class over the training set: Readout kind "vote") or "assignment" (each neuron votes for its one
-    best class, Diehl & Cook). With dv = 0 and inhibition = threshold, every spike lowers every neuron's v by the same
+    per class over the training set: Readout kind "vote"), "assignment" (each neuron votes for its one
+    best class, Diehl & Cook) or "ridge" (a least-squares linear readout of the training counts with L2
+    penalty ``ridge_penalty``, saved as a vote table: :func:`ridge_votes`). With dv = 0 and inhibition = threshold, every spike lowers every neuron's v by the same
     amount (the spiker by its reset, the others by inhibition), so v_i = D_i - vth * (spikes so far) with
     D_i neuron i's dot product with all events so far: each spike goes to the neuron with the largest D_i.
     ``epochs`` passes over the training set (shuffled each pass with ``seed``).
@@ -288,13 +294,18 @@ def ridge_votes(counts: np.ndarray, labels: np.ndarray, n_classes: int, penalty:
     W = argmin |counts @ W - onehot(labels)|^2 + penalty * |W|^2 (ridge regression of the one-hot labels
     on the spike counts, no intercept), then each row shifted by its minimum: that adds the same amount
     (counts @ row minima) to every class of a sample, so argmax(counts @ votes) is the linear classifier's
-    decision, in the form a "vote" Readout stores (votes >= 0). counts (n_samples, n_neurons), labels
-    (n_samples,) ints in 0..n_classes-1; ``penalty`` > 0 in squared-count units."""
+    decision, in the form a "vote" Readout stores (votes >= 0). The table is then scaled so its rows' ranges
+    (max - min) average 1: one spike moves the gap between two classes by about as much as a spike of a
+    one-class neuron does with the vote table, so a streaming classifier's early-decision margin keeps its
+    meaning (evidence units ~ spikes). counts (n_samples, n_neurons), labels (n_samples,) ints in
+    0..n_classes-1; ``penalty`` > 0 in squared-count units."""
     x = np.asarray(counts, np.float64)
     targets = np.zeros((x.shape[0], n_classes))
     targets[np.arange(x.shape[0]), np.asarray(labels)] = 1.0
     w = np.linalg.solve(x.T @ x + penalty * np.eye(x.shape[1]), x.T @ targets)
-    return w - w.min(axis=1, keepdims=True)
+    w -= w.min(axis=1, keepdims=True)
+    spread = w.max(axis=1).mean()
+    return w / spread if spread > 0 else w
 
 
 def predict_votes(counts: np.ndarray, votes: np.ndarray) -> np.ndarray:
