@@ -22,7 +22,7 @@ from pipeline.snn.learning.homeostasis import (
 from pipeline.snn.learning.normalization import WeightNormalization
 from pipeline.snn.network import Network
 from pipeline.train import stdp as S
-from pipeline.train.present import read_events
+from pipeline.train.present import present_file, read_events
 from recordings.labelled import open_labelled
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,6 +215,31 @@ def test_spikeloop_train_stdp_small_run_and_errors(tmp_path):
                         "homeostasis.theta_recentre=false", "--out", str(tmp_path / "s.npz"))
     assert silent.returncode == 2 and "epoch 1: no excitatory neuron spiked" in silent.stderr
     assert not (tmp_path / "s.npz").exists()
+
+
+def test_holdout_scores_the_last_training_recordings(tmp_path, nmnist):
+    """[data] holdout = 8 of 28: the model learns from and is read out on recordings 0-19 only (its readout
+    is fitted on their counts), and validation_accuracy is its accuracy on recordings 20-27 (recomputed here
+    from the saved model's counts and its vote table)."""
+    train, _ = nmnist
+    config = ROOT / "launch" / "train_nmnist_stdp.toml"
+    out = tmp_path / "h.npz"
+    small = ["--set", "train.limit=28", "--set", "network.neurons=16", "--set", 'data.test=""']
+    done = _train_cli(tmp_path, str(config), *small, "--set", "data.holdout=8", "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)
+    network = Network.load(out)
+    spec = network.input_spec
+    counts = S.responses(network, [present_file(p, spec, network.input_shape, network.n_inputs)
+                                   for p in train.paths[20:28]])
+    expected = np.mean((counts @ network.readout.votes).argmax(axis=1) == np.asarray(train.labels[20:28]))
+    assert metrics["validation_samples"] == 8 and metrics["validation_accuracy"] == expected
+    fitted = S.responses(network, [present_file(p, spec, network.input_shape, network.n_inputs)
+                                   for p in train.paths[:20]])
+    assert np.allclose(network.readout.votes, S.ridge_votes(fitted, train.labels[:20], 10, 200))
+    bad = _train_cli(tmp_path, str(config), *small, "--set", "data.holdout=28", "--out", str(tmp_path / "b.npz"))
+    assert bad.returncode == 2 and "holdout = 28 leaves none of the 28" in bad.stderr
+    assert not (tmp_path / "b.npz").exists()
 
 
 def test_checkpoint_resumes_where_it_stopped(nmnist):

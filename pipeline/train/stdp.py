@@ -473,6 +473,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "train_labels": Key("str", "", help="labels file (relative to $SPIKELOOP_DATA)"),
         "test": Key("str", "", help="folder of test recordings (empty: none)"),
         "test_labels": Key("str", "", help="labels file of the test folder"),
+        "holdout": Key("int", 0, low=0, help="hold out the last N training recordings (after train.limit): not "
+                                             "learned from nor read out; reported as validation_accuracy"),
     },
     "input": {
         "width": Key("int", _D.width, low=1, high=4096, help="sensor width (px)"),
@@ -555,7 +557,11 @@ def _data_path(run: TrainRun, text: str) -> Path:
 
 
 def fit(config: dict, run: TrainRun) -> Fitted:
-    """``spikeloop train`` method "stdp": learn, assign classes, report train (and test) accuracy.
+    """``spikeloop train`` method "stdp": learn, assign classes, report train (and validation, test) accuracy.
+
+    With ``[data] holdout = N`` the last N training recordings (after ``[train] limit``) are kept out of
+    learning and of the readout fit and scored as ``validation_accuracy`` (for choosing hyperparameters
+    without the test set).
 
     Writes the learned receptive fields next to the model (``MODEL.fields.png``) when the run keeps
     checkpoints (``spikeloop train`` always does: MODEL.ckpt.npz).
@@ -566,6 +572,14 @@ def fit(config: dict, run: TrainRun) -> Fitted:
                               _data_path(run, data["train_labels"]) if data["train_labels"] else None)
     if config["train"]["limit"]:
         train_set = train_set.subset(range(min(config["train"]["limit"], len(train_set))))
+    holdout = data["holdout"]
+    validation_set = None
+    if holdout:
+        if holdout >= len(train_set):
+            raise ValueError(f"[data] holdout = {holdout} leaves none of the {len(train_set)} training recordings "
+                             "to learn from")
+        validation_set = train_set.subset(range(len(train_set) - holdout, len(train_set)))
+        train_set = train_set.subset(range(len(train_set) - holdout))
     test_set = None
     if data["test"]:
         test_set = open_labelled(_data_path(run, data["test"]),
@@ -584,6 +598,9 @@ def fit(config: dict, run: TrainRun) -> Fitted:
 
     result = train(stdp, presentations, train_set.labels, train_set.classes, progress, run.checkpoint, resume)
     metrics = dict(result.metrics)
+    if validation_set is not None:
+        metrics["validation_accuracy"] = evaluate(result.network, validation_set.paths, validation_set.labels)
+        metrics["validation_samples"] = len(validation_set)
     if test_set is not None:
         metrics["test_accuracy"] = evaluate(result.network, test_set.paths, test_set.labels)
         metrics["test_samples"] = len(test_set)
