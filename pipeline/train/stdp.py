@@ -31,10 +31,10 @@ Between recordings the neuron state and the traces are reset (Diehl & Cook's res
 learning, the saved network's responses over the training set name the neurons: by default every neuron's
 count is shared among the classes by its mean count per class, normalised (:func:`class_votes`,
 ``Readout(kind="vote")``: a probabilistic assignment; 81.4 % against 78.8 % mean over 5 seeds on the
-100 N-MNIST test recordings, same networks); ``readout = "assignment"`` gives each neuron the one class with the
-highest mean count, as Diehl & Cook (:func:`assign_classes`, :func:`predict`: the class whose neurons
-have the highest mean count); ``readout = "ridge"`` fits a linear readout of the counts by least squares
-(:func:`ridge_votes`), stored as a vote table. Either way labels are used only after learning, to read the
+100 N-MNIST test recordings, same networks, deployed without leak); ``readout = "assignment"`` gives each
+neuron the one class with the highest mean count, as Diehl & Cook (:func:`assign_classes`, :func:`predict`:
+the class whose neurons have the highest mean count); ``readout = "ridge"`` fits a linear readout of the
+counts by least squares (:func:`ridge_votes`), stored as a vote table. Either way labels are used only after learning, to read the
 frozen network out. The saved network carries the readout and the ``InputSpec``, so any evaluator runs it.
 """
 from __future__ import annotations
@@ -99,9 +99,10 @@ class StdpConfig:
     (0 keeps it); ``readout``: "vote" (each neuron's count shared among the classes by its mean response
     per class over the training set: Readout kind "vote"), "assignment" (each neuron votes for its one
     best class, Diehl & Cook) or "ridge" (a least-squares linear readout of the training counts with L2
-    penalty ``ridge_penalty``, saved as a vote table: :func:`ridge_votes`). With dv = 0 and inhibition = threshold, every spike lowers every neuron's v by the same
-    amount (the spiker by its reset, the others by inhibition), so v_i = D_i - vth * (spikes so far) with
-    D_i neuron i's dot product with all events so far: each spike goes to the neuron with the largest D_i.
+    penalty ``ridge_penalty``, saved as a vote table: :func:`ridge_votes`). With dv = 0 and inhibition =
+    threshold, every spike lowers every neuron's v by the same amount (the spiker by its reset, the others
+    by inhibition), so v_i = D_i - vth * (spikes so far) with D_i neuron i's dot product with all events so
+    far: each spike goes to the neuron with the largest D_i.
     ``epochs`` passes over the training set (shuffled each pass with ``seed``).
     """
 
