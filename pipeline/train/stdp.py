@@ -34,8 +34,9 @@ count is shared among the classes by its mean count per class, normalised (:func
 100 N-MNIST test recordings, same networks, deployed without leak); ``readout = "assignment"`` gives each
 neuron the one class with the highest mean count, as Diehl & Cook (:func:`assign_classes`, :func:`predict`:
 the class whose neurons have the highest mean count); ``readout = "ridge"`` fits a linear readout of the
-counts by least squares (:func:`ridge_votes`), stored as a vote table. Either way labels are used only after learning, to read the
-frozen network out. The saved network carries the readout and the ``InputSpec``, so any evaluator runs it.
+counts by least squares (:func:`ridge_votes`), stored as a vote table. Either way labels are used only
+after learning, to read the frozen network out. The saved network carries the readout and the
+``InputSpec``, so any evaluator runs it.
 """
 from __future__ import annotations
 
