@@ -22,7 +22,7 @@ from pipeline.snn.learning.homeostasis import (
 from pipeline.snn.learning.normalization import WeightNormalization
 from pipeline.snn.network import Network
 from pipeline.train import stdp as S
-from pipeline.train.present import read_events
+from pipeline.train.present import present_file, read_events
 from recordings.labelled import open_labelled
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +99,35 @@ def test_assignment_and_vote_known_answers():
     assert S.predict_votes(counts, votes).tolist() == [0, 0, 1, 1]
 
 
+def test_ridge_votes_against_an_augmented_least_squares_solve():
+    """The ridge readout = numpy's lstsq on the augmented system [X; sqrt(l) I] W = [Y; 0] (an independent
+    formulation), shifted per row to >= 0 without changing any decision; on XOR-like counts, where a neuron
+    that fires for two classes misleads the vote readout, it separates what the vote table cannot."""
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 6, size=(60, 7))
+    labels = rng.integers(0, 3, size=60)
+    penalty = 2.5
+    targets = np.eye(3)[labels]
+    augmented = np.vstack([counts.astype(float), np.sqrt(penalty) * np.eye(7)])
+    plain = np.linalg.lstsq(augmented, np.vstack([targets, np.zeros((7, 3))]), rcond=None)[0]
+    votes = S.ridge_votes(counts, labels, 3, penalty)
+    assert votes.min() == 0 and np.all(votes.min(axis=1) == 0)
+    spread = (plain.max(axis=1) - plain.min(axis=1)).mean()    # rows' ranges average 1
+    np.testing.assert_allclose((votes - votes[:, :1]) * spread, plain - plain[:, :1], atol=1e-9)
+    assert np.isclose((votes.max(axis=1) - votes.min(axis=1)).mean(), 1.0)
+    assert np.array_equal(S.predict_votes(counts, votes), (counts @ plain).argmax(axis=1))
+    # neuron 0 fires for class 0 and more for class 1, neuron 1 a little for class 1 only, neuron 2 for class 2:
+    # the vote table sends class 0 to class 1 (neuron 0 votes 0.4 / 0.6); the linear readout weighs neuron 1
+    counts = np.array([[4, 0, 0], [6, 1, 0], [0, 0, 4], [4, 0, 0], [6, 1, 0], [0, 0, 4]])
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    assert S.predict_votes(counts, S.class_votes(counts, labels, 3)).tolist() == [1, 1, 2, 1, 1, 2]
+    assert S.predict_votes(counts, S.ridge_votes(counts, labels, 3, 0.01)).tolist() == labels.tolist()
+    with pytest.raises(ValueError, match="'ridge_penalty' must be a finite number > 0"):
+        S.StdpConfig(readout="ridge", ridge_penalty=0)
+    with pytest.raises(ValueError, match="'readout' must be one of vote, assignment, ridge"):
+        S.StdpConfig(readout="knn")
+
+
 # ------------------------------------------------------------------------------------- learning on real data
 
 def test_stdp_strengthens_inputs_active_before_post_spikes(nmnist):
@@ -127,7 +156,7 @@ def test_stdp_strengthens_inputs_active_before_post_spikes(nmnist):
     assert result.history[0]["spikes_per_sample"] > 0
 
 
-@pytest.mark.parametrize("readout", ["assignment", "vote"])
+@pytest.mark.parametrize("readout", ["assignment", "vote", "ridge"])
 def test_readout_round_trips(nmnist, tmp_path, readout):
     train, test = nmnist
     config = S.StdpConfig(n_neurons=20, epochs=1, weight_exp=-3, vth=300, refractory=0, theta_increment=300,
@@ -135,7 +164,8 @@ def test_readout_round_trips(nmnist, tmp_path, readout):
     subset = train.subset(range(40))
     result = S.train(config, S.present_all(subset.paths, config), subset.labels, subset.classes)
     network = result.network
-    assert network.readout.kind == readout and network.readout.classes == tuple(str(d) for d in range(10))
+    assert network.readout.kind == ("vote" if readout == "ridge" else readout)
+    assert network.readout.classes == tuple(str(d) for d in range(10))
     kept = result.metrics["neurons"]
     assert kept + result.metrics["neurons_dropped_unlearned"] == 20 and 0 < kept == network.n_outputs
     table = network.readout.assignment if readout == "assignment" else network.readout.votes
@@ -185,6 +215,31 @@ def test_spikeloop_train_stdp_small_run_and_errors(tmp_path):
                         "homeostasis.theta_recentre=false", "--out", str(tmp_path / "s.npz"))
     assert silent.returncode == 2 and "epoch 1: no excitatory neuron spiked" in silent.stderr
     assert not (tmp_path / "s.npz").exists()
+
+
+def test_holdout_scores_the_last_training_recordings(tmp_path, nmnist):
+    """[data] holdout = 8 of 28: the model learns from and is read out on recordings 0-19 only (its readout
+    is fitted on their counts), and validation_accuracy is its accuracy on recordings 20-27 (recomputed here
+    from the saved model's counts and its vote table)."""
+    train, _ = nmnist
+    config = ROOT / "launch" / "train_nmnist_stdp.toml"
+    out = tmp_path / "h.npz"
+    small = ["--set", "train.limit=28", "--set", "network.neurons=16", "--set", 'data.test=""']
+    done = _train_cli(tmp_path, str(config), *small, "--set", "data.holdout=8", "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)
+    network = Network.load(out)
+    spec = network.input_spec
+    counts = S.responses(network, [present_file(p, spec, network.input_shape, network.n_inputs)
+                                   for p in train.paths[20:28]])
+    expected = np.mean((counts @ network.readout.votes).argmax(axis=1) == np.asarray(train.labels[20:28]))
+    assert metrics["validation_samples"] == 8 and metrics["validation_accuracy"] == expected
+    fitted = S.responses(network, [present_file(p, spec, network.input_shape, network.n_inputs)
+                                   for p in train.paths[:20]])
+    assert np.allclose(network.readout.votes, S.ridge_votes(fitted, train.labels[:20], 10, 200))
+    bad = _train_cli(tmp_path, str(config), *small, "--set", "data.holdout=28", "--out", str(tmp_path / "b.npz"))
+    assert bad.returncode == 2 and "holdout = 28 leaves none of the 28" in bad.stderr
+    assert not (tmp_path / "b.npz").exists()
 
 
 def test_checkpoint_resumes_where_it_stopped(nmnist):

@@ -21,16 +21,22 @@ lowers every neuron's v by the same amount (the spiker by its reset, the others 
 spike goes to the neuron whose weights have the largest dot product with all events so far (the weights
 are L2-normalised: a cosine match). ``deploy_vth`` 0 keeps each neuron's learned vth + theta, as Diehl &
 Cook test; on N-MNIST that let threshold differences, not the match, decide (24 % against 80 % on the
-100 test recordings, same learned weights, one measured run).
+100 test recordings, same learned weights, one measured run). With a leak (``deploy_dv`` > 0) the same
+holds for the leaky sums: each spike goes to the neuron that best matches the last ~4096 / dv steps of events,
+so a low threshold makes the counts a record of which learned digit matched each stretch of the recording
+(the shipped launch/train_nmnist_stdp.toml: vth = inhibition = 250, dv = 256, ~250 spikes per recording),
+a code the "ridge" readout reads far better than the vote table (README "Unsupervised STDP").
 
 Between recordings the neuron state and the traces are reset (Diehl & Cook's resting period). After
 learning, the saved network's responses over the training set name the neurons: by default every neuron's
 count is shared among the classes by its mean count per class, normalised (:func:`class_votes`,
 ``Readout(kind="vote")``: a probabilistic assignment; 81.4 % against 78.8 % mean over 5 seeds on the
-100 N-MNIST test recordings, same networks); ``readout = "assignment"`` gives each neuron the one class with the
-highest mean count, as Diehl & Cook (:func:`assign_classes`, :func:`predict`: the class whose neurons
-have the highest mean count). The saved network carries the readout and the ``InputSpec``, so any
-evaluator runs it.
+100 N-MNIST test recordings, same networks, deployed without leak); ``readout = "assignment"`` gives each
+neuron the one class with the highest mean count, as Diehl & Cook (:func:`assign_classes`, :func:`predict`:
+the class whose neurons have the highest mean count); ``readout = "ridge"`` fits a linear readout of the
+counts by least squares (:func:`ridge_votes`), stored as a vote table. Either way labels are used only
+after learning, to read the frozen network out. The saved network carries the readout and the
+``InputSpec``, so any evaluator runs it.
 """
 from __future__ import annotations
 
@@ -61,6 +67,8 @@ HISTORY_KEYS = ("epoch", "samples", "accuracy", "spikes_per_sample", "silent_sam
 #: Recordings between progress reports inside an epoch.
 PROGRESS_EVERY = 50
 FEEDFORWARD = "input_exc"
+#: How the saved network's training responses become its class readout (StdpConfig.readout).
+READOUTS = ("vote", "assignment", "ridge")
 INHIBITION = "exc_exc"
 
 
@@ -90,10 +98,12 @@ class StdpConfig:
     neuron this threshold instead of vth + theta (0 keeps the learned thresholds, as Diehl & Cook do);
     ``deploy_dv`` >= 0 replaces dv (-1 keeps it); ``deploy_inhibition`` > 0 replaces the lateral inhibition
     (0 keeps it); ``readout``: "vote" (each neuron's count shared among the classes by its mean response
-    per class over the training set: Readout kind "vote") or "assignment" (each neuron votes for its one
-    best class, Diehl & Cook). With dv = 0 and inhibition = threshold, every spike lowers every neuron's v by the same
-    amount (the spiker by its reset, the others by inhibition), so v_i = D_i - vth * (spikes so far) with
-    D_i neuron i's dot product with all events so far: each spike goes to the neuron with the largest D_i.
+    per class over the training set: Readout kind "vote"), "assignment" (each neuron votes for its one
+    best class, Diehl & Cook) or "ridge" (a least-squares linear readout of the training counts with L2
+    penalty ``ridge_penalty``, saved as a vote table: :func:`ridge_votes`). With dv = 0 and inhibition =
+    threshold, every spike lowers every neuron's v by the same amount (the spiker by its reset, the others
+    by inhibition), so v_i = D_i - vth * (spikes so far) with D_i neuron i's dot product with all events so
+    far: each spike goes to the neuron with the largest D_i.
     ``epochs`` passes over the training set (shuffled each pass with ``seed``).
     """
 
@@ -129,6 +139,7 @@ class StdpConfig:
     deploy_dv: int = 0
     deploy_inhibition: int = 2000
     readout: str = "vote"
+    ridge_penalty: float = 30.0
     epochs: int = 1
     seed: int = 0
 
@@ -143,8 +154,11 @@ class StdpConfig:
                            ("bin_us", 1_000_000),
                            ("vth", 2 ** 17 - 1), ("epochs", 1000), ("init_weight", 255), ("inhibition", 255 * 128)):
             positive(name, high)
-        if self.readout not in ("vote", "assignment"):
-            raise ValueError(f"stdp config: 'readout' must be 'vote' or 'assignment', got {self.readout!r}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"stdp config: 'readout' must be one of {', '.join(READOUTS)}, got {self.readout!r}")
+        if isinstance(self.ridge_penalty, bool) or not isinstance(self.ridge_penalty, (int, float)) \
+                or not 0 < self.ridge_penalty < float("inf"):
+            raise ValueError(f"stdp config: 'ridge_penalty' must be a finite number > 0, got {self.ridge_penalty!r}")
         if self.polarity not in ("merge", "split"):
             raise ValueError(f"stdp config: 'polarity' must be 'merge' or 'split', got {self.polarity!r}")
         self.learning_rule()                   # parses and checks the rule and traces
@@ -276,6 +290,26 @@ def class_votes(counts: np.ndarray, labels: np.ndarray, n_classes: int) -> np.nd
     return np.divide(means, total, out=np.zeros_like(means), where=total > 0)
 
 
+def ridge_votes(counts: np.ndarray, labels: np.ndarray, n_classes: int, penalty: float) -> np.ndarray:
+    """A least-squares readout as a vote table: (n_neurons, n_classes) float >= 0.
+
+    W = argmin |counts @ W - onehot(labels)|^2 + penalty * |W|^2 (ridge regression of the one-hot labels
+    on the spike counts, no intercept), then each row shifted by its minimum: that adds the same amount
+    (counts @ row minima) to every class of a sample, so argmax(counts @ votes) is the linear classifier's
+    decision, in the form a "vote" Readout stores (votes >= 0). The table is then scaled so its rows' ranges
+    (max - min) average 1: one spike moves the gap between two classes by about as much as a spike of a
+    one-class neuron does with the vote table, so a streaming classifier's early-decision margin keeps its
+    meaning (evidence units ~ spikes). counts (n_samples, n_neurons), labels (n_samples,) ints in
+    0..n_classes-1; ``penalty`` > 0 in squared-count units."""
+    x = np.asarray(counts, np.float64)
+    targets = np.zeros((x.shape[0], n_classes))
+    targets[np.arange(x.shape[0]), np.asarray(labels)] = 1.0
+    w = np.linalg.solve(x.T @ x + penalty * np.eye(x.shape[1]), x.T @ targets)
+    w -= w.min(axis=1, keepdims=True)
+    spread = w.max(axis=1).mean()
+    return w / spread if spread > 0 else w
+
+
 def predict_votes(counts: np.ndarray, votes: np.ndarray) -> np.ndarray:
     """The vote readout per sample: argmax over classes of counts @ votes (ties to the lower class)."""
     return (counts @ votes).argmax(axis=1)
@@ -378,6 +412,9 @@ def train(config: StdpConfig, presentations: list[Presentation], labels, classes
     assignment = assign_classes(counts, labels, len(classes))
     if config.readout == "vote":
         readout = Readout(kind="vote", classes=tuple(classes), votes=class_votes(counts, labels, len(classes)))
+    elif config.readout == "ridge":
+        readout = Readout(kind="vote", classes=tuple(classes),
+                          votes=ridge_votes(counts, labels, len(classes), config.ridge_penalty))
     else:
         readout = Readout(kind="assignment", classes=tuple(classes), assignment=assignment)
     accuracy = float(np.mean(readout_predict(counts, readout) == labels))
@@ -438,6 +475,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "train_labels": Key("str", "", help="labels file (relative to $SPIKELOOP_DATA)"),
         "test": Key("str", "", help="folder of test recordings (empty: none)"),
         "test_labels": Key("str", "", help="labels file of the test folder"),
+        "holdout": Key("int", 0, low=0, help="hold out the last N training recordings (after train.limit): not "
+                                             "learned from nor read out; reported as validation_accuracy"),
     },
     "input": {
         "width": Key("int", _D.width, low=1, high=4096, help="sensor width (px)"),
@@ -484,9 +523,12 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "vth": Key("int", _D.deploy_vth, low=0, high=2**17 - 1, help="common threshold of the saved network "
                                                                      "(0: the learned vth + theta)"),
         "dv": Key("int", _D.deploy_dv, low=-1, high=4095, help="voltage decay of the saved network (-1: as trained)"),
-        "readout": Key("str", _D.readout, choices=("vote", "assignment"),
+        "readout": Key("str", _D.readout, choices=READOUTS,
                        help="vote: each neuron's spikes shared among classes by its training responses; "
-                            "assignment: one class per neuron (Diehl & Cook)"),
+                            "assignment: one class per neuron (Diehl & Cook); ridge: a least-squares linear "
+                            "readout of the counts, saved as a vote table"),
+        "ridge_penalty": Key("number", _D.ridge_penalty, low=0, low_open=True, high=1e12,
+                             help="ridge readout: L2 penalty (squared spike counts)"),
     },
 }
 
@@ -505,6 +547,7 @@ def config_from_sections(config: dict, seed: int) -> StdpConfig:
             theta_increment=h["theta_increment"],
             theta_tau=h["theta_tau"], theta_limit=h["theta_limit"], theta_recentre=h["theta_recentre"],
             deploy_vth=d["vth"], deploy_dv=d["dv"], deploy_inhibition=d["inhibition"], readout=d["readout"],
+            ridge_penalty=d["ridge_penalty"],
             epochs=config["train"]["epochs"], seed=seed)
     except ValueError as error:
         raise ValueError(f"[stdp] rule: {error}" if "rule" in str(error) else str(error)) from None
@@ -516,7 +559,11 @@ def _data_path(run: TrainRun, text: str) -> Path:
 
 
 def fit(config: dict, run: TrainRun) -> Fitted:
-    """``spikeloop train`` method "stdp": learn, assign classes, report train (and test) accuracy.
+    """``spikeloop train`` method "stdp": learn, assign classes, report train (and validation, test) accuracy.
+
+    With ``[data] holdout = N`` the last N training recordings (after ``[train] limit``) are kept out of
+    learning and of the readout fit and scored as ``validation_accuracy`` (for choosing hyperparameters
+    without the test set).
 
     Writes the learned receptive fields next to the model (``MODEL.fields.png``) when the run keeps
     checkpoints (``spikeloop train`` always does: MODEL.ckpt.npz).
@@ -527,6 +574,14 @@ def fit(config: dict, run: TrainRun) -> Fitted:
                               _data_path(run, data["train_labels"]) if data["train_labels"] else None)
     if config["train"]["limit"]:
         train_set = train_set.subset(range(min(config["train"]["limit"], len(train_set))))
+    holdout = data["holdout"]
+    validation_set = None
+    if holdout:
+        if holdout >= len(train_set):
+            raise ValueError(f"[data] holdout = {holdout} leaves none of the {len(train_set)} training recordings "
+                             "to learn from")
+        validation_set = train_set.subset(range(len(train_set) - holdout, len(train_set)))
+        train_set = train_set.subset(range(len(train_set) - holdout))
     test_set = None
     if data["test"]:
         test_set = open_labelled(_data_path(run, data["test"]),
@@ -545,6 +600,9 @@ def fit(config: dict, run: TrainRun) -> Fitted:
 
     result = train(stdp, presentations, train_set.labels, train_set.classes, progress, run.checkpoint, resume)
     metrics = dict(result.metrics)
+    if validation_set is not None:
+        metrics["validation_accuracy"] = evaluate(result.network, validation_set.paths, validation_set.labels)
+        metrics["validation_samples"] = len(validation_set)
     if test_set is not None:
         metrics["test_accuracy"] = evaluate(result.network, test_set.paths, test_set.labels)
         metrics["test_samples"] = len(test_set)
