@@ -16,7 +16,7 @@ from pipeline.decoders.bci.snn import SNNDecoder
 from pipeline.train.bci import RSNNConfig, fit_decoder, run, train
 from recordings.dad import load_dad
 
-SMALL = RSNNConfig(neurons=32, epochs=3, taps=3, ridge=100.0)
+SMALL = RSNNConfig(neurons=32, epochs=3, taps=3, ridge=100.0, readout_select=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +124,46 @@ def test_validation_split_is_the_end_of_the_last_segment():
     # too little left to learn from in the last segment: no split
     assert split_validation([(0, 900), (900, 1000)], config) == ([(0, 900), (900, 1000)], None)
     assert split_validation([(0, 1000)], RSNNConfig(validation=0.0))[1] is None
+
+
+def test_readout_penalises_membranes_by_v_scale_per_axis():
+    """fit_readout's per-axis (ridge, v_scale) equals the closed-form ridge with a diagonal penalty that is
+    1 on the spike columns and 1 / v_scale^2 on the membrane columns (solved here directly)."""
+    from pipeline.train.bci import fit_readout
+    rng = np.random.default_rng(1)
+    F = np.hstack([(rng.random((300, 12)) < 0.3).astype(float), rng.normal(0, 0.5, (300, 4))])
+    y = F @ rng.normal(size=(16, 2)) + rng.normal(0, 0.3, (300, 2))
+    R, bias = fit_readout(F, y, (5.0, 40.0), (0.3, 1.0), 12)
+    Fc, yc = F - F.mean(0), y - y.mean(0)
+    for axis, (ridge, v) in enumerate(((5.0, 0.3), (40.0, 1.0))):
+        penalty = np.r_[np.ones(12), np.full(4, 1 / v ** 2)]
+        expect = np.linalg.solve(Fc.T @ Fc + ridge * np.diag(penalty), Fc.T @ yc[:, axis])
+        np.testing.assert_allclose(R[:, axis], expect, atol=1e-9)
+        np.testing.assert_allclose(bias[axis], y[:, axis].mean() - F.mean(0) @ expect, atol=1e-9)
+
+
+def test_readout_selection_scores_held_out_end_of_training(chewie):
+    """select_readout trains on the bins before the last 20 % of the training data and picks, per axis, the
+    grid point with the least squared error there: its error grid equals fits scored directly, and the
+    deployed decoder uses the chosen values (runtime output == trainer forward with them)."""
+    from pipeline.train.bci import READOUT_RIDGES, V_SCALES, fit_readout, segment_features, select_readout
+    tr, te = chewie
+    counts, kin = tr.counts[:600], tr.kinematics[:600]
+    z = (kin - kin.mean(0)) / kin.std(0)
+    config = dataclasses.replace(SMALL, readout_select=0.2)
+    ridge, v_scale, errors = select_readout(counts, z, [(0, 600)], config, 50.0)
+    assert errors.shape == (len(V_SCALES), len(READOUT_RIDGES), 2)
+    for a in range(2):
+        i, j = np.unravel_index(np.argmin(errors[:, :, a]), errors.shape[:2])
+        assert (ridge[a], v_scale[a]) == (READOUT_RIDGES[j], V_SCALES[i])
+    stack = train(counts, z, [(0, 480)], dataclasses.replace(config, readout_select=0.0), 50.0)[0]
+    F, Y = segment_features(stack, counts, z, [(0, 480)], config.burn_in)
+    Fv = run(stack, counts[None, 420:600])[2][0, 60:]
+    for i, j in ((0, 0), (3, 2)):
+        R, b = fit_readout(F, Y, READOUT_RIDGES[j], V_SCALES[i], config.taps * config.neurons)
+        np.testing.assert_allclose(errors[i, j], ((Fv @ R + b - z[480:]) ** 2).mean(0), rtol=1e-6)
+    dec = SNNDecoder(trainer=functools.partial(fit_decoder, config=config), bin_us=tr.bin_us).fit(counts, kin)
+    chosen = dataclasses.replace(config, readout_select=0.0, ridge=tuple(ridge), v_scale=tuple(v_scale))
+    stack, R, bias, _ = train(counts, z, [(0, 600)], chosen, 50.0)
+    expect = (run(stack, te.counts[None, :150])[2][0] @ R + bias) * kin.std(0) + kin.mean(0)
+    np.testing.assert_allclose(dec.predict(te.counts[:150]), expect, atol=1e-9)

@@ -27,6 +27,11 @@ from pipeline.train.kernels import SURROGATES
 from pipeline.train.lif_stack import LifStack, backward, forward, loihi_decays, quantize
 
 
+#: Readout penalties and membrane weights tried by ``RSNNConfig.readout_select`` (z-scored targets).
+READOUT_RIDGES = (1000.0, 2000.0, 3000.0, 5000.0)
+V_SCALES = (1.0, 0.5, 0.3, 0.1)
+
+
 @dataclass(frozen=True)
 class RSNNConfig:
     """neurons: population size; taps: readout filter length (bins); tau_syn_ms, tau_mem_ms: time
@@ -35,7 +40,10 @@ class RSNNConfig:
     validation: fraction of the training bins held out at the end of the last training segment (causal,
     contiguous; 0 = none): after every epoch the network is scored there (mean squared error of the
     z-scored targets through the current readout) and the weights of the best epoch are kept; ensemble:
-    networks averaged (see :func:`fit_decoder`)."""
+    networks averaged (see :func:`fit_decoder`); v_scale: weight of the membranes in the readout refit
+    (see :func:`fit_readout`; ridge and v_scale may be per-axis tuples); readout_select: fraction of the
+    training bins at the end held out to choose ridge and v_scale per axis (:func:`select_readout`; the
+    network is trained twice, the final one on all bins; 0 = use ridge and v_scale as given)."""
 
     neurons: int = 128
     taps: int = 15
@@ -53,6 +61,8 @@ class RSNNConfig:
     seed: int = 0
     validation: float = 0.0
     ensemble: int = 1
+    v_scale: float = 1.0
+    readout_select: float = 0.0
 
 
 def features(spikes: np.ndarray, vpost: np.ndarray, taps: int) -> np.ndarray:
@@ -197,13 +207,68 @@ def train(counts: np.ndarray, y: np.ndarray, segments, config: RSNNConfig, bin_m
         for name, w in params.items():
             w[...] = best[1][name]
     # refit the readout on the deployed network's features over whole segments (validation bins included)
+    F, Y = segment_features(stack, counts, y, all_segments, burn)
+    R, bias = fit_readout(F, Y, config.ridge, config.v_scale, config.taps * config.neurons)
+    return stack, R, bias, history
+
+
+def segment_features(stack: LifStack, counts: np.ndarray, y: np.ndarray, segments, burn: int):
+    """Features (N, p) float64 and targets (N, d) of the network run over each whole segment, the first
+    ``burn`` bins of every segment left out."""
     Fs, ys = [], []
-    for a, b in all_segments:
+    for a, b in segments:
         _, _, F = run(stack, counts[None, a:b])
         Fs.append(F[0, burn:])
         ys.append(y[a + burn:b])
-    R, bias = ridge_readout(np.concatenate(Fs).astype(np.float64), np.concatenate(ys), config.ridge)
-    return stack, R, bias, history
+    return np.concatenate(Fs).astype(np.float64), np.concatenate(ys)
+
+
+def fit_readout(F: np.ndarray, y: np.ndarray, ridge, v_scale, n_spike: int):
+    """Ridge readout (p, d), bias (d,) of y (N, d) on F (N, p) whose membrane columns (from n_spike on)
+    count v_scale times their value in the penalised fit (v_scale < 1: the membranes' weights are held
+    to 1 / v_scale^2 times the penalty); the readout applies to the unscaled features. ridge, v_scale:
+    one value, or one per axis (d,) (each axis is its own regression)."""
+    d = y.shape[1]
+    ridge, v_scale = np.broadcast_to(ridge, (d,)), np.broadcast_to(v_scale, (d,))
+    R, bias = np.zeros((F.shape[1], d)), np.zeros(d)
+    for pair in sorted(set(zip(ridge.tolist(), v_scale.tolist()))):
+        axes = [i for i in range(d) if (ridge[i], v_scale[i]) == pair]
+        scale = np.ones(F.shape[1])
+        scale[n_spike:] = pair[1]
+        Ra, ba = ridge_readout(F * scale, y[:, axes], pair[0])
+        R[:, axes], bias[axes] = Ra * scale[:, None], ba
+    return R, bias
+
+
+def select_readout(counts: np.ndarray, y: np.ndarray, segments, config: RSNNConfig, bin_ms: float):
+    """Per axis, the readout penalty and membrane weight from READOUT_RIDGES x V_SCALES with the least
+    squared error on the last ``config.readout_select`` of the training bins (contiguous, cut from the end
+    of the longest segment, see :func:`split_validation`), scored with a network trained (same seed) on the bins before them only;
+    returns (ridge (d,), v_scale (d,), errors (len(V_SCALES), len(READOUT_RIDGES), d)). Without room for
+    the split: (config.ridge, config.v_scale, None)."""
+    d = y.shape[1]
+    longest_last = sorted(segments, key=lambda seg: seg[1] - seg[0])     # cut from the longest segment
+    learn, check = split_validation(longest_last, dataclasses.replace(config, validation=config.readout_select))
+    if check is None:
+        return np.broadcast_to(config.ridge, (d,)).copy(), np.broadcast_to(config.v_scale, (d,)).copy(), None
+    stack = train(counts, y, learn, dataclasses.replace(config, validation=0.0, readout_select=0.0), bin_ms)[0]
+    F, Y = segment_features(stack, counts, y, learn, config.burn_in)
+    c, start, stop = check
+    Fv = run(stack, counts[None, c:stop])[2][0, start - c:].astype(np.float64)
+    n_spike = config.taps * config.neurons
+    errors = np.zeros((len(V_SCALES), len(READOUT_RIDGES), d))
+    for i, v_scale in enumerate(V_SCALES):         # one thin SVD per membrane weight serves every penalty
+        scale = np.ones(F.shape[1])
+        scale[n_spike:] = v_scale
+        f_mean, y_mean = (F * scale).mean(axis=0), Y.mean(axis=0)
+        U, S, Vt = np.linalg.svd(F * scale - f_mean, full_matrices=False)
+        proj = U.T @ (Y - y_mean)
+        Fs = (Fv * scale - f_mean) @ Vt.T
+        for j, ridge in enumerate(READOUT_RIDGES):
+            pred = Fs @ (proj * (S / (S * S + ridge))[:, None]) + y_mean
+            errors[i, j] = ((pred - y[start:stop]) ** 2).mean(axis=0)
+    best = [np.unravel_index(int(np.argmin(errors[:, :, a])), errors.shape[:2]) for a in range(d)]
+    return np.array([READOUT_RIDGES[j] for _, j in best]), np.array([V_SCALES[i] for i, _ in best]), errors
 
 
 def fit_decoder(counts: np.ndarray, kinematics: np.ndarray, segments, bin_ms: float,
@@ -217,8 +282,13 @@ def fit_decoder(counts: np.ndarray, kinematics: np.ndarray, segments, bin_ms: fl
     y_mean, y_std = kinematics.mean(axis=0), kinematics.std(axis=0)
     y_std = np.where(y_std > 0, y_std, 1.0)
     z = (kinematics - y_mean) / y_std
-    members = [train(counts, z, segments, dataclasses.replace(config, seed=config.seed + k), bin_ms)[:3]
-               for k in range(config.ensemble)]
+    members = []
+    for k in range(config.ensemble):
+        member = dataclasses.replace(config, seed=config.seed + k)
+        if config.readout_select > 0:
+            ridge, v_scale, _ = select_readout(counts, z, segments, member, bin_ms)
+            member = dataclasses.replace(member, ridge=tuple(ridge), v_scale=tuple(v_scale))
+        members.append(train(counts, z, segments, member, bin_ms)[:3])
     du, dv = loihi_decays(config.tau_syn_ms, config.tau_mem_ms, bin_ms)
     e = members[0][0].weight_exp[0]
     n, K, taps = config.neurons, config.ensemble, config.taps
