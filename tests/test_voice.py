@@ -334,3 +334,26 @@ def test_loso_bench_names_the_speaker_whose_training_failed(tmp_path):
     bad.write_text((ROOT / "launch" / "train_fsdd.toml").read_text().replace("lr = 0.002", "lr = -1"))
     with pytest.raises(RuntimeError, match=r"leave_out:george: training failed \(exit 2\): .*\[train\] lr"):
         load_bench().loso(bad, ["george"], 1, 1)
+
+
+def test_level_augmentation_presents_a_clip_louder_and_is_cochlea_only(tmp_path):
+    from devices.audio import Cochlea, CochleaConfig, rms_gain
+    from pipeline.train.present import present_file
+
+    spec = InputSpec(sensor="cochlea", bin_us=2000, channels=64, cochlea_threshold=3e-5)
+    path = FSDD / "7_lucas_12.wav"
+    samples, rate = read_wav(path)
+    config = CochleaConfig(n_channels=64, threshold=3e-5)
+    for gain_db in (-6.0, 6.0):  # against the cochlea run directly at that gain
+        spikes = Cochlea(float(rate), config, input_gain=rms_gain(samples, 0.3) * 10 ** (gain_db / 20)).process(samples)
+        dense = present_file(path, spec, None, 64, gain_db).dense(64)
+        assert dense.sum() == len(set(zip(spikes["timestamp"] // 2000, spikes["channel"])))
+    counts = [present_file(path, spec, None, 64, g).index.size for g in (-6.0, 0.0, 6.0)]
+    assert counts[0] < counts[1] < counts[2]
+    config = tmp_path / "dvs.toml"
+    config.write_text((ROOT / "launch" / "train_nmnist.toml").read_text().replace("[augment]", "[augment]\nlevel_db = 6"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "train", str(config), "--out",
+                           str(tmp_path / "m.npz")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "[augment] level_db: only for cochlea input" in done.stderr
+    assert not (tmp_path / "m.npz").exists()
