@@ -8,7 +8,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
   the trained model does).
 * ``[data]`` train / test: labelled folders relative to $SPIKELOOP_DATA (or absolute), train_labels /
   test_labels: labels files (``sample class`` lines) relative to the same; test is optional. ``split``
-  (FSDD names only): "official" or "leave_out:SPEAKER" divides the train folder into train and test
+  (FSDD names only): "official", "official_validation" (recordings 5-9 as the test set, 10 and up train)
+  or "leave_out:SPEAKER" divides the train folder into train and test
   (recordings.labelled.LabelledSet.fsdd_split); test must then be empty.
 * ``[input]`` how a recording is presented (pipeline.snn.model.InputSpec): sensor ("dvs": width, height,
   polarity, scale; "cochlea": a WAV through the project's cochlea, channels, cochlea_threshold), bin_us,
@@ -75,8 +76,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "train_labels": Key("str", "", help="labels file (relative to $SPIKELOOP_DATA); empty: FSDD names"),
         "test": Key("str", "", help="folder of test recordings (empty: none)"),
         "test_labels": Key("str", "", help="labels file of the test folder"),
-        "split": Key("str", "", help="FSDD: 'official' or 'leave_out:SPEAKER' splits the train folder "
-                                     "(empty: the test folder is the test set)"),
+        "split": Key("str", "", help="FSDD: 'official', 'official_validation' or 'leave_out:SPEAKER' splits the "
+                                     "train folder (empty: the test folder is the test set)"),
     },
     "input": {
         "sensor": Key("str", "dvs", choices=("dvs", "cochlea"), help="DVS events, or a WAV through the cochlea"),
