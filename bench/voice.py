@@ -19,7 +19,7 @@ decision latency, and a non-spiking anchor measured in the same run.
    more than one decision; the latency is the last one's (the decision that holds after the word), the
    accuracy is given for the first and the last. The latency is by construction the cochlea's ring-down
    after the last sample (its filters and LIF keep spiking for a while: measured here, the time of the
-   last step with a cochlea spike after the clip's end) + gap_us. Goal: >= 97 %, decision within 100 ms of
+   last step with a cochlea spike after the clip's end) + gap_us, so gap_us bounds it. Goal: >= 97 %, decision within 100 ms of
    the word's end.
 3. Anchor: MFCCs computed here with numpy (pre-emphasis 0.97, 25 ms Hamming frames every 10 ms, 256-point
    FFT power, 26 triangular mel filters 0-4 kHz, log, orthonormal DCT-II, 13 coefficients), each clip as
