@@ -51,11 +51,18 @@ class LabelledSet:
 
     def fsdd_split(self, split: str) -> tuple[LabelledSet, LabelledSet]:
         """(train, test) by an FSDD split: ``"official"`` (recordings 0-4 of every speaker are test, the rest
-        train, as FSDD's README) or ``"leave_out:SPEAKER"`` (every recording of SPEAKER is test: speaker-
-        independent). LabelsError for another split, an unknown speaker or a name that is not FSDD's."""
+        train, as FSDD's README), ``"official_validation"`` (for choosing hyperparameters without the official
+        test set: recordings 5-9 are the test set, 10 and up train, 0-4 in neither) or ``"leave_out:SPEAKER"``
+        (every recording of SPEAKER is test: speaker-independent). LabelsError for another split, an unknown
+        speaker or a name that is not FSDD's."""
         speakers = self.speakers()
-        if split == "official":
-            test = [int(FSDD_NAME.match(p.stem).group(3)) < FSDD_OFFICIAL_TEST for p in self.paths]
+        if split in ("official", "official_validation"):
+            index = [int(FSDD_NAME.match(p.stem).group(3)) for p in self.paths]
+            if split == "official_validation":
+                low, high = FSDD_OFFICIAL_TEST, 2 * FSDD_OFFICIAL_TEST
+                return (self.subset([i for i, k in enumerate(index) if k >= high]),
+                        self.subset([i for i, k in enumerate(index) if low <= k < high]))
+            test = [k < FSDD_OFFICIAL_TEST for k in index]
         elif split.startswith("leave_out:"):
             speaker = split[len("leave_out:"):]
             if speaker not in speakers:
@@ -63,7 +70,7 @@ class LabelledSet:
                                   f"(speakers: {', '.join(sorted(set(speakers)))})")
             test = [s == speaker for s in speakers]
         else:
-            raise LabelsError(f"split {split!r}: expected 'official' or 'leave_out:SPEAKER'")
+            raise LabelsError(f"split {split!r}: expected 'official', 'official_validation' or 'leave_out:SPEAKER'")
         return (self.subset([i for i, t in enumerate(test) if not t]),
                 self.subset([i for i, t in enumerate(test) if t]))
 

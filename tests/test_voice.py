@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,14 @@ def test_fsdd_official_split_is_index_0_to_4_of_every_speaker():
     assert sorted(set(test.labels)) == list(range(10))
 
 
+def test_fsdd_official_validation_split_holds_out_recordings_5_to_9_and_never_uses_the_test_set():
+    train, validation = open_labelled(FSDD).fsdd_split("official_validation")
+    index = [[int(p.stem.rsplit("_", 1)[1]) for p in s.paths] for s in (train, validation)]
+    assert (len(train), len(validation)) == (2000, 250)
+    assert min(index[0]) == 10 and sorted(set(index[1])) == [5, 6, 7, 8, 9]
+    assert sorted(set(validation.labels)) == list(range(10)) and len(set(validation.speakers())) == 5
+
+
 def test_fsdd_leave_one_speaker_out():
     labelled = open_labelled(FSDD)
     speakers = sorted(set(labelled.speakers()))
@@ -59,7 +68,7 @@ def test_fsdd_leave_one_speaker_out():
         assert len(train) + len(test) == len(labelled)
     with pytest.raises(LabelsError, match="no speaker 'nobody'"):
         labelled.fsdd_split("leave_out:nobody")
-    with pytest.raises(LabelsError, match="expected 'official' or 'leave_out:SPEAKER'"):
+    with pytest.raises(LabelsError, match="expected 'official', 'official_validation' or 'leave_out:SPEAKER'"):
         labelled.fsdd_split("random")
 
 
@@ -331,6 +340,31 @@ def test_channel_shift_moves_every_input_along_the_frequency_axis():
 
 def test_loso_bench_names_the_speaker_whose_training_failed(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text((ROOT / "launch" / "train_fsdd.toml").read_text().replace("lr = 0.002", "lr = -1"))
+    bad.write_text(re.sub(r"(?m)^lr = .*$", "lr = -1", (ROOT / "launch" / "train_fsdd.toml").read_text()))
     with pytest.raises(RuntimeError, match=r"leave_out:george: training failed \(exit 2\): .*\[train\] lr"):
         load_bench().loso(bad, ["george"], 1, 1)
+
+
+def test_level_augmentation_presents_a_clip_louder_and_is_cochlea_only(tmp_path):
+    from devices.audio import Cochlea, CochleaConfig, rms_gain
+    from pipeline.train.present import present_file
+
+    spec = InputSpec(sensor="cochlea", bin_us=2000, channels=64, cochlea_threshold=3e-5)
+    path = FSDD / "7_lucas_12.wav"
+    samples, rate = read_wav(path)
+    config = CochleaConfig(n_channels=64, threshold=3e-5)
+    for gain_db in (-6.0, 6.0):  # against the cochlea run directly at that gain
+        spikes = Cochlea(float(rate), config, input_gain=rms_gain(samples, 0.3) * 10 ** (gain_db / 20)).process(samples)
+        dense = present_file(path, spec, None, 64, gain_db).dense(64)
+        assert dense.sum() == len(set(zip(spikes["timestamp"] // 2000, spikes["channel"])))
+    counts = [present_file(path, spec, None, 64, g).index.size for g in (-6.0, 0.0, 6.0)]
+    assert counts[0] < counts[1] < counts[2]
+    config = tmp_path / "dvs.toml"
+    nmnist = (ROOT / "launch" / "train_nmnist.toml").read_text()
+    config.write_text(nmnist.replace("[augment]", "[augment]\nlevel_db = 6"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "train", str(config), "--out",
+                           str(tmp_path / "m.npz")], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 2 and "[augment] level_db: only for cochlea input" in done.stderr
+    assert not (tmp_path / "m.npz").exists()

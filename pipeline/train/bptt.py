@@ -8,7 +8,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
   the trained model does).
 * ``[data]`` train / test: labelled folders relative to $SPIKELOOP_DATA (or absolute), train_labels /
   test_labels: labels files (``sample class`` lines) relative to the same; test is optional. ``split``
-  (FSDD names only): "official" or "leave_out:SPEAKER" divides the train folder into train and test
+  (FSDD names only): "official", "official_validation" (recordings 5-9 as the test set, 10 and up train)
+  or "leave_out:SPEAKER" divides the train folder into train and test
   (recordings.labelled.LabelledSet.fsdd_split); test must then be empty.
 * ``[input]`` how a recording is presented (pipeline.snn.model.InputSpec): sensor ("dvs": width, height,
   polarity, scale; "cochlea": a WAV through the project's cochlea, channels, cochlea_threshold), bin_us,
@@ -25,7 +26,9 @@ Config sections (``spikeloop train``; every key below with its default in :data:
 * ``[augment]`` jitter_px (random shift of every event of a sample, pixels), channel_shift (random shift of
   every input along the last axis, x: for the cochlea its frequency channels, ~0.35 ERB each, a cheap
   vocal-tract-length perturbation), time_scale (sample time stretched by a factor in [1 - s, 1 + s]), drop
-  (probability an event is dropped); training only.
+  (probability an event is dropped), level_db (cochlea: every training clip is presented at its normalised
+  level and ``level_db`` dB below and above it, and each sample of a batch takes one of the three at
+  random: the network learns words played quieter or louder than the training level); training only.
 
 The written network: populations hidden0.., output (probed v), projections fc0.. (+ rec0..; with
 ``layers``: conv0.. / pool0.. Conv2D and delayed fc0.., pipeline.train.layer_stack), with
@@ -73,8 +76,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "train_labels": Key("str", "", help="labels file (relative to $SPIKELOOP_DATA); empty: FSDD names"),
         "test": Key("str", "", help="folder of test recordings (empty: none)"),
         "test_labels": Key("str", "", help="labels file of the test folder"),
-        "split": Key("str", "", help="FSDD: 'official' or 'leave_out:SPEAKER' splits the train folder "
-                                     "(empty: the test folder is the test set)"),
+        "split": Key("str", "", help="FSDD: 'official', 'official_validation' or 'leave_out:SPEAKER' splits the "
+                                     "train folder (empty: the test folder is the test set)"),
     },
     "input": {
         "sensor": Key("str", "dvs", choices=("dvs", "cochlea"), help="DVS events, or a WAV through the cochlea"),
@@ -119,6 +122,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
                                                              "(cochlea: frequency channels)"),
         "time_scale": Key("number", 0.0, low=0, high=0.9, help="random time stretch 1 +- this"),
         "drop": Key("number", 0.0, low=0, high=0.9, help="probability an event is dropped"),
+        "level_db": Key("number", 0.0, low=0, high=40, help="cochlea: each clip also presented this many dB "
+                                                             "quieter and louder, one of the 3 levels per sample"),
     },
 }
 ADAM_BETAS = (0.9, 0.999)
@@ -143,13 +148,15 @@ def input_spec(config: dict) -> tuple[InputSpec, tuple[int, int, int]]:
     return spec, shape
 
 
-def load_set(folder: Path | LabelledSet, labels: Path | None, spec: InputSpec, shape, classes=None, limit: int = 0):
-    """(presentations, labels int64, classes) of a labelled folder (or an already opened LabelledSet)."""
+def load_set(folder: Path | LabelledSet, labels: Path | None, spec: InputSpec, shape, classes=None, limit: int = 0,
+             gain_db: float = 0.0):
+    """(presentations, labels int64, classes) of a labelled folder (or an already opened LabelledSet); WAVs
+    through the cochlea ``gain_db`` dB above their normalised level."""
     labelled = folder if isinstance(folder, LabelledSet) else open_labelled(folder, labels, classes)
     if limit:
         labelled = labelled.subset(range(min(limit, len(labelled))))
     n_inputs = int(np.prod(shape))
-    presentations = [present_file(p, spec, shape, n_inputs) for p in labelled.paths]
+    presentations = [present_file(p, spec, shape, n_inputs, gain_db) for p in labelled.paths]
     return presentations, np.array(labelled.labels, np.int64), labelled.classes
 
 
@@ -328,6 +335,9 @@ def _restore(run: TrainRun, state: dict, model: LifStack, adam: dict):
 def fit(config: dict, run: TrainRun) -> Fitted:
     tc, net, lc, ac = config["train"], config["network"], config["loss"], config["augment"]
     spec, shape = input_spec(config)
+    if ac["level_db"] > 0 and spec.sensor != "cochlea":
+        raise ValueError("[augment] level_db: only for cochlea input (a WAV's level), the sensor is "
+                         f"{spec.sensor!r}")
     dc = config["data"]
     labels_path = _data_path(run, dc["train_labels"]) if dc["train_labels"] else None
     train_set = _data_path(run, dc["train"])
@@ -340,6 +350,10 @@ def fit(config: dict, run: TrainRun) -> Fitted:
         except LabelsError as error:
             raise ValueError(f"[data] split: {error}") from None
     train_p, train_y, classes = load_set(train_set, labels_path, spec, shape, limit=tc["limit"])
+    levels = [train_p]  # presentations of the training set at each level (level_db: normalised, quieter, louder)
+    if ac["level_db"] > 0:
+        levels += [load_set(train_set, labels_path, spec, shape, limit=tc["limit"], gain_db=g)[0]
+                   for g in (-ac["level_db"], ac["level_db"])]
     if dc["split"]:
         test_p, test_y, _ = load_set(test_set, None, spec, shape)
     elif dc["test"]:
@@ -384,7 +398,9 @@ def fit(config: dict, run: TrainRun) -> Fitted:
         epoch_start = time.perf_counter()
         for start in range(0, n, batch):
             chosen = order[start:start + batch]
-            samples = [augment(train_p[i], rng, shape, ac, binary) if augmenting else train_p[i] for i in chosen]
+            level = rng.integers(0, len(levels), len(chosen)) if len(levels) > 1 else np.zeros(len(chosen), np.int64)
+            samples = [levels[g][i] for g, i in zip(level, chosen)]
+            samples = [augment(p, rng, shape, ac, binary) for p in samples] if augmenting else samples
             indptr, index, count, n_steps = batch_events(samples)
             layers = model.layers()
             run_forward, run_backward = passes(layers)

@@ -120,16 +120,18 @@ def present_dvs(events: np.ndarray, spec: InputSpec, input_shape: tuple[int, int
     return _with_tail(Presentation(*_csr(step, inputs, n_steps, c * h * w, binary)), spec.tail_steps)
 
 
-def cochlea_spikes(path: str | Path, spec: InputSpec) -> tuple[np.ndarray, int]:
+def cochlea_spikes(path: str | Path, spec: InputSpec, gain_db: float = 0.0) -> tuple[np.ndarray, int]:
     """A WAV file through the project's cochlea (``spec.channels`` channels, LIF threshold
-    ``spec.cochlea_threshold``, clip normalised to the cochlea's target RMS) -> (AER spikes, duration µs)."""
+    ``spec.cochlea_threshold``, clip normalised to the cochlea's target RMS, then ``gain_db`` dB louder) ->
+    (AER spikes, duration µs)."""
     reader = WavReader(path, strict=True)
     samples = np.concatenate(list(reader.blocks()) or [np.zeros(0)])
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
     check_audible(samples, path)
     config = CochleaConfig(n_channels=spec.channels, threshold=spec.cochlea_threshold)
-    cochlea = Cochlea(float(reader.sample_rate), config, input_gain=rms_gain(samples, config.target_rms))
+    gain = rms_gain(samples, config.target_rms) * 10.0 ** (gain_db / 20.0)
+    cochlea = Cochlea(float(reader.sample_rate), config, input_gain=gain)
     return cochlea.process(samples), int(round(len(samples) * 1e6 / reader.sample_rate))
 
 
@@ -165,13 +167,14 @@ def repeat_frame(frame: Presentation, n_steps: int, tail_steps: int) -> Presenta
     return Presentation(indptr, np.tile(frame.index[lo:hi], n_steps), np.tile(frame.count[lo:hi], n_steps))
 
 
-def present_file(path: str | Path, spec: InputSpec, input_shape: tuple[int, int, int] | None, n_inputs: int
-                 ) -> Presentation:
-    """One recording (any event format, or a WAV for the cochlea) -> Presentation; ValueError names the file."""
+def present_file(path: str | Path, spec: InputSpec, input_shape: tuple[int, int, int] | None, n_inputs: int,
+                 gain_db: float = 0.0) -> Presentation:
+    """One recording (any event format, or a WAV for the cochlea, ``gain_db`` dB above its normalised level)
+    -> Presentation; ValueError names the file."""
     path = Path(path)
     if spec.encoding == "frame":
         window = replace(spec, encoding="counts", bin_us=spec.duration_us, tail_steps=0)
-        return repeat_frame(present_file(path, window, input_shape, n_inputs), spec.duration_us // spec.bin_us,
+        return repeat_frame(present_file(path, window, input_shape, n_inputs, gain_db), spec.duration_us // spec.bin_us,
                             spec.tail_steps)
     if (path.suffix.lower() == ".wav") != (spec.sensor == "cochlea"):
         raise ValueError(f"{path}: a WAV file needs a model whose input_spec.sensor is 'cochlea'; this model's is "
@@ -180,7 +183,7 @@ def present_file(path: str | Path, spec: InputSpec, input_shape: tuple[int, int,
                          f"not DVS events")
     try:
         if spec.sensor == "cochlea":
-            spikes, duration_us = cochlea_spikes(path, spec)
+            spikes, duration_us = cochlea_spikes(path, spec, gain_db)
             return present_spikes(spikes, duration_us, spec, n_inputs)
         if input_shape is None:
             raise ValueError("the network has no input_shape; DVS input needs a (C, H, W) grid")
