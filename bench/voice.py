@@ -52,6 +52,7 @@ from pipeline.decoders.command_map import CommandMap
 from pipeline.loop import steps_of
 from pipeline.snn import Network, build
 from pipeline.stages.binning import SpikeStepBinner
+from pipeline.train.present import cochlea_config
 from recordings.datasets import shared_data_dir
 from recordings.labelled import open_labelled
 from recordings.wav import WavReader
@@ -284,7 +285,7 @@ def measure_model(args, wavs, labels, indices) -> dict:
     """Parts 1 and 2 of the module docstring: speed on one core, streamed accuracy and decision latency."""
     network = Network.load(args.model)
     spec = network.input_spec
-    config = CochleaConfig(n_channels=spec.channels, threshold=spec.cochlea_threshold)
+    config = cochlea_config(spec)
     runtime = build(network, "loihi")
     runtime.warmup()
     test = np.flatnonzero(indices < 5)
