@@ -122,8 +122,9 @@ def power_frames(samples: np.ndarray, sample_rate_hz: float, frame_ms: float = 2
 
 def warped_mel_filterbank(sample_rate_hz: float, n_fft: int, n_mels: int, warp: float) -> np.ndarray:
     """The mel filterbank with every filter edge divided by ``warp`` (capped just below Nyquist): a spectrum
-    stretched by ``warp`` (formants of a shorter vocal tract) gives the plain bank's energies; a
-    vocal-tract-length perturbation (Jaitly & Hinton 2013) when ``warp`` is drawn around 1."""
+    compressed by ``warp`` (every frequency f at f / warp: formants of a longer vocal tract for warp > 1)
+    gives the plain bank's energies; a vocal-tract-length perturbation (Jaitly & Hinton 2013) when ``warp`` is
+    drawn around 1."""
     nyquist = sample_rate_hz / 2
     edges_hz = np.minimum(mel_to_hz(np.linspace(0.0, hz_to_mel(nyquist), n_mels + 2)) / warp, nyquist)
     edges_hz = edges_hz - (edges_hz >= nyquist) * (1e-3 * (n_mels + 2 - np.arange(n_mels + 2)))  # keep increasing

@@ -190,3 +190,35 @@ def test_warp_is_refused_for_dvs_input(tmp_path):
                           cwd=ROOT, capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "SPIKELOOP_DATA": str(shared_data_dir()), "PATH": ""})
     assert done.returncode == 2 and "[augment] warp" in done.stderr and not (tmp_path / "m.npz").exists()
+
+
+# -- the speaker-normalised MFCC anchor (bench/voice.py) -------------------------------------------------------
+
+def test_anchor_warped_filterbank_follows_a_stretched_spectrum():
+    """A tone at f / warp excites the warped bank's filters as a tone at f excites the plain bank's."""
+    bench = load_bench()
+    plain = bench.mel_filterbank(8000.0, 256, 26)
+    assert np.allclose(bench.warped_mel_filterbank(8000.0, 256, 26, 1.0), plain)
+    t = np.arange(2400) / 8000.0
+    for warp in (0.9, 1.1):
+        bank = bench.warped_mel_filterbank(8000.0, 256, 26, warp)
+        assert np.isfinite(bank).all() and np.all(bank.max(axis=1) > 0)
+        for f in (500.0, 1000.0, 2000.0):
+            spectrum = lambda hz: np.abs(np.fft.rfft(np.sin(2 * np.pi * hz * t)[:256] * np.hamming(256))) ** 2  # noqa: E731
+            assert abs(int(np.argmax(bank @ spectrum(f / warp))) - int(np.argmax(plain @ spectrum(f)))) <= 1
+
+
+def test_anchor_cmvn_and_deltas():
+    bench = load_bench()
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (40, 13))
+    normalised = bench.cmvn(x)
+    np.testing.assert_allclose(normalised.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(normalised.std(axis=0), 1, atol=1e-6)
+    np.testing.assert_allclose(bench.cmvn(x, variance=False), x - x.mean(axis=0))
+    d = bench.with_deltas(x)
+    assert d.shape == (40, 39)
+    np.testing.assert_allclose(d[5:-5, 13:26], (x[6:-4] - x[4:-6]) / 2)     # central differences
+    np.testing.assert_allclose(d[:, :13], x)
+    features = bench.strong_features(read_wav(FSDD / "2_yweweler_30.wav")[0].astype(np.float64))
+    assert features.shape == (39 * 20,) and np.isfinite(features).all()
