@@ -363,16 +363,19 @@ def main_loso(args) -> int:
         snn = results["snn"]
         per = ", ".join(f"{k} {v['test_accuracy']:.1%}/{v['loihi_test_accuracy']:.1%} (train {v['train_accuracy']:.0%})"
                         for k, v in snn["per_speaker"].items())
-        print(f"SNN leave-one-speaker-out ({snn['config']}, epochs {snn['epochs']}): mean {snn['mean_test_accuracy']:.1%} "
-              f"trainer, {snn['mean_loihi_test_accuracy']:.1%} loihi runtime (trainer/loihi per speaker: {per}); "
+        print(f"SNN leave-one-speaker-out ({snn['config']}, epochs {snn['epochs']}): mean "
+              f"{snn['mean_test_accuracy']:.1%} trainer, {snn['mean_loihi_test_accuracy']:.1%} loihi runtime "
+              f"(trainer/loihi per speaker: {per}); "
               f"{snn['seconds']} s; goal >= 90 %")
     for group, names in (("anchor_mfcc", ("logistic", "mlp")),
-                         ("anchor_normalised", ("cmvn_delta_warp_logistic", "cmvn_delta_warp_mlp", "cmn_delta_warp_logistic"))):
+                         ("anchor_normalised",
+                          ("cmvn_delta_warp_logistic", "cmvn_delta_warp_mlp", "cmn_delta_warp_logistic"))):
         for name in names if group in results else ():
             r = results[group][name]
             per = ", ".join(f"{k} {v:.1%}" for k, v in r["leave_one_speaker_out"].items())
             print(f"anchor MFCC {name}: leave-one-speaker-out mean {r['leave_one_speaker_out_mean']:.1%} ({per})")
-    print(f"load average {results['load_average_start']:.1f} at the start, {results['load_average_end']:.1f} at the end")
+    print(f"load average {results['load_average_start']:.1f} at the start, "
+          f"{results['load_average_end']:.1f} at the end")
     return 0
 
 

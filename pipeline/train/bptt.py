@@ -28,7 +28,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
   vocal-tract-length perturbation), warp (cochlea only: every spike's channel moved to where its centre
   frequency times a random factor in [1 - warp, 1 + warp] lies on the ERB channel axis, rounded up or down
   at random in proportion to the fraction, off the bank dropped: a fractional, multiplicative
-  vocal-tract-length perturbation, devices.audio.warped_channels), time_scale (sample time stretched by a factor in [1 - s, 1 + s]), drop
+  vocal-tract-length perturbation, devices.audio.warped_channels), time_scale (sample time stretched by a
+  factor in [1 - s, 1 + s]), drop
   (probability an event is dropped); training only.
 
 The written network: populations hidden0.., output (probed v), projections fc0.. (+ rec0..; with

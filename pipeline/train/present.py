@@ -129,7 +129,8 @@ def cochlea_config(spec: InputSpec) -> CochleaConfig:
 
 def cochlea_spikes(path: str | Path, spec: InputSpec) -> tuple[np.ndarray, int]:
     """A WAV file through the project's cochlea (``spec.channels`` channels, LIF threshold
-    ``spec.cochlea_threshold``, AGC as the spec says, clip normalised to the cochlea's target RMS) -> (AER spikes, duration µs)."""
+    ``spec.cochlea_threshold``, AGC as the spec says, clip normalised to the cochlea's target RMS) -> (AER
+    spikes, duration µs)."""
     reader = WavReader(path, strict=True)
     samples = np.concatenate(list(reader.blocks()) or [np.zeros(0)])
     if samples.ndim == 2:
