@@ -2,7 +2,7 @@
 decision latency, and a non-spiking anchor measured in the same run.
 
     python bench/voice.py [--model MODEL.npz] [--clips N] [--json] [--no-anchor | --anchor-only]
-    python bench/voice.py --loso [--epochs N] [--jobs J] [--config launch/train_fsdd.toml] [--json]
+    python bench/voice.py --loso [--epochs N] [--jobs J] [--config launch/train_fsdd.toml] [--anchor-only] [--json]
 
 1. Speed (the process pinned to one core, numba on one thread): N official test recordings streamed in
    10 ms blocks (as a microphone delivers them) through the project's cochlea (64 ERB channels), binned
@@ -31,7 +31,10 @@ decision latency, and a non-spiking anchor measured in the same run.
 4. ``--loso``: the five leave-one-speaker-out SNN trainings (``spikeloop train CONFIG --set
    data.split='"leave_out:SPEAKER"'``, with ``--epochs`` if given, ``--jobs`` at a time, each a
    subprocess writing its model to a temporary folder), each speaker's test accuracy on the trainer and on
-   the loihi runtime, and their mean; with the MFCC anchor's leave-one-speaker-out from the same run.
+   the loihi runtime, and their mean; with the MFCC anchor's leave-one-speaker-out from the same run, and a
+   speaker-normalised anchor (strong_anchor: deltas, per-utterance CMVN, training copies at three
+   vocal-tract-length warps 0.9-1.1; logistic regression and MLP). ``--config
+   launch/train_fsdd_speakers.toml``: the speaker-independent SNN configuration.
 """
 from __future__ import annotations
 
@@ -58,6 +61,7 @@ from pipeline.decoders.command_map import CommandMap
 from pipeline.loop import steps_of
 from pipeline.snn import Network, build
 from pipeline.stages.binning import SpikeStepBinner
+from pipeline.train.present import cochlea_config
 from recordings.datasets import shared_data_dir
 from recordings.labelled import open_labelled
 from recordings.wav import WavReader
@@ -100,9 +104,19 @@ def dct_matrix(n: int, k: int) -> np.ndarray:
 
 
 def mfcc(samples: np.ndarray, sample_rate_hz: float, n_mfcc: int = 13, n_mels: int = 26, frame_ms: float = 25.0,
-         hop_ms: float = 10.0, n_fft: int = 256, preemphasis: float = 0.97) -> np.ndarray:
+         hop_ms: float = 10.0, n_fft: int = 256, preemphasis: float = 0.97, warp: float = 1.0) -> np.ndarray:
     """MFCCs of a clip: (n_frames, n_mfcc), frames of ``frame_ms`` every ``hop_ms`` (a clip shorter than a
-    frame is zero-padded to one frame)."""
+    frame is zero-padded to one frame). ``warp``: the filterbank's frequency axis scaled as by
+    :func:`warped_mel_filterbank` (1: the plain filterbank)."""
+    power = power_frames(samples, sample_rate_hz, frame_ms, hop_ms, n_fft, preemphasis)
+    bank = mel_filterbank(sample_rate_hz, n_fft, n_mels) if warp == 1.0 else \
+        warped_mel_filterbank(sample_rate_hz, n_fft, n_mels, warp)
+    return np.log(power @ bank.T + 1e-10) @ dct_matrix(n_mels, n_mfcc).T
+
+
+def power_frames(samples: np.ndarray, sample_rate_hz: float, frame_ms: float = 25.0, hop_ms: float = 10.0,
+                 n_fft: int = 256, preemphasis: float = 0.97) -> np.ndarray:
+    """Pre-emphasised, Hamming-windowed power spectra of a clip's frames: (n_frames, n_fft // 2 + 1)."""
     x = np.asarray(samples, dtype=np.float64)
     x = np.append(x[:1], x[1:] - preemphasis * x[:-1])
     frame = int(round(sample_rate_hz * frame_ms / 1000))
@@ -111,9 +125,38 @@ def mfcc(samples: np.ndarray, sample_rate_hz: float, n_mfcc: int = 13, n_mels: i
         x = np.pad(x, (0, frame - len(x)))
     n_frames = 1 + (len(x) - frame) // hop
     frames = x[np.arange(frame)[None, :] + hop * np.arange(n_frames)[:, None]] * np.hamming(frame)
-    power = np.abs(np.fft.rfft(frames, n_fft)) ** 2 / n_fft
-    energies = power @ mel_filterbank(sample_rate_hz, n_fft, n_mels).T
-    return np.log(energies + 1e-10) @ dct_matrix(n_mels, n_mfcc).T
+    return np.abs(np.fft.rfft(frames, n_fft)) ** 2 / n_fft
+
+
+def warped_mel_filterbank(sample_rate_hz: float, n_fft: int, n_mels: int, warp: float) -> np.ndarray:
+    """The mel filterbank with every filter edge divided by ``warp`` (capped just below Nyquist): a spectrum
+    compressed by ``warp`` (every frequency f at f / warp: formants of a longer vocal tract for warp > 1)
+    gives the plain bank's energies; a vocal-tract-length perturbation (Jaitly & Hinton 2013) when ``warp`` is
+    drawn around 1."""
+    nyquist = sample_rate_hz / 2
+    edges_hz = np.minimum(mel_to_hz(np.linspace(0.0, hz_to_mel(nyquist), n_mels + 2)) / warp, nyquist)
+    edges_hz = edges_hz - (edges_hz >= nyquist) * (1e-3 * (n_mels + 2 - np.arange(n_mels + 2)))  # keep increasing
+    bin_hz = np.arange(n_fft // 2 + 1) * sample_rate_hz / n_fft
+    low, centre, high = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
+    rising = (bin_hz[None, :] - low) / (centre - low)
+    falling = (high - bin_hz[None, :]) / (high - centre)
+    return np.maximum(0.0, np.minimum(rising, falling))
+
+
+def with_deltas(coefficients: np.ndarray) -> np.ndarray:
+    """(n_frames, k) -> (n_frames, 3k): the coefficients, their first and second differences over time
+    (central differences, np.gradient; zeros for a one-frame clip)."""
+    if len(coefficients) < 2:
+        return np.hstack([coefficients, np.zeros_like(coefficients), np.zeros_like(coefficients)])
+    d = np.gradient(coefficients, axis=0)
+    return np.hstack([coefficients, d, np.gradient(d, axis=0)])
+
+
+def cmvn(features: np.ndarray, variance: bool = True) -> np.ndarray:
+    """Per-utterance cepstral mean (and, with ``variance``, variance) normalisation: every column to mean 0
+    (and standard deviation 1) over the clip's frames."""
+    centred = features - features.mean(axis=0)
+    return centred / (features.std(axis=0) + 1e-8) if variance else centred
 
 
 def clip_features(coefficients: np.ndarray, points: int = 20) -> np.ndarray:
@@ -148,6 +191,48 @@ def anchor(wavs, labels, speakers, indices) -> dict:
         out[name] = {"official": scores["official"], "leave_one_speaker_out_mean": float(np.mean(loso)),
                      "leave_one_speaker_out": {k[len("leave_out:"):]: v for k, v in scores.items()
                                                if k.startswith("leave_out:")}}
+    return out
+
+
+#: Frequency warps of the stronger anchor's training copies (vocal-tract-length perturbation).
+WARPS = (0.9, 1.0, 1.1)
+
+
+def strong_features(samples: np.ndarray, warp: float = 1.0, variance: bool = True, points: int = 20) -> np.ndarray:
+    """The stronger anchor's clip vector: MFCCs (``warp``-ed filterbank) with deltas and delta-deltas,
+    per-utterance CMVN (CMN without ``variance``), each of the 39 columns at ``points`` times over the clip
+    (linear interpolation)."""
+    c = cmvn(with_deltas(mfcc(samples, 8000.0, warp=warp)), variance)
+    at = np.linspace(0, len(c) - 1, points)
+    return np.stack([np.interp(at, np.arange(len(c)), c[:, k]) for k in range(c.shape[1])]).ravel()
+
+
+def strong_anchor(wavs, labels, speakers) -> dict:
+    """Leave-one-speaker-out of the speaker-normalised anchor: :func:`strong_features`, the training
+    speakers' clips at every warp of WARPS (test clips unwarped), standardised, scikit-learn's logistic
+    regression (C 0.1) and MLP (128 ReLU, L2 1e-2) on CMVN'd features, and the logistic regression on
+    CMN'd ones (means only). Per speaker and mean."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    started = time.perf_counter()
+    features = {(w, v): np.stack([strong_features(x, w, v) for x in wavs]) for w in WARPS for v in (True, False)}
+    models = {"cmvn_delta_warp_logistic": (True, lambda: LogisticRegression(C=0.1, max_iter=2000)),
+              "cmvn_delta_warp_mlp": (True, lambda: MLPClassifier((128,), alpha=1e-2, max_iter=200, random_state=0)),
+              "cmn_delta_warp_logistic": (False, lambda: LogisticRegression(C=0.1, max_iter=2000))}
+    out = {}
+    for name, (variance, make) in models.items():
+        per = {}
+        for speaker in sorted(set(speakers)):
+            test = speakers == speaker
+            x = np.vstack([features[w, variance][~test] for w in WARPS])
+            y = np.concatenate([labels[~test]] * len(WARPS))
+            scaler = StandardScaler().fit(x)
+            model = make().fit(scaler.transform(x), y)
+            per[speaker] = float(model.score(scaler.transform(features[1.0, variance][test]), labels[test]))
+        out[name] = {"leave_one_speaker_out_mean": float(np.mean(list(per.values()))), "leave_one_speaker_out": per}
+    out["seconds"] = round(time.perf_counter() - started, 1)
     return out
 
 
@@ -273,27 +358,41 @@ def main(argv=None) -> int:
 
 
 def main_loso(args) -> int:
-    """--loso: the five leave-one-speaker-out trainings, then the MFCC anchor on the same splits."""
+    """--loso: the five leave-one-speaker-out trainings (not with --anchor-only), then the MFCC anchors
+    (plain and speaker-normalised; not with --no-anchor) on the same splits."""
     data = Path(args.data) if args.data else shared_data_dir() / "audio" / "fsdd"
     labelled = open_labelled(data)
     speakers = np.array(labelled.speakers())
-    results = {"snn": loso(Path(args.config), sorted(set(speakers)), args.epochs, args.jobs)}
+    results = {"load_average_start": os.getloadavg()[0]}
+    if not args.anchor_only:
+        results["snn"] = loso(Path(args.config), sorted(set(speakers)), args.epochs, args.jobs)
     if not args.no_anchor:
         labels = np.array(labelled.labels)
         indices = np.array([int(p.stem.rsplit("_", 1)[1]) for p in labelled.paths])
         wavs = [np.concatenate(list(WavReader(p, strict=True).blocks())).astype(np.float64) for p in labelled.paths]
         results["anchor_mfcc"] = anchor(wavs, labels, speakers, indices)
+        results["anchor_normalised"] = strong_anchor(wavs, labels, speakers)
+    results["load_average_end"] = os.getloadavg()[0]
     if args.json:
         print(json.dumps(results))
         return 0
-    snn = results["snn"]
-    per = ", ".join(f"{k} {v['test_accuracy']:.1%}" for k, v in snn["per_speaker"].items())
-    print(f"SNN leave-one-speaker-out ({snn['config']}, epochs {snn['epochs']}): mean {snn['mean_test_accuracy']:.1%} "
-          f"(loihi runtime {snn['mean_loihi_test_accuracy']:.1%}; {per}); {snn['seconds']} s; goal >= 90 %")
-    for name in ("logistic", "mlp") if "anchor_mfcc" in results else ():
-        r = results["anchor_mfcc"][name]
-        per = ", ".join(f"{k} {v:.1%}" for k, v in r["leave_one_speaker_out"].items())
-        print(f"anchor MFCC + {name}: leave-one-speaker-out mean {r['leave_one_speaker_out_mean']:.1%} ({per})")
+    if "snn" in results:
+        snn = results["snn"]
+        per = ", ".join(f"{k} {v['test_accuracy']:.1%}/{v['loihi_test_accuracy']:.1%} (train {v['train_accuracy']:.0%})"
+                        for k, v in snn["per_speaker"].items())
+        print(f"SNN leave-one-speaker-out ({snn['config']}, epochs {snn['epochs']}): mean "
+              f"{snn['mean_test_accuracy']:.1%} trainer, {snn['mean_loihi_test_accuracy']:.1%} loihi runtime "
+              f"(trainer/loihi per speaker: {per}); "
+              f"{snn['seconds']} s; goal >= 90 %")
+    for group, names in (("anchor_mfcc", ("logistic", "mlp")),
+                         ("anchor_normalised",
+                          ("cmvn_delta_warp_logistic", "cmvn_delta_warp_mlp", "cmn_delta_warp_logistic"))):
+        for name in names if group in results else ():
+            r = results[group][name]
+            per = ", ".join(f"{k} {v:.1%}" for k, v in r["leave_one_speaker_out"].items())
+            print(f"anchor MFCC {name}: leave-one-speaker-out mean {r['leave_one_speaker_out_mean']:.1%} ({per})")
+    print(f"load average {results['load_average_start']:.1f} at the start, "
+          f"{results['load_average_end']:.1f} at the end")
     return 0
 
 
@@ -301,7 +400,7 @@ def measure_model(args, wavs, labels, indices) -> dict:
     """Parts 1 and 2 of the module docstring: speed on one core, streamed accuracy and decision latency."""
     network = Network.load(args.model)
     spec = network.input_spec
-    config = CochleaConfig(n_channels=spec.channels, threshold=spec.cochlea_threshold)
+    config = cochlea_config(spec)
     runtime = build(network, "loihi")
     runtime.warmup()
     test = np.flatnonzero(indices < 5)

@@ -11,7 +11,14 @@ give the same spikes):
 3. Inner hair cell: half-wave rectification.
 4. Spike generation, one of
    * ``"lif"``: per channel ``v <- v exp(-dt/tau) + gain h dt``; spike and reset when ``v >= threshold``,
-     then ``refractory_ms`` of silence. Channel index = filterbank channel.
+     then ``refractory_ms`` of silence. Channel index = filterbank channel. With ``agc_ms > 0`` (default
+     off) the drive is first multiplied by a causal spectral-tilt gain (an AGC, the spike-domain analog of
+     cepstral mean normalisation): each channel's level ``l_c`` tracks its rectified output with time
+     constant ``agc_ms`` (``l_c <- l_c + (1 - exp(-dt/agc_ms)) (h_c - l_c)``, from 0 at reset) and
+     ``h_c`` is scaled by ``((m + eps) / (l_c + AGC_FLOOR m + eps)) ** agc_strength``, ``m`` the mean level
+     over the channels (before this sample's update), ``eps`` = 1e-9: a speaker's steady spectral colour
+     is divided out, the overall level is left to the RMS normalisation, and a channel at most
+     ``1 / AGC_FLOOR`` below the mean is raised by at most ``AGC_FLOOR ** -agc_strength``.
    * ``"delta"``: send-on-delta on the log envelope (DVS-like ON/OFF): channel = c for an increase by
      ``delta``, ``c + n_channels`` for a decrease.
 
@@ -33,12 +40,24 @@ from pipeline.core.packet import Packet, StreamInfo
 from recordings.wav import WavReader
 
 SPIKE_METHODS = ("lif", "delta")
+#: The AGC's level floor as a fraction of the mean level over channels: a near-silent channel's gain is at most
+#: AGC_FLOOR ** -agc_strength (10x with strength 1), so noise in a quiet band is not raised without bound.
+AGC_FLOOR = 0.1
 
 
 def erb_space(f_lo_hz: float, f_hi_hz: float, n: int) -> np.ndarray:
     """``n`` centre frequencies (Hz, ascending) uniform on the ERB-rate scale between the two limits."""
     e_lo, e_hi = (21.4 * np.log10(1 + 0.00437 * f) for f in (f_lo_hz, f_hi_hz))
     return (10 ** (np.linspace(e_lo, e_hi, n) / 21.4) - 1) / 0.00437
+
+
+def warped_channels(f_lo_hz: float, f_hi_hz: float, n: int, factor: float) -> np.ndarray:
+    """Where each of the ``n`` ERB-spaced channels' centre frequency times ``factor`` lies on the channel
+    axis: (n,) fractional channel positions (channel 0 = ``f_lo_hz``; below 0 or above n - 1: off the bank).
+    A vocal-tract-length change scales formant frequencies by about such a factor."""
+    e_lo, e_hi = (21.4 * np.log10(1 + 0.00437 * f) for f in (f_lo_hz, f_hi_hz))
+    warped = 21.4 * np.log10(1 + 0.00437 * erb_space(f_lo_hz, f_hi_hz, n) * factor)
+    return (warped - e_lo) / (e_hi - e_lo) * (n - 1)
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,8 @@ class CochleaConfig:
     delta: float = 0.5
     envelope_tau_ms: float = 5.0
     target_rms: float = 0.3
+    agc_ms: float = 0.0
+    agc_strength: float = 1.0
 
     def validate(self, sample_rate_hz: float) -> None:
         """Raise ValueError naming the parameter that is impossible at this sample rate."""
@@ -80,6 +101,12 @@ class CochleaConfig:
                 raise ValueError(f"cochlea {name}: expected > 0, got {getattr(self, name)}")
         if self.refractory_ms < 0:
             raise ValueError(f"cochlea refractory_ms: expected >= 0, got {self.refractory_ms}")
+        if not 0 <= self.agc_ms < float("inf"):
+            raise ValueError(f"cochlea agc_ms: expected >= 0 (0: no AGC), got {self.agc_ms}")
+        if not 0 <= self.agc_strength <= 2:
+            raise ValueError(f"cochlea agc_strength: expected 0..2, got {self.agc_strength}")
+        if self.agc_ms > 0 and self.method != "lif":
+            raise ValueError(f"cochlea agc_ms: the AGC drives the lif method only, got method {self.method!r}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -134,6 +161,39 @@ def _lif_spikes(bm, t0_us, dt_us, decay, gain_dt, threshold, refractory_samples,
             if h < 0.0:
                 h = 0.0
             v[c] = v[c] * decay + gain_dt * h
+            if v[c] >= threshold:
+                v[c] = 0.0
+                refractory[c] = refractory_samples
+                out_t[count] = np.int64(t)
+                out_c[count] = c
+                count += 1
+    return count
+
+
+@njit(cache=True)
+def _lif_agc_spikes(bm, t0_us, dt_us, decay, gain_dt, threshold, refractory_samples, agc_alpha, strength, floor,
+                    level, v, refractory, out_t, out_c):
+    """As :func:`_lif_spikes`, the rectified drive first scaled by the AGC gain (module docstring); ``level``
+    (C,) carries across blocks with ``v`` and ``refractory``."""
+    n, n_channels = bm.shape
+    count = 0
+    for i in range(n):
+        t = t0_us + (i * dt_us)
+        mean = 0.0
+        for c in range(n_channels):
+            mean += level[c]
+        mean /= n_channels
+        for c in range(n_channels):
+            h = bm[i, c]
+            if h < 0.0:
+                h = 0.0
+            gain = ((mean + 1e-9) / (level[c] + floor * mean + 1e-9)) ** strength
+            level[c] += agc_alpha * (h - level[c])
+            if refractory[c] > 0:
+                refractory[c] -= 1
+                v[c] = 0.0
+                continue
+            v[c] = v[c] * decay + gain_dt * gain * h
             if v[c] >= threshold:
                 v[c] = 0.0
                 refractory[c] = refractory_samples
@@ -206,6 +266,7 @@ class Cochlea:
         c = self.config.n_channels
         self._state = np.zeros((c, self._sos.shape[1], 2))
         self._v = np.zeros(c)
+        self._level = np.zeros(c)
         self._refractory = np.zeros(c, dtype=np.int64)
         self._envelope = np.zeros(c)
         self._reference = np.full(c, np.log(1e-6))
@@ -221,7 +282,14 @@ class Cochlea:
         out_t = np.empty(capacity, dtype=np.int64)
         out_c = np.empty(capacity, dtype=np.int32)
         cfg = self.config
-        if cfg.method == "lif":
+        if cfg.method == "lif" and cfg.agc_ms > 0:
+            n = _lif_agc_spikes(
+                bm, t0, self._dt_us, np.exp(-self._dt_s / (cfg.tau_ms * 1e-3)), self._dt_s, cfg.threshold,
+                int(round(cfg.refractory_ms * 1e-3 * self.sample_rate_hz)),
+                1.0 - np.exp(-self._dt_s / (cfg.agc_ms * 1e-3)), cfg.agc_strength, AGC_FLOOR, self._level, self._v,
+                self._refractory, out_t, out_c,
+            )
+        elif cfg.method == "lif":
             n = _lif_spikes(
                 bm, t0, self._dt_us, np.exp(-self._dt_s / (cfg.tau_ms * 1e-3)), self._dt_s, cfg.threshold,
                 int(round(cfg.refractory_ms * 1e-3 * self.sample_rate_hz)), self._v, self._refractory, out_t, out_c,

@@ -943,7 +943,7 @@ def build_network(spec: LaunchSpec, width: int, height: int, channels: int | Non
 
 def _check_input_spec(spec: LaunchSpec, network) -> None:
     """A trained cochlea model (its input_spec) sees the input it was trained on: the loop steps in its
-    ``bin_us`` and an audio source's cochlea has its channels and LIF threshold (else LaunchError naming
+    ``bin_us`` and an audio source's cochlea has its channels, LIF threshold and AGC (else LaunchError naming
     the key)."""
     model = network.input_spec
     if model is None or model.sensor != "cochlea" or spec.source["type"] != "audio":
@@ -953,7 +953,10 @@ def _check_input_spec(spec: LaunchSpec, network) -> None:
         raise Context(spec.path, "loop", spec.display).fail(
             "dt_us", f"{name} was trained on {model.bin_us} µs steps, got {spec.loop.dt_us}")
     source = Context(spec.path, "source", spec.display)
-    expected = {"method": "lif", "n_channels": model.channels, "threshold": model.cochlea_threshold}
+    expected = {"method": "lif", "n_channels": model.channels, "threshold": model.cochlea_threshold,
+                "agc_ms": model.cochlea_agc_ms}
+    if model.cochlea_agc_ms > 0:
+        expected["agc_strength"] = model.cochlea_agc_strength
     for key, value in expected.items():
         if spec.source[key] != value:
             raise source.fail(key, f"{name} was trained on cochlea {key} = {value!r}, got {spec.source[key]!r}")

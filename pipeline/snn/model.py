@@ -55,7 +55,9 @@ class InputSpec:
     spikes reach the output (one hop per projection). ``scale``: input (x, y) divided by this integer
     factor (event pooling, e.g. 34x34 -> 17x17 with 2). ``cochlea_threshold``: "cochlea" only, the
     cochlea's LIF spike threshold (:class:`devices.audio.CochleaConfig` ``threshold``; its default 1.5e-4;
-    lower = more spikes per second of speech).
+    lower = more spikes per second of speech). ``cochlea_agc_ms``, ``cochlea_agc_strength``: "cochlea" only,
+    the cochlea's causal per-channel gain normalisation (CochleaConfig ``agc_ms``, ``agc_strength``; 0 ms:
+    off, the default, as every model trained before it).
     """
 
     sensor: str = "dvs"
@@ -67,6 +69,8 @@ class InputSpec:
     scale: int = 1
     channels: int = 64
     cochlea_threshold: float = 1.5e-4
+    cochlea_agc_ms: float = 0.0
+    cochlea_agc_strength: float = 1.0
 
     def __post_init__(self) -> None:
         owner = "input spec"
@@ -88,6 +92,11 @@ class InputSpec:
             raise ValueError(f"{owner}: parameter 'cochlea_threshold' must be a number > 0, "
                              f"got {self.cochlea_threshold!r}")
         object.__setattr__(self, "cochlea_threshold", float(self.cochlea_threshold))
+        for name, high in (("cochlea_agc_ms", float("inf")), ("cochlea_agc_strength", 2.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not 0 <= float(value) <= high or float(value) == float("inf"):
+                raise ValueError(f"{owner}: parameter {name!r} must be a number in 0..{high:g}, got {value!r}")
+            object.__setattr__(self, name, float(value))
         if isinstance(self.tail_steps, bool) or int(self.tail_steps) != self.tail_steps \
                 or not 0 <= self.tail_steps <= MAX_STEPS:
             raise ValueError(f"{owner}: parameter 'tail_steps' must be an integer in 0..{MAX_STEPS}, "

@@ -12,7 +12,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
   or "leave_out:SPEAKER" divides the train folder into train and test
   (recordings.labelled.LabelledSet.fsdd_split); test must then be empty.
 * ``[input]`` how a recording is presented (pipeline.snn.model.InputSpec): sensor ("dvs": width, height,
-  polarity, scale; "cochlea": a WAV through the project's cochlea, channels, cochlea_threshold), bin_us,
+  polarity, scale; "cochlea": a WAV through the project's cochlea, channels, cochlea_threshold,
+  cochlea_agc_ms, cochlea_agc_strength), bin_us,
   encoding, duration_us, tail_steps.
 * ``[network]`` hidden (sizes of hidden layers), recurrent, tau_syn_ms, tau_mem_ms, vth (loihi threshold
   mantissa), max_weight_hidden / max_weight_output (largest |weight| in thresholds; fixes weight_exp),
@@ -25,10 +26,14 @@ Config sections (``spikeloop train``; every key below with its default in :data:
   "triangle"), slope.
 * ``[augment]`` jitter_px (random shift of every event of a sample, pixels), channel_shift (random shift of
   every input along the last axis, x: for the cochlea its frequency channels, ~0.35 ERB each, a cheap
-  vocal-tract-length perturbation), time_scale (sample time stretched by a factor in [1 - s, 1 + s]), drop
-  (probability an event is dropped), level_db (cochlea: every training clip is presented at its normalised
-  level and ``level_db`` dB below and above it, and each sample of a batch takes one of the three at
-  random: the network learns words played quieter or louder than the training level); training only.
+  vocal-tract-length perturbation), warp (cochlea only: every spike's channel moved to where its centre
+  frequency times a random factor in [1 - warp, 1 + warp] lies on the ERB channel axis, rounded up or down
+  at random in proportion to the fraction, off the bank dropped: a fractional, multiplicative
+  vocal-tract-length perturbation, devices.audio.warped_channels), time_scale (sample time stretched by a
+  factor in [1 - s, 1 + s]), drop (probability an event is dropped), level_db (cochlea: every training clip
+  is presented at its normalised level and ``level_db`` dB below and above it, and each sample of a batch
+  takes one of the three at random: the network learns words played quieter or louder than the training
+  level); training only.
 
 The written network: populations hidden0.., output (probed v), projections fc0.. (+ rec0..; with
 ``layers``: conv0.. / pool0.. Conv2D and delayed fc0.., pipeline.train.layer_stack), with
@@ -46,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from devices.audio import CochleaConfig, warped_channels
 from pipeline.core.schema import Key
 from pipeline.snn.model import InputSpec, Readout
 from pipeline.train import kernels as K
@@ -84,6 +90,10 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "channels": Key("int", 64, low=1, high=1024, help="cochlea: filterbank channels (network inputs)"),
         "cochlea_threshold": Key("number", InputSpec.cochlea_threshold, low=0, low_open=True,
                                  help="cochlea: LIF spike threshold (lower: more spikes)"),
+        "cochlea_agc_ms": Key("number", 0.0, low=0, high=60_000, help="cochlea: AGC time constant (ms; 0: no AGC; "
+                                                                    "devices.audio)"),
+        "cochlea_agc_strength": Key("number", 1.0, low=0, high=2, help="cochlea: AGC exponent (1: a channel's "
+                                                                       "steady level divided out)"),
         "width": Key("int", 34, low=1, high=4096, help="sensor width (px)"),
         "height": Key("int", 34, low=1, high=4096, help="sensor height (px)"),
         "bin_us": Key("int", 1000, low=1, high=10_000_000, help="step length (µs)"),
@@ -120,6 +130,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "jitter_px": Key("int", 0, low=0, high=64, help="random shift of a sample's events (px)"),
         "channel_shift": Key("int", 0, low=0, high=64, help="random shift of a sample's inputs along x "
                                                              "(cochlea: frequency channels)"),
+        "warp": Key("number", 0.0, low=0, high=0.5, help="cochlea: random frequency warp 1 +- this (fractional "
+                                                           "channel positions on the ERB axis)"),
         "time_scale": Key("number", 0.0, low=0, high=0.9, help="random time stretch 1 +- this"),
         "drop": Key("number", 0.0, low=0, high=0.9, help="probability an event is dropped"),
         "level_db": Key("number", 0.0, low=0, high=40, help="cochlea: each clip also presented this many dB "
@@ -140,7 +152,8 @@ def input_spec(config: dict) -> tuple[InputSpec, tuple[int, int, int]]:
     c = config["input"]
     if c["sensor"] == "cochlea":
         spec = InputSpec(sensor="cochlea", bin_us=c["bin_us"], encoding=c["encoding"], duration_us=c["duration_us"],
-                         tail_steps=c["tail_steps"], channels=c["channels"], cochlea_threshold=c["cochlea_threshold"])
+                         tail_steps=c["tail_steps"], channels=c["channels"], cochlea_threshold=c["cochlea_threshold"],
+                         cochlea_agc_ms=c["cochlea_agc_ms"], cochlea_agc_strength=c["cochlea_agc_strength"])
         return spec, (1, 1, c["channels"])
     spec = InputSpec(sensor="dvs", bin_us=c["bin_us"], encoding=c["encoding"], polarity=c["polarity"],
                      duration_us=c["duration_us"], tail_steps=c["tail_steps"], scale=c["scale"])
@@ -174,8 +187,26 @@ def augment(p: Presentation, rng: np.random.Generator, shape, aug: dict, binary:
         j = aug["channel_shift"]
         dx += int(rng.integers(-j, j + 1))
     scale = rng.uniform(1 - aug["time_scale"], 1 + aug["time_scale"]) if aug["time_scale"] > 0 else 1.0
-    return Presentation(*transform(p.indptr, p.index, p.count, tuple(int(n) for n in shape), keep, dx, dy,
+    index = p.index
+    if aug.get("warp", 0) > 0:
+        index, kept = warp_channels(index, rng, int(shape[-1]), aug["warp"])
+        keep &= kept
+    return Presentation(*transform(p.indptr, index, p.count, tuple(int(n) for n in shape), keep, dx, dy,
                                    float(scale), binary))
+
+
+def warp_channels(index: np.ndarray, rng: np.random.Generator, n_channels: int, warp: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Cochlea inputs (channels, (nnz,) int32) moved by one random frequency warp: a factor drawn from
+    [1 - warp, 1 + warp], each event's channel replaced by where its centre frequency times the factor lies
+    (devices.audio.warped_channels, the default cochlea's 100-3600 Hz bank), rounded down or up at random
+    with the fraction as the probability of up. Returns (new index int32, kept: False where off the bank)."""
+    defaults = CochleaConfig()
+    factor = rng.uniform(1 - warp, 1 + warp)
+    position = warped_channels(defaults.f_lo_hz, defaults.f_hi_hz, n_channels, factor)[index]
+    moved = np.floor(position + rng.random(index.size)).astype(np.int64)
+    kept = (moved >= 0) & (moved < n_channels)
+    return np.where(kept, moved, 0).astype(np.int32), kept
 
 
 def batch_events(presentations: list[Presentation]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -389,7 +420,10 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     steps_per_epoch = -(-n // batch)
     total_steps = steps_per_epoch * tc["epochs"]
     run.plan(tc["epochs"], n)
-    augmenting = ac["jitter_px"] or ac["channel_shift"] or ac["time_scale"] or ac["drop"]
+    if ac["warp"] and spec.sensor != "cochlea":
+        raise ValueError("[augment] warp: moves cochlea channels; expected 0 with [input] sensor = "
+                         f"{spec.sensor!r}")
+    augmenting = ac["jitter_px"] or ac["channel_shift"] or ac["time_scale"] or ac["drop"] or ac["warp"]
     started = time.perf_counter()
     trained_samples = 0
     for epoch in range(first_epoch, tc["epochs"]):

@@ -120,16 +120,23 @@ def present_dvs(events: np.ndarray, spec: InputSpec, input_shape: tuple[int, int
     return _with_tail(Presentation(*_csr(step, inputs, n_steps, c * h * w, binary)), spec.tail_steps)
 
 
+def cochlea_config(spec: InputSpec) -> CochleaConfig:
+    """The cochlea a "cochlea" input spec was trained on: its channels, LIF threshold and AGC, the rest the
+    cochlea's defaults (what a launch file's audio source must match)."""
+    return CochleaConfig(n_channels=spec.channels, threshold=spec.cochlea_threshold, agc_ms=spec.cochlea_agc_ms,
+                         agc_strength=spec.cochlea_agc_strength)
+
+
 def cochlea_spikes(path: str | Path, spec: InputSpec, gain_db: float = 0.0) -> tuple[np.ndarray, int]:
     """A WAV file through the project's cochlea (``spec.channels`` channels, LIF threshold
-    ``spec.cochlea_threshold``, clip normalised to the cochlea's target RMS, then ``gain_db`` dB louder) ->
-    (AER spikes, duration µs)."""
+    ``spec.cochlea_threshold``, AGC as the spec says, clip normalised to the cochlea's target RMS, then
+    ``gain_db`` dB louder) -> (AER spikes, duration µs)."""
     reader = WavReader(path, strict=True)
     samples = np.concatenate(list(reader.blocks()) or [np.zeros(0)])
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
     check_audible(samples, path)
-    config = CochleaConfig(n_channels=spec.channels, threshold=spec.cochlea_threshold)
+    config = cochlea_config(spec)
     gain = rms_gain(samples, config.target_rms) * 10.0 ** (gain_db / 20.0)
     cochlea = Cochlea(float(reader.sample_rate), config, input_gain=gain)
     return cochlea.process(samples), int(round(len(samples) * 1e6 / reader.sample_rate))
