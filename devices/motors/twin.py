@@ -89,8 +89,16 @@ class PtyTwin:
         os.close(slave)
 
     def close(self) -> None:
+        """Stop serving. Bytes the host wrote that the serving thread has not read yet are fed to the
+        device first, as a real device receives everything on the wire before its cable is pulled (a
+        driver's final stop written just before closing is not lost to the twin's scheduling)."""
         if self._closed:
             return
+        with self._lock:
+            master = self._master
+            while master >= 0 and select.select([master], [], [], 0)[0]:
+                if not self._receive_locked(master, time.monotonic()):
+                    break
         self.unplug()
         self._closed = True
         os.write(self._wake_w, b"x")
@@ -116,6 +124,26 @@ class PtyTwin:
             self._rx_log.clear()
 
     # -- serving thread ---------------------------------------------------------------------------
+    def _receive_locked(self, master: int, now_s: float) -> bool:
+        """Read what the host wrote (up to 4 KiB), log it, feed it to the device and write its reply back.
+        False when nothing could be read. Called with the lock held."""
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            return False
+        if not data:
+            return False
+        self._rx_log += data
+        if len(self._rx_log) > self.RX_LOG_LIMIT:
+            del self._rx_log[: len(self._rx_log) - self.RX_LOG_LIMIT]
+        reply = self.device.feed(data, now_s)
+        if reply:
+            try:
+                os.write(master, reply)
+            except OSError:
+                pass
+        return True
+
     def _serve(self) -> None:
         device = self.device
         while not self._closed:
@@ -131,18 +159,5 @@ class PtyTwin:
                 os.read(self._wake_r, 64)
             with self._lock:
                 if master >= 0 and master in ready and master == self._master:
-                    try:
-                        data = os.read(master, 4096)
-                    except OSError:
-                        data = b""
-                    if data:
-                        self._rx_log += data
-                        if len(self._rx_log) > self.RX_LOG_LIMIT:
-                            del self._rx_log[: len(self._rx_log) - self.RX_LOG_LIMIT]
-                        reply = device.feed(data, now)
-                        if reply:
-                            try:
-                                os.write(master, reply)
-                            except OSError:
-                                pass
+                    self._receive_locked(master, now)
                 device.tick(now)
