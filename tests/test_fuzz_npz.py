@@ -125,6 +125,10 @@ def test_object_arrays_and_bad_headers_are_refused(tmp_path):
                                                                           "shape": (2,)}, data=b"\x80\x04")})
     with pytest.raises(NpzError, match="Python objects"):
         load_npz(path)
+    path = tmp_path / "complex.npz"
+    np.savez(path, w=np.array([1 + 2j, 3 - 1j]))
+    with pytest.raises(NpzError, match=r"complex.npz: member 'w.npy': complex numbers \(dtype complex128\)"):
+        load_npz(path)
     path = write_zip(tmp_path / "hdr.npz", {"a.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': os.system}\n"})
     with pytest.raises(NpzError, match="hdr.npz: member 'a.npy': bad .npy header"):
         load_npz(path)

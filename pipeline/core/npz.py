@@ -89,6 +89,9 @@ def _read_array(handle, budget: int, where: str) -> np.ndarray:
         raise NpzError(f"{where}: bad .npy header ({type(exc).__name__}: {exc})") from None
     if dtype.hasobject:
         raise NpzError(f"{where}: holds Python objects (dtype {dtype}); only plain arrays are read, never pickle")
+    if dtype.kind == "c":
+        raise NpzError(f"{where}: complex numbers (dtype {dtype}); spikeloop's files hold real arrays, and casting "
+                       f"would silently drop the imaginary part")
     count = math.prod(shape)
     size = count * dtype.itemsize
     if size > budget:
