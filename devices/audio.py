@@ -37,6 +37,7 @@ from numba import njit
 from pipeline.core.clock import wait_until
 from pipeline.core.events import SPIKE_DTYPE
 from pipeline.core.packet import Packet, StreamInfo
+from pipeline.core.schema import toml_value
 from recordings.wav import WavReader
 
 SPIKE_METHODS = ("lif", "delta")
@@ -87,7 +88,7 @@ class CochleaConfig:
         if self.n_channels < 1:
             raise ValueError(f"cochlea n_channels: expected >= 1, got {self.n_channels}")
         if self.method not in SPIKE_METHODS:
-            raise ValueError(f"cochlea method: expected one of {SPIKE_METHODS}, got {self.method!r}")
+            raise ValueError(f"cochlea method: expected one of {', '.join(map(toml_value, SPIKE_METHODS))}, got {toml_value(self.method)}")
         if not 0 < self.f_lo_hz < self.f_hi_hz:
             raise ValueError(f"cochlea f_lo_hz/f_hi_hz: expected 0 < f_lo < f_hi, got {self.f_lo_hz}, {self.f_hi_hz}")
         if self.f_hi_hz >= sample_rate_hz / 2:
@@ -106,7 +107,7 @@ class CochleaConfig:
         if not 0 <= self.agc_strength <= 2:
             raise ValueError(f"cochlea agc_strength: expected 0..2, got {self.agc_strength}")
         if self.agc_ms > 0 and self.method != "lif":
-            raise ValueError(f"cochlea agc_ms: the AGC drives the lif method only, got method {self.method!r}")
+            raise ValueError(f"cochlea agc_ms: the AGC drives the lif method only, got method {toml_value(self.method)}")
 
 
 @functools.lru_cache(maxsize=16)
@@ -373,7 +374,7 @@ class WavCochleaSource:
         if packet_ms <= 0 or speed <= 0:
             raise ValueError(f"packet_ms and speed must be > 0, got {packet_ms}, {speed}")
         if level not in LEVELS:
-            raise ValueError(f"cochlea level: expected one of {LEVELS}, got {level!r}")
+            raise ValueError(f"cochlea level: expected one of {', '.join(map(toml_value, LEVELS))}, got {toml_value(level)}")
         self._path, self._strict = path, strict
         probe = WavReader(path, strict=strict)
         self.sample_rate_hz = float(probe.sample_rate)

@@ -243,7 +243,7 @@ def test_spikeloop_launch_runs_the_audio_file_paced(data_dir, tmp_path):
 
 def test_audio_launch_errors_name_the_key(data_dir, tmp_path, monkeypatch):
     path = audio_launch(data_dir, tmp_path)
-    with pytest.raises(LaunchError, match=r"\[source\] method: expected one of 'lif', 'delta', got 'mel'"):
+    with pytest.raises(LaunchError, match=r'\[source\] method: expected one of "lif", "delta", got "mel"'):
         load_launch(path, ['source.method="mel"'])
     with pytest.raises(LaunchError, match=r"\[source\] path: expected a WAV file or microphone = true"):
         load_launch(path, ["source.microphone=true"])

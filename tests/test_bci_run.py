@@ -122,7 +122,7 @@ def test_launch_file_errors_name_section_and_key(launch_copy):
         load_launch(launch_copy, ["output.max_wheel_radps=0"])
     with pytest.raises(LaunchError, match=r"\[decoder\] colour: unknown key"):
         load_launch(launch_copy, ['decoder.colour="red"'])
-    with pytest.raises(LaunchError, match=r"\[source\] type: expected one of .*'dad', 'mc_maze', 'audio'.*got 'aedat'"):
+    with pytest.raises(LaunchError, match=r'\[source\] type: expected one of .*"dad", "mc_maze", "audio".*got "aedat"'):
         load_launch(launch_copy, ['source.type="aedat"'])
     with pytest.raises(LaunchError, match=r"\[decoder\] model: file not found"):
         load_launch(launch_copy, ['decoder.model="missing.npz"'])

@@ -480,7 +480,7 @@ def test_loopback_is_the_default_and_launch_errors_name_file_section_and_key(tmp
         (robots, ['sinks.log.type="command_log"', 'sinks.log.path="out.csv"'], "[sinks.log] path: one loop per robot"),
         (compute, ['sinks.robot.key="lab/*/cmd"'], "[sinks.robot] key: expected a key to publish on"),
         (compute, ['source.config="missing.json5"'], "[source] config: file not found"),
-        (compute, ['source.kind="audio"'], "[source] kind: expected one of 'dvs', 'spikes', 'command'"),
+        (compute, ['source.kind="audio"'], '[source] kind: expected one of "dvs", "spikes", "command"'),
         (motors, ['network.builder="dvs_steering"'], "[network]: a command stream (kind = \"command\")"),
         (motors, ['source.key="lab/*/cmd"'], "[source] key: a command stream drives one robot's motors"),
     ]
@@ -559,6 +559,6 @@ def test_robots_as_processes_each_run_their_own_loop(tmp_path):
     for i in range(2):
         t, _ = read_command_log(tmp_path / f"r{i}.csv")
         assert len(t) == finals[keys[i]]["commands"] > 0  # live: fewer than 1,000 when bins merged under load
-    with pytest.raises(LaunchError, match="--robot lab/robot1/dvs: the \\[source\\] key 'lab/robot1/dvs' has no"):
+    with pytest.raises(LaunchError, match='--robot lab/robot1/dvs: the \\[source\\] key "lab/robot1/dvs" has no'):
         from pipeline.app.commands.launch import robot_spec
         robot_spec(load_launch(LAUNCH / "compute_zenoh.toml"), "lab/robot1/dvs")

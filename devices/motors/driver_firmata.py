@@ -16,6 +16,8 @@ from collections import deque
 
 import numpy as np
 
+from pipeline.core.schema import toml_value
+
 from . import firmata as fm
 from .driver import Exchange, MotorDriver, MotorError
 
@@ -36,7 +38,7 @@ class FirmataDriver(MotorDriver):
             raise ValueError("firmata: full_scale_rad_s (speed at full servo angle / full PWM duty) is "
                              "required and must be > 0 (CLI: --opt full_scale_rad_s=X)")
         if mode not in ("servo", "pwm"):
-            raise ValueError(f"firmata: mode must be 'servo' or 'pwm', got {mode!r}")
+            raise ValueError(f'firmata: mode must be "servo" or "pwm", got {toml_value(mode)}')
         if dir_pins is not None and (mode != "pwm" or len(dir_pins) != len(ids)):
             raise ValueError("firmata: dir_pins needs mode='pwm' and one pin per id")
         if not 0 < min_us < max_us <= 0x3FFF:

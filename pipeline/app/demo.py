@@ -35,7 +35,7 @@ from pipeline.app.braitenberg import command as braitenberg_command
 from pipeline.app.dashboard import DashboardRecorder
 from pipeline.app.launch import LaunchSpec, build_decoder, build_network, build_stages, load_launch, open_sinks
 from pipeline.core.events import dvs_events
-from pipeline.core.schema import Context, LaunchError
+from pipeline.core.schema import Context, LaunchError, toml_value
 from pipeline.decoders.drive import DifferentialDrive
 from pipeline.loop import Loop, LoopReport
 from pipeline.snn import build
@@ -229,8 +229,8 @@ def demo_spec(config: DemoConfig) -> LaunchSpec:
     """The launch file with the config's seed and overrides applied, validated (LaunchError names the key);
     in lockstep (``mode="fast"``) the motors' watchdogs at their longest (LOCKSTEP_MOTOR_SETS)."""
     sets = [f"source.seed={int(config.seed)}"]
-    sets += [f"network.params.{k}={_toml(v)}" for k, v in config.network.items()]
-    sets += [f"decoder.{k}={_toml(v)}" for k, v in config.decoder.items()]
+    sets += [f"network.params.{k}={toml_value(v)}" for k, v in config.network.items()]
+    sets += [f"decoder.{k}={toml_value(v)}" for k, v in config.decoder.items()]
     if config.backend is not None:
         sets.append(f'network.backend="{config.backend}"')
     spec = load_launch(config.launch, sets)
@@ -240,25 +240,15 @@ def demo_spec(config: DemoConfig) -> LaunchSpec:
         spec = load_launch(config.launch, sets)
     if spec.source["type"] != "world":
         raise Context(spec.path, "source", spec.display).fail(
-            "type", f"expected 'world' for spikeloop demo, got {spec.source['type']!r}")
+            "type", f"expected \"world\" for spikeloop demo, got {toml_value(spec.source['type'])}")
     if spec.decoder[0] != "drive":
         raise Context(spec.path, "decoder", spec.display).fail(
-            "type", f"expected 'drive' (wheel speeds for the simulated robot), got {spec.decoder[0]!r}")
+            "type", f"expected \"drive\" (wheel speeds for the simulated robot), got {toml_value(spec.decoder[0])}")
     motors = [(label, values) for label, kind, values, _ in spec.sinks if kind == "motors"]
     if len(motors) != 1 or motors[0][1]["port"] != "emulated:dynamixel":
-        raise LaunchError(f"{spec.display}: [sinks]: expected one motors sink with protocol 'dynamixel' on port "
-                          "'emulated:dynamixel' (the simulated robot's wheel servos)")
+        raise LaunchError(f"{spec.display}: [sinks]: expected one motors sink with protocol \"dynamixel\" on port "
+                          '"emulated:dynamixel" (the simulated robot\'s wheel servos)')
     return spec
-
-
-def _toml(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
 
 
 def raster_names(network, decoder) -> list[str]:
@@ -359,7 +349,7 @@ class DemoRun:
                             ("max_wheel_radps", robot.max_wheel_radps)):
             if not math.isclose(params[key], actual, rel_tol=1e-3):
                 raise Context(spec.path, "decoder", spec.display).fail(
-                    key, f"expected the simulated robot's {actual:.4g}, got {params[key]!r}")
+                    key, f"expected the simulated robot's {actual:.4g}, got {toml_value(params[key])}")
 
     def _decode(self, spikes: np.ndarray, t_us: int) -> np.ndarray:
         command = self.decoder.update(spikes, t_us)

@@ -77,7 +77,7 @@ from pipeline.app.sources import (
     robot_chunks,
     table_kind,
 )
-from pipeline.core.schema import Context, Key, LaunchError, check_table, check_value, printable
+from pipeline.core.schema import Context, Key, LaunchError, check_table, check_value, printable, toml_value
 from pipeline.decoders import DECODERS
 from pipeline.decoders.bci.factory import DECODER_KINDS, make_decoder
 from pipeline.train.bci import fit_decoder
@@ -419,8 +419,8 @@ def check_launch(raw: dict, path: str | Path, display: str | None = None, requir
     loop_table = raw.get("loop", {})
     loop_values = check_table(ctx("loop"), loop_table, LOOP_KEYS)
     if is_live(source_spec) and loop_values["mode"] != "live":
-        raise ctx("loop").fail("mode", f"expected 'live' for a live {source_spec['type']} source, "
-                                       f"got {loop_values['mode']!r}")
+        raise ctx("loop").fail("mode", f"expected \"live\" for a live {source_spec['type']} source, "
+                                       f"got {toml_value(loop_values['mode'])}")
     if kind != "dvs" and raw.get("stages"):
         where = f"stages.{printable(next(iter(raw['stages'])))}" if isinstance(raw["stages"], dict) else "stages"
         raise LaunchError(f"{display}: [{where}]: stages filter DVS events; the {source_spec['type']} "
@@ -470,7 +470,7 @@ def _check_relay(raw: dict, path: Path, display: str, source: dict) -> LaunchSpe
                           f"sinks; remove [{extra[0]}]")
     if "*" in source["key"]:
         raise Context(path, "source", display).fail("key", "a command stream drives one robot's motors: expected a "
-                                                           f"key without '*', got {source['key']!r}")
+                                                           f"key without '*', got {toml_value(source['key'])}")
     if "sinks" not in raw:
         raise LaunchError(f"{display}: missing section [sinks]")
     values = check_table(Context(path, "loop", display), raw.get("loop", {}), RELAY_LOOP_KEYS)
@@ -488,7 +488,7 @@ def _check_zenoh_sinks(path: Path, display: str, source: dict, sinks: list, netw
     per_robot = source["type"] == "zenoh" and "*" in source["key"]
     if per_robot and "**" in source["key"]:
         raise Context(path, "source", display).fail("key", f"one loop per robot takes '*' chunks (one robot per "
-                                                           f"match), not '**': got {source['key']!r}")
+                                                           f"match), not '**': got {toml_value(source['key'])}")
     for label, kind, values, _ in sinks:
         ctx = Context(path, f"sinks.{label}", display)
         if per_robot and kind == "motors":
@@ -496,7 +496,7 @@ def _check_zenoh_sinks(path: Path, display: str, source: dict, sinks: list, netw
                                    f"the commands on each robot (zenoh sinks), got motors on {values['port']}")
         if per_robot and kind == "command_log" and "*" not in str(values["path"]):
             raise ctx.fail("path", f"one loop per robot: expected a path with '*' (the robot's name), got "
-                                   f"{str(values['path'])!r}")
+                                   f"{toml_value(str(values['path']))}")
         if kind != "zenoh":
             continue
         if values["spikes_key"] and not network_given:
@@ -509,9 +509,9 @@ def _check_zenoh_sinks(path: Path, display: str, source: dict, sinks: list, netw
                 continue
             if per_robot and "*" not in key:
                 raise ctx.fail(name, f"one loop per robot: expected a key with '*' (filled with the robot's chunk of "
-                                     f"{source['key']!r}), got {key!r}")
+                                     f"{toml_value(source['key'])}), got {toml_value(key)}")
             if not per_robot and "*" in key:
-                raise ctx.fail(name, f"expected a key to publish on (no '*'), got {key!r}")
+                raise ctx.fail(name, f"expected a key to publish on (no '*'), got {toml_value(key)}")
             try:
                 check_zenoh_key(key.replace("*", "x") if per_robot else key)
             except SourceSpecError as exc:
@@ -590,7 +590,7 @@ def _expand_data_prefix(value: Any) -> Any:
 def _typed_table(ctx: Context, table: Any, types: tuple[str, ...], schemas: dict[str, dict[str, Key]],
                  default_type: str | None) -> dict:
     if not isinstance(table, dict):
-        raise LaunchError(f"{ctx.where()}: expected a table, got {table!r}")
+        raise LaunchError(f"{ctx.where()}: expected a table, got {toml_value(table)}")
     kind = _type_name(ctx, table, types, default_type)
     values = check_table(ctx, table, schemas[kind], ignore=("type",))
     values["type"] = kind
@@ -601,11 +601,11 @@ def _type_name(ctx: Context, table: dict, types: tuple[str, ...], default: str |
     """The ``type`` of a table: one of ``types`` (a string; a list or number there is refused, not hashed),
     else ``default``."""
     kind = table.get("type", default)
-    expected = f"expected one of {', '.join(map(repr, types))}"
+    expected = f"expected one of {', '.join(map(toml_value, types))}"
     if kind is None:
         raise ctx.fail("type", f"missing ({expected})")
     if not isinstance(kind, str) or kind not in types:
-        raise ctx.fail("type", f"{expected}, got {kind!r}")
+        raise ctx.fail("type", f"{expected}, got {toml_value(kind)}")
     return kind
 
 
@@ -670,7 +670,7 @@ def _check_parameter_type(ctx: Context, name: str, parameter: inspect.Parameter,
     else:
         return
     if not ok:
-        raise ctx.fail(name, f"expected {expected}, got {value!r}")
+        raise ctx.fail(name, f"expected {expected}, got {toml_value(value)}")
 
 
 def _check_stages(path: Path, display: str, table: Any) -> list[tuple[str, str, StageConfig]]:
@@ -678,12 +678,12 @@ def _check_stages(path: Path, display: str, table: Any) -> list[tuple[str, str, 
     its config's fields (``pipeline.stages.describe``), and the config checks the values itself: its
     ``"<stage>: parameter '<key>' ..."`` errors come back naming file, section and key."""
     if not isinstance(table, dict):
-        raise LaunchError(f"{display}: [stages]: expected tables [stages.<label>], got {table!r}")
+        raise LaunchError(f"{display}: [stages]: expected tables [stages.<label>], got {toml_value(table)}")
     out = []
     for label, stage in table.items():
         ctx = Context(path, f"stages.{label}", display)
         if not isinstance(stage, dict):
-            raise LaunchError(f"{ctx.where()}: expected a table, got {stage!r}")
+            raise LaunchError(f"{ctx.where()}: expected a table, got {toml_value(stage)}")
         kind = _type_name(ctx, stage, tuple(sorted(STAGES)), label)
         fields = STAGES[kind].describe().params
         names = sorted(field.name for field in fields)
@@ -704,7 +704,7 @@ def _check_stages(path: Path, display: str, table: Any) -> list[tuple[str, str, 
 
 def _check_network(ctx: Context, table: Any, params_ctx: Context) -> tuple[dict, dict]:
     if not isinstance(table, dict):
-        raise LaunchError(f"{ctx.where()}: expected a table, got {table!r}")
+        raise LaunchError(f"{ctx.where()}: expected a table, got {toml_value(table)}")
     params = table.get("params", {})
     values = check_table(ctx, table, NETWORK_KEYS, ignore=("params",))
     if bool(values["builder"]) == bool(values["file"]):
@@ -715,13 +715,13 @@ def _check_network(ctx: Context, table: Any, params_ctx: Context) -> tuple[dict,
             raise ctx.fail("params", "only a builder takes parameters (this network comes from a file)")
         return values, {}
     if values["builder"] not in BUILDERS:
-        raise ctx.fail("builder", f"expected one of {', '.join(map(repr, sorted(BUILDERS)))}, got {values['builder']!r}")
+        raise ctx.fail("builder", f"expected one of {', '.join(map(toml_value, sorted(BUILDERS)))}, got {toml_value(values['builder'])}")
     return values, check_table(params_ctx, params, BUILDERS[values["builder"]].params)
 
 
 def _check_decoder(ctx: Context, table: Any) -> tuple[str, dict]:
     if not isinstance(table, dict):
-        raise LaunchError(f"{ctx.where()}: expected a table, got {table!r}")
+        raise LaunchError(f"{ctx.where()}: expected a table, got {toml_value(table)}")
     kind = _type_name(ctx, table, tuple(sorted([*DECODERS, "classifier"])), None)
     if kind == "classifier":
         return kind, check_table(ctx, table, CLASSIFIER_KEYS, ignore=("type",))
@@ -732,23 +732,23 @@ def _check_classifier_graph(ctx, source: dict, network: dict, decoder: tuple[str
     """A classifier decides per sample of a samples source, with a model file; decisions sinks need it."""
     classifier = decoder[0] == "classifier"
     if classifier and source["type"] != "samples":
-        raise ctx("decoder").fail("type", f"the classifier decides per sample: expected [source] type = 'samples' "
-                                          f"(a labelled folder or one recording), got {source['type']!r}")
+        raise ctx("decoder").fail("type", f"the classifier decides per sample: expected [source] type = \"samples\" "
+                                          f"(a labelled folder or one recording), got {toml_value(source['type'])}")
     if classifier and not network["file"]:
-        raise ctx("network").fail("builder", "a classifier needs a model file (file = 'model.npz' with an input "
+        raise ctx("network").fail("builder", "a classifier needs a model file (file = \"model.npz\" with an input "
                                              "spec and a readout)")
     if not classifier and isinstance(sinks, dict):
         for label, sink in sinks.items():
             if isinstance(sink, dict) and sink.get("type", label) == "decisions":
                 raise ctx(f"sinks.{label}").fail("type", "a decisions sink writes a classifier's decisions: "
-                                                         "expected [decoder] type = 'classifier'")
+                                                         "expected [decoder] type = \"classifier\"")
 
 
 def _check_bin_decoder(ctx: Context, table: Any) -> tuple[str, dict]:
     """A bin-level decoder's [decoder] table, its model / fit_path resolved against the launch file."""
     if isinstance(table, dict) and isinstance(table.get("type"), str) and table["type"] in DECODERS:
-        raise ctx.fail("type", f"a spike decoder ({table['type']!r}) needs a [network]; without one the "
-                               f"decoder steps on binned counts: expected one of {', '.join(map(repr, DECODER_KINDS))}")
+        raise ctx.fail("type", f"a spike decoder ({toml_value(table['type'])}) needs a [network]; without one the "
+                               f"decoder steps on binned counts: expected one of {', '.join(map(toml_value, DECODER_KINDS))}")
     values = check_table(ctx, table, BIN_DECODER_KEYS)
     for key in ("model", "fit_path"):
         if values[key]:
@@ -770,7 +770,7 @@ def _bin_width_us(ctx, source: dict, decoder: dict, loop_table: dict) -> int:
             raise ctx("decoder").fail("model", str(exc)) from None
         if model_us and given and model_us != given:
             raise ctx("source").fail("bin_ms", f"the model {decoder['model'].name} was fitted on "
-                                               f"{model_us / 1000:g} ms bins, got {source['bin_ms']:g}")
+                                               f"{model_us / 1000:g} ms bins, got {toml_value(source['bin_ms'])}")
         if model_us:
             return model_us
     default_ms = dad.DEFAULT_BIN_MS if source["type"] == "dad" else mc_maze.DEFAULT_BIN_MS
@@ -779,12 +779,12 @@ def _bin_width_us(ctx, source: dict, decoder: dict, loop_table: dict) -> int:
 
 def _check_sinks(path: Path, display: str, table: Any) -> list[tuple[str, str, dict, dict]]:
     if not isinstance(table, dict) or not table:
-        raise LaunchError(f"{display}: [sinks]: expected at least one table [sinks.<label>], got {table!r}")
+        raise LaunchError(f"{display}: [sinks]: expected at least one table [sinks.<label>], got {toml_value(table)}")
     out = []
     for label, sink in table.items():
         ctx = Context(path, f"sinks.{label}", display)
         if not isinstance(sink, dict):
-            raise LaunchError(f"{ctx.where()}: expected a table, got {sink!r}")
+            raise LaunchError(f"{ctx.where()}: expected a table, got {toml_value(sink)}")
         driver = sink.get("driver", {})
         values = _typed_table(ctx, {k: v for k, v in sink.items() if k != "driver"}, SINK_TYPES, SINK_KEYS,
                               default_type=label if label in SINK_TYPES else None)
@@ -807,17 +807,17 @@ def _exists(path: str) -> bool:
 
 def _check_motor_sink(ctx: Context, values: dict, driver: Any, driver_ctx: Context) -> dict:
     if values["protocol"] not in PROTOCOLS:
-        raise ctx.fail("protocol", f"expected one of {', '.join(map(repr, sorted(PROTOCOLS)))}, got {values['protocol']!r}")
+        raise ctx.fail("protocol", f"expected one of {', '.join(map(toml_value, sorted(PROTOCOLS)))}, got {toml_value(values['protocol'])}")
     port = values["port"]
     if port.startswith("emulated:") and port != f"emulated:{values['protocol']}":
-        raise ctx.fail("port", f"expected 'emulated:{values['protocol']}' or a device path, got {port!r}")
+        raise ctx.fail("port", f"expected \"emulated:{values['protocol']}\" or a device path, got {toml_value(port)}")
     if not port.startswith("emulated:") and not _exists(port):
         raise ctx.fail("port", f"serial device not found: {port} (expected a device path or "
-                               f"'emulated:{values['protocol']}')")
+                               f"\"emulated:{values['protocol']}\")")
     if len(set(values["ids"])) != len(values["ids"]):
-        raise ctx.fail("ids", f"expected distinct motor ids, got {values['ids']!r}")
+        raise ctx.fail("ids", f"expected distinct motor ids, got {toml_value(values['ids'])}")
     if not isinstance(driver, dict):
-        raise LaunchError(f"{driver_ctx.where()}: expected a table, got {driver!r}")
+        raise LaunchError(f"{driver_ctx.where()}: expected a table, got {toml_value(driver)}")
     return _check_free_params(driver_ctx, driver, driver_class(values["protocol"]), ("ids",))
 
 
@@ -933,7 +933,7 @@ def build_network(spec: LaunchSpec, width: int, height: int, channels: int | Non
         raise ctx.fail("file" if spec.network["file"] else "builder",
                        f"network has {network.n_inputs} inputs, expected {expected} ({grid})")
     if spec.network["backend"] == "loihi" and network.is_float:
-        raise ctx.fail("backend", "expected 'float' for a network with float neurons, got 'loihi'")
+        raise ctx.fail("backend", 'expected "float" for a network with float neurons, got "loihi"')
     try:
         runtime = build(network, backend=spec.network["backend"])
     except ValueError as exc:
@@ -959,7 +959,7 @@ def _check_input_spec(spec: LaunchSpec, network) -> None:
         expected["agc_strength"] = model.cochlea_agc_strength
     for key, value in expected.items():
         if spec.source[key] != value:
-            raise source.fail(key, f"{name} was trained on cochlea {key} = {value!r}, got {spec.source[key]!r}")
+            raise source.fail(key, f"{name} was trained on cochlea {key} = {toml_value(value)}, got {toml_value(spec.source[key])}")
 
 
 def build_decoder(spec: LaunchSpec, n_outputs: int, runtime=None):
@@ -1052,7 +1052,7 @@ def open_sinks(spec: LaunchSpec, command_length: int, n_outputs: int = 0, classe
     for label, kind, values, _ in spec.sinks:
         if kind == "motors" and command_length and len(values["ids"]) != command_length:
             raise Context(spec.path, f"sinks.{label}", spec.display).fail(
-                "ids", f"expected {command_length} motor id(s), one per command value, got {values['ids']!r}")
+                "ids", f"expected {command_length} motor id(s), one per command value, got {toml_value(values['ids'])}")
     # Files last: a sink that fails to open (a motor port, a zenoh session) must not leave an existing
     # command log or decisions file truncated. ``opened`` keeps the launch file's order.
     order = sorted(range(len(spec.sinks)), key=lambda i: spec.sinks[i][1] in FILE_SINKS)
@@ -1220,7 +1220,7 @@ def _build_classifier_graph(spec: LaunchSpec, on_report) -> Graph:
         raise Context(spec.path, "loop", spec.display).fail(
             "dt_us", f"the model {spec.network['file'].name} steps every {model.bin_us} µs, got {spec.loop.dt_us}")
     if spec.network["polarity_channels"] != (model.polarity == "split"):
-        raise ctx.fail("polarity_channels", f"the model's input spec has polarity {model.polarity!r}: expected "
+        raise ctx.fail("polarity_channels", f"the model's input spec has polarity {toml_value(model.polarity)}: expected "
                                             f"{str(model.polarity == 'split').lower()}")
     try:
         source = open_sample_source(spec.source, network.readout.classes, bin_us=model.bin_us,

@@ -42,7 +42,7 @@ from devices.errors import CameraError
 from devices.transport.zenoh_link import TransportError, ZenohSource, check_key
 from devices.webcam import WebcamSource
 from pipeline.core.packet import Source
-from pipeline.core.schema import REQUIRED, Key
+from pipeline.core.schema import REQUIRED, Key, toml_value
 from recordings import dad, mc_maze
 from recordings.base import RecordingError
 from recordings.dad import DadSource
@@ -282,7 +282,7 @@ def open_source(table: dict, *, speed: float = 1.0, fast: bool = False, chunk_us
         return _open_neural(table, speed=speed, fast=fast, chunk_us=chunk_us, bin_us=bin_us)
     if kind == "audio":
         return _open_audio(table, speed=speed, fast=fast, chunk_us=chunk_us, strict=strict)
-    raise SourceSpecError(f"unknown source type {kind!r} (expected one of {', '.join(SOURCE_TYPES)})", "type")
+    raise SourceSpecError(f"unknown source type {toml_value(kind)} (expected one of {', '.join(SOURCE_TYPES)})", "type")
 
 
 def _open_neural(table: dict, *, speed: float, fast: bool, chunk_us: int, bin_us: int) -> Source:

@@ -4,11 +4,15 @@ the file, the section, the key and what was expected, e.g.
 """
 from __future__ import annotations
 
+import datetime
 import math
 import numbers
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+import numpy as np
 
 REQUIRED = object()
 
@@ -45,7 +49,7 @@ class Key:
 
     def expectation(self) -> str:
         if self.choices:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
+            return "one of " + ", ".join(toml_value(c) for c in self.choices)
         if self.kind == "bool":
             return "true or false"
         if self.kind == "str":
@@ -83,6 +87,62 @@ def printable(name: str) -> str:
     hold a newline) escaped, as Python writes them."""
     text = str(name)
     return text if text.isprintable() else repr(text)[1:-1]
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as a TOML file writes it, for messages that quote what the user wrote: ``true``, ``"x"``
+    (escaped as a TOML basic string, one line), ``[1, "a"]``, ``{ a = 1 }``, floats exact (shortest
+    round-trip digits; ``inf``, ``-inf``, ``nan``), dates and times in RFC 3339. numpy scalars and arrays
+    are written as the numbers they hold; None (which TOML cannot write) as ``no value``; any other object
+    (a Python caller's) as its repr."""
+    if value is None:
+        return "no value"
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, float):
+        return float.__repr__(value)  # shortest digits that read back as the same float; inf, -inf, nan
+    if isinstance(value, np.floating):
+        return str(value)  # numpy's shortest digits at the value's own precision (float32 0.1 -> 0.1)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        items = ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items())
+        return f"{{ {items} }}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, np.ndarray):
+        return toml_value(value.tolist())
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
+        return value.isoformat()
+    return repr(value)
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: backslash, quote and every character that would not print on one line
+    escaped (``\\n``, ``\\u00a0``)."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(key: Any) -> str:
+    text = str(key)
+    return text if _BARE_KEY.fullmatch(text) else _toml_string(text)
 
 
 def _num(value: float) -> str:
@@ -124,7 +184,7 @@ def _in_range(spec: Key, value: float) -> bool:
 def check_value(ctx: Context, name: str, spec: Key, value: Any) -> Any:
     """Return ``value`` converted to its kind, or raise LaunchError naming file, section, key and the
     expectation."""
-    bad = ctx.fail(name, f"expected {spec.expectation()}, got {value!r}")
+    bad = ctx.fail(name, f"expected {spec.expectation()}, got {toml_value(value)}")
     kind = spec.kind
     if kind == "bool":
         if not isinstance(value, bool):
@@ -177,7 +237,7 @@ def check_table(ctx: Context, table: Any, schema: Mapping[str, Key], ignore: tup
     """Check a whole table against ``schema``: unknown keys, missing required keys and every value.
     Keys in ``ignore`` (e.g. a ``type`` selector checked elsewhere) pass through untouched."""
     if not isinstance(table, dict):
-        raise LaunchError(f"{ctx.where()}: expected a table, got {table!r}")
+        raise LaunchError(f"{ctx.where()}: expected a table, got {toml_value(table)}")
     unknown = [k for k in table if k not in schema and k not in ignore]
     if unknown:
         allowed = ", ".join(sorted(schema)) or "none"

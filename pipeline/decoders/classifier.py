@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core.checks import check_number
+from pipeline.core.schema import toml_value
 from pipeline.decoders.window import check_spikes
 
 KINDS = ("count", "max_membrane", "first_spike", "assignment", "vote")
@@ -70,7 +71,7 @@ class ClassifierDecoder:
     def __init__(self, n_outputs: int, classes=None, kind: str = "count", assignment=None,
                  margin: float = 3.0, min_evidence: float = 1.0, votes=None):
         if kind not in KINDS:
-            raise ValueError(f"{self.name}: parameter 'kind' must be one of {KINDS}, got {kind!r}")
+            raise ValueError(f"{self.name}: parameter 'kind' must be one of {', '.join(map(toml_value, KINDS))}, got {toml_value(kind)}")
         self.n_outputs = int(n_outputs)
         self.kind = kind
         if kind == "assignment":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.checks import check_int, check_number
+from pipeline.core.schema import toml_value
 from pipeline.decoders.window import check_spikes
 
 NO_CLASS = -1
@@ -51,7 +52,7 @@ class CommandMap:
         self.n_outputs = check_int(self.name, "n_outputs", n_outputs, 1, 10**6)
         if not isinstance(commands, dict) or not commands:
             raise ValueError(f"{self.name}: parameter 'commands' must be a non-empty table of class index -> "
-                             f"command values, got {commands!r}")
+                             f"command values, got {toml_value(commands)}")
         table: dict[int, np.ndarray] = {}
         length = None
         for key, values in commands.items():
@@ -62,7 +63,7 @@ class CommandMap:
             if not isinstance(values, (list, tuple)) or not values or not all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
                 raise ValueError(f"{self.name}: parameter 'commands[{text}]' must be a list of finite numbers, "
-                                 f"got {values!r}")
+                                 f"got {toml_value(values)}")
             if length is not None and len(values) != length:
                 raise ValueError(f"{self.name}: parameter 'commands[{text}]' has {len(values)} values, the others "
                                  f"{length}")
@@ -74,16 +75,16 @@ class CommandMap:
         if initial is None:
             initial = [0.0] * length
         if not isinstance(initial, (list, tuple)) or len(initial) != length:
-            raise ValueError(f"{self.name}: parameter 'initial' must be {length} numbers, got {initial!r}")
+            raise ValueError(f"{self.name}: parameter 'initial' must be {length} numbers, got {toml_value(initial)}")
         self.initial = np.array([check_number(self.name, "initial", v) for v in initial], dtype=np.float64)
         if names is None:
             names = [str(i) for i in range(self.n_outputs)]
         if not isinstance(names, (list, tuple)) or len(names) != self.n_outputs \
                 or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"{self.name}: parameter 'names' must be {self.n_outputs} strings, got {names!r}")
+            raise ValueError(f"{self.name}: parameter 'names' must be {self.n_outputs} strings, got {toml_value(names)}")
         self.names = list(names)
         if boundary not in BOUNDARIES:
-            raise ValueError(f"{self.name}: parameter 'boundary' must be one of {BOUNDARIES}, got {boundary!r}")
+            raise ValueError(f"{self.name}: parameter 'boundary' must be one of {', '.join(map(toml_value, BOUNDARIES))}, got {toml_value(boundary)}")
         self.boundary = boundary
         self.min_inputs = check_int(self.name, "min_inputs", min_inputs, 1, 10**9)
         self._runtime = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.checks import check_number
+from pipeline.core.schema import toml_value
 from pipeline.decoders.window import SpikeWindow, check_indices
 
 
@@ -34,7 +35,7 @@ class RateDecoder:
         self.scale = check_number(self.name, "scale", scale)
         self.offset = check_number(self.name, "offset", offset)
         if not isinstance(unit, str):
-            raise ValueError(f"{self.name}: parameter 'unit' must be a string, got {unit!r}")
+            raise ValueError(f"{self.name}: parameter 'unit' must be a string, got {toml_value(unit)}")
         self.unit = unit
         self.value = self.offset
 

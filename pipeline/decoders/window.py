@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.checks import check_int
+from pipeline.core.schema import toml_value
 
 
 def check_spikes(owner: str, spikes, n_outputs: int) -> np.ndarray:
@@ -25,7 +26,7 @@ def check_indices(owner: str, name: str, indices, n_outputs: int) -> np.ndarray:
     """Validate a non-empty list of distinct output indices 0 <= i < n_outputs (int64 array)."""
     values = list(indices) if isinstance(indices, (list, tuple, np.ndarray, range)) else None
     if not values:
-        raise ValueError(f"{owner}: parameter '{name}' must be a non-empty list of output indices, got {indices!r}")
+        raise ValueError(f"{owner}: parameter '{name}' must be a non-empty list of output indices, got {toml_value(indices)}")
     for position, value in enumerate(values):
         check_int(owner, f"{name}[{position}]", value, 0, n_outputs - 1)
     array = np.asarray(values, dtype=np.int64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.checks import check_number
+from pipeline.core.schema import toml_value
 from pipeline.decoders.window import SpikeWindow, check_indices
 
 NO_ACTION = -1
@@ -33,7 +34,7 @@ class WinnerTakeAll:
         if groups is None:
             groups = [[i] for i in range(n)]
         if not isinstance(groups, (list, tuple)) or not groups:
-            raise ValueError(f"{self.name}: parameter 'groups' must be a non-empty list of index lists, got {groups!r}")
+            raise ValueError(f"{self.name}: parameter 'groups' must be a non-empty list of index lists, got {toml_value(groups)}")
         self.groups = [check_indices(self.name, f"groups[{i}]", group, n) for i, group in enumerate(groups)]
         self._members = np.concatenate(self.groups)
         self._group_of = np.repeat(np.arange(len(self.groups)), [len(g) for g in self.groups])
@@ -42,7 +43,7 @@ class WinnerTakeAll:
             names = [str(i) for i in range(len(self.groups))]
         if not isinstance(names, (list, tuple)) or len(names) != len(self.groups) \
                 or not all(isinstance(name, str) for name in names):
-            raise ValueError(f"{self.name}: parameter 'names' must be {len(self.groups)} strings, got {names!r}")
+            raise ValueError(f"{self.name}: parameter 'names' must be {len(self.groups)} strings, got {toml_value(names)}")
         self.names = list(names)
         self.margin = check_number(self.name, "margin", margin, 0.0)
         self.min_spikes = check_number(self.name, "min_spikes", min_spikes, 0.0, low_open=True)

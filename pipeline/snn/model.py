@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from pipeline.core.schema import toml_value
+
 SENSORS = ("dvs", "cochlea")
 ENCODINGS = ("spikes", "counts", "frame")
 POLARITIES = ("split", "merge")
@@ -29,13 +31,13 @@ MAX_STEPS = 3_600_000
 
 def _positive_int(owner: str, name: str, value, high: int) -> int:
     if isinstance(value, bool) or int(value) != value or not 0 < int(value) <= high:
-        raise ValueError(f"{owner}: parameter {name!r} must be an integer in 1..{high}, got {value!r}")
+        raise ValueError(f"{owner}: parameter {name!r} must be an integer in 1..{high}, got {toml_value(value)}")
     return int(value)
 
 
 def _choice(owner: str, name: str, value, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise ValueError(f"{owner}: parameter {name!r} must be one of {choices}, got {value!r}")
+        raise ValueError(f"{owner}: parameter {name!r} must be one of {', '.join(map(toml_value, choices))}, got {toml_value(value)}")
     return str(value)
 
 
@@ -81,7 +83,7 @@ class InputSpec:
         _positive_int(owner, "scale", self.scale, 1024)
         _positive_int(owner, "channels", self.channels, 4096)
         if isinstance(self.duration_us, bool) or int(self.duration_us) != self.duration_us or self.duration_us < 0:
-            raise ValueError(f"{owner}: parameter 'duration_us' must be an integer >= 0 µs, got {self.duration_us!r}")
+            raise ValueError(f"{owner}: parameter 'duration_us' must be an integer >= 0 µs, got {toml_value(self.duration_us)}")
         if self.encoding == "frame" and self.duration_us < self.bin_us:
             raise ValueError(f"{owner}: encoding 'frame' needs 'duration_us' >= 'bin_us' (the counted window), "
                              f"got {self.duration_us} µs")
@@ -90,17 +92,17 @@ class InputSpec:
                              f"at most {MAX_STEPS}")
         if isinstance(self.cochlea_threshold, bool) or not 0 < float(self.cochlea_threshold) < float("inf"):
             raise ValueError(f"{owner}: parameter 'cochlea_threshold' must be a number > 0, "
-                             f"got {self.cochlea_threshold!r}")
+                             f"got {toml_value(self.cochlea_threshold)}")
         object.__setattr__(self, "cochlea_threshold", float(self.cochlea_threshold))
         for name, high in (("cochlea_agc_ms", float("inf")), ("cochlea_agc_strength", 2.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not 0 <= float(value) <= high or float(value) == float("inf"):
-                raise ValueError(f"{owner}: parameter {name!r} must be a number in 0..{high:g}, got {value!r}")
+                raise ValueError(f"{owner}: parameter {name!r} must be a number in 0..{high:g}, got {toml_value(value)}")
             object.__setattr__(self, name, float(value))
         if isinstance(self.tail_steps, bool) or int(self.tail_steps) != self.tail_steps \
                 or not 0 <= self.tail_steps <= MAX_STEPS:
             raise ValueError(f"{owner}: parameter 'tail_steps' must be an integer in 0..{MAX_STEPS}, "
-                             f"got {self.tail_steps!r}")
+                             f"got {toml_value(self.tail_steps)}")
 
     @property
     def graded(self) -> bool:

@@ -37,6 +37,7 @@ from numba import njit
 
 from pipeline.core.checks import check_int, check_resolution
 from pipeline.core.events import DVS_EVENT_DTYPE, SPIKE_DTYPE, dvs_events, empty_dvs, empty_spikes, spikes
+from pipeline.core.schema import toml_value
 from pipeline.stages._common import event_words, word_polarity, word_x, word_y
 
 _NO_STEP = np.iinfo(np.int64).min
@@ -376,7 +377,7 @@ class StepBinner(_IndexBinner):
         width, height = check_resolution(self.name, width, height)
         if not isinstance(channels_by_polarity, bool):
             raise ValueError(f"{self.name}: parameter 'channels_by_polarity' must be true or false, "
-                             f"got {channels_by_polarity!r}")
+                             f"got {toml_value(channels_by_polarity)}")
         self._setup(dt_us, width, height, channels_by_polarity, t0_us)
 
     def empty(self) -> np.ndarray:

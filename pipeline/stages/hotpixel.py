@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from pipeline.core.checks import check_int, check_number
+from pipeline.core.schema import toml_value
 from pipeline.stages._common import word_x, word_y
 from pipeline.stages.stage import StageConfig, param
 
@@ -142,7 +143,7 @@ class HotPixelMask(StageConfig):
         pixels = self.pixels
         if not isinstance(pixels, (list, tuple)) or not all(
                 isinstance(p, (list, tuple)) and len(p) == 2 for p in pixels):
-            raise ValueError(f"{self.name}: parameter 'pixels' must be a list of [x, y] pairs, got {pixels!r}")
+            raise ValueError(f"{self.name}: parameter 'pixels' must be a list of [x, y] pairs, got {toml_value(pixels)}")
         return tuple((check_int(self.name, f"pixels[{row}][0]", x, 0, 32766),
                       check_int(self.name, f"pixels[{row}][1]", y, 0, 32766)) for row, (x, y) in enumerate(pixels))
 

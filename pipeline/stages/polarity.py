@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 from numba import njit
 
+from pipeline.core.schema import toml_value
 from pipeline.stages._common import word_polarity
 from pipeline.stages.stage import StageConfig, param
 
@@ -51,7 +52,7 @@ class PolaritySelect(StageConfig):
     def __post_init__(self):
         keep = self.keep.lower() if isinstance(self.keep, str) else self.keep
         if isinstance(keep, bool) or not isinstance(keep, (str, int)) or keep not in _KEEP:
-            raise ValueError(f"{self.name}: parameter 'keep' must be \"on\" or \"off\", got {self.keep!r}")
+            raise ValueError(f"{self.name}: parameter 'keep' must be \"on\" or \"off\", got {toml_value(self.keep)}")
         object.__setattr__(self, "keep", _KEEP[keep])
 
     def kernel_params(self, width: int, height: int) -> PolarityParams:

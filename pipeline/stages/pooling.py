@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit
 
 from pipeline.core.checks import check_int
+from pipeline.core.schema import toml_value
 from pipeline.stages._common import with_xy, word_x, word_y
 from pipeline.stages.stage import StageConfig, param
 
@@ -60,7 +61,7 @@ def _pair(stage: str, key: str, value, scalar_ok: bool) -> tuple[int, int] | Non
         return value, value
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         expected = "one integer or [x, y]" if scalar_ok else "[width, height]"
-        raise ValueError(f"{stage}: parameter '{key}' must be {expected}, got {value!r}")
+        raise ValueError(f"{stage}: parameter '{key}' must be {expected}, got {toml_value(value)}")
     return check_int(stage, f"{key}[0]", value[0], 1, 32767), check_int(stage, f"{key}[1]", value[1], 1, 32767)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit
 
 from pipeline.core.checks import check_int
+from pipeline.core.schema import toml_value
 from pipeline.stages._common import word_polarity, word_x, word_y
 from pipeline.stages.stage import StageConfig, param
 
@@ -78,7 +79,7 @@ class RefractoryFilter(StageConfig):
         object.__setattr__(self, "refractory_us",
                            check_int(self.name, "refractory_us", self.refractory_us, 1, 10**12))
         if not isinstance(self.per_polarity, bool):
-            raise ValueError(f"{self.name}: parameter 'per_polarity' must be true or false, got {self.per_polarity!r}")
+            raise ValueError(f"{self.name}: parameter 'per_polarity' must be true or false, got {toml_value(self.per_polarity)}")
 
     def kernel_params(self, width: int, height: int) -> RefractoryParams:
         return RefractoryParams(width, height, self.refractory_us, self.per_polarity)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.schema import Key
+from pipeline.core.schema import Key, toml_value
 from pipeline.decoders.classifier import ClassifierDecoder
 from pipeline.snn.convert import to_loihi
 from pipeline.snn.model import InputSpec, Readout
@@ -336,7 +336,7 @@ def if_neuron(reset: str, dt_ms: float) -> FloatLIF:
         return FloatLIF(tau_syn_ms=0.0, tau_mem_ms=np.inf, threshold=1.0, bias=0.0, refractory_ms=0.0)
     if reset == "subtract":
         return FloatLIF(tau_syn_ms=np.inf, tau_mem_ms=dt_ms * 1e-3, threshold=1.0, bias=0.0, refractory_ms=0.0)
-    raise ValueError(f"reset: expected 'subtract' or 'zero', got {reset!r}")
+    raise ValueError(f'reset: expected "subtract" or "zero", got {toml_value(reset)}')
 
 
 def snn_network(weights: list[np.ndarray], spec: InputSpec, classes, input_shape=NMNIST_SHAPE,

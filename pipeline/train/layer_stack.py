@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.core.schema import Key, check_table
+from pipeline.core.schema import Key, check_table, toml_value
 from pipeline.snn.network import INPUT, MAX_DELAY, Conv2D, Dense, FloatLIF, LoihiLIF, Network, Population
 from pipeline.snn.weights import sign_mode, truncate_weights
 from pipeline.train import conv_kernels as CK
@@ -88,7 +88,7 @@ def check_layers(ctx, name: str, tables: list) -> list[LayerSpec]:
             raise ctx.fail(f"{where}.type", f"missing (expected one of: {', '.join(KINDS)})")
         kind = table["type"]
         if kind not in KINDS:
-            raise ctx.fail(f"{where}.type", f"expected one of: {', '.join(KINDS)}, got {kind!r}")
+            raise ctx.fail(f"{where}.type", f"expected one of: {', '.join(KINDS)}, got {toml_value(kind)}")
         keys = {f"{where}.{k}": spec for k, spec in LAYER_KEYS[kind].items()}
         checked = check_table(ctx, {f"{where}.{k}": v for k, v in table.items() if k != "type"}, keys)
         spec = LayerSpec.from_table({"type": kind, **{k[len(where) + 1:]: v for k, v in checked.items()}})

@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.core.schema import toml_value
+
 #: Keys of a checkpoint file that belong to the run, not to the method's state.
 META_KEYS = ("run_method", "run_config")
 
@@ -68,7 +70,8 @@ def load_checkpoint(path: str | Path, method: str) -> dict[str, np.ndarray]:
     if "run_method" not in arrays:
         raise ValueError(f"{path}: not a spikeloop train checkpoint (no key 'run_method')")
     if str(arrays["run_method"]) != method:
-        raise ValueError(f"{path}: key 'run_method' is {str(arrays['run_method'])!r}, the config trains {method!r}")
+        raise ValueError(f"{path}: key 'run_method' is {toml_value(str(arrays['run_method']))}, the config trains "
+                         f"{toml_value(method)}")
     return arrays
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.schema import Key
+from pipeline.core.schema import Key, toml_value
 from pipeline.snn.learning.competitive import WinnerTakeAll
 from pipeline.snn.learning.homeostasis import AdaptiveThreshold, ThresholdAdapter
 from pipeline.snn.learning.normalization import WeightNormalization
@@ -147,20 +147,20 @@ class StdpConfig:
         def positive(name, high):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or not 0 < value <= high:
-                raise ValueError(f"stdp config: {name!r} must be an integer in 1..{high}, got {value!r}")
+                raise ValueError(f"stdp config: {name!r} must be an integer in 1..{high}, got {toml_value(value)}")
         if isinstance(self.min_wins, bool) or int(self.min_wins) != self.min_wins or self.min_wins < 0:
-            raise ValueError(f"stdp config: 'min_wins' must be an integer >= 0, got {self.min_wins!r}")
+            raise ValueError(f"stdp config: 'min_wins' must be an integer >= 0, got {toml_value(self.min_wins)}")
         for name, high in (("n_neurons", 10_000), ("width", 4096), ("height", 4096), ("scale", 64),
                            ("bin_us", 1_000_000),
                            ("vth", 2 ** 17 - 1), ("epochs", 1000), ("init_weight", 255), ("inhibition", 255 * 128)):
             positive(name, high)
         if self.readout not in READOUTS:
-            raise ValueError(f"stdp config: 'readout' must be one of {', '.join(READOUTS)}, got {self.readout!r}")
+            raise ValueError(f"stdp config: 'readout' must be one of {', '.join(READOUTS)}, got {toml_value(self.readout)}")
         if isinstance(self.ridge_penalty, bool) or not isinstance(self.ridge_penalty, (int, float)) \
                 or not 0 < self.ridge_penalty < float("inf"):
-            raise ValueError(f"stdp config: 'ridge_penalty' must be a finite number > 0, got {self.ridge_penalty!r}")
+            raise ValueError(f"stdp config: 'ridge_penalty' must be a finite number > 0, got {toml_value(self.ridge_penalty)}")
         if self.polarity not in ("merge", "split"):
-            raise ValueError(f"stdp config: 'polarity' must be 'merge' or 'split', got {self.polarity!r}")
+            raise ValueError(f"stdp config: 'polarity' must be \"merge\" or \"split\", got {toml_value(self.polarity)}")
         self.learning_rule()                   # parses and checks the rule and traces
         AdaptiveThreshold(self.theta_increment, self.theta_tau, self.theta_limit)
         if self.norm_total:
@@ -168,8 +168,8 @@ class StdpConfig:
         if not 0 <= self.deploy_vth < 2 ** 17 or not -1 <= self.deploy_dv <= 4095 \
                 or not 0 <= self.deploy_inhibition <= 255 * 128:
             raise ValueError(f"stdp config: 'deploy_vth' must be 0..{2 ** 17 - 1}, 'deploy_dv' -1..4095 and "
-                             f"'deploy_inhibition' 0..{255 * 128}, got {self.deploy_vth!r}, {self.deploy_dv!r}, "
-                             f"{self.deploy_inhibition!r}")
+                             f"'deploy_inhibition' 0..{255 * 128}, got {toml_value(self.deploy_vth)}, "
+                             f"{toml_value(self.deploy_dv)}, {toml_value(self.deploy_inhibition)}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -30,6 +30,7 @@ from pipeline.app.errors import EXIT_USAGE as EXIT_INVALID
 from pipeline.app.launch import LaunchError, build_graph, build_relay, load_launch
 from pipeline.app.liveview import for_graph
 from pipeline.app.robots import RobotLoops, _transport
+from pipeline.core.schema import toml_value
 
 
 def register(subparsers, summary: str) -> None:
@@ -153,12 +154,12 @@ def robot_spec(spec, key: str):
     """``--robot KEY``: the one-robot spec of a per-robot file (LaunchError when the file is not one or KEY
     is not one of its robots)."""
     if not spec.per_robot:
-        raise LaunchError(f"{spec.display}: --robot {key}: the [source] key {spec.source.get('key', '')!r} has no "
+        raise LaunchError(f"{spec.display}: --robot {key}: the [source] key {toml_value(spec.source.get('key', ''))} has no "
                           f"'*' (one loop per robot)")
     pattern = spec.source["key"].split("/")
     parts = key.split("/")
     if len(parts) != len(pattern) or any(p != "*" and p != k for p, k in zip(pattern, parts)) or "*" in key:
-        raise LaunchError(f"{spec.display}: --robot {key}: expected a key matching {spec.source['key']!r}")
+        raise LaunchError(f"{spec.display}: --robot {key}: expected a key matching {toml_value(spec.source['key'])}")
     return spec.for_robot(key)
 
 

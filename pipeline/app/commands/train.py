@@ -57,7 +57,7 @@ def parse_set(assignment: str):
 
 def load_config(path: str | Path, sets: list[str]):
     """(method name, method module, validated config {section: {key: value}}); BadInput names file/section/key."""
-    from pipeline.core.schema import Context, Key, LaunchError, check_table
+    from pipeline.core.schema import Context, Key, LaunchError, check_table, toml_value
     from pipeline.train.methods import METHODS
 
     path = Path(path)
@@ -79,8 +79,9 @@ def load_config(path: str | Path, sets: list[str]):
     if not isinstance(train, dict) or "method" not in train:
         raise BadInput(f"{path}: [train] method: missing (expected one of: {', '.join(sorted(METHODS))})")
     method = train["method"]
-    if method not in METHODS:
-        raise BadInput(f"{path}: [train] method: expected one of: {', '.join(sorted(METHODS))}, got {method!r}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise BadInput(f"{path}: [train] method: expected one of: {', '.join(sorted(METHODS))}, "
+                       f"got {toml_value(method)}")
     module = importlib.import_module(METHODS[method])
     common = {"method": Key("str", choices=tuple(sorted(METHODS)), help="training method"),
               "seed": Key("int", 0, low=0, high=2**32 - 1, help="random seed (fixed: reproducible run)")}
@@ -88,7 +89,7 @@ def load_config(path: str | Path, sets: list[str]):
     sections["train"] = {**common, **sections.get("train", {})}
     unknown = [name for name in raw if name not in sections]
     if unknown:
-        raise BadInput(f"{path}: [{unknown[0]}]: unknown section for method {method!r} "
+        raise BadInput(f"{path}: [{unknown[0]}]: unknown section for method {toml_value(method)} "
                        f"(expected one of: {', '.join(sorted(sections))})")
     config = {}
     try:
