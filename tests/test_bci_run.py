@@ -128,7 +128,7 @@ def test_launch_file_errors_name_section_and_key(launch_copy):
         load_launch(launch_copy, ['decoder.model="missing.npz"'])
     with pytest.raises(LaunchError, match=r"\[loop\] dt_us: a bin-level decoder steps once per bin"):
         load_launch(launch_copy, ["loop.dt_us=1000"])
-    with pytest.raises(LaunchError, match=r"\[decoder\] type: a spike decoder \('drive'\) needs a \[network\]"):
+    with pytest.raises(LaunchError, match=r'\[decoder\] type: a spike decoder \("drive"\) needs a \[network\]'):
         load_launch(launch_copy, ['decoder.type="drive"'])
     with pytest.raises(LaunchError, match=r"\[stages.noise\]: stages filter DVS events; the dad source streams AER"):
         load_launch(launch_copy, ["stages.noise.duration_us=2000"])
