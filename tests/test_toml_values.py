@@ -19,7 +19,7 @@ import tomllib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.schema import toml_value
+from pipeline.core.schema import QUOTE_LIMIT, toml_value
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,9 +40,16 @@ def read_back(text: str):
     return tomllib.loads(f"x = {text}")["x"]
 
 
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize("value", VALUES, ids=repr)
 def test_rendered_values_read_back_as_the_same_value(value):
-    text = toml_value(value)
+    text = toml_value(value, limit=None)
     assert read_back(text) == value, text
     assert text.isprintable(), text  # one line, nothing a terminal would act on
 
@@ -64,6 +71,18 @@ def test_python_forms_are_not_used():
     assert toml_value(np.bool_(True)) == "true" and toml_value(np.array([1.5, 2.0])) == "[1.5, 2.0]"
 
 
+def test_long_values_are_cut_and_deep_ones_written_without_recursion():
+    """A message quotes at most QUOTE_LIMIT characters of a value; nesting as deep as tomllib reads (and far
+    deeper) is written without RecursionError."""
+    text = toml_value(list(range(10**6)))
+    assert len(text) == QUOTE_LIMIT + 3 and text.startswith("[0, 1, 2, ") and text.endswith("...")
+    assert toml_value("x" * 10**6) == '"' + "x" * (QUOTE_LIMIT - 1) + "..."
+    assert toml_value(nested(10**5)) == "[" * QUOTE_LIMIT + "..."
+    deepest = read_back("[" * 400 + "]" * 400)
+    assert read_back(toml_value(deepest, limit=None)) == deepest
+    assert len(toml_value(list(range(50)))) < QUOTE_LIMIT and not toml_value(list(range(50))).endswith("...")
+
+
 scalars = (st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False)
            | st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
            | st.dates() | st.times() | st.datetimes(timezones=st.none() | st.builds(
@@ -75,7 +94,7 @@ toml_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | 
 @settings(max_examples=300, deadline=None)
 @given(toml_values)
 def test_any_toml_value_reads_back_as_itself(value):
-    text = toml_value(value)
+    text = toml_value(value, limit=None)
     assert read_back(text) == value, text
     assert text.isprintable(), text
 
@@ -126,6 +145,9 @@ def test_launch_file_errors_quote_the_value_as_toml(replay_copy, old, new, expec
 def test_launch_set_errors_quote_the_value_as_toml():
     run = cli("launch", "launch/replay.toml", "--set", "decoder.window_us=1.5e300")
     assert_one_line_error(run, "launch/replay.toml: [decoder] window_us: expected an integer, got 1.5e+300")
+    run = cli("launch", "launch/replay.toml", "--set", f"decoder.window_us={'[' * 400}{']' * 400}")
+    assert_one_line_error(run, "launch/replay.toml: [decoder] window_us: expected an integer, got [[[[")
+    assert run.stderr.rstrip().endswith("[...") and len(run.stderr) < 2 * QUOTE_LIMIT
 
 
 @pytest.mark.parametrize("assignment,expected", [

@@ -91,16 +91,61 @@ def printable(name: str) -> str:
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+#: Characters of a value an error message quotes; a longer value is cut there and ends in "...".
+QUOTE_LIMIT = 300
 
 
-def toml_value(value: Any) -> str:
+class _Members:
+    """An array or table :func:`toml_value` is writing: its members still to come, and how it closes."""
+
+    def __init__(self, members, table: bool):
+        self.members, self.table, self.first = iter(members), table, True
+
+
+def toml_value(value: Any, limit: int | None = QUOTE_LIMIT) -> str:
     """``value`` as a TOML file writes it, for messages that quote what the user wrote: ``true``, ``"x"``
     (escaped as a TOML basic string, one line), ``[1, "a"]``, ``{ a = 1 }``, floats exact (shortest
     round-trip digits; ``inf``, ``-inf``, ``nan``), dates and times in RFC 3339. numpy scalars and arrays
     are written as the numbers they hold; None (which TOML cannot write) as ``no value``; any other object
-    (a Python caller's) as its repr."""
+    (a Python caller's) as its repr. Text beyond ``limit`` characters (None: no limit) is cut and ends in
+    ``...``; nesting of any depth is written without recursion, and only as much as the limit shows."""
+    out: list[str] = []
+    size = 0
+    pending: list[Any] = [value]
+    while pending and (limit is None or size <= limit):
+        item = pending.pop()
+        if isinstance(item, _Members):
+            member = next(item.members, _Members)
+            if member is _Members:
+                text = ("{}" if item.first else " }") if item.table else "]"
+            else:
+                pending.append(item)
+                if item.table:
+                    key, member = member
+                    text = ("{ " if item.first else ", ") + _toml_key(key, limit) + " = "
+                else:
+                    text = "" if item.first else ", "
+                item.first = False
+                pending.append(member)
+        elif isinstance(item, Mapping):
+            pending.append(_Members(item.items(), table=True))
+            continue
+        elif isinstance(item, (list, tuple)) or (isinstance(item, np.ndarray) and item.ndim > 0):
+            pending.append(_Members(item, table=False))
+            text = "["
+        else:
+            text = _toml_scalar(item, limit)
+        out.append(text)
+        size += len(text)
+    text = "".join(out)
+    return text if limit is None or (len(text) <= limit and not pending) else text[:limit] + "..."
+
+
+def _toml_scalar(value: Any, limit: int | None) -> str:
     if value is None:
         return "no value"
+    if isinstance(value, np.ndarray):  # 0-d
+        value = value.item()
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, numbers.Integral):
@@ -110,16 +155,7 @@ def toml_value(value: Any) -> str:
     if isinstance(value, np.floating):
         return str(value)  # numpy's shortest digits at the value's own precision (float32 0.1 -> 0.1)
     if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, Mapping):
-        if not value:
-            return "{}"
-        items = ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items())
-        return f"{{ {items} }}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, np.ndarray):
-        return toml_value(value.tolist())
+        return _toml_string(value if limit is None else value[:limit + 1])
     if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
         return value.isoformat()
     return repr(value)
@@ -140,8 +176,8 @@ def _toml_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _toml_key(key: Any) -> str:
-    text = str(key)
+def _toml_key(key: Any, limit: int | None) -> str:
+    text = str(key) if limit is None else str(key)[:limit + 1]
     return text if _BARE_KEY.fullmatch(text) else _toml_string(text)
 
 
