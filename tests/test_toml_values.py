@@ -150,14 +150,19 @@ def test_launch_set_errors_quote_the_value_as_toml():
     assert run.stderr.rstrip().endswith("[...") and len(run.stderr) < 2 * QUOTE_LIMIT
 
 
-@pytest.mark.parametrize("assignment,expected", [
-    ("train.seed=true", "[train] seed: expected an integer in [0, 4294967295], got true"),
-    ("train.seed={ a = 'b' }", '[train] seed: expected an integer in [0, 4294967295], got { a = "b" }'),
-    ('train.method="sgd"', '[train] method: expected one of: ann2snn, bptt, spiketime, stdp, got "sgd"'),
-    ("train.method=[1]", "[train] method: expected one of: ann2snn, bptt, spiketime, stdp, got [1]"),  # was a TypeError
+@pytest.mark.parametrize("config,assignment,expected", [
+    ("train_yinyang.toml", "train.seed=true", "[train] seed: expected an integer in [0, 4294967295], got true"),
+    ("train_yinyang.toml", "train.seed={ a = 'b' }",
+     '[train] seed: expected an integer in [0, 4294967295], got { a = "b" }'),
+    ("train_yinyang.toml", 'train.method="sgd"',
+     '[train] method: expected one of: ann2snn, bptt, spiketime, stdp, got "sgd"'),
+    ("train_yinyang.toml", "train.method=[1]",  # was TypeError: unhashable type, with a traceback
+     "[train] method: expected one of: ann2snn, bptt, spiketime, stdp, got [1]"),
+    ("train_nmnist_stdp.toml", 'input.polarity="both"', '[input] polarity: expected one of "split", "merge", got "both"'),
+    ("train_nmnist_stdp.toml", 'stdp.rule="x0*q"', '[stdp] rule: rule "x0*q": unexpected character'),
 ])
-def test_train_set_errors_quote_the_value_as_toml(tmp_path, assignment, expected):
+def test_train_set_errors_quote_the_value_as_toml(tmp_path, config, assignment, expected):
     out = tmp_path / "model.npz"
-    run = cli("train", "launch/train_yinyang.toml", "--set", assignment, "--out", str(out))
-    assert_one_line_error(run, f"launch/train_yinyang.toml: {expected}")
+    run = cli("train", f"launch/{config}", "--set", assignment, "--out", str(out))
+    assert_one_line_error(run, f"launch/{config}: {expected}")
     assert not list(tmp_path.iterdir())

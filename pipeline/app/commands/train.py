@@ -167,8 +167,8 @@ def run(args) -> int:
     progress.run = train_run
     try:
         fitted = module.fit(config, train_run)
-    except ValueError as error:
-        return fail(str(error))
+    except ValueError as error:  # "[section] key: ..." names the config file too
+        return fail(f"{args.config}: {error}" if str(error).startswith("[") else str(error))
     except KeyboardInterrupt:
         print("\nspikeloop train: interrupted" + (f"; last checkpoint {train_run.checkpoint_path}"
               if train_run.checkpoint_path.exists() else ""), file=sys.stderr)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.core.schema import toml_value
+
 SYNAPTIC_NAMES = ("w", "d", "t")
 DEPENDENCY_NAMES = ("x0", "y0", "u")
 #: Factor variable codes used by the kernels (index = code).
@@ -119,7 +121,7 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
             continue
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise RuleSyntaxError(f"rule {text!r}: unexpected character {text[pos]!r} at position {pos}")
+            raise RuleSyntaxError(f"rule {toml_value(text)}: unexpected character {text[pos]!r} at position {pos}")
         kind = "num" if m.group(1) else ("name" if m.group(2) else "op")
         tokens.append((kind, m.group(m.lastindex), m.start(m.lastindex)))
         pos = m.end()
@@ -140,7 +142,7 @@ class _Parser:
     def _error(self, message: str) -> RuleSyntaxError:
         tok = self._peek()
         where = f"position {tok[2]}" if tok else "end of string"
-        return RuleSyntaxError(f"rule {self.text!r}: {message} at {where}")
+        return RuleSyntaxError(f"rule {toml_value(self.text)}: {message} at {where}")
 
     def _take(self, value: str | None = None, kind: str | None = None) -> tuple[str, str, int]:
         tok = self._peek()
@@ -151,7 +153,7 @@ class _Parser:
 
     def parse(self) -> tuple[Product, ...]:
         if not self.tokens:
-            raise RuleSyntaxError(f"rule {self.text!r} is empty")
+            raise RuleSyntaxError(f"rule {toml_value(self.text)} is empty")
         products = []
         sign = 1
         if self._peek()[1] in "+-":
@@ -217,7 +219,7 @@ class _Parser:
                         dependency = dep
                         decimate = int(name[1:]) if dep == "u" else None
                     elif dep == "u":
-                        raise RuleSyntaxError(f"rule {self.text!r}: a second u dependency in one product "
+                        raise RuleSyntaxError(f"rule {toml_value(self.text)}: a second u dependency in one product "
                                               f"at position {tok[2]}")
                     else:
                         factors.append(Factor(dep))
@@ -229,7 +231,7 @@ class _Parser:
             if nxt is None or nxt[1] != "*":
                 break
             self.i += 1
-        where = f"rule {self.text!r}, product at position {start[2]}"
+        where = f"rule {toml_value(self.text)}, product at position {start[2]}"
         if dependency is None:
             raise RuleSyntaxError(f"{where}: no dependency (x0, y0 or uk) in the product")
         mantissa, exponent = _normalize_scale(mantissa, exponent, where)
