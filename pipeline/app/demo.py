@@ -229,8 +229,8 @@ def demo_spec(config: DemoConfig) -> LaunchSpec:
     """The launch file with the config's seed and overrides applied, validated (LaunchError names the key);
     in lockstep (``mode="fast"``) the motors' watchdogs at their longest (LOCKSTEP_MOTOR_SETS)."""
     sets = [f"source.seed={int(config.seed)}"]
-    sets += [f"network.params.{k}={toml_value(v)}" for k, v in config.network.items()]
-    sets += [f"decoder.{k}={toml_value(v)}" for k, v in config.decoder.items()]
+    sets += [f"network.params.{k}={toml_value(v, limit=None)}" for k, v in config.network.items()]
+    sets += [f"decoder.{k}={toml_value(v, limit=None)}" for k, v in config.decoder.items()]
     if config.backend is not None:
         sets.append(f'network.backend="{config.backend}"')
     spec = load_launch(config.launch, sets)
