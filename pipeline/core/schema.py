@@ -1,6 +1,7 @@
 """Typed keys for launch files: each value is checked against a :class:`Key` and every rejection names
 the file, the section, the key and what was expected, e.g.
-``launch/replay.toml: [stages.noise] duration_us: expected a positive integer, got -5``.
+``launch/replay.toml: [stages.noise] duration_us: expected a positive integer, got -5``. Values are quoted
+as TOML (:func:`toml_value`: ``got true``, ``got "x"``), the way the user wrote them.
 """
 from __future__ import annotations
 
