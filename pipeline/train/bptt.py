@@ -5,7 +5,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
 * ``[train]`` epochs, batch_size, lr, weight_decay (AdamW, decoupled), lr_schedule ("constant" or
   "cosine"), mode ("float": the float backend's dynamics; "loihi": quantization-aware training whose
   forward is the loihi backend's integer dynamics, so the written network classifies every sample as
-  the trained model does).
+  the trained model does), members (K > 1: K networks trained one after the other with seeds seed ...
+  seed + K - 1, written as one ensemble, pipeline.snn.ensemble: their output spikes summed per class).
 * ``[data]`` train / test: labelled folders relative to $SPIKELOOP_DATA (or absolute), train_labels /
   test_labels: labels files (``sample class`` lines) relative to the same; test is optional. ``split``
   (FSDD names only): "official", "official_validation" (recordings 5-9 as the test set, 10 and up train)
@@ -37,7 +38,9 @@ Config sections (``spikeloop train``; every key below with its default in :data:
 
 The written network: populations hidden0.., output (probed v), projections fc0.. (+ rec0..; with
 ``layers``: conv0.. / pool0.. Conv2D and delayed fc0.., pipeline.train.layer_stack), with
-input_spec and readout (count, or max_membrane for that loss). Metrics: train/test accuracy of the
+input_spec and readout (count, or max_membrane for that loss); with members = K, member k's as m{k}_hidden0..,
+m{k}_fc0.., the outputs one population of K x classes neurons and a vote readout (metrics add members,
+member_train_accuracy and member_test_accuracy). Metrics: train/test accuracy of the
 model, and of the written network run on the runtime (pipeline.snn.build) on the test set: "loihi" for
 loihi mode; for float mode the float network on the "float" backend and, converted with
 pipeline.snn.convert.to_loihi, on "loihi" (float-trained-then-quantized).
