@@ -14,7 +14,7 @@ from pipeline.app.commands.train import load_config
 from pipeline.app.launch import LaunchError, build_graph, load_launch
 from pipeline.decoders.command_map import CommandMap
 from pipeline.snn import build
-from pipeline.snn.ensemble import ensemble
+from pipeline.snn.ensemble import ensemble, member
 from pipeline.snn.network import Network
 from pipeline.train.present import present_file
 from pipeline.train.run import TrainRun, load_checkpoint
@@ -67,6 +67,25 @@ def test_each_member_steps_inside_the_ensemble_as_it_does_alone(tmp_path):
         np.testing.assert_array_equal(together, np.concatenate(alone, axis=1))
         summed = together.sum(axis=0) @ merged.readout.votes
         np.testing.assert_array_equal(summed, alone[0].sum(axis=0) + alone[1].sum(axis=0))
+
+
+def test_a_member_comes_back_out_of_the_ensemble_as_it_went_in():
+    first = Network.load(MODEL)
+    second = variant(first)
+    merged = ensemble([first, second, first])
+    for k, original in enumerate((first, second, first)):
+        back = member(merged, k)
+        assert [p.name for p in back.populations] == [p.name for p in original.populations]
+        assert back.readout.kind == "count" and back.output_name == "output"
+        for projection in original.projections:
+            np.testing.assert_array_equal(back.projection(projection.name).dense_weights(
+                back.source_size(projection.source), back.source_size(projection.target)),
+                projection.weights)
+            assert back.projection(projection.name).weight_exp == projection.weight_exp
+        for name, value in original.population("output").neuron.arrays("o", 10).items():
+            np.testing.assert_array_equal(back.population("output").neuron.arrays("o", 10)[name], value)
+    with pytest.raises(ValueError, match="no ensemble member 3"):
+        member(merged, 3)
 
 
 def test_ensemble_refuses_members_that_do_not_fit():

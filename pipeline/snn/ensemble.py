@@ -25,8 +25,9 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.snn.model import Readout
-from pipeline.snn.network import INPUT, Network, Population, Projection, Sparse
+from pipeline.snn.network import INPUT, Dense, Network, Population, Projection, Sparse
 
+#: The name of the ensemble's output population (every member's outputs, member by member).
 OUTPUT = "output"
 
 
@@ -125,3 +126,46 @@ def ensemble(members: Sequence[Network]) -> Network:
     return Network(n_inputs=first.n_inputs, populations=populations, projections=projections, output=OUTPUT,
                    dt_ms=first.dt_ms, input_shape=first.input_shape, layout=first.layout,
                    input_spec=first.input_spec, readout=readout)
+
+
+def member(network: Network, k: int) -> Network:
+    """Member ``k`` of a network written by :func:`ensemble`, as the standalone classifier it was: its
+    populations and projections under their own names, its slice of the output population (Dense
+    projections into it again where their delay is one scalar) and its readout (count when its votes are one
+    per class). ValueError when the network holds no member ``k``."""
+    prefix = f"m{k}_"
+    into_output = [p for p in network.projections if p.name.startswith(prefix) and p.target == network.output_name]
+    if not into_output or network.readout is None or network.readout.kind != "vote":
+        raise ValueError(f"the network holds no ensemble member {k} (expected projections named {prefix}* into "
+                         f"{network.output_name!r} and a vote readout)")
+    n_out = network.n_outputs
+    targets = np.concatenate([p.synapses(network.source_size(p.source), n_out)[1] for p in into_output])
+    lo, hi = int(targets.min()), int(targets.max()) + 1
+    own = slice(lo, hi)
+    output = network.population(network.output_name)
+    arrays = output.neuron.arrays(f"population {output.name!r}", output.size)
+    neuron = type(output.neuron)(**{name: value[own] for name, value in arrays.items()})
+    name = lambda text: text[len(prefix):] if text.startswith(prefix) else text  # noqa: E731
+    populations = [dataclasses.replace(p, name=name(p.name)) for p in network.populations if p.name.startswith(prefix)]
+    populations.append(dataclasses.replace(output, size=hi - lo, neuron=neuron))
+    projections = []
+    for projection in network.projections:
+        if not projection.name.startswith(prefix):
+            continue
+        if projection.target != network.output_name:
+            projections.append(dataclasses.replace(projection, name=name(projection.name),
+                                                   source=name(projection.source), target=name(projection.target)))
+            continue
+        weights = projection.dense_weights(network.source_size(projection.source), n_out)[own]
+        fields = dict(name=name(projection.name), source=name(projection.source), target=output.name,
+                      weight_exp=projection.weight_exp, num_weight_bits=projection.num_weight_bits,
+                      prepare_weights=projection.prepare_weights, num_message_bits=projection.num_message_bits)
+        projections.append(Dense(weights=weights, delay=int(projection.delay), **fields)
+                           if np.ndim(projection.delay) == 0 else dataclasses.replace(
+                               projection, indices=projection.indices - lo, **fields))
+    votes = network.readout.votes[own]
+    readout = Readout(kind="count", classes=network.readout.classes) if np.array_equal(votes, np.eye(len(votes))) \
+        else Readout(kind="vote", classes=network.readout.classes, votes=votes)
+    return Network(n_inputs=network.n_inputs, populations=populations, projections=projections,
+                   output=output.name, dt_ms=network.dt_ms, input_shape=network.input_shape, layout=network.layout,
+                   input_spec=network.input_spec, readout=readout)
