@@ -404,7 +404,8 @@ def measure_model(args, wavs, labels, indices) -> dict:
     runtime = build(network, "loihi")
     runtime.warmup()
     test = np.flatnonzero(indices < 5)
-    results: dict = {"model": str(args.model), "test_clips": int(len(test))}
+    results: dict = {"model": str(args.model), "test_clips": int(len(test)), "outputs": network.n_outputs}
+    votes = network.readout.votes if network.readout.kind == "vote" else None  # an ensemble's outputs -> classes
 
     # 1. speed, one core
     Cochlea(8000.0, config).process(np.zeros(80))
@@ -420,7 +421,7 @@ def measure_model(args, wavs, labels, indices) -> dict:
             cochlea.process(w[start:start + block])
         c_s = time.perf_counter() - started
         runtime.reset()
-        decoder = CommandMap(network.n_outputs, {"0": [0.0]}, gap_us=args.gap_us)
+        decoder = CommandMap(network.n_outputs, {"0": [0.0]}, gap_us=args.gap_us, votes=votes)
         decoder.attach_runtime(runtime)
         started, cpu_started = time.perf_counter(), time.thread_time()
         stream(network, runtime, decoder, w, gain, config)
@@ -448,11 +449,11 @@ def measure_model(args, wavs, labels, indices) -> dict:
     for i in test:
         w = wavs[i]
         runtime.reset()
-        decoder = CommandMap(network.n_outputs, {"0": [0.0]}, gap_us=args.gap_us)
+        decoder = CommandMap(network.n_outputs, {"0": [0.0]}, gap_us=args.gap_us, votes=votes)
         decoder.attach_runtime(runtime)
         counts, _, last_sound_us = stream(network, runtime, decoder, w, rms_gain(w, config.target_rms), config,
                                           TAIL_MS)
-        correct_count += int(np.argmax(counts) == labels[i])
+        correct_count += int(np.argmax(counts if votes is None else counts @ votes) == labels[i])
         end_us = len(w) * 1e6 / 8000
         ringdowns.append((last_sound_us - end_us) / 1000)
         if decoder.decisions:

@@ -284,3 +284,45 @@ def test_open_motors_on_each_emulated_protocol(protocol):
     finally:
         m.close()
     assert released(protocol, twin.device)
+
+
+class _Chatty:
+    """A device that answers every byte with 64 KiB: far more than a pty's input queue holds."""
+
+    def feed(self, data: bytes, now_s: float) -> bytes:
+        return b"\x55" * 65536 * len(data)
+
+    def tick(self, now_s: float) -> None:
+        pass
+
+    def power_cycle(self) -> None:
+        pass
+
+
+def test_a_twin_whose_host_stops_reading_still_closes():
+    """The serving thread answers under the twin's lock: a reply the host's full queue cannot take must not
+    block it (before, every later call that takes the lock, close() included, hung)."""
+    import threading
+
+    from devices.motors.twin import PtyTwin
+
+    twin = PtyTwin(_Chatty(), name="chatty")
+    host = os.open(twin.path, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(host)
+    outcome = {}
+
+    def scenario():
+        os.write(host, b"ab")  # the replies overflow the host's queue; the host never reads them
+        deadline = time.monotonic() + 10
+        while len(twin.received()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.write(host, b"c")
+        os.close(host)
+        twin.close()
+        outcome["received"] = twin.received()
+
+    worker = threading.Thread(target=scenario, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the twin hung writing replies nobody reads"
+    assert outcome["received"] == b"abc"

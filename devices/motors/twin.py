@@ -56,6 +56,10 @@ class PtyTwin:
         master, slave = os.openpty()
         tty.setraw(master)
         tty.setraw(slave)
+        # Replies never block the serving thread (which holds the lock while it writes): when the host stops
+        # reading, the slave's input queue fills and further reply bytes are dropped, as a real UART's receive
+        # buffer overflows; a blocking write there hung close() and unplug() waiting for the lock.
+        os.set_blocking(master, False)
         tmp = self.path + ".new"
         os.symlink(os.ttyname(slave), tmp)
         os.replace(tmp, self.path)

@@ -962,11 +962,17 @@ def _check_input_spec(spec: LaunchSpec, network) -> None:
             raise source.fail(key, f"{name} was trained on cochlea {key} = {toml_value(value)}, got {toml_value(spec.source[key])}")
 
 
-def build_decoder(spec: LaunchSpec, n_outputs: int, runtime=None):
+def build_decoder(spec: LaunchSpec, n_outputs: int, runtime=None, readout=None):
     """The spike decoder for ``n_outputs`` network outputs, plus the length of the command it produces. A
-    decoder that also watches the network's input (``attach_runtime``: command_map) is given ``runtime``."""
+    decoder that also watches the network's input (``attach_runtime``: command_map) is given ``runtime``; one
+    that takes ``votes`` is given the model's "vote" readout table (an ensemble's outputs -> classes)."""
     kind, params = spec.decoder
     ctx = Context(spec.path, "decoder", spec.display)
+    if readout is not None and readout.kind == "vote":
+        if "votes" not in inspect.signature(DECODERS[kind]).parameters:
+            raise ctx.fail("type", f"the model's {n_outputs} outputs vote for {len(readout.classes)} classes (an "
+                                   f"ensemble); {kind!r} reads one output per class: use 'command_map'")
+        params = {**params, "votes": readout.votes}
     try:
         probe, decoder = (DECODERS[kind](n_outputs=n_outputs, **params) for _ in range(2))
         if hasattr(decoder, "attach_runtime"):
@@ -1164,7 +1170,7 @@ def build_graph(spec: LaunchSpec, on_report=None, source=None) -> Graph:
             chain = None
             binner = SpikeStepBinner(spec.loop.dt_us, source.info.channels, t0_us=getattr(source, "t_start_us", None))
             network, runtime = build_network(spec, *spike_grid(source.info))
-        decoder, length = build_decoder(spec, network.n_outputs, runtime)
+        decoder, length = build_decoder(spec, network.n_outputs, runtime, network.readout)
         sinks = open_sinks(spec, length, network.n_outputs)
     except BaseException:
         source.close()

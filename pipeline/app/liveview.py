@@ -62,8 +62,9 @@ def neuron_labels(network, decoder) -> list[str]:
     drive decoder: fwd / back / turn L / turn R)."""
     name = network.output_name
     if getattr(decoder, "name", "") == "command_map":
-        return [f"{name} {i} '{decoder.names[i]}'" + (" cmd" if i in decoder.commands else "")
-                for i in range(network.n_outputs)]
+        classes = range(network.n_outputs) if decoder.votes is None else np.argmax(decoder.votes, axis=1)
+        return [f"{name} {i} '{decoder.names[c]}'" + (" cmd" if c in decoder.commands else "")
+                for i, c in enumerate(classes)]
     groups = getattr(decoder, "groups", {})
     labels = []
     for i in range(network.n_outputs):
@@ -455,7 +456,7 @@ def for_graph(graph, log: Callable[..., None] | None = None) -> LiveView:
         limits = [v["max_velocity_radps"] for _, k, v, _ in graph.spec.sinks if k == "motors" and v["max_velocity_radps"]]
         limit = max(limits) if limits else None
     title = f"spikeloop live: {graph.spec.display}, source {graph.source.info.name or graph.spec.source['type']}"
-    evidence = (lambda: graph.decoder.evidence) if hasattr(graph.decoder, "evidence") else None
+    evidence = (lambda: graph.decoder.counts) if hasattr(graph.decoder, "counts") else None  # per output neuron
     return LiveView(graph.loop, graph.source.info, neuron_labels(graph.network, graph.decoder),
                     command_names(graph.decoder, graph.sinks), limit_radps=limit, title=title, log=log,
                     evidence=evidence)

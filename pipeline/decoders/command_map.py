@@ -1,7 +1,8 @@
 """Spoken commands: a classifier's output spikes -> one decision per word -> a mapped motor command.
 
-The network is a classifier whose output neuron i stands for class i (a trained model's readout, e.g. the
-ten FSDD digits). Words are cut at silences (the silence / evidence-reset rule), with ``boundary``:
+The network is a classifier whose output neuron i stands for class i (a trained model's count readout, e.g.
+the ten FSDD digits), or whose output neurons vote for classes by a ``votes`` table (a "vote" readout: an
+ensemble of classifiers, pipeline.snn.ensemble, has one output neuron per member and class). Words are cut at silences (the silence / evidence-reset rule), with ``boundary``:
 
 * ``"input"`` (the default; needs :meth:`CommandMap.attach_runtime`, which the launch graph calls): a
   step is sound when at least ``min_inputs`` network inputs spiked in it (the cochlea's LIF channels are
@@ -11,9 +12,10 @@ ten FSDD digits). Words are cut at silences (the silence / evidence-reset rule),
   after a silence and ends when no output has spiked for ``gap_us``); no runtime needed, but a network
   keeps firing for a while after its input stops, so decisions come later.
 
-While a word lasts, ``evidence[i]`` counts the spikes of output i. When it ends, the decision is the
-output with the most evidence (ties: the lowest index); a word with fewer than ``min_spikes`` output
-spikes in all decides nothing. The evidence is then reset to 0. The decision's command
+While a word lasts, ``counts[j]`` counts the spikes of output j and ``evidence[i]`` is class i's share:
+``counts[i]``, or ``counts @ votes`` with a votes table. When the word ends, the decision is the class with
+the most evidence (ties: the lowest index); a word with fewer than ``min_spikes`` output spikes in all
+decides nothing. The counts are then reset to 0. The decision's command
 (``commands[class]``, e.g. wheel speeds [left, right] rad/s) is held until the next decision; a class
 without an entry leaves the command as it was. Before the first decision the command is ``initial``
 (default: all zeros, i.e. stopped).
@@ -37,19 +39,28 @@ BOUNDARIES = ("input", "output")
 class CommandMap:
     """Per-word class decisions from output spikes, mapped to held commands.
 
-    n_outputs: network outputs (one per class). commands: {class index (int or its decimal string, as a TOML
-    key): command values (list of numbers, e.g. [left, right] rad/s)}; every command has the same length.
+    n_outputs: network outputs (one per class, or as many as the rows of ``votes``). commands: {class index
+    (int or its decimal string, as a TOML key): command values (list of numbers, e.g. [left, right] rad/s)}; every command has the same length.
     gap_us: output silence that ends a word (µs). min_spikes: output spikes a word needs to be decided.
     initial: the command before the first decision (default zeros). names: optional class names (for logs
-    and the live view), one per output. boundary: "input" or "output" (module docstring). min_inputs:
-    active inputs that make a step sound ("input" boundary).
+    and the live view), one per class. boundary: "input" or "output" (module docstring). min_inputs:
+    active inputs that make a step sound ("input" boundary). votes: None (output i is class i) or a float
+    (n_outputs, n_classes) table >= 0 (the network's "vote" readout; launch passes it from the model).
     """
 
     name = "command_map"
 
     def __init__(self, n_outputs: int, commands: dict, gap_us: int = 80_000, min_spikes: int = 3,
-                 initial=None, names=None, boundary: str = "input", min_inputs: int = 1):
+                 initial=None, names=None, boundary: str = "input", min_inputs: int = 1, votes=None):
         self.n_outputs = check_int(self.name, "n_outputs", n_outputs, 1, 10**6)
+        self.votes = None
+        if votes is not None:
+            self.votes = np.asarray(votes, dtype=np.float64)
+            if self.votes.ndim != 2 or self.votes.shape[0] != self.n_outputs or self.votes.shape[1] < 1 \
+                    or not np.all(np.isfinite(self.votes)) or self.votes.min() < 0:
+                raise ValueError(f"{self.name}: parameter 'votes' must be a finite ({self.n_outputs}, n_classes) "
+                                 f"array >= 0, got shape {self.votes.shape}")
+        self.n_classes = self.n_outputs if self.votes is None else self.votes.shape[1]
         if not isinstance(commands, dict) or not commands:
             raise ValueError(f"{self.name}: parameter 'commands' must be a non-empty table of class index -> "
                              f"command values, got {toml_value(commands)}")
@@ -57,9 +68,9 @@ class CommandMap:
         length = None
         for key, values in commands.items():
             text = str(key)
-            if not text.isdigit() or int(text) >= self.n_outputs:
+            if not text.isdigit() or int(text) >= self.n_classes:
                 raise ValueError(f"{self.name}: parameter 'commands' key {key!r} must be a class index "
-                                 f"0..{self.n_outputs - 1}")
+                                 f"0..{self.n_classes - 1}")
             if not isinstance(values, (list, tuple)) or not values or not all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values):
                 raise ValueError(f"{self.name}: parameter 'commands[{text}]' must be a list of finite numbers, "
@@ -78,17 +89,18 @@ class CommandMap:
             raise ValueError(f"{self.name}: parameter 'initial' must be {length} numbers, got {toml_value(initial)}")
         self.initial = np.array([check_number(self.name, "initial", v) for v in initial], dtype=np.float64)
         if names is None:
-            names = [str(i) for i in range(self.n_outputs)]
-        if not isinstance(names, (list, tuple)) or len(names) != self.n_outputs \
+            names = [str(i) for i in range(self.n_classes)]
+        if not isinstance(names, (list, tuple)) or len(names) != self.n_classes \
                 or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"{self.name}: parameter 'names' must be {self.n_outputs} strings, got {toml_value(names)}")
+            raise ValueError(f"{self.name}: parameter 'names' must be {self.n_classes} strings (one per class), "
+                             f"got {toml_value(names)}")
         self.names = list(names)
         if boundary not in BOUNDARIES:
             raise ValueError(f"{self.name}: parameter 'boundary' must be one of {', '.join(map(toml_value, BOUNDARIES))}, got {toml_value(boundary)}")
         self.boundary = boundary
         self.min_inputs = check_int(self.name, "min_inputs", min_inputs, 1, 10**9)
         self._runtime = None
-        self.evidence = np.zeros(self.n_outputs, dtype=np.int64)
+        self.counts = np.zeros(self.n_outputs, dtype=np.int64)
         self.command = self.initial.copy()
         self.reset()
 
@@ -99,11 +111,16 @@ class CommandMap:
 
     def reset(self) -> None:
         """No word in progress, no decisions, the initial command."""
-        self.evidence.fill(0)
+        self.counts.fill(0)
         self.command[:] = self.initial
         self.last_sound_us: int | None = None
         self.decided = NO_CLASS
         self.decisions: list[tuple[int, int]] = []
+
+    @property
+    def evidence(self) -> np.ndarray:
+        """Each class's evidence in the word so far: (n_classes,) spike counts (float64 with votes)."""
+        return self.counts.copy() if self.votes is None else self.counts @ self.votes
 
     @property
     def in_word(self) -> bool:
@@ -124,16 +141,16 @@ class CommandMap:
         if sound:
             self.last_sound_us = t_us
         if self.last_sound_us is not None:
-            self.evidence += spikes
+            self.counts += spikes
             if t_us - self.last_sound_us >= self.gap_us:
                 self._decide(t_us)
         return self.command.copy()
 
     def _decide(self, t_us: int) -> None:
-        if self.evidence.sum() >= self.min_spikes:
+        if self.counts.sum() >= self.min_spikes:
             self.decided = int(np.argmax(self.evidence))
             self.decisions.append((t_us, self.decided))
             if self.decided in self.commands:
                 self.command[:] = self.commands[self.decided]
-        self.evidence.fill(0)
+        self.counts.fill(0)
         self.last_sound_us = None

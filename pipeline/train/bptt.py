@@ -5,7 +5,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
 * ``[train]`` epochs, batch_size, lr, weight_decay (AdamW, decoupled), lr_schedule ("constant" or
   "cosine"), mode ("float": the float backend's dynamics; "loihi": quantization-aware training whose
   forward is the loihi backend's integer dynamics, so the written network classifies every sample as
-  the trained model does).
+  the trained model does), members (K > 1: K networks trained one after the other with seeds seed ...
+  seed + K - 1, written as one ensemble, pipeline.snn.ensemble: their output spikes summed per class).
 * ``[data]`` train / test: labelled folders relative to $SPIKELOOP_DATA (or absolute), train_labels /
   test_labels: labels files (``sample class`` lines) relative to the same; test is optional. ``split``
   (FSDD names only): "official", "official_validation" (recordings 5-9 as the test set, 10 and up train)
@@ -37,7 +38,9 @@ Config sections (``spikeloop train``; every key below with its default in :data:
 
 The written network: populations hidden0.., output (probed v), projections fc0.. (+ rec0..; with
 ``layers``: conv0.. / pool0.. Conv2D and delayed fc0.., pipeline.train.layer_stack), with
-input_spec and readout (count, or max_membrane for that loss). Metrics: train/test accuracy of the
+input_spec and readout (count, or max_membrane for that loss); with members = K, member k's as m{k}_hidden0..,
+m{k}_fc0.., the outputs one population of K x classes neurons and a vote readout (metrics add members,
+member_train_accuracy and member_test_accuracy). Metrics: train/test accuracy of the
 model, and of the written network run on the runtime (pipeline.snn.build) on the test set: "loihi" for
 loihi mode; for float mode the float network on the "float" backend and, converted with
 pipeline.snn.convert.to_loihi, on "loihi" (float-trained-then-quantized).
@@ -47,12 +50,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from devices.audio import CochleaConfig, warped_channels
 from pipeline.core.schema import Key
+from pipeline.snn.ensemble import ensemble
 from pipeline.snn.model import InputSpec, Readout
 from pipeline.train import kernels as K
 from pipeline.train import layer_stack
@@ -76,6 +81,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "lr_schedule": Key("str", "cosine", choices=("constant", "cosine"), help="learning-rate schedule"),
         "mode": Key("str", "loihi", choices=("float", "loihi"), help="forward dynamics"),
         "limit": Key("int", 0, low=0, help="use only the first N training samples (0: all)"),
+        "members": Key("int", 1, low=1, high=32, help="networks trained (seeds seed, seed + 1, ...) and written as "
+                                                      "one ensemble: their output spikes summed per class"),
     },
     "data": {
         "train": Key("str", help="folder of training recordings (relative to $SPIKELOOP_DATA)"),
@@ -291,20 +298,33 @@ def loss_and_grad(trace, labels: np.ndarray, loss: dict, n_steps: int, lengths=N
     return value, predicted, np.ascontiguousarray(grad_s, np.float32), grad_v
 
 
-def predict(layers, presentations, readout_kind: str, batch_size: int = 64) -> np.ndarray:
-    """Class of each presentation through compiled layers (pipeline.train.lif_stack.compile_network)."""
-    out = []
+def output_counts(layers, presentations, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(spike counts, maximum post-reset membrane v/threshold), each (n, n_outputs), of every presentation
+    through compiled layers (pipeline.train.lif_stack.compile_network)."""
+    counts, vmax = [], []
     for start in range(0, len(presentations), batch_size):
         chunk = presentations[start:start + batch_size]
         indptr, index, count, n_steps = batch_events(chunk)
         traces = passes(layers)[0](layers, indptr, index, count, n_steps)
-        out.append(classify(*output_summary(traces[-1], [p.n_steps for p in chunk]), readout_kind))
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
+        c, v = output_summary(traces[-1], [p.n_steps for p in chunk])
+        counts.append(c)
+        vmax.append(v)
+    if not counts:
+        return np.zeros((0, 0)), np.zeros((0, 0))
+    return np.concatenate(counts), np.concatenate(vmax)
+
+
+def predict(layers, presentations, readout_kind: str, batch_size: int = 64) -> np.ndarray:
+    """Class of each presentation through compiled layers (pipeline.train.lif_stack.compile_network)."""
+    if not presentations:
+        return np.zeros(0, np.int64)
+    return classify(*output_counts(layers, presentations, batch_size), readout_kind)
 
 
 def runtime_predict(network, presentations, backend: str) -> np.ndarray:
     """Class of each presentation run step by step on the runtime (pipeline.snn.build) with the network's
-    readout (count with the membrane tie-break, or max_membrane)."""
+    readout (count with the membrane tie-break, max_membrane, or vote: the most votes, ties to the lower
+    class, as pipeline.decoders.classifier decides)."""
     from pipeline.snn import build
 
     runtime = build(network, backend)
@@ -319,8 +339,9 @@ def runtime_predict(network, presentations, backend: str) -> np.ndarray:
         for t in range(p.n_steps):
             lo, hi = p.indptr[t], p.indptr[t + 1]
             counts += runtime.step(p.index[lo:hi], p.count[lo:hi] if graded else None)
-            vmax = np.maximum(vmax, runtime.v("output"))
-        out[k] = classify(counts[None], vmax[None], kind)[0]
+            vmax = np.maximum(vmax, runtime.v(network.output_name))
+        out[k] = np.argmax(counts @ network.readout.votes) if kind == "vote" else classify(counts[None], vmax[None],
+                                                                                             kind)[0]
     return out
 
 
@@ -346,15 +367,25 @@ def _state(model: LifStack, adam: dict, step: int, epoch: int, rng, history) -> 
     return state
 
 
+def _restore_group(run: TrainRun, state: dict, group: dict[str, np.ndarray], prefix: str) -> None:
+    """Copy ``state[prefix + name]`` into each array of ``group`` in place (resume errors name the key)."""
+    for name, value in group.items():
+        key = prefix + name
+        if key not in state:
+            raise run.resume_error(key, "missing (a checkpoint of another network?)")
+        if state[key].shape != value.shape:
+            raise run.resume_error(key, f"has shape {state[key].shape}, this config's network needs {value.shape}")
+        value[...] = state[key]
+
+
+def _restore_params(run: TrainRun, state: dict, model, prefix: str) -> None:
+    """A finished ensemble member's weights from a checkpoint (keys ``done{k}_param_*``)."""
+    _restore_group(run, state, model.params, prefix)
+
+
 def _restore(run: TrainRun, state: dict, model: LifStack, adam: dict):
     for group, prefix in ((model.params, "param_"), (adam["m"], "adam_m_"), (adam["v"], "adam_v_")):
-        for name, value in group.items():
-            key = prefix + name
-            if key not in state:
-                raise run.resume_error(key, "missing (a checkpoint of another network?)")
-            if state[key].shape != value.shape:
-                raise run.resume_error(key, f"has shape {state[key].shape}, this config's network needs {value.shape}")
-            value[...] = state[key]
+        _restore_group(run, state, group, prefix)
     for key in ("adam_step", "epoch", "rng", "history"):
         if key not in state:
             raise run.resume_error(key, "missing")
@@ -363,13 +394,28 @@ def _restore(run: TrainRun, state: dict, model: LifStack, adam: dict):
     return int(state["adam_step"]), int(state["epoch"]), rng, json.loads(str(state["history"]))
 
 
-def fit(config: dict, run: TrainRun) -> Fitted:
-    tc, net, lc, ac = config["train"], config["network"], config["loss"], config["augment"]
+@dataclass
+class _Data:
+    """A run's presentations: training set (at each level: normalised, quieter, louder), test set, classes."""
+
+    spec: InputSpec
+    shape: tuple[int, int, int]
+    levels: list[list[Presentation]]
+    train_y: np.ndarray
+    classes: tuple[str, ...]
+    test_p: list[Presentation]
+    test_y: np.ndarray
+
+
+def _load_data(config: dict, run: TrainRun) -> _Data:
+    tc, ac, dc = config["train"], config["augment"], config["data"]
     spec, shape = input_spec(config)
     if ac["level_db"] > 0 and spec.sensor != "cochlea":
         raise ValueError("[augment] level_db: only for cochlea input (a WAV's level), the sensor is "
                          f"{spec.sensor!r}")
-    dc = config["data"]
+    if ac["warp"] and spec.sensor != "cochlea":
+        raise ValueError("[augment] warp: moves cochlea channels; expected 0 with [input] sensor = "
+                         f"{spec.sensor!r}")
     labels_path = _data_path(run, dc["train_labels"]) if dc["train_labels"] else None
     train_set = _data_path(run, dc["train"])
     test_p, test_y = [], np.zeros(0, np.int64)
@@ -381,7 +427,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
         except LabelsError as error:
             raise ValueError(f"[data] split: {error}") from None
     train_p, train_y, classes = load_set(train_set, labels_path, spec, shape, limit=tc["limit"])
-    levels = [train_p]  # presentations of the training set at each level (level_db: normalised, quieter, louder)
+    levels = [train_p]
     if ac["level_db"] > 0:
         levels += [load_set(train_set, labels_path, spec, shape, limit=tc["limit"], gain_db=g)[0]
                    for g in (-ac["level_db"], ac["level_db"])]
@@ -390,39 +436,98 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     elif dc["test"]:
         test_labels = _data_path(run, dc["test_labels"]) if dc["test_labels"] else None
         test_p, test_y, _ = load_set(_data_path(run, dc["test"]), test_labels, spec, shape, classes)
-    rng = np.random.default_rng(run.seed)
+    return _Data(spec, shape, levels, train_y, classes, test_p, test_y)
+
+
+def _new_model(config: dict, data: _Data, rng: np.random.Generator):
+    """A freshly initialised LifStack (or LayerStack with [network] layers) for the data's input and classes."""
+    tc, net = config["train"], config["network"]
+    spec, shape = data.spec, data.shape
     n_in = int(np.prod(shape))
-    sizes = [n_in, *net["hidden"], len(classes)]
-    max_weight = [net["max_weight_hidden"]] * len(net["hidden"]) + [net["max_weight_output"]]
-    active = np.mean([p.index.size / max(p.n_steps, 1) / n_in for p in train_p[:100]])
+    active = np.mean([p.index.size / max(p.n_steps, 1) / n_in for p in data.levels[0][:100]])
     if net["layers"]:
         if net["recurrent"]:
             raise ValueError("[network] recurrent: not available with layers (use hidden for recurrent layers)")
-        model = layer_stack.LayerStack(net["layers"], shape, len(classes), tc["mode"], net["tau_syn_ms"],
-                                       net["tau_mem_ms"], spec.bin_us / 1000.0, net["vth"],
-                                       (net["max_weight_hidden"], net["max_weight_output"]), rng, net["init_gain"],
-                                       input_rate=float(active))
-    else:
-        model = LifStack(sizes, tc["mode"], net["tau_syn_ms"], net["tau_mem_ms"], spec.bin_us / 1000.0,
-                         net["recurrent"], net["vth"], max_weight, rng, net["init_gain"], input_rate=float(active))
-    adam = {"m": {k: np.zeros_like(v) for k, v in model.params.items()},
+        return layer_stack.LayerStack(net["layers"], shape, len(data.classes), tc["mode"], net["tau_syn_ms"],
+                                      net["tau_mem_ms"], spec.bin_us / 1000.0, net["vth"],
+                                      (net["max_weight_hidden"], net["max_weight_output"]), rng, net["init_gain"],
+                                      input_rate=float(active))
+    sizes = [n_in, *net["hidden"], len(data.classes)]
+    max_weight = [net["max_weight_hidden"]] * len(net["hidden"]) + [net["max_weight_output"]]
+    return LifStack(sizes, tc["mode"], net["tau_syn_ms"], net["tau_mem_ms"], spec.bin_us / 1000.0,
+                    net["recurrent"], net["vth"], max_weight, rng, net["init_gain"], input_rate=float(active))
+
+
+def _zero_adam(model) -> dict:
+    return {"m": {k: np.zeros_like(v) for k, v in model.params.items()},
             "v": {k: np.zeros_like(v) for k, v in model.params.items()}}
-    step, first_epoch, history = 0, 0, []
+
+
+def fit(config: dict, run: TrainRun) -> Fitted:
+    """Train ``[train] members`` networks (member k seeded with seed + k; one member: the network itself) and
+    write them as one: pipeline.snn.ensemble (the members side by side, their output spikes summed per class).
+    Checkpoints hold the finished members' weights and the training member's state."""
+    tc = config["train"]
+    data = _load_data(config, run)
+    readout_kind = "max_membrane" if config["loss"]["kind"] == "max_membrane_ce" else "count"
+    n_members = tc["members"]
+    if n_members > 1 and readout_kind != "count":
+        raise ValueError(f"[train] members: an ensemble sums output spike counts; [loss] kind "
+                         f"{config['loss']['kind']!r} reads the membrane (use count_ce or rate)")
+    readout = Readout(kind=readout_kind, classes=data.classes)
+    run.plan(tc["epochs"] * n_members, len(data.levels[0]))
     resumed = run.resumed()
-    if resumed is not None:
-        step, first_epoch, rng, history = _restore(run, resumed, model, adam)
-    readout_kind = "max_membrane" if lc["kind"] == "max_membrane_ce" else "count"
-    readout = Readout(kind=readout_kind, classes=classes)
-    binary = spec.encoding == "spikes"
+    first_member = int(resumed.get("member", 0)) if resumed is not None else 0
+    if not 0 <= first_member < n_members:
+        raise run.resume_error("member", f"is {first_member}, the config trains {n_members} member(s)")
+    models, history, seconds, samples = [], [], 0.0, 0
+    for k in range(n_members):
+        rng = np.random.default_rng(run.seed + k)
+        model = _new_model(config, data, rng)
+        if k < first_member:
+            _restore_params(run, resumed, model, f"done{k}_param_")
+            models.append(model)
+            continue
+        adam, step, first_epoch = _zero_adam(model), 0, 0
+        if k == first_member and resumed is not None:
+            step, first_epoch, rng, history = _restore(run, resumed, model, adam)
+        done = {f"done{j}_param_{name}": value for j, m in enumerate(models) for name, value in m.params.items()}
+        spent, trained = _train_member(config, run, data, model, adam, rng, step, first_epoch, history, readout_kind,
+                                       k if n_members > 1 else None, done)
+        seconds, samples = seconds + spent, samples + trained
+        models.append(model)
+    networks = [m.network(data.shape, data.spec, readout) for m in models]
+    last = {r.get("member", 0): r for r in history}
+    metrics = {"mode": tc["mode"], "epochs": tc["epochs"], "train_samples": len(data.levels[0]),
+               "test_samples": len(data.test_p), "train_seconds": round(seconds, 2),
+               "samples_per_s": round(samples / seconds, 1) if samples else None,
+               "train_accuracy": float(np.mean([r["accuracy"] for r in last.values()])) if last else None}
+    if n_members == 1:
+        network = networks[0]
+        if data.test_p:
+            metrics.update(evaluate(network, data.test_p, data.test_y))
+        return Fitted(network, history, metrics)
+    network = ensemble(networks)
+    metrics["members"] = n_members
+    metrics["member_train_accuracy"] = [last[k]["accuracy"] for k in sorted(last)]
+    if data.test_p:
+        metrics.update(evaluate_ensemble(networks, network, data.test_p, data.test_y))
+    return Fitted(network, history, metrics)
+
+
+def _train_member(config, run, data: _Data, model, adam, rng, step: int, first_epoch: int, history: list,
+                  readout_kind: str, member: int | None, done: dict) -> tuple[float, int]:
+    """Train ``model`` in place from ``first_epoch`` (appending a record per epoch to ``history``, with
+    ``member`` when training an ensemble; checkpoints carry ``done``, the finished members' weights).
+    (seconds spent, samples trained)."""
+    tc, net, lc, ac = config["train"], config["network"], config["loss"], config["augment"]
+    binary = data.spec.encoding == "spikes"
     surrogate = K.SURROGATES[lc["surrogate"]]
-    n = len(train_p)
+    levels, train_y, shape = data.levels, data.train_y, data.shape
+    n = len(levels[0])
     batch = tc["batch_size"]
-    steps_per_epoch = -(-n // batch)
-    total_steps = steps_per_epoch * tc["epochs"]
-    run.plan(tc["epochs"], n)
-    if ac["warp"] and spec.sensor != "cochlea":
-        raise ValueError("[augment] warp: moves cochlea channels; expected 0 with [input] sensor = "
-                         f"{spec.sensor!r}")
+    total_steps = -(-n // batch) * tc["epochs"]
+    offset = (member or 0) * tc["epochs"]
     augmenting = ac["jitter_px"] or ac["channel_shift"] or ac["time_scale"] or ac["drop"] or ac["warp"]
     started = time.perf_counter()
     trained_samples = 0
@@ -452,28 +557,26 @@ def fit(config: dict, run: TrainRun) -> Fitted:
             correct += int(np.sum(predicted == train_y[chosen]))
             seen += len(chosen)
             trained_samples += len(chosen)
-            run.progress(epoch=epoch, samples=seen, loss=loss_sum / seen, accuracy=correct / seen,
+            run.progress(epoch=offset + epoch, samples=seen, loss=loss_sum / seen, accuracy=correct / seen,
                          samples_per_s=seen / (time.perf_counter() - epoch_start))
+        where = f"epoch {epoch + 1}" + (f" of member {member + 1}" if member is not None else "")
         if not math.isfinite(loss_sum) or not all(np.isfinite(v).all() for v in model.params.values()):
-            raise ValueError(f"training diverged in epoch {epoch + 1}: non-finite loss or weights (lower [train] lr)")
+            raise ValueError(f"training diverged in {where}: non-finite loss or weights (lower [train] lr)")
         if network_spikes == 0:
-            raise ValueError(f"training stopped in epoch {epoch + 1}: every neuron was silent for every training "
+            raise ValueError(f"training stopped in {where}: every neuron was silent for every training "
                              f"sample (raise [network] init_gain or lower vth)")
-        record = {"epoch": epoch + 1, "loss": loss_sum / seen, "accuracy": correct / seen,
+        record = {"epoch": offset + epoch + 1, "loss": loss_sum / seen, "accuracy": correct / seen,
                   "samples_per_s": seen / (time.perf_counter() - epoch_start)}
-        if test_p:
-            record["test_accuracy"] = float(np.mean(predict(model.layers(), test_p, readout_kind) == test_y))
+        if member is not None:
+            record["member"] = member
+        if data.test_p:
+            record["test_accuracy"] = float(np.mean(predict(model.layers(), data.test_p, readout_kind) == data.test_y))
         history.append(record)
-        run.checkpoint(_state(model, adam, step, epoch + 1, rng, history))
-    train_seconds = time.perf_counter() - started
-    network = model.network(shape, spec, readout)
-    metrics = {"mode": tc["mode"], "epochs": tc["epochs"], "train_samples": n, "test_samples": len(test_p),
-               "train_seconds": round(train_seconds, 2),
-               "samples_per_s": round(trained_samples / train_seconds, 1) if trained_samples else None,
-               "train_accuracy": history[-1]["accuracy"] if history else None}
-    if test_p:
-        metrics.update(evaluate(network, test_p, test_y))
-    return Fitted(network, history, metrics)
+        state = _state(model, adam, step, epoch + 1, rng, history)
+        if member is not None:
+            state.update(done, member=np.array(member))
+        run.checkpoint(state)
+    return time.perf_counter() - started, trained_samples
 
 
 def evaluate(network, presentations, labels) -> dict:
@@ -497,6 +600,23 @@ def evaluate(network, presentations, labels) -> dict:
         out["loihi_test_accuracy"] = float(np.mean(deployed == labels))
         out["runtime_agreement"] = float(np.mean(deployed == model))
     return out
+
+
+def evaluate_ensemble(members, network, presentations, labels) -> dict:
+    """Accuracies of an ensemble (pipeline.snn.ensemble) of count-readout ``members``: the trainer's forward
+    of every member with their counts summed per class ("model"; ``member_test_accuracy``: each alone), and
+    the ensemble ``network`` on the runtime ("loihi"; or "float" for FloatLIF members)."""
+    totals, alone = 0.0, []
+    for member in members:
+        counts, vmax = output_counts(compile_any(member), presentations)
+        alone.append(float(np.mean(classify(counts, vmax, "count") == labels)))
+        totals = totals + counts
+    model = np.argmax(totals, axis=1)
+    backend = "float" if network.is_float else "loihi"
+    deployed = runtime_predict(network, presentations, backend)
+    return {"test_accuracy": float(np.mean(model == labels)), "member_test_accuracy": alone,
+            f"{backend}_test_accuracy": float(np.mean(deployed == labels)),
+            "runtime_agreement": float(np.mean(deployed == model))}
 
 
 def _adam(model: LifStack, adam: dict, grads: dict, step: int, lr: float, weight_decay: float) -> None:

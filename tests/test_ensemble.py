@@ -1,0 +1,204 @@
+"""Ensembles of classifiers (pipeline.snn.ensemble): each member inside the ensemble steps exactly as it does
+alone (checked against the member run alone on real FSDD clips), the vote readout sums the members, the
+command_map decoder and launch files take an ensemble, and ``[train] members`` trains, checkpoints and
+resumes one."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.app.commands.train import load_config
+from pipeline.app.launch import LaunchError, build_graph, load_launch
+from pipeline.decoders.command_map import CommandMap
+from pipeline.snn import build
+from pipeline.snn.ensemble import ensemble, member
+from pipeline.snn.network import Network
+from pipeline.train.present import present_file
+from pipeline.train.run import TrainRun, load_checkpoint
+from recordings.datasets import shared_data_dir
+from recordings.wav import word_sequence, write_wav
+
+ROOT = Path(__file__).resolve().parent.parent
+FSDD = shared_data_dir() / "audio" / "fsdd"
+MODEL = ROOT / "pipeline" / "train" / "models" / "fsdd_digits.npz"
+LAUNCH = ROOT / "launch" / "voice_drive.toml"
+
+
+def variant(network: Network) -> Network:
+    """Another classifier of the same input: the model with its hidden weights permuted and its output neurons'
+    threshold raised, so its spikes differ from the original's and its neuron parameters too."""
+    rng = np.random.default_rng(0)
+    order = rng.permutation(network.population("hidden0").size)
+    fc0, rec0, fc1 = (network.projection(n) for n in ("fc0", "rec0", "fc1"))
+    changed = network.with_projection("fc0", weights=fc0.weights[order]) \
+        .with_projection("rec0", weights=rec0.weights[order][:, order][::-1, ::-1].copy()) \
+        .with_projection("fc1", weights=fc1.weights[:, order])
+    neuron = network.population("output").neuron
+    return changed.with_population("output", neuron=dataclasses.replace(neuron, vth=np.asarray(neuron.vth) * 3 // 2))
+
+
+def output_spikes(network: Network, path: Path) -> np.ndarray:
+    """(steps, n_outputs) output spikes of one clip on the loihi runtime."""
+    presentation = present_file(path, network.input_spec, network.input_shape, network.n_inputs)
+    runtime = build(network, "loihi")
+    out = []
+    for t in range(presentation.n_steps):
+        lo, hi = presentation.indptr[t], presentation.indptr[t + 1]
+        out.append(runtime.step(presentation.index[lo:hi]).copy())
+    return np.array(out)
+
+
+def test_each_member_steps_inside_the_ensemble_as_it_does_alone(tmp_path):
+    first = Network.load(MODEL)
+    second = variant(first)
+    merged = ensemble([first, second])
+    path = tmp_path / "ensemble.npz"
+    merged.save(path)
+    merged = Network.load(path)  # what a launch file or evaluate would run
+    assert merged.n_outputs == 20 and merged.readout.kind == "vote"
+    assert merged.readout.classes == first.readout.classes
+    for clip in ("3_jackson_0.wav", "7_george_2.wav", "0_yweweler_4.wav"):
+        alone = [output_spikes(member, FSDD / clip) for member in (first, second)]
+        assert alone[0].sum() > 0 and alone[1].sum() > 0 and not np.array_equal(alone[0], alone[1])
+        together = output_spikes(merged, FSDD / clip)
+        np.testing.assert_array_equal(together, np.concatenate(alone, axis=1))
+        summed = together.sum(axis=0) @ merged.readout.votes
+        np.testing.assert_array_equal(summed, alone[0].sum(axis=0) + alone[1].sum(axis=0))
+
+
+def test_a_member_comes_back_out_of_the_ensemble_as_it_went_in():
+    first = Network.load(MODEL)
+    second = variant(first)
+    merged = ensemble([first, second, first])
+    for k, original in enumerate((first, second, first)):
+        back = member(merged, k)
+        assert [p.name for p in back.populations] == [p.name for p in original.populations]
+        assert back.readout.kind == "count" and back.output_name == "output"
+        for projection in original.projections:
+            np.testing.assert_array_equal(back.projection(projection.name).dense_weights(
+                back.source_size(projection.source), back.source_size(projection.target)),
+                projection.weights)
+            assert back.projection(projection.name).weight_exp == projection.weight_exp
+        for name, value in original.population("output").neuron.arrays("o", 10).items():
+            np.testing.assert_array_equal(back.population("output").neuron.arrays("o", 10)[name], value)
+    with pytest.raises(ValueError, match="no ensemble member 3"):
+        member(merged, 3)
+
+
+def test_ensemble_refuses_members_that_do_not_fit():
+    model = Network.load(MODEL)
+    with pytest.raises(ValueError, match="at least 2 members"):
+        ensemble([model])
+    renamed = dataclasses.replace(model, readout=dataclasses.replace(model.readout, classes=tuple("abcdefghij")))
+    with pytest.raises(ValueError, match="member 1: classes"):
+        ensemble([model, renamed])
+    other_input = dataclasses.replace(model, input_spec=dataclasses.replace(model.input_spec, cochlea_threshold=1e-4))
+    with pytest.raises(ValueError, match="member 1: input spec differs"):
+        ensemble([model, other_input])
+    feedback = dataclasses.replace(model, projections=model.projections + (dataclasses.replace(
+        model.projection("rec0"), name="back", source="output", weights=np.zeros((128, 10), np.int16)),))
+    with pytest.raises(ValueError, match="member 1: projection 'back' reads the output population"):
+        ensemble([model, feedback])
+
+
+def test_command_map_sums_the_votes_of_an_ensemble():
+    votes = np.concatenate([np.eye(2), np.eye(2)])  # outputs 0, 2 -> class 0; 1, 3 -> class 1
+    decoder = CommandMap(4, {"0": [1.0], "1": [-1.0]}, gap_us=3000, min_spikes=1, boundary="output", votes=votes,
+                         names=["go", "back"])
+    assert decoder.n_classes == 2
+    t = 0
+    for spikes in ([0, 1, 1, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]):  # class 0: 2 spikes, class 1: 3
+        t += 1000
+        decoder.update(np.array(spikes, np.uint8), t)
+    np.testing.assert_array_equal(decoder.evidence, [2.0, 3.0])
+    t += 3000
+    np.testing.assert_array_equal(decoder.update(np.zeros(4, np.uint8), t), [-1.0])
+    assert decoder.decisions == [(t, 1)] and decoder.evidence.sum() == 0
+    with pytest.raises(ValueError, match="'names' must be 2 strings"):
+        CommandMap(4, {"0": [1.0]}, votes=votes, names=["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="'commands' key '2' must be a class index 0..1"):
+        CommandMap(4, {"2": [1.0]}, votes=votes)
+    with pytest.raises(ValueError, match="'votes' must be a finite"):
+        CommandMap(4, {"0": [1.0]}, votes=np.eye(3))
+
+
+def test_voice_drive_with_an_ensemble_of_two_copies_decides_as_the_model_alone(tmp_path):
+    model = Network.load(MODEL)
+    twice = tmp_path / "twice.npz"
+    ensemble([model, model]).save(twice)
+    words = [FSDD / name for name in ("1_jackson_1.wav", "3_nicolas_2.wav", "4_lucas_0.wav", "9_george_3.wav")]
+    samples, rate, _ = word_sequence(words, gap_s=0.6, lead_s=0.3, rms=0.05)
+    wav = tmp_path / "words.wav"
+    write_wav(wav, samples, rate)
+    decisions = []
+    for network in (MODEL, twice):
+        graph = build_graph(load_launch(LAUNCH, sets=['loop.mode="fast"', f'network.file="{network}"'],
+                                        source=str(wav)))
+        try:
+            graph.loop.warmup()
+            graph.loop.run()
+        finally:
+            graph.close()
+        decisions.append(graph.decoder.decisions)
+    assert len(decisions[0]) == len(words) and decisions[1] == decisions[0]
+
+
+def test_a_decoder_that_reads_one_output_per_class_refuses_an_ensemble(tmp_path):
+    model = Network.load(MODEL)
+    twice = tmp_path / "twice.npz"
+    ensemble([model, model]).save(twice)
+    spec = load_launch(LAUNCH, sets=['loop.mode="fast"', f'network.file="{twice}"'])
+    spec = dataclasses.replace(spec, decoder=("wta", {}))
+    with pytest.raises(LaunchError, match=r"\[decoder\] type: the model's 20 outputs vote for 10 classes"):
+        build_graph(spec)
+
+
+class Interrupted(TrainRun):
+    """A run stopped (as by Ctrl-C) right after its ``stop_after``-th checkpoint was written."""
+
+    def __init__(self, *args, stop_after: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop_after, self.written = stop_after, 0
+
+    def checkpoint(self, state):
+        super().checkpoint(state)
+        self.written += 1
+        if self.written == self.stop_after:
+            raise KeyboardInterrupt
+
+
+def _fit(tmp_path, name, members=2, resume=None, stop_after=0):
+    method, module, config = load_config(ROOT / "launch" / "train_fsdd.toml", [
+        'data.split="official"', "train.limit=60", "train.epochs=2", f"train.members={members}",
+        "train.batch_size=20"])
+    kwargs = dict(checkpoint_path=tmp_path / f"{name}.ckpt.npz")
+    if resume is not None:
+        kwargs.update(resume_state=load_checkpoint(resume, method), resume_path=resume)
+    run = Interrupted(config["train"]["seed"], shared_data_dir(), method, config, stop_after=stop_after, **kwargs)
+    return module.fit(config, run)
+
+
+@pytest.mark.slow
+def test_training_members_writes_an_ensemble_and_resumes_inside_a_member(tmp_path):
+    whole = _fit(tmp_path, "whole")
+    metrics = whole.metrics
+    assert metrics["members"] == 2 and len(metrics["member_test_accuracy"]) == 2
+    assert metrics["runtime_agreement"] == 1.0
+    assert whole.network.n_outputs == 20 and whole.network.readout.kind == "vote"
+    assert [r["member"] for r in whole.history] == [0, 0, 1, 1]
+    # member 0 is the network a one-member run with the same seed trains
+    alone = _fit(tmp_path, "alone", members=1).network
+    np.testing.assert_array_equal(whole.network.projection("m0_fc0").weights, alone.projection("fc0").weights)
+    # stopped after member 1's first epoch (checkpoints: member 0 epochs 1, 2; member 1 epoch 1), resumed
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path, "cut", stop_after=3)
+    resumed = _fit(tmp_path, "resumed", resume=tmp_path / "cut.ckpt.npz")
+    for projection in whole.network.projections:
+        np.testing.assert_array_equal(resumed.network.projection(projection.name).weights, projection.weights)
+    def untimed(history):
+        return [{k: v for k, v in record.items() if k != "samples_per_s"} for record in history]
+
+    assert untimed(resumed.history) == untimed(whole.history)
