@@ -83,6 +83,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "limit": Key("int", 0, low=0, help="use only the first N training samples (0: all)"),
         "members": Key("int", 1, low=1, high=32, help="networks trained (seeds seed, seed + 1, ...) and written as "
                                                       "one ensemble: their output spikes summed per class"),
+        "member_min_accuracy": Key("number", 0.0, low=0, high=1, help="a network whose last epoch's training accuracy "
+                                   "is below this is set aside and the next seed trained (0: keep every one)"),
     },
     "data": {
         "train": Key("str", help="folder of training recordings (relative to $SPIKELOOP_DATA)"),
@@ -464,44 +466,65 @@ def _zero_adam(model) -> dict:
 
 
 def fit(config: dict, run: TrainRun) -> Fitted:
-    """Train ``[train] members`` networks (member k seeded with seed + k; one member: the network itself) and
-    write them as one: pipeline.snn.ensemble (the members side by side, their output spikes summed per class).
-    Checkpoints hold the finished members' weights and the training member's state."""
+    """Train ``[train] members`` networks (seeds seed, seed + 1, ...; one member: the network itself) and write
+    them as one: pipeline.snn.ensemble (the members side by side, their output spikes summed per class). A
+    network whose last epoch's training accuracy is below ``member_min_accuracy`` is set aside and the next
+    seed trained instead (at most ``members`` extra seeds). Checkpoints hold the kept members' weights and the
+    training network's state."""
     tc = config["train"]
     data = _load_data(config, run)
     readout_kind = "max_membrane" if config["loss"]["kind"] == "max_membrane_ce" else "count"
-    n_members = tc["members"]
+    n_members, floor = tc["members"], tc["member_min_accuracy"]
     if n_members > 1 and readout_kind != "count":
         raise ValueError(f"[train] members: an ensemble sums output spike counts; [loss] kind "
                          f"{config['loss']['kind']!r} reads the membrane (use count_ce or rate)")
     readout = Readout(kind=readout_kind, classes=data.classes)
+    tagged = n_members > 1 or floor > 0  # history records name the seed offset they belong to
     run.plan(tc["epochs"] * n_members, len(data.levels[0]))
     resumed = run.resumed()
-    first_member = int(resumed.get("member", 0)) if resumed is not None else 0
-    if not 0 <= first_member < n_members:
-        raise run.resume_error("member", f"is {first_member}, the config trains {n_members} member(s)")
+    first = int(resumed.get("member", 0)) if resumed is not None else 0
+    kept = [int(a) for a in resumed.get("kept", [])] if resumed is not None else list(range(first))
+    if not 0 <= first < 2 * n_members or len(kept) >= n_members or any(not 0 <= a < first for a in kept):
+        raise run.resume_error("member", f"is {first} with kept members {kept}: not a checkpoint of this config's "
+                                         f"{n_members} member(s)")
     models, history, seconds, samples = [], [], 0.0, 0
-    for k in range(n_members):
-        rng = np.random.default_rng(run.seed + k)
-        model = _new_model(config, data, rng)
-        if k < first_member:
-            _restore_params(run, resumed, model, f"done{k}_param_")
-            models.append(model)
-            continue
-        adam, step, first_epoch = _zero_adam(model), 0, 0
-        if k == first_member and resumed is not None:
-            step, first_epoch, rng, history = _restore(run, resumed, model, adam)
-        done = {f"done{j}_param_{name}": value for j, m in enumerate(models) for name, value in m.params.items()}
-        spent, trained = _train_member(config, run, data, model, adam, rng, step, first_epoch, history, readout_kind,
-                                       k if n_members > 1 else None, done)
-        seconds, samples = seconds + spent, samples + trained
+    for attempt in kept:
+        model = _new_model(config, data, np.random.default_rng(run.seed + attempt))
+        _restore_params(run, resumed, model, f"done{attempt}_param_")
         models.append(model)
+    attempt = first
+    while len(kept) < n_members:
+        if attempt == 2 * n_members:
+            finals = {r["member"]: r["accuracy"] for r in history}
+            raise ValueError(f"[train] member_min_accuracy: only {len(kept)} of {2 * n_members} seeds "
+                             f"({run.seed}..{run.seed + attempt - 1}) reached a training accuracy of {floor} "
+                             f"(last epochs: {', '.join(f'{100 * a:.1f} %' for a in finals.values())}); lower it "
+                             f"or change the training")
+        rng = np.random.default_rng(run.seed + attempt)
+        model = _new_model(config, data, rng)
+        adam, step, first_epoch = _zero_adam(model), 0, 0
+        if attempt == first and resumed is not None:
+            step, first_epoch, rng, history = _restore(run, resumed, model, adam)
+        done = {f"done{a}_param_{name}": value for a, m in zip(kept, models) for name, value in m.params.items()}
+        done["kept"] = np.array(kept, dtype=np.int64)
+        spent, trained = _train_member(config, run, data, model, adam, rng, step, first_epoch, history, readout_kind,
+                                       attempt if tagged else None, done)
+        seconds, samples = seconds + spent, samples + trained
+        if history[-1]["accuracy"] >= floor:
+            kept.append(attempt)
+            models.append(model)
+        attempt += 1
+        run.plan(tc["epochs"] * (attempt + n_members - len(kept)), len(data.levels[0]))  # a set-aside adds one
     networks = [m.network(data.shape, data.spec, readout) for m in models]
     last = {r.get("member", 0): r for r in history}
     metrics = {"mode": tc["mode"], "epochs": tc["epochs"], "train_samples": len(data.levels[0]),
                "test_samples": len(data.test_p), "train_seconds": round(seconds, 2),
                "samples_per_s": round(samples / seconds, 1) if samples else None,
-               "train_accuracy": float(np.mean([r["accuracy"] for r in last.values()])) if last else None}
+               "train_accuracy": float(np.mean([last[a if tagged else 0]["accuracy"] for a in kept]))}
+    if floor > 0:
+        metrics["member_seeds"] = [run.seed + a for a in kept]
+        metrics["set_aside"] = [{"seed": run.seed + a, "train_accuracy": r["accuracy"]}
+                                for a, r in sorted(last.items()) if a not in kept]
     if n_members == 1:
         network = networks[0]
         if data.test_p:
@@ -509,7 +532,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
         return Fitted(network, history, metrics)
     network = ensemble(networks)
     metrics["members"] = n_members
-    metrics["member_train_accuracy"] = [last[k]["accuracy"] for k in sorted(last)]
+    metrics["member_train_accuracy"] = [last[a]["accuracy"] for a in kept]
     if data.test_p:
         metrics.update(evaluate_ensemble(networks, network, data.test_p, data.test_y))
     return Fitted(network, history, metrics)
