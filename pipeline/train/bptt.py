@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from devices.audio import CochleaConfig, warped_channels
-from pipeline.core.schema import Key
+from pipeline.core.schema import Key, toml_value
 from pipeline.snn.ensemble import ensemble
 from pipeline.snn.model import InputSpec, Readout
 from pipeline.train import kernels as K
@@ -396,7 +396,7 @@ def _restore(run: TrainRun, state: dict, model: LifStack, adam: dict):
     return int(state["adam_step"]), int(state["epoch"]), rng, json.loads(str(state["history"]))
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Data:
     """A run's presentations: training set (at each level: normalised, quieter, louder), test set, classes."""
 
@@ -477,7 +477,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     n_members, floor = tc["members"], tc["member_min_accuracy"]
     if n_members > 1 and readout_kind != "count":
         raise ValueError(f"[train] members: an ensemble sums output spike counts; [loss] kind "
-                         f"{config['loss']['kind']!r} reads the membrane (use count_ce or rate)")
+                         f"{toml_value(config['loss']['kind'])} reads the membrane (use count_ce or rate)")
     readout = Readout(kind=readout_kind, classes=data.classes)
     tagged = n_members > 1 or floor > 0  # history records name the seed offset they belong to
     run.plan(tc["epochs"] * n_members, len(data.levels[0]))
