@@ -35,7 +35,7 @@ import numpy as np
 
 from pipeline.core.checks import check_number
 from pipeline.core.schema import toml_value
-from pipeline.decoders.window import check_spikes
+from pipeline.decoders.window import check_spikes, check_votes
 
 KINDS = ("count", "max_membrane", "first_spike", "assignment", "vote")
 UNDECIDED = -1
@@ -86,11 +86,7 @@ class ClassifierDecoder:
             if votes is None:
                 raise ValueError(f"{self.name}: parameter 'votes' is required with kind 'vote'")
             self.assignment = None
-            self.votes = np.asarray(votes, dtype=np.float64)
-            if self.votes.ndim != 2 or self.votes.shape[0] != self.n_outputs or not np.all(np.isfinite(self.votes)) \
-                    or self.votes.min(initial=0.0) < 0:
-                raise ValueError(f"{self.name}: parameter 'votes' must be a finite ({self.n_outputs}, n_classes) "
-                                 f"array >= 0, got shape {self.votes.shape}")
+            self.votes = check_votes(self.name, votes, self.n_outputs)
             n_classes = self.votes.shape[1]
         else:
             self.assignment = None

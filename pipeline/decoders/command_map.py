@@ -30,7 +30,7 @@ import numpy as np
 
 from pipeline.core.checks import check_int, check_number
 from pipeline.core.schema import toml_value
-from pipeline.decoders.window import check_spikes
+from pipeline.decoders.window import check_spikes, check_votes
 
 NO_CLASS = -1
 BOUNDARIES = ("input", "output")
@@ -53,13 +53,7 @@ class CommandMap:
     def __init__(self, n_outputs: int, commands: dict, gap_us: int = 80_000, min_spikes: int = 3,
                  initial=None, names=None, boundary: str = "input", min_inputs: int = 1, votes=None):
         self.n_outputs = check_int(self.name, "n_outputs", n_outputs, 1, 10**6)
-        self.votes = None
-        if votes is not None:
-            self.votes = np.asarray(votes, dtype=np.float64)
-            if self.votes.ndim != 2 or self.votes.shape[0] != self.n_outputs or self.votes.shape[1] < 1 \
-                    or not np.all(np.isfinite(self.votes)) or self.votes.min() < 0:
-                raise ValueError(f"{self.name}: parameter 'votes' must be a finite ({self.n_outputs}, n_classes) "
-                                 f"array >= 0, got shape {self.votes.shape}")
+        self.votes = None if votes is None else check_votes(self.name, votes, self.n_outputs)
         self.n_classes = self.n_outputs if self.votes is None else self.votes.shape[1]
         if not isinstance(commands, dict) or not commands:
             raise ValueError(f"{self.name}: parameter 'commands' must be a non-empty table of class index -> "

@@ -22,6 +22,17 @@ def check_spikes(owner: str, spikes, n_outputs: int) -> np.ndarray:
     return spikes
 
 
+def check_votes(owner: str, votes, n_outputs: int) -> np.ndarray:
+    """Validate a vote table (a "vote" readout: output neuron -> its share of each class): float64
+    (n_outputs, n_classes >= 1), finite, >= 0."""
+    table = np.asarray(votes, dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] != n_outputs or table.shape[1] < 1 or not np.all(np.isfinite(table)) \
+            or table.min(initial=0.0) < 0:
+        raise ValueError(f"{owner}: parameter 'votes' must be a finite ({n_outputs}, n_classes) array >= 0, "
+                         f"got shape {table.shape}")
+    return table
+
+
 def check_indices(owner: str, name: str, indices, n_outputs: int) -> np.ndarray:
     """Validate a non-empty list of distinct output indices 0 <= i < n_outputs (int64 array)."""
     values = list(indices) if isinstance(indices, (list, tuple, np.ndarray, range)) else None
