@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import scipy.io
 
 from pipeline.app.cli import COMMANDS
+from pipeline.core.schema import Key, annotation_expectation, default_text, parameter_help
 from recordings.dad import load_dad
 from recordings.neural import counts_to_spikes, rates_to_counts
 
@@ -111,6 +113,50 @@ def test_list_shows_every_registry_entry_with_its_keys():
     assert set(data["stages"]["noise_filter"]["keys"]) == {"duration_us"}
     assert "timeout_ms" in data["sinks"]["motors"]["keys"] and "device_watchdog_ms" in data["motors"]["dynamixel"]["keys"]
     assert "hidden" in cli("list", "networks").stdout
+
+
+#: ``      key: <expectation> [(unit)], required | optional | default <TOML>: <help>``, as ``spikeloop list`` prints
+#: every key; the expectation in pipeline.core.schema's words.
+_LIST_KEY_LINE = re.compile(r"      (?P<key>\w+): (?P<expect>.+?), "
+                            r"(?P<default>required|optional|default [^:]+?): (?P<help>\S.*)")
+_SCHEMA_WORDS = ("an integer", "a number", "a positive", "a string", "true or false", "one of ", "a list",
+                 "a non-empty list", "a table", "a path", "a file path")
+
+
+def test_list_speaks_the_launch_file_vocabulary_and_every_key_has_help():
+    lines = cli("list").stdout.splitlines()
+    keys = [line for line in lines if line.startswith("      ")]
+    assert len(keys) > 150
+    for line in keys:
+        match = _LIST_KEY_LINE.fullmatch(line)
+        assert match, f"no help or no default: {line!r}"
+        assert match["expect"].startswith(_SCHEMA_WORDS), line
+        assert not re.search(r"\b(None|True|False)\b|\w\[|'", match["expect"] + match["default"]), line
+    assert not [line for line in lines if "type = '" in line], "type names quoted as Python, not TOML"
+    text = "\n".join(keys)
+    assert "per_polarity: true or false, default false: " in text
+    assert "factor: an integer or a list of 2 integers (px), optional: " in text
+    assert "initial: a list of numbers, optional: the command before the first decision (command units" in text
+    assert "pixels: a list of lists of 2 integers (px), default []: " in text
+
+
+def test_annotations_read_as_schema_words_and_docstrings_give_help():
+    assert annotation_expectation("int | tuple[int, int] | None") == "an integer or a list of 2 integers"
+    assert annotation_expectation("list[list[float]] | None") == "a list of lists of numbers"
+    assert annotation_expectation("bool") == Key("bool").expectation()
+    for unreadable in ("Path", "None", "set[int]", "tuple[int, str]"):
+        with pytest.raises(ValueError, match="no launch-file reading"):
+            annotation_expectation(unreadable)
+    assert parameter_help("""Summary: not a key.
+
+        gap_us: silence that ends
+            a word (µs)
+        a / b: shared help
+        v (m/s) = prose, skipped
+        """) == {"Summary": "not a key.", "gap_us": "silence that ends a word (µs)", "a": "shared help",
+                 "b": "shared help"}
+    assert default_text(None, required=False) == "optional" and default_text((), required=False) == "default []"
+    assert default_text(False, required=False) == "default false" and default_text(0, required=True) == "required"
 
 
 # -- BCI -----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.app.launch import LaunchError, build_stages, load_launch
 from pipeline.core.events import dvs_events
+from pipeline.core.schema import annotation_expectation
 from pipeline.stages import (
     STAGES,
     BackgroundActivityFilter,
@@ -128,7 +129,7 @@ def test_describe_lists_every_config_field_with_help_and_unit():
         fields = dataclasses.fields(stage.config)
         assert [p.name for p in stage.params] == [f.name for f in fields]
         for p, f in zip(stage.params, fields):
-            assert p.help and p.type == f.type
+            assert p.help and p.expectation == annotation_expectation(str(f.type))
             assert p.required == (f.default is dataclasses.MISSING)
             assert p.required or p.default == f.default
             suffix = {"_us": "µs", "_hz": "Hz"}.get(p.name[-3:])
@@ -177,7 +178,7 @@ def test_launch_rejects_bad_stage_values_before_anything_opens(replay_toml):
         (("duration_us = 2000", "duration_us = 2000.0"), "[stages.noise_filter] duration_us: must be an integer"),
         (("refractory_us = 1000", "refractory_ms = 1"),
          "[stages.refractory] refractory_ms: unknown key (expected one of: per_polarity, refractory_us)"),
-        (("[stages.pooling]", crop), "[stages.crop] h: missing (expected int: rectangle height"),
+        (("[stages.pooling]", crop), "[stages.crop] h: missing (expected an integer: rectangle height"),
         (("target = [16, 12]", "target = [16, 12]\nfactor = 4"), "[stages.pooling]: pooling: give exactly one of"),
         (("target = [16, 12]", "target = [16]"), "[stages.pooling] target: must be [width, height], got [16]"),
     ]

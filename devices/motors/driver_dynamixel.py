@@ -20,6 +20,12 @@ STATUS_RETURN_LEVEL = (68, 1)
 
 
 class DynamixelDriver(MotorDriver):
+    """Dynamixel X servos (ids 0..252) in velocity mode; options (``--opt`` / ``[sinks.<label>.driver]``):
+
+    device_watchdog_ms: the servos' Bus Watchdog: no command for this long stops them (ms, 20 .. 2540)
+    watchdog_check_every: read the Bus Watchdog register every this many read-back polls
+    """
+
     protocol = "dynamixel"
     default_baud = 57600
     emulated_baud = 1_000_000

@@ -23,6 +23,17 @@ from .driver import Exchange, MotorDriver, MotorError
 
 
 class FirmataDriver(MotorDriver):
+    """StandardFirmata pins (ids) driving servos or PWM motor drivers; options (``--opt`` /
+    ``[sinks.<label>.driver]``):
+
+    full_scale_rad_s: speed at full servo angle / full PWM duty (rad/s; the driver refuses to start without it)
+    mode: "servo" (continuous-rotation servo pulses) or "pwm" (PWM duty on the pin)
+    min_us: servo pulse width at full reverse (µs)
+    max_us: servo pulse width at full forward (µs)
+    dir_pins: pwm: one direction pin per id, high = reverse (left out: forward motion only)
+    boot_wait_s: wait this long for the firmware report after opening the port (s; a real Uno resets)
+    """
+
     protocol = "firmata"
     default_baud = 57600
     emulated_baud = 57600

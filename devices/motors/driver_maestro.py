@@ -20,6 +20,16 @@ from .driver import Exchange, MotorDriver, MotorError
 
 
 class MaestroDriver(MotorDriver):
+    """Pololu Maestro channels (ids 0..23) driving servos or RC ESCs; options (``--opt`` /
+    ``[sinks.<label>.driver]``):
+
+    full_scale_rad_s: speed the servo/ESC reaches at neutral_us + range_us (rad/s; the driver refuses to
+        start without it)
+    neutral_us: pulse width that stops the motor (µs)
+    range_us: pulse width change from neutral to full speed (µs, below neutral_us)
+    device_number: Pololu-protocol device number (left out: the compact protocol)
+    """
+
     protocol = "maestro"
     default_baud = 115200
     emulated_baud = 200000

@@ -25,6 +25,14 @@ TWO_PI = 2.0 * math.pi
 
 
 class ODriveDriver(MotorDriver):
+    """ODrive axes (ids 0, 1) in velocity control; options (``--opt`` / ``[sinks.<label>.driver]``):
+
+    device_watchdog_ms: the axes' watchdog: no command for this long stops them (ms; keep it above the
+        safety layer's timeout_ms + 20 ms)
+    state_check_every: read each axis's state every this many read-back polls
+    max_turns_s: speed limit the device enforces (turns/s; left out: none)
+    """
+
     protocol = "odrive"
     default_baud = 115200
     emulated_baud = 921600

@@ -36,6 +36,15 @@ _ACK_KIND = -1
 
 
 class RoboClawDriver(MotorDriver):
+    """RoboClaw motor channels (ids 1, 2) in closed-loop speed mode; options (``--opt`` /
+    ``[sinks.<label>.driver]``):
+
+    counts_per_rev: quadrature encoder counts per wheel revolution (the driver refuses to start without it)
+    address: packet-serial address of the controller (128 .. 135, 0x80 .. 0x87)
+    device_watchdog_ms: the controller's serial timeout: no command for this long stops it (ms, 100 ms steps)
+    max_qpps: speed limit the device enforces (encoder counts/s; left out: none)
+    """
+
     protocol = "roboclaw"
     default_baud = 38400
     emulated_baud = 460800

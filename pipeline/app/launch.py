@@ -191,7 +191,8 @@ SINK_KEYS: dict[str, dict[str, Key]] = {
 CLASSIFIER_KEYS: dict[str, Key] = {
     "margin": Key("number", 3.0, low=0, help="early decision: evidence the leading class needs over the runner-up "
                                              "(spikes; membrane units for a max_membrane readout)"),
-    "min_evidence": Key("number", 1.0, low=0, help="early decision: evidence the leading class needs at least"),
+    "min_evidence": Key("number", 1.0, low=0, help="early decision: evidence the leading class needs at least "
+                                                   "(spikes; membrane units for a max_membrane readout)"),
 }
 
 CONTROLLER_KEYS: dict[str, Key] = {
@@ -693,7 +694,7 @@ def _check_stages(path: Path, display: str, table: Any) -> list[tuple[str, str, 
                 raise ctx.fail(key, f"unknown key (expected one of: {', '.join(names)})")
         for field in fields:
             if field.required and field.name not in params:
-                raise ctx.fail(field.name, f"missing (expected {field.type}: {field.help})")
+                raise ctx.fail(field.name, f"missing (expected {field.expectation}: {field.help})")
         try:
             config = STAGES[kind](**params)
         except ValueError as exc:

@@ -6,6 +6,7 @@ as TOML (:func:`toml_value`: ``got true``, ``got "x"``), the way the user wrote 
 from __future__ import annotations
 
 import datetime
+import inspect
 import math
 import numbers
 import re
@@ -81,6 +82,79 @@ class Key:
         high = "inf" if self.high is None else _num(self.high)
         left = "(" if self.low_open else "["
         return f" in {left}{low}, {high}]"
+
+
+_NOUNS = {"int": ("an integer", "integers"), "float": ("a number", "numbers"), "bool": ("true or false", "booleans"),
+          "str": ("a string", "strings"), "dict": ("a table", "tables")}
+
+
+def annotation_expectation(annotation: str) -> str:
+    """A parameter's Python annotation (as text: ``"int"``, ``"list[float] | None"``,
+    ``"int | tuple[int, int] | None"``) in the words of :meth:`Key.expectation`: ``an integer``, ``a list of
+    numbers``, ``an integer or a list of 2 integers``. ``X | None`` reads as X: None is a key left out,
+    which TOML cannot write (:func:`default_text` says "optional"). ValueError for an annotation with no
+    launch-file reading, so a new parameter typed that way fails ``spikeloop list``'s test, not a user."""
+    choices = [part for part in _split_top(annotation, "|") if part != "None"]
+    if not choices:
+        raise ValueError(f"annotation {annotation!r} has no launch-file reading")
+    return " or ".join(_annotation_words(part, annotation, plural=False) for part in choices)
+
+
+def _split_top(text: str, separator: str) -> list[str]:
+    """``text`` split at ``separator`` outside brackets, parts stripped."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char == "[") - (char == "]")
+        if char == separator and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    return [*parts, text[start:].strip()]
+
+
+def _annotation_words(text: str, whole: str, plural: bool) -> str:
+    if text in _NOUNS:
+        return _NOUNS[text][plural]
+    if text == "list":
+        return "lists" if plural else "a list"
+    match = re.fullmatch(r"(list|tuple)\[(.*)\]", text)
+    if match:
+        items = _split_top(match[2], ",")
+        article = "lists of " if plural else "a list of "
+        if (match[1] == "list" and len(items) == 1) or (len(items) == 2 and items[1] == "..."):
+            return article + _annotation_words(items[0], whole, plural=True)
+        if match[1] == "tuple" and len(set(items)) == 1:
+            return f"{article}{len(items)} " + _annotation_words(items[0], whole, plural=True)
+    raise ValueError(f"annotation {whole!r} has no launch-file reading ({text!r})")
+
+
+def default_text(default: Any, required: bool) -> str:
+    """How ``spikeloop list`` states a key's default: ``required``, ``optional`` (the default is None: the
+    key may be left out and has no value then) or ``default <TOML value>``."""
+    if required:
+        return "required"
+    return "optional" if default is None else f"default {toml_value(default)}"
+
+
+_PARAMETER_LINE = re.compile(r"(?P<names>[A-Za-z_]\w*(?:\s*/\s*[A-Za-z_]\w*)*): (?P<help>\S.*)")
+
+
+def parameter_help(doc: str | None) -> dict[str, str]:
+    """``{parameter: one line of help}`` from a docstring's parameter lines: a line ``name: help`` at the
+    docstring's own indentation, continued on lines indented further (``a / b: help`` documents both); the
+    continuation is joined into one line. Other lines are prose and are skipped."""
+    out: dict[str, str] = {}
+    current: list[str] | None = None
+    for line in inspect.cleandoc(doc or "").splitlines():
+        if current is not None and line[:1].isspace() and line.strip():
+            current.append(line.strip())
+            continue
+        match = _PARAMETER_LINE.fullmatch(line)
+        current = None
+        if match:
+            current = [match["help"].strip()]
+            for name in re.split(r"\s*/\s*", match["names"]):
+                out[name] = current
+    return {name: " ".join(parts) for name, parts in out.items()}
 
 
 def printable(name: str) -> str:

@@ -39,19 +39,24 @@ BOUNDARIES = ("input", "output")
 class CommandMap:
     """Per-word class decisions from output spikes, mapped to held commands.
 
-    n_outputs: network outputs (one per class, or as many as the rows of ``votes``). commands: {class index
-    (int or its decimal string, as a TOML key): command values (list of numbers, e.g. [left, right] rad/s)}; every command has the same length.
-    gap_us: output silence that ends a word (µs). min_spikes: output spikes a word needs to be decided.
-    initial: the command before the first decision (default zeros). names: optional class names (for logs
-    and the live view), one per class. boundary: "input" or "output" (module docstring). min_inputs:
-    active inputs that make a step sound ("input" boundary). votes: None (output i is class i) or a float
-    (n_outputs, n_classes) table >= 0 (the network's "vote" readout; launch passes it from the model).
+    n_outputs: network outputs (one per class, or as many as the rows of ``votes``)
+    commands: class index (as a TOML key, e.g. "3") -> command values (e.g. [left, right] wheel speeds,
+        rad/s), all of one length
+    gap_us: silence that ends a word (µs)
+    min_spikes: output spikes a word needs to be decided
+    initial: the command before the first decision (command units; left out: zeros, i.e. stopped)
+    names: class names for logs and the live view, one per class (left out: the class indices)
+    boundary: what a word's silence is: "input" (no network input spiking) or "output" (no output spiking)
+    min_inputs: input boundary: network inputs spiking in a step that make it sound
+    votes: (n_outputs, n_classes) table >= 0 of output -> class votes, one row per output (left out: output
+        i is class i; launch passes a model's "vote" readout)
     """
 
     name = "command_map"
 
     def __init__(self, n_outputs: int, commands: dict, gap_us: int = 80_000, min_spikes: int = 3,
-                 initial=None, names=None, boundary: str = "input", min_inputs: int = 1, votes=None):
+                 initial: list[float] | None = None, names: list[str] | None = None, boundary: str = "input",
+                 min_inputs: int = 1, votes: list[list[float]] | None = None):
         self.n_outputs = check_int(self.name, "n_outputs", n_outputs, 1, 10**6)
         self.votes = None if votes is None else check_votes(self.name, votes, self.n_outputs)
         self.n_classes = self.n_outputs if self.votes is None else self.votes.shape[1]

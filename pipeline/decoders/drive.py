@@ -58,13 +58,25 @@ class DriveDecoder:
     omega (rad/s) = radps_per_hz * (mean rate of ``left`` - mean rate of ``right``) (left turn positive);
     rates in Hz over the last ``window_us`` µs, then mixed by ``DifferentialDrive``. Each of the four groups
     is a list of output indices; ``backward``/``left``/``right`` may be empty.
+
+    n_outputs: network outputs
+    forward: output indices whose mean rate drives forward speed
+    backward: output indices whose mean rate drives backward speed
+    left: output indices whose mean rate turns left
+    right: output indices whose mean rate turns right
+    wheel_radius_m: wheel radius (m)
+    track_m: wheel separation (m)
+    max_wheel_radps: wheel speed limit (rad/s); a faster command is scaled down, keeping its curvature
+    window_us: rate window (µs)
+    mps_per_hz: forward speed per Hz of rate (m/s per Hz)
+    radps_per_hz: yaw rate per Hz of rate (rad/s per Hz)
     """
 
     name = "drive"
 
-    def __init__(self, n_outputs: int, forward, wheel_radius_m: float, track_m: float, max_wheel_radps: float,
-                 backward=(), left=(), right=(), window_us: int = 100_000, mps_per_hz: float = 0.005,
-                 radps_per_hz: float = 0.02):
+    def __init__(self, n_outputs: int, forward: list[int], wheel_radius_m: float, track_m: float,
+                 max_wheel_radps: float, backward: list[int] = (), left: list[int] = (), right: list[int] = (),
+                 window_us: int = 100_000, mps_per_hz: float = 0.005, radps_per_hz: float = 0.02):
         self.window = SpikeWindow(self.name, n_outputs, window_us)
         n = self.window.n_outputs
         self.groups = {"forward": check_indices(self.name, "forward", forward, n)}

@@ -16,13 +16,16 @@ from pipeline.decoders.window import SpikeWindow
 class PopulationVector:
     """Angle (rad) from the population vector of windowed spike counts.
 
-    n_outputs: network outputs. window_us: window (µs). preferred_rad: n_outputs preferred directions (rad).
-    min_spikes: spikes needed in the window for a fresh angle (>= 1).
+    n_outputs: network outputs
+    window_us: spike-count window (µs)
+    preferred_rad: each output's preferred direction, one per output (rad; left out: evenly spaced from 0)
+    min_spikes: spikes needed in the window for a fresh angle (>= 1)
     """
 
     name = "population_vector"
 
-    def __init__(self, n_outputs: int, window_us: int = 50_000, preferred_rad=None, min_spikes: int = 1):
+    def __init__(self, n_outputs: int, window_us: int = 50_000, preferred_rad: list[float] | None = None,
+                 min_spikes: int = 1):
         self.window = SpikeWindow(self.name, n_outputs, window_us)
         n = self.window.n_outputs
         if preferred_rad is None:

@@ -16,13 +16,19 @@ from pipeline.decoders.window import SpikeWindow, check_indices
 class RateDecoder:
     """Continuous value from windowed rates.
 
-    n_outputs: network outputs. window_us: window (µs). positive / negative: output indices (default:
-    all outputs positive, none negative). scale: units per Hz. offset: value at zero rate. unit: label.
+    n_outputs: network outputs
+    window_us: rate window (µs)
+    positive: output indices whose rate adds to the value (left out: all outputs)
+    negative: output indices whose rate subtracts from it (left out: none)
+    scale: value units per Hz of rate
+    offset: the value at zero rate (value units)
+    unit: label of the value's unit in logs
     """
 
     name = "rate"
 
-    def __init__(self, n_outputs: int, window_us: int = 100_000, positive=None, negative=None,
+    def __init__(self, n_outputs: int, window_us: int = 100_000, positive: list[int] | None = None,
+                 negative: list[int] | None = None,
                  scale: float = 1.0, offset: float = 0.0, unit: str = "Hz"):
         self.window = SpikeWindow(self.name, n_outputs, window_us)
         n = self.window.n_outputs

@@ -20,14 +20,19 @@ NO_ACTION = -1
 class WinnerTakeAll:
     """Discrete action index (0 .. n_actions-1, or -1 = none) from output spikes.
 
-    n_outputs: network outputs. window_us: window (µs). groups: list of output-index lists, one per action
-    (default: one output per action). names: optional action names. margin: hysteresis (spikes per output,
-    >= 0). min_spikes: score an action needs to be chosen at all (spikes per output, > 0).
+    n_outputs: network outputs
+    window_us: spike-count window (µs)
+    groups: output indices of each action, one list per action (left out: one output per action)
+    names: action names for logs, one per action (left out: the action indices)
+    margin: hysteresis: a challenger replaces the current action when its score is higher by more than this
+        (spikes per output, >= 0)
+    min_spikes: score an action needs to be chosen at all (spikes per output, > 0)
     """
 
     name = "wta"
 
-    def __init__(self, n_outputs: int, window_us: int = 50_000, groups=None, names=None,
+    def __init__(self, n_outputs: int, window_us: int = 50_000, groups: list[list[int]] | None = None,
+                 names: list[str] | None = None,
                  margin: float = 2.0, min_spikes: float = 1.0):
         self.window = SpikeWindow(self.name, n_outputs, window_us)
         n = self.window.n_outputs

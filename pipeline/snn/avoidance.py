@@ -50,6 +50,23 @@ def obstacle_avoidance(width: int, height: int, channels: int = 2, w_centre: int
 
     Weights are 8-bit Loihi mantissas (weight_exp 0); thresholds are mantissas (spike when v > vth << 6);
     ``forward_bias`` is the forward neuron's bias mantissa (exponent 0) added to v each step.
+
+    w_centre: looming input weight of an ON event in the middle half of the columns (the robot's path)
+    w_edge: looming input weight of an ON event in the outer columns
+    off_ratio: an OFF event weighs -off_ratio times an ON event of its column (looming reads approach, not turns)
+    looming_vth: looming neurons' threshold mantissa (spike when v > vth << 6)
+    w_brake: looming [left, right] -> forward inhibitory weight (slow down as something looms)
+    w_turn: looming side -> turn away from it: excitatory weight (looming right -> turn_left)
+    w_mutual: turn_left <-> turn_right inhibitory weight (one clear turn, held while the obstacle slides away)
+    forward_bias: forward neuron's bias mantissa added each 1 ms step (its tonic rate)
+    turn_vth: turn neurons' threshold mantissa (spike when v > vth << 6)
+    turn_du: turn neurons' 12-bit current decay
+    turn_dv: turn neurons' 12-bit voltage decay
+    w_suppress: turn neurons -> looming and flow inhibitory weight (efference copy: a turn's own motion is
+        not an obstacle)
+    w_flow: flow input weight of an event in the outer quarter of the columns (ON and OFF)
+    flow_vth: flow neurons' threshold mantissa (spike when v > vth << 6)
+    w_flow_turn: flow side -> turn away from it: excitatory weight (more flank flow on the right -> turn_left)
     """
     if channels != 2:
         raise ValueError(f"obstacle_avoidance: expected two input channels (OFF, ON), got {channels}")

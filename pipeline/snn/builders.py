@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from pipeline.core.schema import Key
+from pipeline.core.schema import Key, parameter_help
 
 
 @dataclass(frozen=True)
@@ -105,19 +105,21 @@ def obstacle_avoidance(width: int, height: int, channels: int, **params):
 
 
 def keys_from_signature(function: Callable, skip: tuple[str, ...] = ("width", "height", "channels")) -> dict:
-    """Launch-file keys for a builder's numeric/boolean keyword parameters, typed by their defaults
-    (value ranges are checked by the network itself when it is built)."""
+    """Launch-file keys for a builder's numeric/boolean keyword parameters, typed by their defaults, with the
+    help of the function docstring's ``name: help`` lines (value ranges are checked by the network itself
+    when it is built)."""
+    helps = parameter_help(function.__doc__)
     keys = {}
     for name, parameter in inspect.signature(function).parameters.items():
         default = parameter.default
         if name in skip:
             continue
         if isinstance(default, bool):
-            keys[name] = Key("bool", default)
+            keys[name] = Key("bool", default, help=helps.get(name, ""))
         elif isinstance(default, int):
-            keys[name] = Key("int", default)
+            keys[name] = Key("int", default, help=helps.get(name, ""))
         elif isinstance(default, float):
-            keys[name] = Key("number", default)
+            keys[name] = Key("number", default, help=helps.get(name, ""))
     return keys
 
 

@@ -72,8 +72,8 @@ class SpatialPooling(StageConfig):
     name = "pooling"
     entry = staticmethod(_entry)
 
-    factor: tuple[int, int] | None = param(None, help="input pixels per output pixel: one integer or [fx, fy]",
-                                           unit="px")
+    factor: int | tuple[int, int] | None = param(None, unit="px",
+                                                 help="input pixels per output pixel: one integer or [fx, fy]")
     target: tuple[int, int] | None = param(None, help="output grid [width, height], at most the input's",
                                            unit="px")
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.core.checks import check_resolution
 from pipeline.core.events import DVS_EVENT_DTYPE
+from pipeline.core.schema import annotation_expectation
 from pipeline.stages._common import event_words, new_word_buffer, raise_out_of_range, words_to_events
 
 
@@ -35,11 +36,12 @@ def param(default: Any = dataclasses.MISSING, *, help: str, unit: str = "") -> A
 
 
 class ParamInfo(NamedTuple):
-    """One config field as ``spikeloop list`` shows it: type as written in the config, default (None
-    when required), unit and help."""
+    """One config field as ``spikeloop list`` shows it: what a launch file gives, in the schema's words
+    (``an integer``, ``a list of 2 integers``: :func:`pipeline.core.schema.annotation_expectation` of the
+    field's annotation), default (None when required), unit and help."""
 
     name: str
-    type: str
+    expectation: str
     required: bool
     default: Any
     unit: str
@@ -81,12 +83,13 @@ class StageConfig:
 
     @classmethod
     def describe(cls) -> StageInfo:
-        """Name, summary and every parameter (type, default, unit, help) read from the dataclass fields."""
+        """Name, summary and every parameter (expectation, default, unit, help) read from the dataclass fields."""
         params = []
         for field in dataclasses.fields(cls):
             required = field.default is dataclasses.MISSING
-            params.append(ParamInfo(field.name, str(field.type), required, None if required else field.default,
-                                    field.metadata["unit"], field.metadata["help"]))
+            params.append(ParamInfo(field.name, annotation_expectation(str(field.type)), required,
+                                    None if required else field.default, field.metadata["unit"],
+                                    field.metadata["help"]))
         summary = (cls.__doc__ or "").strip().splitlines()[0]
         return StageInfo(cls.name, cls, summary, tuple(params))
 

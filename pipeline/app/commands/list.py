@@ -2,13 +2,18 @@
 
 WHAT is one of: sources, stages, networks, decoders, outputs, sinks, motors (default: all). Every entry is
 read from the registry the launch file is checked against (pipeline.app.sources.SOURCE_KEYS,
-pipeline.stages.STAGES, pipeline.snn.builders.BUILDERS, pipeline.decoders.DECODERS, the bin-level decoders,
-the [output] mappings, the sinks and the motor drivers), so the list is what the code accepts.
+pipeline.stages.STAGES, pipeline.snn.builders.BUILDERS, pipeline.decoders.DECODERS and the classifier, the
+bin-level decoders, the [output] mappings, the sinks and the motor drivers), so the list is what the code
+accepts. Every key reads ``key: <what a launch file gives>, required | optional | default <TOML value>: help``
+in the launch schema's words (pipeline.core.schema); keys read from a class or function signature take
+their help from its docstring's ``name: help`` lines.
 """
 from __future__ import annotations
 
 import inspect
 import json
+
+from pipeline.core.schema import REQUIRED, annotation_expectation, default_text, parameter_help, toml_value
 
 CATEGORIES = ("sources", "stages", "networks", "decoders", "outputs", "sinks", "motors")
 
@@ -22,22 +27,25 @@ def register(subparsers, summary: str) -> None:
 
 
 def _key_text(key) -> str:
-    """A pipeline.core.schema.Key as ``<expectation> (default X): help``."""
-    from pipeline.core.schema import REQUIRED
+    """A pipeline.core.schema.Key as ``<expectation>, <default>: help``."""
+    return _line(key.expectation(), default_text(key.default, key.default is REQUIRED), key.help)
 
-    default = "required" if key.default is REQUIRED else f"default {json.dumps(key.default, default=str)}"
-    return f"{key.expectation()}, {default}" + (f": {key.help}" if key.help else "")
+
+def _line(expectation: str, default: str, help_text: str, unit: str = "") -> str:
+    """One key as every category shows it: ``an integer (px), default 0: help``."""
+    return f"{expectation}{f' ({unit})' if unit else ''}, {default}" + (f": {help_text}" if help_text else "")
 
 
 def _signature_keys(cls, skip: tuple[str, ...]) -> dict[str, str]:
-    """Keyword parameters of a registry class as ``{name: "type, default X"}``."""
+    """Keyword parameters of a registry class (``__init__`` annotations; help from the ``name: help``
+    lines of the class docstring, pipeline.core.schema.parameter_help) as ``{name: "expectation, default: help"}``."""
+    helps = parameter_help(cls.__doc__)
     out = {}
     for name, p in inspect.signature(cls.__init__).parameters.items():
         if name in ("self", *skip) or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             continue
-        kind = p.annotation if p.annotation is not p.empty else "list"
-        default = "required" if p.default is p.empty else f"default {p.default!r}"
-        out[name] = f"{kind}, {default}"
+        kind = annotation_expectation(p.annotation if isinstance(p.annotation, str) else p.annotation.__name__)
+        out[name] = _line(kind, default_text(p.default, p.default is p.empty), helps.get(name, ""))
     return out
 
 
@@ -49,7 +57,7 @@ def catalogue() -> dict[str, dict[str, dict]]:
     """{category: {name: {"about": one line, "keys": {key: description}}}} from the registries."""
     from devices.motors import PROTOCOLS
     from devices.motors.registry import driver_class
-    from pipeline.app.launch import BIN_DECODER_KEYS, OUTPUT_KEYS, SINK_KEYS
+    from pipeline.app.launch import BIN_DECODER_KEYS, CLASSIFIER_KEYS, OUTPUT_KEYS, SINK_KEYS
     from pipeline.app.sources import SOURCE_KEYS
     from pipeline.decoders import DECODERS
     from pipeline.decoders.bci.factory import DECODER_KINDS
@@ -60,16 +68,19 @@ def catalogue() -> dict[str, dict[str, dict]]:
     for name, config in sorted(STAGES.items()):
         info = config.describe()
         stages[name] = {"about": info.summary, "keys": {
-            p.name: f"{p.type}{' (' + p.unit + ')' if p.unit else ''}, "
-                    f"{'required' if p.required else f'default {p.default!r}'}: {p.help}" for p in info.params}}
+            p.name: _line(p.expectation, default_text(p.default, p.required), p.help, p.unit) for p in info.params}}
     decoders = {name: {"about": "spike decoder (with a [network]): " + _first_line(cls),
                        "keys": _signature_keys(cls, ("n_outputs",))} for name, cls in sorted(DECODERS.items())}
+    decoders["classifier"] = {"about": "spike decoder (with a [network] file = a model .npz and a samples source): "
+                                       "a class per sample, decided early once the evidence is enough",
+                               "keys": {k: _key_text(v) for k, v in CLASSIFIER_KEYS.items()}}
+    decoders = dict(sorted(decoders.items()))
     bin_keys = {k: _key_text(v) for k, v in BIN_DECODER_KEYS.items() if k != "type"}
     for kind in DECODER_KINDS:
         decoders[kind] = {"about": "bin-level decoder (neural sources, no [network]): type = "
-                                   f"{kind!r} fitted at start, or model = a fitted .npz", "keys": bin_keys}
+                                   f"{toml_value(kind)} fitted at start, or model = a fitted .npz", "keys": bin_keys}
     return {
-        "sources": {name: {"about": f"[source] type = {name!r}", "keys": {k: _key_text(v) for k, v in keys.items()}}
+        "sources": {name: {"about": f"[source] type = {toml_value(name)}", "keys": {k: _key_text(v) for k, v in keys.items()}}
                     for name, keys in SOURCE_KEYS.items()},
         "stages": stages,
         "networks": {name: {"about": builder.doc, "keys": {k: _key_text(v) for k, v in builder.params.items()}}
@@ -77,7 +88,7 @@ def catalogue() -> dict[str, dict[str, dict]]:
         "decoders": decoders,
         "outputs": {name: {"about": "[output] of a bin-level decoder: decoded kinematics -> command",
                            "keys": {k: _key_text(v) for k, v in keys.items()}} for name, keys in OUTPUT_KEYS.items()},
-        "sinks": {name: {"about": f"[sinks.<label>] type = {name!r}", "keys": {k: _key_text(v) for k, v in keys.items()}}
+        "sinks": {name: {"about": f"[sinks.<label>] type = {toml_value(name)}", "keys": {k: _key_text(v) for k, v in keys.items()}}
                   for name, keys in SINK_KEYS.items()},
         "motors": {name: {"about": "[sinks.<label>.driver] options of this protocol (spikeloop motor --opt)",
                           "keys": _signature_keys(driver_class(name), ("ids",))} for name in sorted(PROTOCOLS)},
