@@ -131,3 +131,43 @@ def test_resume_continues_exactly_and_refuses_another_shape(tmp_path, data_dir):
     garbage.write_bytes(b"not a checkpoint")
     bad = train(tmp_path, data_dir, "--resume", str(garbage), "--out", str(tmp_path / "g.npz"))
     assert bad.returncode == 2 and "garbage.npz" in bad.stderr and not (tmp_path / "g.npz").exists()
+
+
+def test_grad_clip_scales_the_global_norm_down_to_the_limit():
+    from pipeline.train.bptt import clip_grad_norm
+
+    rng = np.random.default_rng(3)
+    grads = {"w0": rng.normal(0, 2, (5, 7)).astype(np.float32), "r0": rng.normal(0, 1, (7, 7)).astype(np.float32)}
+    before = {k: v.copy() for k, v in grads.items()}
+    whole = np.linalg.norm(np.concatenate([g.ravel().astype(np.float64) for g in before.values()]))
+    assert clip_grad_norm(grads, 0.0) == pytest.approx(whole, rel=1e-12)          # 0: only measured
+    assert clip_grad_norm(grads, whole * 2) == pytest.approx(whole, rel=1e-12)    # under the limit: untouched
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], before[k])
+    assert clip_grad_norm(grads, 1.5) == pytest.approx(whole, rel=1e-12)
+    after = np.linalg.norm(np.concatenate([g.ravel().astype(np.float64) for g in grads.values()]))
+    assert after == pytest.approx(1.5, rel=1e-6)
+    for k in grads:                                                                # same direction, one scale
+        np.testing.assert_allclose(grads[k], before[k] * (1.5 / whole), rtol=1e-6)
+        assert grads[k].dtype == np.float32
+
+
+@pytest.mark.slow
+def test_grad_clip_in_training_counts_clipped_batches_and_a_loose_limit_changes_nothing(tmp_path, data_dir):
+    def history(name):
+        with np.load(tmp_path / f"{name}.ckpt.npz") as state:
+            return json.loads(str(state["history"]))
+
+    runs = {"none": [], "loose": ["--set", "train.grad_clip=1e9"], "tight": ["--set", "train.grad_clip=1e-6"]}
+    for name, extra in runs.items():
+        result = train(tmp_path, data_dir, "--set", "train.epochs=2", *extra, "--out", str(tmp_path / f"{name}.npz"))
+        assert result.returncode == 0, result.stderr
+    batches = 2                                                                    # limit 16 / batch_size 8
+    assert [r["clipped_batches"] for r in history("none")] == [0, 0]
+    assert [r["clipped_batches"] for r in history("loose")] == [0, 0]
+    assert [r["clipped_batches"] for r in history("tight")] == [batches, batches]
+    assert all(r["grad_norm_median"] > 0 for r in history("none"))
+    none, loose, tight = (Network.load(tmp_path / f"{n}.npz") for n in runs)
+    for p, q, r in zip(none.projections, loose.projections, tight.projections):
+        np.testing.assert_array_equal(p.weights, q.weights)
+    assert any(not np.array_equal(p.weights, r.weights) for p, r in zip(none.projections, tight.projections))

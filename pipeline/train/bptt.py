@@ -3,10 +3,12 @@
 Config sections (``spikeloop train``; every key below with its default in :data:`SECTIONS`):
 
 * ``[train]`` epochs, batch_size, lr, weight_decay (AdamW, decoupled), lr_schedule ("constant" or
-  "cosine"), mode ("float": the float backend's dynamics; "loihi": quantization-aware training whose
-  forward is the loihi backend's integer dynamics, so the written network classifies every sample as
-  the trained model does), members (K > 1: K networks trained one after the other with seeds seed ...
-  seed + K - 1, written as one ensemble, pipeline.snn.ensemble: their output spikes summed per class).
+  "cosine"), grad_clip (a batch's gradient whose global L2 norm over every parameter exceeds this is scaled
+  down to it before the Adam step; each epoch's record has the median norm and the clipped batches), mode
+  ("float": the float backend's dynamics; "loihi": quantization-aware training whose forward is the loihi
+  backend's integer dynamics, so the written network classifies every sample as the trained model does),
+  members (K > 1: K networks trained one after the other with seeds seed ... seed + K - 1, written as one
+  ensemble, pipeline.snn.ensemble: their output spikes summed per class).
 * ``[data]`` train / test: labelled folders relative to $SPIKELOOP_DATA (or absolute), train_labels /
   test_labels: labels files (``sample class`` lines) relative to the same; test is optional. ``split``
   (FSDD names only): "official", "official_validation" (recordings 5-9 as the test set, 10 and up train)
@@ -79,6 +81,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "lr": Key("number", 2e-3, low=0, low_open=True, high=10, help="Adam learning rate"),
         "weight_decay": Key("number", 0.0, low=0, high=1, help="decoupled weight decay per step (AdamW)"),
         "lr_schedule": Key("str", "cosine", choices=("constant", "cosine"), help="learning-rate schedule"),
+        "grad_clip": Key("number", 0.0, low=0, help="largest global L2 norm of a batch's gradient: a larger one is "
+                                                   "scaled down to it (0: no clipping)"),
         "mode": Key("str", "loihi", choices=("float", "loihi"), help="forward dynamics"),
         "limit": Key("int", 0, low=0, help="use only the first N training samples (0: all)"),
         "members": Key("int", 1, low=1, high=32, help="networks trained (seeds seed, seed + 1, ...) and written as "
@@ -556,7 +560,8 @@ def _train_member(config, run, data: _Data, model, adam, rng, step: int, first_e
     trained_samples = 0
     for epoch in range(first_epoch, tc["epochs"]):
         order = rng.permutation(n)
-        loss_sum = correct = seen = network_spikes = 0
+        loss_sum = correct = seen = network_spikes = clipped = 0
+        norms = []
         epoch_start = time.perf_counter()
         for start in range(0, n, batch):
             chosen = order[start:start + batch]
@@ -572,6 +577,9 @@ def _train_member(config, run, data: _Data, model, adam, rng, step: int, first_e
                                                              [p.n_steps for p in samples])
             grads = run_backward(layers, traces, (indptr, index, count), grad_s, grad_v, surrogate, lc["slope"],
                                  net["recurrent"])
+            norm = clip_grad_norm(grads, tc["grad_clip"])
+            norms.append(norm)
+            clipped += 0 < tc["grad_clip"] < norm
             step += 1
             lr = tc["lr"] if tc["lr_schedule"] == "constant" else \
                 tc["lr"] * 0.5 * (1 + math.cos(math.pi * min(step - 1, total_steps) / total_steps))
@@ -590,6 +598,7 @@ def _train_member(config, run, data: _Data, model, adam, rng, step: int, first_e
                              f"sample (raise [network] init_gain or lower vth)")
         record = {"epoch": offset + epoch + 1, "loss": loss_sum / seen, "accuracy": correct / seen,
                   "samples_per_s": seen / (time.perf_counter() - epoch_start)}
+        record.update(grad_norm_median=float(np.median(norms)), clipped_batches=clipped)
         if member is not None:
             record["member"] = member
         if data.test_p:
@@ -640,6 +649,18 @@ def evaluate_ensemble(members, network, presentations, labels) -> dict:
     return {"test_accuracy": float(np.mean(model == labels)), "member_test_accuracy": alone,
             f"{backend}_test_accuracy": float(np.mean(deployed == labels)),
             "runtime_agreement": float(np.mean(deployed == model))}
+
+
+def clip_grad_norm(grads: dict[str, np.ndarray], limit: float) -> float:
+    """The global L2 norm of ``grads`` (float64 sum of squares over every parameter); when ``limit`` > 0 and
+    the norm exceeds it, every gradient is scaled in place by ``limit / norm``. Returns the norm before."""
+    norm = math.sqrt(sum(float(np.dot(g.reshape(-1).astype(np.float64), g.reshape(-1).astype(np.float64)))
+                         for g in grads.values()))
+    if 0 < limit < norm:
+        scale = limit / norm
+        for name, g in grads.items():
+            grads[name] = (g * scale).astype(g.dtype, copy=False)
+    return norm
 
 
 def _adam(model: LifStack, adam: dict, grads: dict, step: int, lr: float, weight_decay: float) -> None:
