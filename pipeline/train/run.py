@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.core.npz import NpzError, load_npz
 from pipeline.core.schema import toml_value
 
 #: Keys of a checkpoint file that belong to the run, not to the method's state.
@@ -59,14 +60,16 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def load_checkpoint(path: str | Path, method: str) -> dict[str, np.ndarray]:
-    """The method state held by a checkpoint written by :meth:`TrainRun.checkpoint` (ValueError naming the
-    file when it is not one, or was written by another method)."""
+    """The method state held by a checkpoint written by :meth:`TrainRun.checkpoint`, read with bounded memory
+    (pipeline.core.npz: no array larger than its budget is allocated). ValueError naming the file when it is
+    not one, or was written by another method."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{path}: not a spikeloop train checkpoint ({error})") from None
+        arrays = load_npz(path)
+    except OSError as error:
+        raise ValueError(f"{path}: not a spikeloop train checkpoint ({error.strerror or error})") from None
+    except NpzError as error:
+        raise ValueError(f"{error} (not a spikeloop train checkpoint)") from None
     if "run_method" not in arrays:
         raise ValueError(f"{path}: not a spikeloop train checkpoint (no key 'run_method')")
     if str(arrays["run_method"]) != method:
