@@ -216,3 +216,73 @@ def test_a_network_below_member_min_accuracy_is_set_aside_and_the_next_seed_trai
     with pytest.raises(ValueError, match=r"member_min_accuracy: only 0 of 2 seeds \(1..2\) reached a training "
                                          r"accuracy of 0.99 \(last epochs: [0-9.]+ %, [0-9.]+ %\)"):
         module.fit(config, run)
+
+
+def _tiny_fit(tmp_path, name, sets=(), resume_state=None, stop_after=0):
+    """``[train] members = 3`` of 1 epoch on 20 clips with 8 hidden neurons and no test set (seconds)."""
+    method, module, config = load_config(ROOT / "launch" / "train_fsdd.toml", [
+        'data.split=""', "train.limit=20", "train.epochs=1", "train.members=3", "train.member_min_accuracy=0",
+        "train.batch_size=10", "network.hidden=[8]", *sets])
+    kwargs = dict(checkpoint_path=tmp_path / f"{name}.ckpt.npz")
+    if resume_state is not None:
+        kwargs.update(resume_state=resume_state, resume_path=tmp_path / "cut.ckpt.npz")
+    run = Interrupted(config["train"]["seed"], shared_data_dir(), method, config, stop_after=stop_after, **kwargs)
+    return module.fit(config, run)
+
+
+@pytest.fixture(scope="module")
+def cut_checkpoint(tmp_path_factory):
+    """The checkpoint of a 3-member run stopped after member 1's epoch (member 0 finished and kept)."""
+    tmp_path = tmp_path_factory.mktemp("cut")
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_fit(tmp_path, "cut", stop_after=2)
+    state = load_checkpoint(tmp_path / "cut.ckpt.npz", "bptt")
+    assert int(state["member"]) == 1 and state["kept"].tolist() == [0]
+    return state
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["train.seed=2"], r"key 'run_config': \[train\] seed is 1 in the checkpoint, 2 in this config"),
+    (["train.lr=0.01"], r"key 'run_config': \[train\] lr is 0.002 in the checkpoint, 0.01 in this config"),
+    (["train.member_min_accuracy=0.5"], r"key 'run_config': \[train\] member_min_accuracy is 0.0 in the checkpoint, 0.5"),
+    (["train.limit=30"], r"key 'run_config': \[train\] limit is 20 in the checkpoint, 30 in this config"),
+    # more epochs would continue member 1 for longer, but member 0 was trained with 1
+    (["train.epochs=2"], r"key 'run_config': \[train\] epochs is 1 in the checkpoint, 2 in this config \(.*its member\(s\) \[0\] "
+                         r"were trained with its \[train\] epochs\)"),
+    (["train.members=1"], r"key 'member': is 1 with finished members \[0\]: more than \[train\] members = 1"),
+])
+def test_a_checkpoint_resumed_with_another_config_is_refused_naming_the_key(tmp_path, cut_checkpoint, sets, message):
+    with pytest.raises(ValueError, match=r"cut\.ckpt\.npz: " + message):
+        _tiny_fit(tmp_path, "resumed", sets, resume_state=dict(cut_checkpoint))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("member", np.array([1, 2]), r"key 'member': must be an integer in \[0, 63\], got \[1, 2\]"),
+    ("member", np.array("x"), r"key 'member': must be an integer"),
+    ("kept", np.array([[0]]), r"key 'kept': must be a list of member indices"),
+    ("kept", np.array([0, 0]), r"key 'kept': is \[0, 0\] with key 'member' 1: expected distinct"),
+    ("epoch", np.array(-1), r"key 'epoch': must be an integer in \[0, 100000\], got -1"),
+    ("adam_step", np.array(1.5), r"key 'adam_step': must be an integer"),
+    ("rng", np.array('{"bit_generator": "MT19937"}'), r"key 'rng': not a PCG64 random state"),
+    ("history", np.array("[1, 2"), r"key 'history': not JSON"),
+    ("history", np.array("[1, 2]"), r"key 'history': expected a list of epoch records"),
+    ("param_w0", None, r"key 'param_w0': must hold finite numbers"),
+    ("done0_param_w1", None, r"key 'done0_param_w1': must hold finite numbers"),
+])
+def test_a_damaged_member_checkpoint_is_refused_naming_the_key(tmp_path, cut_checkpoint, key, value, message):
+    state = dict(cut_checkpoint)
+    if value is None:  # a weight array with a NaN
+        value = state[key].copy()
+        value.flat[0] = np.nan
+    state[key] = value
+    with pytest.raises(ValueError, match=r"cut\.ckpt\.npz: " + message):
+        _tiny_fit(tmp_path, "resumed", resume_state=state)
+
+
+def test_a_checkpoint_resumed_with_fewer_or_more_members_continues_as_that_run(tmp_path, cut_checkpoint):
+    """[train] members may change on resume while the finished members fit: the run is then the run with the
+    new count (member k is seed + k either way)."""
+    resumed = _tiny_fit(tmp_path, "resumed", ["train.members=2"], resume_state=dict(cut_checkpoint))
+    straight = _tiny_fit(tmp_path, "straight", ["train.members=2"])
+    for projection in straight.network.projections:
+        np.testing.assert_array_equal(resumed.network.projection(projection.name).weights, projection.weights)

@@ -124,7 +124,7 @@ def test_resume_continues_exactly_and_refuses_another_shape(tmp_path, data_dir):
         np.testing.assert_array_equal(p.weights, q.weights)
     other = train(tmp_path, data_dir, "--set", "network.hidden=[16]", "--resume", str(tmp_path / "one.ckpt.npz"),
                   "--out", str(tmp_path / "other.npz"), config=config)
-    assert other.returncode == 2 and "one.ckpt.npz" in other.stderr and "param_w0" in other.stderr
+    assert other.returncode == 2 and "one.ckpt.npz" in other.stderr and "[network] hidden is [24]" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "other.npz").exists()
     garbage = tmp_path / "garbage.npz"
