@@ -286,3 +286,27 @@ def test_a_checkpoint_resumed_with_fewer_or_more_members_continues_as_that_run(t
     straight = _tiny_fit(tmp_path, "straight", ["train.members=2"])
     for projection in straight.network.projections:
         np.testing.assert_array_equal(resumed.network.projection(projection.name).weights, projection.weights)
+
+
+def test_a_member_of_an_ensemble_of_ensembles_comes_back_as_it_went_in():
+    """member() of a member that is itself an ensemble: its projections into the output reach only part of the
+    slice, so they stay Sparse (made Dense over the whole slice, member k of it was every member at once)."""
+    shipped = Network.load(MODEL)
+    first, second = member(shipped, 0), member(shipped, 1)
+    inner = ensemble([first, second])
+    outer = ensemble([inner, first])
+    back = member(outer, 0)
+    assert back.n_outputs == 20 and back.readout.kind == "vote"
+    for k, original in enumerate((first, second)):
+        again = member(back, k)
+        assert again.n_outputs == 10 and again.readout.kind == "count"
+        assert [p.name for p in again.populations] == [p.name for p in original.populations]
+        for projection in original.projections:
+            n_pre, n_post = original.source_size(projection.source), original.source_size(projection.target)
+            np.testing.assert_array_equal(again.projection(projection.name).dense_weights(n_pre, n_post),
+                                          projection.dense_weights(n_pre, n_post))
+    overlapping = dataclasses.replace(inner, projections=inner.projections + (dataclasses.replace(
+        inner.projection("m1_fc1"), name="extra"),))
+    with pytest.raises(ValueError, match="ensemble member 1: its outputs 10..19 are also targets of projection "
+                                         "'extra'"):
+        member(overlapping, 1)
