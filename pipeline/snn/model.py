@@ -158,6 +158,9 @@ class Readout:
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
         if not self.classes:
             raise ValueError(f"{owner}: parameter 'classes' must name at least one class")
+        if len(set(self.classes)) != len(self.classes):
+            twice = next(c for i, c in enumerate(self.classes) if c in self.classes[:i])
+            raise ValueError(f"{owner}: parameter 'classes' names class {twice!r} twice (labels are matched by name)")
         if (self.kind == "assignment") != (self.assignment is not None):
             raise ValueError(f"{owner}: parameter 'assignment' is required with kind 'assignment' and only then")
         if self.assignment is not None:
@@ -209,5 +212,9 @@ class Readout:
         classes = arrays.get("readout_classes", np.array([], dtype=str))
         if classes.ndim != 1:
             raise ValueError(f"key 'readout_classes' must be 1-D, got shape {classes.shape}")
+        for key, kinds in (("readout_assignment", "iu"), ("readout_votes", "biuf")):
+            if key in arrays and arrays[key].size and arrays[key].dtype.kind not in kinds:
+                raise ValueError(f"key {key!r} must hold {'integers' if kinds == 'iu' else 'numbers'}, got dtype "
+                                 f"{arrays[key].dtype}")
         return cls(kind=str(arrays["readout_kind"]), classes=tuple(str(c) for c in classes),
                    assignment=arrays.get("readout_assignment"), votes=arrays.get("readout_votes"))
