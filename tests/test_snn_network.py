@@ -109,6 +109,25 @@ def test_a_damaged_key_is_one_error_naming_the_file_and_key(tmp_path, key, value
         Network.load(tmp_path / "bad.npz")
 
 
+def test_sizes_a_file_declares_are_bounded_before_anything_is_allocated(tmp_path):
+    """A population's size comes with one stored value per neuron (save() writes them so): a scalar parameter
+    with pop<i>_size = 10^12 would have allocated 8 TB (MemoryError) while reading; n_inputs is capped."""
+    network = mixed_network()
+    network.save(tmp_path / "net.npz")
+    with np.load(tmp_path / "net.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    ghost = dict(arrays, pop2_size=np.array(10**12), **{f"pop2_{k}": arrays[f"pop2_{k}"][:1].reshape(())
+                                                        for k in ("du", "dv", "vth", "bias_mant", "bias_exp",
+                                                                  "refractory")})
+    np.savez(tmp_path / "ghost.npz", **ghost)
+    with pytest.raises(ValueError, match=r"ghost\.npz: key 'pop2_du' must hold 1000000000000 values \(key "
+                                         r"'pop2_size'\), got shape \(\)"):
+        Network.load(tmp_path / "ghost.npz")
+    np.savez(tmp_path / "wide.npz", **dict(arrays, n_inputs=np.array(1 << 40)))
+    with pytest.raises(ValueError, match=r"wide\.npz: key 'n_inputs' is 1099511627776, expected 0\.\.16777216"):
+        Network.load(tmp_path / "wide.npz")
+
+
 def _neuron(network: Network, population: str, **changes) -> Network:
     """The network with some LIF parameters of one population changed."""
     return network.with_population(population, neuron=replace(network.population(population).neuron, **changes))

@@ -36,6 +36,9 @@ from pipeline.snn.model import InputSpec, Readout
 INPUT = "input"
 MAX_DELAY = 62
 FORMAT_VERSION = 1
+#: Most inputs a network file may declare (a runtime allocates per input): 2^24, 9x the grid of a 1280x720 event
+#: camera with both polarities. A population's size is bounded by the per-neuron arrays the file stores.
+MAX_FILE_INPUTS = 1 << 24
 LAYOUTS = ("chw", "xyc")
 
 _LOIHI_RANGES = {
@@ -670,19 +673,25 @@ class Network:
         version = int(scalar("format_version"))
         if version != FORMAT_VERSION:
             raise ValueError(f"{path}: key 'format_version' is {version}, expected {FORMAT_VERSION}")
+        n_inputs = int(scalar("n_inputs"))
+        if not 0 <= n_inputs <= MAX_FILE_INPUTS:  # a runtime allocates per input; a Conv2D stores no per-input data
+            raise ValueError(f"{path}: key 'n_inputs' is {n_inputs}, expected 0..{MAX_FILE_INPUTS}")
         try:
             populations = []
             for i, name in enumerate(vector("population_names", None, "U")):
                 prefix = f"pop{i}_"
                 kind = str(scalar(prefix + "kind", "U"))
-                if kind == "loihi":
-                    neuron = LoihiLIF(**{k: get(prefix + k) for k in _LOIHI_RANGES})
-                elif kind == "float":
-                    neuron = FloatLIF(**{k: get(prefix + k) for k in _FLOAT_FIELDS})
-                else:
+                size = int(scalar(prefix + "size"))
+                if kind not in ("loihi", "float"):
                     raise ValueError(f"{path}: key {prefix + 'kind'!r} is {kind!r}, expected 'loihi' or 'float'")
+                parameters = {k: get(prefix + k) for k in (_LOIHI_RANGES if kind == "loihi" else _FLOAT_FIELDS)}
+                for key, value in parameters.items():  # save() writes one value per neuron: a scalar would make
+                    if size > 0 and value.shape != (size,):  # the declared size alone decide the allocation
+                        raise ValueError(f"{path}: key {prefix + key!r} must hold {size} values (key "
+                                         f"{prefix + 'size'!r}), got shape {value.shape}")
+                neuron = (LoihiLIF if kind == "loihi" else FloatLIF)(**parameters)
                 probe_u, probe_v = (bool(b) for b in vector(prefix + "probe", (2,), "b"))
-                populations.append(Population(str(name), int(scalar(prefix + "size")), neuron, probe_u, probe_v))
+                populations.append(Population(str(name), size, neuron, probe_u, probe_v))
             projections = []
             for i, name in enumerate(vector("projection_names", None, "U")):
                 prefix = f"proj{i}_"
@@ -711,7 +720,7 @@ class Network:
                 else:
                     raise ValueError(f"{path}: key {prefix + 'kind'!r} is {kind!r}, expected one of {sorted(PROJECTION_KINDS)}")
             input_shape = vector("input_shape", (0, 3), "iu")
-            return cls(n_inputs=int(scalar("n_inputs")), populations=populations, projections=projections,
+            return cls(n_inputs=n_inputs, populations=populations, projections=projections,
                        output=str(scalar("output", "U")), dt_ms=float(scalar("dt_ms", "iuf")),
                        layout=str(scalar("layout", "U")) if "layout" in arrays else "chw",
                        input_spec=InputSpec.from_arrays(arrays), readout=Readout.from_arrays(arrays),
