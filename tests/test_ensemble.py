@@ -107,6 +107,14 @@ def test_ensemble_refuses_members_that_do_not_fit():
         model.projection("rec0"), name="back", source="output", weights=np.zeros((128, 10), np.int16)),))
     with pytest.raises(ValueError, match="member 1: projection 'back' reads the output population"):
         ensemble([model, feedback])
+    # a hidden population named "output" (the name member() gives the outputs back under) beside outputs "out"
+    rename = {"input": "input", "hidden0": "output", "output": "out"}
+    swapped = dataclasses.replace(
+        model, output="out", populations=[dataclasses.replace(p, name=rename[p.name]) for p in model.populations],
+        projections=[dataclasses.replace(p, source=rename[p.source], target=rename[p.target])
+                     for p in model.projections])
+    with pytest.raises(ValueError, match="member 1: population 'output' is not its output \\('out'\\)"):
+        ensemble([model, swapped])
 
 
 def test_command_map_sums_the_votes_of_an_ensemble():

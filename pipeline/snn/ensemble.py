@@ -60,6 +60,9 @@ def _check_members(members: Sequence[Network]) -> None:
                                  f"{getattr(first, field)!r}")
         if member.is_float != first.is_float:
             raise ValueError(f"{where}: mixes LoihiLIF and FloatLIF members")
+        if OUTPUT != member.output_name and any(p.name == OUTPUT for p in member.populations):
+            raise ValueError(f"{where}: population {OUTPUT!r} is not its output ({member.output_name!r}); member() "
+                             f"gives a member's outputs back under that name: rename it")
         for projection in member.projections:
             if projection.source == member.output_name:
                 raise ValueError(f"{where}: projection {projection.name!r} reads the output population (an "
