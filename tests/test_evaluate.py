@@ -227,7 +227,11 @@ def test_bad_input_is_one_line_and_exit_2(band_data, tmp_path):
     empty.mkdir()
     wrong_labels = tmp_path / "wrong.txt"
     wrong_labels.write_text("0 a\n1 b\n")
+    damaged = tmp_path / "damaged.npz"
+    with np.load(good) as data:
+        np.savez(damaged, **{**{k: data[k] for k in data.files}, "readout_classes": np.array(["a", "a", "c"])})
     cases = [
+        ((damaged, folder, "--labels", labels), "damaged.npz: readout: parameter 'classes' names class 'a' twice"),
         ((bare, folder, "--labels", labels), "no input_spec"),
         ((good, empty, "--labels", labels), "no recordings"),
         ((good, folder, "--labels", wrong_labels), "no label for"),
@@ -239,6 +243,7 @@ def test_bad_input_is_one_line_and_exit_2(band_data, tmp_path):
         assert done.returncode == 2, (args, done.stderr)
         lines = [line for line in done.stderr.splitlines() if line.startswith("spikeloop evaluate:")]
         assert len(lines) == 1 and expected in lines[0], (args, done.stderr)
+        assert lines[0].count(Path(args[0]).name) <= 1, lines[0]  # the model named once
         assert "Traceback" not in done.stderr and done.stdout == ""
 
 
