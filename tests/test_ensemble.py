@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from pipeline.app.commands.train import load_config
-from pipeline.app.launch import LaunchError, build_graph, load_launch
+from pipeline.app.launch import LaunchError, build_decoder, build_graph, load_launch
 from pipeline.decoders.command_map import CommandMap
 from pipeline.snn import build
 from pipeline.snn.ensemble import ensemble, member
+from pipeline.snn.model import Readout
 from pipeline.snn.network import Network
 from pipeline.train.present import present_file
 from pipeline.train.run import TrainRun, load_checkpoint
@@ -164,6 +165,26 @@ def test_a_decoder_that_reads_one_output_per_class_refuses_an_ensemble():
     spec = dataclasses.replace(load_launch(LAUNCH, sets=['loop.mode="fast"']), decoder=("wta", {}))
     with pytest.raises(LaunchError, match=r"\[decoder\] type: the model's 50 outputs vote for 10 classes"):
         build_graph(spec)
+
+
+def test_command_map_decides_classes_of_an_assignment_readout_not_output_neurons():
+    """A Diehl & Cook model (an "assignment" readout: 4 outputs for 2 classes) in a command_map launch: the
+    decoder was handed no table, took output neuron i for class i and mapped the commands by neuron. It now
+    takes the readout as a vote table (a class's evidence: its neurons' mean count), as evaluate decides."""
+    readout = Readout("assignment", classes=("go", "stop"), assignment=[1, 0, -1, 0])
+    np.testing.assert_array_equal(readout.vote_table(), [[0, 1], [0.5, 0], [0, 0], [0.5, 0]])
+    spec = load_launch(LAUNCH, sets=['decoder.boundary="output"', "decoder.gap_us=3000", "decoder.min_spikes=1",
+                                     'decoder.names=["go", "stop"]', "decoder.commands={0 = [1.0, 1.0], 1 = [0.0, 0.0]}"])
+    decoder, length = build_decoder(spec, 4, None, readout)
+    assert length == 2 and decoder.n_classes == 2
+    decoder.update(np.array([0, 1, 0, 1], np.uint8), 1000)  # two "go" neurons: mean count 1; "stop": 0
+    decoder.update(np.array([1, 0, 0, 0], np.uint8), 2000)  # "stop" neuron: mean count 1 -> go 1, stop 1
+    decoder.update(np.array([0, 1, 0, 0], np.uint8), 3000)  # go 1.5
+    np.testing.assert_array_equal(decoder.update(np.zeros(4, np.uint8), 6000), [1.0, 1.0])
+    assert decoder.decisions == [(6000, 0)]
+    spec = dataclasses.replace(spec, decoder=("wta", {}))
+    with pytest.raises(LaunchError, match=r"the model's 4 outputs vote for 2 classes \(its 'assignment' readout\)"):
+        build_decoder(spec, 4, None, readout)
 
 
 class Interrupted(TrainRun):

@@ -196,6 +196,20 @@ class Readout:
             raise ValueError(f"readout: {len(self.classes)} classes but the output population has {n_outputs} "
                              f"neurons (kind {self.kind!r} reads one neuron per class)")
 
+    def vote_table(self) -> np.ndarray | None:
+        """This readout as a float64 (n_outputs, n_classes) vote table (class evidence = spike counts @ table)
+        when it is one: "vote": its votes; "assignment": 1 / (neurons assigned to the class) for each assigned
+        neuron, so a class's evidence is its mean count; None for the others (one output per class, or a
+        membrane or timing rule)."""
+        if self.kind == "vote":
+            return self.votes
+        if self.kind != "assignment":
+            return None
+        table = np.zeros((self.assignment.size, len(self.classes)))
+        voters = np.flatnonzero(self.assignment >= 0)
+        table[voters, self.assignment[voters]] = 1.0
+        return table / np.maximum(table.sum(axis=0), 1.0)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"readout_kind": np.array(self.kind), "readout_classes": np.array(self.classes, dtype=str)}
         if self.assignment is not None:
