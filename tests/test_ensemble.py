@@ -295,6 +295,8 @@ def test_a_checkpoint_resumed_with_another_config_is_refused_naming_the_key(tmp_
     ("rng", np.array('{"bit_generator": "MT19937"}'), r"key 'rng': not a PCG64 random state"),
     ("history", np.array("[1, 2"), r"key 'history': not JSON"),
     ("history", np.array("[1, 2]"), r"key 'history': expected a list of epoch records"),
+    ("history", np.array("[]"), r"key 'history': holds 0 epoch record\(s\) of member 1 and none of \[0\]; key "
+                                r"'epoch' is 1 and key 'kept' \[0\]"),
     ("param_w0", None, r"key 'param_w0': must hold finite numbers"),
     ("done0_param_w1", None, r"key 'done0_param_w1': must hold finite numbers"),
 ])

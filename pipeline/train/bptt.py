@@ -493,6 +493,16 @@ def _new_model(config: dict, data: _Data, rng: np.random.Generator):
                     net["recurrent"], net["vth"], max_weight, rng, net["init_gain"], input_rate=float(active))
 
 
+def _check_history(run: TrainRun, history: list[dict], kept: list[int], member: int, epoch: int) -> None:
+    """A resumed history holds a record of every finished member and ``epoch`` of the member in training
+    (records without "member" belong to member 0: a one-network run's)."""
+    owners = [r.get("member", 0) for r in history]
+    missing = [a for a in kept if a not in owners]
+    if missing or owners.count(member) < epoch:
+        raise run.resume_error("history", f"holds {owners.count(member)} epoch record(s) of member {member} and none "
+                                          f"of {missing}; key 'epoch' is {epoch} and key 'kept' {kept}")
+
+
 def _resumed_kept(run: TrainRun, resumed: dict | None, first: int) -> list[int]:
     """The seed offsets of the finished members a checkpoint keeps (its key ``kept``; before it existed: every
     one before ``first``, the seed offset in training): distinct, increasing, below ``first``."""
@@ -562,6 +572,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
         adam, step, first_epoch = _zero_adam(model), 0, 0
         if attempt == first and resumed is not None:
             step, first_epoch, rng, history = _restore(run, resumed, model, adam)
+            _check_history(run, history, kept, attempt, first_epoch)
         done = {f"done{a}_param_{name}": value for a, m in zip(kept, models) for name, value in m.params.items()}
         done["kept"] = np.array(kept, dtype=np.int64)
         spent, trained = _train_member(config, run, data, model, adam, rng, step, first_epoch, history, readout_kind,
