@@ -974,6 +974,8 @@ def build_decoder(spec: LaunchSpec, n_outputs: int, runtime=None, readout=None):
         if "votes" not in inspect.signature(DECODERS[kind]).parameters:
             raise ctx.fail("type", f"the model's {n_outputs} outputs vote for {len(readout.classes)} classes (its "
                                    f"{readout.kind!r} readout); {kind!r} reads one output per class: use 'command_map'")
+        if "votes" in params:
+            raise ctx.fail("votes", f"the model's {readout.kind!r} readout gives the votes; remove this key")
         params = {**params, "votes": votes}
     try:
         probe, decoder = (DECODERS[kind](n_outputs=n_outputs, **params) for _ in range(2))
