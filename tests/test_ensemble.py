@@ -189,7 +189,7 @@ def test_command_map_decides_classes_of_an_assignment_readout_not_output_neurons
 
 def test_a_launch_votes_key_is_refused_when_the_model_gives_the_votes():
     """[decoder] votes beside an ensemble model was silently replaced by the model's table."""
-    spec = load_launch(LAUNCH, sets=["decoder.votes=[[1.0, 0.0]]"])
+    spec = load_launch(LAUNCH, sets=["decoder.votes=[[1.0, 0.0]]", 'decoder.boundary="output"'])
     with pytest.raises(LaunchError, match=r"\[decoder\] votes: the model's 'vote' readout gives the votes; remove "
                                           r"this key"):
         build_decoder(spec, 50, None, Network.load(MODEL).readout)
