@@ -318,6 +318,18 @@ def test_a_damaged_member_checkpoint_is_refused_naming_the_key(tmp_path, cut_che
         _tiny_fit(tmp_path, "resumed", resume_state=state)
 
 
+def test_a_checkpoint_written_before_a_config_key_existed_still_resumes(tmp_path, cut_checkpoint):
+    """Its config lacks the key (here [augment] level_db): not compared, so not a difference."""
+    import json
+
+    state = dict(cut_checkpoint)
+    config = json.loads(str(state["run_config"]))
+    del config["augment"]["level_db"]
+    state["run_config"] = np.array(json.dumps(config))
+    resumed = _tiny_fit(tmp_path, "resumed", resume_state=state)
+    assert resumed.metrics["members"] == 3
+
+
 def test_a_checkpoint_resumed_with_fewer_or_more_members_continues_as_that_run(tmp_path, cut_checkpoint):
     """[train] members may change on resume while the finished members fit: the run is then the run with the
     new count (member k is seed + k either way)."""

@@ -144,8 +144,8 @@ class TrainRun:
         """ValueError (:meth:`resume_error`, key ``run_config``) naming the first ``[section] key`` whose value
         in the resumed checkpoint's config differs from this run's, unless it is in ``may_change``
         ("section.key"); ``why`` is added to the message. A resumed run continues the checkpoint's training:
-        another seed, data or learning rate would silently mix two runs. Nothing to check without a resumed
-        checkpoint."""
+        another seed, data or learning rate would silently mix two runs. Keys the checkpoint's config lacks
+        (written before they existed) are not compared. Nothing to check without a resumed checkpoint."""
         if self._resume is None:
             return
         try:
@@ -156,10 +156,10 @@ class TrainRun:
             raise self.resume_error("run_config", "missing or not the JSON of a config (not a spikeloop train "
                                                   "checkpoint?)")
         current = json.loads(json.dumps(self.config, default=str, sort_keys=True))
-        for section in sorted(set(stored) | set(current)):
-            was_table, now_table = stored.get(section, {}), current.get(section, {})
-            for key in sorted(set(was_table) | set(now_table)):
-                was, now = was_table.get(key), now_table.get(key)
+        for section in sorted(stored):
+            was_table, now_table = stored[section], current.get(section, {})
+            for key in sorted(was_table):  # a key the checkpoint lacks did not exist when it was written
+                was, now = was_table[key], now_table.get(key)
                 if f"{section}.{key}" not in may_change and was != now:
                     raise self.resume_error("run_config", f"[{section}] {key} is {toml_value(was)} in the checkpoint, "
                                                           f"{toml_value(now)} in this config (a resumed run continues "
