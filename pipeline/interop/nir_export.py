@@ -77,6 +77,15 @@ def network_to_graph(network: Network):
     nodes = {"input": nir.Input(input_type={"input": input_shape})}
     edges = []
     factors = {}
+    populations = {p.name for p in network.populations}
+
+    def fresh(base: str) -> str:
+        """A node name no population and no node has yet (a population may be called "output" or "w0")."""
+        name = base
+        while name in populations or name in nodes:
+            name += "_"
+        return name
+
     grids = grid_shapes(network)
     for population in network.populations:
         node, factor = _neuron_node(nir, population, dt_ms, grids.get(population.name))
@@ -87,7 +96,7 @@ def network_to_graph(network: Network):
         if np.ndim(projection.delay):
             raise ValueError(f"{owner}: per-synapse delays are not expressible in NIR")
         factor = factors[projection.target]
-        name = f"w{i}"
+        name = fresh(f"w{i}")
         if isinstance(projection, Conv2D):
             out = projection.out_shape()
             per_channel = factor.reshape(out)[:, 0, 0]
@@ -101,21 +110,24 @@ def network_to_graph(network: Network):
             matrix = np.asarray(projection.dense_weights(n_pre, network.source_size(projection.target)), dtype=np.float64)
             nodes[name] = nir.Linear(weight=matrix / factor[:, None])
             if projection.source in grids:  # a (C, H, W) source is read in C order
-                nodes[f"{name}_flatten"] = nir.Flatten(input_type={"input": np.array(grids[projection.source])},
-                                                       start_dim=0, end_dim=-1)
-                edges.append(("input" if projection.source == INPUT else projection.source, f"{name}_flatten"))
-                edges.append((f"{name}_flatten", name))
+                flatten = fresh(f"{name}_flatten")
+                nodes[flatten] = nir.Flatten(input_type={"input": np.array(grids[projection.source])},
+                                             start_dim=0, end_dim=-1)
+                edges.append(("input" if projection.source == INPUT else projection.source, flatten))
+                edges.append((flatten, name))
         if (name, projection.target) not in edges and not any(e[1] == name for e in edges):
             edges.append(("input" if projection.source == INPUT else projection.source, name))
         if projection.delay:
-            nodes[f"{name}_delay"] = nir.Delay(delay=np.full(network.source_size(projection.target),
-                                                             projection.delay * dt_ms / 1000.0))
-            edges.append((name, f"{name}_delay"))
-            name = f"{name}_delay"
+            delay = fresh(f"{name}_delay")
+            nodes[delay] = nir.Delay(delay=np.full(network.source_size(projection.target),
+                                                   projection.delay * dt_ms / 1000.0))
+            edges.append((name, delay))
+            name = delay
         edges.append((name, projection.target))
     output = network.population(network.output_name)
-    nodes["output"] = nir.Output(output_type={"output": np.array([output.size])})
-    edges.append((output.name, "output"))
+    exit_node = fresh("output")
+    nodes[exit_node] = nir.Output(output_type={"output": np.array([output.size])})
+    edges.append((output.name, exit_node))
     return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
 
 
