@@ -302,3 +302,23 @@ def test_a_population_named_like_a_node_export_writes_still_round_trips(tmp_path
         qb = next(q for q in back.projections if (q.source, q.target) == (qa.source, qa.target))
         shape = (net.source_size(qa.source), net.source_size(qa.target))
         np.testing.assert_allclose(qb.dense_weights(*shape), qa.dense_weights(*shape), rtol=1e-9, atol=1e-12)
+
+
+def test_export_refuses_an_ensemble_whose_outputs_an_import_would_take_for_classes(tmp_path, capsys):
+    """Two float members of 3 classes as one ensemble: 6 outputs and a vote readout. Exported, it imported as
+    a 6-class count classifier; now refused, naming the readout."""
+    from pipeline.snn import INPUT, Dense, FloatLIF, Population
+    from pipeline.snn.ensemble import ensemble
+    from pipeline.snn.model import InputSpec, Readout
+
+    def member(seed):
+        rng = np.random.default_rng(seed)
+        return Network(n_inputs=4, populations=[Population("output", 3, FloatLIF(tau_mem_ms=20.0))],
+                       projections=[Dense(name="fc0", source=INPUT, target="output", weights=rng.normal(size=(3, 4)))],
+                       input_spec=InputSpec(sensor="cochlea", channels=4), readout=Readout("count", ("a", "b", "c")))
+
+    ensemble([member(0), member(1)]).save(tmp_path / "e.npz")
+    assert main(["export", str(tmp_path / "e.npz"), "--out", str(tmp_path / "e.nir")]) == 2
+    err = capsys.readouterr().err
+    assert "readout 'vote': its 6 outputs are not one per class" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e.nir").exists()

@@ -9,7 +9,8 @@ filter and no leak -> IF(r=1); no synaptic filter -> LIF(tau = dt / (1 - v decay
 the target's input factor (what the importer multiplies), followed by a Delay node when it has a
 delay. So ``import(export(net))`` gives the same network up to float rounding. Not expressible in NIR,
 hence an error naming the population or projection: refractory periods, a bias on a non-leaky
-population, per-synapse delays, LoihiLIF networks (convert to float first).
+population, per-synapse delays, LoihiLIF networks (convert to float first), and a "vote" or "assignment"
+readout (an ensemble's, whose outputs an import would take for classes).
 """
 from __future__ import annotations
 
@@ -72,6 +73,11 @@ def network_to_graph(network: Network):
 
     if not network.is_float:
         raise ValueError("export needs a float (FloatLIF) network; LoihiLIF networks have no NIR form here")
+    readout = network.readout
+    if readout is not None and readout.kind in ("vote", "assignment"):
+        raise ValueError(f"readout {readout.kind!r}: its {network.n_outputs} outputs are not one per class, and NIR "
+                         f"cannot carry the table (spikeloop import would read {network.n_outputs} classes); an "
+                         f"ensemble's members export one by one (pipeline.snn.ensemble.member)")
     dt_ms = float(network.dt_ms)
     input_shape = np.array(network.input_shape if network.input_shape is not None else (network.n_inputs,))
     nodes = {"input": nir.Input(input_type={"input": input_shape})}
