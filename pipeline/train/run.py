@@ -146,10 +146,10 @@ class TrainRun:
         ("section.key"); ``why`` is added to the message. A resumed run continues the checkpoint's training:
         another seed, data or learning rate would silently mix two runs. Keys the checkpoint's config lacks
         (written before they existed) are not compared. Nothing to check without a resumed checkpoint."""
-        if self._resume is None:
+        if self._resume is None or "run_config" not in self._resume:  # none, or written before configs were kept
             return
         try:
-            stored = json.loads(str(self._resume.get("run_config", "")))
+            stored = json.loads(str(self._resume["run_config"]))
         except json.JSONDecodeError:
             stored = None
         if not isinstance(stored, dict) or not all(isinstance(table, dict) for table in stored.values()):
