@@ -90,8 +90,15 @@ def test_a_member_comes_back_out_of_the_ensemble_as_it_went_in():
             assert back.projection(projection.name).weight_exp == projection.weight_exp
         for name, value in original.population("output").neuron.arrays("o", 10).items():
             np.testing.assert_array_equal(back.population("output").neuron.arrays("o", 10)[name], value)
-    with pytest.raises(ValueError, match="no ensemble member 3"):
+    with pytest.raises(ValueError, match=r"no ensemble member 3 \(it holds members 0, 1, 2;"):
         member(merged, 3)
+    with pytest.raises(ValueError, match=r"no ensemble member -1 \(it holds members 0, 1, 2;"):
+        member(merged, -1)
+    with pytest.raises(ValueError, match=r"no ensemble member 0 \(it is not an ensemble;"):
+        member(first, 0)
+    for k in ("1", 1.0, True):  # "m1_" would match the string; True printed as "mTrue_*"
+        with pytest.raises(ValueError, match="k must be an integer"):
+            member(merged, k)
 
 
 def test_ensemble_refuses_members_that_do_not_fit():

@@ -20,6 +20,7 @@ cost per step is the members' costs added.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Sequence
 
 import numpy as np
@@ -137,11 +138,17 @@ def member(network: Network, k: int) -> Network:
     projections into it again where they reach every output of the slice with one scalar delay, else Sparse
     ones) and its readout (count when its votes are one per class). ValueError when the network holds no member
     ``k``, or when another projection reaches member ``k``'s outputs."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"ensemble member: k must be an integer, got {k!r}")
     prefix = f"m{k}_"
     into_output = [p for p in network.projections if p.name.startswith(prefix) and p.target == network.output_name]
     if not into_output or network.readout is None or network.readout.kind != "vote":
-        raise ValueError(f"the network holds no ensemble member {k} (expected projections named {prefix}* into "
-                         f"{network.output_name!r} and a vote readout)")
+        held = sorted({int(m.group(1)) for p in network.projections if p.target == network.output_name
+                       for m in [re.match(r"m(\d+)_", p.name)] if m})
+        holds = f"it holds members {', '.join(map(str, held))}" if held and network.readout is not None \
+            and network.readout.kind == "vote" else "it is not an ensemble"
+        raise ValueError(f"the network holds no ensemble member {k} ({holds}; expected projections named {prefix}* "
+                         f"into {network.output_name!r} and a vote readout)")
     n_out = network.n_outputs
     targets = np.concatenate([p.synapses(network.source_size(p.source), n_out)[1] for p in into_output])
     if not targets.size:
