@@ -181,7 +181,8 @@ def test_command_map_decides_classes_of_an_assignment_readout_not_output_neurons
     readout = Readout("assignment", classes=("go", "stop"), assignment=[1, 0, -1, 0])
     np.testing.assert_array_equal(readout.vote_table(), [[0, 1], [0.5, 0], [0, 0], [0.5, 0]])
     spec = load_launch(LAUNCH, sets=['decoder.boundary="output"', "decoder.gap_us=3000", "decoder.min_spikes=1",
-                                     'decoder.names=["go", "stop"]', "decoder.commands={0 = [1.0, 1.0], 1 = [0.0, 0.0]}"])
+                                     'decoder.names=["go", "stop"]',
+                                     "decoder.commands={0 = [1.0, 1.0], 1 = [0.0, 0.0]}"])
     decoder, length = build_decoder(spec, 4, None, readout)
     assert length == 2 and decoder.n_classes == 2
     decoder.update(np.array([0, 1, 0, 1], np.uint8), 1000)  # two "go" neurons: mean count 1; "stop": 0
@@ -288,11 +289,12 @@ def cut_checkpoint(tmp_path_factory):
 @pytest.mark.parametrize("sets, message", [
     (["train.seed=2"], r"key 'run_config': \[train\] seed is 1 in the checkpoint, 2 in this config"),
     (["train.lr=0.01"], r"key 'run_config': \[train\] lr is 0.002 in the checkpoint, 0.01 in this config"),
-    (["train.member_min_accuracy=0.5"], r"key 'run_config': \[train\] member_min_accuracy is 0.0 in the checkpoint, 0.5"),
+    (["train.member_min_accuracy=0.5"],
+     r"key 'run_config': \[train\] member_min_accuracy is 0.0 in the checkpoint, 0.5"),
     (["train.limit=30"], r"key 'run_config': \[train\] limit is 20 in the checkpoint, 30 in this config"),
     # more epochs would continue member 1 for longer, but member 0 was trained with 1
-    (["train.epochs=2"], r"key 'run_config': \[train\] epochs is 1 in the checkpoint, 2 in this config \(.*its member\(s\) \[0\] "
-                         r"were trained with its \[train\] epochs\)"),
+    (["train.epochs=2"], (r"key 'run_config': \[train\] epochs is 1 in the checkpoint, 2 in this config \(.*its "
+                          r"member\(s\) \[0\] were trained with its \[train\] epochs\)")),
     (["train.members=1"], r"key 'member': is 1 with finished members \[0\]: more than \[train\] members = 1"),
 ])
 def test_a_checkpoint_resumed_with_another_config_is_refused_naming_the_key(tmp_path, cut_checkpoint, sets, message):
@@ -310,8 +312,8 @@ def test_a_checkpoint_resumed_with_another_config_is_refused_naming_the_key(tmp_
     ("rng", np.array('{"bit_generator": "MT19937"}'), r"key 'rng': not a PCG64 random state"),
     ("history", np.array("[1, 2"), r"key 'history': not JSON"),
     ("history", np.array("[1, 2]"), r"key 'history': expected a list of epoch records"),
-    ("history", np.array("[]"), r"key 'history': holds 0 epoch record\(s\) of member 1 and none of \[0\]; key "
-                                r"'epoch' is 1 and key 'kept' \[0\]"),
+    ("history", np.array("[]"), (r"key 'history': holds 0 epoch record\(s\) of member 1 and none of \[0\]; key "
+                                 r"'epoch' is 1 and key 'kept' \[0\]")),
     ("param_w0", None, r"key 'param_w0': must hold finite numbers"),
     ("done0_param_w1", None, r"key 'done0_param_w1': must hold finite numbers"),
 ])

@@ -169,11 +169,11 @@ def test_notes_say_when_a_class_gets_no_votes_and_when_loihi_neurons_run_on_floa
     _, notes = prepare(band_network(kind="vote", votes=votes), "loihi")
     assert notes == ["class(es) c get no vote from any output neuron (readout 'vote'): the model never decides them"]
     _, notes = prepare(band_network(kind="assignment", assignment=[1, 1, -1]), "loihi")
-    assert notes == ["class(es) a, c get no vote from any output neuron (readout 'assignment'): the model never "
-                     "decides them"]
+    assert notes == [("class(es) a, c get no vote from any output neuron (readout 'assignment'): the model never "
+                      "decides them")]
     _, notes = prepare(band_network(), "float")
-    assert notes == ["a LoihiLIF network on the float backend: its dynamics without Loihi's integer rounding, not "
-                     "what it computes on the chip (--backend loihi)"]
+    assert notes == [("a LoihiLIF network on the float backend: its dynamics without Loihi's integer rounding, not "
+                      "what it computes on the chip (--backend loihi)")]
     assert prepare(band_network(), "loihi")[1] == [] and prepare(band_network(True), "float")[1] == []
 
 

@@ -92,8 +92,8 @@ def test_load_errors_name_the_file_and_key(tmp_path):
     ("dt_ms", np.array(np.inf), r"network: parameter 'dt_ms' must be a finite number > 0, got inf"),
     ("output", np.array("nowhere"), r"network: parameter 'output' must name a population"),
     ("readout_votes", np.array([["1", "0"]] * 4), r"key 'readout_votes' must hold numbers, got dtype <U1"),
-    ("readout_assignment", np.array([0.5, 1.0, 0.0, 1.0]), r"key 'readout_assignment' must hold integers, got dtype "
-                                                            r"float64"),
+    ("readout_assignment", np.array([0.5, 1.0, 0.0, 1.0]),
+     r"key 'readout_assignment' must hold integers, got dtype float64"),
     ("readout_classes", np.array(["a", "a"]), r"readout: parameter 'classes' names class 'a' twice"),
 ])
 def test_a_damaged_key_is_one_error_naming_the_file_and_key(tmp_path, key, value, message):
@@ -148,8 +148,8 @@ def _neuron(network: Network, population: str, **changes) -> Network:
     (lambda n: n.with_projection("conv", in_shape=(2, 6, 5)), r"projection 'conv': parameter 'in_shape'"),
     (lambda n: n.with_projection("sparse", indices=n.projection("sparse").indices + 100), r"projection 'sparse': parameter 'indices'"),
     (lambda n: n.with_projection("rec", weights=np.full((20, 20), 0.5)), r"projection 'rec': parameter 'weights' must be integers"),
-    (lambda n: replace(n, output="nowhere"), r"network: parameter 'output' must name a population \['c', 'h', 'o'\], "
-                                             r"got 'nowhere'"),
+    (lambda n: replace(n, output="nowhere"), (r"network: parameter 'output' must name a population "
+                                              r"\['c', 'h', 'o'\], got 'nowhere'")),
     (lambda n: replace(n, dt_ms=np.inf), r"network: parameter 'dt_ms' must be a finite number > 0, got inf"),
 ])
 def test_bad_parameters_raise_value_errors_naming_owner_and_parameter(change, message):

@@ -12,8 +12,9 @@ from a reset network, so the results do not depend on the split and come back in
 
 Learning rules are removed before running (an evaluation never changes the weights); a float network asked
 to run on the loihi backend is converted with :func:`pipeline.snn.convert.to_loihi` (:func:`prepare` says
-so, and notes a LoihiLIF network run on the float backend and classes the readout never decides). Errors are :class:`ModelError` (the model cannot classify: what is missing and how to add it) or
-ValueError naming the recording.
+so, and notes a LoihiLIF network run on the float backend and classes the readout never decides). Errors
+are :class:`ModelError` (the model cannot classify: what is missing and how to add it) or ValueError naming
+the recording.
 """
 from __future__ import annotations
 
