@@ -162,6 +162,21 @@ def test_workers_give_the_results_of_one_process(tmp_path):
     assert [(r.path, r.early, r.end) for r in one.results] == [(r.path, r.early, r.end) for r in two.results]
 
 
+def test_notes_say_when_a_class_gets_no_votes_and_when_loihi_neurons_run_on_float():
+    """A vote table with a zero column (a hand-edited ensemble file) or an assignment naming no neuron for a
+    class: that class can never be decided, which the notes say; so is a LoihiLIF model on the float backend."""
+    votes = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0]])
+    _, notes = prepare(band_network(kind="vote", votes=votes), "loihi")
+    assert notes == ["class(es) c get no vote from any output neuron (readout 'vote'): the model never decides them"]
+    _, notes = prepare(band_network(kind="assignment", assignment=[1, 1, -1]), "loihi")
+    assert notes == [("class(es) a, c get no vote from any output neuron (readout 'assignment'): the model never "
+                      "decides them")]
+    _, notes = prepare(band_network(), "float")
+    assert notes == [("a LoihiLIF network on the float backend: its dynamics without Loihi's integer rounding, not "
+                      "what it computes on the chip (--backend loihi)")]
+    assert prepare(band_network(), "loihi")[1] == [] and prepare(band_network(True), "float")[1] == []
+
+
 def test_learning_rules_and_missing_descriptions(tmp_path):
     bare = dataclasses.replace(band_network(), readout=None)
     with pytest.raises(ModelError, match="no readout"):
@@ -212,7 +227,11 @@ def test_bad_input_is_one_line_and_exit_2(band_data, tmp_path):
     empty.mkdir()
     wrong_labels = tmp_path / "wrong.txt"
     wrong_labels.write_text("0 a\n1 b\n")
+    damaged = tmp_path / "damaged.npz"
+    with np.load(good) as data:
+        np.savez(damaged, **{**{k: data[k] for k in data.files}, "readout_classes": np.array(["a", "a", "c"])})
     cases = [
+        ((damaged, folder, "--labels", labels), "damaged.npz: readout: parameter 'classes' names class 'a' twice"),
         ((bare, folder, "--labels", labels), "no input_spec"),
         ((good, empty, "--labels", labels), "no recordings"),
         ((good, folder, "--labels", wrong_labels), "no label for"),
@@ -224,6 +243,7 @@ def test_bad_input_is_one_line_and_exit_2(band_data, tmp_path):
         assert done.returncode == 2, (args, done.stderr)
         lines = [line for line in done.stderr.splitlines() if line.startswith("spikeloop evaluate:")]
         assert len(lines) == 1 and expected in lines[0], (args, done.stderr)
+        assert lines[0].count(Path(args[0]).name) <= 1, lines[0]  # the model named once
         assert "Traceback" not in done.stderr and done.stdout == ""
 
 

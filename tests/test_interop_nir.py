@@ -276,3 +276,49 @@ def test_single_lif_on_the_loihi_backend_spikes_with_lavas_fixed_point_run(nir_d
     np.testing.assert_array_equal(np.flatnonzero(trace["1_s"][0]), np.flatnonzero(lava[:, 2]))
     threshold = int(np.ravel(network.populations[0].neuron.vth)[0]) << 6
     assert np.abs(trace["1_v"][0] / threshold - lava[:, 1] / (25 << 6)).max() < 0.01
+
+
+def test_a_population_named_like_a_node_export_writes_still_round_trips(tmp_path):
+    """spikeloop train names its output population "output" (and a user may call one "w0"): export named its
+    Output node "output" too (overwriting the population, and the file no longer imported: "No output nodes
+    found") and its first projection's node "w0". Node names now never take a population's."""
+    import nir
+
+    from pipeline.snn import INPUT, Dense, FloatLIF, Population
+
+    rng = np.random.default_rng(3)
+    neuron = FloatLIF(tau_syn_ms=5.0, tau_mem_ms=20.0, threshold=1.0)
+    net = Network(n_inputs=4, populations=[Population("w0", 6, neuron), Population("output", 3, neuron)],
+                  projections=[Dense(name="fc0", source=INPUT, target="w0", weights=rng.normal(size=(6, 4))),
+                               Dense(name="fc1", source="w0", target="output", weights=rng.normal(size=(3, 6)),
+                                     delay=2)])
+    net.save(tmp_path / "a.npz")
+    assert main(["export", str(tmp_path / "a.npz"), "--out", str(tmp_path / "m.nir")]) == 0
+    nir.read(str(tmp_path / "m.nir"))
+    assert main(["import", str(tmp_path / "m.nir"), "--out", str(tmp_path / "b.npz"), "--dt-us", "1000"]) == 0
+    back = Network.load(tmp_path / "b.npz")
+    assert [p.name for p in back.populations] == ["w0", "output"] and back.output_name == "output"
+    for qa in net.projections:
+        qb = next(q for q in back.projections if (q.source, q.target) == (qa.source, qa.target))
+        shape = (net.source_size(qa.source), net.source_size(qa.target))
+        np.testing.assert_allclose(qb.dense_weights(*shape), qa.dense_weights(*shape), rtol=1e-9, atol=1e-12)
+
+
+def test_export_refuses_an_ensemble_whose_outputs_an_import_would_take_for_classes(tmp_path, capsys):
+    """Two float members of 3 classes as one ensemble: 6 outputs and a vote readout. Exported, it imported as
+    a 6-class count classifier; now refused, naming the readout."""
+    from pipeline.snn import INPUT, Dense, FloatLIF, Population
+    from pipeline.snn.ensemble import ensemble
+    from pipeline.snn.model import InputSpec, Readout
+
+    def member(seed):
+        rng = np.random.default_rng(seed)
+        return Network(n_inputs=4, populations=[Population("output", 3, FloatLIF(tau_mem_ms=20.0))],
+                       projections=[Dense(name="fc0", source=INPUT, target="output", weights=rng.normal(size=(3, 4)))],
+                       input_spec=InputSpec(sensor="cochlea", channels=4), readout=Readout("count", ("a", "b", "c")))
+
+    ensemble([member(0), member(1)]).save(tmp_path / "e.npz")
+    assert main(["export", str(tmp_path / "e.npz"), "--out", str(tmp_path / "e.nir")]) == 2
+    err = capsys.readouterr().err
+    assert "readout 'vote': its 6 outputs are not one per class" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e.nir").exists()

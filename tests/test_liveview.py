@@ -237,3 +237,18 @@ def test_recording_reads_back_in_dv_processing(open_graph, recording, tmp_path, 
     assert len(written) == view.recorded_events == 111_954
     np.testing.assert_array_equal(written, shown)
     np.testing.assert_array_equal(written, dv_events(recording))
+
+
+def test_an_output_neuron_that_votes_for_no_class_is_labelled_so():
+    """A command_map with a vote table (an ensemble, or an assignment readout whose neuron 2 was assigned no
+    class): neuron 2's row is all zero; it was labelled with class 0 ("'go' cmd")."""
+    from types import SimpleNamespace
+
+    from pipeline.app.liveview import neuron_labels
+    from pipeline.decoders.command_map import CommandMap
+
+    decoder = CommandMap(4, {"0": [1.0], "1": [0.0]}, boundary="output", names=["go", "stop"],
+                         votes=[[0, 1], [0.5, 0], [0, 0], [0.5, 0]])
+    network = SimpleNamespace(output_name="out", n_outputs=4)
+    assert neuron_labels(network, decoder) == ["out 0 'stop' cmd", "out 1 'go' cmd", "out 2 (no vote)",
+                                               "out 3 'go' cmd"]

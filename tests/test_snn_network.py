@@ -78,6 +78,56 @@ def test_load_errors_name_the_file_and_key(tmp_path):
         Network.load(tmp_path / "junk.npz")
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("proj0_ends", np.array(["input", "c", "h"]), r"key 'proj0_ends' must hold 2 values, got <U5 of shape \(3,\)"),
+    ("pop1_probe", np.array([True]), r"key 'pop1_probe' must hold 2 values"),
+    ("format_version", np.array("one"), r"key 'format_version' must be one integer"),
+    ("pop0_size", np.array([72, 72]), r"key 'pop0_size' must be one integer, got int64 of shape \(2,\)"),
+    ("pop0_kind", np.array(["loihi", "loihi"]), r"key 'pop0_kind' must be one text"),
+    ("proj1_weight_exp", np.array(1.5), r"key 'proj1_weight_exp' must be one integer"),
+    ("proj1_prepare_weights", np.array([True, False]), r"key 'proj1_prepare_weights' must be one value"),
+    ("proj0_geometry", np.array(["2"] * 7), r"key 'proj0_geometry' must hold 7 or 10 values, got <U1"),
+    ("population_names", np.array([["c", "h", "o"]]), r"key 'population_names' must hold a list of values"),
+    ("input_shape", np.array([2.0, 6.0, 6.0]), r"key 'input_shape' must hold 0 or 3 values, got float64"),
+    ("dt_ms", np.array(np.inf), r"network: parameter 'dt_ms' must be a finite number > 0, got inf"),
+    ("output", np.array("nowhere"), r"network: parameter 'output' must name a population"),
+    ("readout_votes", np.array([["1", "0"]] * 4), r"key 'readout_votes' must hold numbers, got dtype <U1"),
+    ("readout_assignment", np.array([0.5, 1.0, 0.0, 1.0]),
+     r"key 'readout_assignment' must hold integers, got dtype float64"),
+    ("readout_classes", np.array(["a", "a"]), r"readout: parameter 'classes' names class 'a' twice"),
+])
+def test_a_damaged_key_is_one_error_naming_the_file_and_key(tmp_path, key, value, message):
+    """A hand-edited network file: a value of the wrong shape or type (ValueError/TypeError inside the reader
+    before) is refused naming the file and the key; what a description refuses names its parameter."""
+    network = replace(mixed_network(), readout=Readout("vote", classes=("a", "b"), votes=np.eye(2)[[0, 1, 0, 1]]))
+    network.save(tmp_path / "net.npz")
+    with np.load(tmp_path / "net.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays[key] = value
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=r"bad\.npz: " + message):
+        Network.load(tmp_path / "bad.npz")
+
+
+def test_sizes_a_file_declares_are_bounded_before_anything_is_allocated(tmp_path):
+    """A population's size comes with one stored value per neuron (save() writes them so): a scalar parameter
+    with pop<i>_size = 10^12 would have allocated 8 TB (MemoryError) while reading; n_inputs is capped."""
+    network = mixed_network()
+    network.save(tmp_path / "net.npz")
+    with np.load(tmp_path / "net.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    ghost = dict(arrays, pop2_size=np.array(10**12), **{f"pop2_{k}": arrays[f"pop2_{k}"][:1].reshape(())
+                                                        for k in ("du", "dv", "vth", "bias_mant", "bias_exp",
+                                                                  "refractory")})
+    np.savez(tmp_path / "ghost.npz", **ghost)
+    with pytest.raises(ValueError, match=r"ghost\.npz: key 'pop2_du' must hold 1000000000000 values \(key "
+                                         r"'pop2_size'\), got shape \(\)"):
+        Network.load(tmp_path / "ghost.npz")
+    np.savez(tmp_path / "wide.npz", **dict(arrays, n_inputs=np.array(1 << 40)))
+    with pytest.raises(ValueError, match=r"wide\.npz: key 'n_inputs' is 1099511627776, expected 0\.\.16777216"):
+        Network.load(tmp_path / "wide.npz")
+
+
 def _neuron(network: Network, population: str, **changes) -> Network:
     """The network with some LIF parameters of one population changed."""
     return network.with_population(population, neuron=replace(network.population(population).neuron, **changes))
@@ -98,7 +148,9 @@ def _neuron(network: Network, population: str, **changes) -> Network:
     (lambda n: n.with_projection("conv", in_shape=(2, 6, 5)), r"projection 'conv': parameter 'in_shape'"),
     (lambda n: n.with_projection("sparse", indices=n.projection("sparse").indices + 100), r"projection 'sparse': parameter 'indices'"),
     (lambda n: n.with_projection("rec", weights=np.full((20, 20), 0.5)), r"projection 'rec': parameter 'weights' must be integers"),
-    (lambda n: replace(n, output="nowhere"), r"no population named 'nowhere'"),
+    (lambda n: replace(n, output="nowhere"), (r"network: parameter 'output' must name a population "
+                                              r"\['c', 'h', 'o'\], got 'nowhere'")),
+    (lambda n: replace(n, dt_ms=np.inf), r"network: parameter 'dt_ms' must be a finite number > 0, got inf"),
 ])
 def test_bad_parameters_raise_value_errors_naming_owner_and_parameter(change, message):
     with pytest.raises(ValueError, match=message):

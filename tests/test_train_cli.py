@@ -124,7 +124,7 @@ def test_resume_continues_exactly_and_refuses_another_shape(tmp_path, data_dir):
         np.testing.assert_array_equal(p.weights, q.weights)
     other = train(tmp_path, data_dir, "--set", "network.hidden=[16]", "--resume", str(tmp_path / "one.ckpt.npz"),
                   "--out", str(tmp_path / "other.npz"), config=config)
-    assert other.returncode == 2 and "one.ckpt.npz" in other.stderr and "param_w0" in other.stderr
+    assert other.returncode == 2 and "one.ckpt.npz" in other.stderr and "[network] hidden is [24]" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "other.npz").exists()
     garbage = tmp_path / "garbage.npz"
@@ -171,3 +171,30 @@ def test_grad_clip_in_training_counts_clipped_batches_and_a_loose_limit_changes_
     for p, q, r in zip(none.projections, loose.projections, tight.projections):
         np.testing.assert_array_equal(p.weights, q.weights)
     assert any(not np.array_equal(p.weights, r.weights) for p, r in zip(none.projections, tight.projections))
+
+
+def test_a_checkpoint_header_declaring_a_huge_array_is_refused_before_allocating(tmp_path, data_dir):
+    """A checkpoint's .npy header decides the array size; --resume reads it with pipeline.core.npz's budget, so
+    a (10^6, 10^6) float64 header (8 TB) is one line naming the file and member, not a MemoryError traceback."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
+    checkpoint = tmp_path / "huge.ckpt.npz"
+    with zipfile.ZipFile(checkpoint, "w") as archive:
+        archive.writestr("run_method.npy", _npy(np.array("bptt")))
+        archive.writestr("param_w0.npy", header.getvalue())
+    result = train(tmp_path, data_dir, "--resume", str(checkpoint), "--out", str(tmp_path / "m.npz"))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "huge.ckpt.npz" in lines[0] and "'param_w0.npy'" in lines[0], result.stderr
+    assert not (tmp_path / "m.npz").exists()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import os
 import re
 import subprocess
@@ -252,6 +253,12 @@ def test_voice_drive_headless_from_the_command_line(tmp_path):
                              "--set", 'loop.mode="fast"'], capture_output=True, text=True, env=env, cwd=tmp_path,
                             timeout=300, check=False)
     assert result.returncode == 0, result.stderr
+    # what it heard is in the log (it was not: a headless run showed no decision); the sample says
+    # "one three four two zero" (launch/voice_drive.toml)
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    heard = [e for e in events if e["event"] == "classified"]
+    assert len(heard) == 1 and heard[0]["heard"] == ["one", "three", "four", "two", "zero"], result.stderr
+    assert heard[0]["words"] == 5 and len(heard[0]["at_ms"]) == 5
 
 
 def test_live_view_draws_the_cochlea_raster_and_class_evidence():

@@ -966,14 +966,18 @@ def _check_input_spec(spec: LaunchSpec, network) -> None:
 def build_decoder(spec: LaunchSpec, n_outputs: int, runtime=None, readout=None):
     """The spike decoder for ``n_outputs`` network outputs, plus the length of the command it produces. A
     decoder that also watches the network's input (``attach_runtime``: command_map) is given ``runtime``; one
-    that takes ``votes`` is given the model's "vote" readout table (an ensemble's outputs -> classes)."""
+    that takes ``votes`` is given the model's readout as a vote table (Readout.vote_table: an ensemble's "vote"
+    readout, or an "assignment" one: outputs -> classes); the other decoders refuse such a model."""
     kind, params = spec.decoder
     ctx = Context(spec.path, "decoder", spec.display)
-    if readout is not None and readout.kind == "vote":
+    votes = readout.vote_table() if readout is not None else None
+    if votes is not None:
         if "votes" not in inspect.signature(DECODERS[kind]).parameters:
-            raise ctx.fail("type", f"the model's {n_outputs} outputs vote for {len(readout.classes)} classes (an "
-                                   f"ensemble); {kind!r} reads one output per class: use 'command_map'")
-        params = {**params, "votes": readout.votes}
+            raise ctx.fail("type", f"the model's {n_outputs} outputs vote for {len(readout.classes)} classes (its "
+                                   f"{readout.kind!r} readout); {kind!r} reads one output per class: use 'command_map'")
+        if "votes" in params:
+            raise ctx.fail("votes", f"the model's {readout.kind!r} readout gives the votes; remove this key")
+        params = {**params, "votes": votes}
     try:
         probe, decoder = (DECODERS[kind](n_outputs=n_outputs, **params) for _ in range(2))
         if hasattr(decoder, "attach_runtime"):

@@ -61,9 +61,11 @@ def neuron_labels(network, decoder) -> list[str]:
     """One raster label per output neuron: population name and index, plus the decoder's use of it (for a
     drive decoder: fwd / back / turn L / turn R)."""
     name = network.output_name
-    if getattr(decoder, "name", "") == "command_map":
-        classes = range(network.n_outputs) if decoder.votes is None else np.argmax(decoder.votes, axis=1)
-        return [f"{name} {i} '{decoder.names[c]}'" + (" cmd" if c in decoder.commands else "")
+    if getattr(decoder, "name", "") == "command_map":  # each output's class: the one it votes for most
+        classes = range(network.n_outputs) if decoder.votes is None else \
+            np.where(decoder.votes.any(axis=1), np.argmax(decoder.votes, axis=1), -1)
+        return [f"{name} {i} " + ("(no vote)" if c < 0 else f"'{decoder.names[c]}'" + (" cmd" if c in decoder.commands
+                                                                                      else ""))
                 for i, c in enumerate(classes)]
     groups = getattr(decoder, "groups", {})
     labels = []

@@ -145,6 +145,12 @@ class CommandMap:
                 self._decide(t_us)
         return self.command.copy()
 
+    def summary(self) -> dict:
+        """The decisions so far, for a run's log: ``words`` (how many), ``heard`` (their class names, in order)
+        and ``at_ms`` (when each was decided, ms of sensor time)."""
+        return {"words": len(self.decisions), "heard": [self.names[c] for _, c in self.decisions],
+                "at_ms": [t_us / 1000 for t_us, _ in self.decisions]}
+
     def _decide(self, t_us: int) -> None:
         if self.counts.sum() >= self.min_spikes:
             self.decided = int(np.argmax(self.evidence))

@@ -9,7 +9,8 @@ filter and no leak -> IF(r=1); no synaptic filter -> LIF(tau = dt / (1 - v decay
 the target's input factor (what the importer multiplies), followed by a Delay node when it has a
 delay. So ``import(export(net))`` gives the same network up to float rounding. Not expressible in NIR,
 hence an error naming the population or projection: refractory periods, a bias on a non-leaky
-population, per-synapse delays, LoihiLIF networks (convert to float first).
+population, per-synapse delays, LoihiLIF networks (convert to float first), and a "vote" or "assignment"
+readout (an ensemble's, whose outputs an import would take for classes).
 """
 from __future__ import annotations
 
@@ -72,11 +73,25 @@ def network_to_graph(network: Network):
 
     if not network.is_float:
         raise ValueError("export needs a float (FloatLIF) network; LoihiLIF networks have no NIR form here")
+    readout = network.readout
+    if readout is not None and readout.kind in ("vote", "assignment"):
+        raise ValueError(f"readout {readout.kind!r}: its {network.n_outputs} outputs are not one per class, and NIR "
+                         f"cannot carry the table (spikeloop import would read {network.n_outputs} classes); an "
+                         f"ensemble's members export one by one (pipeline.snn.ensemble.member)")
     dt_ms = float(network.dt_ms)
     input_shape = np.array(network.input_shape if network.input_shape is not None else (network.n_inputs,))
     nodes = {"input": nir.Input(input_type={"input": input_shape})}
     edges = []
     factors = {}
+    populations = {p.name for p in network.populations}
+
+    def fresh(base: str) -> str:
+        """A node name no population and no node has yet (a population may be called "output" or "w0")."""
+        name = base
+        while name in populations or name in nodes:
+            name += "_"
+        return name
+
     grids = grid_shapes(network)
     for population in network.populations:
         node, factor = _neuron_node(nir, population, dt_ms, grids.get(population.name))
@@ -87,7 +102,7 @@ def network_to_graph(network: Network):
         if np.ndim(projection.delay):
             raise ValueError(f"{owner}: per-synapse delays are not expressible in NIR")
         factor = factors[projection.target]
-        name = f"w{i}"
+        name = fresh(f"w{i}")
         if isinstance(projection, Conv2D):
             out = projection.out_shape()
             per_channel = factor.reshape(out)[:, 0, 0]
@@ -101,21 +116,24 @@ def network_to_graph(network: Network):
             matrix = np.asarray(projection.dense_weights(n_pre, network.source_size(projection.target)), dtype=np.float64)
             nodes[name] = nir.Linear(weight=matrix / factor[:, None])
             if projection.source in grids:  # a (C, H, W) source is read in C order
-                nodes[f"{name}_flatten"] = nir.Flatten(input_type={"input": np.array(grids[projection.source])},
-                                                       start_dim=0, end_dim=-1)
-                edges.append(("input" if projection.source == INPUT else projection.source, f"{name}_flatten"))
-                edges.append((f"{name}_flatten", name))
+                flatten = fresh(f"{name}_flatten")
+                nodes[flatten] = nir.Flatten(input_type={"input": np.array(grids[projection.source])},
+                                             start_dim=0, end_dim=-1)
+                edges.append(("input" if projection.source == INPUT else projection.source, flatten))
+                edges.append((flatten, name))
         if (name, projection.target) not in edges and not any(e[1] == name for e in edges):
             edges.append(("input" if projection.source == INPUT else projection.source, name))
         if projection.delay:
-            nodes[f"{name}_delay"] = nir.Delay(delay=np.full(network.source_size(projection.target),
-                                                             projection.delay * dt_ms / 1000.0))
-            edges.append((name, f"{name}_delay"))
-            name = f"{name}_delay"
+            delay = fresh(f"{name}_delay")
+            nodes[delay] = nir.Delay(delay=np.full(network.source_size(projection.target),
+                                                   projection.delay * dt_ms / 1000.0))
+            edges.append((name, delay))
+            name = delay
         edges.append((name, projection.target))
     output = network.population(network.output_name)
-    nodes["output"] = nir.Output(output_type={"output": np.array([output.size])})
-    edges.append((output.name, "output"))
+    exit_node = fresh("output")
+    nodes[exit_node] = nir.Output(output_type={"output": np.array([output.size])})
+    edges.append((output.name, exit_node))
     return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
 
 

@@ -20,6 +20,7 @@ cost per step is the members' costs added.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Sequence
 
 import numpy as np
@@ -60,6 +61,9 @@ def _check_members(members: Sequence[Network]) -> None:
                                  f"{getattr(first, field)!r}")
         if member.is_float != first.is_float:
             raise ValueError(f"{where}: mixes LoihiLIF and FloatLIF members")
+        if OUTPUT != member.output_name and any(p.name == OUTPUT for p in member.populations):
+            raise ValueError(f"{where}: population {OUTPUT!r} is not its output ({member.output_name!r}); member() "
+                             f"gives a member's outputs back under that name: rename it")
         for projection in member.projections:
             if projection.source == member.output_name:
                 raise ValueError(f"{where}: projection {projection.name!r} reads the output population (an "
@@ -131,17 +135,32 @@ def ensemble(members: Sequence[Network]) -> Network:
 def member(network: Network, k: int) -> Network:
     """Member ``k`` of a network written by :func:`ensemble`, as the standalone classifier it was: its
     populations and projections under their own names, its slice of the output population (Dense
-    projections into it again where their delay is one scalar) and its readout (count when its votes are one
-    per class). ValueError when the network holds no member ``k``."""
+    projections into it again where they reach every output of the slice with one scalar delay, else Sparse
+    ones) and its readout (count when its votes are one per class). ValueError when the network holds no member
+    ``k``, or when another projection reaches member ``k``'s outputs."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"ensemble member: k must be an integer, got {k!r}")
     prefix = f"m{k}_"
     into_output = [p for p in network.projections if p.name.startswith(prefix) and p.target == network.output_name]
     if not into_output or network.readout is None or network.readout.kind != "vote":
-        raise ValueError(f"the network holds no ensemble member {k} (expected projections named {prefix}* into "
-                         f"{network.output_name!r} and a vote readout)")
+        held = sorted({int(m.group(1)) for p in network.projections if p.target == network.output_name
+                       for m in [re.match(r"m(\d+)_", p.name)] if m})
+        holds = f"it holds members {', '.join(map(str, held))}" if held and network.readout is not None \
+            and network.readout.kind == "vote" else "it is not an ensemble"
+        raise ValueError(f"the network holds no ensemble member {k} ({holds}; expected projections named {prefix}* "
+                         f"into {network.output_name!r} and a vote readout)")
     n_out = network.n_outputs
     targets = np.concatenate([p.synapses(network.source_size(p.source), n_out)[1] for p in into_output])
+    if not targets.size:
+        raise ValueError(f"ensemble member {k}: its projections into {network.output_name!r} have no synapses")
     lo, hi = int(targets.min()), int(targets.max()) + 1
     own = slice(lo, hi)
+    for other in network.projections:
+        if not other.name.startswith(prefix) and other.target == network.output_name:
+            post = other.synapses(network.source_size(other.source), n_out)[1]
+            if np.any((post >= lo) & (post < hi)):
+                raise ValueError(f"ensemble member {k}: its outputs {lo}..{hi - 1} are also targets of projection "
+                                 f"{other.name!r} (not a network written by ensemble())")
     output = network.population(network.output_name)
     arrays = output.neuron.arrays(f"population {output.name!r}", output.size)
     neuron = type(output.neuron)(**{name: value[own] for name, value in arrays.items()})
@@ -156,13 +175,18 @@ def member(network: Network, k: int) -> Network:
             projections.append(dataclasses.replace(projection, name=name(projection.name),
                                                    source=name(projection.source), target=name(projection.target)))
             continue
-        weights = projection.dense_weights(network.source_size(projection.source), n_out)[own]
+        n_pre = network.source_size(projection.source)
+        indptr, post, weights, delays = projection.synapses(n_pre, n_out)
         fields = dict(name=name(projection.name), source=name(projection.source), target=output.name,
                       weight_exp=projection.weight_exp, num_weight_bits=projection.num_weight_bits,
                       prepare_weights=projection.prepare_weights, num_message_bits=projection.num_message_bits)
-        projections.append(Dense(weights=weights, delay=int(projection.delay), **fields)
-                           if np.ndim(projection.delay) == 0 else dataclasses.replace(
-                               projection, indices=projection.indices - lo, **fields))
+        scalar_delay = np.ndim(projection.delay) == 0
+        if scalar_delay and post.size == n_pre * (hi - lo):  # every pre to every output of the slice: it was Dense
+            projections.append(Dense(weights=projection.dense_weights(n_pre, n_out)[own], delay=int(projection.delay),
+                                     **fields))
+        else:  # onto part of the slice (a member that was itself an ensemble) or per-synapse delays: stays Sparse
+            projections.append(Sparse(indptr=indptr, indices=post - lo, weights=weights,
+                                      delay=int(projection.delay) if scalar_delay else delays, **fields))
     votes = network.readout.votes[own]
     readout = Readout(kind="count", classes=network.readout.classes) if np.array_equal(votes, np.eye(len(votes))) \
         else Readout(kind="vote", classes=network.readout.classes, votes=votes)

@@ -158,6 +158,9 @@ class Readout:
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
         if not self.classes:
             raise ValueError(f"{owner}: parameter 'classes' must name at least one class")
+        if len(set(self.classes)) != len(self.classes):
+            twice = next(c for i, c in enumerate(self.classes) if c in self.classes[:i])
+            raise ValueError(f"{owner}: parameter 'classes' names class {twice!r} twice (labels are matched by name)")
         if (self.kind == "assignment") != (self.assignment is not None):
             raise ValueError(f"{owner}: parameter 'assignment' is required with kind 'assignment' and only then")
         if self.assignment is not None:
@@ -193,6 +196,20 @@ class Readout:
             raise ValueError(f"readout: {len(self.classes)} classes but the output population has {n_outputs} "
                              f"neurons (kind {self.kind!r} reads one neuron per class)")
 
+    def vote_table(self) -> np.ndarray | None:
+        """This readout as a float64 (n_outputs, n_classes) vote table (class evidence = spike counts @ table)
+        when it is one: "vote": its votes; "assignment": 1 / (neurons assigned to the class) for each assigned
+        neuron, so a class's evidence is its mean count; None for the others (one output per class, or a
+        membrane or timing rule)."""
+        if self.kind == "vote":
+            return self.votes
+        if self.kind != "assignment":
+            return None
+        table = np.zeros((self.assignment.size, len(self.classes)))
+        voters = np.flatnonzero(self.assignment >= 0)
+        table[voters, self.assignment[voters]] = 1.0
+        return table / np.maximum(table.sum(axis=0), 1.0)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"readout_kind": np.array(self.kind), "readout_classes": np.array(self.classes, dtype=str)}
         if self.assignment is not None:
@@ -209,5 +226,9 @@ class Readout:
         classes = arrays.get("readout_classes", np.array([], dtype=str))
         if classes.ndim != 1:
             raise ValueError(f"key 'readout_classes' must be 1-D, got shape {classes.shape}")
+        for key, kinds in (("readout_assignment", "iu"), ("readout_votes", "biuf")):
+            if key in arrays and arrays[key].size and arrays[key].dtype.kind not in kinds:
+                raise ValueError(f"key {key!r} must hold {'integers' if kinds == 'iu' else 'numbers'}, got dtype "
+                                 f"{arrays[key].dtype}")
         return cls(kind=str(arrays["readout_kind"]), classes=tuple(str(c) for c in classes),
                    assignment=arrays.get("readout_assignment"), votes=arrays.get("readout_votes"))

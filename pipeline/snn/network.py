@@ -23,6 +23,7 @@ Weight matrices are given target-major like Lava's Dense: ``weights[post, pre]``
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,9 @@ from pipeline.snn.model import InputSpec, Readout
 INPUT = "input"
 MAX_DELAY = 62
 FORMAT_VERSION = 1
+#: Most inputs a network file may declare (a runtime allocates per input): 2^24, 9x the grid of a 1280x720 event
+#: camera with both polarities. A population's size is bounded by the per-neuron arrays the file stores.
+MAX_FILE_INPUTS = 1 << 24
 LAYOUTS = ("chw", "xyc")
 
 _LOIHI_RANGES = {
@@ -529,8 +533,8 @@ class Network:
         """
         if isinstance(self.n_inputs, bool) or int(self.n_inputs) != self.n_inputs or self.n_inputs < 0:
             raise ValueError(f"network: parameter 'n_inputs' must be a non-negative integer, got {self.n_inputs!r}")
-        if not self.dt_ms > 0:
-            raise ValueError(f"network: parameter 'dt_ms' must be > 0, got {self.dt_ms!r}")
+        if not 0 < self.dt_ms < math.inf:
+            raise ValueError(f"network: parameter 'dt_ms' must be a finite number > 0, got {self.dt_ms!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"network: parameter 'layout' must be one of {LAYOUTS}, got {self.layout!r}")
         if not self.populations:
@@ -544,7 +548,8 @@ class Network:
         kinds = {type(p.neuron) for p in self.populations}
         if len(kinds) > 1:
             raise ValueError("network: populations mix LoihiLIF and FloatLIF; convert with pipeline.snn.convert.to_loihi")
-        self.population(self.output_name)
+        if self.output_name not in names:
+            raise ValueError(f"network: parameter 'output' must name a population {names}, got {self.output_name!r}")
         if self.input_spec is not None and not isinstance(self.input_spec, InputSpec):
             raise ValueError(f"network: 'input_spec' must be an InputSpec, got {type(self.input_spec).__name__}")
         if self.readout is not None:
@@ -647,52 +652,77 @@ class Network:
                 raise ValueError(f"{path}: missing key {key!r}")
             return arrays[key]
 
-        version = int(get("format_version"))
+        def scalar(key: str, kinds: str = "iu") -> np.ndarray:
+            """``arrays[key]``, one value of a dtype kind in ``kinds`` ("iu": an integer, "U": text, ...)."""
+            value = get(key)
+            if value.ndim != 0 or value.dtype.kind not in kinds:
+                what = {"iu": "one integer", "iuf": "one number", "U": "one text"}.get(kinds, "one value")
+                raise ValueError(f"{path}: key {key!r} must be {what}, got {value.dtype} of shape {value.shape}")
+            return value
+
+        def vector(key: str, lengths: tuple[int, ...] | None, kinds: str) -> np.ndarray:
+            """``arrays[key]``, a 1-D array (of one of ``lengths``, None: any) of a dtype kind in ``kinds``."""
+            value = get(key)
+            if value.ndim != 1 or (lengths is not None and value.size not in lengths) \
+                    or (value.size and value.dtype.kind not in kinds):
+                count = "a list of" if lengths is None else " or ".join(map(str, lengths))
+                raise ValueError(f"{path}: key {key!r} must hold {count} values, got {value.dtype} of shape "
+                                 f"{value.shape}")
+            return value
+
+        version = int(scalar("format_version"))
         if version != FORMAT_VERSION:
             raise ValueError(f"{path}: key 'format_version' is {version}, expected {FORMAT_VERSION}")
+        n_inputs = int(scalar("n_inputs"))
+        if not 0 <= n_inputs <= MAX_FILE_INPUTS:  # a runtime allocates per input; a Conv2D stores no per-input data
+            raise ValueError(f"{path}: key 'n_inputs' is {n_inputs}, expected 0..{MAX_FILE_INPUTS}")
         try:
             populations = []
-            for i, name in enumerate(get("population_names")):
+            for i, name in enumerate(vector("population_names", None, "U")):
                 prefix = f"pop{i}_"
-                kind = str(get(prefix + "kind"))
-                if kind == "loihi":
-                    neuron = LoihiLIF(**{k: get(prefix + k) for k in _LOIHI_RANGES})
-                elif kind == "float":
-                    neuron = FloatLIF(**{k: get(prefix + k) for k in _FLOAT_FIELDS})
-                else:
+                kind = str(scalar(prefix + "kind", "U"))
+                size = int(scalar(prefix + "size"))
+                if kind not in ("loihi", "float"):
                     raise ValueError(f"{path}: key {prefix + 'kind'!r} is {kind!r}, expected 'loihi' or 'float'")
-                probe_u, probe_v = (bool(b) for b in get(prefix + "probe"))
-                populations.append(Population(str(name), int(get(prefix + "size")), neuron, probe_u, probe_v))
+                parameters = {k: get(prefix + k) for k in (_LOIHI_RANGES if kind == "loihi" else _FLOAT_FIELDS)}
+                for key, value in parameters.items():  # save() writes one value per neuron: a scalar would make
+                    if size > 0 and value.shape != (size,):  # the declared size alone decide the allocation
+                        raise ValueError(f"{path}: key {prefix + key!r} must hold {size} values (key "
+                                         f"{prefix + 'size'!r}), got shape {value.shape}")
+                neuron = (LoihiLIF if kind == "loihi" else FloatLIF)(**parameters)
+                probe_u, probe_v = (bool(b) for b in vector(prefix + "probe", (2,), "b"))
+                populations.append(Population(str(name), size, neuron, probe_u, probe_v))
             projections = []
-            for i, name in enumerate(get("projection_names")):
+            for i, name in enumerate(vector("projection_names", None, "U")):
                 prefix = f"proj{i}_"
-                kind = str(get(prefix + "kind"))
-                source, target = (str(s) for s in get(prefix + "ends"))
+                kind = str(scalar(prefix + "kind", "U"))
+                source, target = (str(s) for s in vector(prefix + "ends", (2,), "U"))
                 delay = get(prefix + "delay")
-                common = dict(name=str(name), source=source, target=target, weight_exp=int(get(prefix + "weight_exp")),
-                              num_weight_bits=int(get(prefix + "num_weight_bits")),
+                common = dict(name=str(name), source=source, target=target,
+                              weight_exp=int(scalar(prefix + "weight_exp")),
+                              num_weight_bits=int(scalar(prefix + "num_weight_bits")),
                               delay=int(delay) if delay.ndim == 0 else delay,
                               learning=_learning_from_arrays(prefix, arrays, path),
-                              prepare_weights=bool(arrays.get(prefix + "prepare_weights", True)),
-                              num_message_bits=int(arrays.get(prefix + "num_message_bits", 0)))
+                              prepare_weights=bool(scalar(prefix + "prepare_weights", "b"))
+                              if prefix + "prepare_weights" in arrays else True,
+                              num_message_bits=int(scalar(prefix + "num_message_bits"))
+                              if prefix + "num_message_bits" in arrays else 0)
                 if kind == "dense":
                     projections.append(Dense(weights=get(prefix + "weights"), **common))
                 elif kind == "sparse":
                     projections.append(Sparse(indptr=get(prefix + "indptr"), indices=get(prefix + "indices"),
                                               weights=get(prefix + "weights"), **common))
                 elif kind == "conv2d":
-                    g = [int(x) for x in get(prefix + "geometry")]
-                    if len(g) not in (7, 10):
-                        raise ValueError(f"{path}: key {prefix + 'geometry'!r} has {len(g)} values, expected 7 or 10")
+                    g = [int(x) for x in vector(prefix + "geometry", (7, 10), "iu")]
                     extra = dict(dilation=tuple(g[7:9]), groups=g[9]) if len(g) == 10 else {}
                     projections.append(Conv2D(kernel=get(prefix + "kernel"), in_shape=tuple(g[:3]), stride=tuple(g[3:5]),
                                               padding=tuple(g[5:7]), **extra, **common))
                 else:
                     raise ValueError(f"{path}: key {prefix + 'kind'!r} is {kind!r}, expected one of {sorted(PROJECTION_KINDS)}")
-            input_shape = get("input_shape")
-            return cls(n_inputs=int(get("n_inputs")), populations=populations, projections=projections,
-                       output=str(get("output")), dt_ms=float(get("dt_ms")),
-                       layout=str(arrays.get("layout", "chw")),
+            input_shape = vector("input_shape", (0, 3), "iu")
+            return cls(n_inputs=n_inputs, populations=populations, projections=projections,
+                       output=str(scalar("output", "U")), dt_ms=float(scalar("dt_ms", "iuf")),
+                       layout=str(scalar("layout", "U")) if "layout" in arrays else "chw",
                        input_spec=InputSpec.from_arrays(arrays), readout=Readout.from_arrays(arrays),
                        input_shape=tuple(int(s) for s in input_shape) if input_shape.size else None)
         except ValueError as error:

@@ -381,7 +381,35 @@ def _restore_group(run: TrainRun, state: dict, group: dict[str, np.ndarray], pre
             raise run.resume_error(key, "missing (a checkpoint of another network?)")
         if state[key].shape != value.shape:
             raise run.resume_error(key, f"has shape {state[key].shape}, this config's network needs {value.shape}")
+        if state[key].dtype.kind not in "fiu" or not np.all(np.isfinite(state[key])):
+            raise run.resume_error(key, f"must hold finite numbers, got dtype {state[key].dtype}"
+                                        + (" with non-finite values" if state[key].dtype.kind == "f" else ""))
         value[...] = state[key]
+
+
+def _resume_int(run: TrainRun, state: dict, key: str, low: int, high: int, default: int | None = None) -> int:
+    """The integer ``state[key]`` (a 0-d integer array in [low, high]; ``default`` when missing, if given)."""
+    if key not in state:
+        if default is None:
+            raise run.resume_error(key, "missing")
+        return default
+    value = state[key]
+    if value.shape != () or value.dtype.kind not in "iu" or not low <= int(value) <= high:
+        raise run.resume_error(key, f"must be an integer in [{low}, {high}], got {toml_value(value.tolist())}")
+    return int(value)
+
+
+def _resume_json(run: TrainRun, state: dict, key: str, kind: type):
+    """``state[key]``: the JSON text of a ``kind`` (dict or list)."""
+    if key not in state:
+        raise run.resume_error(key, "missing")
+    try:
+        value = json.loads(str(state[key]))
+    except json.JSONDecodeError as error:
+        raise run.resume_error(key, f"not JSON ({error})") from None
+    if not isinstance(value, kind):
+        raise run.resume_error(key, f"expected a JSON {'object' if kind is dict else 'array'}")
+    return value
 
 
 def _restore_params(run: TrainRun, state: dict, model, prefix: str) -> None:
@@ -392,12 +420,17 @@ def _restore_params(run: TrainRun, state: dict, model, prefix: str) -> None:
 def _restore(run: TrainRun, state: dict, model: LifStack, adam: dict):
     for group, prefix in ((model.params, "param_"), (adam["m"], "adam_m_"), (adam["v"], "adam_v_")):
         _restore_group(run, state, group, prefix)
-    for key in ("adam_step", "epoch", "rng", "history"):
-        if key not in state:
-            raise run.resume_error(key, "missing")
+    step = _resume_int(run, state, "adam_step", 0, 2**62)
+    epoch = _resume_int(run, state, "epoch", 0, SECTIONS["train"]["epochs"].high)
     rng = np.random.default_rng()
-    rng.bit_generator.state = json.loads(str(state["rng"]))
-    return int(state["adam_step"]), int(state["epoch"]), rng, json.loads(str(state["history"]))
+    try:
+        rng.bit_generator.state = _resume_json(run, state, "rng", dict)
+    except (ValueError, TypeError, KeyError) as error:
+        raise run.resume_error("rng", f"not a PCG64 random state ({error})") from None
+    history = _resume_json(run, state, "history", list)
+    if not all(isinstance(r, dict) and isinstance(r.get("accuracy"), (int, float)) for r in history):
+        raise run.resume_error("history", "expected a list of epoch records with an accuracy")
+    return step, epoch, rng, history
 
 
 @dataclass(frozen=True)
@@ -464,6 +497,34 @@ def _new_model(config: dict, data: _Data, rng: np.random.Generator):
                     net["recurrent"], net["vth"], max_weight, rng, net["init_gain"], input_rate=float(active))
 
 
+def _check_history(run: TrainRun, history: list[dict], kept: list[int], member: int, epoch: int) -> None:
+    """A resumed history holds a record of every finished member and ``epoch`` of the member in training
+    (records without "member" belong to member 0: a one-network run's)."""
+    owners = [r.get("member", 0) for r in history]
+    missing = [a for a in kept if a not in owners]
+    if missing or owners.count(member) < epoch:
+        raise run.resume_error("history", f"holds {owners.count(member)} epoch record(s) of member {member} and none "
+                                          f"of {missing}; key 'epoch' is {epoch} and key 'kept' {kept}")
+
+
+def _resumed_kept(run: TrainRun, resumed: dict | None, first: int) -> list[int]:
+    """The seed offsets of the finished members a checkpoint keeps (its key ``kept``; before it existed: every
+    one before ``first``, the seed offset in training): distinct, increasing, below ``first``."""
+    if resumed is None:
+        return []
+    if "kept" not in resumed:
+        kept = np.arange(first)
+    else:
+        kept = resumed["kept"]
+        if kept.ndim != 1 or (kept.size and kept.dtype.kind not in "iu"):
+            raise run.resume_error("kept", f"must be a list of member indices, got {toml_value(kept.tolist())}")
+    kept = [int(a) for a in kept]
+    if kept != sorted(set(kept)) or any(not 0 <= a < first for a in kept):
+        raise run.resume_error("kept", f"is {kept} with key 'member' {first}: expected distinct, increasing seed "
+                                       f"offsets below 'member'")
+    return kept
+
+
 def _zero_adam(model) -> dict:
     return {"m": {k: np.zeros_like(v) for k, v in model.params.items()},
             "v": {k: np.zeros_like(v) for k, v in model.params.items()}}
@@ -474,23 +535,29 @@ def fit(config: dict, run: TrainRun) -> Fitted:
     them as one: pipeline.snn.ensemble (the members side by side, their output spikes summed per class). A
     network whose last epoch's training accuracy is below ``member_min_accuracy`` is set aside and the next
     seed trained instead (at most ``members`` extra seeds). Checkpoints hold the kept members' weights and the
-    training network's state."""
+    training network's state; a resumed one must have been written with this config, but for ``[train]
+    members`` and, while no member is finished, ``[train] epochs`` (a damaged or mismatched one: ValueError
+    naming the checkpoint and key)."""
     tc = config["train"]
-    data = _load_data(config, run)
-    readout_kind = "max_membrane" if config["loss"]["kind"] == "max_membrane_ce" else "count"
     n_members, floor = tc["members"], tc["member_min_accuracy"]
+    readout_kind = "max_membrane" if config["loss"]["kind"] == "max_membrane_ce" else "count"
     if n_members > 1 and readout_kind != "count":
         raise ValueError(f"[train] members: an ensemble sums output spike counts; [loss] kind "
                          f"{toml_value(config['loss']['kind'])} reads the membrane (use count_ce or rate)")
+    # before the data is read: the checkpoint's config may differ in its epochs and members only
+    resumed = run.resumed(may_change=("train.epochs", "train.members"))
+    first = _resume_int(run, resumed, "member", 0, 2 * SECTIONS["train"]["members"].high - 1, default=0) \
+        if resumed is not None else 0
+    kept = _resumed_kept(run, resumed, first)
+    if len(kept) >= n_members or first >= 2 * n_members:
+        raise run.resume_error("member", f"is {first} with finished members {kept}: more than [train] members = "
+                                         f"{n_members} allows (fewer finished members, fewer than 2 x members seeds)")
+    if kept:  # members already trained (with the checkpoint's epochs) are kept as they are
+        run.check_resumed_config(("train.members",), f"; its member(s) {kept} were trained with its [train] epochs")
+    data = _load_data(config, run)
     readout = Readout(kind=readout_kind, classes=data.classes)
     tagged = n_members > 1 or floor > 0  # history records name the seed offset they belong to
     run.plan(tc["epochs"] * n_members, len(data.levels[0]))
-    resumed = run.resumed()
-    first = int(resumed.get("member", 0)) if resumed is not None else 0
-    kept = [int(a) for a in resumed.get("kept", [])] if resumed is not None else list(range(first))
-    if not 0 <= first < 2 * n_members or len(kept) >= n_members or any(not 0 <= a < first for a in kept):
-        raise run.resume_error("member", f"is {first} with kept members {kept}: not a checkpoint of this config's "
-                                         f"{n_members} member(s)")
     models, history, seconds, samples = [], [], 0.0, 0
     for attempt in kept:
         model = _new_model(config, data, np.random.default_rng(run.seed + attempt))
@@ -509,6 +576,7 @@ def fit(config: dict, run: TrainRun) -> Fitted:
         adam, step, first_epoch = _zero_adam(model), 0, 0
         if attempt == first and resumed is not None:
             step, first_epoch, rng, history = _restore(run, resumed, model, adam)
+            _check_history(run, history, kept, attempt, first_epoch)
         done = {f"done{a}_param_{name}": value for a, m in zip(kept, models) for name, value in m.params.items()}
         done["kept"] = np.array(kept, dtype=np.int64)
         spent, trained = _train_member(config, run, data, model, adam, rng, step, first_epoch, history, readout_kind,

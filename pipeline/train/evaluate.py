@@ -12,8 +12,9 @@ from a reset network, so the results do not depend on the split and come back in
 
 Learning rules are removed before running (an evaluation never changes the weights); a float network asked
 to run on the loihi backend is converted with :func:`pipeline.snn.convert.to_loihi` (:func:`prepare` says
-so). Errors are :class:`ModelError` (the model cannot classify: what is missing and how to add it) or
-ValueError naming the recording.
+so, and notes a LoihiLIF network run on the float backend and classes the readout never decides). Errors
+are :class:`ModelError` (the model cannot classify: what is missing and how to add it) or ValueError naming
+the recording.
 """
 from __future__ import annotations
 
@@ -85,8 +86,26 @@ def prepare(network: Network, backend: str) -> tuple[Network, list[str]]:
         network, report = to_loihi(network)
         notes.append(f"float network converted to the loihi backend with pipeline.snn.convert.to_loihi "
                      f"(largest weight error {report.max_weight_error:.3g} of the layer's largest weight)")
+    if backend == "float" and not network.is_float:
+        notes.append("a LoihiLIF network on the float backend: its dynamics without Loihi's integer rounding, not "
+                     "what it computes on the chip (--backend loihi)")
+    never = _never_decided(network.readout)
+    if never:
+        notes.append(f"class(es) {', '.join(never)} get no vote from any output neuron (readout "
+                     f"{network.readout.kind!r}): the model never decides them")
     network = network.with_population(network.output_name, probe_v=True)
     return network, notes
+
+
+def _never_decided(readout) -> list[str]:
+    """The classes an "assignment" or "vote" readout gives no output neuron's spikes to."""
+    if readout.kind == "vote":
+        heard = readout.votes.any(axis=0)
+    elif readout.kind == "assignment":
+        heard = np.isin(np.arange(len(readout.classes)), readout.assignment)
+    else:
+        return []
+    return [name for name, yes in zip(readout.classes, heard) if not yes]
 
 
 def decoder_for(network: Network, margin: float, min_evidence: float) -> ClassifierDecoder:

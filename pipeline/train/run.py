@@ -4,8 +4,9 @@
 reporting (the command prints it: a bar on a terminal, one line every few seconds otherwise) and
 checkpoints: :meth:`TrainRun.checkpoint` writes the method's state dict atomically (temp file +
 ``os.replace``) next to the output, :meth:`TrainRun.resumed` returns the state a ``--resume`` checkpoint
-holds (or None). A checkpoint records the method and the validated config; resuming with another method
-is refused, and the method itself checks that the arrays fit its network (:meth:`TrainRun.resume_error`
+holds (or None). A checkpoint records the method and the validated config; resuming with another method,
+or with another config (any value but the epochs, unless the method allows more), is refused, and the method
+itself checks that the arrays fit its network (:meth:`TrainRun.resume_error`
 names the checkpoint file and key).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.core.npz import NpzError, load_npz
 from pipeline.core.schema import toml_value
 
 #: Keys of a checkpoint file that belong to the run, not to the method's state.
@@ -59,14 +61,16 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def load_checkpoint(path: str | Path, method: str) -> dict[str, np.ndarray]:
-    """The method state held by a checkpoint written by :meth:`TrainRun.checkpoint` (ValueError naming the
-    file when it is not one, or was written by another method)."""
+    """The method state held by a checkpoint written by :meth:`TrainRun.checkpoint`, read with bounded memory
+    (pipeline.core.npz: no array larger than its budget is allocated). ValueError naming the file when it is
+    not one, or was written by another method."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{path}: not a spikeloop train checkpoint ({error})") from None
+        arrays = load_npz(path)
+    except OSError as error:
+        raise ValueError(f"{path}: not a spikeloop train checkpoint ({error.strerror or error})") from None
+    except NpzError as error:
+        raise ValueError(f"{error} (not a spikeloop train checkpoint)") from None
     if "run_method" not in arrays:
         raise ValueError(f"{path}: not a spikeloop train checkpoint (no key 'run_method')")
     if str(arrays["run_method"]) != method:
@@ -127,11 +131,39 @@ class TrainRun:
 
         write_atomically(self.checkpoint_path, write)
 
-    def resumed(self) -> dict[str, np.ndarray] | None:
-        """The state of the ``--resume`` checkpoint (without the run's own keys), or None."""
+    def resumed(self, may_change: tuple[str, ...] = ("train.epochs",)) -> dict[str, np.ndarray] | None:
+        """The state of the ``--resume`` checkpoint (without the run's own keys), or None. A checkpoint written
+        with another config is refused (:meth:`check_resumed_config`; ``may_change``: the "section.key" values
+        that may differ, by default only the epochs, so a run can be continued for longer)."""
         if self._resume is None:
             return None
+        self.check_resumed_config(may_change)
         return {key: value for key, value in self._resume.items() if key not in META_KEYS}
+
+    def check_resumed_config(self, may_change: tuple[str, ...] = (), why: str = "") -> None:
+        """ValueError (:meth:`resume_error`, key ``run_config``) naming the first ``[section] key`` whose value
+        in the resumed checkpoint's config differs from this run's, unless it is in ``may_change``
+        ("section.key"); ``why`` is added to the message. A resumed run continues the checkpoint's training:
+        another seed, data or learning rate would silently mix two runs. Keys the checkpoint's config lacks
+        (written before they existed) are not compared. Nothing to check without a resumed checkpoint."""
+        if self._resume is None or "run_config" not in self._resume:  # none, or written before configs were kept
+            return
+        try:
+            stored = json.loads(str(self._resume["run_config"]))
+        except json.JSONDecodeError:
+            stored = None
+        if not isinstance(stored, dict) or not all(isinstance(table, dict) for table in stored.values()):
+            raise self.resume_error("run_config", "missing or not the JSON of a config (not a spikeloop train "
+                                                  "checkpoint?)")
+        current = json.loads(json.dumps(self.config, default=str, sort_keys=True))
+        for section in sorted(stored):
+            was_table, now_table = stored[section], current.get(section, {})
+            for key in sorted(was_table):  # a key the checkpoint lacks did not exist when it was written
+                was, now = was_table[key], now_table.get(key)
+                if f"{section}.{key}" not in may_change and was != now:
+                    raise self.resume_error("run_config", f"[{section}] {key} is {toml_value(was)} in the checkpoint, "
+                                                          f"{toml_value(now)} in this config (a resumed run continues "
+                                                          f"the checkpoint's training{why})")
 
     def resume_error(self, key: str, message: str) -> ValueError:
         """A ValueError naming the resumed checkpoint file and key (the method raises it)."""

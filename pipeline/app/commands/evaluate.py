@@ -75,8 +75,8 @@ def run(args) -> int:
         return _fail("--margin, --min-evidence, --workers and --limit must be >= 0")
     try:
         network = Network.load(args.model)
-    except (OSError, ValueError) as error:
-        return _fail(f"{args.model}: {error}")
+    except (OSError, ValueError) as error:  # Network.load's errors name the file
+        return _fail(str(error))
     try:  # before any data is read
         check_model(network)
     except ModelError as error:

@@ -3,7 +3,8 @@
 Populations become IF / LIF / CubaLIF nodes by their per-step decays at the network's dt (time
 constants in seconds), projections Linear / Conv2d (+ Delay) nodes; ``spikeloop import`` of the result
 gives the same network up to float rounding. Exit status 0; 2 with one line naming the file and what NIR
-cannot express (refractory periods, per-synapse delays, LoihiLIF networks); 1 when writing fails.
+cannot express (refractory periods, per-synapse delays, LoihiLIF networks, an ensemble's vote readout); 1 when
+writing fails.
 """
 from __future__ import annotations
 

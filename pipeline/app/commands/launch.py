@@ -327,7 +327,7 @@ def run(args) -> int:
                 report = for_graph(graph, log).run(window=window, snapshot=args.snapshot)
             elif not stop_signal:
                 report = graph.loop.run()
-            if report is not None and hasattr(graph.decoder, "summary"):  # a classifier: per-sample decisions
+            if report is not None and hasattr(graph.decoder, "summary"):  # a classifier's or command_map's decisions
                 log("classified", **graph.decoder.summary())
             if stop_signal:
                 log("signal", signal=signal.Signals(stop_signal[0]).name)
