@@ -110,11 +110,12 @@ def _panel(title: str, epochs: np.ndarray, members: np.ndarray, series: dict[str
         cv2.putText(image, f"epoch {int(epochs.min())}", (x0, y0 + 18), FONT, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
         cv2.putText(image, f"{int(epochs.max())}", (x1 - 20, y0 + 18), FONT, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
     if tagged:
-        for piece in pieces:
-            left, right = point(epochs[piece.start], lo)[0], point(epochs[piece.stop - 1], lo)[0]
-            text = f"seed +{int(members[piece.start])}"
-            if cv2.getTextSize(text, FONT, 0.36, 1)[0][0] > right - left + 8:
-                text = text[5:]                  # "+k" where the piece is too narrow for "seed +k"
+        spans = [(point(epochs[p.start], lo)[0], point(epochs[p.stop - 1], lo)[0], int(members[p.start]))
+                 for p in pieces]
+        long_form = all(cv2.getTextSize(f"seed +{k}", FONT, 0.36, 1)[0][0] <= right - left + 8
+                        for left, right, k in spans)
+        for left, right, k in spans:               # "+k" under every piece when one is too narrow for "seed +k"
+            text = f"seed +{k}" if long_form else f"+{k}"
             width = cv2.getTextSize(text, FONT, 0.36, 1)[0][0]
             cv2.putText(image, text, ((left + right - width) // 2, y0 + 34), FONT, 0.36, (90, 90, 90), 1, cv2.LINE_AA)
     return image
