@@ -170,7 +170,7 @@ def test_voice_drive_with_an_ensemble_of_two_copies_decides_as_the_model_alone(t
 
 def test_a_decoder_that_reads_one_output_per_class_refuses_an_ensemble():
     spec = dataclasses.replace(load_launch(LAUNCH, sets=['loop.mode="fast"']), decoder=("wta", {}))
-    with pytest.raises(LaunchError, match=r"\[decoder\] type: the model's 50 outputs vote for 10 classes"):
+    with pytest.raises(LaunchError, match=r"\[decoder\] type: the model's 100 outputs vote for 10 classes"):
         build_graph(spec)
 
 
