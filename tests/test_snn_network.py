@@ -128,6 +128,23 @@ def test_sizes_a_file_declares_are_bounded_before_anything_is_allocated(tmp_path
         Network.load(tmp_path / "wide.npz")
 
 
+def test_a_conv_kernel_that_would_expand_past_the_synapse_budget_is_refused_on_load(tmp_path):
+    """A Conv2D file stores only its kernel and grid; building it expands every output position x tap x channel
+    pair: a (1, 2, 255, 255) kernel over a padded 1024 x 1024 grid (a few bytes of header, ~1 MB of kernel)
+    would ask for 1.4e11 synapses (~6 TB at ~48 bytes each). Refused while loading, naming the file, projection and key."""
+    network = mixed_network()
+    network.save(tmp_path / "net.npz")
+    with np.load(tmp_path / "net.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays.update(proj0_kernel=np.ones((1, 2, 255, 255), np.int64),
+                  proj0_geometry=np.array([2, 1024, 1024, 1, 1, 127, 127, 1, 1, 1]))
+    np.savez(tmp_path / "wide_conv.npz", **arrays)
+    with pytest.raises(ValueError, match=r"wide_conv\.npz.*projection 'conv': parameter 'kernel' \(1, 2, 255, 255\) "
+                                         r"over an output grid \(1, 1024, 1024\) expands to 136,367,308,800 "
+                                         r"synapses, more than 33,554,432"):
+        Network.load(tmp_path / "wide_conv.npz")
+
+
 def _neuron(network: Network, population: str, **changes) -> Network:
     """The network with some LIF parameters of one population changed."""
     return network.with_population(population, neuron=replace(network.population(population).neuron, **changes))

@@ -39,6 +39,10 @@ FORMAT_VERSION = 1
 #: Most inputs a network file may declare (a runtime allocates per input): 2^24, 9x the grid of a 1280x720 event
 #: camera with both polarities. A population's size is bounded by the per-neuron arrays the file stores.
 MAX_FILE_INPUTS = 1 << 24
+#: Most synapses a Conv2D may expand to (every output position x kernel tap x channel pair, before the taps
+#: that fall outside the input are dropped): 2^25, the launch builders' synapse budget. A file states only the
+#: kernel and the grid, so without it a few bytes could ask for terabytes when the network is built.
+MAX_CONV_SYNAPSES = 1 << 25
 LAYOUTS = ("chw", "xyc")
 
 _LOIHI_RANGES = {
@@ -403,6 +407,10 @@ class Conv2D(Projection):
             raise _fail(owner, "padding", f"must be two non-negative integers, got {self.padding}")
         if min(self.out_shape()) < 1:
             raise _fail(owner, "kernel", f"gives an empty output grid {self.out_shape()} on in_shape {self.in_shape}")
+        expanded = math.prod(self.kernel.shape) * math.prod(self.out_shape()[1:])
+        if expanded > MAX_CONV_SYNAPSES:
+            raise _fail(owner, "kernel", f"{self.kernel.shape} over an output grid {self.out_shape()} expands to "
+                                         f"{expanded:,} synapses, more than {MAX_CONV_SYNAPSES:,}")
         if np.ndim(self.delay) != 0:
             raise _fail(owner, "delay", "must be a scalar for Conv2D")
         self._check_common(())
