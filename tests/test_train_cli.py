@@ -56,6 +56,9 @@ def only_config(tmp_path):
     (lambda c: c.replace('train = "nmnist_small/train"', f'train = "{REPO / "launch"}"'), "no recordings"),
     (lambda c: c.replace('test_labels = "nmnist_small/test_labels.txt"',
                          'test_labels = "nmnist_small/train_labels.txt"'), "no label for"),
+    (lambda c: c.replace("hidden = [24]", 'layers = [{type = "conv", channels = 512, kernel = 31, padding = 15}]'),
+     "[network] layers: projection 'conv0': parameter 'kernel' (512, 2, 31, 31) over an output grid (512, 17, 17) "
+     "expands to 284,394,496 synapses, more than 33,554,432"),
 ])
 def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, data_dir, edit, expected):
     result = train(tmp_path, data_dir, "--out", str(tmp_path / "m.npz"), config=edit(TINY))

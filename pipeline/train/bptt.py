@@ -487,10 +487,15 @@ def _new_model(config: dict, data: _Data, rng: np.random.Generator):
     if net["layers"]:
         if net["recurrent"]:
             raise ValueError("[network] recurrent: not available with layers (use hidden for recurrent layers)")
-        return layer_stack.LayerStack(net["layers"], shape, len(data.classes), tc["mode"], net["tau_syn_ms"],
-                                      net["tau_mem_ms"], spec.bin_us / 1000.0, net["vth"],
-                                      (net["max_weight_hidden"], net["max_weight_output"]), rng, net["init_gain"],
-                                      input_rate=float(active))
+        stack = layer_stack.LayerStack(net["layers"], shape, len(data.classes), tc["mode"], net["tau_syn_ms"],
+                                       net["tau_mem_ms"], spec.bin_us / 1000.0, net["vth"],
+                                       (net["max_weight_hidden"], net["max_weight_output"]), rng, net["init_gain"],
+                                       input_rate=float(active))
+        try:  # what the trained stack will be written as (e.g. a conv too large to build), checked before training
+            stack.network(shape, spec)
+        except ValueError as error:
+            raise ValueError(f"[network] layers: {error}") from None
+        return stack
     sizes = [n_in, *net["hidden"], len(data.classes)]
     max_weight = [net["max_weight_hidden"]] * len(net["hidden"]) + [net["max_weight_output"]]
     return LifStack(sizes, tc["mode"], net["tau_syn_ms"], net["tau_mem_ms"], spec.bin_us / 1000.0,
