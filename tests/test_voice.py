@@ -375,3 +375,21 @@ def test_level_augmentation_presents_a_clip_louder_and_is_cochlea_only(tmp_path)
                           check=False)
     assert done.returncode == 2 and "[augment] level_db: only for cochlea input" in done.stderr
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_command_keys_are_the_models_class_labels_in_any_order():
+    """voice_drive's `1 = [3.0, 3.0]` is the class labelled "1": with a model whose classes run 9..0 it is class
+    index 8, not 1 (it drove the command of "eight" before); a key that is no class of the model is refused."""
+    from pipeline.app.launch import build_decoder
+    from pipeline.snn.model import Readout
+
+    spec = load_launch(LAUNCH, sets=['loop.mode="fast"', 'decoder.boundary="output"'])
+    decoder, length = build_decoder(spec, 10, None, Readout(kind="count", classes=tuple("9876543210")))
+    assert length == 2 and sorted(decoder.commands) == [5, 6, 7, 8, 9]
+    np.testing.assert_array_equal(decoder.commands[8], [3.0, 3.0])    # "1": forward
+    np.testing.assert_array_equal(decoder.commands[9], [0.0, 0.0])    # "0": stop
+    shipped, _ = build_decoder(spec, 10, None, Readout(kind="count", classes=tuple("0123456789")))
+    np.testing.assert_array_equal(shipped.commands[1], [3.0, 3.0])
+    with pytest.raises(LaunchError, match=r'\[decoder\] commands: key "0" is not a class of the model; its classes '
+                                          r'are \["yes", "no"\]'):
+        build_decoder(spec, 2, None, Readout(kind="count", classes=("yes", "no")))

@@ -978,6 +978,8 @@ def build_decoder(spec: LaunchSpec, n_outputs: int, runtime=None, readout=None):
         if "votes" in params:
             raise ctx.fail("votes", f"the model's {readout.kind!r} readout gives the votes; remove this key")
         params = {**params, "votes": votes}
+    if readout is not None and isinstance(params.get("commands"), dict):
+        params = {**params, "commands": _commands_by_class(ctx, params["commands"], readout.classes)}
     try:
         probe, decoder = (DECODERS[kind](n_outputs=n_outputs, **params) for _ in range(2))
         if hasattr(decoder, "attach_runtime"):
@@ -987,6 +989,21 @@ def build_decoder(spec: LaunchSpec, n_outputs: int, runtime=None, readout=None):
     except (ValueError, TypeError) as exc:
         raise _rephrase(ctx, exc) from None
     return decoder, length
+
+
+def _commands_by_class(ctx: Context, commands: dict, classes: tuple[str, ...]) -> dict:
+    """``[decoder] commands`` keyed by the model's class labels (a launch file's ``3 = [...]`` is the class
+    labelled "3", e.g. the spoken digit three) re-keyed by class index, which the decoder takes: a model whose
+    classes come in another order still maps every word to its own command. A key that is no class of the
+    model is refused, naming the classes."""
+    index = {label: i for i, label in enumerate(classes)}
+    out = {}
+    for key, values in commands.items():
+        if str(key) not in index:
+            raise ctx.fail("commands", f"key {toml_value(str(key))} is not a class of the model; its classes are "
+                                       f"{toml_value(list(classes))}")
+        out[str(index[str(key)])] = values
+    return out
 
 
 def build_bin_decoder(spec: LaunchSpec):
