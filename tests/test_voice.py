@@ -379,7 +379,8 @@ def test_level_augmentation_presents_a_clip_louder_and_is_cochlea_only(tmp_path)
 
 def test_command_keys_are_the_models_class_labels_in_any_order():
     """voice_drive's `1 = [3.0, 3.0]` is the class labelled "1": with a model whose classes run 9..0 it is class
-    index 8, not 1 (it drove the command of "eight" before); a key that is no class of the model is refused."""
+    index 8, not 1 (it drove the command of "eight" before); a key that is no class of the model is refused (an
+    index only where no class label is a number)."""
     from pipeline.app.launch import build_decoder
     from pipeline.snn.model import Readout
 
@@ -390,6 +391,9 @@ def test_command_keys_are_the_models_class_labels_in_any_order():
     np.testing.assert_array_equal(decoder.commands[9], [0.0, 0.0])    # "0": stop
     shipped, _ = build_decoder(spec, 10, None, Readout(kind="count", classes=tuple("0123456789")))
     np.testing.assert_array_equal(shipped.commands[1], [3.0, 3.0])
-    with pytest.raises(LaunchError, match=r'\[decoder\] commands: key "0" is not a class of the model; its classes '
-                                          r'are \["yes", "no"\]'):
-        build_decoder(spec, 2, None, Readout(kind="count", classes=("yes", "no")))
+    with pytest.raises(LaunchError, match=r'\[decoder\] commands: key "2" is not a class of the model; its classes '
+                                          r'are \["yes", "no"\] \(or their indices 0\.\.1\)'):
+        build_decoder(spec, 2, None, Readout(kind="count", classes=("yes", "no")))  # keys 0 and 1: indices
+    with pytest.raises(LaunchError, match=r'key "4" is not a class of the model; its classes are \["0", "1", "2", '
+                                          r'"3"\]$'):
+        build_decoder(spec, 4, None, Readout(kind="count", classes=tuple("0123")))

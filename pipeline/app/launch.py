@@ -994,15 +994,21 @@ def build_decoder(spec: LaunchSpec, n_outputs: int, runtime=None, readout=None):
 def _commands_by_class(ctx: Context, commands: dict, classes: tuple[str, ...]) -> dict:
     """``[decoder] commands`` keyed by the model's class labels (a launch file's ``3 = [...]`` is the class
     labelled "3", e.g. the spoken digit three) re-keyed by class index, which the decoder takes: a model whose
-    classes come in another order still maps every word to its own command. A key that is no class of the
-    model is refused, naming the classes."""
+    classes come in another order still maps every word to its own command. Where no label is a number, a
+    key may also be a class index. Any other key is refused, naming the classes."""
     index = {label: i for i, label in enumerate(classes)}
+    by_index = not any(label.isdigit() for label in classes)
     out = {}
     for key, values in commands.items():
-        if str(key) not in index:
-            raise ctx.fail("commands", f"key {toml_value(str(key))} is not a class of the model; its classes are "
-                                       f"{toml_value(list(classes))}")
-        out[str(index[str(key)])] = values
+        text = str(key)
+        if text in index:
+            out[str(index[text])] = values
+        elif by_index and text.isdigit() and int(text) < len(classes):
+            out[text] = values
+        else:
+            also = f" (or their indices 0..{len(classes) - 1})" if by_index else ""
+            raise ctx.fail("commands", f"key {toml_value(text)} is not a class of the model; its classes are "
+                                       f"{toml_value(list(classes))}{also}")
     return out
 
 
