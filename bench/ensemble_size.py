@@ -25,11 +25,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.snn.ensemble import member  # noqa: E402
-from pipeline.snn.network import Network  # noqa: E402
-from pipeline.train import bptt  # noqa: E402
-from recordings.datasets import shared_data_dir  # noqa: E402
-from recordings.labelled import open_labelled  # noqa: E402
+from pipeline.snn.ensemble import member
+from pipeline.snn.network import Network
+from pipeline.train import bptt
+from recordings.datasets import shared_data_dir
+from recordings.labelled import open_labelled
 
 MAX_CHOICES = 2000
 

@@ -57,8 +57,8 @@ def only_config(tmp_path):
     (lambda c: c.replace('test_labels = "nmnist_small/test_labels.txt"',
                          'test_labels = "nmnist_small/train_labels.txt"'), "no label for"),
     (lambda c: c.replace("hidden = [24]", 'layers = [{type = "conv", channels = 512, kernel = 31, padding = 15}]'),
-     "[network] layers: projection 'conv0': parameter 'kernel' (512, 2, 31, 31) over an output grid (512, 17, 17) "
-     "expands to 284,394,496 synapses, more than 33,554,432"),
+     ("[network] layers: projection 'conv0': parameter 'kernel' (512, 2, 31, 31) over an output grid (512, 17, 17) "
+      "expands to 284,394,496 synapses, more than 33,554,432")),
 ])
 def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, data_dir, edit, expected):
     result = train(tmp_path, data_dir, "--out", str(tmp_path / "m.npz"), config=edit(TINY))
@@ -145,14 +145,14 @@ def test_grad_clip_scales_the_global_norm_down_to_the_limit():
     whole = np.linalg.norm(np.concatenate([g.ravel().astype(np.float64) for g in before.values()]))
     assert clip_grad_norm(grads, 0.0) == pytest.approx(whole, rel=1e-12)          # 0: only measured
     assert clip_grad_norm(grads, whole * 2) == pytest.approx(whole, rel=1e-12)    # under the limit: untouched
-    for k in grads:
-        np.testing.assert_array_equal(grads[k], before[k])
+    for k, g in grads.items():
+        np.testing.assert_array_equal(g, before[k])
     assert clip_grad_norm(grads, 1.5) == pytest.approx(whole, rel=1e-12)
     after = np.linalg.norm(np.concatenate([g.ravel().astype(np.float64) for g in grads.values()]))
     assert after == pytest.approx(1.5, rel=1e-6)
-    for k in grads:                                                                # same direction, one scale
-        np.testing.assert_allclose(grads[k], before[k] * (1.5 / whole), rtol=1e-6)
-        assert grads[k].dtype == np.float32
+    for k, g in grads.items():                                                     # same direction, one scale
+        np.testing.assert_allclose(g, before[k] * (1.5 / whole), rtol=1e-6)
+        assert g.dtype == np.float32
 
 
 @pytest.mark.slow
