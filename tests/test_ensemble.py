@@ -146,6 +146,17 @@ def test_command_map_sums_the_votes_of_an_ensemble():
         CommandMap(4, {"0": [1.0]}, votes=np.eye(3))
 
 
+def test_a_vote_table_whose_evidence_could_overflow_is_refused():
+    """Votes near 1e308: a word's evidence (counts x votes) overflowed to inf and the decision fell to class 0.
+    Tables are bounded by MAX_VOTE (1e6), in the decoder and in a network file's readout."""
+    huge = np.array([[1e300, 0.0], [0.0, 1e300]])
+    with pytest.raises(ValueError, match=r"command_map: parameter 'votes' must be at most 1e\+06, got 1e\+300"):
+        CommandMap(2, {"0": [1.0]}, votes=huge)
+    with pytest.raises(ValueError, match=r"readout: parameter 'votes' must be at most 1e\+06, got 1e\+300"):
+        Readout("vote", classes=("a", "b"), votes=huge)
+    assert CommandMap(2, {"0": [1.0]}, votes=huge / 1e294).votes.max() == 1e6    # the bound itself is allowed
+
+
 def test_voice_drive_with_an_ensemble_of_two_copies_decides_as_the_model_alone(tmp_path):
     model = shipped_member()
     alone, twice = tmp_path / "alone.npz", tmp_path / "twice.npz"

@@ -8,6 +8,11 @@ import numbers
 
 from pipeline.core.schema import toml_value
 
+#: Largest weight a vote table (a classifier's readout: output neuron -> its share of each class) may give: a
+#: word's evidence, spike counts times votes summed over the outputs, then stays finite in float64 (a table
+#: near 1e308 overflowed to inf, and the decision fell to the first class).
+MAX_VOTE = 1e6
+
 
 def check_int(stage: str, name: str, value, low: int | None = None, high: int | None = None) -> int:
     """Validate an integer parameter ``low <= value <= high``; the error names stage, parameter and range."""

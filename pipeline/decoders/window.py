@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.core.checks import check_int
+from pipeline.core.checks import MAX_VOTE, check_int
 from pipeline.core.schema import toml_value
 
 
@@ -24,12 +24,14 @@ def check_spikes(owner: str, spikes, n_outputs: int) -> np.ndarray:
 
 def check_votes(owner: str, votes, n_outputs: int) -> np.ndarray:
     """Validate a vote table (a "vote" readout: output neuron -> its share of each class): float64
-    (n_outputs, n_classes >= 1), finite, >= 0."""
+    (n_outputs, n_classes >= 1), each in [0, MAX_VOTE]."""
     table = np.asarray(votes, dtype=np.float64)
     if table.ndim != 2 or table.shape[0] != n_outputs or table.shape[1] < 1 or not np.all(np.isfinite(table)) \
             or table.min(initial=0.0) < 0:
         raise ValueError(f"{owner}: parameter 'votes' must be a finite ({n_outputs}, n_classes) array >= 0, "
                          f"got shape {table.shape}")
+    if table.max(initial=0.0) > MAX_VOTE:
+        raise ValueError(f"{owner}: parameter 'votes' must be at most {MAX_VOTE:g}, got {table.max():g}")
     return table
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from pipeline.core.checks import MAX_VOTE
 from pipeline.core.schema import toml_value
 
 SENSORS = ("dvs", "cochlea")
@@ -144,7 +145,8 @@ class Readout:
     mean count over its neurons wins, Diehl & Cook 2015) or "vote" (each output neuron's count is shared
     among the classes by ``votes[i]``; the class with the largest sum wins: a probabilistic assignment).
     ``classes``: class names in class-index order. ``assignment``: (n_outputs,) int class index per output
-    neuron (-1 = no vote), "assignment" only. ``votes``: (n_outputs, n_classes) float >= 0, "vote" only.
+    neuron (-1 = no vote), "assignment" only. ``votes``: (n_outputs, n_classes) float in [0, MAX_VOTE], "vote"
+    only.
     """
 
     kind: str = "count"
@@ -179,6 +181,8 @@ class Readout:
                     or not np.all(np.isfinite(votes)) or votes.min() < 0:
                 raise ValueError(f"{owner}: parameter 'votes' must be a finite (n_outputs, {len(self.classes)}) "
                                  f"array >= 0, got shape {votes.shape}")
+            if votes.max() > MAX_VOTE:
+                raise ValueError(f"{owner}: parameter 'votes' must be at most {MAX_VOTE:g}, got {votes.max():g}")
             votes.setflags(write=False)
             object.__setattr__(self, "votes", votes)
 
