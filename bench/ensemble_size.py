@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.snn.ensemble import member
+from pipeline.snn.ensemble import member, member_indices
 from pipeline.snn.network import Network
 from pipeline.train import bptt
 from recordings.datasets import shared_data_dir
@@ -37,13 +37,7 @@ MAX_CHOICES = 2000
 def members_of(path: Path) -> list[Network]:
     """The networks a file holds: itself, or an ensemble's members."""
     network = Network.load(path)
-    if network.readout.kind != "vote":
-        return [network]
-    k, out = 0, []
-    while any(p.name.startswith(f"m{k}_") for p in network.populations):
-        out.append(member(network, k))
-        k += 1
-    return out
+    return [member(network, k) for k in member_indices(network)] or [network]
 
 
 def choices(n: int, k: int, rng: np.random.Generator) -> list[tuple[int, ...]]:

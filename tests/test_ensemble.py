@@ -14,7 +14,7 @@ from pipeline.app.commands.train import load_config
 from pipeline.app.launch import LaunchError, build_decoder, build_graph, load_launch
 from pipeline.decoders.command_map import CommandMap
 from pipeline.snn import build
-from pipeline.snn.ensemble import ensemble, member
+from pipeline.snn.ensemble import ensemble, member, member_indices
 from pipeline.snn.model import Readout
 from pipeline.snn.network import Network
 from pipeline.train.present import present_file
@@ -90,6 +90,7 @@ def test_a_member_comes_back_out_of_the_ensemble_as_it_went_in():
             assert back.projection(projection.name).weight_exp == projection.weight_exp
         for name, value in original.population("output").neuron.arrays("o", 10).items():
             np.testing.assert_array_equal(back.population("output").neuron.arrays("o", 10)[name], value)
+    assert member_indices(merged) == [0, 1, 2] and member_indices(first) == []
     with pytest.raises(ValueError, match=r"no ensemble member 3 \(it holds members 0, 1, 2;"):
         member(merged, 3)
     with pytest.raises(ValueError, match=r"no ensemble member -1 \(it holds members 0, 1, 2;"):

@@ -132,6 +132,15 @@ def ensemble(members: Sequence[Network]) -> Network:
                    input_spec=first.input_spec, readout=readout)
 
 
+def member_indices(network: Network) -> list[int]:
+    """The member numbers k of a network written by :func:`ensemble` (those with projections named ``m{k}_*``
+    into its output), increasing; [] for a network without a vote readout."""
+    if network.readout is None or network.readout.kind != "vote":
+        return []
+    return sorted({int(m.group(1)) for p in network.projections if p.target == network.output_name
+                   for m in [re.match(r"m(\d+)_", p.name)] if m})
+
+
 def member(network: Network, k: int) -> Network:
     """Member ``k`` of a network written by :func:`ensemble`, as the standalone classifier it was: its
     populations and projections under their own names, its slice of the output population (Dense
@@ -143,10 +152,8 @@ def member(network: Network, k: int) -> Network:
     prefix = f"m{k}_"
     into_output = [p for p in network.projections if p.name.startswith(prefix) and p.target == network.output_name]
     if not into_output or network.readout is None or network.readout.kind != "vote":
-        held = sorted({int(m.group(1)) for p in network.projections if p.target == network.output_name
-                       for m in [re.match(r"m(\d+)_", p.name)] if m})
-        holds = f"it holds members {', '.join(map(str, held))}" if held and network.readout is not None \
-            and network.readout.kind == "vote" else "it is not an ensemble"
+        held = member_indices(network)
+        holds = f"it holds members {', '.join(map(str, held))}" if held else "it is not an ensemble"
         raise ValueError(f"the network holds no ensemble member {k} ({holds}; expected projections named {prefix}* "
                          f"into {network.output_name!r} and a vote readout)")
     n_out = network.n_outputs

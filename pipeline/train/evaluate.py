@@ -98,14 +98,11 @@ def prepare(network: Network, backend: str) -> tuple[Network, list[str]]:
 
 
 def _never_decided(readout) -> list[str]:
-    """The classes an "assignment" or "vote" readout gives no output neuron's spikes to."""
-    if readout.kind == "vote":
-        heard = readout.votes.any(axis=0)
-    elif readout.kind == "assignment":
-        heard = np.isin(np.arange(len(readout.classes)), readout.assignment)
-    else:
+    """The classes an "assignment" or "vote" readout (Readout.vote_table) gives no output neuron's spikes to."""
+    table = readout.vote_table()
+    if table is None:
         return []
-    return [name for name, yes in zip(readout.classes, heard) if not yes]
+    return [name for name, heard in zip(readout.classes, table.any(axis=0)) if not heard]
 
 
 def decoder_for(network: Network, margin: float, min_evidence: float) -> ClassifierDecoder:
