@@ -89,11 +89,68 @@ def test_version_and_help_without_markup():
     assert "Exit status: 0 ok, 1 runtime failure, 2 bad input or usage, 3 device lost, 130" in cli("--help").stdout
 
 
-def test_motor_help_lists_driver_options_and_a_clamp_is_reported():
+def _motor_help_options() -> dict[str, list[str]]:
+    """``spikeloop motor --help``'s driver options block as {protocol: ["key: description", ...]}."""
     text = cli("motor", "--help").stdout
-    for option in ("device_watchdog_ms=100.0", "counts_per_rev=None", "neutral_us=1500.0", "max_turns_s=None",
-                   "boot_wait_s=3.0"):
-        assert option in text
+    block = text[text.index("driver options per protocol"):].splitlines()[1:]
+    out: dict[str, list[str]] = {}
+    for line in block:
+        if re.fullmatch(r"  \w+:", line):
+            out[line.strip(" :")] = []
+        elif line.startswith("      "):
+            out[list(out)[-1]].append(line.strip())
+    return out
+
+
+def test_motor_help_describes_driver_options_in_the_launch_file_words():
+    """The block read ``counts_per_rev=None (float | None)``, ``mode='servo' (str)``: Python reprs, and the
+    options the drivers refuse to start without shown as optional."""
+    options = _motor_help_options()
+    assert set(options) == {"dynamixel", "firmata", "maestro", "odrive", "roboclaw"}
+    text = "\n".join(line for lines in options.values() for line in lines)
+    for line in ("counts_per_rev: a number, required: quadrature encoder counts per wheel revolution",
+                 "full_scale_rad_s: a number, required: speed at full servo angle / full PWM duty (rad/s)",
+                 "full_scale_rad_s: a number, required: speed the servo/ESC reaches at neutral_us + range_us (rad/s)",
+                 "neutral_us: a number, default 1500.0: pulse width that stops the motor (µs)",
+                 'mode: a string, default "servo": ',
+                 "dir_pins: a list of integers, optional: ",
+                 "max_turns_s: a number, optional: speed limit the device enforces (turns/s",
+                 "boot_wait_s: a number, default 3.0: ", "device_watchdog_ms: a number, default 100.0: "):
+        assert line in text, line
+    assert not re.search(r"\bNone\b|'[^' ]*'|\w\[|\w=", text), text
+    # One description of a key in the whole project: the help's lines are `spikeloop list motors`'s.
+    listed = json.loads(cli("list", "motors", "--json").stdout)["motors"]
+    assert options == {name: [f"{key}: {about}" for key, about in entry["keys"].items()]
+                       for name, entry in listed.items()}
+
+
+@pytest.mark.parametrize("protocol, ids, option", [
+    ("firmata", "9", "full_scale_rad_s"), ("maestro", "0", "full_scale_rad_s"), ("roboclaw", "1", "counts_per_rev"),
+])
+def test_a_required_driver_option_left_out_is_one_line_and_bad_input(tmp_path, protocol, ids, option):
+    one_line_error(cli("motor", "--protocol", protocol, "--port", f"emulated:{protocol}", "--ids", ids,
+                       "--velocity", "1", "--duration", "0"),
+                   "motor", f"{protocol}: driver option {option} is required: ")
+    launch = (ROOT / "launch" / "replay.toml").read_text().replace('"../recordings/', f'"{ROOT}/recordings/')
+    launch = (launch.replace('protocol = "dynamixel"', f'protocol = "{protocol}"')
+              .replace("emulated:dynamixel", f"emulated:{protocol}").replace("ids = [1, 2]", f"ids = [{ids}]")
+              .replace("device_watchdog_ms = 100 ", "mode = 'servo' " if protocol == "firmata" else "# "))
+    path = tmp_path / "motors.toml"
+    path.write_text(launch)
+    one_line_error(cli("launch", path, "--check"), "launch",
+                   f"{path}: [sinks.motors.driver] {option}: missing (required by protocol \"{protocol}\")")
+
+
+def test_driver_option_errors_are_bad_input():
+    base = ("motor", "--protocol", "firmata", "--port", "emulated:firmata", "--ids", "9", "--velocity", "1",
+            "--duration", "0")
+    one_line_error(cli(*base, "--opt", "full_scale_rad_s=6", "--opt", "bogus=1"), "motor",
+                   "firmata: unknown driver option bogus (expected one of: full_scale_rad_s, mode, ")
+    one_line_error(cli(*base, "--opt", "full_scale_rad_s=-1"), "motor", "must be a number > 0, got -1")
+    one_line_error(cli(*base, "--opt", "full_scale_rad_s=fast"), "motor", 'must be a number > 0, got "fast"')
+
+
+def test_a_clamp_is_reported():
     run = cli("motor", "--protocol", "dynamixel", "--port", "emulated:dynamixel", "--ids", "1,2",
               "--velocity", "100,1", "--duration", "0.2")
     assert run.returncode == 0, run.stderr

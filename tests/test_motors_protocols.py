@@ -16,7 +16,7 @@ import pytest
 from devices.motors import firmata as fm
 from devices.motors import maestro as mo
 from devices.motors import odrive as od
-from devices.motors import open_motors
+from devices.motors import open_motors, registry
 from devices.motors import roboclaw as rc
 from devices.motors.crc import crc7_maestro, crc16_xmodem, xor_checksum
 from devices.motors.registry import start_twin
@@ -246,6 +246,19 @@ CASES = {
     "odrive": dict(ids=[0, 1], opts={}),
     "firmata": dict(ids=[9, 10], opts=dict(full_scale_rad_s=6.0)),
 }
+
+
+@pytest.mark.parametrize("protocol", ["firmata", "maestro", "roboclaw"])
+def test_a_required_driver_option_left_out_is_refused_before_anything_opens(protocol, monkeypatch):
+    """full_scale_rad_s / counts_per_rev: no default in the driver's signature, so the same fact makes
+    ``spikeloop list`` and ``motor --help`` say "required" and open_motors refuse (one line)."""
+    monkeypatch.setattr(registry, "start_twin", lambda *a, **k: pytest.fail("a twin started"))
+    monkeypatch.setattr(registry, "SerialLink", lambda *a, **k: pytest.fail("a port opened"))
+    (option,) = CASES[protocol]["opts"]
+    with pytest.raises(ValueError, match=rf"^{protocol}: driver option {option} is required: \S"):
+        open_motors(protocol, f"emulated:{protocol}", CASES[protocol]["ids"])
+    with pytest.raises(ValueError, match=rf"^{protocol}: unknown driver option speed \(expected one of: {option}, "):
+        open_motors(protocol, f"emulated:{protocol}", CASES[protocol]["ids"], speed=1, **CASES[protocol]["opts"])
 
 
 def released(protocol: str, dev) -> bool:

@@ -8,6 +8,8 @@ release them (torque off / pulses off). Drivers never touch the port directly; t
 """
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -17,6 +19,11 @@ import numpy as np
 
 class MotorError(RuntimeError):
     """A device did not answer or answered with an error (message names port, id and what was expected)."""
+
+
+def is_positive_number(value: Any) -> bool:
+    """Whether a driver option's value is a finite number > 0 (not a bool, a string or None)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < math.inf
 
 
 class Exchange(Protocol):

@@ -19,14 +19,14 @@ import numpy as np
 from pipeline.core.schema import toml_value
 
 from . import firmata as fm
-from .driver import Exchange, MotorDriver, MotorError
+from .driver import Exchange, MotorDriver, MotorError, is_positive_number
 
 
 class FirmataDriver(MotorDriver):
     """StandardFirmata pins (ids) driving servos or PWM motor drivers; options (``--opt`` /
     ``[sinks.<label>.driver]``):
 
-    full_scale_rad_s: speed at full servo angle / full PWM duty (rad/s; the driver refuses to start without it)
+    full_scale_rad_s: speed at full servo angle / full PWM duty (rad/s)
     mode: "servo" (continuous-rotation servo pulses) or "pwm" (PWM duty on the pin)
     min_us: servo pulse width at full reverse (µs)
     max_us: servo pulse width at full forward (µs)
@@ -39,15 +39,15 @@ class FirmataDriver(MotorDriver):
     emulated_baud = 57600
     reply_timeout_s = 0.05
 
-    def __init__(self, ids: list[int], full_scale_rad_s: float | None = None, mode: str = "servo",
+    def __init__(self, ids: list[int], full_scale_rad_s: float, mode: str = "servo",
                  min_us: int = 1000, max_us: int = 2000, dir_pins: list[int] | None = None,
                  boot_wait_s: float = 3.0) -> None:
         super().__init__(ids)
         for pin in ids + list(dir_pins or []):
             fm.set_pin_mode(pin, fm.OUTPUT)
-        if full_scale_rad_s is None or full_scale_rad_s <= 0:
-            raise ValueError("firmata: full_scale_rad_s (speed at full servo angle / full PWM duty) is "
-                             "required and must be > 0 (CLI: --opt full_scale_rad_s=X)")
+        if not is_positive_number(full_scale_rad_s):
+            raise ValueError(f"firmata: full_scale_rad_s (speed at full servo angle / full PWM duty, rad/s) must "
+                             f"be a number > 0, got {toml_value(full_scale_rad_s)}")
         if mode not in ("servo", "pwm"):
             raise ValueError(f'firmata: mode must be "servo" or "pwm", got {toml_value(mode)}')
         if dir_pins is not None and (mode != "pwm" or len(dir_pins) != len(ids)):

@@ -15,16 +15,17 @@ from collections import deque
 
 import numpy as np
 
+from pipeline.core.schema import toml_value
+
 from . import maestro as mo
-from .driver import Exchange, MotorDriver, MotorError
+from .driver import Exchange, MotorDriver, MotorError, is_positive_number
 
 
 class MaestroDriver(MotorDriver):
     """Pololu Maestro channels (ids 0..23) driving servos or RC ESCs; options (``--opt`` /
     ``[sinks.<label>.driver]``):
 
-    full_scale_rad_s: speed the servo/ESC reaches at neutral_us + range_us (rad/s; the driver refuses to
-        start without it)
+    full_scale_rad_s: speed the servo/ESC reaches at neutral_us + range_us (rad/s)
     neutral_us: pulse width that stops the motor (µs)
     range_us: pulse width change from neutral to full speed (µs, below neutral_us)
     device_number: Pololu-protocol device number (left out: the compact protocol)
@@ -35,7 +36,7 @@ class MaestroDriver(MotorDriver):
     emulated_baud = 200000
     reply_timeout_s = 0.05
 
-    def __init__(self, ids: list[int], full_scale_rad_s: float | None = None, neutral_us: float = 1500.0,
+    def __init__(self, ids: list[int], full_scale_rad_s: float, neutral_us: float = 1500.0,
                  range_us: float = 500.0, device_number: int | None = None) -> None:
         super().__init__(ids)
         if device_number is not None:
@@ -43,9 +44,9 @@ class MaestroDriver(MotorDriver):
         self.device_number = device_number
         for channel in ids:
             mo.get_position(channel)
-        if full_scale_rad_s is None or full_scale_rad_s <= 0:
-            raise ValueError("maestro: full_scale_rad_s (speed at neutral + range pulse) is required and "
-                             "must be > 0 (CLI: --opt full_scale_rad_s=X)")
+        if not is_positive_number(full_scale_rad_s):
+            raise ValueError(f"maestro: full_scale_rad_s (speed at neutral + range pulse, rad/s) must be a number "
+                             f"> 0, got {toml_value(full_scale_rad_s)}")
         if not 0 < range_us < neutral_us:
             raise ValueError(f"maestro: range_us={range_us} must be in (0, neutral_us={neutral_us})")
         self.full_scale = float(full_scale_rad_s)

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.core.schema import toml_value
+
 from . import roboclaw as rc
-from .driver import Exchange, MotorDriver, MotorError
+from .driver import Exchange, MotorDriver, MotorError, is_positive_number
 
 TWO_PI = 2.0 * math.pi
 
@@ -39,7 +41,7 @@ class RoboClawDriver(MotorDriver):
     """RoboClaw motor channels (ids 1, 2) in closed-loop speed mode; options (``--opt`` /
     ``[sinks.<label>.driver]``):
 
-    counts_per_rev: quadrature encoder counts per wheel revolution (the driver refuses to start without it)
+    counts_per_rev: quadrature encoder counts per wheel revolution (encoder counts, gearbox included)
     address: packet-serial address of the controller (128 .. 135, 0x80 .. 0x87)
     device_watchdog_ms: the controller's serial timeout: no command for this long stops it (ms, 100 ms steps)
     max_qpps: speed limit the device enforces (encoder counts/s; left out: none)
@@ -50,14 +52,14 @@ class RoboClawDriver(MotorDriver):
     emulated_baud = 460800
     reply_timeout_s = 0.05
 
-    def __init__(self, ids: list[int], counts_per_rev: float | None = None, address: int = 0x80,
+    def __init__(self, ids: list[int], counts_per_rev: float, address: int = 0x80,
                  device_watchdog_ms: float = 100.0, max_qpps: int | None = None) -> None:
         super().__init__(ids)
         if any(i not in (1, 2) for i in ids):
             raise ValueError(f"roboclaw: ids are motor channels 1 and/or 2, got {ids}")
-        if counts_per_rev is None or counts_per_rev <= 0:
-            raise ValueError("roboclaw: counts_per_rev (encoder counts per wheel revolution) is required "
-                             "and must be > 0 (CLI: --opt counts_per_rev=N)")
+        if not is_positive_number(counts_per_rev):
+            raise ValueError(f"roboclaw: counts_per_rev (encoder counts per wheel revolution) must be a number "
+                             f"> 0, got {toml_value(counts_per_rev)}")
         rc.read_request(address, 0)
         self.address = address
         self.counts_per_rev = float(counts_per_rev)

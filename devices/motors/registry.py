@@ -1,9 +1,19 @@
-"""Protocol name -> driver class and emulated twin, and :func:`open_motors`."""
+"""Protocol name -> driver class and emulated twin, and :func:`open_motors`.
+
+A protocol's driver options (``spikeloop motor --opt KEY=VALUE``, a launch file's ``[sinks.<label>.driver]``)
+are the keyword parameters of its driver's ``__init__`` after ``ids``, declared there once: a parameter
+without a default is a required option, and its help (with the unit) is the class docstring's
+``name: help`` line. ``spikeloop list motors``, ``spikeloop motor --help``, the launch-file check and
+:func:`check_driver_options` all read them from there.
+"""
 from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping
 from typing import Any
+
+from pipeline.core.schema import parameter_help
 
 from .driver import MotorDriver
 from .link import SerialLink
@@ -33,6 +43,22 @@ def driver_class(protocol: str) -> type[MotorDriver]:
     return _load(PROTOCOLS[protocol][0])
 
 
+def check_driver_options(protocol: str, options: Mapping[str, Any]) -> None:
+    """ValueError, one line naming the protocol and the option, for an option ``protocol``'s driver does not
+    take or a required one (a driver parameter without a default) left out. Values are the driver's to check."""
+    cls = driver_class(protocol)
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    accepted = {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
+                if name not in ("self", "ids") and p.kind in named}
+    for name in options:
+        if name not in accepted:
+            raise ValueError(f"{protocol}: unknown driver option {name} (expected one of: {', '.join(accepted)})")
+    for name, p in accepted.items():
+        if p.default is p.empty and name not in options:
+            about = parameter_help(cls.__doc__).get(name)
+            raise ValueError(f"{protocol}: driver option {name} is required" + (f": {about}" if about else ""))
+
+
 def start_twin(protocol: str, ids: list[int], **opts: Any) -> PtyTwin:
     """An emulated ``protocol`` controller with motors ``ids``, served on a fresh pty."""
     driver_class(protocol)
@@ -51,9 +77,12 @@ def open_motors(protocol: str, port: str, ids: list[int], *, baud: int | None = 
     firmata's dir_pins, are passed to it, and twin_opts adds twin-only ones). ids: motor ids / channels / axes / pins, in
     the order of ``send()``'s velocity array. baud: defaults to the protocol's factory default (real
     port) or its emulated rate. timeout_ms, max_velocity (rad/s), max_accel (rad/s^2): safety layer.
-    feedback_hz: read-back request rate (0 = none). driver_opts go to the protocol driver.
+    feedback_hz: read-back request rate (0 = none). driver_opts go to the protocol driver
+    (:func:`check_driver_options`). ValueError / TypeError: a bad argument (nothing is left open); MotorError:
+    the port or the device failed.
     """
     cls = driver_class(protocol)
+    check_driver_options(protocol, driver_opts)
     driver = cls(list(ids), **driver_opts)
     twin = None
     if port.startswith(EMULATED_PREFIX):

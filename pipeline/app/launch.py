@@ -628,9 +628,10 @@ def _accepted_parameters(cls, skip: tuple[str, ...]) -> dict[str, inspect.Parame
     return {n: p for n, p in params.items() if n not in ("self", *skip) and p.kind in named}
 
 
-def _check_free_params(ctx: Context, table: dict, cls, skip: tuple[str, ...]) -> dict:
-    """Parameters of a registry class (stage, decoder): unknown and missing keys are rejected here,
-    values by the class itself when it is built (its errors are rephrased with file and section)."""
+def _check_free_params(ctx: Context, table: dict, cls, skip: tuple[str, ...], owner: str = "this type") -> dict:
+    """Parameters of a registry class (stage, decoder, motor driver): unknown and missing keys (a parameter
+    without a default; ``owner`` names whose in the message) are rejected here, values by the class itself
+    when it is built (its errors are rephrased with file and section)."""
     accepted = _accepted_parameters(cls, skip)
     params = {k: v for k, v in table.items() if k != "type"}
     for name in params:
@@ -638,7 +639,7 @@ def _check_free_params(ctx: Context, table: dict, cls, skip: tuple[str, ...]) ->
             raise ctx.fail(name, f"unknown key (expected one of: {', '.join(sorted(accepted))})")
     for name, parameter in accepted.items():
         if parameter.default is inspect.Parameter.empty and name not in params:
-            raise ctx.fail(name, "missing (required by this type)")
+            raise ctx.fail(name, f"missing (required by {owner})")
     for name, value in params.items():
         _check_parameter_type(ctx, name, accepted[name], value)
     return params
@@ -819,7 +820,8 @@ def _check_motor_sink(ctx: Context, values: dict, driver: Any, driver_ctx: Conte
         raise ctx.fail("ids", f"expected distinct motor ids, got {toml_value(values['ids'])}")
     if not isinstance(driver, dict):
         raise LaunchError(f"{driver_ctx.where()}: expected a table, got {toml_value(driver)}")
-    return _check_free_params(driver_ctx, driver, driver_class(values["protocol"]), ("ids",))
+    return _check_free_params(driver_ctx, driver, driver_class(values["protocol"]), ("ids",),
+                              owner=f"protocol {toml_value(values['protocol'])}")
 
 
 # -- phase 2: build ----------------------------------------------------------------------------------

@@ -135,6 +135,28 @@ def default_text(default: Any, required: bool) -> str:
     return "optional" if default is None else f"default {toml_value(default)}"
 
 
+def key_text(expectation: str, default: str, help_text: str, unit: str = "") -> str:
+    """One key as ``spikeloop list`` (and ``spikeloop motor --help``) describes it:
+    ``<expectation> [(unit)], <default>[: help]``, e.g. ``an integer (px), default 0: ...``; ``default`` as
+    :func:`default_text` writes it."""
+    return f"{expectation}{f' ({unit})' if unit else ''}, {default}" + (f": {help_text}" if help_text else "")
+
+
+def signature_keys(cls: type, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """The keyword parameters of ``cls.__init__`` (a registry class: decoder, motor driver) as launch-file keys,
+    ``{name: key_text(...)}``: the expectation from the annotation (:func:`annotation_expectation`), a
+    parameter without a default ``required``, help (with its unit) from the class docstring's ``name: help``
+    lines (:func:`parameter_help`). ``skip``: parameters the caller fills itself (e.g. ``ids``)."""
+    helps = parameter_help(cls.__doc__)
+    out = {}
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name in ("self", *skip) or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        kind = annotation_expectation(p.annotation if isinstance(p.annotation, str) else p.annotation.__name__)
+        out[name] = key_text(kind, default_text(p.default, p.default is p.empty), helps.get(name, ""))
+    return out
+
+
 _PARAMETER_LINE = re.compile(r"(?P<names>[A-Za-z_]\w*(?:\s*/\s*[A-Za-z_]\w*)*): (?P<help>\S.*)")
 
 

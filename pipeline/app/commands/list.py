@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 
-from pipeline.core.schema import REQUIRED, annotation_expectation, default_text, parameter_help, toml_value
+from pipeline.core.schema import REQUIRED, default_text, key_text, signature_keys, toml_value
 
 CATEGORIES = ("sources", "stages", "networks", "decoders", "outputs", "sinks", "motors")
 
@@ -28,25 +28,7 @@ def register(subparsers, summary: str) -> None:
 
 def _key_text(key) -> str:
     """A pipeline.core.schema.Key as ``<expectation>, <default>: help``."""
-    return _line(key.expectation(), default_text(key.default, key.default is REQUIRED), key.help)
-
-
-def _line(expectation: str, default: str, help_text: str, unit: str = "") -> str:
-    """One key as every category shows it: ``an integer (px), default 0: help``."""
-    return f"{expectation}{f' ({unit})' if unit else ''}, {default}" + (f": {help_text}" if help_text else "")
-
-
-def _signature_keys(cls, skip: tuple[str, ...]) -> dict[str, str]:
-    """Keyword parameters of a registry class (``__init__`` annotations; help from the ``name: help``
-    lines of the class docstring, pipeline.core.schema.parameter_help) as ``{name: "expectation, default: help"}``."""
-    helps = parameter_help(cls.__doc__)
-    out = {}
-    for name, p in inspect.signature(cls.__init__).parameters.items():
-        if name in ("self", *skip) or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            continue
-        kind = annotation_expectation(p.annotation if isinstance(p.annotation, str) else p.annotation.__name__)
-        out[name] = _line(kind, default_text(p.default, p.default is p.empty), helps.get(name, ""))
-    return out
+    return key_text(key.expectation(), default_text(key.default, key.default is REQUIRED), key.help)
 
 
 def _first_line(obj) -> str:
@@ -68,9 +50,9 @@ def catalogue() -> dict[str, dict[str, dict]]:
     for name, config in sorted(STAGES.items()):
         info = config.describe()
         stages[name] = {"about": info.summary, "keys": {
-            p.name: _line(p.expectation, default_text(p.default, p.required), p.help, p.unit) for p in info.params}}
+            p.name: key_text(p.expectation, default_text(p.default, p.required), p.help, p.unit) for p in info.params}}
     decoders = {name: {"about": "spike decoder (with a [network]): " + _first_line(cls),
-                       "keys": _signature_keys(cls, ("n_outputs",))} for name, cls in sorted(DECODERS.items())}
+                       "keys": signature_keys(cls, ("n_outputs",))} for name, cls in sorted(DECODERS.items())}
     decoders["classifier"] = {"about": "spike decoder (with a [network] file = a model .npz and a samples source): "
                                        "a class per sample, decided early once the evidence is enough",
                                "keys": {k: _key_text(v) for k, v in CLASSIFIER_KEYS.items()}}
@@ -91,7 +73,7 @@ def catalogue() -> dict[str, dict[str, dict]]:
         "sinks": {name: {"about": f"[sinks.<label>] type = {toml_value(name)}", "keys": {k: _key_text(v) for k, v in keys.items()}}
                   for name, keys in SINK_KEYS.items()},
         "motors": {name: {"about": "[sinks.<label>.driver] options of this protocol (spikeloop motor --opt)",
-                          "keys": _signature_keys(driver_class(name), ("ids",))} for name in sorted(PROTOCOLS)},
+                          "keys": signature_keys(driver_class(name), ("ids",))} for name in sorted(PROTOCOLS)},
     }
 
 

@@ -16,6 +16,8 @@ import time
 import numpy as np
 
 from devices.motors import PROTOCOLS, MotorError, StopOnSignal, open_motors
+from pipeline.app.errors import EXIT_FAILED, fail
+from pipeline.core.schema import signature_keys
 
 
 def _int_list(text: str) -> list[int]:
@@ -47,25 +49,24 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def protocol_options() -> str:
-    """One line per protocol: the driver options ``--opt KEY=VALUE`` takes, with their types and defaults
-    (read from each driver's signature, so the help cannot drift from the code)."""
-    import inspect
-
+    """Every protocol's driver options (``--opt KEY=VALUE``), one ``KEY: <expectation>, required | optional |
+    default <TOML value>: help (unit)`` line each, as ``spikeloop list motors`` prints them (both read the
+    driver's signature and docstring through pipeline.core.schema.signature_keys)."""
     from devices.motors.registry import driver_class
 
     lines = []
     for name in sorted(PROTOCOLS):
-        params = inspect.signature(driver_class(name).__init__).parameters.values()
-        options = [f"{p.name}={p.default!r} ({p.annotation})" if p.annotation is not p.empty else f"{p.name}={p.default!r}"
-                   for p in params if p.name not in ("self", "ids") and p.default is not p.empty]
-        lines.append(f"  {name:<10} " + (", ".join(options) if options else "(none)"))
+        lines.append(f"  {name}:")
+        options = signature_keys(driver_class(name), ("ids",))
+        lines += [f"      {key}: {text}" for key, text in options.items()] or ["      (none)"]
     return "\n".join(lines)
 
 
 def register(subparsers, summary: str) -> None:
     description = __doc__.replace("``", "")
     p = subparsers.add_parser("motor", help=summary, description=description,
-                              epilog="driver options per protocol (--opt KEY=VALUE, repeatable):\n" + protocol_options(),
+                              epilog="driver options per protocol (--opt KEY=VALUE, repeatable; in a launch file: "
+                                     "[sinks.<label>.driver] KEY = VALUE):\n" + protocol_options(),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", required=True, choices=sorted(PROTOCOLS))
     p.add_argument("--port", required=True, help="serial device path, or emulated:<protocol>")
@@ -111,9 +112,10 @@ def run(args) -> int:
         controller = open_motors(args.protocol, args.port, args.ids, baud=args.baud,
                                  timeout_ms=args.timeout_ms, max_velocity=args.max_velocity,
                                  max_accel=args.max_accel, **dict(args.opt))
-    except (MotorError, ValueError, TypeError) as exc:
-        print(f"spikeloop motor: {exc}", file=sys.stderr)
-        return 1
+    except (ValueError, TypeError) as exc:  # a bad option or value: nothing was opened
+        return fail("motor", str(exc))
+    except MotorError as exc:
+        return fail("motor", str(exc), status=EXIT_FAILED)
     stopper = StopOnSignal([controller])
     command = np.asarray(args.velocity, dtype=float)
     limit = controller.velocity_limit
