@@ -147,7 +147,21 @@ def test_driver_option_errors_are_bad_input():
     one_line_error(cli(*base, "--opt", "full_scale_rad_s=6", "--opt", "bogus=1"), "motor",
                    "firmata: unknown driver option bogus (expected one of: full_scale_rad_s, mode, ")
     one_line_error(cli(*base, "--opt", "full_scale_rad_s=-1"), "motor", "must be a number > 0, got -1")
-    one_line_error(cli(*base, "--opt", "full_scale_rad_s=fast"), "motor", 'must be a number > 0, got "fast"')
+    one_line_error(cli(*base, "--opt", "full_scale_rad_s=fast"), "motor",
+                   'firmata: driver option full_scale_rad_s: expected a finite number, got "fast"')
+    one_line_error(cli(*base, "--opt", "full_scale_rad_s=6", "--opt", "boot_wait_s=true"), "motor",
+                   "firmata: driver option boot_wait_s: expected a finite number, got true")
+
+
+def test_driver_option_values_are_toml_as_in_a_launch_file():
+    """``--opt dir_pins=[11,12]`` was the text "[11,12]": a list option (help: "a list of integers") could not be
+    given on the command line. Values now read as ``launch --set`` reads them."""
+    run = cli("motor", "--protocol", "firmata", "--port", "emulated:firmata", "--ids", "9,10", "--velocity", "1,-1",
+              "--duration", "0.2", "--opt", "full_scale_rad_s=6", "--opt", "mode=pwm", "--opt", "dir_pins=[11, 12]")
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    run = cli("motor", "--protocol", "roboclaw", "--port", "emulated:roboclaw", "--ids", "1", "--velocity", "1",
+              "--duration", "0.2", "--opt", "counts_per_rev=2048", "--opt", "address=0x81")
+    assert run.returncode == 0, run.stderr
 
 
 def test_a_clamp_is_reported():

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.core.schema import parameter_help
+from pipeline.core.schema import parameter_help, parameter_mismatch
 
 from .driver import MotorDriver
 from .link import SerialLink
@@ -45,7 +45,9 @@ def driver_class(protocol: str) -> type[MotorDriver]:
 
 def check_driver_options(protocol: str, options: Mapping[str, Any]) -> None:
     """ValueError, one line naming the protocol and the option, for an option ``protocol``'s driver does not
-    take or a required one (a driver parameter without a default) left out. Values are the driver's to check."""
+    take, a value its annotation refuses (:func:`pipeline.core.schema.parameter_mismatch`, as a launch file's
+    check does: ``true`` for a number) or a required option (a driver parameter without a default) left out.
+    Ranges are the driver's to check."""
     cls = driver_class(protocol)
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     accepted = {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
@@ -53,6 +55,10 @@ def check_driver_options(protocol: str, options: Mapping[str, Any]) -> None:
     for name in options:
         if name not in accepted:
             raise ValueError(f"{protocol}: unknown driver option {name} (expected one of: {', '.join(accepted)})")
+    for name, value in options.items():
+        problem = parameter_mismatch(accepted[name], value)
+        if problem:
+            raise ValueError(f"{protocol}: driver option {name}: {problem}")
     for name, p in accepted.items():
         if p.default is p.empty and name not in options:
             about = parameter_help(cls.__doc__).get(name)

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -77,7 +76,17 @@ from pipeline.app.sources import (
     robot_chunks,
     table_kind,
 )
-from pipeline.core.schema import Context, Key, LaunchError, check_table, check_value, printable, toml_value
+from pipeline.core.schema import (
+    Context,
+    Key,
+    LaunchError,
+    check_table,
+    check_value,
+    command_line_value,
+    parameter_mismatch,
+    printable,
+    toml_value,
+)
 from pipeline.decoders import DECODERS
 from pipeline.decoders.bci.factory import DECODER_KINDS, make_decoder
 from pipeline.train.bci import fit_decoder
@@ -277,12 +286,9 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     if not sep or len(path) < 2 or not all(path):
         raise LaunchError(f"--set {assignment!r}: expected section.key=value")
     try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
-    except RecursionError:
-        raise LaunchError(f"--set {name.strip()}: value nested too deeply") from None
-    return path, value
+        return path, command_line_value(text)
+    except ValueError as exc:
+        raise LaunchError(f"--set {name.strip()}: {exc}") from None
 
 
 def apply_set(table: dict, path: list[str], value: Any, assignment: str) -> None:
@@ -641,38 +647,10 @@ def _check_free_params(ctx: Context, table: dict, cls, skip: tuple[str, ...], ow
         if parameter.default is inspect.Parameter.empty and name not in params:
             raise ctx.fail(name, f"missing (required by {owner})")
     for name, value in params.items():
-        _check_parameter_type(ctx, name, accepted[name], value)
+        problem = parameter_mismatch(accepted[name], value)
+        if problem:
+            raise ctx.fail(name, problem)
     return params
-
-
-def _check_parameter_type(ctx: Context, name: str, parameter: inspect.Parameter, value: Any) -> None:
-    """A registry class's parameter value against its annotation (``int``, ``float``, ``bool``, ``str``,
-    ``list[...]``, ``X | None``: None cannot be written in TOML); an unannotated parameter (index lists,
-    groups, names) takes a list. The class checks ranges itself; this refuses what it would silently
-    coerce: ``true`` for a number (bool is an int in Python), ``""`` for an index list, a non-finite
-    number."""
-    annotation = parameter.annotation
-    if annotation is inspect.Parameter.empty:
-        annotation = ""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    kinds = {part.strip() for part in text.split("|")} - {"None"} if text else set()
-    if not kinds:
-        expected, ok = "a list", isinstance(value, list)
-    elif kinds == {"int"}:
-        expected, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
-    elif kinds == {"float"}:
-        expected = "a finite number"
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    elif kinds == {"bool"}:
-        expected, ok = "true or false", isinstance(value, bool)
-    elif kinds == {"str"}:
-        expected, ok = "a non-empty string", isinstance(value, str) and bool(value)
-    elif all(kind.startswith(("list", "tuple")) for kind in kinds):
-        expected, ok = "a list", isinstance(value, list)
-    else:
-        return
-    if not ok:
-        raise ctx.fail(name, f"expected {expected}, got {toml_value(value)}")
 
 
 def _check_stages(path: Path, display: str, table: Any) -> list[tuple[str, str, StageConfig]]:

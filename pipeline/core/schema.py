@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import tomllib
 
 REQUIRED = object()
 
@@ -157,6 +158,35 @@ def signature_keys(cls: type, skip: tuple[str, ...] = ()) -> dict[str, str]:
     return out
 
 
+def parameter_mismatch(parameter: inspect.Parameter, value: Any) -> str | None:
+    """``"expected <what>, got <TOML value>"`` when ``value`` does not fit a registry class's ``parameter``
+    (stage, decoder, motor driver) by its annotation (``int``, ``float``, ``bool``, ``str``, ``list[...]``,
+    ``X | None``: None cannot be written in TOML); an unannotated parameter (index lists, groups, names)
+    takes a list. None when it fits: the class checks ranges itself; this refuses what it would silently
+    coerce: ``true`` for a number (bool is an int in Python), ``""`` for an index list, a non-finite number."""
+    annotation = parameter.annotation
+    if annotation is inspect.Parameter.empty:
+        annotation = ""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    kinds = {part.strip() for part in text.split("|")} - {"None"} if text else set()
+    if not kinds:
+        expected, ok = "a list", isinstance(value, list)
+    elif kinds == {"int"}:
+        expected, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
+    elif kinds == {"float"}:
+        expected = "a finite number"
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif kinds == {"bool"}:
+        expected, ok = "true or false", isinstance(value, bool)
+    elif kinds == {"str"}:
+        expected, ok = "a non-empty string", isinstance(value, str) and bool(value)
+    elif all(kind.startswith(("list", "tuple")) for kind in kinds):
+        expected, ok = "a list", isinstance(value, list)
+    else:
+        return None
+    return None if ok else f"expected {expected}, got {toml_value(value)}"
+
+
 _PARAMETER_LINE = re.compile(r"(?P<names>[A-Za-z_]\w*(?:\s*/\s*[A-Za-z_]\w*)*): (?P<help>\S.*)")
 
 
@@ -177,6 +207,18 @@ def parameter_help(doc: str | None) -> dict[str, str]:
             for name in re.split(r"\s*/\s*", match["names"]):
                 out[name] = current
     return {name: " ".join(parts) for name, parts in out.items()}
+
+
+def command_line_value(text: str) -> Any:
+    """A value given on the command line (``--set``, ``--opt``) in TOML syntax, as a launch file writes it:
+    ``4``, ``0x80``, ``6.5``, ``[7, 8]``, ``true``, ``"x"``; text that is not a TOML value is the string itself
+    (``pwm``). ValueError for a value nested too deeply to read."""
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+    except RecursionError:
+        raise ValueError("value nested too deeply") from None
 
 
 def printable(name: str) -> str:

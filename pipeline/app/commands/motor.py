@@ -17,7 +17,7 @@ import numpy as np
 
 from devices.motors import PROTOCOLS, MotorError, StopOnSignal, open_motors
 from pipeline.app.errors import EXIT_FAILED, fail
-from pipeline.core.schema import signature_keys
+from pipeline.core.schema import command_line_value, signature_keys
 
 
 def _int_list(text: str) -> list[int]:
@@ -37,15 +37,15 @@ def _float_list(text: str) -> list[float]:
 
 
 def _option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE``, the value in TOML syntax as ``launch --set`` reads it (``2048``, ``0x80``, ``[11, 12]``; a
+    bare word is a string)."""
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. counts_per_rev=2048), got {text!r}")
-    for convert in (lambda v: int(v, 0), float):
-        try:
-            return key, convert(value)
-        except ValueError:
-            pass
-    return key, value
+    try:
+        return key, command_line_value(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
 
 
 def protocol_options() -> str:
@@ -83,7 +83,8 @@ def register(subparsers, summary: str) -> None:
     p.add_argument("--max-accel", "--max-accel-radps2", dest="max_accel", type=float, default=None,
                    help="acceleration limit, rad/s^2")
     p.add_argument("--opt", action="append", type=_option, default=[], metavar="KEY=VALUE",
-                   help="protocol driver option (repeatable), e.g. counts_per_rev=2048")
+                   help="protocol driver option (repeatable; VALUE in TOML syntax as in a launch file, a bare word is "
+                        "a string), e.g. counts_per_rev=2048, dir_pins=[11,12]")
     p.set_defaults(func=run)
 
 
