@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from devices.motors import PROTOCOLS, MotorError, StopOnSignal, open_motors
+from devices.motors.registry import driver_class
 from pipeline.app.errors import EXIT_FAILED, fail
 from pipeline.core.schema import command_line_value, signature_keys
 
@@ -52,8 +53,6 @@ def protocol_options() -> str:
     """Every protocol's driver options (``--opt KEY=VALUE``), one ``KEY: <expectation>, required | optional |
     default <TOML value>: help (unit)`` line each, as ``spikeloop list motors`` prints them (both read the
     driver's signature and docstring through pipeline.core.schema.signature_keys)."""
-    from devices.motors.registry import driver_class
-
     lines = []
     for name in sorted(PROTOCOLS):
         lines.append(f"  {name}:")
