@@ -16,7 +16,7 @@ from pipeline.decoders.bci.snn import SNNDecoder
 from pipeline.train.bci import RSNNConfig, fit_decoder, run, train
 from recordings.dad import load_dad
 
-SMALL = RSNNConfig(neurons=32, epochs=3, taps=3, ridge=100.0, readout_select=0.0)
+SMALL = RSNNConfig(neurons=32, epochs=3, taps=3, ridge=100.0, readout_select=0.0, ensemble=1)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,8 @@ def test_readout_is_a_filter_of_spikes_and_membranes(chewie, fitted):
     spikes, vs, outs = [], [], []
     for row in te.counts[:30]:
         outs.append(dec.step(row).copy())
-        spikes.append(dec._ring[dec._pos].copy())          # the spikes of this bin (newest slot)
+        newest = dec._ring[dec._pos, :dec._ring_counts[dec._pos]]       # this bin's spiking neurons
+        spikes.append(np.isin(np.arange(n), newest).astype(float))
         vs.append(dec.runtime.v("output") / (t.vth << 6))
     S, V = np.array(spikes), np.array(vs)
     for i in range(t.taps, 30):

@@ -210,12 +210,35 @@ def _accumulate_graded(t, row, start, count, events, synapses, target):
     ops = 0
     if row.kind == DENSE:
         slot = row.ring_off + ((t + 1 + row.delay) % row.ring_len) * n_tgt
-        for k in range(count):
+        acc = target[slot:slot + n_tgt]
+        k = 0
+        # Four rows per pass, as the binary Dense path; each row's product is added and stored on its own
+        # (in the target's type), so sums round and wrap exactly as one row at a time.
+        while k + 4 <= count:
+            i0, i1, i2, i3 = active[start + k], active[start + k + 1], active[start + k + 2], active[start + k + 3]
+            p0, p1, p2, p3 = payload[i0], payload[i1], payload[i2], payload[i3]
+            r0 = row.w_off + (i0 - row.src_start) * n_tgt
+            r1 = row.w_off + (i1 - row.src_start) * n_tgt
+            r2 = row.w_off + (i2 - row.src_start) * n_tgt
+            r3 = row.w_off + (i3 - row.src_start) * n_tgt
+            w0 = weights[r0:r0 + n_tgt]
+            w1 = weights[r1:r1 + n_tgt]
+            w2 = weights[r2:r2 + n_tgt]
+            w3 = weights[r3:r3 + n_tgt]
+            for j in range(n_tgt):
+                acc[j] += w0[j] * p0
+                acc[j] += w1[j] * p1
+                acc[j] += w2[j] * p2
+                acc[j] += w3[j] * p3
+            k += 4
+        while k < count:
             index = active[start + k]
             p = payload[index]
             r0 = row.w_off + (index - row.src_start) * n_tgt
+            w0 = weights[r0:r0 + n_tgt]
             for j in range(n_tgt):
-                target[slot + j] += weights[r0 + j] * p
+                acc[j] += w0[j] * p
+            k += 1
         ops = count * n_tgt
     else:
         indptr, post, delays = synapses.indptr, synapses.post, synapses.delays

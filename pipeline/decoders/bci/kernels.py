@@ -206,14 +206,19 @@ def graded_inputs(counts, index, payload):
 
 
 @njit(cache=True)
-def readout_filter(spikes, v, ring, pos, R, Rv, bias, out):
-    """The SNN decoder's readout: push spikes (n,) uint8 into ring (taps, n) at the next slot and write
-    out (d,) = bias + sum_k R[k]^T spikes_{t-k} + Rv^T v (R (taps, n, d), Rv (n, d), v (n,)); returns the
-    new slot (ring[slot] holds the newest spikes)."""
+def readout_filter(spikes, v, ring, counts, pos, R, Rv, bias, out):
+    """The SNN decoder's readout: push the indices of spikes (n,) uint8 into ring (taps, n) int32 at the next
+    slot (counts (taps,) holds how many each slot has) and write out (d,) = bias + sum_k R[k]^T spikes_{t-k}
+    + Rv^T v (R (taps, n, d), Rv (n, d), v (n,)); returns the new slot (ring[slot] holds the newest spikes).
+    Only spiking neurons are visited, in ascending order, so the sum is that of the dense filter."""
     taps, n = ring.shape
     pos = (pos + 1) % taps
+    c = 0
     for j in range(n):
-        ring[pos, j] = spikes[j]
+        if spikes[j] != 0:
+            ring[pos, c] = j
+            c += 1
+    counts[pos] = c
     d = out.shape[0]
     for i in range(d):
         out[i] = bias[i]
@@ -223,10 +228,10 @@ def readout_filter(spikes, v, ring, pos, R, Rv, bias, out):
             for i in range(d):
                 out[i] += x * Rv[j, i]
     for k in range(taps):
-        row = ring[(pos - k + taps) % taps]
+        slot = (pos - k + taps) % taps
         Rk = R[k]
-        for j in range(n):
-            if row[j] != 0.0:
-                for i in range(d):
-                    out[i] += Rk[j, i]
+        for m in range(counts[slot]):
+            j = ring[slot, m]
+            for i in range(d):
+                out[i] += Rk[j, i]
     return pos

@@ -99,7 +99,8 @@ class SNNDecoder(BinDecoder):
         self.scaler = UnitScaler(n_units, np.arange(n_units, dtype=np.int64), np.zeros(n_units), np.ones(n_units))
         self.runtime = build(_network(trained, self.backend), self.backend)
         self._v_scale = 1.0 / (trained.vth << 6) if self.backend == "loihi" else 1.0
-        self._ring = np.zeros((trained.taps, n))            # spikes of the last taps bins, newest at _pos
+        self._ring = np.zeros((trained.taps, n), np.int32)  # indices of the last taps bins' spikes, newest at _pos
+        self._ring_counts = np.zeros(trained.taps, np.int64)  # how many each slot holds
         self._pos = np.int64(0)
         self._R = np.ascontiguousarray(trained.readout[:trained.taps * n].reshape(trained.taps, n, self.n_out))
         self._Rv = np.ascontiguousarray(trained.readout[trained.taps * n:]) * self._v_scale
@@ -124,7 +125,7 @@ class SNNDecoder(BinDecoder):
         """Zero the network and the readout filter (x0 and first_counts are ignored: no kinematic state)."""
         self._require_fit()
         self.runtime.reset()
-        self._ring[:] = 0.0
+        self._ring_counts[:] = 0
         self._pos = np.int64(0)
 
     def step(self, counts) -> np.ndarray:
@@ -133,7 +134,7 @@ class SNNDecoder(BinDecoder):
         if k < 0:
             raise BCIInputError("bin: counts must be finite and >= 0")
         spikes = self.runtime.step(self._index[:k], self._payload[:k])
-        self._pos = kernels.readout_filter(spikes, self._v, self._ring, self._pos, self._R, self._Rv,
+        self._pos = kernels.readout_filter(spikes, self._v, self._ring, self._ring_counts, self._pos, self._R, self._Rv,
                                            self._bias, self._out)
         return self._out
 
