@@ -22,6 +22,8 @@ import time
 import tomllib
 from pathlib import Path
 
+from pipeline.core.schema import command_line_value
+
 #: How often the non-terminal progress line is printed (s).
 LINE_EVERY_S = 5.0
 BAR_WIDTH = 24
@@ -49,10 +51,9 @@ def parse_set(assignment: str):
     if not sep or len(path) != 2 or not all(path):
         raise BadInput(f"--set {assignment!r}: expected section.key=value")
     try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
-    return path[0], path[1], value
+        return path[0], path[1], command_line_value(text)
+    except ValueError as exc:
+        raise BadInput(f"--set {assignment!r}: {exc}") from None
 
 
 def load_config(path: str | Path, sets: list[str]):
