@@ -99,6 +99,14 @@ def test_errors(fitted):
         SNNDecoder().fit(np.ones((10, 3)), np.ones((10, 2)))
 
 
+def test_cli_members_sets_the_networks_averaged():
+    from pipeline.app.commands.bci import snn_trainer
+
+    assert snn_trainer(None).keywords["config"].ensemble == RSNNConfig.ensemble == 2     # the default
+    config = snn_trainer(64, seed=3, members=1).keywords["config"]
+    assert (config.neurons, config.ensemble, config.seed) == (64, 1, 3)
+
+
 def test_ensemble_is_the_mean_of_its_members(chewie):
     """ensemble=2 runs as one block-diagonal population: its output equals the mean of the two members'
     own trainer forwards (seeds 0 and 1, each with its readout), bin for bin."""

@@ -415,6 +415,9 @@ def test_replay_chunk_us_equals_chunk_ms():
                                                      "matrix, more than 1 GiB"),
     (["--decoder", "snn", "--neurons", "100000000"], "argument --neurons: expected an integer in [1, 4096]"),
     (["--decoder", "snn", "--steps", "100000000"], "argument --steps: expected an integer in [1, 1000]"),
+    (["--decoder", "snn", "--members", "9"], "argument --members: expected an integer in [1, 8]"),
+    (["--decoder", "snn", "--neurons", "4096", "--members", "2"],
+     "--neurons 4096 x --members 2 = 8192 neurons in one population, more than 4096"),
     (["--decoder", "snn", "--steps", "0"], "argument --steps: expected an integer in [1, 1000]"),
 ])
 def test_bci_sizes_that_would_allocate_gigabytes_are_refused(data_dir, args, needle):
