@@ -113,6 +113,9 @@ def test_structures_file_passes_every_scenario(structures, capsys):
                       for s in ("S", "R", "Y1", "Y2", "K1", "K2", "K3", "B1", "B2")}
     with np.load(structures) as data:
         assert all(data[f"{s}_spikes"].sum() > 0 for s in data["scenarios"])  # every scenario spikes
+        # B2 (graded) has steps with 5 or more active inputs: the graded Dense input's four-rows-per-pass
+        # loop and its one-row tail both run against Lava's outputs.
+        assert np.count_nonzero(data["B2_spikes_in"], axis=0).max() >= 5
 
 
 def _changed_copy(structures, tmp_path, keep: str, **changes):

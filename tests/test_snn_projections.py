@@ -131,3 +131,82 @@ def test_sparse_from_dense_keeps_only_nonzero_synapses():
     assert sparse.indptr.tolist() == [0, 1, 2, 2] and sparse.indices.tolist() == [1, 0]
     assert sparse.weights.tolist() == [4, 3]
     np.testing.assert_array_equal(sparse.dense_weights(3, 2), matrix)
+
+
+# Graded input steps: (indices, payloads). Counts 0..23 not all multiples of 4, a duplicated index (its last
+# payload counts, once), payload 0, payloads near the int32 limits (int32 ring sums wrap), negatives.
+_GRADED_STEPS = [
+    ([], []),
+    ([3], [5]),
+    ([0, 1, 2], [1, 0, 7]),
+    ([4, 9, 2, 17], [255, 1, 0, 3]),
+    ([5, 6, 7, 8, 9], [2**31 - 1, -2**31, 2**30, -7, 1]),
+    ([1, 1, 1, 2, 3, 4, 5], [9, 8, 2**31 - 1, 6, 0, 4, 3]),     # index 1 three times: payload 2**31 - 1, once
+    ([22, 0, 11, 5, 5, 13, 7, 19, 2], [-1, 2**31 - 1, 2**31 - 1, 100, -100, 2**31 - 1, 12, 0, 2**31 - 1]),
+    (list(range(23)), [(-1) ** i * (2**31 - 1 - i) for i in range(23)]),
+    (list(range(22, -1, -1)) + [7, 7], list(range(23)) + [0, 2**31 - 1]),
+]
+
+
+def _reference_ring(weights, delays, payload_steps, ring_len, dtype, send_shift=0):
+    """Ring contents (steps, ring_len, n_post) after each step, one row (one input spike) at a time with
+    numpy: loihi (int) sums wrap to int32 (per delay, floor-shifted by 2**-send_shift first), float rounds to
+    float32 after every row."""
+    n_post, n_pre = weights.shape
+    ring = np.zeros((ring_len, n_post), dtype)
+    out = []
+    for t, (indices, payloads) in enumerate(payload_steps):
+        ring[t % ring_len] = 0
+        last = {}
+        for i, p in zip(indices, payloads):
+            last[i] = p                                        # dict order: first occurrence; value: last payload
+        partial = np.zeros((ring_len, n_post), dtype)
+        for i, p in last.items():
+            for d in np.unique(delays):
+                column = np.where(delays[:, i] == d, weights[:, i], 0)
+                slot = (t + 1 + d) % ring_len
+                if dtype == np.float32:
+                    partial[slot] = (partial[slot].astype(np.float64) + column.astype(np.float64) * p).astype(np.float32)
+                else:
+                    partial[slot] = (partial[slot].astype(np.int64) + column.astype(np.int64) * p).astype(np.int32)
+        if dtype == np.float32:
+            ring = (ring.astype(np.float64) + partial).astype(np.float32)
+        else:
+            ring = (ring.astype(np.int64) + (partial.astype(np.int64) >> -send_shift)).astype(np.int32)
+        out.append(ring.copy())
+    return out
+
+
+@pytest.mark.parametrize("backend, limit, delay", [("loihi", 127, 0), ("loihi", 32767, 0), ("loihi", 32767, 2),
+                                                   ("float", 32767, 0), ("float", 127, 3)])
+def test_graded_dense_ring_matches_one_row_at_a_time(backend, limit, delay):
+    """The graded Dense input (four rows per pass) leaves the ring exactly as numpy adding one row at a time."""
+    rng = np.random.default_rng(limit + delay)
+    weights = rng.integers(-limit, limit + 1, size=(9, 23)).astype(np.int32)
+    weights[0, :] = limit                                       # a column of the largest weight: sums wrap
+    dense = Dense(name="g", source=INPUT, target="p", weights=weights, num_message_bits=24, delay=delay,
+                  weight_exp=-6, prepare_weights=False)
+    runtime = build(Network(n_inputs=23, populations=[Population("p", 9, LoihiLIF(vth=2**16))],
+                            projections=[dense]), backend)
+    assert runtime.synapses.weights.dtype == (np.float32 if backend == "float" else np.int8 if limit < 128 else np.int16)
+    dtype = np.float32 if backend == "float" else np.int32
+    expected = _reference_ring(weights, np.full(weights.shape, delay), _GRADED_STEPS, delay + 2, dtype)
+    for (indices, payloads), ring in zip(_GRADED_STEPS, expected):
+        runtime.step(np.array(indices, np.int32), np.array(payloads, np.int64))
+        np.testing.assert_array_equal(runtime.synapses.ring.reshape(delay + 2, 9), ring)
+
+
+def test_graded_sparse_with_per_delay_shift_matches_numpy():
+    """Per-synapse delays and a negative weight_exp (the ``partial`` target, each delay's sum floor-shifted)."""
+    rng = np.random.default_rng(5)
+    weights = rng.integers(-32767, 32768, size=(6, 23)).astype(np.int32)
+    delays = rng.integers(0, 3, size=weights.shape)
+    dense = Dense(name="g", source=INPUT, target="p", weights=weights, num_message_bits=24, delay=delays,
+                  weight_exp=-3, prepare_weights=False)
+    runtime = build(Network(n_inputs=23, populations=[Population("p", 6, LoihiLIF(vth=2**16))],
+                            projections=[dense]), "loihi")
+    assert runtime.synapses.table[0]["send_shift"] == -3
+    expected = _reference_ring(weights, delays, _GRADED_STEPS, 4, np.int32, send_shift=-3)
+    for (indices, payloads), ring in zip(_GRADED_STEPS, expected):
+        runtime.step(np.array(indices, np.int32), np.array(payloads, np.int64))
+        np.testing.assert_array_equal(runtime.synapses.ring.reshape(4, 6), ring)
