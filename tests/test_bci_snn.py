@@ -176,3 +176,75 @@ def test_readout_selection_scores_held_out_end_of_training(chewie):
     stack, R, bias, _ = train(counts, z, [(0, 600)], chosen, 50.0)
     expect = (run(stack, te.counts[None, :150])[2][0] @ R + bias) * kin.std(0) + kin.mean(0)
     np.testing.assert_allclose(dec.predict(te.counts[:150]), expect, atol=1e-9)
+
+
+def _synthetic(n, n_units, taps, gain, seed=0):
+    """A hand-made TrainedSNN (no training): input gain ``gain`` (0: silent), random recurrence and readout."""
+    from pipeline.decoders.bci.snn import TrainedSNN
+    rng = np.random.default_rng(seed)
+    mant_in = np.full((n, n_units), gain, np.int16)
+    mant_rec = rng.integers(-3, 4, size=(n, n)).astype(np.int16)
+    return TrainedSNN(w_in=mant_in / 4.0, w_rec=mant_rec / 4.0, mant_in=mant_in, mant_rec=mant_rec, weight_exp=0,
+                      du=4095, dv=400, vth=4, tau_syn_ms=0.1, tau_mem_ms=100.0, dt_ms=10.0, taps=taps,
+                      readout=rng.normal(size=((taps + 1) * n, 2)), bias=np.array([0.5, -2.0]))
+
+
+def _reference_outputs(trained, backend, counts):
+    """(y (T, d), spikes (T, n)): y_t = b + sum_k R_k s_{t-k} + R_v v_t from a separate runtime's spikes and
+    membranes, with numpy."""
+    from pipeline.decoders.bci.snn import _network
+    from pipeline.snn import build
+    runtime = build(_network(trained, backend), backend)
+    n, taps = trained.w_rec.shape[0], trained.taps
+    scale = 1.0 / (trained.vth << 6) if backend == "loihi" else 1.0
+    history, outs, raster = [np.zeros(n)] * taps, [], []
+    for row in counts:
+        active = np.flatnonzero(np.rint(row) >= 1).astype(np.int32)
+        spikes = runtime.step(active, np.minimum(np.rint(row[active]), 255).astype(np.int64)).astype(float)
+        history = [spikes] + history[:-1]
+        raster.append(spikes)
+        features = np.concatenate(history + [runtime.v("output") * scale])
+        outs.append(features @ trained.readout + trained.bias)
+    return np.array(outs), np.array(raster)
+
+
+@pytest.mark.parametrize("taps, gain", [(1, 50), (3, 50), (2, 0), (4, 2)])
+def test_readout_equals_features_times_readout(taps, gain, tmp_path):
+    """The readout ring (indices of each bin's spikes) against numpy features @ readout + bias: one tap, every
+    neuron spiking every bin (gain 50), no spike at all (gain 0), a mix; after reset, on the float twin and
+    after a save/load round trip."""
+    n, n_units = 7, 5
+    trained = _synthetic(n, n_units, taps, gain)
+    counts = np.random.default_rng(1).integers(1, 4, size=(25, n_units)).astype(float)
+    dec = SNNDecoder("loihi", bin_us=10_000)
+    dec._configure(trained, n_units)
+    expected, raster = _reference_outputs(trained, "loihi", counts)
+    if gain == 50:
+        assert raster[1:].all()                        # every neuron, every bin after the first (inputs lag one)
+    elif gain == 0:
+        assert not raster.any()
+    else:
+        assert 0 < raster.mean() < 1
+    got = dec.predict(counts)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    dec.reset()
+    for row in counts[:7]:
+        dec.step(row)
+    np.testing.assert_allclose(dec.predict(counts), expected, rtol=0, atol=1e-9)   # predict resets: no stale taps
+    floaty = dec.with_backend("float")
+    np.testing.assert_allclose(floaty.predict(counts), _reference_outputs(trained, "float", counts)[0], rtol=0, atol=1e-9)
+    loaded = load_decoder(save_decoder(dec, tmp_path / "snn.npz"))
+    np.testing.assert_array_equal(loaded.predict(counts), got)
+
+
+@pytest.mark.parametrize("key, value", [("taps", 0), ("taps", -1), ("vth", 0)])
+def test_a_model_without_readout_taps_or_threshold_is_refused_at_load(key, value, tmp_path):
+    dec = SNNDecoder("loihi", bin_us=10_000)
+    dec._configure(_synthetic(7, 5, 2, 2), 5)
+    arrays = dict(np.load(save_decoder(dec, tmp_path / "snn.npz")))
+    arrays[key] = np.int64(value)
+    if key == "taps":
+        arrays["readout"] = arrays["readout"][:(value + 1) * 7]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(BCIInputError, match=f"bad.npz: model array '{key}': expected at least 1, got {value}"):
+        load_decoder(tmp_path / "bad.npz")

@@ -166,6 +166,9 @@ class SNNDecoder(BinDecoder):
         dec._load_base(arrays)
         n, nu, d = np.shape(arrays["w_rec"])[0], dec.scaler.n_units, dec.n_out
         taps = int(arrays["taps"])
+        for name, value in (("taps", taps), ("vth", int(arrays["vth"]))):   # ring length; the readout divides by vth
+            if value < 1:
+                raise BCIInputError(f"model array '{name}': expected at least 1, got {value}")
         trained = TrainedSNN(
             weights_shape_check("w_in", arrays["w_in"], (n, nu)), weights_shape_check("w_rec", arrays["w_rec"], (n, n)),
             weights_shape_check("mant_in", arrays["mant_in"], (n, nu)).astype(np.int16),
