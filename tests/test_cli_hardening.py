@@ -425,6 +425,15 @@ def test_bci_sizes_that_would_allocate_gigabytes_are_refused(data_dir, args, nee
     one_line_error(cli("bci", "eval", data_dir / "bci" / "chewie_demo.mat", *args), "bci eval", needle)
 
 
+def test_bci_snn_only_sizes_are_ignored_by_other_decoders(data_dir):
+    """``--decoder ridge --neurons 4096`` ran ridge (--neurons is snn-only); with --members (default 2) it was
+    refused as 8192 snn neurons. --members is ignored by the other decoders as --neurons is."""
+    runs = [cli("bci", "eval", data_dir / "bci" / "chewie_demo.mat", "--decoder", "ridge", "--json", *args)
+            for args in ([], ["--neurons", "4096"], ["--neurons", "4096", "--members", "8"])]
+    assert all(run.returncode == 0 for run in runs), [run.stderr for run in runs]
+    assert len({json.dumps(json.loads(run.stdout)["r2"]) for run in runs}) == 1
+
+
 def test_replay_start_at_infinity_is_refused():
     one_line_error(cli("replay", SAMPLE, "--fast", "--start", "inf"), "replay", "--start: expected a time >= 0 s, got inf")
 

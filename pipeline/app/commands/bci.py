@@ -54,10 +54,11 @@ def _ridge(text: str):
 
 
 def _new_decoder(args: argparse.Namespace, bin_us: int):
-    """A fresh (unfitted) decoder as selected by the command-line options."""
+    """A fresh (unfitted) decoder as selected by the command-line options (the snn-only ones, as --neurons and
+    --members, are ignored for the other decoders)."""
+    trainer = snn_trainer(args.neurons, args.seed, args.members) if args.decoder == "snn" else None
     return make_decoder(args.decoder, bin_us, history=args.history, lag=args.lag, ridge=args.ridge, C=args.C,
-                        backend=args.backend, steps=args.steps,
-                        trainer=snn_trainer(args.neurons, args.seed, args.members))
+                        backend=args.backend, steps=args.steps, trainer=trainer)
 
 
 def snn_trainer(neurons: int | None, seed: int = 0, members: int | None = None):
