@@ -151,6 +151,9 @@ def test_driver_option_errors_are_bad_input():
                    'firmata: driver option full_scale_rad_s: expected a finite number, got "fast"')
     one_line_error(cli(*base, "--opt", "full_scale_rad_s=6", "--opt", "boot_wait_s=true"), "motor",
                    "firmata: driver option boot_wait_s: expected a finite number, got true")
+    # A line break ended the value: the next line was read as another TOML key and dropped without a word.
+    one_line_error(cli(*base, "--opt", "full_scale_rad_s=6\nfull_scale_rad_s = -1"), "motor",
+                   "argument --opt: full_scale_rad_s: expected one value, got more TOML after it: 6\\nfull_scale_rad_s = -1")
 
 
 def test_driver_option_values_are_toml_as_in_a_launch_file():

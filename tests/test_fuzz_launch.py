@@ -167,6 +167,12 @@ def test_set_values_nested_too_deeply_are_refused():
         load_launch(REPLAY, sets=["loop.speed=" + "[" * 3000 + "]" * 3000])
 
 
+def test_set_value_followed_by_more_toml_is_refused():
+    """``loop.speed=2\nx = 1`` read as the document ``v = 2\nx = 1``: speed 2, the rest silently dropped."""
+    with pytest.raises(LaunchError, match=r"--set loop.speed: expected one value, got more TOML after it: 2\\nx = 1"):
+        load_launch(REPLAY, sets=["loop.speed=2\nx = 1"])
+
+
 def test_check_prints_the_graph_and_opens_nothing(tmp_path):
     """--check validates and prints; the command log named by the file is not created."""
     launch = tmp_path / "log.toml"

@@ -90,6 +90,18 @@ def test_bad_set_names_the_key(tmp_path, data_dir):
     assert only_config(tmp_path)
 
 
+@pytest.mark.parametrize("value, expected", [
+    ("", '[train] epochs: expected an integer in [1, 100000], got ""'),
+    ("[" * 5000 + "]" * 5000, "--set train.epochs: value nested too deeply"),
+    ("2\nlr = 5", "--set train.epochs: expected one value, got more TOML after it: 2\\nlr = 5"),
+], ids=["empty", "deep", "two_lines"])
+def test_odd_set_values_are_one_short_line_exit_2(tmp_path, data_dir, value, expected):
+    result = train(tmp_path, data_dir, "--set", "train.epochs=" + value, "--out", str(tmp_path / "m.npz"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and expected in lines[0] and len(lines[0]) < 300, result.stderr
+    assert only_config(tmp_path)
+
+
 @pytest.mark.slow
 def test_train_writes_model_curves_checkpoint_and_is_reproducible(tmp_path, data_dir):
     a = train(tmp_path, data_dir, "--out", str(tmp_path / "a.npz"), "--json")

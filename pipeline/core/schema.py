@@ -212,13 +212,17 @@ def parameter_help(doc: str | None) -> dict[str, str]:
 def command_line_value(text: str) -> Any:
     """A value given on the command line (``--set``, ``--opt``) in TOML syntax, as a launch file writes it:
     ``4``, ``0x80``, ``6.5``, ``[7, 8]``, ``true``, ``"x"``; text that is not a TOML value is the string itself
-    (``pwm``). ValueError for a value nested too deeply to read."""
+    (``pwm``). ValueError for a value nested too deeply to read, or followed by more TOML (``2048\nx = 5``: the
+    line after the value would be read as another key and dropped)."""
     try:
-        return tomllib.loads(f"v = {text.strip()}")["v"]
+        document = tomllib.loads(f"v = {text.strip()}")
     except tomllib.TOMLDecodeError:
         return text.strip()
     except RecursionError:
         raise ValueError("value nested too deeply") from None
+    if len(document) != 1:
+        raise ValueError(f"expected one value, got more TOML after it: {printable(text.strip())}")
+    return document["v"]
 
 
 def printable(name: str) -> str:

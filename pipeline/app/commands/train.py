@@ -53,7 +53,7 @@ def parse_set(assignment: str):
     try:
         return path[0], path[1], command_line_value(text)
     except ValueError as exc:
-        raise BadInput(f"--set {assignment!r}: {exc}") from None
+        raise BadInput(f"--set {'.'.join(path)}: {exc}") from None   # the key only, as launch --set: no 10 kB line
 
 
 def load_config(path: str | Path, sets: list[str]):
