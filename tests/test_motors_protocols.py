@@ -339,3 +339,16 @@ def test_a_twin_whose_host_stops_reading_still_closes():
     worker.join(30)
     assert not worker.is_alive(), "the twin hung writing replies nobody reads"
     assert outcome["received"] == b"abc"
+
+
+@pytest.mark.parametrize("protocol, ids, options, needle", [
+    ("odrive", [0], {"state_check_every": 0}, "odrive: state_check_every must be >= 1, got 0"),   # was modulo by zero
+    ("odrive", [0], {"max_turns_s": -1.0}, "odrive: max_turns_s must be > 0, got -1.0"),
+    ("dynamixel", [1], {"watchdog_check_every": 0}, "dynamixel: watchdog_check_every must be >= 1, got 0"),
+    ("roboclaw", [1], {"counts_per_rev": 2048, "max_qpps": 0}, "roboclaw: max_qpps must be >= 1, got 0"),
+])
+def test_driver_counts_and_limits_out_of_range_are_refused(protocol, ids, options, needle):
+    """Read-back periods of 0 (ZeroDivisionError in poll, or a reconnect loop) and device speed limits <= 0
+    (a motor that cannot move, or a negative limit) were accepted by ``spikeloop motor --opt``."""
+    with pytest.raises(ValueError, match=needle):
+        registry.driver_class(protocol)(ids, **options)

@@ -44,6 +44,8 @@ class DynamixelDriver(MotorDriver):
         if not 1 <= units <= 127:
             raise ValueError(f"dynamixel: device_watchdog_ms={device_watchdog_ms} outside 20..2540 ms")
         self.watchdog_units = units
+        if watchdog_check_every < 1:
+            raise ValueError(f"dynamixel: watchdog_check_every must be >= 1, got {watchdog_check_every}")
         self.watchdog_check_every = watchdog_check_every
         self._decoder = dxl.PacketDecoder()
         self._index = {dxl_id: k for k, dxl_id in enumerate(ids)}

@@ -46,8 +46,12 @@ class ODriveDriver(MotorDriver):
         if device_watchdog_ms <= 0:
             raise ValueError(f"odrive: device_watchdog_ms must be > 0, got {device_watchdog_ms}")
         self.watchdog_s = device_watchdog_ms / 1000.0
+        if state_check_every < 1:
+            raise ValueError(f"odrive: state_check_every must be >= 1, got {state_check_every}")
         self.state_check_every = state_check_every
         if max_turns_s is not None:
+            if not max_turns_s > 0:
+                raise ValueError(f"odrive: max_turns_s must be > 0, got {max_turns_s}")
             self.device_max_velocity[:] = max_turns_s * TWO_PI
         self._decoder = od.LineDecoder()
         self._expect: deque[tuple[str, int, int]] = deque()  # (kind, axis index, t_ns)

@@ -67,6 +67,8 @@ class RoboClawDriver(MotorDriver):
         if self.watchdog_tenths > 255:
             raise ValueError(f"roboclaw: device_watchdog_ms={device_watchdog_ms} above 25500 ms")
         if max_qpps is not None:
+            if max_qpps < 1:
+                raise ValueError(f"roboclaw: max_qpps must be >= 1, got {max_qpps}")
             self.device_max_velocity[:] = max_qpps / self.counts_per_rev * TWO_PI
         self._expect: deque[tuple[int, int]] = deque()
         self._buf = bytearray()
