@@ -160,8 +160,7 @@ def signature_keys(cls: type, skip: tuple[str, ...] = ()) -> dict[str, str]:
 
 def parameter_mismatch(parameter: inspect.Parameter, value: Any) -> str | None:
     """``"expected <what>, got <TOML value>"`` when ``value`` does not fit a registry class's ``parameter``
-    (stage, decoder, motor driver) by its annotation (``int``, ``float``, ``bool``, ``str``, ``list[int]``,
-    ``list[float]`` (each item checked), ``list[...]``,
+    (stage, decoder, motor driver) by its annotation (``int``, ``float``, ``bool``, ``str``, ``list[...]``,
     ``X | None``: None cannot be written in TOML); an unannotated parameter (index lists, groups, names)
     takes a list. None when it fits: the class checks ranges itself; this refuses what it would silently
     coerce: ``true`` for a number (bool is an int in Python), ``""`` for an index list, a non-finite number."""
@@ -181,13 +180,6 @@ def parameter_mismatch(parameter: inspect.Parameter, value: Any) -> str | None:
         expected, ok = "true or false", isinstance(value, bool)
     elif kinds == {"str"}:
         expected, ok = "a non-empty string", isinstance(value, str) and bool(value)
-    elif kinds == {"list[int]"}:  # (a pin list: true was pin 1 and then an array index)
-        expected = "a list of integers"
-        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    elif kinds == {"list[float]"}:
-        expected = "a list of finite numbers"
-        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                             and math.isfinite(v) for v in value)
     elif all(kind.startswith(("list", "tuple")) for kind in kinds):
         expected, ok = "a list", isinstance(value, list)
     else:
