@@ -151,6 +151,11 @@ def test_driver_option_errors_are_bad_input():
                    'firmata: driver option full_scale_rad_s: expected a finite number, got "fast"')
     one_line_error(cli(*base, "--opt", "full_scale_rad_s=6", "--opt", "boot_wait_s=true"), "motor",
                    "firmata: driver option boot_wait_s: expected a finite number, got true")
+    # true was pin 1 (a bool is an int) and then a numpy index: a traceback from the emulated twin, exit 1.
+    pwm = ("--opt", "full_scale_rad_s=6", "--opt", "mode=pwm")
+    for pins in ("[true]", '["x"]', "[1.5]"):
+        one_line_error(cli(*base, *pwm, "--opt", f"dir_pins={pins}"), "motor",
+                       f"firmata: dir_pins must be a list of pin numbers, got {pins}")
     # A line break ended the value: the next line was read as another TOML key and dropped without a word.
     one_line_error(cli(*base, "--opt", "full_scale_rad_s=6\nfull_scale_rad_s = -1"), "motor",
                    "argument --opt: full_scale_rad_s: expected one value, got more TOML after it: 6\\nfull_scale_rad_s = -1")

@@ -43,6 +43,10 @@ class FirmataDriver(MotorDriver):
                  min_us: int = 1000, max_us: int = 2000, dir_pins: list[int] | None = None,
                  boot_wait_s: float = 3.0) -> None:
         super().__init__(ids)
+        if dir_pins is not None and not (isinstance(dir_pins, (list, tuple)) and all(
+                isinstance(pin, (int, np.integer)) and not isinstance(pin, bool) for pin in dir_pins)):
+            # (true was pin 1 here, then an array index in the twin: a traceback)
+            raise ValueError(f"firmata: dir_pins must be a list of pin numbers, got {toml_value(dir_pins)}")
         for pin in ids + list(dir_pins or []):
             fm.set_pin_mode(pin, fm.OUTPUT)
         if not is_positive_number(full_scale_rad_s):
