@@ -167,6 +167,19 @@ def test_grad_clip_scales_the_global_norm_down_to_the_limit():
         assert g.dtype == np.float32
 
 
+def test_warmup_scales_the_schedules_learning_rate_linearly():
+    from pipeline.train.bptt import learning_rate
+
+    constant = {"lr": 0.002, "lr_schedule": "constant", "warmup_steps": 4}
+    assert [learning_rate(s, 100, constant) for s in range(1, 7)] == pytest.approx(
+        [0.0005, 0.001, 0.0015, 0.002, 0.002, 0.002])
+    cosine = {"lr": 0.002, "lr_schedule": "cosine", "warmup_steps": 0}
+    assert [learning_rate(s, 10, cosine) for s in (1, 6, 11)] == pytest.approx([0.002, 0.001, 0.0])
+    warm = dict(cosine, warmup_steps=5)                        # the cosine value at step s, times s / 5
+    assert learning_rate(3, 10, warm) == pytest.approx(0.002 * 0.5 * (1 + np.cos(np.pi * 2 / 10)) * 3 / 5)
+    assert learning_rate(1, 10, dict(cosine, warmup_steps=1)) == learning_rate(1, 10, cosine)
+
+
 @pytest.mark.slow
 def test_grad_clip_in_training_counts_clipped_batches_and_a_loose_limit_changes_nothing(tmp_path, data_dir):
     def history(name):

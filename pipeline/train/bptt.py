@@ -4,7 +4,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
 
 * ``[train]`` epochs, batch_size, lr, weight_decay (AdamW, decoupled), lr_schedule ("constant" or
   "cosine"), grad_clip (a batch's gradient whose global L2 norm over every parameter exceeds this is scaled
-  down to it before the Adam step; each epoch's record has the median norm and the clipped batches), mode
+  down to it before the Adam step; each epoch's record has the median norm and the clipped batches),
+  warmup_steps (the learning rate rises linearly over the first gradient steps, :func:`learning_rate`), mode
   ("float": the float backend's dynamics; "loihi": quantization-aware training whose forward is the loihi
   backend's integer dynamics, so the written network classifies every sample as the trained model does),
   members (K > 1: K networks trained one after the other with seeds seed ... seed + K - 1, written as one
@@ -83,6 +84,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "lr_schedule": Key("str", "cosine", choices=("constant", "cosine"), help="learning-rate schedule"),
         "grad_clip": Key("number", 0.0, low=0, help="largest global L2 norm of a batch's gradient: a larger one is "
                                                    "scaled down to it (0: no clipping)"),
+        "warmup_steps": Key("int", 0, low=0, high=10_000_000, help="gradient steps over which the learning rate "
+                            "rises linearly from lr / warmup_steps to the schedule's value (0: none)"),
         "mode": Key("str", "loihi", choices=("float", "loihi"), help="forward dynamics"),
         "limit": Key("int", 0, low=0, help="use only the first N training samples (0: all)"),
         "members": Key("int", 1, low=1, high=32, help="networks trained (seeds seed, seed + 1, ...) and written as "
@@ -654,9 +657,7 @@ def _train_member(config, run, data: _Data, model, adam, rng, step: int, first_e
             norms.append(norm)
             clipped += 0 < tc["grad_clip"] < norm
             step += 1
-            lr = tc["lr"] if tc["lr_schedule"] == "constant" else \
-                tc["lr"] * 0.5 * (1 + math.cos(math.pi * min(step - 1, total_steps) / total_steps))
-            _adam(model, adam, grads, step, lr, tc["weight_decay"])
+            _adam(model, adam, grads, step, learning_rate(step, total_steps, tc), tc["weight_decay"])
             loss_sum += value * len(chosen)
             correct += int(np.sum(predicted == train_y[chosen]))
             seen += len(chosen)
@@ -734,6 +735,15 @@ def clip_grad_norm(grads: dict[str, np.ndarray], limit: float) -> float:
         for name, g in grads.items():
             grads[name] = (g * scale).astype(g.dtype, copy=False)
     return norm
+
+
+def learning_rate(step: int, total_steps: int, tc: dict) -> float:
+    """The learning rate of gradient step ``step`` (1-based) of ``total_steps``: ``[train] lr`` under
+    ``lr_schedule`` ("constant", or "cosine": from lr down to 0 over the run), times step / warmup_steps
+    while step < ``warmup_steps`` (a linear warm-up; 0: none)."""
+    lr = tc["lr"] if tc["lr_schedule"] == "constant" else \
+        tc["lr"] * 0.5 * (1 + math.cos(math.pi * min(step - 1, total_steps) / total_steps))
+    return lr * step / tc["warmup_steps"] if step < tc["warmup_steps"] else lr
 
 
 def _adam(model: LifStack, adam: dict, grads: dict, step: int, lr: float, weight_decay: float) -> None:
