@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.core.schema import parameter_help, parameter_mismatch
+from pipeline.core.schema import keyword_parameters, parameter_help, parameter_mismatch
 
 from .driver import MotorDriver
 from .link import SerialLink
@@ -49,9 +49,7 @@ def check_driver_options(protocol: str, options: Mapping[str, Any]) -> None:
     check does: ``true`` for a number) or a required option (a driver parameter without a default) left out.
     Ranges are the driver's to check."""
     cls = driver_class(protocol)
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    accepted = {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
-                if name not in ("self", "ids") and p.kind in named}
+    accepted = keyword_parameters(cls, ("ids",))
     for name in options:
         if name not in accepted:
             raise ValueError(f"{protocol}: unknown driver option {name} (expected one of: {', '.join(accepted)})")

@@ -83,6 +83,7 @@ from pipeline.core.schema import (
     check_table,
     check_value,
     command_line_value,
+    keyword_parameters,
     parameter_mismatch,
     printable,
     toml_value,
@@ -628,17 +629,11 @@ def _rephrase(ctx: Context, error: Exception) -> LaunchError:
     return LaunchError(f"{ctx.where()}: {text}")
 
 
-def _accepted_parameters(cls, skip: tuple[str, ...]) -> dict[str, inspect.Parameter]:
-    params = inspect.signature(cls.__init__).parameters
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {n: p for n, p in params.items() if n not in ("self", *skip) and p.kind in named}
-
-
 def _check_free_params(ctx: Context, table: dict, cls, skip: tuple[str, ...], owner: str = "this type") -> dict:
     """Parameters of a registry class (stage, decoder, motor driver): unknown and missing keys (a parameter
     without a default; ``owner`` names whose in the message) are rejected here, values by the class itself
     when it is built (its errors are rephrased with file and section)."""
-    accepted = _accepted_parameters(cls, skip)
+    accepted = keyword_parameters(cls, skip)
     params = {k: v for k, v in table.items() if k != "type"}
     for name in params:
         if name not in accepted:

@@ -143,6 +143,15 @@ def key_text(expectation: str, default: str, help_text: str, unit: str = "") -> 
     return f"{expectation}{f' ({unit})' if unit else ''}, {default}" + (f": {help_text}" if help_text else "")
 
 
+def keyword_parameters(cls: type, skip: tuple[str, ...] = ()) -> dict[str, inspect.Parameter]:
+    """The parameters of ``cls.__init__`` a launch-file table or ``--opt`` can set (a registry class: stage,
+    decoder, motor driver): those passable by keyword, ``self`` and ``skip`` (what the caller fills itself, e.g.
+    ``ids``) left out, in declaration order."""
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name not in ("self", *skip) and p.kind in named}
+
+
 def signature_keys(cls: type, skip: tuple[str, ...] = ()) -> dict[str, str]:
     """The keyword parameters of ``cls.__init__`` (a registry class: decoder, motor driver) as launch-file keys,
     ``{name: key_text(...)}``: the expectation from the annotation (:func:`annotation_expectation`), a
@@ -150,9 +159,7 @@ def signature_keys(cls: type, skip: tuple[str, ...] = ()) -> dict[str, str]:
     lines (:func:`parameter_help`). ``skip``: parameters the caller fills itself (e.g. ``ids``)."""
     helps = parameter_help(cls.__doc__)
     out = {}
-    for name, p in inspect.signature(cls.__init__).parameters.items():
-        if name in ("self", *skip) or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            continue
+    for name, p in keyword_parameters(cls, skip).items():
         kind = annotation_expectation(p.annotation if isinstance(p.annotation, str) else p.annotation.__name__)
         out[name] = key_text(kind, default_text(p.default, p.default is p.empty), helps.get(name, ""))
     return out

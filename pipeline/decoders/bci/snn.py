@@ -134,8 +134,8 @@ class SNNDecoder(BinDecoder):
         if k < 0:
             raise BCIInputError("bin: counts must be finite and >= 0")
         spikes = self.runtime.step(self._index[:k], self._payload[:k])
-        self._pos = kernels.readout_filter(spikes, self._v, self._ring, self._ring_counts, self._pos, self._R, self._Rv,
-                                           self._bias, self._out)
+        self._pos = kernels.readout_filter(spikes, self._v, self._ring, self._ring_counts, self._pos, self._R,
+                                           self._Rv, self._bias, self._out)
         return self._out
 
     def predict(self, counts, x0=None) -> np.ndarray:
