@@ -235,17 +235,26 @@ class Cochlea:
     """Streaming cochlea: ``process(block)`` turns float samples into AER spikes, keeping filter state.
 
     sample_rate_hz: input sample rate (Hz). input_gain: factor applied to samples before filtering
-    (use :func:`rms_gain` for a whole clip). ``t0_us``: sensor time of the first sample.
+    (use :func:`rms_gain` for a whole clip). ``t0_us``: sensor time of the first sample. ``agc_level``: the
+    AGC's level at the start and after :meth:`reset`, (n_channels,) in the rectified drive's units (None: 0,
+    the AGC starts neutral; :func:`channel_drive` gives a speaker's, so a slow AGC starts adapted to them).
     """
 
     sample_rate_hz: float
     config: CochleaConfig = field(default_factory=CochleaConfig)
     input_gain: float = 1.0
     t0_us: int = 0
+    agc_level: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.config.validate(self.sample_rate_hz)
         cfg = self.config
+        if self.agc_level is not None:
+            level = np.asarray(self.agc_level, dtype=np.float64)
+            if level.shape != (cfg.n_channels,) or not np.all(np.isfinite(level)) or np.any(level < 0):
+                raise ValueError(f"cochlea agc_level: expected {cfg.n_channels} finite levels >= 0, got shape "
+                                 f"{level.shape}")
+            self.agc_level = level
         self.centre_hz = erb_space(cfg.f_lo_hz, cfg.f_hi_hz, cfg.n_channels)
         self._sos = gammatone_sos(cfg.f_lo_hz, cfg.f_hi_hz, cfg.n_channels, float(self.sample_rate_hz))
         self._dt_s = 1.0 / self.sample_rate_hz
@@ -267,7 +276,7 @@ class Cochlea:
         c = self.config.n_channels
         self._state = np.zeros((c, self._sos.shape[1], 2))
         self._v = np.zeros(c)
-        self._level = np.zeros(c)
+        self._level = np.zeros(c) if self.agc_level is None else self.agc_level.copy()
         self._refractory = np.zeros(c, dtype=np.int64)
         self._envelope = np.zeros(c)
         self._reference = np.full(c, np.log(1e-6))
@@ -303,6 +312,41 @@ class Cochlea:
         out["timestamp"] = out_t[:n]
         out["channel"] = out_c[:n]
         return out
+
+
+def channel_drive(blocks, sample_rate_hz: float, config: CochleaConfig, input_gain: float = 1.0) -> np.ndarray:
+    """The mean half-wave-rectified filterbank output of each channel over a clip given as consecutive sample
+    blocks (an iterable of (n_i,) arrays; filter state carries across them): (n_channels,), the unit of the
+    AGC's level (``input_gain`` as :class:`Cochlea`'s). Averaged over a speaker's clips it is the level a
+    slow AGC settles to while that speaker talks (:func:`voice_level`)."""
+    config.validate(sample_rate_hz)
+    sos = gammatone_sos(config.f_lo_hz, config.f_hi_hz, config.n_channels, float(sample_rate_hz))
+    state = np.zeros((config.n_channels, sos.shape[1], 2))
+    total, count = np.zeros(config.n_channels), 0
+    for block in blocks:
+        x = np.ascontiguousarray(block, dtype=np.float64) * input_gain
+        out = np.empty((len(x), config.n_channels))
+        _filterbank(x, sos, state, out)
+        total += np.maximum(out, 0.0).sum(axis=0)
+        count += len(x)
+    return total / max(count, 1)
+
+
+def voice_level(paths, config: CochleaConfig, strict: bool = True) -> np.ndarray:
+    """One voice's AGC level: the mean over its WAV files (each normalised to ``config.target_rms`` over all its
+    samples, as a WAV replay and the trainer normalise a clip) of :func:`channel_drive`; (n_channels,). Labels
+    are not needed: unlabelled speech of the voice is enough. Streamed in bounded blocks. ValueError naming a
+    file that is empty or silent (RecordingError for a damaged one), or when ``paths`` is empty."""
+    levels = []
+    for path in paths:
+        rms = whole_rms(path, strict)
+        if rms == 0:
+            raise ValueError(f"{path}: empty or silent WAV (no level to adapt to)")
+        reader = WavReader(path, block_frames=1 << 16, strict=strict)
+        levels.append(channel_drive(reader.blocks(), float(reader.sample_rate), config, config.target_rms / rms))
+    if not levels:
+        raise ValueError("no WAV files to measure a voice's level from")
+    return np.mean(levels, axis=0)
 
 
 def whole_rms(path, strict: bool = False) -> float:
@@ -362,6 +406,7 @@ class WavCochleaSource:
     recording of words with pauses between them gets each word at about the level it has alone),
     and streamed in packets of ``packet_ms`` of audio: paced in real time (``speed`` x), or ``fast``.
     ``loop``: play the clip again at the end, the cochlea's state and sensor time running on (never ends).
+    ``agc_level``: the AGC's start level (:class:`Cochlea`; e.g. :func:`voice_level` of the speaker).
     Sensor time starts at ``t_start_us`` = 0 (the first sample); a packet's ``t_end_us`` is the time of the
     sample after its last one, so it has delivered every spike before ``t_end_us``.
     """
@@ -370,7 +415,7 @@ class WavCochleaSource:
 
     def __init__(self, path, config: CochleaConfig = CochleaConfig(), *, packet_ms: float = 10.0,
                  speed: float = 1.0, fast: bool = False, loop: bool = False, strict: bool = False,
-                 level: str = "rms"):
+                 level: str = "rms", agc_level: np.ndarray | None = None):
         if packet_ms <= 0 or speed <= 0:
             raise ValueError(f"packet_ms and speed must be > 0, got {packet_ms}, {speed}")
         if level not in LEVELS:
@@ -383,7 +428,8 @@ class WavCochleaSource:
         if rms == 0:
             empty = next(iter(WavReader(path, block_frames=1, strict=strict).blocks()), None) is None
             raise ValueError('empty WAV (no samples)' if empty else 'silent WAV (every sample is 0)')
-        self.cochlea = Cochlea(self.sample_rate_hz, config, input_gain=config.target_rms / rms if rms > 0 else 1.0)
+        self.cochlea = Cochlea(self.sample_rate_hz, config, input_gain=config.target_rms / rms if rms > 0 else 1.0,
+                               agc_level=agc_level)
         self.speed, self.fast, self.loop = float(speed), bool(fast), bool(loop)
         self.info = cochlea_info(self.cochlea, str(path))
         self._closed = False
@@ -416,14 +462,15 @@ class MicrophoneCochleaSource:
     """The default microphone through the cochlea (needs the optional ``sounddevice`` package).
 
     sample_rate_hz: capture rate; packet_ms: audio per packet; input_gain: fixed gain applied to the
-    samples (live audio has no whole-clip RMS; 3.0 suits a normal speaking level at RMS ~0.1).
+    samples (live audio has no whole-clip RMS; 3.0 suits a normal speaking level at RMS ~0.1); agc_level: the
+    AGC's start level (:class:`Cochlea`; e.g. :func:`voice_level` of the speaker's enrolment recordings).
     Sensor time is audio time since the stream started (``t_start_us`` = 0).
     """
 
     t_start_us = 0
 
     def __init__(self, config: CochleaConfig = CochleaConfig(), *, sample_rate_hz: float = 16000.0,
-                 packet_ms: float = 10.0, input_gain: float = 3.0, device=None):
+                 packet_ms: float = 10.0, input_gain: float = 3.0, device=None, agc_level: np.ndarray | None = None):
         try:
             import sounddevice
         except (ImportError, OSError) as error:
@@ -440,7 +487,7 @@ class MicrophoneCochleaSource:
                              f"at {sample_rate_hz:g} Hz: {error} (list the devices: python3 -m sounddevice; choose "
                              f"one with [source] device or --set source.device)") from None
         self._blocks: queue.Queue = queue.Queue(maxsize=200)
-        self.cochlea = Cochlea(sample_rate_hz, config, input_gain=input_gain)
+        self.cochlea = Cochlea(sample_rate_hz, config, input_gain=input_gain, agc_level=agc_level)
         self.cochlea.process(np.zeros(16))
         self.cochlea.reset()
         self.block_frames = max(1, int(round(packet_ms * 1e-3 * sample_rate_hz)))

@@ -5,12 +5,13 @@ filterbank)."""
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from devices.audio import AGC_FLOOR, Cochlea, CochleaConfig, WavCochleaSource, rms_gain
+from devices.audio import AGC_FLOOR, Cochlea, CochleaConfig, WavCochleaSource, rms_gain, voice_level
 from pipeline.loop import steps_of
 from pipeline.snn.model import InputSpec
 from pipeline.stages.binning import SpikeStepBinner
@@ -29,9 +30,11 @@ def load_bench():
     return module
 
 
-def reference_agc_lif(samples, sample_rate, config: CochleaConfig, gain: float, sos) -> list[tuple[int, int]]:
+def reference_agc_lif(samples, sample_rate, config: CochleaConfig, gain: float, sos, level0=None
+                      ) -> list[tuple[int, int]]:
     """The AGC + LIF spike rule of devices.audio written per sample with numpy over channels (scipy's sosfilt
-    for the filterbank): [(sample index, channel)] in time order, channels ascending within a sample."""
+    for the filterbank), the AGC's level starting at ``level0`` (None: 0): [(sample index, channel)] in time
+    order, channels ascending within a sample."""
     from scipy.signal import sosfilt
 
     bm = np.stack([sosfilt(np.array(s), samples * gain) for s in sos], axis=1)   # (n, C)
@@ -40,7 +43,8 @@ def reference_agc_lif(samples, sample_rate, config: CochleaConfig, gain: float, 
     alpha = 1.0 - np.exp(-dt / (config.agc_ms * 1e-3))
     refractory_samples = int(round(config.refractory_ms * 1e-3 * sample_rate))
     n_channels = bm.shape[1]
-    level, v, refractory = np.zeros(n_channels), np.zeros(n_channels), np.zeros(n_channels, int)
+    level = np.zeros(n_channels) if level0 is None else np.array(level0, dtype=np.float64)
+    v, refractory = np.zeros(n_channels), np.zeros(n_channels, int)
     out = []
     for i, row in enumerate(np.maximum(bm, 0.0)):
         mean = level.mean()
@@ -56,14 +60,21 @@ def reference_agc_lif(samples, sample_rate, config: CochleaConfig, gain: float, 
     return out
 
 
-def test_agc_spikes_match_a_numpy_reference():
+@pytest.mark.parametrize("start", ["zero", "level"])
+def test_agc_spikes_match_a_numpy_reference(start):
     samples, rate = read_wav(FSDD / "3_george_7.wav")
     samples = samples.astype(np.float64)[:1600]   # 0.2 s
     config = CochleaConfig(n_channels=16, threshold=3e-5, agc_ms=100.0, agc_strength=0.8)
     gain = rms_gain(samples, config.target_rms)
-    cochlea = Cochlea(float(rate), config, input_gain=gain)
+    # a start level with a steep spectral tilt, so a started AGC's gains differ from a fresh one's
+    level0 = None if start == "zero" else np.geomspace(1e-4, 1e-2, 16)
+    cochlea = Cochlea(float(rate), config, input_gain=gain, agc_level=level0)
     ours = np.concatenate([cochlea.process(samples[k:k + 80]) for k in range(0, len(samples), 80)])
-    reference = reference_agc_lif(samples, rate, config, gain, cochlea.sos)
+    reference = reference_agc_lif(samples, rate, config, gain, cochlea.sos, level0)
+    if level0 is not None:
+        assert set(reference) != set(reference_agc_lif(samples, rate, config, gain, cochlea.sos))
+        cochlea.reset()   # reset restores the start level: the same spikes again
+        np.testing.assert_array_equal(cochlea.process(samples)["channel"], ours["channel"])
     assert len(reference) > 100
     index = np.rint(ours["timestamp"] * rate / 1e6).astype(int)
     got = list(zip(index.tolist(), ours["channel"].tolist()))
@@ -139,6 +150,159 @@ def test_launch_refuses_an_audio_source_without_the_models_agc(tmp_path):
     with pytest.raises(LaunchError, match=r"\[source\] agc_ms: agc.npz was trained on cochlea agc_ms = 300.0, got 0.0"):
         build_graph(load_launch(launch, sets=[f'network.file="{model}"']))
     build_graph(load_launch(launch, sets=[f'network.file="{model}"', "source.agc_ms=300"]))
+
+
+# -- speaker adaptation: the AGC started at the speaker's level ---------------------------------------------
+def reference_drive(samples, sample_rate, config: CochleaConfig, gain: float) -> np.ndarray:
+    """Mean half-wave-rectified output of each gammatone channel, scipy's own design and sosfilt: (C,)."""
+    from scipy.signal import gammatone, sosfilt, tf2sos
+
+    from devices.audio import erb_space
+
+    return np.array([np.maximum(sosfilt(tf2sos(*gammatone(fc, "iir", fs=sample_rate)), samples * gain), 0).mean()
+                     for fc in erb_space(config.f_lo_hz, config.f_hi_hz, config.n_channels)])
+
+
+def test_channel_drive_is_the_mean_rectified_filterbank_output():
+    from devices.audio import channel_drive
+
+    samples, rate = read_wav(FSDD / "8_yweweler_30.wav")
+    x = samples.astype(np.float64)
+    config = CochleaConfig(n_channels=16)
+    gain = rms_gain(x, config.target_rms)
+    ours = channel_drive(np.array_split(x, 7), float(rate), config, gain)   # state carried across blocks
+    np.testing.assert_allclose(ours, reference_drive(x, float(rate), config, gain), rtol=1e-6)
+    with pytest.raises(ValueError, match="cochlea agc_level: expected 16 finite levels >= 0, got shape"):
+        Cochlea(float(rate), config, agc_level=np.ones(15))
+
+
+def speaker_spec(**overrides) -> InputSpec:
+    values = {"sensor": "cochlea", "bin_us": 2000, "channels": 16, "cochlea_threshold": 3e-5,
+              "cochlea_agc_ms": 60_000.0, "cochlea_agc_strength": 1.0, "cochlea_agc_start": "speaker", "tail_steps": 0}
+    return InputSpec(**{**values, **overrides})
+
+
+def test_speaker_start_needs_an_agc_and_travels_in_the_model():
+    spec = speaker_spec()
+    assert InputSpec.from_arrays(spec.to_arrays()) == spec
+    with pytest.raises(ValueError, match="'cochlea_agc_start' 'speaker' needs an AGC"):
+        speaker_spec(cochlea_agc_ms=0.0)
+    with pytest.raises(ValueError, match="'cochlea_agc_start' must be one of"):
+        speaker_spec(cochlea_agc_start="session")
+
+
+def test_trainer_starts_each_clip_at_its_speakers_mean_level(tmp_path):
+    """load_set with cochlea_agc_start "speaker": every clip is presented with the AGC started at the mean
+    level of its speaker's clips in the set (computed here with scipy), not at 0, and not another's."""
+    from pipeline.train.bptt import load_set
+    from recordings.labelled import open_labelled
+
+    names = ["1_george_3.wav", "2_george_4.wav", "1_lucas_3.wav", "5_lucas_8.wav"]
+    for name in names:
+        (tmp_path / name).symlink_to(FSDD / name)
+    spec = speaker_spec()
+    config = cochlea_config(spec)
+    level = {}
+    for speaker in ("george", "lucas"):
+        drives = []
+        for name in (n for n in names if speaker in n):
+            x, rate = read_wav(FSDD / name)
+            x = x.astype(np.float64)
+            drives.append(reference_drive(x, float(rate), config, rms_gain(x, config.target_rms)))
+        level[speaker] = np.mean(drives, axis=0)
+    presentations, _, _ = load_set(tmp_path, None, spec, (1, 1, 16))
+    paths = open_labelled(tmp_path).paths
+    assert len(presentations) == 4
+    for p, path in zip(presentations, paths):
+        speaker = path.stem.split("_")[1]
+        other = level["lucas" if speaker == "george" else "george"]
+        expected = present_file(path, spec, None, 16, agc_level=level[speaker])
+        np.testing.assert_array_equal(p.index, expected.index)
+        np.testing.assert_array_equal(p.indptr, expected.indptr)
+        assert not np.array_equal(p.index, present_file(path, spec, None, 16, agc_level=other).index)
+        assert not np.array_equal(p.index, present_file(path, spec, None, 16).index)
+
+
+def test_speaker_start_needs_speaker_names(tmp_path):
+    from pipeline.train.bptt import load_set
+
+    (tmp_path / "word.wav").symlink_to(FSDD / "1_george_3.wav")
+    (tmp_path / "labels.txt").write_text("word 1\n")
+    with pytest.raises(ValueError, match=r'cochlea_agc_start = "speaker" needs each file\'s speaker: .*word.wav'):
+        load_set(tmp_path, tmp_path / "labels.txt", speaker_spec(), (1, 1, 16))
+
+
+def test_launch_starts_the_audio_sources_agc_at_the_enrolled_voice(tmp_path):
+    """[source] agc_enrol (a folder of the voice's WAVs, relative to the launch file): the source's cochlea
+    starts at devices.audio.voice_level of them; a bad value is refused naming the key before anything opens."""
+    from devices.audio import voice_level
+    from pipeline.app.launch import LaunchError, build_graph, load_launch
+    from pipeline.snn.network import Network
+
+    shipped = Network.load(ROOT / "pipeline" / "train" / "models" / "fsdd_digits.npz")
+    spec = shipped.input_spec
+    adapted = InputSpec(sensor="cochlea", bin_us=spec.bin_us, channels=spec.channels,
+                        cochlea_threshold=spec.cochlea_threshold, tail_steps=spec.tail_steps, cochlea_agc_ms=60_000.0,
+                        cochlea_agc_start="speaker")
+    Network(n_inputs=shipped.n_inputs, populations=shipped.populations, projections=shipped.projections,
+            input_spec=adapted, readout=shipped.readout).save(tmp_path / "adapted.npz")
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    for name in ("1_george_3.wav", "2_george_4.wav"):
+        (voice / name).symlink_to(FSDD / name)
+    launch = tmp_path / "drive.toml"
+    launch.write_text((ROOT / "launch" / "voice_drive.toml").read_text())
+    sets = [f'source.path="{FSDD / "3_george_7.wav"}"', "source.agc_ms=60000", 'network.file="adapted.npz"']
+    graph = build_graph(load_launch(launch, sets=sets + ['source.agc_enrol="voice"']))
+    try:
+        config = graph.source.cochlea.config
+        expected = voice_level(sorted(voice.iterdir()), config)
+        np.testing.assert_allclose(graph.source.cochlea.agc_level, expected, rtol=1e-12)
+        graph.source.cochlea.reset()
+        np.testing.assert_array_equal(graph.source.cochlea._level, graph.source.cochlea.agc_level)
+    finally:
+        graph.close()
+    with pytest.raises(LaunchError, match=r"\[source\] agc_enrol: expected a WAV file or a folder holding WAV files"):
+        load_launch(launch, sets=sets + ['source.agc_enrol="nowhere"'])
+    with pytest.raises(LaunchError, match=r"\[source\] agc_enrol: sets where the AGC starts: needs an AGC"):
+        load_launch(launch, sets=[sets[0], 'source.agc_enrol="voice"'])   # the shipped model: no AGC
+    (voice / "silent.wav").write_bytes((FSDD / "1_george_3.wav").read_bytes()[:44])   # a header, no samples
+    with pytest.raises(LaunchError, match=r"\[source\] agc_enrol: cannot measure the voice in .*silent.wav"):
+        build_graph(load_launch(launch, sets=sets + ['source.agc_enrol="voice"']))
+
+
+def test_evaluate_adapts_to_each_speaker_of_the_folder(tmp_path):
+    """`spikeloop evaluate` of a model whose cochlea starts at the speaker's level: each WAV is classified
+    with its speaker's voice_level over the folder's WAVs of that speaker (the runtime's decisions equal those
+    on presentations made here), and a folder without speaker names is refused."""
+    from pipeline.snn.network import Network
+    from pipeline.train.evaluate import ModelError, SampleClassifier, evaluate, prepare
+    from recordings.labelled import open_labelled
+
+    shipped = Network.load(ROOT / "pipeline" / "train" / "models" / "fsdd_digits.npz")
+    spec = dataclasses_replace(shipped.input_spec, cochlea_agc_ms=60_000.0, cochlea_agc_start="speaker")
+    network = Network(n_inputs=shipped.n_inputs, populations=shipped.populations, projections=shipped.projections,
+                      input_spec=spec, readout=shipped.readout)
+    names = ["1_george_3.wav", "2_george_4.wav", "1_lucas_3.wav"]
+    for name in names:
+        (tmp_path / name).symlink_to(FSDD / name)
+    classes = shipped.readout.classes
+    data = open_labelled(tmp_path, classes=classes)
+    result = evaluate(network, data)
+    assert any("adapted to each speaker" in note and "2 speakers" in note for note in result.notes)
+    prepared, _ = prepare(network, "loihi")
+    classifier = SampleClassifier(prepared, "loihi")
+    config = cochlea_config(spec)
+    for path, got in zip(data.paths, result.results):
+        voice = [p for p in data.paths if p.stem.split("_")[1] == path.stem.split("_")[1]]
+        presentation = present_file(path, spec, None, network.n_inputs, agc_level=voice_level(voice, config))
+        assert classifier.run(presentation)[1] == got.end
+    words = tmp_path / "words"
+    words.mkdir()
+    (words / "word.wav").symlink_to(FSDD / names[0])
+    (tmp_path / "labels.txt").write_text("word 1\n")
+    with pytest.raises(ModelError, match="cochlea_agc_start 'speaker'.*needs FSDD names: .*word.wav"):
+        evaluate(network, open_labelled(words, tmp_path / "labels.txt", classes))
 
 
 # -- the frequency-warp augmentation ------------------------------------------------------------------------

@@ -572,7 +572,15 @@ def _check_source(ctx: Context, table: Any) -> dict:
         raise ctx.fail("path", "expected a WAV file or microphone = true (exactly one of them)")
     if values["path"]:
         values["path"] = check_value(ctx, "path", Key("file"), values["path"])
-    elif importlib.util.find_spec("sounddevice") is None:
+    if values["agc_enrol"]:
+        if not values["agc_ms"] > 0:
+            raise ctx.fail("agc_enrol", "sets where the AGC starts: needs an AGC (agc_ms > 0)")
+        enrol = Path(values["agc_enrol"]).expanduser()
+        enrol = enrol if enrol.is_absolute() else (ctx.file.parent / enrol).resolve()
+        if not enrol.is_file() and not (enrol.is_dir() and any(p.suffix.lower() == ".wav" for p in enrol.iterdir())):
+            raise ctx.fail("agc_enrol", f"expected a WAV file or a folder holding WAV files, got {enrol}")
+        values["agc_enrol"] = str(enrol)
+    if values["microphone"] and importlib.util.find_spec("sounddevice") is None:
         raise ctx.fail("microphone", "needs the optional 'sounddevice' package: pip install 'spikeloop[audio]' "
                                      "(and on Debian/Ubuntu: apt-get install libportaudio2)")
     return values

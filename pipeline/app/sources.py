@@ -36,7 +36,9 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from devices.audio import CochleaConfig, MicrophoneCochleaSource, WavCochleaSource
+import numpy as np
+
+from devices.audio import CochleaConfig, MicrophoneCochleaSource, WavCochleaSource, voice_level
 from devices.dvs import DvsCameraSource, NetworkEventSource
 from devices.errors import CameraError
 from devices.transport.zenoh_link import TransportError, ZenohSource, check_key
@@ -136,6 +138,8 @@ SOURCE_KEYS: dict[str, dict[str, Key]] = {
         "agc_ms": Key("number", _COCHLEA.agc_ms, low=0, high=60_000,
                       help="lif: AGC time constant (ms; 0: off): each channel's drive divided by its tracked level"),
         "agc_strength": Key("number", _COCHLEA.agc_strength, low=0, high=2, help="lif: AGC exponent"),
+        "agc_enrol": Key("str", "", help="lif AGC: a WAV, or a folder of WAVs, of the voice (relative to the launch "
+                                         "file); the AGC starts settled to its level instead of 0"),
         "target_rms": Key("number", _COCHLEA.target_rms, low=0, low_open=True,
                           help="WAV: normalise the clip to this RMS"),
         "level": Key("str", "rms", choices=("rms", "active"),
@@ -297,16 +301,30 @@ def _open_neural(table: dict, *, speed: float, fast: bool, chunk_us: int, bin_us
         raise SourceSpecError(f"cannot replay {path}: {exc}", "path") from None
 
 
+def _enrolled_level(table: dict, config: CochleaConfig) -> np.ndarray | None:
+    """The AGC start level of ``agc_enrol`` (a WAV or a folder of them; devices.audio.voice_level), or None."""
+    if not table.get("agc_enrol"):
+        return None
+    path = Path(table["agc_enrol"])
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav") if path.is_dir() else [path]
+    try:
+        return voice_level(files, config)
+    except (RecordingError, ValueError, OSError) as exc:
+        raise SourceSpecError(f"cannot measure the voice in {path}: {exc}", "agc_enrol") from None
+
+
 def _open_audio(table: dict, *, speed: float, fast: bool, chunk_us: int, strict: bool) -> Source:
     config = CochleaConfig(**{name: table[name] for name in _COCHLEA_FIELDS})
+    level = _enrolled_level(table, config)
     try:
         if table["microphone"]:
             device = table["device"]
             return MicrophoneCochleaSource(config, sample_rate_hz=table["sample_rate_hz"], packet_ms=chunk_us / 1000,
                                            input_gain=table["input_gain"],
-                                           device=None if not device else int(device) if device.isdigit() else device)
+                                           device=None if not device else int(device) if device.isdigit() else device,
+                                           agc_level=level)
         return WavCochleaSource(table["path"], config, packet_ms=chunk_us / 1000, speed=speed, fast=fast,
-                                loop=table["loop"], strict=strict, level=table["level"])
+                                loop=table["loop"], strict=strict, level=table["level"], agc_level=level)
     except RuntimeError as exc:  # the optional sounddevice package or PortAudio is missing
         raise SourceSpecError(str(exc), "microphone") from None
     except (RecordingError, ValueError, OSError) as exc:

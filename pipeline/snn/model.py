@@ -23,6 +23,8 @@ from pipeline.core.checks import MAX_VOTE
 from pipeline.core.schema import toml_value
 
 SENSORS = ("dvs", "cochlea")
+#: Where a cochlea model's AGC level starts for each clip (InputSpec.cochlea_agc_start).
+AGC_STARTS = ("zero", "speaker")
 ENCODINGS = ("spikes", "counts", "frame")
 POLARITIES = ("split", "merge")
 READOUTS = ("count", "max_membrane", "first_spike", "assignment", "vote")
@@ -60,7 +62,10 @@ class InputSpec:
     cochlea's LIF spike threshold (:class:`devices.audio.CochleaConfig` ``threshold``; its default 1.5e-4;
     lower = more spikes per second of speech). ``cochlea_agc_ms``, ``cochlea_agc_strength``: "cochlea" only,
     the cochlea's causal per-channel gain normalisation (CochleaConfig ``agc_ms``, ``agc_strength``; 0 ms:
-    off, the default, as every model trained before it).
+    off, the default, as every model trained before it). ``cochlea_agc_start``: where the AGC's level starts
+    for each clip, "zero" (the default) or "speaker" (the speaker's level: :func:`devices.audio.channel_drive`
+    averaged over that speaker's clips of the set, so a slow AGC has settled to the voice before the word;
+    speaker adaptation from unlabelled audio).
     """
 
     sensor: str = "dvs"
@@ -74,12 +79,14 @@ class InputSpec:
     cochlea_threshold: float = 1.5e-4
     cochlea_agc_ms: float = 0.0
     cochlea_agc_strength: float = 1.0
+    cochlea_agc_start: str = "zero"
 
     def __post_init__(self) -> None:
         owner = "input spec"
         _choice(owner, "sensor", self.sensor, SENSORS)
         _choice(owner, "encoding", self.encoding, ENCODINGS)
         _choice(owner, "polarity", self.polarity, POLARITIES)
+        _choice(owner, "cochlea_agc_start", self.cochlea_agc_start, AGC_STARTS)
         _positive_int(owner, "bin_us", self.bin_us, 10_000_000)
         _positive_int(owner, "scale", self.scale, 1024)
         _positive_int(owner, "channels", self.channels, 4096)
@@ -100,6 +107,9 @@ class InputSpec:
             if isinstance(value, bool) or not 0 <= float(value) <= high or float(value) == float("inf"):
                 raise ValueError(f"{owner}: parameter {name!r} must be a number in 0..{high:g}, got {toml_value(value)}")
             object.__setattr__(self, name, float(value))
+        if self.cochlea_agc_start != "zero" and not self.cochlea_agc_ms > 0:
+            raise ValueError(f"{owner}: parameter 'cochlea_agc_start' {self.cochlea_agc_start!r} needs an AGC "
+                             f"('cochlea_agc_ms' > 0)")
         if isinstance(self.tail_steps, bool) or int(self.tail_steps) != self.tail_steps \
                 or not 0 <= self.tail_steps <= MAX_STEPS:
             raise ValueError(f"{owner}: parameter 'tail_steps' must be an integer in 0..{MAX_STEPS}, "

@@ -17,8 +17,8 @@ Config sections (``spikeloop train``; every key below with its default in :data:
   (recordings.labelled.LabelledSet.fsdd_split); test must then be empty.
 * ``[input]`` how a recording is presented (pipeline.snn.model.InputSpec): sensor ("dvs": width, height,
   polarity, scale; "cochlea": a WAV through the project's cochlea, channels, cochlea_threshold,
-  cochlea_agc_ms, cochlea_agc_strength), bin_us,
-  encoding, duration_us, tail_steps.
+  cochlea_agc_ms, cochlea_agc_strength, cochlea_agc_start: "speaker" starts each clip's AGC at its speaker's
+  mean level over the set's clips of that speaker, FSDD names), bin_us, encoding, duration_us, tail_steps.
 * ``[network]`` hidden (sizes of hidden layers), recurrent, tau_syn_ms, tau_mem_ms, vth (loihi threshold
   mantissa), max_weight_hidden / max_weight_output (largest |weight| in thresholds; fixes weight_exp),
   init_gain; layers: a list of conv / sumpool / avgpool / dense (with per-synapse delays) hidden layers
@@ -61,11 +61,11 @@ import numpy as np
 from devices.audio import CochleaConfig, warped_channels
 from pipeline.core.schema import Key, toml_value
 from pipeline.snn.ensemble import ensemble
-from pipeline.snn.model import InputSpec, Readout
+from pipeline.snn.model import AGC_STARTS, InputSpec, Readout
 from pipeline.train import kernels as K
 from pipeline.train import layer_stack
 from pipeline.train.lif_stack import LifStack, backward, compile_network, forward
-from pipeline.train.present import Presentation, present_file, transform
+from pipeline.train.present import Presentation, present_file, speaker_levels, transform
 from pipeline.train.run import Fitted, TrainRun
 from recordings.labelled import LabelledSet, LabelsError, open_labelled
 
@@ -110,6 +110,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
                                                                     "devices.audio)"),
         "cochlea_agc_strength": Key("number", 1.0, low=0, high=2, help="cochlea: AGC exponent (1: a channel's "
                                                                        "steady level divided out)"),
+        "cochlea_agc_start": Key("str", "zero", choices=AGC_STARTS,
+                                 help="cochlea: the AGC's level at each clip's start: zero, or the speaker's "
+                                      "(their clips' mean level: adapted to the voice, from unlabelled audio)"),
         "width": Key("int", 34, low=1, high=4096, help="sensor width (px)"),
         "height": Key("int", 34, low=1, high=4096, help="sensor height (px)"),
         "bin_us": Key("int", 1000, low=1, high=10_000_000, help="step length (µs)"),
@@ -169,7 +172,8 @@ def input_spec(config: dict) -> tuple[InputSpec, tuple[int, int, int]]:
     if c["sensor"] == "cochlea":
         spec = InputSpec(sensor="cochlea", bin_us=c["bin_us"], encoding=c["encoding"], duration_us=c["duration_us"],
                          tail_steps=c["tail_steps"], channels=c["channels"], cochlea_threshold=c["cochlea_threshold"],
-                         cochlea_agc_ms=c["cochlea_agc_ms"], cochlea_agc_strength=c["cochlea_agc_strength"])
+                         cochlea_agc_ms=c["cochlea_agc_ms"], cochlea_agc_strength=c["cochlea_agc_strength"],
+                         cochlea_agc_start=c["cochlea_agc_start"])
         return spec, (1, 1, c["channels"])
     spec = InputSpec(sensor="dvs", bin_us=c["bin_us"], encoding=c["encoding"], polarity=c["polarity"],
                      duration_us=c["duration_us"], tail_steps=c["tail_steps"], scale=c["scale"])
@@ -185,7 +189,15 @@ def load_set(folder: Path | LabelledSet, labels: Path | None, spec: InputSpec, s
     if limit:
         labelled = labelled.subset(range(min(limit, len(labelled))))
     n_inputs = int(np.prod(shape))
-    presentations = [present_file(p, spec, shape, n_inputs, gain_db) for p in labelled.paths]
+    starts = [None] * len(labelled)
+    if spec.cochlea_agc_start == "speaker":
+        try:
+            speakers = labelled.speakers()
+        except LabelsError as error:
+            raise ValueError(f"[input] cochlea_agc_start = \"speaker\" needs each file's speaker: {error}") from None
+        levels = speaker_levels(labelled.paths, speakers, spec)
+        starts = [levels[s] for s in speakers]
+    presentations = [present_file(p, spec, shape, n_inputs, gain_db, start) for p, start in zip(labelled.paths, starts)]
     return presentations, np.array(labelled.labels, np.int64), labelled.classes
 
 

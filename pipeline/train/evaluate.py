@@ -33,8 +33,8 @@ from pipeline.decoders.classifier import ClassifierDecoder, Decision
 from pipeline.snn.convert import to_loihi
 from pipeline.snn.network import INPUT, Network
 from pipeline.snn.runtime import build
-from pipeline.train.present import Presentation, present_file
-from recordings.labelled import LabelledSet
+from pipeline.train.present import Presentation, present_file, speaker_levels
+from recordings.labelled import LabelledSet, LabelsError
 
 BACKENDS = ("loihi", "float")
 
@@ -135,9 +135,12 @@ class SampleClassifier:
         self.decoder = decoder_for(network, margin, min_evidence)
         self.output = network.output_name
         self.graded = self.spec.graded
+        #: AGC start level (channels,) per recording path, for a spec with cochlea_agc_start "speaker".
+        self.agc_levels: dict[str, np.ndarray] = {}
 
     def present(self, path: str | Path) -> Presentation:
-        return present_file(path, self.spec, self.network.input_shape, self.network.n_inputs)
+        return present_file(path, self.spec, self.network.input_shape, self.network.n_inputs,
+                            agc_level=self.agc_levels.get(str(path)))
 
     def run(self, presentation: Presentation) -> tuple[Decision, Decision]:
         """Run one presentation from a reset network: (early, end) decisions; time 0 = the first event (a
@@ -257,6 +260,16 @@ def evaluate(network: Network, data: LabelledSet, backend: str = "loihi", margin
         raise ModelError(f"the data's classes {list(data.classes)} are not the readout's "
                          f"{list(prepared.readout.classes)}")
     local = SampleClassifier(prepared, backend, margin, min_evidence)
+    if prepared.input_spec.cochlea_agc_start == "speaker":
+        try:
+            speakers = data.speakers()
+        except LabelsError as error:
+            raise ModelError(f"the model's cochlea starts each clip adapted to its speaker (input spec "
+                             f"cochlea_agc_start 'speaker'), which needs FSDD names: {error}") from None
+        levels = speaker_levels(data.paths, speakers, prepared.input_spec)
+        local.agc_levels = {str(p): levels[s] for p, s in zip(data.paths, speakers)}
+        notes = [*notes, (f"the cochlea's AGC starts adapted to each speaker: their mean level over their clips "
+                          f"here ({len(levels)} speakers, labels unused)")]
     items = [(str(p), int(label)) for p, label in zip(data.paths, data.labels)]
     results = [local.classify(*items[0])] if items else []
     if progress:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from devices.audio import Cochlea, CochleaConfig, check_audible, rms_gain
+from devices.audio import Cochlea, CochleaConfig, check_audible, rms_gain, voice_level
 from pipeline.core.events import DVS_EVENT_DTYPE
 from pipeline.snn.model import InputSpec
 from recordings.base import RecordingError
@@ -127,19 +127,31 @@ def cochlea_config(spec: InputSpec) -> CochleaConfig:
                          agc_strength=spec.cochlea_agc_strength)
 
 
-def cochlea_spikes(path: str | Path, spec: InputSpec, gain_db: float = 0.0) -> tuple[np.ndarray, int]:
+def cochlea_spikes(path: str | Path, spec: InputSpec, gain_db: float = 0.0,
+                   agc_level: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """A WAV file through the project's cochlea (``spec.channels`` channels, LIF threshold
-    ``spec.cochlea_threshold``, AGC as the spec says, clip normalised to the cochlea's target RMS, then
-    ``gain_db`` dB louder) -> (AER spikes, duration µs)."""
+    ``spec.cochlea_threshold``, AGC as the spec says, starting at ``agc_level`` (None: 0), clip normalised to
+    the cochlea's target RMS, then ``gain_db`` dB louder) -> (AER spikes, duration µs)."""
     reader = WavReader(path, strict=True)
     samples = np.concatenate(list(reader.blocks()) or [np.zeros(0)])
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
     check_audible(samples, path)
     config = cochlea_config(spec)
     gain = rms_gain(samples, config.target_rms) * 10.0 ** (gain_db / 20.0)
-    cochlea = Cochlea(float(reader.sample_rate), config, input_gain=gain)
+    cochlea = Cochlea(float(reader.sample_rate), config, input_gain=gain, agc_level=agc_level)
     return cochlea.process(samples), int(round(len(samples) * 1e6 / reader.sample_rate))
+
+
+def speaker_levels(paths, speakers, spec: InputSpec) -> dict[str, np.ndarray]:
+    """Each speaker's AGC start level for a spec with ``cochlea_agc_start = "speaker"``:
+    :func:`devices.audio.voice_level` of their clips among ``paths`` (``speakers``: the speaker of each);
+    {speaker: (channels,)}. ValueError naming a file that cannot be measured."""
+    groups: dict[str, list] = {}
+    for path, speaker in zip(paths, speakers):
+        groups.setdefault(speaker, []).append(path)
+    try:
+        return {speaker: voice_level(group, cochlea_config(spec)) for speaker, group in groups.items()}
+    except RecordingError as error:
+        raise ValueError(str(error)) from error
 
 
 def present_spikes(spikes: np.ndarray, duration_us: int, spec: InputSpec, n_inputs: int) -> Presentation:
@@ -175,14 +187,14 @@ def repeat_frame(frame: Presentation, n_steps: int, tail_steps: int) -> Presenta
 
 
 def present_file(path: str | Path, spec: InputSpec, input_shape: tuple[int, int, int] | None, n_inputs: int,
-                 gain_db: float = 0.0) -> Presentation:
-    """One recording (any event format, or a WAV for the cochlea, ``gain_db`` dB above its normalised level)
-    -> Presentation; ValueError names the file."""
+                 gain_db: float = 0.0, agc_level: np.ndarray | None = None) -> Presentation:
+    """One recording (any event format, or a WAV for the cochlea, ``gain_db`` dB above its normalised level,
+    the cochlea's AGC starting at ``agc_level``) -> Presentation; ValueError names the file."""
     path = Path(path)
     if spec.encoding == "frame":
         window = replace(spec, encoding="counts", bin_us=spec.duration_us, tail_steps=0)
-        return repeat_frame(present_file(path, window, input_shape, n_inputs, gain_db), spec.duration_us // spec.bin_us,
-                            spec.tail_steps)
+        return repeat_frame(present_file(path, window, input_shape, n_inputs, gain_db, agc_level),
+                            spec.duration_us // spec.bin_us, spec.tail_steps)
     if (path.suffix.lower() == ".wav") != (spec.sensor == "cochlea"):
         raise ValueError(f"{path}: a WAV file needs a model whose input_spec.sensor is 'cochlea'; this model's is "
                          f"'dvs' (DVS event recordings)" if spec.sensor != "cochlea" else
@@ -190,7 +202,7 @@ def present_file(path: str | Path, spec: InputSpec, input_shape: tuple[int, int,
                          f"not DVS events")
     try:
         if spec.sensor == "cochlea":
-            spikes, duration_us = cochlea_spikes(path, spec, gain_db)
+            spikes, duration_us = cochlea_spikes(path, spec, gain_db, agc_level)
             return present_spikes(spikes, duration_us, spec, n_inputs)
         if input_shape is None:
             raise ValueError("the network has no input_shape; DVS input needs a (C, H, W) grid")
