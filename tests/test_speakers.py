@@ -390,3 +390,18 @@ def test_anchor_cmvn_and_deltas():
     np.testing.assert_allclose(d[:, :13], x)
     features = bench.strong_features(read_wav(FSDD / "2_yweweler_30.wav")[0].astype(np.float64))
     assert features.shape == (39 * 20,) and np.isfinite(features).all()
+
+
+def test_anchor_speaker_cmvn_normalises_each_voice_over_all_its_clips():
+    """Each speaker's frames, pooled over their clips, have mean 0 and standard deviation 1 per column; a
+    clip is normalised by its speaker's statistics, not its own (one clip of a voice keeps its offset)."""
+    bench = load_bench()
+    rng = np.random.default_rng(1)
+    clips = [rng.normal(mu, sd, (n, 13)) for mu, sd, n in ((5.0, 2.0, 30), (6.0, 2.0, 50), (-3.0, 0.5, 40))]
+    speakers = np.array(["a", "a", "b"])
+    out = bench.speaker_cmvn(clips, speakers)
+    pooled = np.vstack(out[:2])
+    np.testing.assert_allclose(pooled.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(pooled.std(axis=0), 1, atol=1e-6)
+    assert out[0].mean() < -0.1 < 0.1 < out[1].mean()   # the lower clip of voice a stays below the other
+    np.testing.assert_allclose(out[2], (clips[2] - clips[2].mean(axis=0)) / (clips[2].std(axis=0) + 1e-8))
