@@ -269,7 +269,7 @@ def evaluate(network: Network, data: LabelledSet, backend: str = "loihi", margin
         levels = speaker_levels(data.paths, speakers, prepared.input_spec)
         local.agc_levels = {str(p): levels[s] for p, s in zip(data.paths, speakers)}
         notes = [*notes, (f"the cochlea's AGC starts adapted to each speaker: their mean level over their clips "
-                          f"here ({len(levels)} speakers, labels unused)")]
+                          f"here ({len(levels)} speaker{'s' if len(levels) != 1 else ''}, labels unused)")]
     items = [(str(p), int(label)) for p, label in zip(data.paths, data.labels)]
     results = [local.classify(*items[0])] if items else []
     if progress:
