@@ -63,9 +63,9 @@ class InputSpec:
     lower = more spikes per second of speech). ``cochlea_agc_ms``, ``cochlea_agc_strength``: "cochlea" only,
     the cochlea's causal per-channel gain normalisation (CochleaConfig ``agc_ms``, ``agc_strength``; 0 ms:
     off, the default, as every model trained before it). ``cochlea_agc_start``: where the AGC's level starts
-    for each clip, "zero" (the default) or "speaker" (the speaker's level: :func:`devices.audio.channel_drive`
-    averaged over that speaker's clips of the set, so a slow AGC has settled to the voice before the word;
-    speaker adaptation from unlabelled audio).
+    for each clip, "zero" (the default) or "speaker" (the speaker's level, :func:`devices.audio.voice_level`
+    of that speaker's clips in the set, so a slow AGC has settled to the voice before the word; speaker
+    adaptation from unlabelled audio).
     """
 
     sensor: str = "dvs"
