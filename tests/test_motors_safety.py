@@ -125,10 +125,11 @@ def test_stop_on_signal_estops_then_flags(twin):
 
 def test_unplug_stops_the_servo_and_the_driver_reconnects(twin):
     with open_motors("dynamixel", twin.path, [1, 2], backoff_s=(0.02, 0.1), timeout_ms=5000) as m:
-        for _ in range(50):
+        def moving() -> bool:  # keep commanding until the twin has applied a goal (a loaded machine is slow)
             m.send(np.array([2.0, 2.0]))
-            time.sleep(0.002)
-        assert goal_raw(twin, 0) != 0
+            return goal_raw(twin, 0) != 0
+
+        assert wait_until(moving, 2.0) is not None
         twin.unplug()
         # The servo's Bus Watchdog (100 ms) stops it; the host sees the loss on its next read or write.
         stopped = wait_until(lambda: twin.device.physics.target[0] == 0.0, 1.0)
