@@ -253,7 +253,12 @@ def test_launch_starts_the_audio_sources_agc_at_the_enrolled_voice(tmp_path):
     launch = tmp_path / "drive.toml"
     launch.write_text((ROOT / "launch" / "voice_drive.toml").read_text())
     sets = [f'source.path="{FSDD / "3_george_7.wav"}"', "source.agc_ms=60000", 'network.file="adapted.npz"']
+    unenrolled = build_graph(load_launch(launch, sets=sets))
+    unenrolled.close()
+    assert any("agc_enrol is empty, so the AGC starts at 0" in note for note in unenrolled.notes)
+    np.testing.assert_array_equal(unenrolled.source.cochlea._level, 0.0)
     graph = build_graph(load_launch(launch, sets=sets + ['source.agc_enrol="voice"']))
+    assert not graph.notes
     try:
         config = graph.source.cochlea.config
         expected = voice_level(sorted(voice.iterdir()), config)

@@ -946,6 +946,19 @@ def _check_input_spec(spec: LaunchSpec, network) -> None:
             raise source.fail(key, f"{name} was trained on cochlea {key} = {toml_value(value)}, got {toml_value(spec.source[key])}")
 
 
+def _adaptation_notes(spec: LaunchSpec, network) -> list[str]:
+    """A note when a model trained with its cochlea's AGC settled to each speaker (input spec
+    cochlea_agc_start "speaker") listens through an audio source with no ``agc_enrol``: the AGC starts at 0."""
+    model = network.input_spec
+    if model is None or model.cochlea_agc_start != "speaker" or spec.source["type"] != "audio" \
+            or spec.source["agc_enrol"]:
+        return []
+    note = (f"the model was trained with its cochlea's AGC settled to each speaker; [source] agc_enrol is empty, "
+            f"so the AGC starts at 0 and settles to the voice over about {model.cochlea_agc_ms / 1000:g} s of "
+            f"speech (set agc_enrol to a few WAVs of the voice to start adapted)")
+    return [note]
+
+
 def build_decoder(spec: LaunchSpec, n_outputs: int, runtime=None, readout=None):
     """The spike decoder for ``n_outputs`` network outputs, plus the length of the command it produces. A
     decoder that also watches the network's input (``attach_runtime``: command_map) is given ``runtime``; one
@@ -1186,7 +1199,7 @@ def build_graph(spec: LaunchSpec, on_report=None, source=None) -> Graph:
     except BaseException:
         source.close()
         raise
-    graph = Graph(spec, source, chain, binner, network, runtime, decoder, sinks)
+    graph = Graph(spec, source, chain, binner, network, runtime, decoder, sinks, notes=_adaptation_notes(spec, network))
     decode, on_report = publishing(sinks, make_decode(decoder), on_report)
     graph.loop = Loop(source, chain, binner, runtime, decode, sinks, spec.loop, on_report)
     return graph
