@@ -30,6 +30,7 @@ import functools
 import queue
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from numba import njit
@@ -237,7 +238,7 @@ class Cochlea:
     sample_rate_hz: input sample rate (Hz). input_gain: factor applied to samples before filtering
     (use :func:`rms_gain` for a whole clip). ``t0_us``: sensor time of the first sample. ``agc_level``: the
     AGC's level at the start and after :meth:`reset`, (n_channels,) in the rectified drive's units (None: 0,
-    the AGC starts neutral; :func:`channel_drive` gives a speaker's, so a slow AGC starts adapted to them).
+    the AGC starts neutral; :func:`voice_level` gives a speaker's, so a slow AGC starts adapted to them).
     """
 
     sample_rate_hz: float
@@ -330,6 +331,15 @@ def channel_drive(blocks, sample_rate_hz: float, config: CochleaConfig, input_ga
         total += np.maximum(out, 0.0).sum(axis=0)
         count += len(x)
     return total / max(count, 1)
+
+
+def voice_files(path) -> list[Path]:
+    """The recordings of a voice named by one path (an enrolment, e.g. ``[source] agc_enrol``): the file
+    itself, or the ``.wav`` files of a folder, sorted; [] when there is none."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav" and p.is_file())
+    return [path] if path.is_file() else []
 
 
 def voice_level(paths, config: CochleaConfig, strict: bool = True) -> np.ndarray:

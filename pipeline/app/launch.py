@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 import tomllib
 
+from devices.audio import voice_files
 from devices.motors import PROTOCOLS
 from devices.motors.registry import driver_class
 from devices.transport import wire
@@ -577,7 +578,7 @@ def _check_source(ctx: Context, table: Any) -> dict:
             raise ctx.fail("agc_enrol", "sets where the AGC starts: needs an AGC (agc_ms > 0)")
         enrol = Path(values["agc_enrol"]).expanduser()
         enrol = enrol if enrol.is_absolute() else (ctx.file.parent / enrol).resolve()
-        if not enrol.is_file() and not (enrol.is_dir() and any(p.suffix.lower() == ".wav" for p in enrol.iterdir())):
+        if not voice_files(enrol):
             raise ctx.fail("agc_enrol", f"expected a WAV file or a folder holding WAV files, got {enrol}")
         values["agc_enrol"] = str(enrol)
     if values["microphone"] and importlib.util.find_spec("sounddevice") is None:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from devices.audio import CochleaConfig, MicrophoneCochleaSource, WavCochleaSource, voice_level
+from devices.audio import CochleaConfig, MicrophoneCochleaSource, WavCochleaSource, voice_files, voice_level
 from devices.dvs import DvsCameraSource, NetworkEventSource
 from devices.errors import CameraError
 from devices.transport.zenoh_link import TransportError, ZenohSource, check_key
@@ -306,9 +306,8 @@ def _enrolled_level(table: dict, config: CochleaConfig) -> np.ndarray | None:
     if not table.get("agc_enrol"):
         return None
     path = Path(table["agc_enrol"])
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav") if path.is_dir() else [path]
     try:
-        return voice_level(files, config)
+        return voice_level(voice_files(path), config)
     except (RecordingError, ValueError, OSError) as exc:
         raise SourceSpecError(f"cannot measure the voice in {path}: {exc}", "agc_enrol") from None
 
