@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -250,9 +251,12 @@ def test_shipped_model_is_a_cochlea_digit_classifier():
 def test_voice_drive_headless_from_the_command_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-m", "pipeline.app.cli", "launch", str(LAUNCH), "--headless",
-                             "--set", 'loop.mode="fast"'], capture_output=True, text=True, env=env, cwd=tmp_path,
-                            timeout=300, check=False)
+                             "--set", 'loop.mode="fast"', "--snapshot", "view.png"], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
+    # --snapshot is drawn headless too (it was silently not written with --headless)
+    view = cv2.imread(str(tmp_path / "view.png"))
+    assert view is not None and view.shape[0] > 100 and view.std() > 0
     # what it heard is in the log (it was not: a headless run showed no decision); the sample says
     # "one three four two zero" (launch/voice_drive.toml)
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]

@@ -323,7 +323,7 @@ def run(args) -> int:
                 log("note", message=note)
             viewable = spec.network is not None  # the live view draws a network's input and output spikes
             window = viewable and not args.headless and has_display()
-            if not stop_signal and (window or (viewable and args.snapshot and not args.headless)):
+            if not stop_signal and (window or (viewable and args.snapshot)):  # a snapshot is drawn headless too
                 report = for_graph(graph, log).run(window=window, snapshot=args.snapshot)
             elif not stop_signal:
                 report = graph.loop.run()
