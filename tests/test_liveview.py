@@ -252,3 +252,23 @@ def test_an_output_neuron_that_votes_for_no_class_is_labelled_so():
     network = SimpleNamespace(output_name="out", n_outputs=4)
     assert neuron_labels(network, decoder) == ["out 0 'stop' cmd", "out 1 'go' cmd", "out 2 (no vote)",
                                                "out 3 'go' cmd"]
+
+
+def test_a_raster_of_more_rows_than_labels_fit_draws_every_row_and_readable_labels():
+    """100 output neurons (the shipped ten-network FSDD ensemble) in a 190 px panel: every neuron's spikes
+    are drawn (a 3 px gap inside 1.9 px rows left them empty), and labels are at least a text line apart
+    (drawn on every row they were an unreadable block)."""
+    import cv2
+
+    from pipeline.app.dashboard import LABEL_PX, _raster
+
+    view = np.zeros((190, 360, 3), np.uint8)
+    times = np.arange(1, 101, dtype=np.int64) * 1000
+    fired = np.ones((100, 100), bool)
+    _raster(view, times, fired, [f"n{i}" for i in range(100)], 0, 1000, label_w=80)
+    spike = np.all(view[:, 80:] == (80, 200, 255), axis=2)
+    assert spike[:, -1].sum() >= 180   # the newest step's column: every row drawn
+    text_rows = np.flatnonzero(np.any(np.any(view[:, :80] != BG, axis=2), axis=1))
+    starts = text_rows[np.diff(np.concatenate([[-10], text_rows])) > 1]   # top pixel row of each label
+    assert 10 <= len(starts) <= 190 // LABEL_PX + 1 and np.all(np.diff(starts) >= LABEL_PX - 2)
+    assert cv2.getTextSize("n0", cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][1] < LABEL_PX

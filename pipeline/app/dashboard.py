@@ -198,6 +198,10 @@ def _map(view: np.ndarray, world, recorder: DashboardRecorder) -> None:
         cv2.drawMarker(view, c, (0, 0, 255), cv2.MARKER_TILTED_CROSS, 14, 2)
 
 
+#: Vertical space (px) one raster label needs: rows closer than this are not all labelled.
+LABEL_PX = 12
+
+
 def _raster(view: np.ndarray, times: np.ndarray, fired: np.ndarray, names: list[str], n_sensory: int, raster_ms: int,
             label_w: int = 80) -> None:
     """Spike raster of steps at ``times`` (µs int64 (k,), newest last) with spikes ``fired`` (bool (k, n)),
@@ -209,14 +213,22 @@ def _raster(view: np.ndarray, times: np.ndarray, fired: np.ndarray, names: list[
     row_h = view.shape[0] / n
     t_end = times[-1]
     width = view.shape[1] - label_w
+    # rows shorter than a line of text: label only those a line below the last label (and the first one
+    # half a line down, so its text is not cut off at the top)
+    labelled_y = LABEL_PX // 2 - LABEL_PX
     for i, name in enumerate(names):
         cy = int((i + 0.5) * row_h)
-        cv2.putText(view, name, (4, cy + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, FG, 1, cv2.LINE_AA)
+        if cy - labelled_y >= LABEL_PX:
+            cv2.putText(view, name, (4, cy + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, FG, 1, cv2.LINE_AA)
+            labelled_y = cy
     xs = label_w + (width - 1 - (t_end - times) / 1000 * width / raster_ms).astype(np.int64)
     inside = (xs >= 0) & (xs < view.shape[1])
+    gap = 3 if row_h >= 9 else 0   # a thin row is drawn whole (with a 3 px gap it would be empty)
     for i in range(n):
         columns = np.unique(xs[inside & fired[:, i]])
-        view[int(i * row_h + 3):int((i + 1) * row_h - 3) + 1, columns] = ON if i < n_sensory else (80, 200, 255)
+        top = int(i * row_h + gap)
+        bottom = max(top + 1, int((i + 1) * row_h - gap) + (gap > 0))
+        view[top:bottom, columns] = ON if i < n_sensory else (80, 200, 255)
 
 
 def _wheels(view: np.ndarray, commands, limit: float, plot_s: float, names=("left", "right"),
